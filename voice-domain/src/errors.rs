@@ -1,0 +1,499 @@
+//! Use-case errors: one `thiserror` enum per use case, with the cases a caller can act on.
+//!
+//! Every message says what to do next. Each error also maps to a stable wire code and an
+//! [`ErrorClass`] through [`UseCaseError`], once, here, so that the Lambda and the self-hosted
+//! server refuse the same request with the same `{code, message}`.
+
+use std::fmt;
+
+use crate::ids::VoiceRoomId;
+use crate::ports::{
+    ChannelError, CredentialError, DirectoryError, NotifyError, PortFailure, StoreError,
+};
+
+/// The broad class of a refusal, for mapping to HTTP statuses and log levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request itself is malformed (400).
+    BadRequest,
+    /// The caller is not identified (401).
+    Unauthenticated,
+    /// The caller may not do this (403).
+    Forbidden,
+    /// The thing asked about does not exist (404).
+    NotFound,
+    /// The state does not allow it now (409).
+    Conflict,
+    /// A dependency failed; retry later (503).
+    Unavailable,
+    /// A bug or corrupt data; not the caller's fault (500).
+    Internal,
+}
+
+/// What every use-case error offers to the entrypoints.
+pub trait UseCaseError: std::error::Error {
+    /// Stable, machine-readable code (`NOT_APPROVED`, `ROOM_FULL`, ...). Documented in
+    /// `docs/protocol.md`; never change one.
+    fn code(&self) -> &'static str;
+    /// The class, for the HTTP status.
+    fn class(&self) -> ErrorClass;
+    /// Whether the same request may succeed if sent again unchanged.
+    fn retryable(&self) -> bool {
+        matches!(self.class(), ErrorClass::Unavailable) || self.code() == "CONFLICT"
+    }
+}
+
+/// Which port failed, for messages and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PortName {
+    /// The voice-room store.
+    Store,
+    /// The chat directory.
+    Directory,
+    /// The signaling channels.
+    Channels,
+    /// The credential issuer.
+    Credentials,
+    /// The notifier.
+    Notifier,
+}
+
+impl fmt::Display for PortName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PortName::Store => "voice-room store",
+            PortName::Directory => "chat directory",
+            PortName::Channels => "signaling service",
+            PortName::Credentials => "credential issuer",
+            PortName::Notifier => "notifier",
+        })
+    }
+}
+
+/// A dependency failed. Retryable failures tell the caller to try again; permanent ones tell
+/// the operator to look at the logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {port} is unavailable{}", if self.failure.retryable { "; try again in a moment" } else { "; this will not fix itself, ask the operator to check the server logs" })]
+pub struct DependencyError {
+    /// Which port.
+    pub port: PortName,
+    /// What it said (logged, not shown).
+    pub failure: PortFailure,
+}
+
+impl DependencyError {
+    /// Wraps a port failure.
+    pub fn new(port: PortName, failure: PortFailure) -> Self {
+        Self { port, failure }
+    }
+
+    fn class(&self) -> ErrorClass {
+        if self.failure.retryable {
+            ErrorClass::Unavailable
+        } else {
+            ErrorClass::Internal
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        if self.failure.retryable {
+            "UNAVAILABLE"
+        } else {
+            "INTERNAL"
+        }
+    }
+}
+
+impl From<StoreError> for DependencyError {
+    fn from(e: StoreError) -> Self {
+        let failure = match e {
+            StoreError::Unavailable(f) => f,
+            // A conflict that reaches here means retries were exhausted: worth retrying later.
+            StoreError::VersionConflict => PortFailure::retryable("too many concurrent updates"),
+            other => PortFailure::permanent(other.to_string()),
+        };
+        Self::new(PortName::Store, failure)
+    }
+}
+
+impl From<DirectoryError> for DependencyError {
+    fn from(e: DirectoryError) -> Self {
+        match e {
+            DirectoryError::Unavailable(f) => Self::new(PortName::Directory, f),
+        }
+    }
+}
+
+impl From<ChannelError> for DependencyError {
+    fn from(e: ChannelError) -> Self {
+        let failure = match e {
+            ChannelError::Unavailable(f) => f,
+            ChannelError::LimitExceeded => PortFailure::permanent(
+                "signaling channel quota reached: raise the account limit or sweep orphans",
+            ),
+            ChannelError::NotFound => PortFailure::retryable("signaling channel vanished"),
+        };
+        Self::new(PortName::Channels, failure)
+    }
+}
+
+impl From<CredentialError> for DependencyError {
+    fn from(e: CredentialError) -> Self {
+        match e {
+            CredentialError::Unavailable(f) => Self::new(PortName::Credentials, f),
+        }
+    }
+}
+
+impl From<NotifyError> for DependencyError {
+    fn from(e: NotifyError) -> Self {
+        let failure = match e {
+            NotifyError::Unavailable(f) => f,
+            NotifyError::Gone => PortFailure::permanent("connection gone"),
+        };
+        Self::new(PortName::Notifier, failure)
+    }
+}
+
+/// Who the caller is, and whether it may act in the chat room: shared by the use cases that
+/// need an approved member.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    /// The connection is unknown to the chat app.
+    #[error("this connection is not identified; connect to the chat first, then retry")]
+    NotIdentified,
+    /// The chat room does not exist.
+    #[error("chat room not found; check the room id")]
+    ChatRoomNotFound,
+    /// The user is not in the chat room.
+    #[error("you are not a member of this chat room; ask to join it first")]
+    NotMember,
+    /// The user asked to join but the admin has not approved yet.
+    #[error(
+        "your request to join this chat room is still pending; wait for the admin to approve it"
+    )]
+    NotApproved,
+}
+
+impl AccessError {
+    fn code(&self) -> &'static str {
+        match self {
+            AccessError::NotIdentified => "NOT_IDENTIFIED",
+            AccessError::ChatRoomNotFound => "CHAT_ROOM_NOT_FOUND",
+            AccessError::NotMember => "NOT_MEMBER",
+            AccessError::NotApproved => "NOT_APPROVED",
+        }
+    }
+
+    fn class(&self) -> ErrorClass {
+        match self {
+            AccessError::NotIdentified => ErrorClass::Unauthenticated,
+            AccessError::ChatRoomNotFound => ErrorClass::NotFound,
+            AccessError::NotMember | AccessError::NotApproved => ErrorClass::Forbidden,
+        }
+    }
+}
+
+/// `createVoiceRoom` refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartVoiceError {
+    /// Caller unknown or not an approved member.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// Someone already started one.
+    #[error("this chat room already has an active voice room ({voice_room_id}); join it instead")]
+    AlreadyActive {
+        /// The active room.
+        voice_room_id: VoiceRoomId,
+    },
+    /// A dependency failed; nothing was left behind.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+/// `getVoiceCredentials` (join) refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinVoiceError {
+    /// Caller unknown or not an approved member.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// No such voice room.
+    #[error("voice room not found; it may have ended, check the chat room for an active one")]
+    VoiceRoomNotFound,
+    /// The room has ended; credentials are never issued for it.
+    #[error("this voice room has ended; start a new one")]
+    Ended,
+    /// No place left.
+    #[error("this voice room is full ({capacity} participants); wait for someone to leave")]
+    RoomFull {
+        /// Its capacity.
+        capacity: u8,
+    },
+    /// A dependency failed; nothing was left behind.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+/// `leaveVoiceRoom` refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaveVoiceError {
+    /// The connection is unknown.
+    #[error("this connection is not identified; connect to the chat first, then retry")]
+    NotIdentified,
+    /// No such voice room.
+    #[error("voice room not found; check the voice room id")]
+    VoiceRoomNotFound,
+    /// The room has ended already.
+    #[error("this voice room has already ended")]
+    Ended,
+    /// The caller is not in it.
+    #[error("you are not in this voice room")]
+    NotParticipant,
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+/// `setMute` refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetMuteError {
+    /// The connection is unknown.
+    #[error("this connection is not identified; connect to the chat first, then retry")]
+    NotIdentified,
+    /// No such voice room.
+    #[error("voice room not found; check the voice room id")]
+    VoiceRoomNotFound,
+    /// The room has ended.
+    #[error("this voice room has ended")]
+    Ended,
+    /// The caller is not in it.
+    #[error("you are not in this voice room; join it before changing your mute state")]
+    NotParticipant,
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+/// `endVoiceRoom` refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndVoiceError {
+    /// The connection is unknown.
+    #[error("this connection is not identified; connect to the chat first, then retry")]
+    NotIdentified,
+    /// No such voice room.
+    #[error("voice room not found; check the voice room id")]
+    VoiceRoomNotFound,
+    /// The room has ended already.
+    #[error("this voice room has already ended")]
+    Ended,
+    /// The caller is neither the room's master nor the chat room's admin.
+    #[error("only the voice room's master or the chat room's admin can end it; use leaveVoiceRoom to leave")]
+    NotAllowed,
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+/// Disconnect handling failed; the sweep will finish the job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DisconnectError {
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+/// The sweep could not list what it needs; it changed nothing it could not finish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SweepError {
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+macro_rules! dependency_from {
+    ($($err:ty),*) => {$(
+        impl From<StoreError> for $err {
+            fn from(e: StoreError) -> Self { Self::Dependency(e.into()) }
+        }
+        impl From<DirectoryError> for $err {
+            fn from(e: DirectoryError) -> Self { Self::Dependency(e.into()) }
+        }
+        impl From<ChannelError> for $err {
+            fn from(e: ChannelError) -> Self { Self::Dependency(e.into()) }
+        }
+        impl From<CredentialError> for $err {
+            fn from(e: CredentialError) -> Self { Self::Dependency(e.into()) }
+        }
+    )*};
+}
+
+dependency_from!(
+    StartVoiceError,
+    JoinVoiceError,
+    LeaveVoiceError,
+    SetMuteError,
+    EndVoiceError,
+    DisconnectError,
+    SweepError
+);
+
+impl UseCaseError for StartVoiceError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Access(a) => a.code(),
+            Self::AlreadyActive { .. } => "ALREADY_ACTIVE",
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Access(a) => a.class(),
+            Self::AlreadyActive { .. } => ErrorClass::Conflict,
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
+
+impl UseCaseError for JoinVoiceError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Access(a) => a.code(),
+            Self::VoiceRoomNotFound => "VOICE_ROOM_NOT_FOUND",
+            Self::Ended => "VOICE_ROOM_ENDED",
+            Self::RoomFull { .. } => "ROOM_FULL",
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Access(a) => a.class(),
+            Self::VoiceRoomNotFound => ErrorClass::NotFound,
+            Self::Ended | Self::RoomFull { .. } => ErrorClass::Conflict,
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
+
+/// Codes shared by the participant-only use cases (leave, mute, end).
+fn participant_code(
+    not_identified: bool,
+    not_found: bool,
+    ended: bool,
+) -> Option<(&'static str, ErrorClass)> {
+    if not_identified {
+        Some(("NOT_IDENTIFIED", ErrorClass::Unauthenticated))
+    } else if not_found {
+        Some(("VOICE_ROOM_NOT_FOUND", ErrorClass::NotFound))
+    } else if ended {
+        Some(("VOICE_ROOM_ENDED", ErrorClass::Conflict))
+    } else {
+        None
+    }
+}
+
+macro_rules! participant_use_case_error {
+    ($err:ident, $other:ident, $other_code:literal, $other_class:expr) => {
+        impl $err {
+            fn code_and_class(&self) -> (&'static str, ErrorClass) {
+                if let Self::Dependency(d) = self {
+                    return (d.code(), d.class());
+                }
+                participant_code(
+                    matches!(self, Self::NotIdentified),
+                    matches!(self, Self::VoiceRoomNotFound),
+                    matches!(self, Self::Ended),
+                )
+                .unwrap_or(($other_code, $other_class))
+            }
+        }
+        impl UseCaseError for $err {
+            fn code(&self) -> &'static str {
+                self.code_and_class().0
+            }
+            fn class(&self) -> ErrorClass {
+                self.code_and_class().1
+            }
+        }
+    };
+}
+
+participant_use_case_error!(
+    LeaveVoiceError,
+    NotParticipant,
+    "NOT_PARTICIPANT",
+    ErrorClass::Conflict
+);
+participant_use_case_error!(
+    SetMuteError,
+    NotParticipant,
+    "NOT_PARTICIPANT",
+    ErrorClass::Conflict
+);
+participant_use_case_error!(
+    EndVoiceError,
+    NotAllowed,
+    "NOT_ALLOWED",
+    ErrorClass::Forbidden
+);
+
+impl UseCaseError for DisconnectError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
+
+impl UseCaseError for SweepError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable_and_classes_map() {
+        let e = StartVoiceError::AlreadyActive {
+            voice_room_id: VoiceRoomId::parse("v1").unwrap(),
+        };
+        assert_eq!(e.code(), "ALREADY_ACTIVE");
+        assert_eq!(e.class(), ErrorClass::Conflict);
+        assert!(e.to_string().contains("join it instead"));
+        assert_eq!(EndVoiceError::NotAllowed.code(), "NOT_ALLOWED");
+        assert_eq!(EndVoiceError::NotAllowed.class(), ErrorClass::Forbidden);
+        assert_eq!(LeaveVoiceError::NotParticipant.code(), "NOT_PARTICIPANT");
+        assert_eq!(SetMuteError::Ended.code(), "VOICE_ROOM_ENDED");
+        assert_eq!(
+            JoinVoiceError::Access(AccessError::NotApproved).code(),
+            "NOT_APPROVED"
+        );
+    }
+
+    #[test]
+    fn dependency_errors_say_whether_to_retry() {
+        let e: JoinVoiceError = StoreError::Unavailable(PortFailure::retryable("throttled")).into();
+        assert_eq!(e.code(), "UNAVAILABLE");
+        assert!(e.retryable());
+        assert!(e.to_string().contains("try again"));
+        let e: JoinVoiceError = ChannelError::LimitExceeded.into();
+        assert_eq!(e.code(), "INTERNAL");
+        assert!(!e.retryable());
+        // The port's own message (which may name resources) is not in the caller's message.
+        assert!(!e.to_string().contains("quota"));
+    }
+}

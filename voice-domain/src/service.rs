@@ -1,0 +1,816 @@
+//! The use cases: what a caller can ask of voice rooms, over whatever adapters a deployment uses.
+//!
+//! Each use case reads, decides with a pure [`VoiceRoom`] transition, writes with a
+//! compare-and-set, cleans up what it created if it cannot finish, and only then tells the chat
+//! room. The order matters:
+//! - a channel is created before the room records it, and deleted again if the record fails, so
+//!   no billed channel is left without a room (and the sweep catches what a crash leaves);
+//! - credentials are issued before the join is recorded, so a failed issue leaves no participant
+//!   without credentials;
+//! - notifications go out after the write and never fail the use case; a connection reported
+//!   "gone" is removed from its voice room like a disconnect.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use crate::errors::{
+    AccessError, DependencyError, DisconnectError, EndVoiceError, JoinVoiceError, LeaveVoiceError,
+    PortName, SetMuteError, StartVoiceError, SweepError,
+};
+use crate::ids::{ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
+use crate::ports::{
+    Adapters, ChannelEndpoints, ChannelTags, ChatDirectory, Clock, CredentialIssuer,
+    CredentialRequest, IdGenerator, IssuedCredentials, MemberState, Membership, Notifier,
+    NotifyError, PortFailure, Ports, SignalingChannels, StoreError, VoiceRoomStore,
+};
+use crate::room::{
+    Capacity, ChannelRole, JoinOutcome, LeaveReason, SignalingChannel, TransitionError, VoiceEvent,
+    VoiceRoom,
+};
+
+/// The longest credentials may live: KVS signaling connections last at most an hour, and
+/// credentials from a role assumed by a Lambda are role-chained, which STS caps at an hour.
+pub const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(3600);
+
+/// Tunables of the service, with the defaults a deployment gets unless it says otherwise.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Participants per room (default 10, the KVS limit).
+    pub capacity: Capacity,
+    /// Credential lifetime (default and maximum one hour).
+    pub credential_ttl: Duration,
+    /// How many times a compare-and-set is retried after a concurrent change (default 16).
+    pub cas_retries: u32,
+    /// Channels younger than this are never swept, since a join may be about to record them
+    /// (default five minutes).
+    pub orphan_grace: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            capacity: Capacity::default(),
+            credential_ttl: MAX_CREDENTIAL_TTL,
+            cas_retries: 16,
+            orphan_grace: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Access to one signaling channel in one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelAccess {
+    /// The channel.
+    pub channel: SignalingChannel,
+    /// The role to take on it.
+    pub role: ChannelRole,
+    /// Where to connect, and the ICE servers.
+    pub endpoints: ChannelEndpoints,
+}
+
+/// A channel of an earlier participant, which the joiner connects to as viewer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAccess {
+    /// The earlier participant.
+    pub user: UserId,
+    /// Its channel, role viewer.
+    pub access: ChannelAccess,
+}
+
+/// What `getVoiceCredentials` returns: the room, the caller's connection plan with endpoints,
+/// and credentials scoped to exactly that plan.
+#[derive(Debug, Clone)]
+pub struct VoiceGrant {
+    /// The room after the join.
+    pub room: VoiceRoom,
+    /// The caller.
+    pub user: UserId,
+    /// The caller's KVS client id (derived from its connection).
+    pub client_id: ClientId,
+    /// Own channel, role master.
+    pub own: ChannelAccess,
+    /// Earlier participants' channels, role viewer, in join order.
+    pub peers: Vec<PeerAccess>,
+    /// Credentials for exactly `own` and `peers`.
+    pub credentials: IssuedCredentials,
+    /// Whether this call added the caller (false for a refresh).
+    pub newly_joined: bool,
+}
+
+/// What a disconnect changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DisconnectReport {
+    /// Rooms the connection was removed from.
+    pub rooms_left: Vec<VoiceRoomId>,
+}
+
+/// What a sweep changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Rooms ended because nobody live was in them.
+    pub rooms_ended: Vec<VoiceRoomId>,
+    /// Participants removed because their connection was gone.
+    pub participants_removed: usize,
+    /// Orphan channels deleted.
+    pub channels_deleted: usize,
+    /// Steps that failed and will be tried again by the next sweep.
+    pub failures: usize,
+}
+
+/// Refusal of the membership gate, before conversion into a use case's error.
+enum GateError {
+    Access(AccessError),
+    Dependency(DependencyError),
+}
+
+impl From<DependencyError> for GateError {
+    fn from(e: DependencyError) -> Self {
+        Self::Dependency(e)
+    }
+}
+
+impl From<GateError> for StartVoiceError {
+    fn from(e: GateError) -> Self {
+        match e {
+            GateError::Access(a) => Self::Access(a),
+            GateError::Dependency(d) => Self::Dependency(d),
+        }
+    }
+}
+
+impl From<GateError> for JoinVoiceError {
+    fn from(e: GateError) -> Self {
+        match e {
+            GateError::Access(a) => Self::Access(a),
+            GateError::Dependency(d) => Self::Dependency(d),
+        }
+    }
+}
+
+/// Why a compare-and-set modification did not happen.
+enum ModifyError {
+    NotFound,
+    Rejected(TransitionError),
+    Dependency(DependencyError),
+}
+
+/// The voice-room use cases over one set of adapters. Cheap to share behind an `Arc`; every
+/// method takes `&self`.
+pub struct VoiceService<P: Ports> {
+    ports: Adapters<P>,
+    config: ServiceConfig,
+}
+
+impl<P: Ports> VoiceService<P> {
+    /// A service over `ports` with `config`. The credential TTL is capped at one hour.
+    pub fn new(ports: Adapters<P>, mut config: ServiceConfig) -> Self {
+        config.credential_ttl = config.credential_ttl.min(MAX_CREDENTIAL_TTL);
+        Self { ports, config }
+    }
+
+    /// The adapters, for entrypoints that also need them directly (the self-hosted server's
+    /// relay reads the store to route signaling messages).
+    pub fn ports(&self) -> &Adapters<P> {
+        &self.ports
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// `createVoiceRoom`: an approved member of `chat_room` starts a voice room and becomes its
+    /// master and first participant. Everyone in the chat room is told.
+    ///
+    /// # Errors
+    /// [`StartVoiceError`]: not identified / not approved, a room already active (with its id),
+    /// or a dependency failure, after which no channel and no room are left behind.
+    #[tracing::instrument(skip(self), fields(connection_id = %caller, chat_room_id = %chat_room))]
+    pub async fn start_voice(
+        &self,
+        caller: &ConnectionId,
+        chat_room: &ChatRoomId,
+    ) -> Result<VoiceRoom, StartVoiceError> {
+        let (user, _) = self.approved_member(caller, chat_room).await?;
+        if let Some(active) = self.ports.store.active_in_chat_room(chat_room).await? {
+            return Err(StartVoiceError::AlreadyActive {
+                voice_room_id: active.id().clone(),
+            });
+        }
+        let voice_room_id = self.ports.ids.voice_room_id();
+        let tags = ChannelTags {
+            chat_room: chat_room.clone(),
+            voice_room: voice_room_id.clone(),
+            owner: user.clone(),
+        };
+        let channel = self
+            .ports
+            .channels
+            .create(&self.ports.ids.channel_name(), &tags)
+            .await?;
+        let (room, events) = VoiceRoom::start(
+            voice_room_id,
+            chat_room.clone(),
+            user,
+            caller.clone(),
+            channel.clone(),
+            self.config.capacity,
+            self.ports.clock.now(),
+        );
+        if let Err(e) = self.ports.store.create_if_none_active(&room).await {
+            self.delete_channels(std::slice::from_ref(&channel)).await;
+            return Err(match e {
+                StoreError::AlreadyActive { existing } => StartVoiceError::AlreadyActive {
+                    voice_room_id: existing,
+                },
+                other => other.into(),
+            });
+        }
+        info!(voice_room_id = %room.id(), "voice room started");
+        self.publish(events).await;
+        Ok(room)
+    }
+
+    /// `getVoiceCredentials`: joins the caller to the room (or refreshes its credentials if it
+    /// is in already) and returns its connection plan with endpoints and credentials scoped to
+    /// exactly that plan.
+    ///
+    /// # Errors
+    /// [`JoinVoiceError`]: not identified / not approved, no such room, ended, full, or a
+    /// dependency failure, after which no channel and no participant are left behind.
+    #[tracing::instrument(skip(self), fields(connection_id = %caller, voice_room_id = %voice_room))]
+    pub async fn join_voice(
+        &self,
+        caller: &ConnectionId,
+        voice_room: &VoiceRoomId,
+    ) -> Result<VoiceGrant, JoinVoiceError> {
+        let user = self
+            .identify(caller)
+            .await?
+            .ok_or(AccessError::NotIdentified)?;
+        let room = self
+            .ports
+            .store
+            .get(voice_room)
+            .await?
+            .ok_or(JoinVoiceError::VoiceRoomNotFound)?;
+        self.gate(&user, room.chat_room()).await?;
+        let client_id = ClientId::from_connection(caller).map_err(|e| {
+            DependencyError::new(PortName::Channels, PortFailure::permanent(e.to_string()))
+        })?;
+
+        let mut created: Option<SignalingChannel> = None;
+        let result = self
+            .join_loop(room, &user, caller, &client_id, &mut created)
+            .await;
+        match result {
+            Ok(grant) => {
+                // A concurrent join from another tab may have won with its own channel.
+                if let Some(ch) = created.filter(|ch| *ch != grant.own.channel) {
+                    self.delete_channels(&[ch]).await;
+                }
+                Ok(grant)
+            }
+            Err(e) => {
+                if let Some(ch) = created {
+                    self.delete_channels(&[ch]).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn join_loop(
+        &self,
+        mut room: VoiceRoom,
+        user: &UserId,
+        caller: &ConnectionId,
+        client_id: &ClientId,
+        created: &mut Option<SignalingChannel>,
+    ) -> Result<VoiceGrant, JoinVoiceError> {
+        for _ in 0..=self.config.cas_retries {
+            if !room.is_active() {
+                return Err(JoinVoiceError::Ended);
+            }
+            let channel = match room.participant(user) {
+                Some(p) => p.channel.clone(),
+                None if room.is_full() => {
+                    return Err(JoinVoiceError::RoomFull {
+                        capacity: room.capacity().get(),
+                    })
+                }
+                None => match created {
+                    Some(ch) => ch.clone(),
+                    None => {
+                        let tags = ChannelTags {
+                            chat_room: room.chat_room().clone(),
+                            voice_room: room.id().clone(),
+                            owner: user.clone(),
+                        };
+                        let ch = self
+                            .ports
+                            .channels
+                            .create(&self.ports.ids.channel_name(), &tags)
+                            .await?;
+                        created.insert(ch).clone()
+                    }
+                },
+            };
+            let mut next = room.clone();
+            let outcome = next
+                .join(
+                    user.clone(),
+                    caller.clone(),
+                    channel,
+                    self.ports.clock.now(),
+                )
+                .map_err(|e| match e {
+                    TransitionError::Full { capacity } => JoinVoiceError::RoomFull { capacity },
+                    _ => JoinVoiceError::Ended,
+                })?;
+            let (own, peers, credentials) = self.grant_for(&next, user, caller, client_id).await?;
+            let newly_joined = matches!(outcome, JoinOutcome::Joined(_));
+            if outcome != JoinOutcome::AlreadyJoined {
+                next.bump_version();
+                match self.ports.store.update(&next).await {
+                    Ok(()) => {}
+                    Err(StoreError::VersionConflict) => {
+                        debug!("concurrent change while joining; retrying");
+                        room = self
+                            .ports
+                            .store
+                            .get(next.id())
+                            .await?
+                            .ok_or(JoinVoiceError::VoiceRoomNotFound)?;
+                        continue;
+                    }
+                    Err(StoreError::NotFound) => return Err(JoinVoiceError::VoiceRoomNotFound),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if let JoinOutcome::Joined(events) = outcome {
+                info!(user_id = %user, "participant joined");
+                self.publish(events).await;
+            }
+            return Ok(VoiceGrant {
+                room: next,
+                user: user.clone(),
+                client_id: client_id.clone(),
+                own,
+                peers,
+                credentials,
+                newly_joined,
+            });
+        }
+        Err(StoreError::VersionConflict.into())
+    }
+
+    /// Endpoints for every channel of `user`'s plan, and credentials for exactly those.
+    async fn grant_for(
+        &self,
+        room: &VoiceRoom,
+        user: &UserId,
+        caller: &ConnectionId,
+        client_id: &ClientId,
+    ) -> Result<(ChannelAccess, Vec<PeerAccess>, IssuedCredentials), JoinVoiceError> {
+        let plan = room
+            .plan_for(user)
+            .expect("join just placed the user in the room");
+        let own = self
+            .access(&plan.own_channel, ChannelRole::Master, client_id)
+            .await?;
+        let mut peers = Vec::with_capacity(plan.peers.len());
+        for p in &plan.peers {
+            peers.push(PeerAccess {
+                user: p.user.clone(),
+                access: self
+                    .access(&p.channel, ChannelRole::Viewer, client_id)
+                    .await?,
+            });
+        }
+        let credentials = self
+            .ports
+            .credentials
+            .issue(&CredentialRequest {
+                voice_room: room.id().clone(),
+                user: user.clone(),
+                connection: caller.clone(),
+                client_id: client_id.clone(),
+                grants: plan.grants(),
+                ttl: self.config.credential_ttl,
+            })
+            .await?;
+        Ok((own, peers, credentials))
+    }
+
+    async fn access(
+        &self,
+        channel: &SignalingChannel,
+        role: ChannelRole,
+        client_id: &ClientId,
+    ) -> Result<ChannelAccess, JoinVoiceError> {
+        let endpoints = self
+            .ports
+            .channels
+            .endpoints(channel, role, client_id)
+            .await?;
+        Ok(ChannelAccess {
+            channel: channel.clone(),
+            role,
+            endpoints,
+        })
+    }
+
+    /// `leaveVoiceRoom`: the caller leaves. A leaving master hands over to the earliest
+    /// remaining participant; the last one out ends the room. Its channel is deleted.
+    ///
+    /// # Errors
+    /// [`LeaveVoiceError`].
+    #[tracing::instrument(skip(self), fields(connection_id = %caller, voice_room_id = %voice_room))]
+    pub async fn leave_voice(
+        &self,
+        caller: &ConnectionId,
+        voice_room: &VoiceRoomId,
+    ) -> Result<VoiceRoom, LeaveVoiceError> {
+        let user = self
+            .identify(caller)
+            .await?
+            .ok_or(LeaveVoiceError::NotIdentified)?;
+        let now = self.ports.clock.now();
+        let (room, (events, released)) = self
+            .modify(voice_room, |r| {
+                r.leave(&user, LeaveReason::Left, now).map(Some)
+            })
+            .await
+            .map_err(|e| match e {
+                ModifyError::NotFound => LeaveVoiceError::VoiceRoomNotFound,
+                ModifyError::Rejected(TransitionError::Ended) => LeaveVoiceError::Ended,
+                ModifyError::Rejected(_) => LeaveVoiceError::NotParticipant,
+                ModifyError::Dependency(d) => LeaveVoiceError::Dependency(d),
+            })?
+            .expect_changed();
+        self.delete_channels(&released).await;
+        self.publish(events).await;
+        Ok(room)
+    }
+
+    /// `setMute`: records the caller's mute state and tells the chat room (only if it changed).
+    ///
+    /// # Errors
+    /// [`SetMuteError`].
+    #[tracing::instrument(skip(self), fields(connection_id = %caller, voice_room_id = %voice_room))]
+    pub async fn set_mute(
+        &self,
+        caller: &ConnectionId,
+        voice_room: &VoiceRoomId,
+        muted: bool,
+    ) -> Result<VoiceRoom, SetMuteError> {
+        let user = self
+            .identify(caller)
+            .await?
+            .ok_or(SetMuteError::NotIdentified)?;
+        let (room, events) = self
+            .modify(voice_room, |r| {
+                r.set_muted(&user, muted)
+                    .map(|ev| (!ev.is_empty()).then_some(ev))
+            })
+            .await
+            .map_err(|e| match e {
+                ModifyError::NotFound => SetMuteError::VoiceRoomNotFound,
+                ModifyError::Rejected(TransitionError::Ended) => SetMuteError::Ended,
+                ModifyError::Rejected(_) => SetMuteError::NotParticipant,
+                ModifyError::Dependency(d) => SetMuteError::Dependency(d),
+            })?;
+        self.publish(events.unwrap_or_default()).await;
+        Ok(room)
+    }
+
+    /// `endVoiceRoom`: the room's master, or the chat room's admin, ends it. Every channel is
+    /// deleted and the chat room is told.
+    ///
+    /// # Errors
+    /// [`EndVoiceError`].
+    #[tracing::instrument(skip(self), fields(connection_id = %caller, voice_room_id = %voice_room))]
+    pub async fn end_voice(
+        &self,
+        caller: &ConnectionId,
+        voice_room: &VoiceRoomId,
+    ) -> Result<VoiceRoom, EndVoiceError> {
+        let user = self
+            .identify(caller)
+            .await?
+            .ok_or(EndVoiceError::NotIdentified)?;
+        let room = self
+            .ports
+            .store
+            .get(voice_room)
+            .await?
+            .ok_or(EndVoiceError::VoiceRoomNotFound)?;
+        if !room.is_active() {
+            return Err(EndVoiceError::Ended);
+        }
+        let is_admin = self
+            .ports
+            .directory
+            .membership(room.chat_room(), &user)
+            .await?
+            .is_some_and(|m| m.is_admin);
+        let now = self.ports.clock.now();
+        let (room, (events, released)) = self
+            .modify(voice_room, |r| r.end(&user, is_admin, now).map(Some))
+            .await
+            .map_err(|e| match e {
+                ModifyError::NotFound => EndVoiceError::VoiceRoomNotFound,
+                ModifyError::Rejected(TransitionError::Ended) => EndVoiceError::Ended,
+                ModifyError::Rejected(_) => EndVoiceError::NotAllowed,
+                ModifyError::Dependency(d) => EndVoiceError::Dependency(d),
+            })?
+            .expect_changed();
+        info!(user_id = %user, "voice room ended");
+        self.delete_channels(&released).await;
+        self.publish(events).await;
+        Ok(room)
+    }
+
+    /// The active voice room of a chat room, for a member entering it (so the client can show
+    /// "Join Voice"). Only approved members may ask.
+    ///
+    /// # Errors
+    /// [`StartVoiceError::Access`] or [`StartVoiceError::Dependency`]; never `AlreadyActive`.
+    pub async fn active_voice(
+        &self,
+        caller: &ConnectionId,
+        chat_room: &ChatRoomId,
+    ) -> Result<Option<VoiceRoom>, StartVoiceError> {
+        self.approved_member(caller, chat_room).await?;
+        Ok(self.ports.store.active_in_chat_room(chat_room).await?)
+    }
+
+    /// `$disconnect`: the connection went away; remove it from any voice room (handing over or
+    /// ending as `leave` does), delete its channel, tell the chat room.
+    ///
+    /// # Errors
+    /// [`DisconnectError`] if the store could not be read or written; the sweep will finish.
+    #[tracing::instrument(skip(self), fields(connection_id = %connection))]
+    pub async fn on_disconnect(
+        &self,
+        connection: &ConnectionId,
+    ) -> Result<DisconnectReport, DisconnectError> {
+        let (report, events) = self.remove_connection(connection).await?;
+        self.publish(events).await;
+        Ok(report)
+    }
+
+    async fn remove_connection(
+        &self,
+        connection: &ConnectionId,
+    ) -> Result<(DisconnectReport, Vec<VoiceEvent>), DisconnectError> {
+        let rooms = self.ports.store.active_with_connection(connection).await?;
+        let mut report = DisconnectReport::default();
+        let mut events = Vec::new();
+        let now = self.ports.clock.now();
+        for room in rooms {
+            let outcome = self
+                .modify(room.id(), |r| match r.participant_on(connection) {
+                    Some(p) => {
+                        let user = p.user.clone();
+                        r.leave(&user, LeaveReason::Disconnected, now).map(Some)
+                    }
+                    None => Ok(None),
+                })
+                .await;
+            match outcome {
+                Ok((_, Some((evs, released)))) => {
+                    self.delete_channels(&released).await;
+                    events.extend(evs);
+                    report.rooms_left.push(room.id().clone());
+                }
+                Ok((_, None)) | Err(ModifyError::NotFound | ModifyError::Rejected(_)) => {}
+                Err(ModifyError::Dependency(d)) => return Err(d.into()),
+            }
+        }
+        Ok((report, events))
+    }
+
+    /// Sweep: ends rooms in which no participant's connection is known to the chat app any
+    /// more, removes participants whose connection is gone, and deletes `voice-*` channels no
+    /// participant holds (older than the grace period). Run it on a schedule; it is idempotent.
+    ///
+    /// # Errors
+    /// [`SweepError`] only if the rooms or channels could not be listed; individual failures are
+    /// counted in the report and retried by the next sweep.
+    #[tracing::instrument(skip(self))]
+    pub async fn sweep(&self) -> Result<SweepReport, SweepError> {
+        let mut report = SweepReport::default();
+        let mut events = Vec::new();
+        let now = self.ports.clock.now();
+        for room in self.ports.store.list_active().await? {
+            let mut dead = Vec::new();
+            for p in room.participants() {
+                match self.ports.directory.user_of(&p.connection).await {
+                    Ok(Some(u)) if u == p.user => {}
+                    Ok(_) => dead.push(p.connection.clone()),
+                    Err(e) => {
+                        warn!(error = %e, "sweep could not check a connection");
+                        report.failures += 1;
+                    }
+                }
+            }
+            if dead.is_empty() {
+                continue;
+            }
+            if dead.len() == room.participants().len() {
+                match self.modify(room.id(), |r| r.abandon(now).map(Some)).await {
+                    Ok((_, Some((evs, released)))) => {
+                        self.delete_channels(&released).await;
+                        events.extend(evs);
+                        report.rooms_ended.push(room.id().clone());
+                    }
+                    Ok((_, None)) | Err(ModifyError::NotFound | ModifyError::Rejected(_)) => {}
+                    Err(ModifyError::Dependency(d)) => {
+                        warn!(error = %d, voice_room_id = %room.id(), "sweep could not end room");
+                        report.failures += 1;
+                    }
+                }
+                continue;
+            }
+            for conn in dead {
+                match self.remove_connection(&conn).await {
+                    Ok((r, evs)) => {
+                        report.participants_removed += r.rooms_left.len();
+                        events.extend(evs);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "sweep could not remove a dead connection");
+                        report.failures += 1;
+                    }
+                }
+            }
+        }
+        let held: HashSet<_> = self
+            .ports
+            .store
+            .list_active()
+            .await?
+            .iter()
+            .flat_map(|r| r.participants().iter().map(|p| p.channel.arn.clone()))
+            .collect();
+        for listed in self.ports.channels.list().await? {
+            if held.contains(&listed.channel.arn)
+                || now.since(listed.created_at) < self.config.orphan_grace
+            {
+                continue;
+            }
+            match self.ports.channels.delete(&listed.channel).await {
+                Ok(()) => {
+                    info!(channel = %listed.channel.name, "deleted orphan channel");
+                    report.channels_deleted += 1;
+                }
+                Err(e) => {
+                    warn!(error = %e, channel = %listed.channel.name, "could not delete orphan channel");
+                    report.failures += 1;
+                }
+            }
+        }
+        self.publish(events).await;
+        Ok(report)
+    }
+
+    /// The user behind a connection.
+    async fn identify(&self, caller: &ConnectionId) -> Result<Option<UserId>, DependencyError> {
+        Ok(self.ports.directory.user_of(caller).await?)
+    }
+
+    /// Checks that `user` is an approved member (or the admin) of `chat_room`.
+    async fn gate(&self, user: &UserId, chat_room: &ChatRoomId) -> Result<Membership, GateError> {
+        let membership = self
+            .ports
+            .directory
+            .membership(chat_room, user)
+            .await
+            .map_err(DependencyError::from)?
+            .ok_or(GateError::Access(AccessError::ChatRoomNotFound))?;
+        match (membership.is_admin, membership.state) {
+            (true, _) | (false, MemberState::Approved) => Ok(membership),
+            (false, MemberState::Pending) => Err(GateError::Access(AccessError::NotApproved)),
+            (false, MemberState::None) => Err(GateError::Access(AccessError::NotMember)),
+        }
+    }
+
+    /// Identifies the caller and checks it is an approved member of `chat_room`.
+    async fn approved_member(
+        &self,
+        caller: &ConnectionId,
+        chat_room: &ChatRoomId,
+    ) -> Result<(UserId, Membership), GateError> {
+        let user = self
+            .identify(caller)
+            .await?
+            .ok_or(GateError::Access(AccessError::NotIdentified))?;
+        let membership = self.gate(&user, chat_room).await?;
+        Ok((user, membership))
+    }
+
+    /// Read, apply `change`, compare-and-set; retried on a concurrent change. `change` returns
+    /// `Ok(None)` when there is nothing to write.
+    async fn modify<T>(
+        &self,
+        id: &VoiceRoomId,
+        mut change: impl FnMut(&mut VoiceRoom) -> Result<Option<T>, TransitionError>,
+    ) -> Result<(VoiceRoom, Option<T>), ModifyError> {
+        let dep = |e: StoreError| ModifyError::Dependency(e.into());
+        for _ in 0..=self.config.cas_retries {
+            let room = self
+                .ports
+                .store
+                .get(id)
+                .await
+                .map_err(dep)?
+                .ok_or(ModifyError::NotFound)?;
+            let mut next = room.clone();
+            let Some(out) = change(&mut next).map_err(ModifyError::Rejected)? else {
+                return Ok((room, None));
+            };
+            next.bump_version();
+            match self.ports.store.update(&next).await {
+                Ok(()) => return Ok((next, Some(out))),
+                Err(StoreError::VersionConflict) => {
+                    debug!(voice_room_id = %id, "concurrent change; retrying");
+                }
+                Err(StoreError::NotFound) => return Err(ModifyError::NotFound),
+                Err(e) => return Err(dep(e)),
+            }
+        }
+        Err(dep(StoreError::VersionConflict))
+    }
+
+    /// Deletes channels no participant holds any more. A failure is logged, not returned: the
+    /// channel is tagged, and the sweep deletes it later.
+    async fn delete_channels(&self, channels: &[SignalingChannel]) {
+        for ch in channels {
+            if let Err(e) = self.ports.channels.delete(ch).await {
+                warn!(error = %e, channel = %ch.name, "could not delete channel; the sweep will retry");
+            }
+        }
+    }
+
+    /// Tells every connection of each event's chat room. Connections reported gone are removed
+    /// from their voice rooms, and the events that causes are published in turn (each gone
+    /// connection is handled once, so this terminates).
+    async fn publish(&self, mut events: Vec<VoiceEvent>) {
+        let mut handled: HashSet<ConnectionId> = HashSet::new();
+        while !events.is_empty() {
+            let mut gone = Vec::new();
+            for event in &events {
+                let targets = match self
+                    .ports
+                    .directory
+                    .connections_of(event.chat_room_id())
+                    .await
+                {
+                    Ok(t) => t,
+                    Err(e) => {
+                        warn!(error = %e, "could not list the chat room's connections; event not sent");
+                        continue;
+                    }
+                };
+                for conn in targets {
+                    match self.ports.notifier.send(&conn, event).await {
+                        Ok(()) => {}
+                        Err(NotifyError::Gone) => {
+                            if !gone.contains(&conn) {
+                                gone.push(conn);
+                            }
+                        }
+                        Err(e) => warn!(error = %e, connection_id = %conn, "event not delivered"),
+                    }
+                }
+            }
+            events = Vec::new();
+            for conn in gone {
+                if handled.insert(conn.clone()) {
+                    match self.remove_connection(&conn).await {
+                        Ok((_, evs)) => events.extend(evs),
+                        Err(e) => {
+                            warn!(error = %e, connection_id = %conn, "could not remove a gone connection")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// For transitions that always change something (`leave`, `end`): unwraps the `Some`.
+trait ExpectChanged<T> {
+    fn expect_changed(self) -> (VoiceRoom, T);
+}
+
+impl<T> ExpectChanged<T> for (VoiceRoom, Option<T>) {
+    fn expect_changed(self) -> (VoiceRoom, T) {
+        let (room, out) = self;
+        (room, out.expect("transition always returns Some"))
+    }
+}
