@@ -19,6 +19,8 @@
 //! - `protocol`: the JSON shapes both entrypoints speak (serde only; the service never sees them).
 #![warn(missing_docs)]
 
+#[cfg(feature = "contract-tests")]
+pub mod contract;
 pub mod errors;
 pub mod ids;
 pub mod ports;

@@ -1,0 +1,271 @@
+//! The contract every [`VoiceRoomStore`] must keep, as one suite that each adapter's tests run
+//! (memory, SQLite, DynamoDB), so the stores cannot drift apart.
+//!
+//! Enabled with the `contract-tests` feature. The suite is runtime-agnostic: the caller drives
+//! the future (a tokio test for real databases, `block_on` for memory). Each check uses ids under
+//! `namespace`, so one store (one table) can serve several runs.
+
+use futures_util::future::join_all;
+
+use crate::ids::{ChannelArn, ChannelName, ChatRoomId, ConnectionId, UserId, VoiceRoomId};
+use crate::ports::{StoreError, VoiceRoomStore};
+use crate::room::{Capacity, LeaveReason, SignalingChannel, VoiceRoom};
+use crate::time::Timestamp;
+
+fn id<T: TryFrom<String>>(s: String) -> T
+where
+    T::Error: std::fmt::Debug,
+{
+    T::try_from(s).expect("contract ids are valid")
+}
+
+fn channel(ns: &str, n: &str) -> SignalingChannel {
+    SignalingChannel {
+        name: ChannelName::from_unique(&format!("{ns}-{n}")).expect("valid channel name"),
+        arn: id::<ChannelArn>(format!("arn:contract:channel/voice-{ns}-{n}")),
+    }
+}
+
+/// A fresh active room `room` in chat room `chat`, started by `user` on `conn`.
+pub fn sample_room(ns: &str, room: &str, chat: &str, user: &str, conn: &str) -> VoiceRoom {
+    VoiceRoom::start(
+        id::<VoiceRoomId>(format!("{ns}-{room}")),
+        id::<ChatRoomId>(format!("{ns}-{chat}")),
+        id::<UserId>(format!("{ns}-{user}")),
+        id::<ConnectionId>(format!("{ns}-{conn}")),
+        channel(ns, &format!("{room}-{user}")),
+        Capacity::default(),
+        Timestamp::from_millis(1_700_000_000_000),
+    )
+    .0
+}
+
+/// Runs every check against `store`. Panics (it is test code) with a message naming the broken
+/// promise.
+pub async fn store_contract<S: VoiceRoomStore>(store: &S, namespace: &str) {
+    round_trip(store, namespace).await;
+    one_active_room_per_chat_room(store, namespace).await;
+    compare_and_set(store, namespace).await;
+    ending_frees_the_chat_room(store, namespace).await;
+    connection_index_follows_participants(store, namespace).await;
+    concurrent_starts_yield_one_winner(store, namespace, 24).await;
+}
+
+/// What is stored is what is read back, participants and all.
+pub async fn round_trip<S: VoiceRoomStore>(store: &S, ns: &str) {
+    let mut room = sample_room(ns, "rt", "rt-chat", "alice", "c1");
+    store.create_if_none_active(&room).await.expect("create");
+    assert_eq!(
+        store.get(room.id()).await.expect("get").as_ref(),
+        Some(&room),
+        "get after create"
+    );
+    room.join(
+        id(format!("{ns}-bob")),
+        id(format!("{ns}-c2")),
+        channel(ns, "rt-bob"),
+        Timestamp::from_millis(1_700_000_000_500),
+    )
+    .expect("join");
+    room.set_muted(&id(format!("{ns}-bob")), true)
+        .expect("mute");
+    room.bump_version();
+    store.update(&room).await.expect("update");
+    assert_eq!(
+        store.get(room.id()).await.expect("get").as_ref(),
+        Some(&room),
+        "get after update"
+    );
+    assert_eq!(
+        store
+            .get(&id(format!("{ns}-missing")))
+            .await
+            .expect("get missing"),
+        None,
+        "an unknown room reads as None"
+    );
+}
+
+/// A second active room for the same chat room is refused with the first one's id.
+pub async fn one_active_room_per_chat_room<S: VoiceRoomStore>(store: &S, ns: &str) {
+    let first = sample_room(ns, "one-a", "one-chat", "alice", "c1");
+    let second = sample_room(ns, "one-b", "one-chat", "bob", "c2");
+    store
+        .create_if_none_active(&first)
+        .await
+        .expect("first create");
+    match store.create_if_none_active(&second).await {
+        Err(StoreError::AlreadyActive { existing }) => assert_eq!(&existing, first.id()),
+        other => panic!("second active room must be refused with AlreadyActive, got {other:?}"),
+    }
+    assert_eq!(
+        store.get(second.id()).await.expect("get"),
+        None,
+        "the refused room is not stored"
+    );
+    let active = store
+        .active_in_chat_room(first.chat_room())
+        .await
+        .expect("active_in_chat_room");
+    assert_eq!(active.as_ref().map(VoiceRoom::id), Some(first.id()));
+    let listed = store.list_active().await.expect("list_active");
+    assert!(
+        listed.iter().any(|r| r.id() == first.id()),
+        "list_active includes the room"
+    );
+}
+
+/// Updates need the version that was read; stale or unknown rooms are refused.
+pub async fn compare_and_set<S: VoiceRoomStore>(store: &S, ns: &str) {
+    let room = sample_room(ns, "cas", "cas-chat", "alice", "c1");
+    store.create_if_none_active(&room).await.expect("create");
+    let mut a = room.clone();
+    a.set_muted(&id(format!("{ns}-alice")), true).expect("mute");
+    a.bump_version();
+    let mut b = room.clone();
+    b.set_muted(&id(format!("{ns}-alice")), false).ok();
+    b.bump_version();
+    store.update(&a).await.expect("first writer wins");
+    assert_eq!(
+        store.update(&b).await,
+        Err(StoreError::VersionConflict),
+        "a writer with a stale version must get VersionConflict"
+    );
+    assert_eq!(
+        store.get(room.id()).await.expect("get"),
+        Some(a.clone()),
+        "the loser changed nothing"
+    );
+    let mut skip = a.clone();
+    skip.bump_version();
+    skip.bump_version();
+    assert_eq!(
+        store.update(&skip).await,
+        Err(StoreError::VersionConflict),
+        "versions cannot skip"
+    );
+    let mut ghost = sample_room(ns, "cas-ghost", "cas-ghost-chat", "alice", "c9");
+    ghost.bump_version();
+    assert_eq!(
+        store.update(&ghost).await,
+        Err(StoreError::NotFound),
+        "update of an unknown room"
+    );
+}
+
+/// Ending a room removes it from the active views and lets a new room start.
+pub async fn ending_frees_the_chat_room<S: VoiceRoomStore>(store: &S, ns: &str) {
+    let mut room = sample_room(ns, "end", "end-chat", "alice", "c1");
+    store.create_if_none_active(&room).await.expect("create");
+    room.end(
+        &id(format!("{ns}-alice")),
+        false,
+        Timestamp::from_millis(1_700_000_001_000),
+    )
+    .expect("end");
+    room.bump_version();
+    store.update(&room).await.expect("update to ended");
+    assert_eq!(
+        store
+            .active_in_chat_room(room.chat_room())
+            .await
+            .expect("active"),
+        None
+    );
+    assert!(!store
+        .list_active()
+        .await
+        .expect("list")
+        .iter()
+        .any(|r| r.id() == room.id()));
+    let stored = store
+        .get(room.id())
+        .await
+        .expect("get")
+        .expect("ended rooms stay readable");
+    assert!(!stored.is_active());
+    let next = sample_room(ns, "end-2", "end-chat", "bob", "c2");
+    store
+        .create_if_none_active(&next)
+        .await
+        .expect("a new room may start once the old one ended");
+}
+
+/// `active_with_connection` finds rooms by a participant's connection, and forgets them when
+/// the participant leaves.
+pub async fn connection_index_follows_participants<S: VoiceRoomStore>(store: &S, ns: &str) {
+    let mut room = sample_room(ns, "idx", "idx-chat", "alice", "idx-c1");
+    store.create_if_none_active(&room).await.expect("create");
+    room.join(
+        id(format!("{ns}-bob")),
+        id(format!("{ns}-idx-c2")),
+        channel(ns, "idx-bob"),
+        Timestamp::from_millis(1_700_000_000_100),
+    )
+    .expect("join");
+    room.bump_version();
+    store.update(&room).await.expect("update");
+    let bob_conn: ConnectionId = id(format!("{ns}-idx-c2"));
+    let found = store
+        .active_with_connection(&bob_conn)
+        .await
+        .expect("by connection");
+    assert_eq!(
+        found.iter().map(VoiceRoom::id).collect::<Vec<_>>(),
+        vec![room.id()]
+    );
+    room.leave(
+        &id(format!("{ns}-bob")),
+        LeaveReason::Left,
+        Timestamp::from_millis(1_700_000_000_200),
+    )
+    .expect("leave");
+    room.bump_version();
+    store.update(&room).await.expect("update");
+    assert!(store
+        .active_with_connection(&bob_conn)
+        .await
+        .expect("by connection")
+        .is_empty());
+    assert!(store
+        .active_with_connection(&id(format!("{ns}-nobody")))
+        .await
+        .expect("by connection")
+        .is_empty());
+}
+
+/// `n` starts racing for one chat room: exactly one wins, the others learn its id.
+pub async fn concurrent_starts_yield_one_winner<S: VoiceRoomStore>(store: &S, ns: &str, n: usize) {
+    let rooms: Vec<_> = (0..n)
+        .map(|i| {
+            sample_room(
+                ns,
+                &format!("race-{i}"),
+                "race-chat",
+                &format!("u{i}"),
+                &format!("rc{i}"),
+            )
+        })
+        .collect();
+    let results = join_all(rooms.iter().map(|r| store.create_if_none_active(r))).await;
+    let winners: Vec<_> = rooms
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(room, _)| room.id().clone())
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one concurrent start must win: {results:?}"
+    );
+    for r in &results {
+        match r {
+            Ok(()) => {}
+            Err(StoreError::AlreadyActive { existing }) => {
+                assert_eq!(existing, &winners[0], "losers must be told the winner's id")
+            }
+            Err(e) => panic!("a losing start must get AlreadyActive, got {e:?}"),
+        }
+    }
+}
