@@ -510,4 +510,61 @@ mod tests {
         assert_eq!(v["error"]["code"], "BAD_REQUEST");
         assert!(v.get("data").is_none());
     }
+
+    mod fuzz {
+        //! The decoder never panics, whatever arrives: arbitrary bytes, and JSON objects that
+        //! look almost right (a real action, fields of random types and lengths).
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn decode(bytes: &[u8]) -> Option<VoiceCommand> {
+            serde_json::from_slice::<VoiceRequest>(bytes)
+                .ok()
+                .and_then(|r| r.try_into_command().ok())
+        }
+
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                ".{0,300}".prop_map(serde_json::Value::from),
+                prop::collection::vec(any::<u8>(), 0..4).prop_map(serde_json::Value::from),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(
+                std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
+            ))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = decode(&bytes);
+            }
+
+            #[test]
+            fn near_miss_requests_never_panic_and_valid_ids_round_trip(
+                action in prop::sample::select(VOICE_ACTIONS),
+                room_id in json_value(),
+                voice_room_id in json_value(),
+                muted in json_value(),
+                extra in json_value(),
+            ) {
+                let msg = serde_json::json!({
+                    "action": action,
+                    "roomId": room_id,
+                    "voiceRoomId": voice_room_id,
+                    "muted": muted,
+                    "requestId": extra,
+                });
+                let bytes = serde_json::to_vec(&msg).unwrap();
+                if let Some(cmd) = decode(&bytes) {
+                    // Whatever decoded is the action that was sent, with ids that are valid.
+                    prop_assert_eq!(cmd.action(), action);
+                }
+            }
+        }
+    }
 }
