@@ -784,3 +784,735 @@ impl VoiceRoom {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every transition of the aggregate, each refusal, and the mesh plan.
+
+    use super::*;
+
+    fn user(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    fn conn(s: &str) -> ConnectionId {
+        ConnectionId::parse(s).unwrap()
+    }
+
+    fn chan(s: &str) -> SignalingChannel {
+        SignalingChannel {
+            name: ChannelName::from_unique(s).unwrap(),
+            arn: ChannelArn::parse(format!("arn:test:channel/voice-{s}")).unwrap(),
+        }
+    }
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
+
+    fn vr() -> VoiceRoomId {
+        VoiceRoomId::parse("vr-1").unwrap()
+    }
+
+    fn chat() -> ChatRoomId {
+        ChatRoomId::parse("chat-1").unwrap()
+    }
+
+    /// A room started by `a` (capacity `cap`), then joined by each of `others` in order; user
+    /// `x` is on connection `c-x` with channel `voice-x`.
+    fn room_with(cap: u8, others: &[&str]) -> VoiceRoom {
+        let (mut room, _) = VoiceRoom::start(
+            vr(),
+            chat(),
+            user("a"),
+            conn("c-a"),
+            chan("a"),
+            Capacity::new(cap).unwrap(),
+            at(1_000),
+        );
+        for (i, o) in others.iter().enumerate() {
+            let out = room
+                .join(
+                    user(o),
+                    conn(&format!("c-{o}")),
+                    chan(o),
+                    at(2_000 + i as u64),
+                )
+                .unwrap();
+            assert!(matches!(out, JoinOutcome::Joined(_)));
+        }
+        room
+    }
+
+    fn users(room: &VoiceRoom) -> Vec<&str> {
+        room.participants()
+            .iter()
+            .map(|p| p.user.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn capacity_accepts_1_to_10_only() {
+        assert_eq!(Capacity::new(0), Err(InvalidCapacity(0)));
+        assert_eq!(Capacity::new(11), Err(InvalidCapacity(11)));
+        assert_eq!(Capacity::new(1).unwrap().get(), 1);
+        assert_eq!(Capacity::new(10).unwrap().get(), 10);
+        assert_eq!(Capacity::default().get(), MAX_CAPACITY);
+        assert!(serde_json::from_str::<Capacity>("11").is_err());
+        assert_eq!(serde_json::from_str::<Capacity>("3").unwrap().get(), 3);
+    }
+
+    #[test]
+    fn start_makes_the_starter_master_and_sole_participant() {
+        let (room, events) = VoiceRoom::start(
+            vr(),
+            chat(),
+            user("a"),
+            conn("c-a"),
+            chan("a"),
+            Capacity::new(4).unwrap(),
+            at(1_000),
+        );
+        assert!(room.is_active());
+        assert_eq!(room.status(), &RoomStatus::Active);
+        assert_eq!(room.master(), &user("a"));
+        assert_eq!(room.version(), 1);
+        assert_eq!(room.created_at(), at(1_000));
+        assert_eq!(room.capacity().get(), 4);
+        assert_eq!(room.id(), &vr());
+        assert_eq!(room.chat_room(), &chat());
+        assert_eq!(
+            room.participants(),
+            &[Participant {
+                user: user("a"),
+                connection: conn("c-a"),
+                channel: chan("a"),
+                joined_at: at(1_000),
+                muted: false,
+            }]
+        );
+        assert_eq!(
+            events,
+            vec![
+                VoiceEvent::VoiceStarted {
+                    voice_room_id: vr(),
+                    chat_room_id: chat(),
+                    master: user("a"),
+                },
+                VoiceEvent::ParticipantJoined {
+                    voice_room_id: vr(),
+                    chat_room_id: chat(),
+                    user: user("a"),
+                    muted: false,
+                },
+            ]
+        );
+        assert!(events.iter().all(|e| e.chat_room_id() == &chat()));
+        // A started room satisfies every stored-state invariant.
+        assert_eq!(VoiceRoom::from_parts(room.parts().clone()).unwrap(), room);
+    }
+
+    #[test]
+    fn join_appends_in_order_and_announces() {
+        let mut room = room_with(3, &[]);
+        let out = room
+            .join(user("b"), conn("c-b"), chan("b"), at(5_000))
+            .unwrap();
+        assert_eq!(
+            out,
+            JoinOutcome::Joined(vec![VoiceEvent::ParticipantJoined {
+                voice_room_id: vr(),
+                chat_room_id: chat(),
+                user: user("b"),
+                muted: false,
+            }])
+        );
+        assert_eq!(users(&room), ["a", "b"]);
+        let b = room.participant(&user("b")).unwrap();
+        assert_eq!(b.connection, conn("c-b"));
+        assert_eq!(b.channel, chan("b"));
+        assert_eq!(b.joined_at, at(5_000));
+        assert!(!b.muted);
+        assert_eq!(room.participant_on(&conn("c-b")).unwrap().user, user("b"));
+        // Joining does not change the master, and the version is the service's business.
+        assert_eq!(room.master(), &user("a"));
+        assert_eq!(room.version(), 1);
+    }
+
+    #[test]
+    fn join_on_the_same_connection_is_a_no_op() {
+        let mut room = room_with(3, &["b"]);
+        let before = room.clone();
+        let out = room
+            .join(user("b"), conn("c-b"), chan("other"), at(9_000))
+            .unwrap();
+        assert_eq!(out, JoinOutcome::AlreadyJoined);
+        assert_eq!(room, before);
+    }
+
+    #[test]
+    fn join_on_another_connection_moves_the_participant_and_keeps_its_channel() {
+        let mut room = room_with(3, &["b"]);
+        let out = room
+            .join(user("b"), conn("c-b2"), chan("other"), at(9_000))
+            .unwrap();
+        assert_eq!(
+            out,
+            JoinOutcome::Reconnected {
+                previous: conn("c-b")
+            }
+        );
+        assert_eq!(users(&room), ["a", "b"]);
+        let b = room.participant(&user("b")).unwrap();
+        assert_eq!(b.connection, conn("c-b2"));
+        assert_eq!(b.channel, chan("b"), "keeps its own channel");
+        assert_eq!(b.joined_at, at(2_000), "keeps its place in the mesh");
+        assert!(room.participant_on(&conn("c-b")).is_none());
+    }
+
+    #[test]
+    fn a_full_room_refuses_newcomers_but_not_members() {
+        let mut room = room_with(2, &["b"]);
+        assert!(room.is_full());
+        let before = room.clone();
+        assert_eq!(
+            room.join(user("c"), conn("c-c"), chan("c"), at(9_000)),
+            Err(TransitionError::Full { capacity: 2 })
+        );
+        assert_eq!(room, before);
+        // A member reconnecting to a full room is not a newcomer.
+        assert!(matches!(
+            room.join(user("b"), conn("c-b2"), chan("x"), at(9_000)),
+            Ok(JoinOutcome::Reconnected { .. })
+        ));
+        assert_eq!(
+            room.join(user("a"), conn("c-a"), chan("x"), at(9_000)),
+            Ok(JoinOutcome::AlreadyJoined)
+        );
+    }
+
+    #[test]
+    fn an_ended_room_refuses_every_join() {
+        let mut room = room_with(3, &["b"]);
+        room.end(&user("a"), false, at(9_000)).unwrap();
+        let before = room.clone();
+        for (u, c) in [("c", "c-c"), ("a", "c-a"), ("b", "c-b2")] {
+            assert_eq!(
+                room.join(user(u), conn(c), chan(u), at(9_500)),
+                Err(TransitionError::Ended)
+            );
+        }
+        assert_eq!(room, before);
+    }
+
+    #[test]
+    fn join_refuses_a_channel_someone_else_holds() {
+        let mut room = room_with(3, &["b"]);
+        let before = room.clone();
+        assert_eq!(
+            room.join(user("c"), conn("c-c"), chan("a"), at(9_000)),
+            Err(TransitionError::ChannelInUse)
+        );
+        assert_eq!(
+            room.join(user("c"), conn("c-c"), chan("b"), at(9_000)),
+            Err(TransitionError::ChannelInUse)
+        );
+        assert_eq!(room, before);
+    }
+
+    #[test]
+    fn a_leaving_non_master_releases_only_its_channel() {
+        let mut room = room_with(4, &["b", "c"]);
+        let (events, released) = room
+            .leave(&user("b"), LeaveReason::Left, at(9_000))
+            .unwrap();
+        assert_eq!(released, vec![chan("b")]);
+        assert_eq!(
+            events,
+            vec![VoiceEvent::ParticipantLeft {
+                voice_room_id: vr(),
+                chat_room_id: chat(),
+                user: user("b"),
+                reason: LeaveReason::Left,
+            }]
+        );
+        assert_eq!(users(&room), ["a", "c"]);
+        assert_eq!(room.master(), &user("a"));
+        assert!(room.is_active());
+    }
+
+    #[test]
+    fn a_leaving_master_hands_over_to_the_earliest_remaining_participant() {
+        let mut room = room_with(5, &["b", "c", "d"]);
+        // Make the earliest remaining participant not the last one, nor the most recent.
+        let (events, released) = room
+            .leave(&user("a"), LeaveReason::Disconnected, at(9_000))
+            .unwrap();
+        assert_eq!(released, vec![chan("a")]);
+        assert_eq!(room.master(), &user("b"));
+        assert_eq!(
+            events,
+            vec![
+                VoiceEvent::ParticipantLeft {
+                    voice_room_id: vr(),
+                    chat_room_id: chat(),
+                    user: user("a"),
+                    reason: LeaveReason::Disconnected,
+                },
+                VoiceEvent::MasterChanged {
+                    voice_room_id: vr(),
+                    chat_room_id: chat(),
+                    master: user("b"),
+                },
+            ]
+        );
+        // b leaves too: c (joined before d) takes over.
+        room.leave(&user("c"), LeaveReason::Left, at(9_100))
+            .unwrap();
+        assert_eq!(room.master(), &user("b"), "non-master leaving keeps master");
+        let (events, _) = room
+            .leave(&user("b"), LeaveReason::Left, at(9_200))
+            .unwrap();
+        assert_eq!(room.master(), &user("d"));
+        assert!(events.contains(&VoiceEvent::MasterChanged {
+            voice_room_id: vr(),
+            chat_room_id: chat(),
+            master: user("d"),
+        }));
+        assert_eq!(VoiceRoom::from_parts(room.parts().clone()).unwrap(), room);
+    }
+
+    #[test]
+    fn the_last_one_out_ends_the_room() {
+        let mut room = room_with(3, &["b"]);
+        room.leave(&user("a"), LeaveReason::Left, at(9_000))
+            .unwrap();
+        let (events, released) = room
+            .leave(&user("b"), LeaveReason::Disconnected, at(9_500))
+            .unwrap();
+        assert_eq!(released, vec![chan("b")]);
+        assert!(!room.is_active());
+        assert!(room.participants().is_empty());
+        assert_eq!(
+            room.status(),
+            &RoomStatus::Ended {
+                at: at(9_500),
+                reason: EndReason::LastParticipantLeft
+            }
+        );
+        assert_eq!(
+            events,
+            vec![
+                VoiceEvent::ParticipantLeft {
+                    voice_room_id: vr(),
+                    chat_room_id: chat(),
+                    user: user("b"),
+                    reason: LeaveReason::Disconnected,
+                },
+                VoiceEvent::VoiceEnded {
+                    voice_room_id: vr(),
+                    chat_room_id: chat(),
+                    reason: EndReason::LastParticipantLeft,
+                },
+            ]
+        );
+        assert_eq!(VoiceRoom::from_parts(room.parts().clone()).unwrap(), room);
+    }
+
+    #[test]
+    fn leave_refuses_strangers_and_ended_rooms() {
+        let mut room = room_with(3, &["b"]);
+        let before = room.clone();
+        assert_eq!(
+            room.leave(&user("z"), LeaveReason::Left, at(9_000)),
+            Err(TransitionError::NotParticipant)
+        );
+        assert_eq!(room, before);
+        room.abandon(at(9_000)).unwrap();
+        assert_eq!(
+            room.leave(&user("a"), LeaveReason::Left, at(9_100)),
+            Err(TransitionError::Ended)
+        );
+    }
+
+    #[test]
+    fn set_muted_changes_and_announces_once() {
+        let mut room = room_with(3, &["b"]);
+        assert_eq!(
+            room.set_muted(&user("b"), true).unwrap(),
+            vec![VoiceEvent::MuteChanged {
+                voice_room_id: vr(),
+                chat_room_id: chat(),
+                user: user("b"),
+                muted: true,
+            }]
+        );
+        assert!(room.participant(&user("b")).unwrap().muted);
+        assert!(!room.participant(&user("a")).unwrap().muted);
+        // Same state again: nothing changes, nothing to announce.
+        let before = room.clone();
+        assert_eq!(room.set_muted(&user("b"), true).unwrap(), vec![]);
+        assert_eq!(room, before);
+        assert_eq!(room.set_muted(&user("a"), false).unwrap(), vec![]);
+        assert_eq!(room, before);
+        // And back.
+        assert_eq!(room.set_muted(&user("b"), false).unwrap().len(), 1);
+        assert!(!room.participant(&user("b")).unwrap().muted);
+    }
+
+    #[test]
+    fn set_muted_refuses_strangers_and_ended_rooms() {
+        let mut room = room_with(3, &["b"]);
+        assert_eq!(
+            room.set_muted(&user("z"), true),
+            Err(TransitionError::NotParticipant)
+        );
+        room.end(&user("a"), false, at(9_000)).unwrap();
+        assert_eq!(
+            room.set_muted(&user("a"), true),
+            Err(TransitionError::Ended)
+        );
+    }
+
+    #[test]
+    fn the_master_ends_the_room_and_every_channel_is_released() {
+        let mut room = room_with(4, &["b", "c"]);
+        let (events, released) = room.end(&user("a"), false, at(9_000)).unwrap();
+        assert_eq!(released, vec![chan("a"), chan("b"), chan("c")]);
+        assert_eq!(
+            events,
+            vec![VoiceEvent::VoiceEnded {
+                voice_room_id: vr(),
+                chat_room_id: chat(),
+                reason: EndReason::EndedByMaster { by: user("a") },
+            }]
+        );
+        assert!(room.participants().is_empty());
+        assert_eq!(
+            room.status(),
+            &RoomStatus::Ended {
+                at: at(9_000),
+                reason: EndReason::EndedByMaster { by: user("a") }
+            }
+        );
+        assert_eq!(VoiceRoom::from_parts(room.parts().clone()).unwrap(), room);
+    }
+
+    #[test]
+    fn the_master_who_is_also_admin_ends_as_master() {
+        let mut room = room_with(4, &["b"]);
+        let (events, _) = room.end(&user("a"), true, at(9_000)).unwrap();
+        assert_eq!(
+            events,
+            vec![VoiceEvent::VoiceEnded {
+                voice_room_id: vr(),
+                chat_room_id: chat(),
+                reason: EndReason::EndedByMaster { by: user("a") },
+            }]
+        );
+    }
+
+    #[test]
+    fn the_chat_admin_ends_a_room_it_is_not_master_of() {
+        // The admin need not even be a participant.
+        let mut room = room_with(4, &["b"]);
+        let (events, released) = room.end(&user("admin"), true, at(9_000)).unwrap();
+        assert_eq!(released, vec![chan("a"), chan("b")]);
+        assert_eq!(
+            events,
+            vec![VoiceEvent::VoiceEnded {
+                voice_room_id: vr(),
+                chat_room_id: chat(),
+                reason: EndReason::EndedByAdmin { by: user("admin") },
+            }]
+        );
+        assert!(!room.is_active());
+    }
+
+    #[test]
+    fn others_may_not_end_the_room() {
+        let mut room = room_with(4, &["b"]);
+        let before = room.clone();
+        assert_eq!(
+            room.end(&user("b"), false, at(9_000)),
+            Err(TransitionError::NotAllowedToEnd)
+        );
+        assert_eq!(
+            room.end(&user("z"), false, at(9_000)),
+            Err(TransitionError::NotAllowedToEnd)
+        );
+        assert_eq!(room, before);
+        // After a hand-over the new master may, the old one may not.
+        room.leave(&user("a"), LeaveReason::Left, at(9_100))
+            .unwrap();
+        assert_eq!(
+            room.end(&user("a"), false, at(9_200)),
+            Err(TransitionError::NotAllowedToEnd)
+        );
+        assert!(room.end(&user("b"), false, at(9_300)).is_ok());
+        // Ending twice is refused, even by the admin.
+        assert_eq!(
+            room.end(&user("b"), true, at(9_400)),
+            Err(TransitionError::Ended)
+        );
+    }
+
+    #[test]
+    fn abandon_ends_with_every_channel_released_once() {
+        let mut room = room_with(4, &["b"]);
+        let (events, released) = room.abandon(at(9_000)).unwrap();
+        assert_eq!(released, vec![chan("a"), chan("b")]);
+        assert_eq!(
+            events,
+            vec![VoiceEvent::VoiceEnded {
+                voice_room_id: vr(),
+                chat_room_id: chat(),
+                reason: EndReason::Abandoned,
+            }]
+        );
+        assert_eq!(
+            room.status(),
+            &RoomStatus::Ended {
+                at: at(9_000),
+                reason: EndReason::Abandoned
+            }
+        );
+        assert_eq!(room.abandon(at(9_100)), Err(TransitionError::Ended));
+    }
+
+    #[test]
+    fn bump_version_counts_stored_changes() {
+        let mut room = room_with(4, &[]);
+        room.bump_version();
+        room.bump_version();
+        assert_eq!(room.version(), 3);
+        assert_eq!(room.clone().into_parts().version, 3);
+    }
+
+    fn good_parts() -> VoiceRoomParts {
+        room_with(5, &["b", "c"]).into_parts()
+    }
+
+    fn corrupt(change: impl FnOnce(&mut VoiceRoomParts)) -> String {
+        let mut parts = good_parts();
+        change(&mut parts);
+        VoiceRoom::from_parts(parts).unwrap_err().0
+    }
+
+    #[test]
+    fn from_parts_round_trips_valid_rooms() {
+        let parts = good_parts();
+        assert_eq!(
+            VoiceRoom::from_parts(parts.clone()).unwrap().into_parts(),
+            parts
+        );
+        let mut ended = room_with(3, &["b"]);
+        ended.end(&user("a"), false, at(9_000)).unwrap();
+        let parts = ended.into_parts();
+        assert_eq!(
+            VoiceRoom::from_parts(parts.clone()).unwrap().into_parts(),
+            parts
+        );
+    }
+
+    #[test]
+    fn from_parts_rejects_each_broken_invariant() {
+        assert!(corrupt(|p| p.version = 0).contains("version"));
+        assert!(corrupt(|p| p.participants.clear()).contains("no participants"));
+        assert!(corrupt(|p| p.status = RoomStatus::Ended {
+            at: at(1),
+            reason: EndReason::Abandoned
+        })
+        .contains("ended room still has participants"));
+        assert!(corrupt(|p| p.master = user("z")).contains("master is not a participant"));
+        assert!(corrupt(|p| p.capacity = Capacity::new(2).unwrap()).contains("capacity"));
+        assert!(corrupt(|p| {
+            let dup = p.participants[0].clone();
+            p.participants.push(Participant {
+                connection: conn("c-other"),
+                channel: chan("other"),
+                ..dup
+            });
+        })
+        .contains("appears twice"));
+        assert!(corrupt(|p| {
+            let shared = p.participants[0].channel.clone();
+            p.participants[2].channel = shared;
+        })
+        .contains("shares a channel"));
+        // Only the ARN identifies a channel: another name with the same ARN is the same one.
+        assert!(corrupt(|p| {
+            let arn = p.participants[0].channel.arn.clone();
+            p.participants[1].channel = SignalingChannel {
+                name: ChannelName::from_unique("renamed").unwrap(),
+                arn,
+            };
+        })
+        .contains("shares a channel"));
+    }
+
+    #[test]
+    fn an_ended_room_may_name_any_master() {
+        // History keeps the last master even though it is no longer a participant.
+        let mut room = room_with(3, &["b"]);
+        room.end(&user("a"), false, at(9_000)).unwrap();
+        let mut parts = room.into_parts();
+        parts.master = user("someone-else");
+        assert!(VoiceRoom::from_parts(parts).is_ok());
+    }
+
+    #[test]
+    fn each_joiner_is_viewer_on_every_earlier_participants_channel() {
+        let room = room_with(5, &["b", "c", "d"]);
+        let plan = room.plan_for(&user("c")).unwrap();
+        assert_eq!(plan.user, user("c"));
+        assert_eq!(plan.own_channel, chan("c"));
+        assert_eq!(
+            plan.peers,
+            vec![
+                PeerChannel {
+                    user: user("a"),
+                    channel: chan("a")
+                },
+                PeerChannel {
+                    user: user("b"),
+                    channel: chan("b")
+                },
+            ]
+        );
+        assert!(room.plan_for(&user("a")).unwrap().peers.is_empty());
+        assert_eq!(room.plan_for(&user("d")).unwrap().peers.len(), 3);
+        assert_eq!(room.plan_for(&user("z")), None);
+    }
+
+    #[test]
+    fn grants_are_exactly_own_master_and_earlier_peers_viewer() {
+        let room = room_with(5, &["b", "c"]);
+        let grant = |s: &str, role| ChannelGrant {
+            channel: chan(s).arn,
+            role,
+        };
+        assert_eq!(
+            room.plan_for(&user("c")).unwrap().grants(),
+            vec![
+                grant("c", ChannelRole::Master),
+                grant("a", ChannelRole::Viewer),
+                grant("b", ChannelRole::Viewer),
+            ]
+        );
+        assert_eq!(
+            room.plan_for(&user("a")).unwrap().grants(),
+            vec![grant("a", ChannelRole::Master)]
+        );
+        // Never master on someone else's channel, never viewer on a later joiner's.
+        for p in room.participants() {
+            let grants = room.plan_for(&p.user).unwrap().grants();
+            let idx = room
+                .participants()
+                .iter()
+                .position(|q| q.user == p.user)
+                .unwrap();
+            for g in &grants {
+                let owner = room
+                    .participants()
+                    .iter()
+                    .position(|q| q.channel.arn == g.channel)
+                    .unwrap();
+                match g.role {
+                    ChannelRole::Master => assert_eq!(owner, idx),
+                    ChannelRole::Viewer => assert!(owner < idx),
+                }
+            }
+            assert_eq!(grants.len(), idx + 1);
+        }
+    }
+
+    #[test]
+    fn the_mesh_has_one_link_per_pair_with_the_later_joiner_as_viewer() {
+        for n in 1..=usize::from(MAX_CAPACITY) {
+            let names: Vec<String> = (1..n).map(|i| format!("u{i}")).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let room = room_with(MAX_CAPACITY, &refs);
+            let mesh = room.mesh();
+            assert_eq!(mesh.len(), n * (n - 1) / 2, "n = {n}");
+            let order = |u: &UserId| {
+                room.participants()
+                    .iter()
+                    .position(|p| &p.user == u)
+                    .unwrap()
+            };
+            let mut pairs = std::collections::HashSet::new();
+            for link in &mesh {
+                assert!(order(&link.master) < order(&link.viewer));
+                assert_eq!(
+                    link.channel,
+                    room.participant(&link.master).unwrap().channel
+                );
+                assert!(pairs.insert((link.master.clone(), link.viewer.clone())));
+                assert_eq!(
+                    room.link_between(&link.viewer, &link.master).as_ref(),
+                    Some(link)
+                );
+                assert_eq!(
+                    room.link_between(&link.master, &link.viewer).as_ref(),
+                    Some(link)
+                );
+            }
+            // The mesh is the union of the plans.
+            let from_plans: usize = room
+                .participants()
+                .iter()
+                .map(|p| room.plan_for(&p.user).unwrap().peers.len())
+                .sum();
+            assert_eq!(from_plans, mesh.len());
+        }
+    }
+
+    #[test]
+    fn link_between_needs_two_distinct_current_participants() {
+        let mut room = room_with(4, &["b", "c"]);
+        assert_eq!(
+            room.link_between(&user("c"), &user("a")),
+            Some(MeshLink {
+                channel: chan("a"),
+                master: user("a"),
+                viewer: user("c"),
+            })
+        );
+        assert_eq!(
+            room.link_between(&user("b"), &user("c")),
+            Some(MeshLink {
+                channel: chan("b"),
+                master: user("b"),
+                viewer: user("c"),
+            })
+        );
+        assert_eq!(room.link_between(&user("a"), &user("a")), None);
+        assert_eq!(room.link_between(&user("a"), &user("z")), None);
+        assert_eq!(room.link_between(&user("z"), &user("a")), None);
+        room.leave(&user("b"), LeaveReason::Left, at(9_000))
+            .unwrap();
+        assert_eq!(room.link_between(&user("b"), &user("c")), None);
+        room.end(&user("a"), false, at(9_100)).unwrap();
+        assert_eq!(room.link_between(&user("a"), &user("c")), None);
+        assert!(room.mesh().is_empty());
+    }
+
+    #[test]
+    fn events_serialise_with_the_wire_names() {
+        let ev = VoiceEvent::MasterChanged {
+            voice_room_id: vr(),
+            chat_room_id: chat(),
+            master: user("b"),
+        };
+        assert_eq!(
+            serde_json::to_value(&ev).unwrap(),
+            serde_json::json!({
+                "event": "masterChanged",
+                "voiceRoomId": "vr-1",
+                "chatRoomId": "chat-1",
+                "master": "b"
+            })
+        );
+    }
+}
