@@ -1,0 +1,66 @@
+//! The schema, as an ordered list of migrations. Entry `i` takes a file from `user_version = i`
+//! to `i + 1`. Append only: never edit a migration that has shipped, add the next one.
+
+/// Every migration, oldest first. `MIGRATIONS.len()` is the schema version this build writes.
+pub const MIGRATIONS: &[&str] = &[V1_INITIAL];
+
+/// Voice rooms (a JSON blob of `VoiceRoomParts` plus the columns the store queries by), the
+/// chat directory (users, chat rooms, memberships, recent messages).
+///
+/// - `voice_rooms_one_active_per_chat`: the partial UNIQUE index that makes "one active voice
+///   room per chat room" a database constraint, not just a check in a transaction.
+/// - `voice_room_connections`: the connection index of *active* rooms' participants, rewritten
+///   with each update, for `active_with_connection`.
+/// - Connections of the chat directory are not stored: they die with the process (see
+///   `chat.rs`).
+const V1_INITIAL: &str = r#"
+CREATE TABLE voice_rooms (
+    id            TEXT PRIMARY KEY NOT NULL,
+    chat_room_id  TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('active', 'ended')),
+    version       INTEGER NOT NULL CHECK (version >= 1),
+    created_at_ms INTEGER NOT NULL,
+    parts         TEXT NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX voice_rooms_one_active_per_chat
+    ON voice_rooms (chat_room_id) WHERE status = 'active';
+
+CREATE TABLE voice_room_connections (
+    connection_id TEXT NOT NULL,
+    voice_room_id TEXT NOT NULL REFERENCES voice_rooms (id) ON DELETE CASCADE,
+    PRIMARY KEY (connection_id, voice_room_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX voice_room_connections_by_room ON voice_room_connections (voice_room_id);
+
+CREATE TABLE users (
+    id            TEXT PRIMARY KEY NOT NULL,
+    name          TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE chat_rooms (
+    id            TEXT PRIMARY KEY NOT NULL,
+    name          TEXT NOT NULL,
+    admin_user_id TEXT NOT NULL REFERENCES users (id),
+    created_at_ms INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE memberships (
+    chat_room_id TEXT NOT NULL REFERENCES chat_rooms (id) ON DELETE CASCADE,
+    user_id      TEXT NOT NULL REFERENCES users (id),
+    state        TEXT NOT NULL CHECK (state IN ('approved', 'pending')),
+    since_ms     INTEGER NOT NULL,
+    PRIMARY KEY (chat_room_id, user_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX memberships_by_user ON memberships (user_id);
+
+CREATE TABLE messages (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    chat_room_id TEXT NOT NULL REFERENCES chat_rooms (id) ON DELETE CASCADE,
+    user_id      TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    text         TEXT NOT NULL,
+    at_ms        INTEGER NOT NULL
+) STRICT;
+CREATE INDEX messages_by_room ON messages (chat_room_id, seq);
+"#;
