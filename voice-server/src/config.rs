@@ -1,0 +1,338 @@
+//! Server configuration: the typed [`Config`] the library runs on, and the [`Cli`] (clap, every
+//! option also read from a `VOICE_*` environment variable) that the binary turns into one.
+//!
+//! Secrets (`--token-secret`, `--turn-secret`) are held as [`Secret`] so that `Debug` never
+//! prints them, and their environment values are hidden from `--help`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use voice_domain::ports::Secret;
+use voice_domain::room::MAX_CAPACITY;
+use voice_domain::service::MAX_CREDENTIAL_TTL;
+use voice_domain::Capacity;
+
+/// The shortest accepted `--token-secret`/`--turn-secret`, in bytes: shorter keys make the HMAC
+/// guessable.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (development).
+    #[default]
+    Text,
+    /// One JSON object per line (log shippers).
+    Json,
+}
+
+/// A per-connection token bucket for incoming frames, so one client cannot flood the relay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Frames a connection may send in a burst.
+    pub burst: u32,
+    /// Frames per second refilled after a burst.
+    pub per_second: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        // A browser joining a full room trickles tens of ICE candidates per peer at once.
+        Self {
+            burst: 200,
+            per_second: 50.0,
+        }
+    }
+}
+
+/// Everything the server needs to run. `Default` is the documented default of every option
+/// (listen on 127.0.0.1:8080, random token secret, no ICE servers, capacity 10, 1 h credentials).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen (used by [`crate::spawn`]; [`crate::serve`] takes a bound listener).
+    pub addr: SocketAddr,
+    /// HMAC key for voice tokens and resume tokens; random at start when `None`.
+    pub token_secret: Option<Secret>,
+    /// STUN/TURN URLs handed to clients (`stun:`, `turn:`, `turns:`).
+    pub ice_servers: Vec<String>,
+    /// coturn `use-auth-secret` shared secret; TURN URLs get REST credentials when set.
+    pub turn_secret: Option<Secret>,
+    /// Lifetime of TURN REST credentials.
+    pub turn_ttl: Duration,
+    /// Participants per voice room (1..=10).
+    pub capacity: Capacity,
+    /// Lifetime of voice tokens (at most one hour).
+    pub credential_ttl: Duration,
+    /// Origins allowed to open the WebSocket besides the same origin.
+    pub allowed_origins: Vec<String>,
+    /// The WebSocket URL clients are told in `wssEndpoint`; `ws://<bound address>/ws` when `None`.
+    pub public_ws_url: Option<String>,
+    /// How often abandoned voice rooms and orphan channels are swept.
+    pub sweep_interval: Duration,
+    /// Per-connection rate limit on incoming frames.
+    pub rate_limit: RateLimit,
+    /// Outgoing messages queued per connection before it is dropped as too slow.
+    pub queue_capacity: usize,
+    /// How long shutdown waits for WebSockets to close.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token_secret: None,
+            ice_servers: Vec::new(),
+            turn_secret: None,
+            turn_ttl: Duration::from_secs(3600),
+            capacity: Capacity::default(),
+            credential_ttl: MAX_CREDENTIAL_TTL,
+            allowed_origins: Vec::new(),
+            public_ws_url: None,
+            sweep_interval: Duration::from_secs(60),
+            rate_limit: RateLimit::default(),
+            queue_capacity: 256,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// The defaults, listening on an ephemeral loopback port: what tests and embedders start from.
+    pub fn ephemeral() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Self::default()
+        }
+    }
+
+    /// Checks the values the types cannot: secret lengths, ICE URL schemes, TTL bounds, origins.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the option and what to pass instead.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, secret) in [
+            ("--token-secret", &self.token_secret),
+            ("--turn-secret", &self.turn_secret),
+        ] {
+            if let Some(s) = secret {
+                if s.expose().len() < MIN_SECRET_LEN {
+                    return Err(ConfigError::ShortSecret { option: name });
+                }
+            }
+        }
+        for url in &self.ice_servers {
+            if !["stun:", "stuns:", "turn:", "turns:"]
+                .iter()
+                .any(|p| url.starts_with(p))
+            {
+                return Err(ConfigError::BadIceServer { url: url.clone() });
+            }
+        }
+        if self.credential_ttl.is_zero() || self.credential_ttl > MAX_CREDENTIAL_TTL {
+            return Err(ConfigError::CredentialTtl);
+        }
+        if self.turn_ttl.is_zero() {
+            return Err(ConfigError::TurnTtl);
+        }
+        for origin in &self.allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.ends_with('/')
+            {
+                return Err(ConfigError::BadOrigin {
+                    origin: origin.clone(),
+                });
+            }
+        }
+        if self.rate_limit.burst == 0 || self.rate_limit.per_second <= 0.0 {
+            return Err(ConfigError::RateLimit);
+        }
+        if self.queue_capacity == 0 {
+            return Err(ConfigError::QueueCapacity);
+        }
+        Ok(())
+    }
+}
+
+/// A configuration value the server refuses to start with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A secret shorter than [`MIN_SECRET_LEN`].
+    #[error("{option} must be at least {MIN_SECRET_LEN} bytes; generate one with `openssl rand -base64 32`")]
+    ShortSecret {
+        /// Which option.
+        option: &'static str,
+    },
+    /// An ICE server URL with an unknown scheme.
+    #[error("--ice-server {url:?} must start with stun:, stuns:, turn: or turns:")]
+    BadIceServer {
+        /// The URL given.
+        url: String,
+    },
+    /// A credential TTL of zero or over an hour.
+    #[error("--credential-ttl-secs must be between 1 and 3600")]
+    CredentialTtl,
+    /// A TURN TTL of zero.
+    #[error("--turn-ttl-secs must be at least 1")]
+    TurnTtl,
+    /// An origin that is not `scheme://host[:port]`.
+    #[error("--allowed-origin {origin:?} must look like https://chat.example.com (scheme and host, no path or trailing slash)")]
+    BadOrigin {
+        /// The origin given.
+        origin: String,
+    },
+    /// A capacity outside 1..=10.
+    #[error("--capacity must be between 1 and {MAX_CAPACITY}")]
+    Capacity,
+    /// A rate limit of zero.
+    #[error("the rate limit must allow at least one frame")]
+    RateLimit,
+    /// A queue of zero.
+    #[error("the per-connection queue must hold at least one message")]
+    QueueCapacity,
+}
+
+/// Command line of `voice-server`. Every option can also be set with the environment variable
+/// named in `--help` (`VOICE_` prefix); repeatable options take comma-separated values there.
+#[derive(Clone, Parser)]
+#[command(
+    name = "voice-server",
+    version,
+    about = "Self-hosted voice rooms for group chats: chat, voice rooms and a WebRTC signaling relay over one WebSocket."
+)]
+pub struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "VOICE_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// HMAC key signing voice tokens (at least 16 bytes). Random at start when unset, so tokens
+    /// and resume tokens do not survive a restart.
+    #[arg(long, env = "VOICE_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+
+    /// STUN/TURN URL handed to clients (repeatable). None by default, which is right on
+    /// loopback or a LAN.
+    #[arg(long = "ice-server", env = "VOICE_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
+
+    /// coturn `static-auth-secret` (use-auth-secret): turn:/turns: URLs get REST credentials.
+    #[arg(long, env = "VOICE_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+
+    /// Lifetime of TURN credentials, in seconds.
+    #[arg(long, env = "VOICE_TURN_TTL_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub turn_ttl_secs: u64,
+
+    /// Participants per voice room (1..=10).
+    #[arg(long, env = "VOICE_CAPACITY", default_value_t = MAX_CAPACITY,
+          value_parser = clap::value_parser!(u8).range(1..=i64::from(MAX_CAPACITY)))]
+    pub capacity: u8,
+
+    /// Lifetime of voice tokens, in seconds (1..=3600).
+    #[arg(long, env = "VOICE_CREDENTIAL_TTL_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub credential_ttl_secs: u64,
+
+    /// Log format.
+    #[arg(long, env = "VOICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Origin (e.g. https://chat.example.com) allowed to open the WebSocket besides the same
+    /// origin (repeatable). By default only pages whose Origin host equals the Host header may.
+    #[arg(
+        long = "allowed-origin",
+        env = "VOICE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// WebSocket URL told to clients as `wssEndpoint` (behind a reverse proxy, e.g.
+    /// wss://chat.example.com/ws). Defaults to ws://<addr>/ws.
+    #[arg(long, env = "VOICE_PUBLIC_WS_URL")]
+    pub public_ws_url: Option<String>,
+}
+
+impl Cli {
+    /// The validated [`Config`] these options describe.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the bad option.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let config = Config {
+            addr: self.addr,
+            token_secret: self.token_secret.map(Secret::new),
+            ice_servers: self.ice_servers,
+            turn_secret: self.turn_secret.map(Secret::new),
+            turn_ttl: Duration::from_secs(self.turn_ttl_secs),
+            capacity: Capacity::new(self.capacity).map_err(|_| ConfigError::Capacity)?,
+            credential_ttl: Duration::from_secs(self.credential_ttl_secs),
+            allowed_origins: self.allowed_origins,
+            public_ws_url: self.public_ws_url,
+            ..Config::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut all = vec!["voice-server"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all)
+            .map_err(|e| e.to_string())?
+            .into_config()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.capacity.get(), 10);
+        assert_eq!(c.credential_ttl, Duration::from_secs(3600));
+        assert!(c.ice_servers.is_empty());
+        assert!(c.token_secret.is_none());
+    }
+
+    #[test]
+    fn options_are_parsed_and_bounded() {
+        let c = parse(&[
+            "--capacity",
+            "2",
+            "--ice-server",
+            "stun:stun.example.org:3478",
+            "--ice-server",
+            "turn:turn.example.org:3478",
+            "--turn-secret",
+            "0123456789abcdef0123",
+            "--credential-ttl-secs",
+            "60",
+        ])
+        .unwrap();
+        assert_eq!(c.capacity.get(), 2);
+        assert_eq!(c.ice_servers.len(), 2);
+        assert_eq!(c.credential_ttl, Duration::from_secs(60));
+        assert!(parse(&["--capacity", "11"]).is_err());
+        assert!(parse(&["--capacity", "0"]).is_err());
+        assert!(parse(&["--credential-ttl-secs", "3601"]).is_err());
+        assert!(parse(&["--ice-server", "http://x"])
+            .unwrap_err()
+            .contains("stun:"));
+        assert!(parse(&["--token-secret", "short"])
+            .unwrap_err()
+            .contains("16 bytes"));
+        assert!(parse(&["--allowed-origin", "https://a.example/"]).is_err());
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let c = parse(&["--token-secret", "super-secret-value-123"]).unwrap();
+        assert!(!format!("{c:?}").contains("super-secret-value-123"));
+    }
+}

@@ -1,0 +1,255 @@
+//! The connection hub: every open WebSocket's bounded outgoing queue, by connection id. Replies,
+//! chat events, voice events and relayed signals all go through it to the connection's writer
+//! task, so a slow client never stalls anyone else: when its queue is full it is dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, Notify};
+use tracing::warn;
+use voice_domain::ports::{Notifier, NotifyError};
+use voice_domain::protocol::EventEnvelope;
+use voice_domain::{ConnectionId, VoiceEvent};
+
+/// A one-shot, many-waiter signal: "stop now". Used for one connection (dropped as too slow)
+/// and for the whole server (shutdown).
+#[derive(Clone, Default, Debug)]
+pub struct Trigger(Arc<TriggerInner>);
+
+#[derive(Default, Debug)]
+struct TriggerInner {
+    fired: AtomicBool,
+    notify: Notify,
+}
+
+impl Trigger {
+    /// An unfired trigger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fires it; every current and future waiter returns.
+    pub fn fire(&self) {
+        self.0.fired.store(true, Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+
+    /// Whether it has fired.
+    pub fn is_fired(&self) -> bool {
+        self.0.fired.load(Ordering::SeqCst)
+    }
+
+    /// Returns once it has fired.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_fired() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Why a message could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The connection is closed or unknown.
+    #[error("connection is gone")]
+    Gone,
+    /// Its queue was full; it has been dropped.
+    #[error("connection was too slow and has been dropped")]
+    Dropped,
+}
+
+struct Entry {
+    tx: mpsc::Sender<String>,
+    kill: Trigger,
+}
+
+/// Open connections and their queues. Clones share them.
+#[derive(Clone, Default)]
+pub struct Hub {
+    inner: Arc<Mutex<HashMap<ConnectionId, Entry>>>,
+    count_changed: Arc<Notify>,
+}
+
+impl Hub {
+    /// No connections.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<ConnectionId, Entry>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connection with a queue of `capacity` messages; returns the receiving end for
+    /// its writer task and the trigger that fires when it must be dropped.
+    pub fn register(&self, id: ConnectionId, capacity: usize) -> (mpsc::Receiver<String>, Trigger) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let kill = Trigger::new();
+        self.lock().insert(
+            id,
+            Entry {
+                tx,
+                kill: kill.clone(),
+            },
+        );
+        (rx, kill)
+    }
+
+    /// Forgets a connection (its socket closed).
+    pub fn remove(&self, id: &ConnectionId) {
+        self.lock().remove(id);
+        self.count_changed.notify_waiters();
+    }
+
+    /// How many connections are open.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Returns once no connection is open.
+    pub async fn wait_empty(&self) {
+        loop {
+            let changed = self.count_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.is_empty() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Queues `text` for `to` without waiting. A full queue drops the connection: it is
+    /// removed and told to close, and [`SendError::Dropped`] returned.
+    ///
+    /// # Errors
+    /// [`SendError`].
+    pub fn send(&self, to: &ConnectionId, text: String) -> Result<(), SendError> {
+        let mut map = self.lock();
+        let Some(entry) = map.get(to) else {
+            return Err(SendError::Gone);
+        };
+        match entry.tx.try_send(text) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                map.remove(to);
+                drop(map);
+                self.count_changed.notify_waiters();
+                Err(SendError::Gone)
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if let Some(entry) = map.remove(to) {
+                    entry.kill.fire();
+                }
+                drop(map);
+                self.count_changed.notify_waiters();
+                warn!(connection_id = %to, "outgoing queue full; dropping the slow connection");
+                Err(SendError::Dropped)
+            }
+        }
+    }
+
+    /// Serialises `value` and queues it for `to`.
+    ///
+    /// # Errors
+    /// [`SendError`].
+    pub fn send_json(
+        &self,
+        to: &ConnectionId,
+        value: &impl serde::Serialize,
+    ) -> Result<(), SendError> {
+        let text = serde_json::to_string(value).expect("wire types always serialise");
+        self.send(to, text)
+    }
+}
+
+/// The [`Notifier`] port over the hub: voice events as `{"type":"event",...}` frames.
+#[derive(Clone)]
+pub struct HubNotifier {
+    hub: Hub,
+}
+
+impl HubNotifier {
+    /// A notifier pushing through `hub`.
+    pub fn new(hub: Hub) -> Self {
+        Self { hub }
+    }
+}
+
+#[async_trait]
+impl Notifier for HubNotifier {
+    async fn send(&self, to: &ConnectionId, event: &VoiceEvent) -> Result<(), NotifyError> {
+        // A dropped connection is gone as far as voice is concerned: the service removes it
+        // from its room right away instead of waiting for the socket to close.
+        self.hub
+            .send_json(to, &EventEnvelope::new(event))
+            .map_err(|_| NotifyError::Gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(s: &str) -> ConnectionId {
+        ConnectionId::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_only_the_slow_connection() {
+        let hub = Hub::new();
+        let (mut fast_rx, _) = hub.register(conn("fast"), 2);
+        let (_slow_rx, slow_kill) = hub.register(conn("slow"), 2);
+        for i in 0..2 {
+            hub.send(&conn("slow"), format!("{i}")).unwrap();
+        }
+        assert_eq!(hub.send(&conn("slow"), "x".into()), Err(SendError::Dropped));
+        assert!(slow_kill.is_fired());
+        assert_eq!(hub.send(&conn("slow"), "y".into()), Err(SendError::Gone));
+        hub.send(&conn("fast"), "hello".into()).unwrap();
+        assert_eq!(fast_rx.recv().await.as_deref(), Some("hello"));
+        assert_eq!(hub.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn notifier_reports_closed_connections_gone() {
+        let hub = Hub::new();
+        let (rx, _) = hub.register(conn("c"), 4);
+        drop(rx);
+        let ev = VoiceEvent::VoiceEnded {
+            voice_room_id: voice_domain::VoiceRoomId::parse("v").unwrap(),
+            chat_room_id: voice_domain::ChatRoomId::parse("r").unwrap(),
+            reason: voice_domain::room::EndReason::Abandoned,
+        };
+        let n = HubNotifier::new(hub.clone());
+        assert_eq!(n.send(&conn("c"), &ev).await, Err(NotifyError::Gone));
+        assert_eq!(n.send(&conn("nobody"), &ev).await, Err(NotifyError::Gone));
+        assert!(hub.is_empty());
+    }
+
+    #[tokio::test]
+    async fn trigger_wakes_waiters_before_and_after_firing() {
+        let t = Trigger::new();
+        let waiter = tokio::spawn({
+            let t = t.clone();
+            async move { t.wait().await }
+        });
+        tokio::task::yield_now().await;
+        t.fire();
+        waiter.await.unwrap();
+        t.wait().await;
+    }
+}

@@ -1,0 +1,377 @@
+//! # voice-server
+//!
+//! Self-hosted voice rooms for group chats: one axum server with a small chat (rooms, join
+//! requests, messages), the voice use cases of `voice-domain`, a WebRTC signaling relay over the
+//! same WebSocket, and the embedded web client. Everything runs in memory.
+//!
+//! The binary (`main.rs`) only parses [`Cli`], sets up logging and calls [`serve`]. Tests and
+//! embedders use [`spawn`] (or [`spawn_on`] with their own listener) and get a
+//! [`RunningServer`] with its address; dropping it shuts the server down.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), voice_server::ServeError> {
+//! let server = voice_server::spawn(voice_server::Config::ephemeral()).await?;
+//! println!("web client at {}, WebSocket at {}", server.http_url(), server.ws_url());
+//! server.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//! - [`config`]: [`Config`], [`Cli`] (every option also from `VOICE_*` env).
+//! - [`http`]: routes, static files with CSP, origin check.
+//! - [`ws`]: one connection's reader/writer tasks and clean-up.
+//! - [`dispatch`]: wire ⇄ services translation.
+//! - [`chat`]: the chat state ([`chat::ChatState`]) and rules ([`chat::ChatService`]).
+//! - [`relay`]: the signaling channels port and the signal relay.
+//! - [`token`]: HMAC voice tokens (the credentials port). [`ice`]: STUN/TURN with TURN REST
+//!   credentials. [`hub`]: per-connection queues (the notifier port). [`ports`]: the adapter set.
+#![warn(missing_docs)]
+
+pub mod chat;
+pub mod config;
+pub mod dispatch;
+pub mod http;
+pub mod hub;
+pub mod ice;
+pub mod ports;
+pub mod relay;
+pub mod token;
+pub mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use voice_adapters_memory::{MemoryChannels, MemoryStore, SystemClock, UuidIds};
+use voice_domain::ports::{Adapters, Clock};
+use voice_domain::{ServiceConfig, VoiceService};
+
+pub use config::{Cli, Config, ConfigError, LogFormat, RateLimit};
+
+use crate::chat::{ChatService, ChatState, MemoryChat, SharedChat};
+use crate::dispatch::Dispatcher;
+use crate::hub::{Hub, HubNotifier, Trigger};
+use crate::ice::IceConfig;
+use crate::ports::ServerPorts;
+use crate::relay::{Relay, RelayChannels};
+use crate::token::{TokenIssuer, TokenKey};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Binding or serving failed.
+    #[error("could not serve on {addr}: {source}")]
+    Io {
+        /// The address.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The server task panicked or was cancelled.
+    #[error("the server task failed: {0}")]
+    Task(String),
+}
+
+/// Sets up `tracing` output (text or JSON lines; level from `RUST_LOG`, default `info`).
+/// Call once, from the binary.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    if result.is_err() {
+        // Already initialised (tests, embedders): keep theirs.
+    }
+}
+
+/// Serves on `listener` until SIGINT or SIGTERM, then closes every WebSocket and returns.
+///
+/// # Errors
+/// [`ServeError`].
+pub async fn serve(config: Config, listener: TcpListener) -> Result<(), ServeError> {
+    serve_with_shutdown(config, listener, shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` completes, then closes every WebSocket (close code
+/// 1001) and returns once they are closed or `config.shutdown_grace` has passed.
+///
+/// # Errors
+/// [`ServeError`].
+pub async fn serve_with_shutdown(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let trigger = Trigger::new();
+    let ready = prepare(config, &listener, trigger.clone())?;
+    run(ready, listener, trigger, shutdown).await
+}
+
+struct Ready {
+    app: axum::Router,
+    voice: Arc<VoiceService<ServerPorts>>,
+    hub: Hub,
+    config: Config,
+    addr: SocketAddr,
+}
+
+fn prepare(config: Config, listener: &TcpListener, trigger: Trigger) -> Result<Ready, ServeError> {
+    config.validate()?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Io {
+        addr: "listener".into(),
+        source,
+    })?;
+    let key = match &config.token_secret {
+        Some(s) => TokenKey::new(s.clone()),
+        None => {
+            warn!("no --token-secret (VOICE_TOKEN_SECRET) set: using a random one; voice and resume tokens will not survive a restart");
+            TokenKey::random()
+        }
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let hub = Hub::new();
+    let store = MemoryStore::new();
+    let chat_state: Arc<dyn ChatState> = Arc::new(MemoryChat::new());
+    let directory = SharedChat(chat_state.clone());
+    let ws_url = config
+        .public_ws_url
+        .clone()
+        .unwrap_or_else(|| format!("ws://{addr}/ws"));
+    let channels = RelayChannels::new(
+        MemoryChannels::new(SystemClock),
+        ws_url,
+        IceConfig::new(
+            &config.ice_servers,
+            config.turn_secret.clone(),
+            config.turn_ttl,
+        ),
+        directory.clone(),
+        clock.clone(),
+    );
+    let voice = Arc::new(VoiceService::new(
+        Adapters::<ServerPorts> {
+            store: store.clone(),
+            directory: directory.clone(),
+            channels,
+            credentials: TokenIssuer::new(key.clone()),
+            notifier: HubNotifier::new(hub.clone()),
+            clock: SystemClock,
+            ids: UuidIds,
+        },
+        ServiceConfig {
+            capacity: config.capacity,
+            credential_ttl: config.credential_ttl,
+            ..ServiceConfig::default()
+        },
+    ));
+    let dispatcher = Dispatcher {
+        voice: voice.clone(),
+        chat: ChatService::new(
+            chat_state,
+            hub.clone(),
+            store.clone(),
+            key.clone(),
+            clock.clone(),
+        ),
+        relay: Relay::new(key, store, directory, hub.clone(), clock),
+    };
+    let app = http::router(http::HttpState {
+        ws: ws::ConnectionContext {
+            dispatcher,
+            hub: hub.clone(),
+            shutdown: trigger,
+            queue_capacity: config.queue_capacity,
+            rate_limit: config.rate_limit,
+        },
+        allowed_origins: config
+            .allowed_origins
+            .iter()
+            .map(|o| o.to_ascii_lowercase())
+            .collect(),
+    });
+    Ok(Ready {
+        app,
+        voice,
+        hub,
+        config,
+        addr,
+    })
+}
+
+async fn run(
+    ready: Ready,
+    listener: TcpListener,
+    trigger: Trigger,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let Ready {
+        app,
+        voice,
+        hub,
+        config,
+        addr,
+    } = ready;
+    let sweeper = tokio::spawn(sweep_loop(voice, config.sweep_interval, trigger.clone()));
+    info!(%addr, capacity = config.capacity.get(), ice_servers = config.ice_servers.len(), "voice-server listening");
+    let stop = trigger.clone();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = stop.wait() => {}
+            }
+            info!("shutting down: closing WebSockets");
+            stop.fire();
+        })
+        .await;
+    trigger.fire();
+    if tokio::time::timeout(config.shutdown_grace, hub.wait_empty())
+        .await
+        .is_err()
+    {
+        warn!(open = hub.len(), "some WebSockets did not close in time");
+    }
+    sweeper.abort();
+    info!("voice-server stopped");
+    result.map_err(|source| ServeError::Io {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+async fn sweep_loop(
+    voice: Arc<VoiceService<ServerPorts>>,
+    every: std::time::Duration,
+    stop: Trigger,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.wait() => return,
+            _ = tick.tick() => {}
+        }
+        match voice.sweep().await {
+            Ok(r)
+                if r.rooms_ended.is_empty()
+                    && r.participants_removed == 0
+                    && r.channels_deleted == 0
+                    && r.failures == 0 => {}
+            Ok(r) => info!(
+                rooms_ended = r.rooms_ended.len(),
+                participants_removed = r.participants_removed,
+                channels_deleted = r.channels_deleted,
+                failures = r.failures,
+                "sweep"
+            ),
+            Err(e) => warn!(error = %e, "sweep failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("SIGINT received"),
+        () = term => info!("SIGTERM received"),
+    }
+}
+
+/// A server running in the background, from [`spawn`] / [`spawn_on`]. Dropping it starts a
+/// shutdown; [`RunningServer::shutdown`] also waits for it.
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: Trigger,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl RunningServer {
+    /// The bound address (the real port when `Config::addr` had port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`: the web client, `/healthz`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `ws://<addr>/ws`: the WebSocket API.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Stops the server (WebSockets get close code 1001) and waits for it.
+    ///
+    /// # Errors
+    /// [`ServeError`] if serving had failed.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        self.stop.fire();
+        match self.task.take() {
+            Some(t) => t.await.map_err(|e| ServeError::Task(e.to_string()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.stop.fire();
+    }
+}
+
+/// Binds `config.addr` and serves in the background (no signal handling: stop it through the
+/// returned handle).
+///
+/// # Errors
+/// [`ServeError`] if the config is invalid or the address cannot be bound.
+pub async fn spawn(config: Config) -> Result<RunningServer, ServeError> {
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| ServeError::Io {
+            addr: config.addr.to_string(),
+            source,
+        })?;
+    spawn_on(config, listener).await
+}
+
+/// Serves on an already bound `listener` in the background.
+///
+/// # Errors
+/// [`ServeError`] if the config is invalid.
+pub async fn spawn_on(config: Config, listener: TcpListener) -> Result<RunningServer, ServeError> {
+    let stop = Trigger::new();
+    let ready = prepare(config, &listener, stop.clone())?;
+    let addr = ready.addr;
+    let task = tokio::spawn(run(ready, listener, stop.clone(), std::future::pending()));
+    Ok(RunningServer {
+        addr,
+        stop,
+        task: Some(task),
+    })
+}

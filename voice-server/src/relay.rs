@@ -1,0 +1,345 @@
+//! The self-hosted signaling relay.
+//!
+//! - [`RelayChannels`]: the [`SignalingChannels`] port. Channels are bookkeeping only (the
+//!   relay routes by user over the same WebSocket), so it wraps [`MemoryChannels`] and answers
+//!   `endpoints` with this server's WebSocket URL and the configured ICE servers, with fresh
+//!   TURN credentials for the asking user.
+//! - [`Relay`]: checks a `signal` and forwards it. Who may talk to whom, and in which role, is
+//!   the domain's decision ([`VoiceRoom::link_between`]); the relay only checks that the
+//!   sender's token grants that link's channel in that role and that the kind fits the role.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+use voice_adapters_memory::{MemoryChannels, MemoryStore};
+use voice_domain::ports::{
+    ChannelEndpoints, ChannelError, ChannelTags, ChatDirectory, Clock, ListedChannel,
+    SignalingChannels, VoiceRoomStore,
+};
+use voice_domain::{
+    ChannelName, ChannelRole, ClientId, ConnectionId, SignalingChannel, UserId, VoiceRoom,
+    VoiceRoomId,
+};
+
+use crate::chat::{event_frame, SharedChat};
+use crate::hub::Hub;
+use crate::ice::IceConfig;
+use crate::token::{TokenError, TokenKey};
+
+/// Largest signal `payload`, serialised, in bytes (the KVS limit, so clients behave the same on
+/// both deployments).
+pub const MAX_SIGNAL_PAYLOAD: usize = 10 * 1024;
+
+/// Recovers the connection id a [`ClientId`] was derived from (the inverse of
+/// [`ClientId::from_connection`]).
+fn connection_of_client(client: &ClientId) -> Option<ConnectionId> {
+    let s = client.as_str().as_bytes();
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'.' {
+            let hex = std::str::from_utf8(s.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    ConnectionId::parse(String::from_utf8(out).ok()?).ok()
+}
+
+/// The [`SignalingChannels`] port of the self-hosted server.
+#[derive(Clone)]
+pub struct RelayChannels {
+    inner: MemoryChannels,
+    ws_url: String,
+    ice: IceConfig,
+    directory: SharedChat,
+    clock: Arc<dyn Clock>,
+}
+
+impl RelayChannels {
+    /// Channels telling clients `ws_url` and `ice`'s servers; `directory` resolves the asking
+    /// user for TURN usernames.
+    pub fn new(
+        inner: MemoryChannels,
+        ws_url: String,
+        ice: IceConfig,
+        directory: SharedChat,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            inner,
+            ws_url,
+            ice,
+            directory,
+            clock,
+        }
+    }
+}
+
+#[async_trait]
+impl SignalingChannels for RelayChannels {
+    async fn create(
+        &self,
+        name: &ChannelName,
+        tags: &ChannelTags,
+    ) -> Result<SignalingChannel, ChannelError> {
+        self.inner.create(name, tags).await
+    }
+
+    async fn delete(&self, channel: &SignalingChannel) -> Result<(), ChannelError> {
+        self.inner.delete(channel).await
+    }
+
+    async fn endpoints(
+        &self,
+        channel: &SignalingChannel,
+        role: ChannelRole,
+        client_id: &ClientId,
+    ) -> Result<ChannelEndpoints, ChannelError> {
+        // Existence check (NotFound) stays the inner adapter's.
+        self.inner.endpoints(channel, role, client_id).await?;
+        let user = match connection_of_client(client_id) {
+            Some(conn) => self.directory.user_of(&conn).await.ok().flatten(),
+            None => None,
+        };
+        let user = user.map_or_else(|| client_id.to_string(), |u| u.to_string());
+        Ok(ChannelEndpoints {
+            wss: self.ws_url.clone(),
+            https: None,
+            ice_servers: self.ice.servers_for(&user, self.clock.now()),
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<ListedChannel>, ChannelError> {
+        self.inner.list().await
+    }
+}
+
+/// What a signal carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SignalKind {
+    /// SDP offer: only from the link's viewer (later joiner) to its master.
+    Offer,
+    /// SDP answer: only from the link's master to its viewer.
+    Answer,
+    /// ICE candidate: either way.
+    Candidate,
+}
+
+/// A `signal` request with validated fields.
+#[derive(Debug, Clone)]
+pub struct SignalRequest {
+    /// The voice room.
+    pub voice_room: VoiceRoomId,
+    /// The sender's voice token.
+    pub token: String,
+    /// The peer.
+    pub to: UserId,
+    /// The kind.
+    pub kind: SignalKind,
+    /// The payload, forwarded untouched.
+    pub payload: serde_json::Value,
+}
+
+/// Why a signal was refused; nothing was relayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignalError {
+    /// No `hello` on this connection.
+    #[error("say hello first")]
+    NotIdentified,
+    /// Payload over [`MAX_SIGNAL_PAYLOAD`].
+    #[error("signal payload is {size} bytes; the limit is {MAX_SIGNAL_PAYLOAD}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+    },
+    /// Token invalid, forged, expired, for another room or user, or not granting the link.
+    #[error("the voice token is invalid or expired; call getVoiceCredentials again")]
+    Unauthorized,
+    /// Outside the mesh plan, or the kind does not fit the sender's role.
+    #[error("{0}")]
+    NotPeer(&'static str),
+    /// The voice store failed.
+    #[error("the voice-room store is unavailable; try again in a moment")]
+    Unavailable,
+}
+
+impl SignalError {
+    /// The stable wire code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotIdentified => "NOT_IDENTIFIED",
+            Self::TooLarge { .. } => "TOO_LARGE",
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::NotPeer(_) => "NOT_PEER",
+            Self::Unavailable => "UNAVAILABLE",
+        }
+    }
+
+    /// Whether the same request may work later.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::Unavailable)
+    }
+}
+
+/// The `signal` event the peer receives.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename = "signal", rename_all = "camelCase")]
+struct SignalEvent<'a> {
+    voice_room_id: &'a str,
+    from: &'a str,
+    kind: SignalKind,
+    payload: &'a serde_json::Value,
+}
+
+/// Checks and forwards signals.
+#[derive(Clone)]
+pub struct Relay {
+    key: TokenKey,
+    store: MemoryStore,
+    directory: SharedChat,
+    hub: Hub,
+    clock: Arc<dyn Clock>,
+}
+
+impl Relay {
+    /// A relay verifying with `key`, reading rooms from `store`.
+    pub fn new(
+        key: TokenKey,
+        store: MemoryStore,
+        directory: SharedChat,
+        hub: Hub,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            key,
+            store,
+            directory,
+            hub,
+            clock,
+        }
+    }
+
+    /// Checks `req` from `sender` and forwards it to the peer's connection in the room.
+    ///
+    /// Order of checks: identified, size, token (signature, expiry, room, user), the mesh link
+    /// (both current participants, sender on this connection), the token's grant for the link
+    /// in the sender's role, the kind for that role, then delivery.
+    ///
+    /// # Errors
+    /// [`SignalError`].
+    pub async fn relay(
+        &self,
+        sender: &ConnectionId,
+        req: &SignalRequest,
+    ) -> Result<(), SignalError> {
+        let user = self
+            .directory
+            .user_of(sender)
+            .await
+            .map_err(|_| SignalError::Unavailable)?
+            .ok_or(SignalError::NotIdentified)?;
+        let size = serde_json::to_string(&req.payload)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
+        if size > MAX_SIGNAL_PAYLOAD {
+            return Err(SignalError::TooLarge { size });
+        }
+        let claims = self
+            .key
+            .verify(&req.token, self.clock.now())
+            .map_err(|e: TokenError| {
+                warn!(reason = %e, user_id = %user, voice_room_id = %req.voice_room, "signal refused: bad token");
+                SignalError::Unauthorized
+            })?;
+        if claims.voice_room_id != req.voice_room.as_str() || claims.user_id != user.as_str() {
+            warn!(user_id = %user, voice_room_id = %req.voice_room, "signal refused: token is for another room or user");
+            return Err(SignalError::Unauthorized);
+        }
+        let room: VoiceRoom = self
+            .store
+            .get(&req.voice_room)
+            .await
+            .map_err(|_| SignalError::Unavailable)?
+            .filter(VoiceRoom::is_active)
+            .ok_or(SignalError::NotPeer("this voice room is not active"))?;
+        let me = room.participant(&user).ok_or(SignalError::NotPeer(
+            "you are not a participant of this voice room",
+        ))?;
+        if &me.connection != sender {
+            return Err(SignalError::NotPeer(
+                "this connection is not the one you joined the voice room with",
+            ));
+        }
+        let link = room
+            .link_between(&user, &req.to)
+            .ok_or(SignalError::NotPeer(
+                "the recipient is not another participant of this voice room",
+            ))?;
+        let my_role = if link.viewer == user {
+            ChannelRole::Viewer
+        } else {
+            ChannelRole::Master
+        };
+        if !claims.allows(link.channel.arn.as_str(), my_role) {
+            warn!(user_id = %user, voice_room_id = %req.voice_room, "signal refused: token does not grant this link");
+            return Err(SignalError::Unauthorized);
+        }
+        match (req.kind, my_role) {
+            (SignalKind::Offer, ChannelRole::Master) => {
+                return Err(SignalError::NotPeer(
+                    "offers go from the later joiner (viewer) to the earlier one (master); wait for the peer's offer",
+                ))
+            }
+            (SignalKind::Answer, ChannelRole::Viewer) => {
+                return Err(SignalError::NotPeer(
+                    "answers go from the earlier joiner (master) to the later one (viewer)",
+                ))
+            }
+            _ => {}
+        }
+        let to_conn = room
+            .participant(&req.to)
+            .map(|p| p.connection.clone())
+            .ok_or(SignalError::NotPeer("the recipient left"))?;
+        let frame = event_frame(&SignalEvent {
+            voice_room_id: req.voice_room.as_str(),
+            from: user.as_str(),
+            kind: req.kind,
+            payload: &req.payload,
+        });
+        self.hub
+            .send(&to_conn, frame)
+            .map_err(|_| SignalError::NotPeer("the recipient is not connected"))?;
+        debug!(user_id = %user, to = %req.to, kind = ?req.kind, "signal relayed");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_decode_back_to_connections() {
+        for raw in [
+            "0f8fad5bd9cb469fa16570867728950e",
+            "L0SM9cOFvHcCIhw=",
+            "a.b_c",
+        ] {
+            let conn = ConnectionId::parse(raw).unwrap();
+            let client = ClientId::from_connection(&conn).unwrap();
+            assert_eq!(connection_of_client(&client), Some(conn));
+        }
+        assert_eq!(
+            connection_of_client(&ClientId::parse("bad.Z").unwrap()),
+            None
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! One WebSocket connection: a reader loop that handles requests in order, a writer task that
+//! drains the connection's bounded queue, and the clean-up when either side ends (voice
+//! disconnect, chat presence).
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn, Instrument};
+use voice_domain::protocol::WireError;
+use voice_domain::ConnectionId;
+
+use crate::config::RateLimit;
+use crate::dispatch::{parse_frame, reply_frame, Dispatcher, Envelope};
+use crate::hub::{Hub, Trigger};
+
+/// Largest accepted frame and message, in bytes.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Close codes the server sends.
+mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+}
+
+/// A token bucket: `burst` frames at once, refilled at `per_second`.
+#[derive(Debug)]
+pub struct Bucket {
+    limit: RateLimit,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn new(limit: RateLimit) -> Self {
+        Self {
+            limit,
+            tokens: f64::from(limit.burst),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens =
+            (self.tokens + elapsed * self.limit.per_second).min(f64::from(self.limit.burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Everything a connection task needs.
+#[derive(Clone)]
+pub struct ConnectionContext {
+    /// Request handling.
+    pub dispatcher: Dispatcher,
+    /// Outgoing queues.
+    pub hub: Hub,
+    /// Server shutdown.
+    pub shutdown: Trigger,
+    /// Per-connection queue size.
+    pub queue_capacity: usize,
+    /// Per-connection rate limit.
+    pub rate_limit: RateLimit,
+}
+
+/// Runs one connection to its end.
+pub async fn run(ctx: ConnectionContext, socket: WebSocket) {
+    let conn = ConnectionId::parse(uuid::Uuid::new_v4().simple().to_string())
+        .expect("a uuid is a valid connection id");
+    let span = tracing::info_span!("connection", connection_id = %conn);
+    run_connection(ctx, socket, conn).instrument(span).await;
+}
+
+async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: ConnectionId) {
+    info!("connection opened");
+    let (rx, kill) = ctx.hub.register(conn.clone(), ctx.queue_capacity);
+    let (sink, mut stream) = socket.split();
+    let writer =
+        tokio::spawn(write_loop(sink, rx, kill.clone(), ctx.shutdown.clone()).in_current_span());
+    let mut bucket = Bucket::new(ctx.rate_limit);
+    let reason = loop {
+        let frame = tokio::select! {
+            biased;
+            () = kill.wait() => break "dropped: too slow",
+            () = ctx.shutdown.wait() => break "server shutting down",
+            f = stream.next() => f,
+        };
+        let text = match frame {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(_))) => {
+                let env = Envelope::default();
+                let reply = reply_frame(
+                    &env,
+                    Err(WireError::bad_request(
+                        "binary frames are not supported; send JSON text",
+                    )),
+                );
+                if ctx.hub.send(&conn, reply).is_err() {
+                    break "dropped: too slow";
+                }
+                continue;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | None => break "closed by client",
+            Some(Err(e)) => {
+                info!(error = %e, "socket error");
+                break "socket error";
+            }
+        };
+        let reply = if bucket.take(Instant::now()) {
+            ctx.dispatcher.handle(&conn, text.as_str()).await
+        } else {
+            let env = parse_frame(text.as_str()).map_or_else(|(env, _)| env, |(env, _)| env);
+            warn!(action = %env.action, "rate limited");
+            reply_frame(
+                &env,
+                Err(WireError {
+                    code: "RATE_LIMITED".into(),
+                    message: "too many requests on this connection; slow down and retry".into(),
+                    retryable: true,
+                }),
+            )
+        };
+        if ctx.hub.send(&conn, reply).is_err() {
+            break "dropped: too slow";
+        }
+    };
+    // Order: no more frames to this connection, then it is no longer the user's, then voice
+    // hears of the disconnect (so its events go only to live connections).
+    ctx.hub.remove(&conn);
+    ctx.dispatcher.chat.disconnect(&conn).await;
+    match ctx.dispatcher.voice.on_disconnect(&conn).await {
+        Ok(report) if !report.rooms_left.is_empty() => {
+            info!(
+                rooms = report.rooms_left.len(),
+                "left voice rooms on disconnect"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "disconnect clean-up failed; the sweep will finish it"),
+    }
+    // The writer has flushed what was queued (its queue closed with the hub entry) or was told
+    // to stop; give it a moment to send its close frame.
+    if tokio::time::timeout(Duration::from_secs(2), writer)
+        .await
+        .is_err()
+    {
+        debug!("writer did not finish in time");
+    }
+    info!(reason, "connection closed");
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<String>,
+    kill: Trigger,
+    shutdown: Trigger,
+) {
+    let (code, reason) = loop {
+        tokio::select! {
+            biased;
+            () = kill.wait() => break (close::POLICY, "too slow: outgoing queue full"),
+            () = shutdown.wait() => break (close::GOING_AWAY, "server shutting down"),
+            m = rx.recv() => match m {
+                Some(text) => {
+                    if sink.send(Message::Text(Utf8Bytes::from(text))).await.is_err() {
+                        return;
+                    }
+                }
+                None => break (close::NORMAL, "bye"),
+            },
+        }
+    };
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })))
+        .await;
+    let _ = sink.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_a_burst_then_refills() {
+        let mut b = Bucket::new(RateLimit {
+            burst: 3,
+            per_second: 10.0,
+        });
+        let t0 = Instant::now();
+        assert!(b.take(t0) && b.take(t0) && b.take(t0));
+        assert!(!b.take(t0));
+        assert!(b.take(t0 + Duration::from_millis(150)));
+        assert!(!b.take(t0 + Duration::from_millis(150)));
+    }
+}
