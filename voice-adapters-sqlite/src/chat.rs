@@ -1,21 +1,674 @@
-//! The self-hosted chat directory on SQLite (in progress).
+//! The self-hosted chat directory on SQLite: users, chat rooms (id, name, admin, created_at),
+//! memberships (approved / pending), join-request decisions and recent messages survive a
+//! restart; which connection belongs to which user does not.
+//!
+//! # Connections live in memory
+//! A connection is a socket of *this* process: after a restart (or `kill -9`) none of them
+//! exists any more. Keeping them in a table would cost an `fsync` per connect and disconnect
+//! and need a "clear at start-up" step that a crash could skip; a map in memory is empty at
+//! start-up by construction. That is also what makes start-up recovery work: every participant
+//! of a voice room left active by the previous process has a connection the directory does not
+//! know, so [`VoiceService::sweep`](voice_domain::VoiceService::sweep) ends those rooms as
+//! abandoned.
+//!
+//! # Shape
+//! The inherent async methods mirror the server's `ChatState` trait one for one (same names,
+//! same arguments, same refusals in [`SqliteChatError`]), so the server's
+//! `impl ChatState for SqliteChat` is a line of glue per method. [`ChatDirectory`] is
+//! implemented here, because voice reads exactly this data.
 
-use crate::db::Database;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The chat directory in SQLite. Cheap to clone.
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use voice_domain::ports::{ChatDirectory, DirectoryError, MemberState, Membership, PortFailure};
+use voice_domain::{ChatRoomId, ConnectionId, Timestamp, UserId};
+
+use crate::db::{from_sql_i64, to_sql_i64, Database, SqliteError};
+
+/// Messages kept per chat room by default; older ones are deleted as new ones arrive.
+pub const DEFAULT_MESSAGE_RETENTION: usize = 500;
+
+/// Refusals and failures of the chat directory's writes and reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SqliteChatError {
+    /// A chat room with that id or that name (compared case-insensitively) exists.
+    #[error("a chat room with that name exists")]
+    RoomExists,
+    /// No chat room with that id.
+    #[error("no such chat room")]
+    NoSuchRoom,
+    /// The user has no pending request to approve or deny.
+    #[error("no pending join request")]
+    NoPendingRequest,
+    /// The database could not answer.
+    #[error(transparent)]
+    Unavailable(#[from] PortFailure),
+}
+
+impl From<SqliteError> for SqliteChatError {
+    fn from(e: SqliteError) -> Self {
+        tracing::warn!(error = %e, "sqlite chat directory failed");
+        SqliteChatError::Unavailable(e.to_failure())
+    }
+}
+
+impl From<rusqlite::Error> for SqliteChatError {
+    fn from(e: rusqlite::Error) -> Self {
+        SqliteError::from(e).into()
+    }
+}
+
+/// A chat room as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatRoomRecord {
+    /// Its id.
+    pub id: ChatRoomId,
+    /// Its display name, unique case-insensitively.
+    pub name: String,
+    /// Its creator, who approves join requests.
+    pub admin: UserId,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// A chat message as stored: the same fields as the wire's `message` event, so the server
+/// converts field by field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    /// The chat room.
+    pub room_id: String,
+    /// The author.
+    pub user_id: String,
+    /// The author's display name when it was sent (history shows what was shown then).
+    pub name: String,
+    /// The text.
+    pub text: String,
+    /// When, ms since the Unix epoch.
+    pub at: u64,
+}
+
+/// The chat directory in SQLite, connections in memory. Cheap to clone; clones share both.
 #[derive(Clone, Debug)]
 pub struct SqliteChat {
     db: Database,
+    connections: Arc<Mutex<HashMap<ConnectionId, UserId>>>,
+    retention: usize,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The key that makes room names unique regardless of case (Unicode lower case, as the
+/// in-memory chat compares them).
+fn name_key(name: &str) -> String {
+    name.to_lowercase()
+}
+
+fn parse_id<T: TryFrom<String>>(s: String, what: &str) -> Result<T, SqliteError>
+where
+    T::Error: std::fmt::Display,
+{
+    T::try_from(s).map_err(|e| SqliteError::Corrupt(format!("stored {what}: {e}")))
+}
+
+fn parse_state(s: &str) -> Result<MemberState, SqliteError> {
+    match s {
+        "approved" => Ok(MemberState::Approved),
+        "pending" => Ok(MemberState::Pending),
+        other => Err(SqliteError::Corrupt(format!("membership state {other:?}"))),
+    }
+}
+
+fn state_of(
+    conn: &Connection,
+    room: &ChatRoomId,
+    user: &UserId,
+) -> Result<MemberState, SqliteError> {
+    let state: Option<String> = conn
+        .query_row(
+            "SELECT state FROM memberships WHERE chat_room_id = ?1 AND user_id = ?2",
+            [room.as_str(), user.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    state.map_or(Ok(MemberState::None), |s| parse_state(&s))
+}
+
+fn room_exists(conn: &Connection, room: &ChatRoomId) -> Result<bool, SqliteError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM chat_rooms WHERE id = ?1)",
+        [room.as_str()],
+        |r| r.get(0),
+    )?)
+}
+
+fn read_room(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+fn to_room(raw: (String, String, String, i64)) -> Result<ChatRoomRecord, SqliteError> {
+    let (id, name, admin, created) = raw;
+    Ok(ChatRoomRecord {
+        id: parse_id(id, "chat room id")?,
+        name,
+        admin: parse_id(admin, "admin user id")?,
+        created_at: Timestamp::from_millis(from_sql_i64(created, "chat room created_at")?),
+    })
 }
 
 impl SqliteChat {
-    /// A directory over an open database.
+    /// A directory over an open database, keeping [`DEFAULT_MESSAGE_RETENTION`] messages per
+    /// room. No connection is known yet.
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self {
+            db,
+            connections: Arc::default(),
+            retention: DEFAULT_MESSAGE_RETENTION,
+        }
     }
 
-    /// The database.
+    /// Keeps the last `n` messages per room instead (at least 1).
+    #[must_use]
+    pub fn with_message_retention(mut self, n: usize) -> Self {
+        self.retention = n.max(1);
+        self
+    }
+
+    /// The database, e.g. to build a [`SqliteStore`](crate::SqliteStore) on the same file.
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    fn conns(&self) -> MutexGuard<'_, HashMap<ConnectionId, UserId>> {
+        // Every change to the map is a single insert or remove: a poisoned map is consistent.
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `user` (display name `name`) is now on `connection`. The user and its current name are
+    /// stored (created on first sight, renamed otherwise); the connection is remembered in
+    /// memory only.
+    ///
+    /// # Errors
+    /// [`SqliteChatError::Unavailable`]; the connection is then not bound.
+    pub async fn bind_connection(
+        &self,
+        connection: &ConnectionId,
+        user: &UserId,
+        name: &str,
+    ) -> Result<(), SqliteChatError> {
+        let (u, n) = (user.clone(), name.to_owned());
+        self.db
+            .run(move |c| {
+                c.execute(
+                    "INSERT INTO users (id, name, created_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                    params![u.as_str(), n, now_ms()],
+                )?;
+                Ok::<_, SqliteChatError>(())
+            })
+            .await?;
+        self.conns().insert(connection.clone(), user.clone());
+        Ok(())
+    }
+
+    /// `connection` closed: its user is offline there.
+    ///
+    /// # Errors
+    /// None in practice (memory only); the `Result` mirrors the server's trait.
+    pub async fn unbind_connection(
+        &self,
+        connection: &ConnectionId,
+    ) -> Result<(), SqliteChatError> {
+        self.conns().remove(connection);
+        Ok(())
+    }
+
+    /// Forgets every connection (they are all closed: e.g. the server stopped accepting).
+    pub fn clear_connections(&self) {
+        self.conns().clear();
+    }
+
+    /// A user's display name, `None` for a user never seen.
+    ///
+    /// # Errors
+    /// [`SqliteChatError::Unavailable`].
+    pub async fn user_name(&self, user: &UserId) -> Result<Option<String>, SqliteChatError> {
+        let u = user.clone();
+        self.db
+            .run(move |c| {
+                Ok(
+                    c.query_row("SELECT name FROM users WHERE id = ?1", [u.as_str()], |r| {
+                        r.get(0)
+                    })
+                    .optional()?,
+                )
+            })
+            .await
+    }
+
+    /// A user's open connections.
+    ///
+    /// # Errors
+    /// None in practice (memory only).
+    pub async fn connections_of_user(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<ConnectionId>, SqliteChatError> {
+        let mut out: Vec<_> = self
+            .conns()
+            .iter()
+            .filter(|(_, u)| *u == user)
+            .map(|(c, _)| c.clone())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Creates a chat room with `admin` as its admin and approved member, unless a room with
+    /// the same id or the same name (case-insensitively) exists. One transaction: the room
+    /// and its admin's membership exist together or not at all.
+    ///
+    /// # Errors
+    /// [`SqliteChatError::RoomExists`]; [`SqliteChatError::Unavailable`].
+    pub async fn create_room(
+        &self,
+        id: &ChatRoomId,
+        name: &str,
+        admin: &UserId,
+    ) -> Result<ChatRoomRecord, SqliteChatError> {
+        let (id, name, admin) = (id.clone(), name.to_owned(), admin.clone());
+        self.db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let taken: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM chat_rooms WHERE id = ?1 OR name_key = ?2)",
+                    params![id.as_str(), name_key(&name)],
+                    |r| r.get(0),
+                )?;
+                if taken {
+                    return Err(SqliteChatError::RoomExists);
+                }
+                let now = now_ms();
+                tx.execute(
+                    "INSERT INTO chat_rooms (id, name, name_key, admin_user_id, created_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id.as_str(), name, name_key(&name), admin.as_str(), now],
+                )?;
+                tx.execute(
+                    "INSERT INTO memberships (chat_room_id, user_id, state, since_ms)
+                     VALUES (?1, ?2, 'approved', ?3)",
+                    params![id.as_str(), admin.as_str(), now],
+                )?;
+                tx.commit()?;
+                Ok(ChatRoomRecord {
+                    id,
+                    name,
+                    admin,
+                    created_at: Timestamp::from_millis(from_sql_i64(now, "now")?),
+                })
+            })
+            .await
+    }
+
+    /// Every chat room, oldest first.
+    ///
+    /// # Errors
+    /// [`SqliteChatError::Unavailable`].
+    pub async fn rooms(&self) -> Result<Vec<ChatRoomRecord>, SqliteChatError> {
+        self.db
+            .run(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, name, admin_user_id, created_at_ms FROM chat_rooms
+                     ORDER BY created_at_ms, id",
+                )?;
+                let raw = stmt
+                    .query_map([], read_room)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                raw.into_iter()
+                    .map(|r| to_room(r).map_err(SqliteChatError::from))
+                    .collect()
+            })
+            .await
+    }
+
+    /// One chat room.
+    ///
+    /// # Errors
+    /// [`SqliteChatError::Unavailable`].
+    pub async fn room(&self, id: &ChatRoomId) -> Result<Option<ChatRoomRecord>, SqliteChatError> {
+        let id = id.clone();
+        self.db
+            .run(move |c| {
+                let raw = c
+                    .query_row(
+                        "SELECT id, name, admin_user_id, created_at_ms FROM chat_rooms WHERE id = ?1",
+                        [id.as_str()],
+                        read_room,
+                    )
+                    .optional()?;
+                raw.map(to_room).transpose().map_err(SqliteChatError::from)
+            })
+            .await
+    }
+
+    /// Members and requesters of a chat room (admin included, as approved), by user id.
+    /// Empty for an unknown room.
+    ///
+    /// # Errors
+    /// [`SqliteChatError::Unavailable`].
+    pub async fn members(
+        &self,
+        room: &ChatRoomId,
+    ) -> Result<Vec<(UserId, MemberState)>, SqliteChatError> {
+        let room = room.clone();
+        self.db
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT user_id, state FROM memberships WHERE chat_room_id = ?1 ORDER BY user_id",
+                )?;
+                let raw = stmt
+                    .query_map([room.as_str()], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                raw.into_iter()
+                    .map(|(u, s)| Ok((parse_id(u, "member user id")?, parse_state(&s)?)))
+                    .collect::<Result<Vec<_>, SqliteError>>()
+                    .map_err(SqliteChatError::from)
+            })
+            .await
+    }
+
+    /// Records a join request, unless the user is already pending or approved. Returns the
+    /// state before and after, so the caller tells the admin only about new requests.
+    ///
+    /// # Errors
+    /// [`SqliteChatError::NoSuchRoom`]; [`SqliteChatError::Unavailable`].
+    pub async fn request_join(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+    ) -> Result<(MemberState, MemberState), SqliteChatError> {
+        let (room, user) = (room.clone(), user.clone());
+        self.db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !room_exists(&tx, &room)? {
+                    return Err(SqliteChatError::NoSuchRoom);
+                }
+                let before = state_of(&tx, &room, &user)?;
+                if before != MemberState::None {
+                    return Ok((before, before));
+                }
+                tx.execute(
+                    "INSERT INTO memberships (chat_room_id, user_id, state, since_ms)
+                     VALUES (?1, ?2, 'pending', ?3)",
+                    params![room.as_str(), user.as_str(), now_ms()],
+                )?;
+                tx.commit()?;
+                Ok((before, MemberState::Pending))
+            })
+            .await
+    }
+
+    /// Approves a pending request, or denies it (removing it, so the user may ask again).
+    ///
+    /// # Errors
+    /// [`SqliteChatError::NoSuchRoom`], [`SqliteChatError::NoPendingRequest`];
+    /// [`SqliteChatError::Unavailable`].
+    pub async fn decide_join(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+        approve: bool,
+    ) -> Result<(), SqliteChatError> {
+        let (room, user) = (room.clone(), user.clone());
+        self.db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !room_exists(&tx, &room)? {
+                    return Err(SqliteChatError::NoSuchRoom);
+                }
+                if state_of(&tx, &room, &user)? != MemberState::Pending {
+                    return Err(SqliteChatError::NoPendingRequest);
+                }
+                if approve {
+                    tx.execute(
+                        "UPDATE memberships SET state = 'approved', since_ms = ?3
+                         WHERE chat_room_id = ?1 AND user_id = ?2",
+                        params![room.as_str(), user.as_str(), now_ms()],
+                    )?;
+                } else {
+                    tx.execute(
+                        "DELETE FROM memberships WHERE chat_room_id = ?1 AND user_id = ?2",
+                        [room.as_str(), user.as_str()],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Sets a membership directly: `None` removes it (an admin removing a member; tests).
+    ///
+    /// # Errors
+    /// [`SqliteChatError::NoSuchRoom`]; [`SqliteChatError::Unavailable`].
+    pub async fn set_state(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+        state: MemberState,
+    ) -> Result<(), SqliteChatError> {
+        let (room, user) = (room.clone(), user.clone());
+        self.db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !room_exists(&tx, &room)? {
+                    return Err(SqliteChatError::NoSuchRoom);
+                }
+                let word = match state {
+                    MemberState::Approved => Some("approved"),
+                    MemberState::Pending => Some("pending"),
+                    MemberState::None => None,
+                };
+                match word {
+                    Some(w) => tx.execute(
+                        "INSERT INTO memberships (chat_room_id, user_id, state, since_ms)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (chat_room_id, user_id) DO UPDATE SET state = excluded.state",
+                        params![room.as_str(), user.as_str(), w, now_ms()],
+                    )?,
+                    None => tx.execute(
+                        "DELETE FROM memberships WHERE chat_room_id = ?1 AND user_id = ?2",
+                        [room.as_str(), user.as_str()],
+                    )?,
+                };
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Appends a message and deletes the room's messages beyond the retention, in one
+    /// transaction.
+    ///
+    /// # Errors
+    /// [`SqliteChatError::NoSuchRoom`]; [`SqliteChatError::Unavailable`].
+    pub async fn append_message(
+        &self,
+        room: &ChatRoomId,
+        message: &MessageRecord,
+    ) -> Result<(), SqliteChatError> {
+        let (room, m, keep) = (room.clone(), message.clone(), self.retention);
+        self.db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !room_exists(&tx, &room)? {
+                    return Err(SqliteChatError::NoSuchRoom);
+                }
+                tx.execute(
+                    "INSERT INTO messages (chat_room_id, user_id, name, text, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![room.as_str(), m.user_id, m.name, m.text, to_sql_i64(m.at)],
+                )?;
+                tx.execute(
+                    "DELETE FROM messages WHERE chat_room_id = ?1 AND seq <= (
+                         SELECT seq FROM messages WHERE chat_room_id = ?1
+                         ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                    params![room.as_str(), i64::try_from(keep).unwrap_or(i64::MAX)],
+                )?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The last `limit` messages of a room, oldest first (empty for an unknown room).
+    ///
+    /// # Errors
+    /// [`SqliteChatError::Unavailable`].
+    pub async fn recent_messages(
+        &self,
+        room: &ChatRoomId,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, SqliteChatError> {
+        let room = room.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT chat_room_id, user_id, name, text, at_ms FROM (
+                         SELECT * FROM messages WHERE chat_room_id = ?1
+                         ORDER BY seq DESC LIMIT ?2)
+                     ORDER BY seq",
+                )?;
+                let raw = stmt
+                    .query_map(params![room.as_str(), limit], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                raw.into_iter()
+                    .map(|(room_id, user_id, name, text, at)| {
+                        Ok(MessageRecord {
+                            room_id,
+                            user_id,
+                            name,
+                            text,
+                            at: from_sql_i64(at, "message time")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, SqliteError>>()
+                    .map_err(SqliteChatError::from)
+            })
+            .await
+    }
+
+    /// A named server setting, stored on first use: returns the stored value, or stores and
+    /// returns `fresh` if there is none. The server keeps its token-signing key here when the
+    /// operator gives none, so that resume tokens (stable user identity) survive a restart.
+    /// The data directory is created mode 0700 for this reason.
+    ///
+    /// # Errors
+    /// [`SqliteChatError::Unavailable`].
+    pub async fn setting_or_insert(
+        &self,
+        key: &str,
+        fresh: String,
+    ) -> Result<String, SqliteChatError> {
+        let key = key.to_owned();
+        self.db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
+                    [key.as_str(), fresh.as_str()],
+                )?;
+                let value: String = tx.query_row(
+                    "SELECT value FROM settings WHERE key = ?1",
+                    [key.as_str()],
+                    |r| r.get(0),
+                )?;
+                tx.commit()?;
+                Ok(value)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl ChatDirectory for SqliteChat {
+    async fn user_of(&self, connection: &ConnectionId) -> Result<Option<UserId>, DirectoryError> {
+        Ok(self.conns().get(connection).cloned())
+    }
+
+    async fn membership(
+        &self,
+        chat_room: &ChatRoomId,
+        user: &UserId,
+    ) -> Result<Option<Membership>, DirectoryError> {
+        let (room, user) = (chat_room.clone(), user.clone());
+        self.db
+            .run(move |c| {
+                let admin: Option<String> = c
+                    .query_row(
+                        "SELECT admin_user_id FROM chat_rooms WHERE id = ?1",
+                        [room.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(SqliteError::from)?;
+                let Some(admin) = admin else {
+                    return Ok(None);
+                };
+                Ok(Some(Membership {
+                    state: state_of(c, &room, &user)?,
+                    is_admin: admin == user.as_str(),
+                }))
+            })
+            .await
+    }
+
+    async fn connections_of(
+        &self,
+        chat_room: &ChatRoomId,
+    ) -> Result<Vec<ConnectionId>, DirectoryError> {
+        let room = chat_room.clone();
+        let approved: HashSet<String> = self
+            .db
+            .run(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT user_id FROM memberships WHERE chat_room_id = ?1 AND state = 'approved'",
+                    )
+                    .map_err(SqliteError::from)?;
+                let ids = stmt
+                    .query_map([room.as_str()], |r| r.get(0))
+                    .and_then(Iterator::collect::<Result<HashSet<String>, _>>)
+                    .map_err(SqliteError::from)?;
+                Ok::<_, DirectoryError>(ids)
+            })
+            .await?;
+        let conns = self.conns();
+        let mut out: Vec<ConnectionId> = conns
+            .iter()
+            .filter(|(_, u)| approved.contains(u.as_str()))
+            .map(|(c, _)| c.clone())
+            .collect();
+        out.sort();
+        Ok(out)
     }
 }

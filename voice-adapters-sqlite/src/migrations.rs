@@ -11,6 +11,12 @@ pub const MIGRATIONS: &[&str] = &[V1_INITIAL];
 ///   room per chat room" a database constraint, not just a check in a transaction.
 /// - `voice_room_connections`: the connection index of *active* rooms' participants, rewritten
 ///   with each update, for `active_with_connection`.
+/// - `chat_rooms.name_key`: the lower-cased name, UNIQUE, so two rooms cannot share a name
+///   whatever the case.
+/// - User ids in `chat_rooms`/`memberships` are not foreign keys to `users`: identity belongs to
+///   the chat app, and `users` only remembers display names.
+/// - `settings`: server settings that must survive restarts (the token-signing key when the
+///   operator gives none).
 /// - Connections of the chat directory are not stored: they die with the process (see
 ///   `chat.rs`).
 const V1_INITIAL: &str = r#"
@@ -41,13 +47,14 @@ CREATE TABLE users (
 CREATE TABLE chat_rooms (
     id            TEXT PRIMARY KEY NOT NULL,
     name          TEXT NOT NULL,
-    admin_user_id TEXT NOT NULL REFERENCES users (id),
+    name_key      TEXT NOT NULL UNIQUE,
+    admin_user_id TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL
 ) STRICT;
 
 CREATE TABLE memberships (
     chat_room_id TEXT NOT NULL REFERENCES chat_rooms (id) ON DELETE CASCADE,
-    user_id      TEXT NOT NULL REFERENCES users (id),
+    user_id      TEXT NOT NULL,
     state        TEXT NOT NULL CHECK (state IN ('approved', 'pending')),
     since_ms     INTEGER NOT NULL,
     PRIMARY KEY (chat_room_id, user_id)
@@ -63,4 +70,9 @@ CREATE TABLE messages (
     at_ms        INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX messages_by_room ON messages (chat_room_id, seq);
+
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+) STRICT;
 "#;
