@@ -1,0 +1,363 @@
+"""The template deploys what voice-lambda and voice-adapters-aws expect (names are read from their
+sources, so a rename on either side fails here), and its security-relevant shape is right: the
+trust between the two roles, exact action lists, routes that reply, a private HTTPS web client.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+import policy_checks as pc
+
+REPO = pc.REPO
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def props(template, name):
+    return template["Resources"][name]["Properties"]
+
+
+def of_type(template, type_):
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
+
+
+def rust_consts(path):
+    """`pub const NAME: &str = "value";` pairs of a Rust source file."""
+    text = (REPO / path).read_text(encoding="utf-8")
+    return dict(re.findall(r'pub const (\w+): &str = "([^"]*)";', text))
+
+
+def substitute(pattern, **values):
+    """Resolves ${AWS::...}/${Name} in a Fn::Sub pattern with example values."""
+    defaults = {
+        "AWS::Partition": "aws",
+        "AWS::Region": "us-east-1",
+        "AWS::AccountId": "123456789012",
+        "AWS::URLSuffix": "amazonaws.com",
+    }
+    defaults.update(values)
+    return re.sub(r"\$\{([^}]+)\}", lambda m: defaults[m.group(1)], pattern)
+
+
+def sub_pattern(value):
+    """The pattern string of a Fn::Sub (short or list form)."""
+    arg = value["Fn::Sub"]
+    return arg[0] if isinstance(arg, list) else arg
+
+
+# ------------------------------------------------------------------------------------------------
+# Alignment with the Rust crates
+# ------------------------------------------------------------------------------------------------
+
+
+def test_voice_rooms_table_matches_the_dynamodb_adapter(parsed_template):
+    attrs = rust_consts("voice-adapters-aws/src/store.rs")
+    table = props(parsed_template, "VoiceRoomsTable")
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["KeySchema"] == [{"AttributeName": attrs["ID"], "KeyType": "HASH"}]
+    assert attrs["ID"] == "voiceRoomId"
+    assert table["AttributeDefinitions"] == [{"AttributeName": "voiceRoomId", "AttributeType": "S"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": attrs["EXPIRES_AT"], "Enabled": True}
+    assert attrs["EXPIRES_AT"] == "expiresAt"
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+    # Lock items share the table (no second table, no GSI needed).
+    assert "GlobalSecondaryIndexes" not in table
+
+
+def test_environment_matches_what_the_lambda_reads(parsed_template):
+    consts = rust_consts("voice-lambda/src/config.rs")
+    env = props(parsed_template, "VoiceFunction")["Environment"]["Variables"]
+    read_by_lambda = set(consts.values())
+    required = {consts[k] for k in ("CONNECTIONS_TABLE", "ROOMS_TABLE", "VOICE_ROOMS_TABLE", "KVS_ROLE_ARN")}
+    assert required <= set(env), f"missing: {required - set(env)}"
+    assert set(env) <= read_by_lambda, f"set but never read: {set(env) - read_by_lambda}"
+    assert set(env) == required | {"VOICE_ROOM_CAPACITY", "APIGW_MANAGEMENT_ENDPOINT"}
+    # Lambda sets AWS_REGION itself; defining it is rejected at deploy time (reserved key).
+    assert "AWS_REGION" not in env and "AWS_REGION" in read_by_lambda
+
+
+def test_the_management_endpoint_is_this_apis_stage(parsed_template):
+    env = props(parsed_template, "VoiceFunction")["Environment"]["Variables"]
+    pattern = sub_pattern(env["APIGW_MANAGEMENT_ENDPOINT"])
+    assert substitute(pattern, ApiId="abc123defg", StageName="production") == (
+        "https://abc123defg.execute-api.us-east-1.amazonaws.com/production"
+    )
+
+
+def test_code_uri_is_where_cargo_lambda_puts_the_binary(parsed_template):
+    fn = props(parsed_template, "VoiceFunction")
+    cargo = (REPO / "voice-lambda" / "Cargo.toml").read_text(encoding="utf-8")
+    assert re.search(r'^name = "voice-lambda"$', cargo, re.M)
+    # A [[bin]] with another name would change the cargo-lambda output directory.
+    assert "[[bin]]" not in cargo
+    assert fn["CodeUri"] == "../../target/lambda/voice-lambda/"
+    assert (pc.TEMPLATE.parent / fn["CodeUri"]).resolve() == REPO / "target" / "lambda" / "voice-lambda"
+    assert fn["Handler"] == "bootstrap"
+    assert fn["Runtime"] == "provided.al2023"
+    assert fn["Architectures"] == ["arm64"]
+    assert fn["Timeout"] == 30
+    assert fn["MemorySize"] == 256
+
+
+def test_the_sweep_runs_every_five_minutes(parsed_template):
+    events = props(parsed_template, "VoiceFunction")["Events"]
+    schedules = [e for e in events.values() if e["Type"] == "Schedule"]
+    assert [e["Properties"]["Schedule"] for e in schedules] == ["rate(5 minutes)"]
+
+
+def test_routes_are_the_protocols_actions(parsed_template):
+    text = (REPO / "voice-domain" / "src" / "protocol.rs").read_text(encoding="utf-8")
+    block = re.search(r"pub const VOICE_ACTIONS: &\[&str\] = &\[(.*?)\];", text, re.S).group(1)
+    actions = set(re.findall(r'"(\w+)"', block))
+    assert actions == {"createVoiceRoom", "getVoiceCredentials", "endVoiceRoom", "leaveVoiceRoom", "setMute", "getVoiceRoom"}
+    routes = {r["Properties"]["RouteKey"]: name for name, r in of_type(parsed_template, "AWS::ApiGatewayV2::Route").items()}
+    assert set(routes) == actions | {"$disconnect", "$default"}
+
+
+# ------------------------------------------------------------------------------------------------
+# WebSocket API
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_api_selects_routes_on_the_action_field(parsed_template):
+    api = props(parsed_template, "WebSocketApi")
+    assert api["ProtocolType"] == "WEBSOCKET"
+    assert api["RouteSelectionExpression"] == "$request.body.action"
+
+
+def test_every_route_is_a_lambda_proxy_and_replies(parsed_template):
+    integration = props(parsed_template, "VoiceIntegration")
+    assert integration["IntegrationType"] == "AWS_PROXY"
+    assert "${VoiceFunction.Arn}" in sub_pattern(integration["IntegrationUri"])
+    responses = {
+        r["Properties"]["RouteId"]["Ref"]: r["Properties"]["RouteResponseKey"]
+        for r in of_type(parsed_template, "AWS::ApiGatewayV2::RouteResponse").values()
+    }
+    for name, route in of_type(parsed_template, "AWS::ApiGatewayV2::Route").items():
+        p = route["Properties"]
+        assert p["Target"] == {"Fn::Sub": "integrations/${VoiceIntegration}"}, name
+        if p["RouteKey"] == "$disconnect":
+            # One-way by nature: the socket is already closed.
+            assert "RouteResponseSelectionExpression" not in p and name not in responses
+            continue
+        assert p["RouteResponseSelectionExpression"] == "$default", name
+        assert responses.get(name) == "$default", f"{name} has no $default route response"
+
+
+def test_existing_api_mode_adds_only_the_voice_routes(parsed_template):
+    # The chat app owns $disconnect/$default on its own API; creating them again would fail.
+    for name, route in of_type(parsed_template, "AWS::ApiGatewayV2::Route").items():
+        key = route["Properties"]["RouteKey"]
+        if key.startswith("$"):
+            assert route.get("Condition") == "CreateWebSocketApi", name
+        else:
+            assert "Condition" not in route, name
+    deps = parsed_template["Resources"]["ExistingApiDeployment"]
+    assert deps["Condition"] == "UseExistingWebSocketApi"
+    assert props(parsed_template, "ExistingApiDeployment")["StageName"] == {"Ref": "StageName"}
+    created = parsed_template["Resources"]["WebSocketDeployment"]["DependsOn"]
+    assert {"DisconnectRoute", "DefaultRoute"} <= set(created)
+
+
+def test_stage_is_production_by_default(parsed_template):
+    assert parsed_template["Parameters"]["StageName"]["Default"] == "production"
+    assert props(parsed_template, "WebSocketStage")["StageName"] == {"Ref": "StageName"}
+
+
+def test_api_gateway_may_invoke_the_function_only_from_this_stage(parsed_template):
+    perm = props(parsed_template, "VoiceFunctionApiPermission")
+    assert perm["Principal"] == "apigateway.amazonaws.com"
+    assert perm["Action"] == "lambda:InvokeFunction"
+    arn = substitute(sub_pattern(perm["SourceArn"]), ApiId="abc123defg", StageName="production")
+    assert arn == "arn:aws:execute-api:us-east-1:123456789012:abc123defg/production/*"
+
+
+# ------------------------------------------------------------------------------------------------
+# IAM: exact grants
+# ------------------------------------------------------------------------------------------------
+
+CHANNEL = "arn:aws:kinesisvideo:us-east-1:123456789012:channel/voice-0f8fad5b-d9cb-469f-a165-70867728950e/1700000000000"
+OTHER_CHANNEL = "arn:aws:kinesisvideo:us-east-1:123456789012:channel/prod-camera/1700000000000"
+
+
+def test_kvs_role_trust_admits_only_the_function_role(parsed_template):
+    assert pc.kvs_role_problems(parsed_template) == []
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (
+            lambda t: props(t, "KvsClientRole")["AssumeRolePolicyDocument"]["Statement"][0]["Principal"].__setitem__(
+                "Service", "lambda.amazonaws.com"
+            ),
+            "trust Principal must be only",
+        ),
+        (
+            lambda t: props(t, "KvsClientRole")["AssumeRolePolicyDocument"]["Statement"][0]["Principal"].__setitem__(
+                "AWS", {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+            ),
+            "trust must admit only VoiceFunctionRole",
+        ),
+        (
+            lambda t: props(t, "KvsClientRole")["AssumeRolePolicyDocument"]["Statement"].append(
+                {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ),
+            "exactly one statement",
+        ),
+        (
+            lambda t: props(t, "VoiceFunctionPolicy")["PolicyDocument"]["Statement"].append(
+                {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": {"Fn::GetAtt": ["VoiceFunctionRole", "Arn"]}}
+            ),
+            "must be able to assume exactly KvsClientRole",
+        ),
+        (
+            lambda t: props(t, "KvsClientRole")["Policies"][0]["PolicyDocument"]["Statement"].append(
+                {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": {"Fn::GetAtt": ["KvsClientRole", "Arn"]}}
+            ),
+            "KvsClientRole may assume roles",
+        ),
+        (
+            lambda t: props(t, "VoiceFunction")["Environment"]["Variables"].__setitem__("KVS_ROLE_ARN", "arn:aws:iam::123456789012:role/x"),
+            "KVS_ROLE_ARN must be",
+        ),
+    ],
+    ids=["service-principal", "account-root", "second-statement", "assume-other", "kvs-role-chains", "env"],
+)
+def test_trust_checker_catches_a_widened_trust(template, mutate, expected):
+    mutate(template)
+    problems = pc.kvs_role_problems(template)
+    assert any(expected in p for p in problems), problems
+
+
+def test_browsers_can_signal_on_voice_channels_and_nothing_else(parsed_template):
+    doc = props(parsed_template, "KvsClientRole")["Policies"][0]["PolicyDocument"]
+    grants = pc.granted_actions(doc)
+    assert set(grants) == {
+        "kinesisvideo:ConnectAsMaster",
+        "kinesisvideo:ConnectAsViewer",
+        "kinesisvideo:GetSignalingChannelEndpoint",
+        "kinesisvideo:GetIceServerConfig",
+        "kinesisvideo:DescribeSignalingChannel",
+    }
+    for resources in grants.values():
+        assert resources == ["arn:${AWS::Partition}:kinesisvideo:${AWS::Region}:${AWS::AccountId}:channel/voice-*/*"]
+        pattern = substitute(resources[0])
+        assert pc.matches_arn_pattern(CHANNEL, pattern)
+        assert not pc.matches_arn_pattern(OTHER_CHANNEL, pattern)
+
+
+def test_the_function_role_has_exactly_the_calls_it_makes(parsed_template):
+    doc = props(parsed_template, "VoiceFunctionPolicy")["PolicyDocument"]
+    grants = pc.granted_actions(doc)
+    kvs = {a for a in grants if a.startswith("kinesisvideo:")}
+    assert kvs == {
+        "kinesisvideo:CreateSignalingChannel",
+        "kinesisvideo:TagResource",
+        "kinesisvideo:DeleteSignalingChannel",
+        "kinesisvideo:DescribeSignalingChannel",
+        "kinesisvideo:GetSignalingChannelEndpoint",
+        "kinesisvideo:GetIceServerConfig",
+        "kinesisvideo:ListTagsForResource",
+        "kinesisvideo:ListSignalingChannels",
+    }
+    # Connecting is for browsers only: the Lambda never signals itself.
+    assert "kinesisvideo:ConnectAsMaster" not in grants and "kinesisvideo:ConnectAsViewer" not in grants
+    for action in kvs - {"kinesisvideo:ListSignalingChannels"}:
+        for r in grants[action]:
+            assert pc.matches_arn_pattern(CHANNEL, substitute(r)), (action, r)
+            assert not pc.matches_arn_pattern(OTHER_CHANNEL, substitute(r)), (action, r)
+    assert grants["sts:AssumeRole"] == ["<GetAtt KvsClientRole.Arn>"]
+    assert grants["execute-api:ManageConnections"] == [
+        "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${ApiId}/${StageName}/POST/@connections/*"
+    ]
+    services = {a.split(":")[0] for a in grants}
+    assert services == {"kinesisvideo", "sts", "dynamodb", "execute-api"}
+
+
+def test_the_function_may_only_read_the_chat_tables(parsed_template):
+    doc = props(parsed_template, "VoiceFunctionPolicy")["PolicyDocument"]
+    st = next(s for s in doc["Statement"] if s["Sid"] == "ChatTablesReadOnly")
+    assert sorted(st["Action"]) == ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"]
+    rw = next(s for s in doc["Statement"] if s["Sid"] == "VoiceRoomsReadWrite")
+    assert rw["Resource"] == {"Fn::GetAtt": ["VoiceRoomsTable", "Arn"]}
+
+
+def test_logs_go_only_to_the_functions_own_log_group(parsed_template):
+    role = props(parsed_template, "VoiceFunctionRole")
+    assert "ManagedPolicyArns" not in role
+    doc = role["Policies"][0]["PolicyDocument"]
+    assert pc.granted_actions(doc) == {
+        "logs:CreateLogStream": ["<GetAtt VoiceFunctionLogGroup.Arn>"],
+        "logs:PutLogEvents": ["<GetAtt VoiceFunctionLogGroup.Arn>"],
+    }
+    assert props(parsed_template, "VoiceFunction")["LoggingConfig"]["LogGroup"] == {"Ref": "VoiceFunctionLogGroup"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Web client
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_bucket_is_private_and_read_only_by_this_distribution(parsed_template):
+    bucket = props(parsed_template, "WebClientBucket")
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    allow = [s for s in props(parsed_template, "WebClientBucketPolicy")["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert len(allow) == 1
+    assert allow[0]["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert allow[0]["Action"] == "s3:GetObject"
+    assert "${WebClientDistribution}" in allow[0]["Condition"]["StringEquals"]["AWS:SourceArn"]["Fn::Sub"]
+
+
+def test_the_client_is_served_over_https_so_the_microphone_works(parsed_template):
+    dist = props(parsed_template, "WebClientDistribution")["DistributionConfig"]
+    behaviors = [dist["DefaultCacheBehavior"], *dist.get("CacheBehaviors", [])]
+    assert all(b["ViewerProtocolPolicy"] in ("redirect-to-https", "https-only") for b in behaviors)
+    assert dist["Origins"][0]["OriginAccessControlId"] == {"Fn::GetAtt": ["WebClientOriginAccessControl", "Id"]}
+    assert dist["DefaultRootObject"] == "index.html"
+    # config.json is never cached, so a redeploy's WebSocket URL takes effect at once.
+    config = [b for b in dist["CacheBehaviors"] if b["PathPattern"] == "config.json"]
+    assert config and config[0]["CachePolicyId"] == "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+
+
+# ------------------------------------------------------------------------------------------------
+# Outputs
+# ------------------------------------------------------------------------------------------------
+
+
+def test_outputs_name_everything_an_operator_needs(parsed_template):
+    outputs = parsed_template["Outputs"]
+    assert {
+        "WebSocketUrl",
+        "WebClientUrl",
+        "WebClientConfig",
+        "WebClientBucketName",
+        "WebClientDistributionId",
+        "VoiceRoomsTableName",
+        "KvsRoleArn",
+        "VoiceFunctionName",
+        "VoiceFunctionLogGroupName",
+    } <= set(outputs)
+    ws = substitute(sub_pattern(outputs["WebSocketUrl"]["Value"]), ApiId="abc123defg", StageName="production")
+    assert ws == "wss://abc123defg.execute-api.us-east-1.amazonaws.com/production"
+
+
+def test_the_config_output_is_the_documented_config_json(parsed_template):
+    value = parsed_template["Outputs"]["WebClientConfig"]["Value"]
+    config = json.loads(substitute(sub_pattern(value), ApiId="abc123defg", StageName="production"))
+    assert config == {
+        "mode": "aws",
+        "webSocketUrl": "wss://abc123defg.execute-api.us-east-1.amazonaws.com/production",
+        "region": "us-east-1",
+    }
