@@ -1,0 +1,30 @@
+//! # voice-lambda
+//!
+//! The AWS Lambda entrypoint of the voice rooms: API Gateway WebSocket routes
+//! (`createVoiceRoom`, `getVoiceCredentials`, `endVoiceRoom`, `leaveVoiceRoom`, `setMute`,
+//! `getVoiceRoom`, `$disconnect`, `$default`) and the EventBridge schedule that runs the sweep,
+//! translated into [`VoiceService`](voice_domain::VoiceService) calls.
+//!
+//! Why a library plus a thin binary: the handler is generic over
+//! [`Ports`](voice_domain::ports::Ports), so the same code is tested over the in-memory adapters
+//! and over the moto-backed AWS adapters, while `main.rs` only reads the configuration, builds the
+//! SDK clients once per instance and starts the runtime.
+//!
+//! ## Layout
+//! - [`config`]: the environment variables, checked together at cold start.
+//! - [`event`]: recognising a WebSocket route event or a scheduled event in the raw payload.
+//! - [`endpoint`]: picking the API Gateway management endpoint for notifications.
+//! - [`VoiceLambda`]: the handler.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod endpoint;
+pub mod event;
+mod handler;
+
+pub use config::{ConfigError, LambdaConfig};
+pub use endpoint::EndpointNotifier;
+pub use handler::{
+    status_of, ActiveVoiceRoomView, DisconnectView, HandlerError, LambdaOutput, SweepReportView,
+    VoiceLambda, DEFAULT_ROUTE, DISCONNECT_ROUTE,
+};
