@@ -9,6 +9,10 @@
 //!   without credentials;
 //! - notifications go out after the write and never fail the use case; a connection reported
 //!   "gone" is removed from its voice room like a disconnect.
+//! - a store write that reports a failure is read back before anything is cleaned up, since a
+//!   timeout may hide a write that landed: deleting the channel of a participant who was stored
+//!   after all would break the room, while a channel kept when in doubt is only an orphan, which
+//!   the sweep deletes.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -219,14 +223,36 @@ impl<P: Ports> VoiceService<P> {
             self.config.capacity,
             self.ports.clock.now(),
         );
-        if let Err(e) = self.ports.store.create_if_none_active(&room).await {
-            self.delete_channels(std::slice::from_ref(&channel)).await;
-            return Err(match e {
-                StoreError::AlreadyActive { existing } => StartVoiceError::AlreadyActive {
+        match self.ports.store.create_if_none_active(&room).await {
+            Ok(()) => {}
+            Err(StoreError::AlreadyActive { existing }) => {
+                self.delete_channels(std::slice::from_ref(&channel)).await;
+                return Err(StartVoiceError::AlreadyActive {
                     voice_room_id: existing,
-                },
-                other => other.into(),
-            });
+                });
+            }
+            // A failure may hide a write that landed (a timeout after the write): deleting the
+            // channel then would leave a stored master without its channel. The room id is
+            // fresh, so the room existing at all means the write landed.
+            Err(e @ StoreError::Unavailable(_)) => match self.ports.store.get(room.id()).await {
+                Ok(Some(_)) => {
+                    warn!(error = %e, voice_room_id = %room.id(), "room create reported a failure but landed");
+                }
+                Ok(None) => {
+                    self.delete_channels(std::slice::from_ref(&channel)).await;
+                    return Err(e.into());
+                }
+                Err(check) => {
+                    // Unknown: keep the channel. If the room was not stored, it is an orphan
+                    // (tagged), which the sweep deletes after the grace period.
+                    warn!(error = %check, channel = %channel.name, "cannot tell whether the room was stored; leaving its channel to the sweep");
+                    return Err(e.into());
+                }
+            },
+            Err(e) => {
+                self.delete_channels(std::slice::from_ref(&channel)).await;
+                return Err(e.into());
+            }
         }
         info!(voice_room_id = %room.id(), "voice room started");
         self.publish(events).await;
@@ -323,7 +349,7 @@ impl<P: Ports> VoiceService<P> {
                 .join(
                     user.clone(),
                     caller.clone(),
-                    channel,
+                    channel.clone(),
                     self.ports.clock.now(),
                 )
                 .map_err(|e| match e {
@@ -347,6 +373,35 @@ impl<P: Ports> VoiceService<P> {
                         continue;
                     }
                     Err(StoreError::NotFound) => return Err(JoinVoiceError::VoiceRoomNotFound),
+                    Err(e @ StoreError::Unavailable(_)) => {
+                        // The write may have landed anyway (a timeout after the write).
+                        let own = &channel;
+                        match self.ports.store.get(next.id()).await {
+                            Ok(Some(stored))
+                                if stored.participant(user).is_some_and(|p| {
+                                    &p.channel == own && &p.connection == caller
+                                }) =>
+                            {
+                                warn!(error = %e, "join reported a failure but landed");
+                            }
+                            Ok(stored) => {
+                                // Never delete a channel a stored participant holds.
+                                if stored.is_some_and(|r| {
+                                    r.participants().iter().any(|p| &p.channel == own)
+                                }) {
+                                    *created = None;
+                                }
+                                return Err(e.into());
+                            }
+                            Err(check) => {
+                                // Unknown: keep the channel; if nobody holds it, the sweep
+                                // deletes it after the grace period.
+                                warn!(error = %check, "cannot tell whether the join was stored; leaving its channel to the sweep");
+                                *created = None;
+                                return Err(e.into());
+                            }
+                        }
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -740,6 +795,19 @@ impl<P: Ports> VoiceService<P> {
                     debug!(voice_room_id = %id, "concurrent change; retrying");
                 }
                 Err(StoreError::NotFound) => return Err(ModifyError::NotFound),
+                Err(e @ StoreError::Unavailable(_)) => {
+                    // The write may have landed anyway (a timeout after the write); then the
+                    // change happened and its clean-up (deleting released channels) must run.
+                    // Otherwise, or if we cannot tell, nothing is released: a channel the
+                    // change would have freed is either still held or an orphan for the sweep.
+                    return match self.ports.store.get(id).await {
+                        Ok(Some(stored)) if stored == next => {
+                            warn!(error = %e, voice_room_id = %id, "update reported a failure but landed");
+                            Ok((next, Some(out)))
+                        }
+                        _ => Err(dep(e)),
+                    };
+                }
                 Err(e) => return Err(dep(e)),
             }
         }
