@@ -1,0 +1,520 @@
+#!/usr/bin/env node
+// The original setup guide's manual voice checklist, run for real in headless Chromium against a
+// running voice-server:
+//
+//   node tests/browser/checklist.mjs <server-url> [--scenario all|checklist|mic-denied]
+//        [--expect-refresh-within <seconds>]
+//
+// Scenario "checklist": Alice creates a room; Bob and Carol ask to join; Alice approves both; Bob
+// starts voice; Alice and Carol join; every page hears both others (peak > 0.01 over 1 s, per
+// remote peer, measured with an AnalyserNode on each remote stream); Carol mutes and the other two
+// measure silence from her while still hearing each other; Carol's End Voice is refused
+// (NOT_ALLOWED shown); Bob (the master) ends; every page shows "Voice room ended" with its peer
+// connections closed and its microphone stopped.
+// Scenario "mic-denied": a user whose browser context has no microphone permission clicks Start
+// Voice Chat and sees the microphone-denied message, and no voice room is created.
+//
+// One browser, one context per user. Every wait is bounded. Prints a JSON summary on stdout;
+// exits 0 on success, 1 on any failure (with the failing step and each page's recent log), 2 on
+// bad usage. The browser is always closed.
+
+import { chromium } from 'playwright-core';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const OVERALL_DEADLINE_MS = Number(process.env.CHECKLIST_DEADLINE_MS || 120_000);
+const STEP_TIMEOUT_MS = 15_000;
+const AUDIBLE = 0.01; // max peak over a 1 s window above this = audible
+const SILENT = 0.001; // max peak below this = silent
+
+// Flags from shared/browser-testing.md, each required there. No --use-fake-ui-for-media-stream:
+// microphone permission is granted per context, so one context can be left without it.
+const CHROMIUM_ARGS = [
+  '--use-fake-device-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--autoplay-policy=no-user-gesture-required',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-gpu',
+];
+
+function usage(msg) {
+  console.error(`${msg}\nusage: node checklist.mjs <server-url> [--scenario all|checklist|mic-denied] [--expect-refresh-within <seconds>]`);
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const out = { url: null, scenario: 'all', refreshWithinS: null };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--scenario') out.scenario = argv[++i];
+    else if (a === '--expect-refresh-within') out.refreshWithinS = Number(argv[++i]);
+    else if (a.startsWith('--')) usage(`unknown option ${a}`);
+    else if (!out.url) out.url = a;
+    else usage(`unexpected argument ${a}`);
+  }
+  if (!out.url) usage('missing server URL');
+  try {
+    out.url = new URL(out.url).toString();
+  } catch {
+    usage(`not a URL: ${out.url}`);
+  }
+  if (!['all', 'checklist', 'mic-denied'].includes(out.scenario)) usage(`unknown scenario ${out.scenario}`);
+  if (out.refreshWithinS !== null && !(out.refreshWithinS > 0)) usage('--expect-refresh-within needs a positive number');
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const started = Date.now();
+const summary = { ok: false, url: null, steps: [], levels: {}, stats: {}, timings: {} };
+const users = []; // {name, context, page, console: [], errors: []}
+let currentStep = 'start';
+
+class CheckFailed extends Error {}
+
+function fail(msg) {
+  throw new CheckFailed(msg);
+}
+
+async function step(name, fn) {
+  currentStep = name;
+  const t0 = Date.now();
+  const r = await fn();
+  summary.steps.push({ step: name, ms: Date.now() - t0, atMs: Date.now() - started });
+  return r;
+}
+
+/** Polls `fn(arg)` in the page until truthy; fails with `what` after `timeout`. */
+async function waitIn(user, what, fn, arg, timeout = STEP_TIMEOUT_MS) {
+  try {
+    const handle = await user.page.waitForFunction(fn, arg, { timeout, polling: 100 });
+    const v = await handle.jsonValue();
+    await handle.dispose();
+    return v;
+  } catch (e) {
+    if (e.name === 'TimeoutError' || /Timeout/.test(e.message)) {
+      fail(`${user.name}: timed out after ${timeout} ms waiting for ${what}`);
+    }
+    throw e;
+  }
+}
+
+/** Waits for a visible element's text to contain `text`. */
+async function waitText(user, selector, text, timeout = STEP_TIMEOUT_MS) {
+  return waitIn(
+    user,
+    `${selector} to show "${text}"`,
+    ([sel, t]) => {
+      const el = document.querySelector(sel);
+      return !!el && !el.hidden && el.textContent.includes(t);
+    },
+    [selector, text],
+    timeout,
+  );
+}
+
+async function newUser(browser, name, origin, { micPermission = true } = {}) {
+  const context = await browser.newContext();
+  if (micPermission) await context.grantPermissions(['microphone'], { origin });
+  context.setDefaultTimeout(STEP_TIMEOUT_MS);
+  const page = await context.newPage();
+  const user = { name, context, page, console: [], errors: [] };
+  page.on('console', (m) => user.console.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => user.errors.push(`pageerror: ${e.message}`));
+  page.on('requestfailed', (r) => user.errors.push(`requestfailed: ${r.url()} ${r.failure() && r.failure().errorText}`));
+  users.push(user);
+  return user;
+}
+
+async function login(user, url) {
+  await user.page.goto(url, { waitUntil: 'load' });
+  await user.page.getByLabel('Display name').fill(user.name);
+  await user.page.getByRole('button', { name: 'Connect' }).click();
+  await waitText(user, '#connection-status', `Connected as ${user.name}`);
+  user.id = await user.page.evaluate(() => window.voiceDebug.me().userId);
+}
+
+/**
+ * Max absolute sample per remote peer over `ms`, from an AnalyserNode the test attaches itself to
+ * each remote stream (independent of the app's own meters), plus getStats' inbound audio.
+ */
+async function measure(user, ms) {
+  return user.page.evaluate(async (windowMs) => {
+    const streams = window.voiceDebug.remoteStreams();
+    const ctx = new AudioContext();
+    await ctx.resume();
+    const meters = Object.entries(streams).map(([userId, stream]) => {
+      const src = ctx.createMediaStreamSource(stream);
+      const an = ctx.createAnalyser();
+      an.fftSize = 2048;
+      src.connect(an);
+      return { userId, an, buf: new Float32Array(an.fftSize), peak: 0 };
+    });
+    const energy = async (userId) => {
+      const pc = window.voiceDebug.peerConnection(userId);
+      if (!pc) return null;
+      const stats = await pc.getStats();
+      for (const s of stats.values()) {
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') return { energy: s.totalAudioEnergy || 0, packets: s.packetsReceived || 0 };
+      }
+      return null;
+    };
+    const before = {};
+    for (const m of meters) before[m.userId] = await energy(m.userId);
+    const t0 = performance.now();
+    while (performance.now() - t0 < windowMs) {
+      for (const m of meters) {
+        m.an.getFloatTimeDomainData(m.buf);
+        for (let i = 0; i < m.buf.length; i++) {
+          const a = Math.abs(m.buf[i]);
+          if (a > m.peak) m.peak = a;
+        }
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const out = {};
+    for (const m of meters) {
+      const after = await energy(m.userId);
+      const b = before[m.userId];
+      out[m.userId] = {
+        peak: Number(m.peak.toFixed(5)),
+        statsEnergy: after && b ? Number((after.energy - b.energy).toExponential(3)) : null,
+        packets: after && b ? after.packets - b.packets : null,
+      };
+    }
+    await ctx.close();
+    return out;
+  }, ms);
+}
+
+function nameById(id) {
+  const u = users.find((x) => x.id === id);
+  return u ? u.name : id;
+}
+
+function named(levels) {
+  return Object.fromEntries(Object.entries(levels).map(([id, v]) => [nameById(id), v]));
+}
+
+/** Every page of `group` has a connected peer connection to each other member of `group`. */
+async function waitMeshConnected(group, timeout = 20_000) {
+  await Promise.all(
+    group.map((u) =>
+      waitIn(
+        u,
+        `connected peer connections to ${group.filter((o) => o !== u).map((o) => o.name).join(' and ')}`,
+        (ids) => {
+          const peers = window.voiceDebug.peers();
+          return ids.every((id) => peers.some((p) => p.userId === id && p.connectionState === 'connected' && p.hasRemoteAudio));
+        },
+        group.filter((o) => o !== u).map((o) => o.id),
+        timeout,
+      ),
+    ),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function checklist(browser, url) {
+  const origin = new URL(url).origin;
+  const roomName = `Checklist ${new Date().toISOString().slice(11, 19)}`;
+  const [alice, bob, carol] = await step('open three browser contexts', () =>
+    Promise.all(['Alice', 'Bob', 'Carol'].map((n) => newUser(browser, n, origin))),
+  );
+
+  await step('connect as Alice, Bob and Carol', () => Promise.all([alice, bob, carol].map((u) => login(u, url))));
+
+  await step('Alice creates a room (becomes admin)', async () => {
+    await alice.page.getByLabel('New room').fill(roomName);
+    await alice.page.getByRole('button', { name: 'Create room' }).click();
+    await waitText(alice, '#room-title', roomName);
+  });
+
+  await step('Bob and Carol request to join', () =>
+    Promise.all(
+      [bob, carol].map(async (u) => {
+        const item = u.page.locator('#rooms li', { hasText: roomName });
+        const deadline = Date.now() + STEP_TIMEOUT_MS;
+        while (!(await item.count())) {
+          if (Date.now() > deadline) fail(`${u.name}: room "${roomName}" never appeared in the rooms list`);
+          await u.page.getByRole('button', { name: 'Refresh' }).click();
+          await u.page.waitForTimeout(200);
+        }
+        await item.getByRole('button', { name: 'Request to join' }).click();
+        await waitIn(u, 'the room to show as pending', (n) => [...document.querySelectorAll('#rooms li')].some((li) => li.textContent.includes(n) && li.textContent.includes('pending')), roomName);
+      }),
+    ),
+  );
+
+  await step('Alice sees both join requests and approves them', async () => {
+    for (const u of [bob, carol]) {
+      const req = alice.page.locator('#requests li', { hasText: u.name });
+      await req.waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+      await req.getByRole('button', { name: 'Approve' }).click();
+      await req.waitFor({ state: 'detached', timeout: STEP_TIMEOUT_MS });
+    }
+    await Promise.all([bob, carol].map((u) => waitText(u, '#room-title', roomName)));
+    await waitIn(alice, 'three approved members', () => document.querySelectorAll('#members li').length === 3);
+  });
+
+  await step('text chat reaches the other members', async () => {
+    await alice.page.getByLabel('Message').fill('Hello from Alice');
+    await alice.page.getByRole('button', { name: 'Send' }).click();
+    await Promise.all([bob, carol].map((u) => waitText(u, '#messages', 'Hello from Alice')));
+  });
+
+  const tVoice = Date.now();
+  await step('Bob starts voice chat', async () => {
+    await bob.page.getByRole('button', { name: 'Start Voice Chat' }).click();
+    await waitIn(bob, 'Bob to be in voice', () => window.voiceDebug.inVoice() && window.voiceDebug.grantCount() >= 1);
+  });
+
+  await step('Alice and Carol join voice', async () => {
+    await Promise.all(
+      [alice, carol].map(async (u) => {
+        const join = u.page.getByRole('button', { name: 'Join Voice' });
+        await join.waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+        await join.click();
+      }),
+    );
+    await Promise.all([alice, carol].map((u) => waitIn(u, `${u.name} to be in voice`, () => window.voiceDebug.inVoice())));
+  });
+
+  const group = [alice, bob, carol];
+  await step('full mesh connected (3 peer connections)', () => waitMeshConnected(group));
+  summary.timings.voiceStartToMeshConnectedMs = Date.now() - tVoice;
+
+  await step('every page plays each remote stream on an unmuted, playing <audio>', () =>
+    Promise.all(
+      group.map(async (u) => {
+        const els = await u.page.evaluate(() => window.voiceDebug.audioElements());
+        for (const o of group.filter((x) => x !== u)) {
+          const el = els.find((e) => e.userId === o.id);
+          if (!el) fail(`${u.name}: no <audio> element for ${o.name}`);
+          if (el.muted) fail(`${u.name}: the <audio> element for ${o.name} is muted`);
+          if (el.paused) fail(`${u.name}: the <audio> element for ${o.name} is paused`);
+        }
+      }),
+    ),
+  );
+
+  await step('every page hears both others (peak over 1 s > 0.01)', async () => {
+    const results = await Promise.all(group.map((u) => measure(u, 1000)));
+    summary.levels.allUnmuted = {};
+    group.forEach((u, i) => {
+      summary.levels.allUnmuted[u.name] = named(results[i]);
+      for (const o of group.filter((x) => x !== u)) {
+        const r = results[i][o.id];
+        if (!r) fail(`${u.name}: no remote stream from ${o.name}`);
+        if (!(r.peak > AUDIBLE)) fail(`${u.name} does not hear ${o.name}: peak ${r.peak} <= ${AUDIBLE}`);
+      }
+    });
+  });
+
+  await step('the speaking indicator lights up for a remote speaker', () =>
+    waitIn(alice, 'Bob to show as speaking on Alice\'s page', (id) => !!document.querySelector(`#participants li[data-user-id="${id}"].speaking`), bob.id, 5000),
+  );
+
+  await step('Carol mutes', async () => {
+    await carol.page.getByRole('button', { name: 'Mute', exact: true }).click();
+    await carol.page.getByRole('button', { name: 'Unmute' }).waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+    await Promise.all(
+      [alice, bob].map((u) =>
+        waitIn(u, 'Carol to show as muted', (id) => {
+          const li = document.querySelector(`#participants li[data-user-id="${id}"] .mute-state`);
+          return !!li && li.textContent === 'muted';
+        }, carol.id),
+      ),
+    );
+  });
+
+  await step('Alice and Bob hear silence from Carol and still hear each other', async () => {
+    // Silence arrives within about a second; poll short windows, then judge a full second.
+    const tMute = Date.now();
+    await Promise.all(
+      [alice, bob].map(async (u) => {
+        for (;;) {
+          const r = await measure(u, 300);
+          if (r[carol.id] && r[carol.id].peak < SILENT) break;
+          if (Date.now() - tMute > 4000) fail(`${u.name} still hears Carol 4 s after she muted: peak ${r[carol.id] && r[carol.id].peak}`);
+        }
+      }),
+    );
+    summary.timings.muteToSilenceMs = Date.now() - tMute;
+    const results = await Promise.all([alice, bob].map((u) => measure(u, 1000)));
+    summary.levels.carolMuted = {};
+    [alice, bob].forEach((u, i) => {
+      summary.levels.carolMuted[u.name] = named(results[i]);
+      const other = u === alice ? bob : alice;
+      const c = results[i][carol.id];
+      const o = results[i][other.id];
+      if (!c || !(c.peak < SILENT)) fail(`${u.name} hears muted Carol: peak ${c && c.peak} >= ${SILENT}`);
+      if (!o || !(o.peak > AUDIBLE)) fail(`${u.name} no longer hears ${other.name} while Carol is muted: peak ${o && o.peak}`);
+    });
+    // Carol still hears the other two.
+    const rc = await measure(carol, 1000);
+    summary.levels.carolMuted.Carol = named(rc);
+    for (const o of [alice, bob]) if (!rc[o.id] || !(rc[o.id].peak > AUDIBLE)) fail(`muted Carol does not hear ${o.name}`);
+  });
+
+  await step('Carol unmutes and is heard again', async () => {
+    await carol.page.getByRole('button', { name: 'Unmute' }).click();
+    await carol.page.getByRole('button', { name: 'Mute', exact: true }).waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+    const t0 = Date.now();
+    for (;;) {
+      const r = await measure(alice, 500);
+      if (r[carol.id] && r[carol.id].peak > AUDIBLE) {
+        summary.levels.carolUnmutedOnAlice = Number(r[carol.id].peak);
+        break;
+      }
+      if (Date.now() - t0 > 4000) fail(`Alice does not hear Carol 4 s after she unmuted`);
+    }
+  });
+
+  if (opts.refreshWithinS) {
+    await step(`every page refreshes its voice credentials before they expire (${opts.refreshWithinS} s)`, async () => {
+      const left = Math.max(1000, opts.refreshWithinS * 1000 - (Date.now() - tVoice)) + 3000;
+      await Promise.all(group.map((u) => waitIn(u, 'a second getVoiceCredentials (refresh)', () => window.voiceDebug.grantCount() >= 2, undefined, left)));
+      const logs = await Promise.all(group.map((u) => u.page.evaluate(() => window.voiceDebug.log())));
+      logs.forEach((l, i) => {
+        if (!l.some((m) => m.startsWith('Voice credentials refreshed'))) fail(`${group[i].name}: no "Voice credentials refreshed" log line`);
+      });
+      // The mesh survives the refresh.
+      const r = await measure(alice, 1000);
+      for (const o of [bob, carol]) if (!r[o.id] || !(r[o.id].peak > AUDIBLE)) fail(`after the refresh Alice does not hear ${o.name}`);
+    });
+  }
+
+  await step('Carol (neither master nor admin) cannot end the voice room: NOT_ALLOWED shown', async () => {
+    await carol.page.getByRole('button', { name: 'End Voice' }).click();
+    await waitText(carol, '#voice-message', 'NOT_ALLOWED');
+    const still = await Promise.all(group.map((u) => u.page.evaluate(() => window.voiceDebug.inVoice())));
+    if (!still.every(Boolean)) fail('a refused End Voice still ended somebody\'s voice session');
+  });
+
+  await step('Bob (master, not admin) ends the voice room', () => bob.page.getByRole('button', { name: 'End Voice' }).click());
+
+  await step('every page shows the room ended, peer connections closed, microphone stopped', () =>
+    Promise.all(
+      group.map(async (u) => {
+        await waitText(u, '#voice-message', 'Voice room ended');
+        const d = await u.page.evaluate(() => ({
+          inVoice: window.voiceDebug.inVoice(),
+          peers: window.voiceDebug.peers(),
+          all: window.voiceDebug.allPeerConnections(),
+          mic: window.voiceDebug.micTracks(),
+          audio: window.voiceDebug.audioElements(),
+          startVisible: !document.querySelector('#start-voice').hidden,
+        }));
+        if (d.inVoice) fail(`${u.name} is still in voice`);
+        if (d.peers.length) fail(`${u.name} still has peer connections: ${JSON.stringify(d.peers)}`);
+        if (d.all.length < 2) fail(`${u.name} made ${d.all.length} peer connections, expected at least 2`);
+        const open = d.all.filter((p) => p.connectionState !== 'closed');
+        if (open.length) fail(`${u.name} has peer connections not closed: ${JSON.stringify(open)}`);
+        if (!d.mic.length || d.mic.some((t) => t.readyState !== 'ended')) fail(`${u.name}'s microphone track was not stopped: ${JSON.stringify(d.mic)}`);
+        if (d.audio.length) fail(`${u.name} still has ${d.audio.length} remote <audio> elements`);
+        if (!d.startVisible) fail(`${u.name} does not offer "Start Voice Chat" after the end`);
+      }),
+    ),
+  );
+
+  await step('the console shows the original\'s debugging lines', async () => {
+    const need = ['Microphone access granted', 'Signaling client connected', 'ICE candidate sent', 'ICE candidate received', 'Peer connection state: connected', 'Received remote audio track'];
+    for (const u of group) {
+      for (const line of need) if (!u.console.some((c) => c.includes(line))) fail(`${u.name}'s console lacks "${line}"`);
+      const offers = u.console.some((c) => c.includes('SDP offer sent')) && u.console.some((c) => c.includes('SDP answer received'));
+      const answers = u.console.some((c) => c.includes('SDP offer received')) && u.console.some((c) => c.includes('SDP answer sent'));
+      if (!offers && !answers) fail(`${u.name}'s console shows no complete SDP offer/answer exchange`);
+    }
+    // Bob joined first: he only answers; Carol joined last: she only offers.
+    if (!bob.console.some((c) => c.includes('SDP answer sent'))) fail('Bob (first in) never sent an SDP answer');
+    if (!carol.console.some((c) => c.includes('SDP offer sent'))) fail('Carol (last in) never sent an SDP offer');
+  });
+
+  for (const u of group) if (u.errors.length) fail(`${u.name}'s page had errors: ${u.errors.join('; ')}`);
+  await Promise.all(group.map((u) => u.context.close()));
+}
+
+async function micDenied(browser, url) {
+  const origin = new URL(url).origin;
+  const dave = await step('open a context without microphone permission', () => newUser(browser, 'Dave', origin, { micPermission: false }));
+  await step('Dave connects and creates a room', async () => {
+    await login(dave, url);
+    await dave.page.getByLabel('New room').fill('Dave without a microphone');
+    await dave.page.getByRole('button', { name: 'Create room' }).click();
+    await waitText(dave, '#room-title', 'Dave without a microphone');
+  });
+  await step('Start Voice Chat shows "Microphone access denied" and starts nothing', async () => {
+    await dave.page.getByRole('button', { name: 'Start Voice Chat' }).click();
+    await waitText(dave, '#voice-message', 'Microphone access denied');
+    const d = await dave.page.evaluate(() => ({ inVoice: window.voiceDebug.inVoice(), room: window.voiceDebug.voiceRoom(), start: !document.querySelector('#start-voice').hidden }));
+    if (d.inVoice) fail('Dave is in voice without a microphone');
+    if (d.room) fail(`a voice room was created although the microphone was denied: ${JSON.stringify(d.room)}`);
+    if (!d.start) fail('"Start Voice Chat" is no longer offered after the denial');
+    if (!dave.console.some((c) => c.includes('NotAllowedError'))) fail('the console does not name NotAllowedError');
+  });
+  for (const e of dave.errors) fail(`Dave's page had errors: ${e}`);
+  await dave.context.close();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const opts = parseArgs(process.argv.slice(2));
+summary.url = opts.url;
+let browser = null;
+let exitCode = 1;
+
+async function diagnostics() {
+  const dir = mkdtempSync(join(tmpdir(), 'voice-checklist-'));
+  for (const u of users) {
+    try {
+      await u.page.screenshot({ path: join(dir, `${u.name}.png`), fullPage: true, timeout: 3000 });
+    } catch {
+      /* page gone */
+    }
+    console.error(`--- ${u.name}: last console lines ---`);
+    for (const l of u.console.slice(-25)) console.error(`  ${l}`);
+    for (const e of u.errors) console.error(`  ${e}`);
+  }
+  console.error(`screenshots: ${dir}`);
+}
+
+const deadline = setTimeout(async () => {
+  console.error(`CHECKLIST FAILED: overall deadline of ${OVERALL_DEADLINE_MS} ms passed during step "${currentStep}"`);
+  summary.failedStep = currentStep;
+  summary.error = 'overall deadline passed';
+  console.log(JSON.stringify(summary, null, 2));
+  try {
+    await Promise.race([browser && browser.close(), new Promise((r) => setTimeout(r, 5000))]);
+  } finally {
+    process.exit(1);
+  }
+}, OVERALL_DEADLINE_MS);
+
+try {
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30_000 });
+  summary.timings.browserLaunchMs = Date.now() - started;
+  if (opts.scenario === 'all' || opts.scenario === 'checklist') await checklist(browser, opts.url);
+  if (opts.scenario === 'all' || opts.scenario === 'mic-denied') await micDenied(browser, opts.url);
+  summary.ok = true;
+  exitCode = 0;
+} catch (e) {
+  summary.failedStep = currentStep;
+  summary.error = e.message;
+  console.error(`CHECKLIST FAILED at step "${currentStep}": ${e instanceof CheckFailed ? e.message : e.stack || e}`);
+  await diagnostics().catch(() => {});
+} finally {
+  summary.timings.totalMs = Date.now() - started;
+  console.log(JSON.stringify(summary, null, 2));
+  if (browser) await Promise.race([browser.close().catch(() => {}), new Promise((r) => setTimeout(r, 10_000))]);
+  clearTimeout(deadline);
+}
+if (exitCode === 0) console.error(`CHECKLIST PASSED in ${summary.timings.totalMs} ms`);
+process.exit(exitCode);
