@@ -11,6 +11,7 @@ import re
 import pytest
 
 import policy_checks as pc
+import sdk_calls
 
 REPO = pc.REPO
 
@@ -286,7 +287,80 @@ def test_the_function_may_only_read_the_chat_tables(parsed_template):
     st = next(s for s in doc["Statement"] if s["Sid"] == "ChatTablesReadOnly")
     assert sorted(st["Action"]) == ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"]
     rw = next(s for s in doc["Statement"] if s["Sid"] == "VoiceRoomsReadWrite")
+    assert sorted(rw["Action"]) == ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan"]
     assert rw["Resource"] == {"Fn::GetAtt": ["VoiceRoomsTable", "Arn"]}
+
+
+# ------------------------------------------------------------------------------------------------
+# IAM vs. the adapters' source: exactly the calls they make
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_adapters_calls_are_found():
+    # Guards against a vacuous comparison below: the scan must see the calls we know exist.
+    required = sdk_calls.required_by_module()
+    assert "testing.rs" not in required, "test helpers must not count as production calls"
+    assert {"store.rs", "directory.rs", "channels.rs", "credentials.rs", "notifier.rs"} <= set(required)
+    assert "dynamodb:PutItem" in required["store.rs"] and "dynamodb:DeleteItem" in required["store.rs"]
+    assert "kinesisvideo:CreateSignalingChannel" in required["channels.rs"]
+    assert "kinesisvideo:GetIceServerConfig" in required["channels.rs"]
+    assert required["credentials.rs"] == {"sts:AssumeRole"}
+    assert required["notifier.rs"] == {"execute-api:ManageConnections/POST"}
+
+
+def test_the_function_policy_grants_exactly_what_the_adapters_call(parsed_template):
+    assert sdk_calls.function_policy_problems(parsed_template, sdk_calls.required_by_module()) == []
+
+
+def test_a_call_the_policy_lacks_is_caught(parsed_template):
+    required = sdk_calls.required_by_module()
+    required["store.rs"] = required["store.rs"] | sdk_calls.calls_in(
+        "fn f() { client.update_item().send(); client.transact_write_items(); "
+        "TransactWriteItem::builder().condition_check(c).build(); }"
+    )
+    required["channels.rs"] = required["channels.rs"] | {"kinesisvideo:UpdateSignalingChannel"}
+    problems = sdk_calls.function_policy_problems(parsed_template, required)
+    assert "store.rs calls dynamodb:UpdateItem, but statement VoiceRoomsReadWrite does not grant it" in problems
+    assert "store.rs calls dynamodb:ConditionCheckItem, but statement VoiceRoomsReadWrite does not grant it" in problems
+    assert "the adapters call kinesisvideo:UpdateSignalingChannel, which the function policy does not grant" in problems
+
+
+def test_a_grant_no_call_needs_is_caught(template):
+    doc = props(template, "VoiceFunctionPolicy")["PolicyDocument"]
+    rw = next(s for s in doc["Statement"] if s["Sid"] == "VoiceRoomsReadWrite")
+    rw["Action"].append("dynamodb:BatchWriteItem")
+    doc["Statement"].append(
+        {"Effect": "Allow", "Action": "kinesisvideo:ConnectAsMaster", "Resource": {"Fn::Sub": "arn:aws:kinesisvideo:us-east-1:123456789012:channel/voice-*/*"}}
+    )
+    push = next(s for s in doc["Statement"] if s["Sid"] == "PushToThisApiStageOnly")
+    push["Resource"] = {"Fn::Sub": ["arn:aws:execute-api:us-east-1:123456789012:${ApiId}/production/*/@connections/*", {}]}
+    problems = sdk_calls.function_policy_problems(template, sdk_calls.required_by_module())
+    assert "statement VoiceRoomsReadWrite grants dynamodb:BatchWriteItem, which store.rs never calls" in problems
+    assert "the function policy grants kinesisvideo:ConnectAsMaster, which no adapter calls" in problems
+    assert any(p.startswith("ManageConnections granted on") for p in problems), problems
+
+
+def test_session_policies_fit_inside_the_kvs_role(parsed_template):
+    # A session policy can only narrow the role: an action the adapter puts in it that the role
+    # lacks would be silently dropped, and browsers would get AccessDenied.
+    creds = REPO / "voice-adapters-aws" / "src" / "credentials.rs"
+    master = set(sdk_calls.rust_str_array(creds, "MASTER_ACTIONS"))
+    viewer = set(sdk_calls.rust_str_array(creds, "VIEWER_ACTIONS"))
+    assert "kinesisvideo:ConnectAsMaster" in master and "kinesisvideo:ConnectAsViewer" in viewer
+    role = pc.granted_actions(props(parsed_template, "KvsClientRole")["Policies"][0]["PolicyDocument"])
+    assert master | viewer == set(role)
+    assert rust_consts("voice-adapters-aws/src/credentials.rs")["POLICY_VERSION"] == "2012-10-17"
+
+
+def test_channel_creation_requires_the_tag_the_adapter_sets(parsed_template):
+    tags = rust_consts("voice-adapters-aws/src/channels.rs")
+    st = next(
+        s
+        for s in props(parsed_template, "VoiceFunctionPolicy")["PolicyDocument"]["Statement"]
+        if s["Sid"] == "CreateVoiceChannels"
+    )
+    assert st["Condition"] == {"StringEquals": {f"aws:RequestTag/{tags['APP']}": tags["APP_VALUE"]}}
+    assert (tags["APP"], tags["APP_VALUE"]) == ("app", "voice-rooms")
 
 
 def test_logs_go_only_to_the_functions_own_log_group(parsed_template):

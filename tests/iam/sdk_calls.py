@@ -1,0 +1,159 @@
+"""Which AWS calls the production code of voice-adapters-aws makes, read from its Rust source, and
+whether the function's IAM policy grants exactly those.
+
+Why from the source: "least privilege" drifts both ways. An adapter that starts calling
+`UpdateItem` fails in production with AccessDenied (moto enforces no IAM, so no Rust test would
+notice); a permission nobody calls any more stays granted forever. Matching SDK method names
+(`.get_item()`, `.create_signaling_channel()`) against the operations botocore knows for the five
+services turns both into a failing test.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import policy_checks as pc
+
+ADAPTERS = pc.REPO / "voice-adapters-aws" / "src"
+
+# botocore service name -> IAM service prefix.
+SERVICES = {
+    "dynamodb": "dynamodb",
+    "kinesisvideo": "kinesisvideo",
+    "kinesis-video-signaling": "kinesisvideo",
+    "sts": "sts",
+    "apigatewaymanagementapi": "execute-api",
+}
+
+# DynamoDB transactions are authorized item by item, as the item's own action.
+TRANSACTION_ITEMS = {
+    "put": "dynamodb:PutItem",
+    "delete": "dynamodb:DeleteItem",
+    "update": "dynamodb:UpdateItem",
+    "condition_check": "dynamodb:ConditionCheckItem",
+}
+
+# API Gateway management operations -> the HTTP method in execute-api:ManageConnections' resource.
+MANAGEMENT_METHODS = {"PostToConnection": "POST", "DeleteConnection": "DELETE", "GetConnection": "GET"}
+
+# Granted although no SDK method of that name is called, and why.
+IMPLIED = {
+    "kinesisvideo:TagResource": "tags passed to CreateSignalingChannel (tag-on-create)",
+}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _operations() -> dict[str, list[tuple[str, str]]]:
+    """snake_case SDK method -> [(botocore service, OperationName)]."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    ops: dict[str, list[tuple[str, str]]] = {}
+    for service in SERVICES:
+        for op in session.get_service_model(service).operation_names:
+            ops.setdefault(_snake(op), []).append((service, op))
+    return ops
+
+
+def production_modules(src: Path = ADAPTERS) -> list[Path]:
+    """The crate's modules that ship: `pub mod x;` in lib.rs not gated behind a cfg attribute
+    (the moto/test helpers are behind `#[cfg(feature = "test-support")]`)."""
+    lines = (src / "lib.rs").read_text(encoding="utf-8").splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        m = re.match(r"\s*(?:pub\s+)?mod\s+(\w+)\s*;", line)
+        if not m:
+            continue
+        if i > 0 and lines[i - 1].strip().startswith("#[cfg("):
+            continue
+        out.append(src / f"{m.group(1)}.rs")
+    return out
+
+
+def _without_tests(text: str) -> str:
+    return text.split("#[cfg(test)]", 1)[0]
+
+
+def calls_in(text: str) -> set[str]:
+    """IAM actions the SDK calls in `text` need (tests excluded)."""
+    ops = _operations()
+    code = _without_tests(text)
+    actions: set[str] = set()
+    for method in set(re.findall(r"\.([a-z_]+)\(\)", code)) & set(ops):
+        for service, op in ops[method]:
+            prefix = SERVICES[service]
+            if op == "TransactWriteItems":
+                for item in re.findall(r"TransactWriteItem::builder\(\)\s*\.(\w+)\(", code):
+                    actions.add(TRANSACTION_ITEMS[item])
+            elif service == "apigatewaymanagementapi":
+                actions.add(f"execute-api:ManageConnections/{MANAGEMENT_METHODS[op]}")
+            else:
+                actions.add(f"{prefix}:{op}")
+    return actions
+
+
+def required_by_module(src: Path = ADAPTERS) -> dict[str, set[str]]:
+    """Module file name -> IAM actions its calls need."""
+    return {p.name: calls_in(p.read_text(encoding="utf-8")) for p in production_modules(src)}
+
+
+def _statement(template: dict, sid: str) -> dict:
+    doc = template["Resources"]["VoiceFunctionPolicy"]["Properties"]["PolicyDocument"]
+    for st in doc["Statement"]:
+        if st.get("Sid") == sid:
+            return st
+    return {}
+
+
+def function_policy_problems(template: dict, required: dict[str, set[str]]) -> list[str]:
+    """The function policy vs. the adapters' calls: every call granted, on the right resources,
+    and nothing granted that no call needs (except :data:`IMPLIED`)."""
+    problems: list[str] = []
+    doc = template["Resources"]["VoiceFunctionPolicy"]["Properties"]["PolicyDocument"]
+    granted = pc.granted_actions(doc)
+    all_required = set().union(*required.values()) if required else set()
+
+    # Per table: the store's DynamoDB calls on the voice table, the directory's on the chat tables.
+    for module, sid in (("store.rs", "VoiceRoomsReadWrite"), ("directory.rs", "ChatTablesReadOnly")):
+        want = {a for a in required.get(module, set()) if a.startswith("dynamodb:")}
+        have = set(pc._as_list(_statement(template, sid).get("Action")))
+        for a in sorted(want - have):
+            problems.append(f"{module} calls {a}, but statement {sid} does not grant it")
+        for a in sorted(have - want):
+            problems.append(f"statement {sid} grants {a}, which {module} never calls")
+
+    others = {a for a in all_required if not a.startswith("dynamodb:")}
+    for a in sorted(others):
+        if a.startswith("execute-api:ManageConnections/"):
+            method = a.rsplit("/", 1)[1]
+            resources = granted.get("execute-api:ManageConnections", [])
+            if not any(f"/{method}/@connections/" in r for r in resources):
+                problems.append(f"the adapters call the management API with {method}, which is not granted")
+        elif a not in granted:
+            problems.append(f"the adapters call {a}, which the function policy does not grant")
+    for a in sorted(granted):
+        if a.startswith("dynamodb:"):
+            continue
+        if a == "execute-api:ManageConnections":
+            methods = {x.rsplit("/", 1)[1] for x in others if x.startswith("execute-api:ManageConnections/")}
+            for r in granted[a]:
+                m = re.search(r"/([A-Z*]+)/@connections/", r)
+                if not m or m.group(1) not in methods:
+                    problems.append(f"ManageConnections granted on {r!r}, but the adapters only use {sorted(methods)}")
+            continue
+        if a not in others and a not in IMPLIED:
+            problems.append(f"the function policy grants {a}, which no adapter calls")
+    return problems
+
+
+def rust_str_array(path: Path, name: str) -> list[str]:
+    """The strings of `const NAME: &[&str] = &[ ... ];` in a Rust file."""
+    text = path.read_text(encoding="utf-8")
+    m = re.search(rf"const {name}: &\[&str\] = &\[(.*?)\];", text, re.S)
+    if not m:
+        raise AssertionError(f"{path} has no const {name}")
+    return re.findall(r'"([^"]*)"', m.group(1))
