@@ -201,7 +201,21 @@ impl Dispatcher {
                 return reply_frame(&env, Err(e));
             }
         };
-        let span = tracing::info_span!("request", action = %env.action, request_id = env.request_id.as_deref().unwrap_or(""));
+        let span = tracing::info_span!(
+            "request",
+            action = %env.action,
+            request_id = env.request_id.as_deref().unwrap_or(""),
+            chat_room_id = tracing::field::Empty,
+            voice_room_id = tracing::field::Empty,
+        );
+        // Log lines of this request carry the rooms it names (ids are validated later; a
+        // string field is safe to log as is, bounded by the frame size).
+        if let Some(id) = value.get("roomId").and_then(Value::as_str) {
+            span.record("chat_room_id", id);
+        }
+        if let Some(id) = value.get("voiceRoomId").and_then(Value::as_str) {
+            span.record("voice_room_id", id);
+        }
         let result = self
             .route(conn, &env.action, value)
             .instrument(span.clone())
@@ -250,8 +264,7 @@ impl Dispatcher {
                     kind: f.kind,
                     payload: f.payload,
                 };
-                let span = tracing::info_span!("signal", voice_room_id = %req.voice_room);
-                self.relay.relay(conn, &req).instrument(span).await?;
+                self.relay.relay(conn, &req).await?;
                 Ok(json!({}))
             }
             a if CHAT_ACTIONS.contains(&a) => {
@@ -296,7 +309,6 @@ impl Dispatcher {
                     .map_err(|e| WireError::bad_request(format!("userId: {e}")))?;
                 let state = chat
                     .decide_join(user, &room, &who, action == "approveJoin")
-                    .instrument(tracing::info_span!("chat", chat_room_id = %room))
                     .await?;
                 json!({"roomId": room.to_string(), "userId": who.to_string(), "state": state})
             }

@@ -1,0 +1,370 @@
+//! The chat part of the protocol (self-hosted only).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{room_with_member, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn hello_must_come_first_and_identifies_the_connection() {
+    let app = spawn_app().await;
+    let mut c = app.connect().await;
+    assert_eq!(c.err("listRooms", json!({})).await, "NOT_IDENTIFIED");
+    assert_eq!(
+        c.err("createRoom", json!({"name": "x"})).await,
+        "NOT_IDENTIFIED"
+    );
+    assert_eq!(
+        c.err("createVoiceRoom", json!({"roomId": "r"})).await,
+        "NOT_IDENTIFIED"
+    );
+    assert_eq!(c.err("hello", json!({"name": "   "})).await, "BAD_REQUEST");
+    assert_eq!(c.err("hello", json!({})).await, "BAD_REQUEST");
+    assert_eq!(
+        c.err("hello", json!({"name": "x".repeat(65)})).await,
+        "TOO_LARGE"
+    );
+    let d = c.ok("hello", json!({"name": "  Ada "})).await;
+    assert_eq!(d["name"], "Ada");
+    let user_id = d["userId"].as_str().unwrap().to_owned();
+    assert!(!user_id.is_empty());
+    assert!(d["connectionId"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(d["resumed"], false);
+    assert_eq!(c.ok("listRooms", json!({})).await, json!({"rooms": []}));
+
+    // A reloaded page sends its resume token back and stays the same user.
+    let token = d["resumeToken"].as_str().unwrap().to_owned();
+    let mut again = app.connect().await;
+    let d2 = again
+        .ok("hello", json!({"name": "Ada", "resumeToken": token}))
+        .await;
+    assert_eq!(d2["userId"], user_id.as_str());
+    assert_eq!(d2["resumed"], true);
+    assert_ne!(d2["connectionId"], d["connectionId"]);
+    // A forged one is ignored: a new user.
+    let mut other = app.connect().await;
+    let d3 = other
+        .ok(
+            "hello",
+            json!({"name": "Eve", "resumeToken": format!("{token}x")}),
+        )
+        .await;
+    assert_ne!(d3["userId"], user_id.as_str());
+    assert_eq!(d3["resumed"], false);
+}
+
+#[tokio::test]
+async fn rooms_join_requests_approval_and_denial() {
+    let app = spawn_app().await;
+    let mut admin = app.user("Ada").await;
+    let mut bo = app.user("Bo").await;
+    let mut cy = app.user("Cy").await;
+
+    let room = admin.ok("createRoom", json!({"name": "General"})).await;
+    let room_id = room["roomId"].as_str().unwrap().to_owned();
+    assert_eq!(room["name"], "General");
+    assert_eq!(
+        admin.err("createRoom", json!({"name": "general"})).await,
+        "ROOM_EXISTS"
+    );
+
+    let rooms = bo.ok("listRooms", json!({})).await;
+    assert_eq!(
+        rooms["rooms"],
+        json!([{"roomId": room_id, "name": "General", "adminUserId": admin.user_id,
+                "memberCount": 1, "myState": "none", "voiceRoomId": null}])
+    );
+    assert_eq!(
+        bo.err("requestJoin", json!({"roomId": "no-such-room"}))
+            .await,
+        "CHAT_ROOM_NOT_FOUND"
+    );
+    assert_eq!(
+        bo.err("requestJoin", json!({"roomId": ""})).await,
+        "BAD_REQUEST"
+    );
+
+    let d = bo.ok("requestJoin", json!({"roomId": room_id})).await;
+    assert_eq!(d, json!({"state": "pending"}));
+    let ev = admin.event("joinRequested").await;
+    assert_eq!(
+        ev,
+        json!({"type": "event", "event": "joinRequested", "roomId": room_id, "userId": bo.user_id, "name": "Bo"})
+    );
+    assert_eq!(
+        bo.ok("listRooms", json!({})).await["rooms"][0]["myState"],
+        "pending"
+    );
+    // Only the admin decides.
+    assert_eq!(
+        cy.err(
+            "approveJoin",
+            json!({"roomId": room_id, "userId": bo.user_id})
+        )
+        .await,
+        "NOT_ADMIN"
+    );
+    assert_eq!(
+        admin
+            .err(
+                "approveJoin",
+                json!({"roomId": room_id, "userId": cy.user_id})
+            )
+            .await,
+        "NO_PENDING_REQUEST"
+    );
+    let d = admin
+        .ok(
+            "approveJoin",
+            json!({"roomId": room_id, "userId": bo.user_id}),
+        )
+        .await;
+    assert_eq!(d["state"], "approved");
+    let bo_id = bo.user_id.clone();
+    let ev = bo.event("joinApproved").await;
+    assert_eq!(ev["roomId"], room_id.as_str());
+    assert_eq!(ev["userId"], bo.user_id.as_str());
+    for c in [&mut admin, &mut bo] {
+        let ev = c.event("memberJoined").await;
+        assert_eq!(
+            ev,
+            json!({"type": "event", "event": "memberJoined", "roomId": room_id, "userId": bo_id, "name": "Bo"})
+        );
+    }
+    assert_eq!(
+        admin
+            .err(
+                "approveJoin",
+                json!({"roomId": room_id, "userId": bo.user_id})
+            )
+            .await,
+        "NO_PENDING_REQUEST"
+    );
+
+    // Cy asks and is denied.
+    cy.ok("requestJoin", json!({"roomId": room_id})).await;
+    admin.event("joinRequested").await;
+    let members = bo.ok("listMembers", json!({"roomId": room_id})).await["members"].clone();
+    assert_eq!(
+        members,
+        json!([
+            {"userId": admin.user_id, "name": "Ada", "state": "approved", "isAdmin": true, "online": true},
+            {"userId": bo.user_id, "name": "Bo", "state": "approved", "isAdmin": false, "online": true},
+            {"userId": cy.user_id, "name": "Cy", "state": "pending", "isAdmin": false, "online": true},
+        ])
+    );
+    assert_eq!(
+        cy.err("listMembers", json!({"roomId": room_id})).await,
+        "NOT_APPROVED"
+    );
+    let d = admin
+        .ok("denyJoin", json!({"roomId": room_id, "userId": cy.user_id}))
+        .await;
+    assert_eq!(d["state"], "none");
+    let ev = cy.event("joinDenied").await;
+    assert_eq!(ev["userId"], cy.user_id.as_str());
+    assert_eq!(
+        cy.err("listMembers", json!({"roomId": room_id})).await,
+        "NOT_MEMBER"
+    );
+    let rooms = admin.ok("listRooms", json!({})).await;
+    assert_eq!(rooms["rooms"][0]["memberCount"], 2);
+    assert_eq!(rooms["rooms"][0]["myState"], "approved");
+
+    // Bo goes offline: the member list says so.
+    bo.abort();
+    let mut offline = false;
+    for _ in 0..50 {
+        let members = admin.ok("listMembers", json!({"roomId": room_id})).await["members"].clone();
+        if members[1]["online"] == false {
+            offline = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(offline, "a closed connection is no longer online");
+}
+
+#[tokio::test]
+async fn messages_reach_approved_members_only() {
+    let app = spawn_app().await;
+    let (mut admin, mut bo, room_id) = room_with_member(&app).await;
+    let mut pending = app.user("Pat").await;
+    pending.ok("requestJoin", json!({"roomId": room_id})).await;
+    let mut outsider = app.user("Out").await;
+
+    assert_eq!(
+        pending
+            .err("sendMessage", json!({"roomId": room_id, "text": "hi"}))
+            .await,
+        "NOT_APPROVED"
+    );
+    assert_eq!(
+        outsider
+            .err("sendMessage", json!({"roomId": room_id, "text": "hi"}))
+            .await,
+        "NOT_MEMBER"
+    );
+    assert_eq!(
+        outsider
+            .err("getMessages", json!({"roomId": room_id}))
+            .await,
+        "NOT_MEMBER"
+    );
+    assert_eq!(
+        bo.err("sendMessage", json!({"roomId": room_id, "text": "  "}))
+            .await,
+        "BAD_REQUEST"
+    );
+    assert_eq!(
+        bo.err(
+            "sendMessage",
+            json!({"roomId": room_id, "text": "x".repeat(2001)})
+        )
+        .await,
+        "TOO_LARGE"
+    );
+
+    let sent = bo
+        .ok(
+            "sendMessage",
+            json!({"roomId": room_id, "text": "hello all"}),
+        )
+        .await;
+    assert_eq!(sent["text"], "hello all");
+    assert_eq!(sent["userId"], bo.user_id.as_str());
+    assert!(sent["at"].as_u64().is_some_and(|t| t > 1_600_000_000_000));
+    for c in [&mut admin, &mut bo] {
+        let ev = c.event("message").await;
+        assert_eq!(ev["roomId"], room_id.as_str());
+        assert_eq!(ev["name"], "Bo");
+        assert_eq!(ev["text"], "hello all");
+        assert_eq!(ev["at"], sent["at"]);
+    }
+    pending
+        .no_event("message", Duration::from_millis(100))
+        .await;
+    outsider
+        .no_event("message", Duration::from_millis(10))
+        .await;
+
+    for i in 0..105 {
+        admin
+            .ok(
+                "sendMessage",
+                json!({"roomId": room_id, "text": format!("m{i}")}),
+            )
+            .await;
+    }
+    let msgs = bo.ok("getMessages", json!({"roomId": room_id})).await["messages"].clone();
+    let msgs = msgs.as_array().unwrap();
+    assert_eq!(msgs.len(), 100);
+    assert_eq!(msgs[0]["text"], "m5");
+    assert_eq!(msgs[99]["text"], "m104");
+}
+
+#[tokio::test]
+async fn malformed_frames_get_bad_request_and_the_connection_stays_usable() {
+    let app = spawn_app().await;
+    let mut c = app.user("Ada").await;
+
+    c.send_text("{not json").await;
+    let r = c.next_reply().await;
+    assert_eq!(r["ok"], false);
+    assert_eq!(r["error"]["code"], "BAD_REQUEST");
+
+    c.send_text(r#"{"requestId":"x1"}"#).await;
+    let r = c.next_reply().await;
+    assert_eq!(
+        (r["requestId"].as_str(), r["error"]["code"].as_str()),
+        (Some("x1"), Some("BAD_REQUEST"))
+    );
+
+    c.send_text("[1,2]").await;
+    assert_eq!(c.next_reply().await["error"]["code"], "BAD_REQUEST");
+
+    c.send_binary(vec![1, 2, 3]).await;
+    assert_eq!(c.next_reply().await["error"]["code"], "BAD_REQUEST");
+
+    assert_eq!(c.err("fly", json!({})).await, "UNKNOWN_ACTION");
+    assert_eq!(c.err("createRoom", json!({"name": 5})).await, "BAD_REQUEST");
+    assert_eq!(
+        c.err("setMute", json!({"voiceRoomId": "v"})).await,
+        "BAD_REQUEST"
+    );
+    assert_eq!(
+        c.err("getVoiceCredentials", json!({"voiceRoomId": ""}))
+            .await,
+        "BAD_REQUEST"
+    );
+    assert_eq!(
+        c.err("approveJoin", json!({"roomId": "r", "userId": "a b"}))
+            .await,
+        "BAD_REQUEST"
+    );
+
+    // Still usable.
+    let d = c.ok("createRoom", json!({"name": "After errors"})).await;
+    assert_eq!(d["name"], "After errors");
+}
+
+#[tokio::test]
+async fn a_flooding_connection_is_rate_limited_without_being_dropped() {
+    let app = spawn_app_with(|c| {
+        c.rate_limit = voice_server::RateLimit {
+            burst: 5,
+            per_second: 1.0,
+        }
+    })
+    .await;
+    let mut c = app.connect().await;
+    for i in 0..8 {
+        c.send_text(json!({"action": "listRooms", "requestId": format!("f{i}")}).to_string())
+            .await;
+    }
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        let r = c.next_reply().await;
+        codes.push(r["error"]["code"].as_str().unwrap_or("ok").to_owned());
+        if r["error"]["code"] == "RATE_LIMITED" {
+            assert_eq!(r["error"]["retryable"], true);
+            assert!(r["requestId"]
+                .as_str()
+                .is_some_and(|id| id.starts_with('f')));
+        }
+    }
+    assert_eq!(
+        codes.iter().filter(|c| *c == "NOT_IDENTIFIED").count(),
+        5,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| *c == "RATE_LIMITED").count(),
+        3,
+        "{codes:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(c.err("listRooms", json!({})).await, "NOT_IDENTIFIED");
+}
+
+#[tokio::test]
+async fn a_second_tab_of_the_same_user_hears_events_too() {
+    let app = spawn_app().await;
+    let (mut admin, mut bo, room_id) = room_with_member(&app).await;
+    let bo_token = bo.ok("hello", json!({"name": "Bo"})).await["resumeToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut bo2 = app.connect().await;
+    bo2.ok("hello", json!({"name": "Bo", "resumeToken": bo_token}))
+        .await;
+    admin
+        .ok(
+            "sendMessage",
+            json!({"roomId": room_id, "text": "both tabs"}),
+        )
+        .await;
+    assert_eq!(bo.event("message").await["text"], "both tabs");
+    assert_eq!(bo2.event("message").await["text"], "both tabs");
+}
