@@ -1,1 +1,48 @@
-//! placeholder
+//! # voice-adapters-aws
+//!
+//! The voice-domain ports on AWS: voice rooms in DynamoDB, the chat app's directory read from
+//! its DynamoDB tables, one Kinesis Video Streams signaling channel per participant, STS
+//! credentials scoped by a session policy to exactly one participant's channels, and events
+//! pushed through the API Gateway Management API.
+//!
+//! Every adapter takes an SDK client built once at start-up (see [`AwsClients`]) plus table
+//! names or settings, and maps SDK errors onto its port's documented contract; everything a port
+//! does not name goes through one shared mapping ([`errors`]): throttling, 5xx and timeouts are
+//! retryable, access denied and validation errors are permanent.
+//!
+//! Architecture invariant: only this crate knows DynamoDB attribute names and KVS/STS/API
+//! Gateway APIs; the domain sees ports and domain types only.
+//!
+//! ## Layout
+//! - [`store`]: [`DynamoStore`] (`VoiceRoomStore`), lock item + transactions for one active
+//!   room per chat room, compare-and-set on `version`, TTL on ended rooms.
+//! - [`directory`]: [`DynamoDirectory`] (`ChatDirectory`) over `CONNECTIONS_TABLE` and
+//!   `ROOMS_TABLE`, attribute names in [`DirectorySchema`].
+//! - [`channels`]: [`KvsChannels`] (`SignalingChannels`).
+//! - [`credentials`]: [`StsCredentials`] (`CredentialIssuer`) and the pure
+//!   [`session_policy`](credentials::session_policy).
+//! - [`notifier`]: [`ApiGatewayNotifier`] (`Notifier`).
+//! - [`errors`]: [`ConfigError`], [`PolicyError`] and the shared SDK error mapping.
+//! - [`config`]: [`AwsConfig::from_env`], [`AwsClients`], [`AwsPorts`].
+//! - `testing` (feature `test-support`): moto_server, test tables, a fake KVS.
+//!
+//! See `docs/aws-adapters.md` for table layouts, IAM and what is tested how.
+#![warn(missing_docs)]
+
+pub mod channels;
+pub mod config;
+pub mod credentials;
+pub mod directory;
+pub mod errors;
+pub mod notifier;
+pub mod store;
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use channels::KvsChannels;
+pub use config::{AwsClients, AwsConfig, AwsPorts};
+pub use credentials::StsCredentials;
+pub use directory::{DirectorySchema, DynamoDirectory};
+pub use errors::{ConfigError, PolicyError};
+pub use notifier::{management_endpoint, ApiGatewayNotifier};
+pub use store::DynamoStore;

@@ -1,0 +1,779 @@
+//! [`VoiceRoomStore`] on DynamoDB (table `VOICE_ROOMS_TABLE`, partition key `voiceRoomId`).
+//!
+//! Two kinds of item share the table (`itemType` tells them apart):
+//! - a **room** item per voice room, keyed by its id, holding its whole state, a `version`
+//!   number for compare-and-set, and the original design's fields (`chatRoomId`,
+//!   `masterUserId`, `activeParticipants`, `status`, `signalingChannelARN`);
+//! - a **lock** item per chat room with an active voice room, keyed `lock#chat#<chatRoomId>`,
+//!   naming that room in `activeVoiceRoomId`.
+//!
+//! Why a lock item: "at most one active voice room per chat room" must hold when two members
+//! press Start at the same moment. DynamoDB has no unique secondary index, so the room item and
+//! the lock item are written in one `TransactWriteItems` with `attribute_not_exists` on the
+//! lock; whoever loses is told the winner's id. Ending a room deletes the lock in the same
+//! transaction as the room's final write, so the chat room is free exactly when the room is
+//! ended. The layout is described attribute by attribute in `docs/aws-adapters.md`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, Delete, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem,
+};
+use aws_sdk_dynamodb::Client;
+use tracing::{error, warn};
+use voice_domain::ports::{PortFailure, StoreError, VoiceRoomStore};
+use voice_domain::room::{CorruptRoom, EndReason, Participant, RoomStatus, VoiceRoomParts};
+use voice_domain::{
+    Capacity, ChannelArn, ChannelName, ChatRoomId, ConnectionId, SignalingChannel, Timestamp,
+    UserId, VoiceRoom, VoiceRoomId,
+};
+
+use crate::errors::sdk_failure;
+
+/// Attribute names of the voice-rooms table. Only this module knows them (architecture
+/// invariant: only voice-adapters-aws knows DynamoDB attribute names).
+pub mod attr {
+    /// Partition key (S): the room id, or `lock#chat#<chatRoomId>` for a lock item.
+    pub const ID: &str = "voiceRoomId";
+    /// (S) `voiceRoom` or `chatLock`.
+    pub const ITEM_TYPE: &str = "itemType";
+    /// (S) The chat room.
+    pub const CHAT_ROOM: &str = "chatRoomId";
+    /// (S) `active` | `ended`.
+    pub const STATUS: &str = "status";
+    /// (S) The current master.
+    pub const MASTER: &str = "masterUserId";
+    /// (L of S) Participant user ids in join order (the original's field).
+    pub const ACTIVE_PARTICIPANTS: &str = "activeParticipants";
+    /// (M user id → S channel ARN) One channel per participant (the original had one ARN).
+    pub const CHANNEL_ARNS: &str = "signalingChannelARN";
+    /// (L of M) Participants in join order: `userId`, `connectionId`, `channelName`,
+    /// `channelArn` (S), `joinedAt` (N, ms), `muted` (BOOL).
+    pub const PARTICIPANTS: &str = "participants";
+    /// (N) Max participants.
+    pub const CAPACITY: &str = "capacity";
+    /// (N) Compare-and-set version.
+    pub const VERSION: &str = "version";
+    /// (N, ms since epoch) Start time.
+    pub const CREATED_AT: &str = "createdAt";
+    /// (N, ms since epoch) End time, once ended.
+    pub const ENDED_AT: &str = "endedAt";
+    /// (S) `endedByMaster` | `endedByAdmin` | `lastParticipantLeft` | `abandoned`, once ended.
+    pub const END_REASON: &str = "endReason";
+    /// (S) Who ended it, for the two "ended by" reasons.
+    pub const ENDED_BY: &str = "endedBy";
+    /// (SS) Participants' connection ids, for `active_with_connection`; absent when empty.
+    pub const CONNECTION_IDS: &str = "connectionIds";
+    /// (N, epoch seconds) DynamoDB TTL attribute, set when the room ends.
+    pub const EXPIRES_AT: &str = "expiresAt";
+    /// (S) On a lock item: the chat room's active voice room.
+    pub const LOCK_HOLDER: &str = "activeVoiceRoomId";
+}
+
+/// `itemType` of a room item.
+const TYPE_ROOM: &str = "voiceRoom";
+/// `itemType` of a lock item.
+const TYPE_LOCK: &str = "chatLock";
+/// Key prefix of lock items. Room ids never start with it (refused on create).
+pub const LOCK_PREFIX: &str = "lock#chat#";
+/// How long an ended room stays before DynamoDB's TTL removes it, unless configured otherwise.
+pub const DEFAULT_ENDED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Attempts at a transaction that DynamoDB cancels because another transaction touched the same
+/// item at the same moment (`TransactionConflict`), or whose lock vanished between the failed
+/// write and the read of the winner.
+const TRANSACTION_ATTEMPTS: u32 = 8;
+
+/// The key of the lock item of a chat room.
+pub fn lock_key(chat_room: &ChatRoomId) -> String {
+    format!("{LOCK_PREFIX}{chat_room}")
+}
+
+/// Voice rooms in DynamoDB. Cheap to clone (the SDK client is an `Arc` inside).
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    ended_retention: Duration,
+}
+
+impl DynamoStore {
+    /// A store on `table` (`VOICE_ROOMS_TABLE`), through a client built once at start-up.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            ended_retention: DEFAULT_ENDED_RETENTION,
+        }
+    }
+
+    /// How long ended rooms are kept before TTL deletes them (default seven days).
+    pub fn with_ended_retention(mut self, retention: Duration) -> Self {
+        self.ended_retention = retention;
+        self
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// A strongly consistent read of one item: compare-and-set needs the latest version.
+    async fn get_item(&self, key: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::ID, s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(sdk_failure("dynamodb:GetItem", &e)))?;
+        Ok(out.item)
+    }
+
+    /// Who holds the lock of `chat_room`, read consistently.
+    async fn lock_holder(&self, chat_room: &ChatRoomId) -> Result<Option<VoiceRoomId>, StoreError> {
+        match self.get_item(&lock_key(chat_room)).await? {
+            Some(item) => holder_of(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every room item matching `filter` (on top of `itemType = voiceRoom`), page by page.
+    /// A Scan: its cost grows with the table, which holds one item per room for the retention
+    /// period; see `docs/aws-adapters.md`. Corrupt items are logged and skipped so that one bad
+    /// item cannot stop the sweep or every disconnect.
+    async fn scan_rooms(
+        &self,
+        filter: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<Vec<VoiceRoom>, StoreError> {
+        let mut rooms = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut req = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .filter_expression(format!("#type = :room AND ({filter})"))
+                .expression_attribute_names("#type", attr::ITEM_TYPE)
+                .expression_attribute_names("#status", attr::STATUS)
+                .expression_attribute_values(":room", s(TYPE_ROOM))
+                .set_exclusive_start_key(start.take());
+            if filter.contains("#conns") {
+                req = req.expression_attribute_names("#conns", attr::CONNECTION_IDS);
+            }
+            for (k, v) in &values {
+                req = req.expression_attribute_values(*k, v.clone());
+            }
+            let out = req
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(sdk_failure("dynamodb:Scan", &e)))?;
+            for item in out.items.unwrap_or_default() {
+                match room_from_item(&item) {
+                    Ok(room) => rooms.push(room),
+                    Err(e) => error!(
+                        table = %self.table,
+                        voice_room_id = item.get(attr::ID).and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or("?"),
+                        error = %e,
+                        "skipping corrupt voice room item"
+                    ),
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(rooms),
+            }
+        }
+    }
+
+    /// After a conditional write on a room failed: `NotFound` if there is no such room,
+    /// `VersionConflict` if there is (someone else wrote a newer version).
+    async fn conflict_or_not_found(&self, id: &VoiceRoomId) -> StoreError {
+        match self.get_item(id.as_str()).await {
+            Ok(Some(item)) if is_type(&item, TYPE_ROOM) => StoreError::VersionConflict,
+            Ok(_) => StoreError::NotFound,
+            Err(e) => e,
+        }
+    }
+
+    /// The room `Put` of `update`: replaces the item only if it is a room at the version the
+    /// caller read.
+    fn cas_put(&self, room: &VoiceRoom, item: Item) -> Result<Put, StoreError> {
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("#type = :room AND #version = :expected")
+            .expression_attribute_names("#type", attr::ITEM_TYPE)
+            .expression_attribute_names("#version", attr::VERSION)
+            .expression_attribute_values(":room", s(TYPE_ROOM))
+            .expression_attribute_values(":expected", n(room.version().saturating_sub(1)))
+            .build()
+            .map_err(build_failure)
+    }
+
+    async fn put_only(&self, room: &VoiceRoom, put: Put) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(put.table_name)
+            .set_item(Some(put.item))
+            .set_condition_expression(put.condition_expression)
+            .set_expression_attribute_names(put.expression_attribute_names)
+            .set_expression_attribute_values(put.expression_attribute_values)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(se))
+                if matches!(se.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Err(self.conflict_or_not_found(room.id()).await)
+            }
+            Err(e) => Err(StoreError::Unavailable(sdk_failure("dynamodb:PutItem", &e))),
+        }
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), Transaction> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(se)) => match se.err() {
+                TransactWriteItemsError::TransactionCanceledException(c) => {
+                    Err(Transaction::Cancelled(c.cancellation_reasons().to_vec()))
+                }
+                _ => Err(Transaction::Failed(sdk_failure(
+                    "dynamodb:TransactWriteItems",
+                    &SdkError::ServiceError(se),
+                ))),
+            },
+            Err(e) => Err(Transaction::Failed(sdk_failure(
+                "dynamodb:TransactWriteItems",
+                &e,
+            ))),
+        }
+    }
+}
+
+/// How a `TransactWriteItems` went wrong.
+enum Transaction {
+    /// DynamoDB cancelled it; one reason per item, in order (may be empty on a conflict).
+    Cancelled(Vec<CancellationReason>),
+    /// The call itself failed.
+    Failed(PortFailure),
+}
+
+fn reason_code(reasons: &[CancellationReason], i: usize) -> Option<&str> {
+    reasons.get(i).and_then(|r| r.code())
+}
+
+fn is_ccf(code: Option<&str>) -> bool {
+    code == Some("ConditionalCheckFailed")
+}
+
+/// Short random pause between transaction attempts, so that retries of conflicting
+/// transactions do not collide again in lock step.
+async fn backoff(attempt: u32) {
+    let jitter = u64::try_from(uuid::Uuid::new_v4().as_u128() % 20).unwrap_or(0);
+    let ms = 10 * u64::from(attempt + 1) + jitter;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+fn build_failure(e: aws_smithy_types::error::operation::BuildError) -> StoreError {
+    StoreError::Unavailable(PortFailure::permanent(format!(
+        "could not build DynamoDB request: {e}"
+    )))
+}
+
+#[async_trait]
+impl VoiceRoomStore for DynamoStore {
+    #[tracing::instrument(skip(self, room), fields(voice_room_id = %room.id(), chat_room_id = %room.chat_room()))]
+    async fn create_if_none_active(&self, room: &VoiceRoom) -> Result<(), StoreError> {
+        if room.id().as_str().starts_with(LOCK_PREFIX) {
+            warn!("refused a voice room id with the reserved lock prefix");
+            return Err(StoreError::Unavailable(PortFailure::permanent(format!(
+                "voice room ids must not start with {LOCK_PREFIX}"
+            ))));
+        }
+        let item = room_to_item(room, self.ended_retention);
+        let room_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", attr::ID)
+            .build()
+            .map_err(build_failure)?;
+        if !room.is_active() {
+            // An ended room takes no lock (nothing calls this with one, but it is well defined).
+            return self.put_only(room, room_put).await;
+        }
+        let lock_put = Put::builder()
+            .table_name(&self.table)
+            .item(attr::ID, s(&lock_key(room.chat_room())))
+            .item(attr::ITEM_TYPE, s(TYPE_LOCK))
+            .item(attr::CHAT_ROOM, s(room.chat_room().as_str()))
+            .item(attr::LOCK_HOLDER, s(room.id().as_str()))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", attr::ID)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(build_failure)?;
+        let items = vec![
+            TransactWriteItem::builder().put(lock_put).build(),
+            TransactWriteItem::builder().put(room_put).build(),
+        ];
+        for attempt in 0..TRANSACTION_ATTEMPTS {
+            let reasons = match self.transact(items.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(Transaction::Failed(f)) => return Err(StoreError::Unavailable(f)),
+                Err(Transaction::Cancelled(reasons)) => reasons,
+            };
+            if is_ccf(reason_code(&reasons, 0)) {
+                let returned = reasons
+                    .first()
+                    .and_then(|r| r.item())
+                    .map(holder_of)
+                    .transpose()?;
+                let holder = match returned {
+                    Some(h) => Some(h),
+                    None => self.lock_holder(room.chat_room()).await?,
+                };
+                match holder {
+                    Some(existing) => return Err(StoreError::AlreadyActive { existing }),
+                    // The winner ended between our write and our read: try again.
+                    None => continue,
+                }
+            }
+            if is_ccf(reason_code(&reasons, 1)) {
+                // The room id is taken (ids are uuids, so this is a retried create).
+                return Err(StoreError::VersionConflict);
+            }
+            backoff(attempt).await;
+        }
+        Err(StoreError::Unavailable(PortFailure::retryable(
+            "dynamodb:TransactWriteItems: still conflicting with concurrent transactions",
+        )))
+    }
+
+    async fn get(&self, id: &VoiceRoomId) -> Result<Option<VoiceRoom>, StoreError> {
+        match self.get_item(id.as_str()).await? {
+            Some(item) if is_type(&item, TYPE_ROOM) => Ok(Some(room_from_item(&item)?)),
+            // Absent, or a lock item whose key someone passed as a room id.
+            _ => Ok(None),
+        }
+    }
+
+    async fn active_in_chat_room(
+        &self,
+        chat_room: &ChatRoomId,
+    ) -> Result<Option<VoiceRoom>, StoreError> {
+        let Some(holder) = self.lock_holder(chat_room).await? else {
+            return Ok(None);
+        };
+        match self.get(&holder).await? {
+            Some(room) if room.is_active() => Ok(Some(room)),
+            _ => {
+                warn!(chat_room_id = %chat_room, voice_room_id = %holder, "lock item names a room that is not active");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn active_with_connection(
+        &self,
+        connection: &ConnectionId,
+    ) -> Result<Vec<VoiceRoom>, StoreError> {
+        self.scan_rooms(
+            "#status = :active AND contains(#conns, :conn)",
+            vec![(":active", s("active")), (":conn", s(connection.as_str()))],
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip(self, room), fields(voice_room_id = %room.id(), version = room.version()))]
+    async fn update(&self, room: &VoiceRoom) -> Result<(), StoreError> {
+        if room.version() < 2 {
+            // Version 1 is the created state; an update always follows a bump.
+            return Err(self.conflict_or_not_found(room.id()).await);
+        }
+        let room_put = self.cas_put(room, room_to_item(room, self.ended_retention))?;
+        if room.is_active() {
+            return self.put_only(room, room_put).await;
+        }
+        let lock_delete = Delete::builder()
+            .table_name(&self.table)
+            .key(attr::ID, s(&lock_key(room.chat_room())))
+            .condition_expression("attribute_not_exists(#id) OR #holder = :me")
+            .expression_attribute_names("#id", attr::ID)
+            .expression_attribute_names("#holder", attr::LOCK_HOLDER)
+            .expression_attribute_values(":me", s(room.id().as_str()))
+            .build()
+            .map_err(build_failure)?;
+        let items = vec![
+            TransactWriteItem::builder().put(room_put.clone()).build(),
+            TransactWriteItem::builder().delete(lock_delete).build(),
+        ];
+        for attempt in 0..TRANSACTION_ATTEMPTS {
+            let reasons = match self.transact(items.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(Transaction::Failed(f)) => return Err(StoreError::Unavailable(f)),
+                Err(Transaction::Cancelled(reasons)) => reasons,
+            };
+            if is_ccf(reason_code(&reasons, 0)) {
+                return Err(self.conflict_or_not_found(room.id()).await);
+            }
+            if is_ccf(reason_code(&reasons, 1)) {
+                // The lock names another room: it is not ours to release. End this room anyway.
+                error!(chat_room_id = %room.chat_room(), "ending a room whose chat lock names another room");
+                return self.put_only(room, room_put).await;
+            }
+            backoff(attempt).await;
+        }
+        Err(StoreError::Unavailable(PortFailure::retryable(
+            "dynamodb:TransactWriteItems: still conflicting with concurrent transactions",
+        )))
+    }
+
+    async fn list_active(&self) -> Result<Vec<VoiceRoom>, StoreError> {
+        self.scan_rooms("#status = :active", vec![(":active", s("active"))])
+            .await
+    }
+}
+
+/// A DynamoDB item.
+type Item = HashMap<String, AttributeValue>;
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn is_type(item: &Item, t: &str) -> bool {
+    item.get(attr::ITEM_TYPE)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        == Some(t)
+}
+
+fn holder_of(item: &Item) -> Result<VoiceRoomId, StoreError> {
+    let raw = get_s(item, attr::LOCK_HOLDER)?;
+    VoiceRoomId::parse(raw).map_err(|e| {
+        StoreError::Corrupt(CorruptRoom(format!("lock item holds a bad room id: {e}")))
+    })
+}
+
+/// The item that stores `room`. Pure, so that the layout is unit-tested without DynamoDB.
+pub fn room_to_item(
+    room: &VoiceRoom,
+    ended_retention: Duration,
+) -> HashMap<String, AttributeValue> {
+    let p = room.parts();
+    let mut item = Item::new();
+    item.insert(attr::ID.into(), s(p.id.as_str()));
+    item.insert(attr::ITEM_TYPE.into(), s(TYPE_ROOM));
+    item.insert(attr::CHAT_ROOM.into(), s(p.chat_room.as_str()));
+    item.insert(attr::MASTER.into(), s(p.master.as_str()));
+    item.insert(attr::CAPACITY.into(), n(u64::from(p.capacity.get())));
+    item.insert(attr::VERSION.into(), n(p.version));
+    item.insert(attr::CREATED_AT.into(), n(p.created_at.as_millis()));
+    item.insert(
+        attr::ACTIVE_PARTICIPANTS.into(),
+        AttributeValue::L(p.participants.iter().map(|x| s(x.user.as_str())).collect()),
+    );
+    item.insert(
+        attr::CHANNEL_ARNS.into(),
+        AttributeValue::M(
+            p.participants
+                .iter()
+                .map(|x| (x.user.as_str().to_owned(), s(x.channel.arn.as_str())))
+                .collect(),
+        ),
+    );
+    item.insert(
+        attr::PARTICIPANTS.into(),
+        AttributeValue::L(
+            p.participants
+                .iter()
+                .map(|x| {
+                    AttributeValue::M(HashMap::from([
+                        ("userId".to_owned(), s(x.user.as_str())),
+                        ("connectionId".to_owned(), s(x.connection.as_str())),
+                        ("channelName".to_owned(), s(x.channel.name.as_str())),
+                        ("channelArn".to_owned(), s(x.channel.arn.as_str())),
+                        ("joinedAt".to_owned(), n(x.joined_at.as_millis())),
+                        ("muted".to_owned(), AttributeValue::Bool(x.muted)),
+                    ]))
+                })
+                .collect(),
+        ),
+    );
+    if !p.participants.is_empty() {
+        let mut conns: Vec<String> = p
+            .participants
+            .iter()
+            .map(|x| x.connection.as_str().to_owned())
+            .collect();
+        conns.sort();
+        conns.dedup();
+        item.insert(attr::CONNECTION_IDS.into(), AttributeValue::Ss(conns));
+    }
+    match &p.status {
+        RoomStatus::Active => {
+            item.insert(attr::STATUS.into(), s("active"));
+        }
+        RoomStatus::Ended { at, reason } => {
+            item.insert(attr::STATUS.into(), s("ended"));
+            item.insert(attr::ENDED_AT.into(), n(at.as_millis()));
+            let (kind, by) = match reason {
+                EndReason::EndedByMaster { by } => ("endedByMaster", Some(by)),
+                EndReason::EndedByAdmin { by } => ("endedByAdmin", Some(by)),
+                EndReason::LastParticipantLeft => ("lastParticipantLeft", None),
+                EndReason::Abandoned => ("abandoned", None),
+            };
+            item.insert(attr::END_REASON.into(), s(kind));
+            if let Some(by) = by {
+                item.insert(attr::ENDED_BY.into(), s(by.as_str()));
+            }
+            item.insert(
+                attr::EXPIRES_AT.into(),
+                n(at.plus(ended_retention).as_secs()),
+            );
+        }
+    }
+    item
+}
+
+fn corrupt(msg: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(CorruptRoom(msg.into()))
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    item.get(name)
+        .ok_or_else(|| corrupt(format!("attribute {name} is missing")))?
+        .as_s()
+        .map(String::as_str)
+        .map_err(|_| corrupt(format!("attribute {name} is not a string")))
+}
+
+fn get_n(item: &Item, name: &str) -> Result<u64, StoreError> {
+    item.get(name)
+        .ok_or_else(|| corrupt(format!("attribute {name} is missing")))?
+        .as_n()
+        .map_err(|_| corrupt(format!("attribute {name} is not a number")))?
+        .parse()
+        .map_err(|_| corrupt(format!("attribute {name} is not a whole number")))
+}
+
+fn parse_id<'a, T, E: std::fmt::Display>(
+    name: &str,
+    raw: &'a str,
+    parse: impl FnOnce(&'a str) -> Result<T, E>,
+) -> Result<T, StoreError> {
+    parse(raw).map_err(|e| corrupt(format!("attribute {name}: {e}")))
+}
+
+/// Rebuilds a room from its item, checking every invariant through
+/// [`VoiceRoom::from_parts`].
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming the first missing or malformed attribute or broken invariant.
+pub fn room_from_item(item: &HashMap<String, AttributeValue>) -> Result<VoiceRoom, StoreError> {
+    if !is_type(item, TYPE_ROOM) {
+        return Err(corrupt("not a voice room item"));
+    }
+    let id = parse_id(attr::ID, get_s(item, attr::ID)?, VoiceRoomId::parse)?;
+    let chat_room = parse_id(
+        attr::CHAT_ROOM,
+        get_s(item, attr::CHAT_ROOM)?,
+        ChatRoomId::parse,
+    )?;
+    let master = parse_id(attr::MASTER, get_s(item, attr::MASTER)?, UserId::parse)?;
+    let capacity = u8::try_from(get_n(item, attr::CAPACITY)?)
+        .ok()
+        .and_then(|c| Capacity::new(c).ok())
+        .ok_or_else(|| corrupt("attribute capacity is out of range"))?;
+    let version = get_n(item, attr::VERSION)?;
+    let created_at = Timestamp::from_millis(get_n(item, attr::CREATED_AT)?);
+    let status = match get_s(item, attr::STATUS)? {
+        "active" => RoomStatus::Active,
+        "ended" => {
+            let at = Timestamp::from_millis(get_n(item, attr::ENDED_AT)?);
+            let by = || -> Result<UserId, StoreError> {
+                parse_id(attr::ENDED_BY, get_s(item, attr::ENDED_BY)?, UserId::parse)
+            };
+            let reason = match get_s(item, attr::END_REASON)? {
+                "endedByMaster" => EndReason::EndedByMaster { by: by()? },
+                "endedByAdmin" => EndReason::EndedByAdmin { by: by()? },
+                "lastParticipantLeft" => EndReason::LastParticipantLeft,
+                "abandoned" => EndReason::Abandoned,
+                other => return Err(corrupt(format!("unknown end reason {other:?}"))),
+            };
+            RoomStatus::Ended { at, reason }
+        }
+        other => return Err(corrupt(format!("unknown status {other:?}"))),
+    };
+    let list = item
+        .get(attr::PARTICIPANTS)
+        .ok_or_else(|| corrupt("attribute participants is missing"))?
+        .as_l()
+        .map_err(|_| corrupt("attribute participants is not a list"))?;
+    let mut participants = Vec::with_capacity(list.len());
+    for entry in list {
+        let m = entry
+            .as_m()
+            .map_err(|_| corrupt("a participant is not a map"))?;
+        participants.push(Participant {
+            user: parse_id("participants.userId", get_s(m, "userId")?, UserId::parse)?,
+            connection: parse_id(
+                "participants.connectionId",
+                get_s(m, "connectionId")?,
+                ConnectionId::parse,
+            )?,
+            channel: SignalingChannel {
+                name: parse_id(
+                    "participants.channelName",
+                    get_s(m, "channelName")?,
+                    ChannelName::parse,
+                )?,
+                arn: parse_id(
+                    "participants.channelArn",
+                    get_s(m, "channelArn")?,
+                    ChannelArn::parse,
+                )?,
+            },
+            joined_at: Timestamp::from_millis(get_n(m, "joinedAt")?),
+            muted: *m
+                .get("muted")
+                .ok_or_else(|| corrupt("participants.muted is missing"))?
+                .as_bool()
+                .map_err(|_| corrupt("participants.muted is not a boolean"))?,
+        });
+    }
+    Ok(VoiceRoom::from_parts(VoiceRoomParts {
+        id,
+        chat_room,
+        master,
+        status,
+        participants,
+        capacity,
+        version,
+        created_at,
+    })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(n: u32) -> SignalingChannel {
+        SignalingChannel {
+            name: ChannelName::from_unique(&format!("c{n}")).unwrap(),
+            arn: ChannelArn::parse(format!(
+                "arn:aws:kinesisvideo:us-east-1:1:channel/voice-c{n}/1"
+            ))
+            .unwrap(),
+        }
+    }
+
+    fn room() -> VoiceRoom {
+        let (mut room, _) = VoiceRoom::start(
+            VoiceRoomId::parse("vr-1").unwrap(),
+            ChatRoomId::parse("chat-1").unwrap(),
+            UserId::parse("alice").unwrap(),
+            ConnectionId::parse("conn=A").unwrap(),
+            channel(1),
+            Capacity::new(4).unwrap(),
+            Timestamp::from_millis(1_700_000_000_000),
+        );
+        room.join(
+            UserId::parse("bob").unwrap(),
+            ConnectionId::parse("conn=B").unwrap(),
+            channel(2),
+            Timestamp::from_millis(1_700_000_001_000),
+        )
+        .unwrap();
+        room.set_muted(&UserId::parse("bob").unwrap(), true)
+            .unwrap();
+        room
+    }
+
+    #[test]
+    fn active_room_round_trips_and_keeps_the_original_fields() {
+        let room = room();
+        let item = room_to_item(&room, DEFAULT_ENDED_RETENTION);
+        assert_eq!(room_from_item(&item).unwrap(), room);
+        assert_eq!(item[attr::STATUS].as_s().unwrap(), "active");
+        assert_eq!(item[attr::MASTER].as_s().unwrap(), "alice");
+        assert_eq!(
+            item[attr::ACTIVE_PARTICIPANTS].as_l().unwrap(),
+            &vec![s("alice"), s("bob")]
+        );
+        assert_eq!(
+            item[attr::CHANNEL_ARNS].as_m().unwrap()["bob"]
+                .as_s()
+                .unwrap(),
+            "arn:aws:kinesisvideo:us-east-1:1:channel/voice-c2/1"
+        );
+        assert_eq!(
+            item[attr::CONNECTION_IDS].as_ss().unwrap(),
+            &vec!["conn=A".to_owned(), "conn=B".to_owned()]
+        );
+        assert!(!item.contains_key(attr::EXPIRES_AT));
+    }
+
+    #[test]
+    fn ended_room_round_trips_with_ttl_and_no_connection_set() {
+        let mut room = room();
+        let end = Timestamp::from_millis(1_700_000_100_500);
+        room.end(&UserId::parse("alice").unwrap(), false, end)
+            .unwrap();
+        let item = room_to_item(&room, Duration::from_secs(3600));
+        assert_eq!(room_from_item(&item).unwrap(), room);
+        assert_eq!(item[attr::EXPIRES_AT].as_n().unwrap(), "1700003700");
+        assert_eq!(item[attr::END_REASON].as_s().unwrap(), "endedByMaster");
+        assert!(!item.contains_key(attr::CONNECTION_IDS));
+    }
+
+    #[test]
+    fn broken_items_are_corrupt_not_panics() {
+        let good = room_to_item(&room(), DEFAULT_ENDED_RETENTION);
+        for name in [
+            attr::VERSION,
+            attr::PARTICIPANTS,
+            attr::MASTER,
+            attr::STATUS,
+        ] {
+            let mut item = good.clone();
+            item.remove(name);
+            assert!(
+                matches!(room_from_item(&item), Err(StoreError::Corrupt(_))),
+                "{name}"
+            );
+        }
+        let mut item = good.clone();
+        item.insert(attr::MASTER.into(), s("carol"));
+        assert!(matches!(room_from_item(&item), Err(StoreError::Corrupt(_))));
+        let mut item = good.clone();
+        item.insert(attr::CAPACITY.into(), n(11));
+        assert!(matches!(room_from_item(&item), Err(StoreError::Corrupt(_))));
+        let mut item = good;
+        item.insert(attr::ITEM_TYPE.into(), s(TYPE_LOCK));
+        assert!(matches!(room_from_item(&item), Err(StoreError::Corrupt(_))));
+    }
+}

@@ -1,0 +1,762 @@
+//! Test support (cargo feature `test-support`): real local stand-ins for AWS, for this crate's
+//! integration tests and voice-lambda's.
+//!
+//! - [`MotoServer`]: a `moto_server` child process on `127.0.0.1` (DynamoDB, STS, API Gateway
+//!   Management), killed when dropped. [`MotoServer::start_or_skip`] follows the team's rule:
+//!   without moto installed a test fails under `VOICE_TEST_STRICT=1` and is skipped (loudly)
+//!   otherwise.
+//! - [`TestTables`] and [`create_tables`]: uniquely named voice/chat tables.
+//! - [`test_sdk_config`]: an `SdkConfig` with static test credentials for a local endpoint.
+//! - [`FakeKvs`]: an in-process HTTP server speaking the Kinesis Video Streams signaling control
+//!   plane and `GetIceServerConfig` (REST-JSON, documented paths and error shapes), because no
+//!   emulator exists for them.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::config::{AwsClients, AwsConfig, DEFAULT_REGION};
+use crate::store::attr;
+
+/// Environment variable that turns a missing prerequisite into a failure (CI sets it).
+pub const STRICT_ENV: &str = "VOICE_TEST_STRICT";
+/// The account id moto reports; ARNs in tests use it.
+pub const MOTO_ACCOUNT: &str = "123456789012";
+/// A role ARN for `AssumeRole` against moto (moto accepts any).
+pub const TEST_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/voice-kvs-clients";
+/// The name of the connections table's user-id index created by [`create_tables`].
+pub const CONNECTIONS_BY_USER_INDEX: &str = "userId-index";
+
+/// Why a stand-in could not be started or prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum TestSupportError {
+    /// `moto_server` could not be spawned (not installed, not on PATH).
+    #[error(
+        "could not run moto_server: {0}; run scripts/setup-test-deps (pip install 'moto[server]')"
+    )]
+    Spawn(std::io::Error),
+    /// It started but never listened, or exited.
+    #[error("moto_server did not come up on {addr}: {detail}")]
+    NotReady {
+        /// Where it should have listened.
+        addr: SocketAddr,
+        /// Its exit status or log tail.
+        detail: String,
+    },
+    /// A port could not be picked.
+    #[error("could not pick a free port: {0}")]
+    Port(std::io::Error),
+    /// Creating a table failed.
+    #[error("could not create table {table}: {message}")]
+    Table {
+        /// The table.
+        table: String,
+        /// The SDK error.
+        message: String,
+    },
+}
+
+/// Whether `moto_server` is on PATH.
+pub fn moto_installed() -> bool {
+    Command::new("moto_server")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The team's rule for a missing prerequisite: under `VOICE_TEST_STRICT=1` the test fails
+/// (panics, which is how a test fails) with how to install it; otherwise it prints a loud
+/// `SKIPPED` line and the caller returns.
+pub fn skip_or_fail(why: &str) {
+    let strict = std::env::var(STRICT_ENV).is_ok_and(|v| v == "1");
+    assert!(
+        !strict,
+        "{why}; {STRICT_ENV}=1 forbids skipping: run scripts/setup-test-deps (pip install 'moto[server]')"
+    );
+    eprintln!("SKIPPED: {why}; run scripts/test to install");
+}
+
+/// A `moto_server` child process listening on `127.0.0.1`; killed (and reaped) on drop.
+pub struct MotoServer {
+    child: Child,
+    endpoint: String,
+    log: PathBuf,
+}
+
+impl MotoServer {
+    /// Starts moto, or applies [`skip_or_fail`] and returns `None` when it is not installed.
+    ///
+    /// # Panics
+    /// If moto is installed but does not come up (a broken environment is a failure, not a
+    /// skip), or if it is missing under `VOICE_TEST_STRICT=1`.
+    pub fn start_or_skip() -> Option<Self> {
+        if !moto_installed() {
+            skip_or_fail("moto_server is not installed");
+            return None;
+        }
+        match Self::start() {
+            Ok(m) => Some(m),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Starts `moto_server -H 127.0.0.1 -p PORT` on a free port and waits until it accepts
+    /// connections. A port picked by binding port 0 can be taken by someone else before moto
+    /// binds it; then it exits at once, and another port is tried.
+    ///
+    /// # Errors
+    /// [`TestSupportError`] if it cannot be spawned or never listens.
+    pub fn start() -> Result<Self, TestSupportError> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::try_start() {
+                Ok(m) => return Ok(m),
+                Err(e @ TestSupportError::NotReady { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("three attempts ran"))
+    }
+
+    fn try_start() -> Result<Self, TestSupportError> {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(TestSupportError::Port)?;
+        let log =
+            std::env::temp_dir().join(format!("moto-{}-{}.log", std::process::id(), addr.port()));
+        let log_file = std::fs::File::create(&log).map_err(TestSupportError::Spawn)?;
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(TestSupportError::Spawn)?;
+        let mut server = Self {
+            child,
+            endpoint: format!("http://{addr}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(TestSupportError::NotReady {
+                    addr,
+                    detail: format!("exited with {status}: {}", server.log_tail()),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(TestSupportError::NotReady {
+                    addr,
+                    detail: format!("not listening after 30 s: {}", server.log_tail()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(2000);
+        text.get(start..).unwrap_or_default().to_owned()
+    }
+
+    /// `http://127.0.0.1:PORT`: the endpoint of every moto service, including the API Gateway
+    /// Management API (served at the root, without a stage).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// An `SdkConfig` for this server ([`test_sdk_config`]).
+    pub fn sdk_config(&self) -> SdkConfig {
+        test_sdk_config(&self.endpoint)
+    }
+
+    /// A DynamoDB client for this server.
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk_config())
+    }
+
+    /// An [`AwsConfig`] naming `tables`, with this server as every endpoint.
+    pub fn aws_config(&self, tables: &TestTables) -> AwsConfig {
+        AwsConfig {
+            connections_table: tables.connections.clone(),
+            rooms_table: tables.rooms.clone(),
+            voice_rooms_table: tables.voice_rooms.clone(),
+            kvs_role_arn: TEST_ROLE_ARN.to_owned(),
+            region: DEFAULT_REGION.to_owned(),
+            endpoint_url: Some(self.endpoint.clone()),
+            management_endpoint: Some(self.endpoint.clone()),
+        }
+    }
+
+    /// Every client against this server. KVS has no moto support: replace `kvs` (and point
+    /// nothing else at it) with a client for a [`FakeKvs`] when channels are exercised.
+    pub fn clients(&self, tables: &TestTables) -> AwsClients {
+        AwsClients::from_sdk_config(&self.sdk_config(), &self.aws_config(tables))
+            .expect("the test config names a management endpoint")
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// An `SdkConfig` for a local stand-in: static test credentials, `us-east-1`, the given
+/// endpoint, standard retries.
+pub fn test_sdk_config(endpoint: &str) -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(DEFAULT_REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new(
+                "AKIDTESTTEST",
+                "test-secret",
+                None,
+                None,
+                "voice-tests",
+            ),
+        ))
+        .retry_config(RetryConfig::standard())
+        .build()
+}
+
+/// Names of the three tables, unique per call so that tests can share one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestTables {
+    /// Voice rooms (`voiceRoomId` partition key, TTL on `expiresAt`).
+    pub voice_rooms: String,
+    /// Chat connections (`connectionId` partition key, [`CONNECTIONS_BY_USER_INDEX`] on `userId`).
+    pub connections: String,
+    /// Chat rooms (`roomId` partition key).
+    pub rooms: String,
+}
+
+impl TestTables {
+    /// `VoiceRooms-<n>`, `ChatConnections-<n>`, `ChatRooms-<n>` with a fresh `<n>`.
+    pub fn unique() -> Self {
+        let n = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            voice_rooms: format!("VoiceRooms-{n}"),
+            connections: format!("ChatConnections-{n}"),
+            rooms: format!("ChatRooms-{n}"),
+        }
+    }
+}
+
+fn key(name: &str) -> (AttributeDefinition, KeySchemaElement) {
+    (
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("name and type are set"),
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(KeyType::Hash)
+            .build()
+            .expect("name and type are set"),
+    )
+}
+
+/// Creates the three tables as the deployment does (on-demand; TTL on the voice rooms'
+/// `expiresAt`; a `userId` index on connections so both directory paths can be tested).
+///
+/// # Errors
+/// [`TestSupportError::Table`] naming the table that failed.
+pub async fn create_tables(
+    client: &aws_sdk_dynamodb::Client,
+    tables: &TestTables,
+) -> Result<(), TestSupportError> {
+    let fail = |table: &str| {
+        let table = table.to_owned();
+        move |e: aws_sdk_dynamodb::Error| TestSupportError::Table {
+            table,
+            message: aws_smithy_types::error::display::DisplayErrorContext(e).to_string(),
+        }
+    };
+    for (table, pk) in [(&tables.voice_rooms, attr::ID), (&tables.rooms, "roomId")] {
+        let (def, ks) = key(pk);
+        client
+            .create_table()
+            .table_name(table)
+            .attribute_definitions(def)
+            .key_schema(ks)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .map_err(|e| fail(table)(e.into()))?;
+    }
+    let (def, ks) = key("connectionId");
+    let (user_def, user_ks) = key("userId");
+    client
+        .create_table()
+        .table_name(&tables.connections)
+        .attribute_definitions(def)
+        .attribute_definitions(user_def)
+        .key_schema(ks)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(CONNECTIONS_BY_USER_INDEX)
+                .key_schema(user_ks)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .expect("index name and key are set"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .map_err(|e| fail(&tables.connections)(e.into()))?;
+    client
+        .update_time_to_live()
+        .table_name(&tables.voice_rooms)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name(attr::EXPIRES_AT)
+                .enabled(true)
+                .build()
+                .expect("name and flag are set"),
+        )
+        .send()
+        .await
+        .map_err(|e| fail(&tables.voice_rooms)(e.into()))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fake Kinesis Video Streams
+// ---------------------------------------------------------------------------------------------
+
+/// One channel in the [`FakeKvs`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeChannel {
+    /// Its name.
+    pub name: String,
+    /// Its ARN (`arn:aws:kinesisvideo:us-east-1:123456789012:channel/NAME/MILLIS`).
+    pub arn: String,
+    /// Its version, required by `DeleteSignalingChannel`'s `CurrentVersion`.
+    pub version: String,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
+    /// Creation time, seconds since the epoch.
+    pub created_secs: f64,
+    /// `SINGLE_MASTER`, as sent.
+    pub channel_type: String,
+}
+
+/// A request the fake received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeRequest {
+    /// The path, e.g. `/deleteSignalingChannel`.
+    pub path: String,
+    /// The JSON body.
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct FakeState {
+    channels: BTreeMap<String, FakeChannel>,
+    requests: Vec<FakeRequest>,
+    failures: HashMap<String, VecDeque<(u16, String)>>,
+    next_version: u64,
+    page_size: usize,
+    base_url: String,
+}
+
+/// A fake of the KVS signaling control plane and of `GetIceServerConfig`, on `127.0.0.1:0`.
+///
+/// It implements the REST-JSON operations the adapter uses, at the SDK's paths
+/// (`POST /createSignalingChannel`, `/describeSignalingChannel`, `/deleteSignalingChannel`,
+/// `/getSignalingChannelEndpoint`, `/listSignalingChannels`, `/ListTagsForResource`,
+/// `/v1/get-ice-server-config`), errors as KVS sends them (status, `x-amzn-ErrorType` header and
+/// a `__type`/`message` body), `CurrentVersion` checks on delete, and pagination (two channels
+/// per page by default). The HTTPS endpoint it hands out is its own address, so that
+/// `GetIceServerConfig` reaching it proves the per-endpoint override works. The server task is
+/// aborted on drop.
+pub struct FakeKvs {
+    addr: SocketAddr,
+    state: Arc<Mutex<FakeState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeKvs {
+    /// Starts the fake on a free port.
+    ///
+    /// # Panics
+    /// If it cannot bind `127.0.0.1:0` (a broken test machine).
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("bound address");
+        let state = Arc::new(Mutex::new(FakeState {
+            page_size: 2,
+            next_version: 1,
+            base_url: format!("http://{addr}"),
+            ..FakeState::default()
+        }));
+        let app = Router::new()
+            .route("/{*op}", post(fake_kvs_handler))
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, state, task }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A control-plane client for the fake (no retries, so error tests see the first answer).
+    pub fn kvs_client(&self) -> aws_sdk_kinesisvideo::Client {
+        let sdk = test_sdk_config(&self.endpoint())
+            .to_builder()
+            .retry_config(RetryConfig::disabled())
+            .build();
+        aws_sdk_kinesisvideo::Client::new(&sdk)
+    }
+
+    /// A signaling client whose own endpoint is a closed port: only the per-call override to
+    /// the HTTPS endpoint the fake returns can reach the fake.
+    pub fn signaling_client(&self) -> aws_sdk_kinesisvideosignaling::Client {
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_else(|_| "http://127.0.0.1:9".to_owned());
+        let sdk = test_sdk_config(&closed)
+            .to_builder()
+            .retry_config(RetryConfig::disabled())
+            .build();
+        aws_sdk_kinesisvideosignaling::Client::new(&sdk)
+    }
+
+    /// Every channel now in the fake.
+    pub fn channels(&self) -> Vec<FakeChannel> {
+        self.lock().channels.values().cloned().collect()
+    }
+
+    /// Adds a channel as if someone created it (`created_secs` lets a test make it old).
+    pub fn insert_channel(&self, name: &str, tags: &[(&str, &str)], created_secs: f64) -> String {
+        let mut st = self.lock();
+        let ms = (created_secs * 1000.0) as u64;
+        let arn = format!("arn:aws:kinesisvideo:us-east-1:{MOTO_ACCOUNT}:channel/{name}/{ms}");
+        let version = st.fresh_version();
+        st.channels.insert(
+            arn.clone(),
+            FakeChannel {
+                name: name.to_owned(),
+                arn: arn.clone(),
+                version,
+                tags: tags
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                created_secs,
+                channel_type: "SINGLE_MASTER".to_owned(),
+            },
+        );
+        arn
+    }
+
+    /// Changes a channel's version, as an update by someone else would.
+    pub fn bump_version(&self, arn: &str) {
+        let mut st = self.lock();
+        let v = st.fresh_version();
+        if let Some(ch) = st.channels.get_mut(arn) {
+            ch.version = v;
+        }
+    }
+
+    /// Makes the next request to `path` (e.g. `"/createSignalingChannel"`) fail with `status`
+    /// and error type `error_type` (e.g. `"AccountChannelLimitExceededException"`).
+    pub fn fail_next(&self, path: &str, status: u16, error_type: &str) {
+        self.lock()
+            .failures
+            .entry(path.to_owned())
+            .or_default()
+            .push_back((status, error_type.to_owned()));
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<FakeRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// The requests received on `path`.
+    pub fn requests_to(&self, path: &str) -> Vec<FakeRequest> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for FakeKvs {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeState {
+    fn fresh_version(&mut self) -> String {
+        self.next_version += 1;
+        format!("v{:012}", self.next_version)
+    }
+}
+
+fn kvs_error(status: u16, error_type: &str, message: &str) -> Response {
+    let mut headers = HeaderMap::new();
+    // KVS appends a namespace after a colon; the SDK must strip it.
+    let header =
+        format!("{error_type}:http://internal.amazon.com/coral/com.amazonaws.kinesisvideo/");
+    if let Ok(v) = HeaderValue::from_str(&header) {
+        headers.insert("x-amzn-ErrorType", v);
+    }
+    let body = json!({ "__type": error_type, "message": message }).to_string();
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        headers,
+        body,
+    )
+        .into_response()
+}
+
+fn ok_json(v: Value) -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn channel_info(ch: &FakeChannel) -> Value {
+    json!({
+        "ChannelName": ch.name,
+        "ChannelARN": ch.arn,
+        "ChannelType": ch.channel_type,
+        "ChannelStatus": "ACTIVE",
+        "CreationTime": ch.created_secs,
+        "SingleMasterConfiguration": { "MessageTtlSeconds": 60 },
+        "Version": ch.version,
+    })
+}
+
+async fn fake_kvs_handler(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path(op): Path<String>,
+    body: Bytes,
+) -> Response {
+    let path = format!("/{op}");
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) if body.is_empty() => json!({}),
+        Err(e) => return kvs_error(400, "InvalidArgumentException", &format!("bad JSON: {e}")),
+    };
+    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+    st.requests.push(FakeRequest {
+        path: path.clone(),
+        body: body.clone(),
+    });
+    if let Some((status, error_type)) = st.failures.get_mut(&path).and_then(VecDeque::pop_front) {
+        return kvs_error(status, &error_type, "injected failure");
+    }
+    let str_of = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+    let find = |st: &FakeState, arn: &Option<String>| {
+        arn.as_ref().and_then(|a| st.channels.get(a)).cloned()
+    };
+    match path.as_str() {
+        "/createSignalingChannel" => {
+            let Some(name) = str_of("ChannelName") else {
+                return kvs_error(400, "InvalidArgumentException", "ChannelName is required");
+            };
+            if st.channels.values().any(|c| c.name == name) {
+                return kvs_error(400, "ResourceInUseException", "channel name exists");
+            }
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let arn = format!(
+                "arn:aws:kinesisvideo:us-east-1:{MOTO_ACCOUNT}:channel/{name}/{}",
+                now.as_millis()
+            );
+            let tags = body
+                .get("Tags")
+                .and_then(Value::as_array)
+                .map(|ts| {
+                    ts.iter()
+                        .filter_map(|t| {
+                            Some((
+                                t.get("Key")?.as_str()?.to_owned(),
+                                t.get("Value")?.as_str()?.to_owned(),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let version = st.fresh_version();
+            st.channels.insert(
+                arn.clone(),
+                FakeChannel {
+                    name,
+                    arn: arn.clone(),
+                    version,
+                    tags,
+                    created_secs: now.as_secs_f64(),
+                    channel_type: str_of("ChannelType").unwrap_or_else(|| "SINGLE_MASTER".into()),
+                },
+            );
+            ok_json(json!({ "ChannelARN": arn }))
+        }
+        "/describeSignalingChannel" => match find(&st, &str_of("ChannelARN")) {
+            Some(ch) => ok_json(json!({ "ChannelInfo": channel_info(&ch) })),
+            None => kvs_error(404, "ResourceNotFoundException", "no such channel"),
+        },
+        "/deleteSignalingChannel" => {
+            let Some(ch) = find(&st, &str_of("ChannelARN")) else {
+                return kvs_error(404, "ResourceNotFoundException", "no such channel");
+            };
+            match str_of("CurrentVersion") {
+                Some(v) if v == ch.version => {
+                    st.channels.remove(&ch.arn);
+                    ok_json(json!({}))
+                }
+                Some(_) => kvs_error(400, "VersionMismatchException", "version mismatch"),
+                None => kvs_error(
+                    400,
+                    "InvalidArgumentException",
+                    "this fake requires CurrentVersion",
+                ),
+            }
+        }
+        "/getSignalingChannelEndpoint" => {
+            let Some(ch) = find(&st, &str_of("ChannelARN")) else {
+                return kvs_error(404, "ResourceNotFoundException", "no such channel");
+            };
+            let cfg = body.get("SingleMasterChannelEndpointConfiguration");
+            let role = cfg
+                .and_then(|c| c.get("Role"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let protocols: Vec<&str> = cfg
+                .and_then(|c| c.get("Protocols"))
+                .and_then(Value::as_array)
+                .map(|ps| ps.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if !matches!(role, "MASTER" | "VIEWER") {
+                return kvs_error(
+                    400,
+                    "InvalidArgumentException",
+                    "Role must be MASTER or VIEWER",
+                );
+            }
+            let list: Vec<Value> = protocols
+                .iter()
+                .map(|p| match *p {
+                    "WSS" => json!({
+                        "Protocol": "WSS",
+                        "ResourceEndpoint": format!("wss://m-{}.kinesisvideo.us-east-1.amazonaws.com/{}", role.to_lowercase(), ch.name),
+                    }),
+                    other => json!({ "Protocol": other, "ResourceEndpoint": st.base_url }),
+                })
+                .collect();
+            ok_json(json!({ "ResourceEndpointList": list }))
+        }
+        "/listSignalingChannels" => {
+            let prefix = body
+                .get("ChannelNameCondition")
+                .filter(|c| {
+                    c.get("ComparisonOperator").and_then(Value::as_str) == Some("BEGINS_WITH")
+                })
+                .and_then(|c| c.get("ComparisonValue"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let start: usize = str_of("NextToken")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let matching: Vec<Value> = st
+                .channels
+                .values()
+                .filter(|c| c.name.starts_with(&prefix))
+                .map(channel_info)
+                .collect();
+            let page: Vec<Value> = matching
+                .iter()
+                .skip(start)
+                .take(st.page_size)
+                .cloned()
+                .collect();
+            let mut out = json!({ "ChannelInfoList": page });
+            if start + st.page_size < matching.len() {
+                out["NextToken"] = json!((start + st.page_size).to_string());
+            }
+            ok_json(out)
+        }
+        "/ListTagsForResource" => match find(&st, &str_of("ResourceARN")) {
+            Some(ch) => ok_json(json!({ "Tags": ch.tags })),
+            None => kvs_error(404, "ResourceNotFoundException", "no such resource"),
+        },
+        "/v1/get-ice-server-config" => {
+            let Some(ch) = find(&st, &str_of("ChannelARN")) else {
+                return kvs_error(404, "ResourceNotFoundException", "no such channel");
+            };
+            if str_of("Service").as_deref() != Some("TURN") {
+                return kvs_error(400, "InvalidArgumentException", "Service must be TURN");
+            }
+            let client = str_of("ClientId").unwrap_or_default();
+            ok_json(json!({
+                "IceServerList": [{
+                    "Uris": [
+                        "turn:1-2-3-4.t-abc.kinesisvideo.us-east-1.amazonaws.com:443?transport=udp",
+                        "turns:1-2-3-4.t-abc.kinesisvideo.us-east-1.amazonaws.com:443?transport=tcp"
+                    ],
+                    "Username": format!("1700000300:{}:{client}", ch.name),
+                    "Password": "fake-turn-password",
+                    "Ttl": 300
+                }]
+            }))
+        }
+        _ => kvs_error(404, "UnknownOperationException", "unknown operation"),
+    }
+}
