@@ -42,9 +42,10 @@ UNSCOPABLE_ACTIONS = {
 }
 
 # kinesisvideo resources must be our channels: arn:<partition>:kinesisvideo:<region>:<account>:channel/voice-...
+# Region and account may be CloudFormation pseudo parameters or (in docs) placeholders, never "*".
 KVS_CHANNEL_RESOURCE = re.compile(
     r"^arn:(\$\{AWS::Partition\}|aws[a-z-]*):kinesisvideo:"
-    r"(\$\{AWS::Region\}|[a-z]{2}(-[a-z]+)+-\d):(\$\{AWS::AccountId\}|\d{12}):channel/voice-"
+    r"(\$\{AWS::Region\}|[^:*]+):(\$\{AWS::AccountId\}|[^:*]+):channel/voice-"
 )
 
 

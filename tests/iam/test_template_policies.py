@@ -318,3 +318,23 @@ def test_deny_statements_may_use_wildcards():
         "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": "*"}],
     }
     assert pc.check_policy(doc, "deny") == []
+
+
+@pytest.mark.parametrize(
+    "resource, ok",
+    [
+        ("arn:aws:kinesisvideo:us-east-1:123456789012:channel/voice-abc/1700000000000", True),
+        ("arn:${AWS::Partition}:kinesisvideo:${AWS::Region}:${AWS::AccountId}:channel/voice-*/*", True),
+        ("arn:aws:kinesisvideo:<region>:<account-id>:channel/voice-*/*", True),
+        ("arn:aws:kinesisvideo:*:123456789012:channel/voice-*/*", False),
+        ("arn:aws:kinesisvideo:us-east-1:*:channel/voice-*/*", False),
+        ("arn:aws:kinesisvideo:us-east-1:123456789012:channel/*", False),
+        ("arn:aws:kinesisvideo:us-east-1:123456789012:stream/voice-x/1", False),
+    ],
+)
+def test_kvs_resources_must_be_voice_channels(resource, ok):
+    doc = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "kinesisvideo:ConnectAsViewer", "Resource": resource}],
+    }
+    assert (pc.check_policy(doc, "doc") == []) is ok
