@@ -8,9 +8,11 @@
 // Scenario "checklist": Alice creates a room; Bob and Carol ask to join; Alice approves both; Bob
 // starts voice; Alice and Carol join; every page hears both others (peak > 0.01 over 1 s, per
 // remote peer, measured with an AnalyserNode on each remote stream); Carol mutes and the other two
-// measure silence from her while still hearing each other; Carol's End Voice is refused
-// (NOT_ALLOWED shown); Bob (the master) ends; every page shows "Voice room ended" with its peer
-// connections closed and its microphone stopped.
+// measure silence from her while still hearing each other; she unmutes; (with
+// --expect-refresh-within) every page refreshes its credentials before they expire; Alice leaves
+// and rejoins (the mesh is rebuilt); Carol's End Voice is refused (NOT_ALLOWED shown); Bob (the
+// master, not the admin) ends; every page shows "Voice room ended" with its peer connections
+// closed and its microphone stopped; the console shows the original's debugging lines.
 // Scenario "mic-denied": a user whose browser context has no microphone permission clicks Start
 // Voice Chat and sees the microphone-denied message, and no voice room is created.
 //
@@ -391,6 +393,47 @@ async function checklist(browser, url) {
       for (const o of [bob, carol]) if (!r[o.id] || !(r[o.id].peak > AUDIBLE)) fail(`after the refresh Alice does not hear ${o.name}`);
     });
   }
+
+  await step('Alice leaves voice: her connections close, Bob and Carol drop her and still hear each other', async () => {
+    await alice.page.getByRole('button', { name: 'Leave' }).click();
+    await waitText(alice, '#voice-message', 'You left the voice chat');
+    const a = await alice.page.evaluate(() => ({
+      inVoice: window.voiceDebug.inVoice(),
+      all: window.voiceDebug.allPeerConnections(),
+      mic: window.voiceDebug.micTracks(),
+    }));
+    if (a.inVoice) fail('Alice is still in voice after Leave');
+    const open = a.all.filter((p) => p.connectionState !== 'closed');
+    if (open.length) fail(`Alice left but kept peer connections: ${JSON.stringify(open)}`);
+    if (a.mic.some((t) => t.readyState !== 'ended')) fail('Alice left but her microphone is still on');
+    await Promise.all(
+      [bob, carol].map((u) =>
+        waitIn(u, 'Alice to be dropped from the peers and the participant list', (id) =>
+          !window.voiceDebug.peers().some((p) => p.userId === id) && !document.querySelector(`#participants li[data-user-id="${id}"]`), alice.id),
+      ),
+    );
+    const [rb, rc] = await Promise.all([measure(bob, 1000), measure(carol, 1000)]);
+    summary.levels.afterAliceLeft = { Bob: named(rb), Carol: named(rc) };
+    if (!rb[carol.id] || !(rb[carol.id].peak > AUDIBLE)) fail('after Alice left, Bob does not hear Carol');
+    if (!rc[bob.id] || !(rc[bob.id].peak > AUDIBLE)) fail('after Alice left, Carol does not hear Bob');
+  });
+
+  await step('Alice joins again, now the last joiner: she calls both and all hear each other', async () => {
+    const before = alice.console.filter((c) => c.includes('SDP offer sent')).length;
+    await alice.page.getByRole('button', { name: 'Join Voice' }).click();
+    await waitMeshConnected(group);
+    const offers = alice.console.filter((c) => c.includes('SDP offer sent')).length - before;
+    if (offers !== 2) fail(`rejoining Alice sent ${offers} offers, expected 2 (one per earlier participant)`);
+    const results = await Promise.all(group.map((u) => measure(u, 1000)));
+    summary.levels.afterRejoin = {};
+    group.forEach((u, i) => {
+      summary.levels.afterRejoin[u.name] = named(results[i]);
+      for (const o of group.filter((x) => x !== u)) {
+        const r = results[i][o.id];
+        if (!r || !(r.peak > AUDIBLE)) fail(`after Alice rejoined, ${u.name} does not hear ${o.name}: ${r && r.peak}`);
+      }
+    });
+  });
 
   await step('Carol (neither master nor admin) cannot end the voice room: NOT_ALLOWED shown', async () => {
     await carol.page.getByRole('button', { name: 'End Voice' }).click();
