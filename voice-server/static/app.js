@@ -9,7 +9,7 @@
 // No inline scripts or handlers anywhere (the server's CSP forbids them): everything is wired
 // here with addEventListener, and text is only ever set with textContent.
 
-import { createTransport } from './signaling.js';
+import { createTransport, refreshDelayMs } from './signaling.js';
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
@@ -329,11 +329,9 @@ class VoiceSession {
   /** Refresh ~5 min before expiry, or at 80 % of the lifetime when that is short. */
   scheduleRefresh(grant) {
     clearTimeout(this.refreshTimer);
-    let lifetime = grant.expiresAt - Date.now();
-    if (!(lifetime > 0)) lifetime = 60 * 60 * 1000; // a skewed clock: assume the 1 h maximum
-    const delay = lifetime > 10 * 60 * 1000 ? lifetime - 5 * 60 * 1000 : lifetime * 0.8;
+    const delay = refreshDelayMs(grant.expiresAt, Date.now());
     this.refreshAt = Date.now() + delay;
-    this.refreshTimer = setTimeout(() => this.refresh(grant.expiresAt), Math.max(500, delay));
+    this.refreshTimer = setTimeout(() => this.refresh(grant.expiresAt), delay);
   }
 
   async refresh(previousExpiry) {
@@ -1254,6 +1252,10 @@ function wireUi() {
     }
   });
   $('#refresh-rooms').addEventListener('click', () => loadRooms());
+  // Coming back to this window (the two-window case): someone may have created a room meanwhile.
+  window.addEventListener('focus', () => {
+    if (state.app && state.me) loadRooms();
+  });
   $('#create-room-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     const input = $('#room-name');

@@ -18,6 +18,13 @@
 //   close()                       stop receiving; idempotent
 // Peers are always named by userId; mapping to KVS client ids is the transport's business.
 
+// What a Kinesis Video Streams implementation needs (a later task): the grant already carries
+// `self` (own channel: ARN, WSS/HTTPS endpoints, ICE servers, role MASTER), `peers` (earlier
+// participants' channels, role VIEWER, with userId), `clientId` and AWS `credentials` (+ region).
+// KVS messages name the sender only by its client id, so the master side needs the viewers'
+// client ids mapped to user ids (e.g. a `clientId` on each participant of the room view).
+// KVS signaling connections also close after 1 h / 10 min idle: updateGrant() must reconnect.
+
 /** Largest serialized signal payload the relay accepts (TEAM protocol: 10 KB). */
 export const MAX_PAYLOAD_BYTES = 10 * 1024;
 
@@ -134,4 +141,25 @@ export class RelayTransport extends BaseTransport {
     if (this.unsubscribe) this.unsubscribe();
     this.unsubscribe = null;
   }
+}
+
+/** Above this remaining lifetime, refresh a fixed margin before expiry; below, at a fraction. */
+const LONG_LIFETIME_MS = 10 * 60 * 1000;
+const REFRESH_MARGIN_MS = 5 * 60 * 1000;
+const SHORT_LIFETIME_FRACTION = 0.8;
+const MAX_LIFETIME_MS = 60 * 60 * 1000;
+
+/**
+ * How long to wait before asking for fresh voice credentials: 5 minutes before `expiresAt`, or at
+ * 80 % of the remaining lifetime when that is 10 minutes or less. A lifetime that is not positive
+ * (a clock skewed against the server's) is taken as the 1 h maximum rather than refreshing in a
+ * tight loop.
+ * @param {number} expiresAt  ms since epoch, from the grant
+ * @param {number} now        ms since epoch
+ */
+export function refreshDelayMs(expiresAt, now) {
+  let lifetime = expiresAt - now;
+  if (!(lifetime > 0) || lifetime > MAX_LIFETIME_MS + REFRESH_MARGIN_MS) lifetime = MAX_LIFETIME_MS;
+  const delay = lifetime > LONG_LIFETIME_MS ? lifetime - REFRESH_MARGIN_MS : lifetime * SHORT_LIFETIME_FRACTION;
+  return Math.max(500, Math.round(delay));
 }
