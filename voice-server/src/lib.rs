@@ -111,8 +111,37 @@ pub async fn serve_with_shutdown(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with(config, listener, Backends::default(), shutdown).await
+}
+
+/// The storage the server runs on. `Default` is everything in memory; a durable chat state
+/// (e.g. SQLite) plugs in here without touching the protocol code.
+#[derive(Clone)]
+pub struct Backends {
+    /// Users, chat rooms, memberships and messages; also the voice domain's chat directory.
+    pub chat: Arc<dyn ChatState>,
+}
+
+impl Default for Backends {
+    fn default() -> Self {
+        Self {
+            chat: Arc::new(MemoryChat::new()),
+        }
+    }
+}
+
+/// [`serve_with_shutdown`] over the given [`Backends`].
+///
+/// # Errors
+/// [`ServeError`].
+pub async fn serve_with(
+    config: Config,
+    listener: TcpListener,
+    backends: Backends,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let trigger = Trigger::new();
-    let ready = prepare(config, &listener, trigger.clone())?;
+    let ready = prepare(config, &listener, backends, trigger.clone())?;
     run(ready, listener, trigger, shutdown).await
 }
 
@@ -124,7 +153,12 @@ struct Ready {
     addr: SocketAddr,
 }
 
-fn prepare(config: Config, listener: &TcpListener, trigger: Trigger) -> Result<Ready, ServeError> {
+fn prepare(
+    config: Config,
+    listener: &TcpListener,
+    backends: Backends,
+    trigger: Trigger,
+) -> Result<Ready, ServeError> {
     config.validate()?;
     let addr = listener.local_addr().map_err(|source| ServeError::Io {
         addr: "listener".into(),
@@ -140,7 +174,7 @@ fn prepare(config: Config, listener: &TcpListener, trigger: Trigger) -> Result<R
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let hub = Hub::new();
     let store = MemoryStore::new();
-    let chat_state: Arc<dyn ChatState> = Arc::new(MemoryChat::new());
+    let chat_state = backends.chat;
     let directory = SharedChat(chat_state.clone());
     let ws_url = config
         .public_ws_url
@@ -365,8 +399,20 @@ pub async fn spawn(config: Config) -> Result<RunningServer, ServeError> {
 /// # Errors
 /// [`ServeError`] if the config is invalid.
 pub async fn spawn_on(config: Config, listener: TcpListener) -> Result<RunningServer, ServeError> {
+    spawn_with(config, listener, Backends::default()).await
+}
+
+/// Serves on `listener` in the background over the given [`Backends`].
+///
+/// # Errors
+/// [`ServeError`] if the config is invalid.
+pub async fn spawn_with(
+    config: Config,
+    listener: TcpListener,
+    backends: Backends,
+) -> Result<RunningServer, ServeError> {
     let stop = Trigger::new();
-    let ready = prepare(config, &listener, stop.clone())?;
+    let ready = prepare(config, &listener, backends, stop.clone())?;
     let addr = ready.addr;
     let task = tokio::spawn(run(ready, listener, stop.clone(), std::future::pending()));
     Ok(RunningServer {

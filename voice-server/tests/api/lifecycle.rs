@@ -40,3 +40,45 @@ async fn invalid_configuration_is_refused_at_start() {
     let err = voice_server::spawn(config).await.err().expect("refused");
     assert!(err.to_string().contains("--token-secret"));
 }
+
+#[tokio::test]
+async fn the_chat_state_is_a_swappable_backend() {
+    use std::sync::Arc;
+    use voice_server::chat::{ChatState, MemoryChat, RoomRecord};
+
+    // A chat state that already holds a room (as a durable one would after a restart).
+    let chat = MemoryChat::new();
+    let admin = voice_domain::UserId::parse("admin-from-before").unwrap();
+    chat.create_room(&RoomRecord {
+        id: voice_domain::ChatRoomId::parse("kept-room").unwrap(),
+        name: "Kept".into(),
+        admin,
+    })
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = voice_server::Config::ephemeral();
+    config.token_secret = Some(voice_domain::ports::Secret::new("backend-test-secret-0123"));
+    let server = voice_server::spawn_with(
+        config,
+        listener,
+        voice_server::Backends {
+            chat: Arc::new(chat.clone()) as Arc<dyn ChatState>,
+        },
+    )
+    .await
+    .unwrap();
+    let mut c = Client::connect(&server.ws_url()).await;
+    c.ok("hello", json!({"name": "Bo"})).await;
+    let rooms = c.ok("listRooms", json!({})).await;
+    assert_eq!(rooms["rooms"][0]["roomId"], "kept-room");
+    assert_eq!(rooms["rooms"][0]["adminUserId"], "admin-from-before");
+    // Writes land in the same state.
+    c.ok("requestJoin", json!({"roomId": "kept-room"})).await;
+    let members = chat
+        .members(&voice_domain::ChatRoomId::parse("kept-room").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(members.len(), 2);
+    server.shutdown().await.unwrap();
+}
