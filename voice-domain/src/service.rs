@@ -613,18 +613,26 @@ impl<P: Ports> VoiceService<P> {
         &self,
         connection: &ConnectionId,
     ) -> Result<DisconnectReport, DisconnectError> {
-        let (report, events) = self.remove_connection(connection).await?;
+        let (report, events, failed) = self.remove_connection(connection).await?;
+        // Rooms that were left are announced even if another one could not be.
         self.publish(events).await;
-        Ok(report)
+        match failed {
+            Some(d) => Err(d.into()),
+            None => Ok(report),
+        }
     }
 
+    /// Removes `connection` from every active room it is in. A room that cannot be written is
+    /// skipped (the first such failure is returned alongside), so that the rooms that were left
+    /// still get their channels deleted and their events published.
     async fn remove_connection(
         &self,
         connection: &ConnectionId,
-    ) -> Result<(DisconnectReport, Vec<VoiceEvent>), DisconnectError> {
+    ) -> Result<(DisconnectReport, Vec<VoiceEvent>, Option<DependencyError>), DisconnectError> {
         let rooms = self.ports.store.active_with_connection(connection).await?;
         let mut report = DisconnectReport::default();
         let mut events = Vec::new();
+        let mut failed = None;
         let now = self.ports.clock.now();
         for room in rooms {
             let outcome = self
@@ -643,10 +651,13 @@ impl<P: Ports> VoiceService<P> {
                     report.rooms_left.push(room.id().clone());
                 }
                 Ok((_, None)) | Err(ModifyError::NotFound | ModifyError::Rejected(_)) => {}
-                Err(ModifyError::Dependency(d)) => return Err(d.into()),
+                Err(ModifyError::Dependency(d)) => {
+                    warn!(error = %d, voice_room_id = %room.id(), "could not remove the connection from a voice room");
+                    failed.get_or_insert(d);
+                }
             }
         }
-        Ok((report, events))
+        Ok((report, events, failed))
     }
 
     /// Sweep: ends rooms in which no participant's connection is known to the chat app any
@@ -677,25 +688,44 @@ impl<P: Ports> VoiceService<P> {
                 continue;
             }
             if dead.len() == room.participants().len() {
-                match self.modify(room.id(), |r| r.abandon(now).map(Some)).await {
+                // The list may be stale: someone may have joined since. Abandon only a room in
+                // which nobody but the dead is left; otherwise just remove the dead below.
+                let outcome = self
+                    .modify(room.id(), |r| {
+                        if r.participants()
+                            .iter()
+                            .all(|p| dead.contains(&p.connection))
+                        {
+                            r.abandon(now).map(Some)
+                        } else {
+                            Ok(None)
+                        }
+                    })
+                    .await;
+                match outcome {
                     Ok((_, Some((evs, released)))) => {
                         self.delete_channels(&released).await;
                         events.extend(evs);
                         report.rooms_ended.push(room.id().clone());
+                        continue;
                     }
-                    Ok((_, None)) | Err(ModifyError::NotFound | ModifyError::Rejected(_)) => {}
+                    Ok((_, None)) => {}
+                    Err(ModifyError::NotFound | ModifyError::Rejected(_)) => continue,
                     Err(ModifyError::Dependency(d)) => {
                         warn!(error = %d, voice_room_id = %room.id(), "sweep could not end room");
                         report.failures += 1;
+                        continue;
                     }
                 }
-                continue;
             }
             for conn in dead {
                 match self.remove_connection(&conn).await {
-                    Ok((r, evs)) => {
+                    Ok((r, evs, failed)) => {
                         report.participants_removed += r.rooms_left.len();
                         events.extend(evs);
+                        if failed.is_some() {
+                            report.failures += 1;
+                        }
                     }
                     Err(e) => {
                         warn!(error = %e, "sweep could not remove a dead connection");
@@ -704,33 +734,38 @@ impl<P: Ports> VoiceService<P> {
                 }
             }
         }
-        let held: HashSet<_> = self
-            .ports
-            .store
-            .list_active()
-            .await?
-            .iter()
-            .flat_map(|r| r.participants().iter().map(|p| p.channel.arn.clone()))
-            .collect();
-        for listed in self.ports.channels.list().await? {
-            if held.contains(&listed.channel.arn)
-                || now.since(listed.created_at) < self.config.orphan_grace
-            {
-                continue;
-            }
-            match self.ports.channels.delete(&listed.channel).await {
-                Ok(()) => {
-                    info!(channel = %listed.channel.name, "deleted orphan channel");
-                    report.channels_deleted += 1;
+        let orphans: Result<(), SweepError> = async {
+            let held: HashSet<_> = self
+                .ports
+                .store
+                .list_active()
+                .await?
+                .iter()
+                .flat_map(|r| r.participants().iter().map(|p| p.channel.arn.clone()))
+                .collect();
+            for listed in self.ports.channels.list().await? {
+                if held.contains(&listed.channel.arn)
+                    || now.since(listed.created_at) < self.config.orphan_grace
+                {
+                    continue;
                 }
-                Err(e) => {
-                    warn!(error = %e, channel = %listed.channel.name, "could not delete orphan channel");
-                    report.failures += 1;
+                match self.ports.channels.delete(&listed.channel).await {
+                    Ok(()) => {
+                        info!(channel = %listed.channel.name, "deleted orphan channel");
+                        report.channels_deleted += 1;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, channel = %listed.channel.name, "could not delete orphan channel");
+                        report.failures += 1;
+                    }
                 }
             }
+            Ok(())
         }
+        .await;
+        // What the first phase changed is announced even if the orphan phase could not list.
         self.publish(events).await;
-        Ok(report)
+        orphans.map(|()| report)
     }
 
     /// The user behind a connection.
@@ -860,7 +895,8 @@ impl<P: Ports> VoiceService<P> {
             for conn in gone {
                 if handled.insert(conn.clone()) {
                     match self.remove_connection(&conn).await {
-                        Ok((_, evs)) => events.extend(evs),
+                        // A room it could not be removed from was logged; the sweep finishes it.
+                        Ok((_, evs, _)) => events.extend(evs),
                         Err(e) => {
                             warn!(error = %e, connection_id = %conn, "could not remove a gone connection")
                         }
