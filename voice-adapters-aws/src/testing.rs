@@ -76,12 +76,13 @@ pub enum TestSupportError {
 
 /// Whether `moto_server` is on PATH.
 pub fn moto_installed() -> bool {
-    Command::new("moto_server")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    python_has_moto()
+        || Command::new("moto_server")
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
 }
 
 /// The team's rule for a missing prerequisite: under `VOICE_TEST_STRICT=1` the test fails
@@ -96,7 +97,36 @@ pub fn skip_or_fail(why: &str) {
     eprintln!("SKIPPED: {why}; run scripts/test to install");
 }
 
-/// A `moto_server` child process listening on `127.0.0.1`; killed (and reaped) on drop.
+/// moto's server, but answering one request at a time.
+///
+/// `moto_server` runs werkzeug with `threaded=True`, and moto's `TransactWriteItems` is not
+/// thread-safe: it snapshots the whole table (a deep copy) before applying a transaction and,
+/// when one of its conditions fails, restores that snapshot, erasing whatever a concurrent
+/// transaction committed in between. Fifty concurrent "start voice" transactions then lose the
+/// winner's lock now and then. Real DynamoDB serializes transactions on an item, so we serve
+/// requests one at a time: requests from concurrent tasks still interleave arbitrarily (a
+/// read-then-write store would still let two starts through), but each is atomic.
+const SERIAL_MOTO: &str = "import sys\n\
+from werkzeug.serving import run_simple\n\
+from moto.server import DomainDispatcherApplication, create_backend_app\n\
+run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app), threaded=False)\n";
+
+/// Whether `python3` can import moto's server (then [`SERIAL_MOTO`] is used).
+fn python_has_moto() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        Command::new("python3")
+            .args(["-c", "import moto.server, werkzeug.serving"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// moto on `127.0.0.1`, as a child process killed (and reaped) on drop. It runs moto's own
+/// server application one request at a time when `python3` can import moto (see
+/// [`SERIAL_MOTO`] for why), else the `moto_server` command.
 pub struct MotoServer {
     child: Child,
     endpoint: String,
@@ -120,8 +150,7 @@ impl MotoServer {
         }
     }
 
-    /// Starts `moto_server -H 127.0.0.1 -p PORT` on a free port and waits until it accepts
-    /// connections. A port picked by binding port 0 can be taken by someone else before moto
+    /// Starts moto on a free port of 127.0.0.1 and waits until it accepts connections. A port picked by binding port 0 can be taken by someone else before moto
     /// binds it; then it exits at once, and another port is tried.
     ///
     /// # Errors
@@ -145,8 +174,18 @@ impl MotoServer {
         let log =
             std::env::temp_dir().join(format!("moto-{}-{}.log", std::process::id(), addr.port()));
         let log_file = std::fs::File::create(&log).map_err(TestSupportError::Spawn)?;
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+        let port = addr.port().to_string();
+        let mut cmd = if python_has_moto() {
+            let mut c = Command::new("python3");
+            c.args(["-c", SERIAL_MOTO, "127.0.0.1", &port]);
+            c
+        } else {
+            let mut c = Command::new("moto_server");
+            c.args(["-H", "127.0.0.1", "-p", &port]);
+            c
+        };
+        let child = cmd
+            .env("MOTO_PORT", &port)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -1,1 +1,11 @@
-//! placeholder
+//! Integration tests of the AWS adapters against real local stand-ins: moto_server for DynamoDB,
+//! STS and the API Gateway Management API, and an in-process fake of the KVS signaling APIs
+//! (no emulator exists). One binary, one module per adapter; `support` holds the shared setup.
+
+mod channels;
+mod credentials;
+mod directory;
+mod notifier;
+mod ports;
+mod store;
+mod support;
