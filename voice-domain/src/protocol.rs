@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::errors::UseCaseError;
-use crate::ids::{ChatRoomId, IdError, VoiceRoomId};
+use crate::ids::{ChatRoomId, ClientId, IdError, VoiceRoomId};
 use crate::ports::{Credentials, IceServer};
 use crate::room::{ChannelRole, EndReason, RoomStatus, VoiceEvent, VoiceRoom};
 use crate::service::{ChannelAccess, VoiceGrant};
@@ -252,6 +252,9 @@ pub struct ParticipantView {
     pub joined_at: u64,
     /// Its own channel's ARN (the mesh plan is built from these).
     pub channel_arn: String,
+    /// Its signaling client id. KVS names a viewer only by client id, so the master side needs
+    /// this to tell which participant an offer comes from.
+    pub client_id: String,
 }
 
 /// A voice room as clients see it.
@@ -294,6 +297,9 @@ impl From<&VoiceRoom> for VoiceRoomView {
                     muted: p.muted,
                     joined_at: p.joined_at.as_millis(),
                     channel_arn: p.channel.arn.to_string(),
+                    client_id: ClientId::from_connection(&p.connection)
+                        .map(String::from)
+                        .unwrap_or_default(),
                 })
                 .collect(),
             capacity: r.capacity().get(),
