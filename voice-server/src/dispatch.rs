@@ -7,10 +7,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn, Instrument};
-use voice_domain::errors::UseCaseError;
-use voice_domain::protocol::{
-    Reply, VoiceCommand, VoiceGrantView, VoiceRequest, VoiceRoomView, WireError, VOICE_ACTIONS,
-};
+use voice_domain::errors::ErrorClass;
+use voice_domain::protocol::{Reply, VoiceCommand, VoiceRequest, WireError, VOICE_ACTIONS};
 use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoomId, VoiceService};
 
 use crate::chat::{ChatError, ChatService};
@@ -133,11 +131,6 @@ pub fn reply_frame(env: &Envelope, result: Result<Value, WireError>) -> String {
 fn fields<T: for<'de> Deserialize<'de>>(value: Value) -> Result<T, WireError> {
     serde_json::from_value(value)
         .map_err(|e| WireError::bad_request(format!("invalid fields: {e}")))
-}
-
-/// A use-case refusal on the wire.
-fn uc<E: UseCaseError>(e: E) -> WireError {
-    WireError::from_use_case(&e)
 }
 
 fn data(v: impl serde::Serialize) -> Value {
@@ -332,39 +325,16 @@ impl Dispatcher {
     }
 
     async fn voice(&self, conn: &ConnectionId, cmd: VoiceCommand) -> Result<Value, WireError> {
-        let v = &self.voice;
-        match cmd {
-            VoiceCommand::Create(room) => v
-                .start_voice(conn, &room)
-                .await
-                .map(|r| data(VoiceRoomView::from(&r)))
-                .map_err(uc),
-            VoiceCommand::GetCredentials(id) => v
-                .join_voice(conn, &id)
-                .await
-                .map(|g| data(VoiceGrantView::from(&g)))
-                .map_err(uc),
-            VoiceCommand::End(id) => v
-                .end_voice(conn, &id)
-                .await
-                .map(|r| data(VoiceRoomView::from(&r)))
-                .map_err(uc),
-            VoiceCommand::Leave(id) => v
-                .leave_voice(conn, &id)
-                .await
-                .map(|r| data(VoiceRoomView::from(&r)))
-                .map_err(uc),
-            VoiceCommand::SetMute(id, muted) => v
-                .set_mute(conn, &id, muted)
-                .await
-                .map(|r| data(VoiceRoomView::from(&r)))
-                .map_err(uc),
-            VoiceCommand::Get(room) => v
-                .active_voice(conn, &room)
-                .await
-                .map(|r| json!({"voiceRoom": r.as_ref().map(VoiceRoomView::from)}))
-                .map_err(uc),
-        }
+        self.voice
+            .execute(conn, cmd)
+            .await
+            .map(data)
+            .map_err(|refusal| {
+                if let ErrorClass::Internal | ErrorClass::Unavailable = refusal.class {
+                    warn!(detail = %refusal.detail, "voice dependency failure");
+                }
+                refusal.error
+            })
     }
 }
 
