@@ -175,7 +175,10 @@ impl AwsClients {
         macro_rules! client {
             ($sdk_crate:ident) => {{
                 let mut b = $sdk_crate::config::Builder::from(sdk).region(region.clone());
-                b.set_endpoint_url(endpoint.clone());
+                if let Some(url) = &endpoint {
+                    // Only when set: `set_endpoint_url(None)` would drop the SdkConfig's own.
+                    b.set_endpoint_url(Some(url.clone()));
+                }
                 $sdk_crate::Client::from_conf(b.build())
             }};
         }

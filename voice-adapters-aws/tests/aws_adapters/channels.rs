@@ -1,1 +1,268 @@
-//! todo
+//! KvsChannels against the fake KVS (no emulator exists for signaling channels).
+
+use voice_adapters_aws::testing::FakeKvs;
+use voice_adapters_aws::KvsChannels;
+use voice_domain::ports::{ChannelError, ChannelTags, SignalingChannels};
+use voice_domain::{ChannelArn, ChannelName, ChannelRole, ClientId, SignalingChannel, Timestamp};
+
+use crate::support::*;
+
+fn channels(fake: &FakeKvs) -> KvsChannels {
+    KvsChannels::new(fake.kvs_client(), fake.signaling_client())
+}
+
+fn tags() -> ChannelTags {
+    ChannelTags {
+        chat_room: chat("room#1"),
+        voice_room: vr("vr-1"),
+        owner: user("alice"),
+    }
+}
+
+fn name(s: &str) -> ChannelName {
+    ChannelName::from_unique(s).unwrap()
+}
+
+#[tokio::test]
+async fn create_makes_a_tagged_single_master_channel() {
+    let fake = FakeKvs::start().await;
+    let ch = channels(&fake).create(&name("a1"), &tags()).await.unwrap();
+    assert_eq!(ch.name.as_str(), "voice-a1");
+    let stored = fake.channels();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].arn, ch.arn.as_str());
+    assert_eq!(stored[0].channel_type, "SINGLE_MASTER");
+    assert_eq!(stored[0].tags["app"], "voice-rooms");
+    assert_eq!(stored[0].tags["voiceRoomId"], "vr-1");
+    assert_eq!(stored[0].tags["owner"], "alice");
+    assert_eq!(
+        stored[0].tags["chatRoomId"], "room=231",
+        "encoded for KVS's tag alphabet"
+    );
+}
+
+#[tokio::test]
+async fn delete_passes_the_current_version_and_is_idempotent() {
+    let fake = FakeKvs::start().await;
+    let kvs = channels(&fake);
+    let ch = kvs.create(&name("d1"), &tags()).await.unwrap();
+    let version = fake.channels()[0].version.clone();
+    kvs.delete(&ch).await.unwrap();
+    assert!(fake.channels().is_empty());
+    let deletes = fake.requests_to("/deleteSignalingChannel");
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes[0].body["CurrentVersion"], version.as_str());
+    assert_eq!(deletes[0].body["ChannelARN"], ch.arn.as_str());
+    // Gone already: Describe says ResourceNotFound, and that is success.
+    kvs.delete(&ch).await.unwrap();
+    assert_eq!(fake.requests_to("/deleteSignalingChannel").len(), 1);
+}
+
+#[tokio::test]
+async fn delete_describes_again_after_a_version_mismatch() {
+    let fake = FakeKvs::start().await;
+    let kvs = channels(&fake);
+    let ch = kvs.create(&name("d2"), &tags()).await.unwrap();
+    fake.fail_next("/deleteSignalingChannel", 400, "VersionMismatchException");
+    kvs.delete(&ch).await.unwrap();
+    assert!(fake.channels().is_empty());
+    assert_eq!(fake.requests_to("/describeSignalingChannel").len(), 2);
+    assert_eq!(fake.requests_to("/deleteSignalingChannel").len(), 2);
+}
+
+#[tokio::test]
+async fn delete_treats_a_channel_that_vanished_in_between_as_deleted() {
+    let fake = FakeKvs::start().await;
+    let kvs = channels(&fake);
+    let ch = kvs.create(&name("d3"), &tags()).await.unwrap();
+    fake.fail_next("/deleteSignalingChannel", 404, "ResourceNotFoundException");
+    kvs.delete(&ch).await.unwrap();
+}
+
+#[tokio::test]
+async fn endpoints_come_from_kvs_and_ice_servers_from_the_https_endpoint() {
+    let fake = FakeKvs::start().await;
+    let kvs = channels(&fake);
+    let ch = kvs.create(&name("e1"), &tags()).await.unwrap();
+    let client = ClientId::from_connection(&conn("abc=")).unwrap();
+
+    let master = kvs
+        .endpoints(&ch, ChannelRole::Master, &client)
+        .await
+        .unwrap();
+    assert!(master.wss.starts_with("wss://m-master."), "{}", master.wss);
+    assert_eq!(master.https.as_deref(), Some(fake.endpoint().as_str()));
+    assert_eq!(
+        master.ice_servers[0].urls,
+        ["stun:stun.kinesisvideo.us-east-1.amazonaws.com:443"]
+    );
+    assert_eq!(master.ice_servers[0].credential, None);
+    let turn = &master.ice_servers[1];
+    assert!(
+        turn.urls.iter().all(|u| u.starts_with("turn")),
+        "{:?}",
+        turn.urls
+    );
+    assert_eq!(
+        turn.credential.as_ref().map(|c| c.expose()),
+        Some("fake-turn-password")
+    );
+    assert!(turn.username.as_deref().unwrap().ends_with(":abc.3D"));
+    assert!(
+        !format!("{turn:?}").contains("fake-turn-password"),
+        "TURN password redacted"
+    );
+
+    let viewer = kvs
+        .endpoints(&ch, ChannelRole::Viewer, &client)
+        .await
+        .unwrap();
+    assert!(viewer.wss.starts_with("wss://m-viewer."), "{}", viewer.wss);
+
+    let asked = fake.requests_to("/getSignalingChannelEndpoint");
+    let roles: Vec<_> = asked
+        .iter()
+        .map(|r| r.body["SingleMasterChannelEndpointConfiguration"]["Role"].clone())
+        .collect();
+    assert_eq!(roles, ["MASTER", "VIEWER"]);
+    assert_eq!(
+        asked[0].body["SingleMasterChannelEndpointConfiguration"]["Protocols"],
+        serde_json::json!(["WSS", "HTTPS"])
+    );
+    // The signaling client's own endpoint is a closed port: these arrived through the
+    // per-call override to the HTTPS endpoint.
+    let ice = fake.requests_to("/v1/get-ice-server-config");
+    assert_eq!(ice.len(), 2);
+    assert_eq!(ice[0].body["ChannelARN"], ch.arn.as_str());
+    assert_eq!(ice[0].body["ClientId"], "abc.3D");
+    assert_eq!(ice[0].body["Service"], "TURN");
+}
+
+#[tokio::test]
+async fn endpoints_of_a_missing_channel_are_not_found() {
+    let fake = FakeKvs::start().await;
+    let kvs = channels(&fake);
+    let ghost = SignalingChannel {
+        name: name("ghost"),
+        arn: ChannelArn::parse("arn:aws:kinesisvideo:us-east-1:123456789012:channel/voice-ghost/1")
+            .unwrap(),
+    };
+    let client = ClientId::parse("c1").unwrap();
+    assert_eq!(
+        kvs.endpoints(&ghost, ChannelRole::Viewer, &client).await,
+        Err(ChannelError::NotFound)
+    );
+    // Found by the control plane but gone by the time ICE servers are asked for.
+    let ch = kvs.create(&name("e2"), &tags()).await.unwrap();
+    fake.fail_next(
+        "/v1/get-ice-server-config",
+        404,
+        "ResourceNotFoundException",
+    );
+    assert_eq!(
+        kvs.endpoints(&ch, ChannelRole::Master, &client).await,
+        Err(ChannelError::NotFound)
+    );
+}
+
+#[tokio::test]
+async fn list_pages_through_voice_channels_with_tags_and_creation_time() {
+    let fake = FakeKvs::start().await;
+    let kvs = channels(&fake);
+    let ours: Vec<_> = ["l1", "l2", "l3"].into_iter().map(name).collect();
+    for n in &ours {
+        kvs.create(n, &tags()).await.unwrap();
+    }
+    let manual = fake.insert_channel("voice-by-hand", &[], 1_700_000_000.5);
+    fake.insert_channel("other-app", &[("app", "other")], 1_700_000_000.0);
+
+    let mut listed = kvs.list().await.unwrap();
+    listed.sort_by(|a, b| a.channel.name.cmp(&b.channel.name));
+    let names: Vec<&str> = listed.iter().map(|l| l.channel.name.as_str()).collect();
+    assert_eq!(names, ["voice-by-hand", "voice-l1", "voice-l2", "voice-l3"]);
+    assert!(
+        fake.requests_to("/listSignalingChannels").len() >= 2,
+        "paged"
+    );
+    let by_hand = &listed[0];
+    assert_eq!(by_hand.channel.arn.as_str(), manual);
+    assert_eq!(by_hand.tags, None);
+    assert_eq!(
+        by_hand.created_at,
+        Timestamp::from_millis(1_700_000_000_500)
+    );
+    for l in &listed[1..] {
+        assert_eq!(l.tags.as_ref(), Some(&tags()));
+        assert!(l.created_at.as_millis() > 1_700_000_000_000);
+    }
+    let filter = &fake.requests_to("/listSignalingChannels")[0].body["ChannelNameCondition"];
+    assert_eq!(filter["ComparisonOperator"], "BEGINS_WITH");
+    assert_eq!(filter["ComparisonValue"], "voice-");
+}
+
+#[tokio::test]
+async fn kvs_errors_map_to_the_port_contract() {
+    let fake = FakeKvs::start().await;
+    let kvs = channels(&fake);
+    let create = "/createSignalingChannel";
+
+    fake.fail_next(create, 400, "AccountChannelLimitExceededException");
+    assert_eq!(
+        kvs.create(&name("x1"), &tags()).await,
+        Err(ChannelError::LimitExceeded)
+    );
+
+    for (status, kind, retryable) in [
+        (400, "ClientLimitExceededException", true),
+        (500, "InternalFailure", true),
+        (503, "ServiceUnavailableException", true),
+        (401, "AccessDeniedException", false),
+        (400, "InvalidArgumentException", false),
+        (400, "TagsPerResourceExceededLimitException", false),
+    ] {
+        fake.fail_next(create, status, kind);
+        match kvs.create(&name("x2"), &tags()).await {
+            Err(ChannelError::Unavailable(f)) => {
+                assert_eq!(f.retryable, retryable, "{kind}: {f:?}");
+                assert!(f.message.contains(kind), "{}", f.message);
+            }
+            other => panic!("{kind}: expected Unavailable, got {other:?}"),
+        }
+    }
+    assert!(
+        fake.channels().is_empty(),
+        "no failed create left a channel"
+    );
+
+    let ch = kvs.create(&name("x3"), &tags()).await.unwrap();
+    fake.fail_next("/describeSignalingChannel", 401, "AccessDeniedException");
+    assert!(matches!(kvs.delete(&ch).await, Err(ChannelError::Unavailable(f)) if !f.retryable));
+    fake.fail_next(
+        "/deleteSignalingChannel",
+        400,
+        "ClientLimitExceededException",
+    );
+    assert!(matches!(kvs.delete(&ch).await, Err(ChannelError::Unavailable(f)) if f.retryable));
+    fake.fail_next(
+        "/listSignalingChannels",
+        400,
+        "ClientLimitExceededException",
+    );
+    assert!(matches!(kvs.list().await, Err(ChannelError::Unavailable(f)) if f.retryable));
+    fake.fail_next("/getSignalingChannelEndpoint", 401, "AccessDeniedException");
+    let client = ClientId::parse("c1").unwrap();
+    assert!(matches!(
+        kvs.endpoints(&ch, ChannelRole::Master, &client).await,
+        Err(ChannelError::Unavailable(f)) if !f.retryable
+    ));
+    fake.fail_next(
+        "/v1/get-ice-server-config",
+        400,
+        "ClientLimitExceededException",
+    );
+    assert!(matches!(
+        kvs.endpoints(&ch, ChannelRole::Master, &client).await,
+        Err(ChannelError::Unavailable(f)) if f.retryable
+    ));
+    kvs.delete(&ch).await.unwrap();
+}
