@@ -284,6 +284,31 @@ fn is_ccf(code: Option<&str>) -> bool {
     code == Some("ConditionalCheckFailed")
 }
 
+/// After a cancellation that no condition of ours caused: `Ok` if trying again may work (a
+/// concurrent transaction on the same item, throttling), else the permanent failure naming the
+/// reasons (an item too large, a validation error: trying again cannot help).
+fn retryable_cancellation(reasons: &[CancellationReason]) -> Result<(), StoreError> {
+    let codes: Vec<&str> = reasons
+        .iter()
+        .filter_map(CancellationReason::code)
+        .filter(|c| *c != "None")
+        .collect();
+    let transient = |c: &&str| {
+        matches!(
+            *c,
+            "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"
+        )
+    };
+    if codes.iter().all(transient) {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(PortFailure::permanent(format!(
+            "dynamodb:TransactWriteItems cancelled: {}",
+            codes.join(", ")
+        ))))
+    }
+}
+
 /// Short random pause between transaction attempts, so that retries of conflicting
 /// transactions do not collide again in lock step.
 async fn backoff(attempt: u32) {
@@ -361,6 +386,7 @@ impl VoiceRoomStore for DynamoStore {
                 // The room id is taken (ids are uuids, so this is a retried create).
                 return Err(StoreError::VersionConflict);
             }
+            retryable_cancellation(&reasons)?;
             backoff(attempt).await;
         }
         Err(StoreError::Unavailable(PortFailure::retryable(
@@ -440,6 +466,7 @@ impl VoiceRoomStore for DynamoStore {
                 error!(chat_room_id = %room.chat_room(), "ending a room whose chat lock names another room");
                 return self.put_only(room, room_put).await;
             }
+            retryable_cancellation(&reasons)?;
             backoff(attempt).await;
         }
         Err(StoreError::Unavailable(PortFailure::retryable(
@@ -748,6 +775,20 @@ mod tests {
         assert_eq!(item[attr::EXPIRES_AT].as_n().unwrap(), "1700003700");
         assert_eq!(item[attr::END_REASON].as_s().unwrap(), "endedByMaster");
         assert!(!item.contains_key(attr::CONNECTION_IDS));
+    }
+
+    #[test]
+    fn only_contention_cancellations_are_retried() {
+        let reason = |c: &str| CancellationReason::builder().code(c).build();
+        assert!(retryable_cancellation(&[reason("None"), reason("TransactionConflict")]).is_ok());
+        assert!(retryable_cancellation(&[]).is_ok());
+        match retryable_cancellation(&[reason("ValidationError"), reason("None")]) {
+            Err(StoreError::Unavailable(f)) => {
+                assert!(!f.retryable);
+                assert!(f.message.contains("ValidationError"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
