@@ -15,13 +15,14 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tracing::{info, warn};
 use voice_adapters_memory::directory::DirectoryChangeError;
-use voice_adapters_memory::{MemoryDirectory, MemoryStore};
+use voice_adapters_memory::MemoryDirectory;
 use voice_domain::ports::{
     ChatDirectory, Clock, DirectoryError, MemberState, Membership, PortFailure, VoiceRoomStore,
 };
 use voice_domain::{ChatRoomId, ConnectionId, UserId};
 
 use crate::hub::Hub;
+use crate::ports::ServerStore;
 use crate::token::TokenKey;
 
 /// How many messages a room keeps (and `getMessages` returns).
@@ -537,7 +538,7 @@ pub struct MemberView {
 pub struct ChatService {
     state: Arc<dyn ChatState>,
     hub: Hub,
-    voice_store: MemoryStore,
+    voice_store: ServerStore,
     key: TokenKey,
     clock: Arc<dyn Clock>,
 }
@@ -565,7 +566,7 @@ impl ChatService {
     pub fn new(
         state: Arc<dyn ChatState>,
         hub: Hub,
-        voice_store: MemoryStore,
+        voice_store: ServerStore,
         key: TokenKey,
         clock: Arc<dyn Clock>,
     ) -> Self {

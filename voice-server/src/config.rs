@@ -5,6 +5,7 @@
 //! prints them, and their environment values are hidden from `--help`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -25,6 +26,22 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line (log shippers).
     Json,
+}
+
+/// Where `--data-dir` points unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./voice-data";
+
+/// Where the server keeps users, chat rooms, memberships, messages and voice rooms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Nothing survives a restart (`--in-memory`; what tests and embedders start from).
+    InMemory,
+    /// One SQLite file in `data_dir` (the binary's default): every acknowledged write survives
+    /// a crash, and voice rooms left active by a crashed process are ended at start-up.
+    Sqlite {
+        /// The data directory (created mode 0700 if missing; one server process at a time).
+        data_dir: PathBuf,
+    },
 }
 
 /// A per-connection token bucket for incoming frames, so one client cannot flood the relay.
@@ -76,6 +93,8 @@ pub struct Config {
     pub queue_capacity: usize,
     /// How long shutdown waits for WebSockets to close.
     pub shutdown_grace: Duration,
+    /// Where state is kept.
+    pub storage: Storage,
 }
 
 impl Default for Config {
@@ -94,15 +113,21 @@ impl Default for Config {
             rate_limit: RateLimit::default(),
             queue_capacity: 256,
             shutdown_grace: Duration::from_secs(5),
+            storage: Storage::Sqlite {
+                data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            },
         }
     }
 }
 
 impl Config {
-    /// The defaults, listening on an ephemeral loopback port: what tests and embedders start from.
+    /// The defaults, listening on an ephemeral loopback port and keeping state in memory (no
+    /// data directory to clean up or to share between parallel tests): what tests and
+    /// embedders start from.
     pub fn ephemeral() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            storage: Storage::InMemory,
             ..Self::default()
         }
     }
@@ -206,8 +231,9 @@ pub struct Cli {
     #[arg(long, env = "VOICE_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
 
-    /// HMAC key signing voice tokens (at least 16 bytes). Random at start when unset, so tokens
-    /// and resume tokens do not survive a restart.
+    /// HMAC key signing voice tokens and resume tokens (at least 16 bytes). When unset, a random
+    /// key is generated once and kept in the data directory (so users keep their identity
+    /// across restarts), or per process with --in-memory.
     #[arg(long, env = "VOICE_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
 
@@ -252,6 +278,17 @@ pub struct Cli {
     /// wss://chat.example.com/ws). Defaults to ws://<addr>/ws.
     #[arg(long, env = "VOICE_PUBLIC_WS_URL")]
     pub public_ws_url: Option<String>,
+
+    /// Directory of the SQLite database that keeps users, chat rooms, members, messages and
+    /// voice rooms across restarts and crashes. Created (mode 0700) if missing; one server
+    /// process per directory. Back it up by copying it while the server is stopped.
+    #[arg(long, env = "VOICE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Keep everything in memory instead (--data-dir is then ignored): nothing survives a
+    /// restart. For demos and tests.
+    #[arg(long, env = "VOICE_IN_MEMORY")]
+    pub in_memory: bool,
 }
 
 impl Cli {
@@ -270,6 +307,13 @@ impl Cli {
             credential_ttl: Duration::from_secs(self.credential_ttl_secs),
             allowed_origins: self.allowed_origins,
             public_ws_url: self.public_ws_url,
+            storage: if self.in_memory {
+                Storage::InMemory
+            } else {
+                Storage::Sqlite {
+                    data_dir: self.data_dir,
+                }
+            },
             ..Config::default()
         };
         config.validate()?;
@@ -280,6 +324,7 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory as _;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
         let mut all = vec!["voice-server"];
@@ -298,6 +343,31 @@ mod tests {
         assert_eq!(c.credential_ttl, Duration::from_secs(3600));
         assert!(c.ice_servers.is_empty());
         assert!(c.token_secret.is_none());
+        assert_eq!(
+            c.storage,
+            Storage::Sqlite {
+                data_dir: PathBuf::from("./voice-data")
+            }
+        );
+    }
+
+    #[test]
+    fn storage_is_sqlite_in_the_data_dir_unless_in_memory() {
+        assert_eq!(
+            parse(&["--data-dir", "/srv/voice"]).unwrap().storage,
+            Storage::Sqlite {
+                data_dir: PathBuf::from("/srv/voice")
+            }
+        );
+        assert_eq!(parse(&["--in-memory"]).unwrap().storage, Storage::InMemory);
+        assert_eq!(
+            parse(&["--in-memory", "--data-dir", "/srv/voice"]).unwrap().storage,
+            Storage::InMemory
+        );
+        assert_eq!(Config::ephemeral().storage, Storage::InMemory);
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--data-dir") && help.contains("VOICE_DATA_DIR"));
+        assert!(help.contains("./voice-data") && help.contains("--in-memory"));
     }
 
     #[test]

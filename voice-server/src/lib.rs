@@ -2,7 +2,9 @@
 //!
 //! Self-hosted voice rooms for group chats: one axum server with a small chat (rooms, join
 //! requests, messages), the voice use cases of `voice-domain`, a WebRTC signaling relay over the
-//! same WebSocket, and the embedded web client. Everything runs in memory.
+//! same WebSocket, and the embedded web client. State (users, chat rooms, members, messages,
+//! voice rooms) is kept in SQLite in the data directory ([`storage`]), or in memory with
+//! [`Storage::InMemory`] (`--in-memory`, and [`Config::ephemeral`] for tests).
 //!
 //! The binary (`main.rs`) only parses [`Cli`], sets up logging and calls [`serve`]. Tests and
 //! embedders use [`spawn`] (or [`spawn_on`] with their own listener) and get a
@@ -25,6 +27,7 @@
 //! - [`relay`]: the signaling channels port and the signal relay.
 //! - [`token`]: HMAC voice tokens (the credentials port). [`ice`]: STUN/TURN with TURN REST
 //!   credentials. [`hub`]: per-connection queues (the notifier port). [`ports`]: the adapter set.
+//! - [`storage`]: the SQLite chat state glue; [`Backends::open`] opens the data directory.
 #![warn(missing_docs)]
 
 pub mod chat;
@@ -35,6 +38,7 @@ pub mod hub;
 pub mod ice;
 pub mod ports;
 pub mod relay;
+pub mod storage;
 pub mod token;
 pub mod ws;
 
@@ -46,16 +50,17 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use voice_adapters_memory::{MemoryChannels, MemoryStore, SystemClock, UuidIds};
-use voice_domain::ports::{Adapters, Clock};
+use voice_adapters_sqlite::{Database, OpenOptions, SqliteChat, SqliteError, SqliteStore};
+use voice_domain::ports::{Adapters, Clock, Secret};
 use voice_domain::{ServiceConfig, VoiceService};
 
-pub use config::{Cli, Config, ConfigError, LogFormat, RateLimit};
+pub use config::{Cli, Config, ConfigError, LogFormat, RateLimit, Storage};
 
 use crate::chat::{ChatService, ChatState, MemoryChat, SharedChat};
 use crate::dispatch::Dispatcher;
 use crate::hub::{Hub, HubNotifier, Trigger};
 use crate::ice::IceConfig;
-use crate::ports::ServerPorts;
+use crate::ports::{ServerPorts, ServerStore};
 use crate::relay::{Relay, RelayChannels};
 use crate::token::{TokenIssuer, TokenKey};
 
@@ -76,6 +81,12 @@ pub enum ServeError {
     /// The server task panicked or was cancelled.
     #[error("the server task failed: {0}")]
     Task(String),
+    /// The data directory could not be opened (in use, not writable, from a newer version).
+    #[error(transparent)]
+    Storage(#[from] SqliteError),
+    /// The token key kept in the data directory could not be read or stored.
+    #[error("could not read or store the token key in the data directory: {0}")]
+    StoredKey(String),
 }
 
 /// Sets up `tracing` output (text or JSON lines; level from `RUST_LOG`, default `info`).
@@ -111,22 +122,66 @@ pub async fn serve_with_shutdown(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    serve_with(config, listener, Backends::default(), shutdown).await
+    let backends = Backends::open(&config.storage).await?;
+    serve_with(config, listener, backends, shutdown).await
 }
 
-/// The storage the server runs on. `Default` is everything in memory; a durable chat state
-/// (e.g. SQLite) plugs in here without touching the protocol code.
+/// The storage the server runs on. `Default` is everything in memory; [`Backends::open`]
+/// gives the one `config.storage` names (SQLite in the data directory by default). A durable
+/// chat state plugs in here without touching the protocol code.
 #[derive(Clone)]
 pub struct Backends {
     /// Users, chat rooms, memberships and messages; also the voice domain's chat directory.
     pub chat: Arc<dyn ChatState>,
+    /// Voice rooms.
+    pub store: ServerStore,
+    /// A token-signing key kept by the storage, used when `--token-secret` is not given, so
+    /// that resume tokens (and users' identities) survive a restart.
+    pub token_secret: Option<Secret>,
 }
 
 impl Default for Backends {
     fn default() -> Self {
         Self {
             chat: Arc::new(MemoryChat::new()),
+            store: ServerStore::Memory(MemoryStore::new()),
+            token_secret: None,
         }
+    }
+}
+
+impl Backends {
+    /// Opens the storage `storage` names: in memory, or the SQLite database in the data
+    /// directory (created if missing, locked against a second process, migrated), whose chat
+    /// state and voice rooms share one file.
+    ///
+    /// # Errors
+    /// [`ServeError::Storage`] naming the directory and what to do.
+    pub async fn open(storage: &Storage) -> Result<Self, ServeError> {
+        let data_dir = match storage {
+            Storage::InMemory => return Ok(Self::default()),
+            Storage::Sqlite { data_dir } => data_dir.clone(),
+        };
+        let db = tokio::task::spawn_blocking(move || {
+            Database::open_dir(&data_dir, OpenOptions::default())
+        })
+        .await
+        .map_err(|e| ServeError::Task(e.to_string()))??;
+        let chat = SqliteChat::new(db.clone())
+            .with_message_retention(storage::STORED_MESSAGES_PER_ROOM);
+        let key = chat
+            .setting_or_insert(
+                storage::TOKEN_KEY_SETTING,
+                TokenKey::random_secret().expose().to_owned(),
+            )
+            .await
+            .map_err(|e| ServeError::StoredKey(e.to_string()))?;
+        info!(path = ?db.path(), "state is kept in SQLite");
+        Ok(Self {
+            chat: Arc::new(chat),
+            store: ServerStore::Sqlite(SqliteStore::new(db)),
+            token_secret: Some(Secret::new(key)),
+        })
     }
 }
 
@@ -164,16 +219,17 @@ fn prepare(
         addr: "listener".into(),
         source,
     })?;
-    let key = match &config.token_secret {
-        Some(s) => TokenKey::new(s.clone()),
-        None => {
-            warn!("no --token-secret (VOICE_TOKEN_SECRET) set: using a random one; voice and resume tokens will not survive a restart");
+    let key = match (&config.token_secret, &backends.token_secret) {
+        (Some(s), _) => TokenKey::new(s.clone()),
+        (None, Some(kept)) => TokenKey::new(kept.clone()),
+        (None, None) => {
+            warn!("no --token-secret (VOICE_TOKEN_SECRET) set and state in memory: using a random one; voice and resume tokens will not survive a restart");
             TokenKey::random()
         }
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let hub = Hub::new();
-    let store = MemoryStore::new();
+    let store = backends.store;
     let chat_state = backends.chat;
     let directory = SharedChat(chat_state.clone());
     let ws_url = config
@@ -254,6 +310,7 @@ async fn run(
         config,
         addr,
     } = ready;
+    end_rooms_of_previous_process(&voice).await;
     let sweeper = tokio::spawn(sweep_loop(voice, config.sweep_interval, trigger.clone()));
     info!(%addr, capacity = config.capacity.get(), ice_servers = config.ice_servers.len(), "voice-server listening");
     let stop = trigger.clone();
@@ -280,6 +337,22 @@ async fn run(
         addr: addr.to_string(),
         source,
     })
+}
+
+/// Voice rooms stored as active by a previous process (SQLite) lost every participant with it:
+/// their sockets died, and this process has no connection yet. The sweep ends exactly those
+/// (reason `abandoned`, channels deleted) because none of their participants' connections is
+/// known to the chat state, whose connections live in memory. Runs before the first connection
+/// is served; a failure is logged and left to the periodic sweep.
+async fn end_rooms_of_previous_process(voice: &VoiceService<ServerPorts>) {
+    match voice.sweep().await {
+        Ok(r) if r.rooms_ended.is_empty() => {}
+        Ok(r) => info!(
+            rooms_ended = r.rooms_ended.len(),
+            "ended voice rooms left active by the previous process"
+        ),
+        Err(e) => warn!(error = %e, "could not end voice rooms left by the previous process; the periodic sweep will retry"),
+    }
 }
 
 async fn sweep_loop(
@@ -399,7 +472,8 @@ pub async fn spawn(config: Config) -> Result<RunningServer, ServeError> {
 /// # Errors
 /// [`ServeError`] if the config is invalid.
 pub async fn spawn_on(config: Config, listener: TcpListener) -> Result<RunningServer, ServeError> {
-    spawn_with(config, listener, Backends::default()).await
+    let backends = Backends::open(&config.storage).await?;
+    spawn_with(config, listener, backends).await
 }
 
 /// Serves on `listener` in the background over the given [`Backends`].

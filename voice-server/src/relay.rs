@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
-use voice_adapters_memory::{MemoryChannels, MemoryStore};
+use voice_adapters_memory::MemoryChannels;
 use voice_domain::ports::{
     ChannelEndpoints, ChannelError, ChannelTags, ChatDirectory, Clock, ListedChannel,
     SignalingChannels, VoiceRoomStore,
@@ -25,6 +25,7 @@ use voice_domain::{
 
 use crate::chat::{event_frame, SharedChat};
 use crate::hub::Hub;
+use crate::ports::ServerStore;
 use crate::ice::IceConfig;
 use crate::token::{TokenError, TokenKey};
 
@@ -202,7 +203,7 @@ struct SignalEvent<'a> {
 #[derive(Clone)]
 pub struct Relay {
     key: TokenKey,
-    store: MemoryStore,
+    store: ServerStore,
     directory: SharedChat,
     hub: Hub,
     clock: Arc<dyn Clock>,
@@ -212,7 +213,7 @@ impl Relay {
     /// A relay verifying with `key`, reading rooms from `store`.
     pub fn new(
         key: TokenKey,
-        store: MemoryStore,
+        store: ServerStore,
         directory: SharedChat,
         hub: Hub,
         clock: Arc<dyn Clock>,

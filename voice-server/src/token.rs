@@ -92,10 +92,16 @@ impl TokenKey {
 
     /// A fresh random 256-bit key (tokens then die with the process).
     pub fn random() -> Self {
+        Self::new(Self::random_secret())
+    }
+
+    /// A fresh random 256-bit key as text, for storing it (the data directory keeps one so
+    /// resume tokens survive restarts).
+    pub fn random_secret() -> Secret {
         use rand::RngCore as _;
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        Self::new(Secret::new(URL_SAFE_NO_PAD.encode(bytes)))
+        Secret::new(URL_SAFE_NO_PAD.encode(bytes))
     }
 
     fn mac(&self) -> HmacSha256 {

@@ -64,6 +64,7 @@ async fn the_chat_state_is_a_swappable_backend() {
         listener,
         voice_server::Backends {
             chat: Arc::new(chat.clone()) as Arc<dyn ChatState>,
+            ..voice_server::Backends::default()
         },
     )
     .await
