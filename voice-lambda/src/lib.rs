@@ -11,12 +11,14 @@
 //! SDK clients once per instance and starts the runtime.
 //!
 //! ## Layout
+//! - [`aws`]: the AWS port set ([`aws::LambdaPorts`]) and its wiring from SDK clients.
 //! - [`config`]: the environment variables, checked together at cold start.
 //! - [`event`]: recognising a WebSocket route event or a scheduled event in the raw payload.
 //! - [`endpoint`]: picking the API Gateway management endpoint for notifications.
 //! - [`VoiceLambda`]: the handler.
 #![warn(missing_docs)]
 
+pub mod aws;
 pub mod config;
 pub mod endpoint;
 pub mod event;

@@ -135,3 +135,15 @@ pub fn assert_ok(r: &Response, action: &str) {
     assert!(r.body.get("error").is_none(), "{r:?}");
     assert_eq!(r.content_type.as_deref(), Some("application/json"));
 }
+
+/// Logs to the test's captured output (shown when a test fails); `RUST_LOG` filters, default
+/// `info`. Safe to call from every test.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+}

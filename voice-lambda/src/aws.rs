@@ -1,0 +1,111 @@
+//! The AWS port set the Lambda runs on, and how it is built from SDK clients.
+//!
+//! Why not `voice_adapters_aws::AwsPorts` as is: its notifier posts to one management endpoint
+//! fixed at start-up, while a Lambda may have to learn the endpoint from its events. The
+//! Lambda's set is the same adapters with the notifier wrapped in an [`EndpointNotifier`], which
+//! builds one `apigatewaymanagement` client per endpoint (configured, or `https://{domainName}/{stage}`
+//! of the event) and caches it for the instance's life. Living in the library, this wiring is
+//! what the end-to-end tests exercise, not a copy of it.
+
+use aws_config::SdkConfig;
+use voice_adapters_aws::{ApiGatewayNotifier, ConfigError as AwsConfigError};
+use voice_adapters_aws::{
+    AwsClients, AwsConfig, AwsPorts, DynamoDirectory, DynamoStore, KvsChannels, StsCredentials,
+};
+use voice_domain::ports::{Adapters, Ports};
+use voice_domain::VoiceService;
+
+use crate::config::LambdaConfig;
+use crate::endpoint::EndpointNotifier;
+
+/// Where the adapters' own management client points when no endpoint is configured. That
+/// client is never used by the Lambda (the [`EndpointNotifier`] builds its own per endpoint);
+/// `AwsClients` just insists on an endpoint. `.invalid` cannot resolve (RFC 2606), so a misuse
+/// fails loudly instead of posting somewhere real.
+pub const UNUSED_MANAGEMENT_ENDPOINT: &str =
+    "https://management-endpoint-derived-per-event.invalid";
+
+/// The Lambda's port set: the AWS adapters with a per-endpoint notifier.
+pub struct LambdaPorts;
+
+impl Ports for LambdaPorts {
+    type Store = DynamoStore;
+    type Directory = DynamoDirectory;
+    type Channels = KvsChannels;
+    type Credentials = StsCredentials;
+    type Notifier = EndpointNotifier<ApiGatewayNotifier>;
+    type Clock = <AwsPorts as Ports>::Clock;
+    type Ids = <AwsPorts as Ports>::Ids;
+}
+
+/// The adapters' configuration implied by the Lambda's. `endpoint_url` stays unset: the SDK
+/// honours `AWS_ENDPOINT_URL` (and per-service variants) by itself.
+pub fn aws_config(config: &LambdaConfig) -> AwsConfig {
+    AwsConfig {
+        connections_table: config.connections_table.clone(),
+        rooms_table: config.rooms_table.clone(),
+        voice_rooms_table: config.voice_rooms_table.clone(),
+        kvs_role_arn: config.kvs_role_arn.clone(),
+        region: config.region.clone(),
+        endpoint_url: None,
+        management_endpoint: Some(
+            config
+                .management_endpoint
+                .clone()
+                .unwrap_or_else(|| UNUSED_MANAGEMENT_ENDPOINT.to_owned()),
+        ),
+    }
+}
+
+/// Every SDK client, built once per instance from the loaded `SdkConfig`.
+///
+/// An endpoint in `sdk` (`AWS_ENDPOINT_URL`, e.g. moto when run locally) is handed to the
+/// adapters as their `endpoint_url` rather than left in `sdk`: `AwsClients::from_sdk_config`
+/// applies `endpoint_url` only to an `SdkConfig` without one, and with one it currently resets
+/// the clients' endpoint to the default, so `AWS_ENDPOINT_URL` would be ignored.
+///
+/// # Errors
+/// [`AwsConfigError`] if the adapters refuse the configuration.
+pub fn clients(sdk: &SdkConfig, config: &LambdaConfig) -> Result<AwsClients, AwsConfigError> {
+    let mut aws = aws_config(config);
+    aws.endpoint_url = sdk.endpoint_url().map(str::to_owned);
+    let mut without_endpoint = sdk.to_builder();
+    without_endpoint.set_endpoint_url(None);
+    AwsClients::from_sdk_config(&without_endpoint.build(), &aws)
+}
+
+/// The adapters over `clients`, with notifications routed to `management_endpoint` when set,
+/// else to each event's own API.
+pub fn adapters(
+    clients: &AwsClients,
+    aws: &AwsConfig,
+    management_endpoint: Option<String>,
+) -> Adapters<LambdaPorts> {
+    let base = clients.adapters(aws);
+    let apigw = clients.apigw.clone();
+    let notifier = EndpointNotifier::new(management_endpoint, move |endpoint: &str| {
+        let config = apigw.config().to_builder().endpoint_url(endpoint).build();
+        ApiGatewayNotifier::new(aws_sdk_apigatewaymanagement::Client::from_conf(config))
+    });
+    Adapters {
+        store: base.store,
+        directory: base.directory,
+        channels: base.channels,
+        credentials: base.credentials,
+        notifier,
+        clock: base.clock,
+        ids: base.ids,
+    }
+}
+
+/// The service the Lambda runs: what `main` builds once at cold start.
+pub fn service(clients: &AwsClients, config: &LambdaConfig) -> VoiceService<LambdaPorts> {
+    VoiceService::new(
+        adapters(
+            clients,
+            &aws_config(config),
+            config.management_endpoint.clone(),
+        ),
+        config.service_config(),
+    )
+}
