@@ -10,6 +10,7 @@
 //   kind                          "token" | "aws"
 //   connect(): Promise<void>      ready to send and receive; logs "Signaling client connected"
 //   updateGrant(grant)            new credentials / peers after a refresh (reconnects if needed)
+//   updateRoom(voiceRoomView)     the room changed (who is in it, their client ids)
 //   sendOffer(toUserId, desc)     desc = {type:"offer", sdp}; we are VIEWER on toUserId's channel
 //   sendAnswer(toUserId, desc)    desc = {type:"answer", sdp}; we are MASTER, toUserId is a viewer
 //   sendCandidate(toUserId, cand) cand = RTCIceCandidateInit (candidate.toJSON())
@@ -17,13 +18,8 @@
 //   onCandidate(fn(fromUserId, cand)), onError(fn(Error))   register handlers (one each)
 //   close()                       stop receiving; idempotent
 // Peers are always named by userId; mapping to KVS client ids is the transport's business.
-
-// What a Kinesis Video Streams implementation needs (a later task): the grant already carries
-// `self` (own channel: ARN, WSS/HTTPS endpoints, ICE servers, role MASTER), `peers` (earlier
-// participants' channels, role VIEWER, with userId), `clientId` and AWS `credentials` (+ region).
-// KVS messages name the sender only by its client id, so the master side needs the viewers'
-// client ids mapped to user ids (e.g. a `clientId` on each participant of the room view).
-// KVS signaling connections also close after 1 h / 10 min idle: updateGrant() must reconnect.
+//
+// Docs: docs/web-client.md (modes, this interface, what is tested how).
 
 /** Largest serialized signal payload the relay accepts (TEAM protocol: 10 KB). */
 export const MAX_PAYLOAD_BYTES = 10 * 1024;
@@ -39,21 +35,22 @@ export class SignalingError extends Error {
 }
 
 /**
- * Picks the transport for a grant.
+ * Picks the transport for a grant: `token` credentials → the self-hosted relay, `aws`
+ * credentials → Kinesis Video Streams.
  * @param {object} grant  the getVoiceCredentials reply data (VoiceGrantView)
- * @param {object} opts   { app: AppConnection (request/onSignal), log: fn(msg) }
+ * @param {object} opts   { app: AppConnection (request/onSignal), log: fn(msg) } for both, and for
+ *   KVS also (all optional): region (fallback when the credentials carry none), fetchRoom
+ *   (async () => VoiceRoomView|null, asked when an offer comes from an unknown client id),
+ *   SignalingClient (a class with the SDK's interface; tests inject a fake, else the vendored SDK
+ *   is loaded on first connect()), loadSdk, schedule/cancel (timers), openTimeoutMs, backoffMs.
  */
-export function createTransport(grant, opts) {
+export function createTransport(grant, opts = {}) {
   const kind = grant && grant.credentials && grant.credentials.kind;
   switch (kind) {
     case 'token':
       return new RelayTransport(grant, opts);
     case 'aws':
-      throw new SignalingError(
-        'This server uses Amazon Kinesis Video Streams signaling, which this build of the web ' +
-          'client does not include yet.',
-        'UNSUPPORTED_TRANSPORT',
-      );
+      return new KvsTransport(grant, opts);
     default:
       throw new SignalingError(`unknown credentials kind ${JSON.stringify(kind)}`, 'UNSUPPORTED_TRANSPORT');
   }
@@ -73,6 +70,8 @@ class BaseTransport {
   onAnswer(fn) { this.handlers.answer = fn; }
   onCandidate(fn) { this.handlers.candidate = fn; }
   onError(fn) { this.handlers.error = fn; }
+  /** Room changes matter only where peers are named by something else than the user id. */
+  updateRoom() {}
 
   /** Routes one received signal to its handler; a throwing handler must not kill the transport. */
   dispatch(from, kind, payload) {
@@ -142,6 +141,558 @@ export class RelayTransport extends BaseTransport {
     this.unsubscribe = null;
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Kinesis Video Streams
+
+/** Where the vendored SDK bundle lives, next to this module (scripts/vendor-kvs puts it there). */
+export const KVS_SDK_URL = new URL('./vendor/kvs-webrtc.min.js', import.meta.url).href;
+
+let sdkLoading = null;
+
+/**
+ * Loads the vendored KVS WebRTC SDK once, by adding a `<script src>` to the page: the bundle is a
+ * classic script that defines `window.KVSWebRTC`, and the server's CSP (`script-src 'self'`)
+ * allows same-origin script files but nothing inline. Only the KVS transport calls this, so a
+ * self-hosted page never downloads it.
+ * @returns {Promise<object>} the SDK namespace (`SignalingClient`, `Role`, `VERSION`, ...)
+ */
+export function loadKvsSdk({ doc = globalThis.document, win = globalThis.window, src = KVS_SDK_URL, timeoutMs = 20000 } = {}) {
+  if (win && win.KVSWebRTC && win.KVSWebRTC.SignalingClient) return Promise.resolve(win.KVSWebRTC);
+  if (sdkLoading) return sdkLoading;
+  const loading = new Promise((resolve, reject) => {
+    if (!doc || !win) {
+      reject(new SignalingError('the Kinesis Video Streams SDK can only be loaded in a browser page', 'SDK_UNAVAILABLE'));
+      return;
+    }
+    const el = doc.createElement('script');
+    let timer = null;
+    const fail = (why) => {
+      clearTimeout(timer);
+      if (el.remove) el.remove();
+      reject(new SignalingError(`could not load the Kinesis Video Streams SDK from ${src}: ${why}`, 'SDK_UNAVAILABLE', true));
+    };
+    timer = setTimeout(() => fail(`no answer within ${timeoutMs / 1000} s`), timeoutMs);
+    el.addEventListener('load', () => {
+      clearTimeout(timer);
+      if (win.KVSWebRTC && win.KVSWebRTC.SignalingClient) resolve(win.KVSWebRTC);
+      else fail('the script did not define window.KVSWebRTC');
+    });
+    el.addEventListener('error', () => fail('the request failed'));
+    el.src = src;
+    el.async = true;
+    doc.head.append(el);
+  });
+  sdkLoading = loading;
+  // A failed load is not cached: the next connect() tries again.
+  loading.catch(() => {
+    if (sdkLoading === loading) sdkLoading = null;
+  });
+  return loading;
+}
+
+/**
+ * The channels a grant says to connect to, following the mesh rule: our own channel (`self`) as
+ * MASTER, each earlier participant's channel (`peers`) as VIEWER.
+ * @returns {{key, userId, role, channelArn, channelName, endpoint}[]}
+ */
+export function channelPlan(grant) {
+  const plan = [
+    {
+      key: 'self',
+      userId: grant.userId,
+      role: 'MASTER',
+      channelArn: grant.self.channelArn,
+      channelName: grant.self.channelName || grant.self.channelArn,
+      endpoint: grant.self.wssEndpoint,
+    },
+  ];
+  for (const p of grant.peers || []) {
+    plan.push({
+      key: `peer:${p.userId}`,
+      userId: p.userId,
+      role: 'VIEWER',
+      channelArn: p.channelArn,
+      channelName: p.channelName || p.channelArn,
+      endpoint: p.wssEndpoint,
+    });
+  }
+  return plan;
+}
+
+const KVS_OPEN_TIMEOUT_MS = 15000;
+/** Reconnect delays: at once after an open connection closed, then 1 s, 2 s, 4 s ... up to 30 s. */
+const KVS_BACKOFF_MS = [1000, 30000];
+const UNKNOWN_CLIENT_QUEUE_MAX = 100;
+
+/** Settles once; the rejection is marked handled (nobody may be waiting on it). */
+function deferred() {
+  let resolve;
+  let reject;
+  const promise = new Promise((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {});
+  let settled = false;
+  return {
+    promise,
+    resolve: (v) => {
+      if (!settled) (settled = true), resolve(v);
+    },
+    reject: (e) => {
+      if (!settled) (settled = true), reject(e);
+    },
+  };
+}
+
+/**
+ * Kinesis Video Streams signaling: one SDK `SignalingClient` per channel of the grant's plan,
+ * MASTER on our own channel and VIEWER (with the grant's `clientId`) on each earlier participant's.
+ *
+ * - Offers go only to peers, on their channel as viewer; answers only as master, to the viewer's
+ *   client id; candidates follow the role we have on that link.
+ * - KVS names a viewer only by its client id: an offer's `remoteClientId` is mapped to a user with
+ *   the room's participants' `clientId` (grant.room, updateRoom(), or `fetchRoom()` when unknown).
+ * - A refreshed grant (`updateGrant`) reconnects every channel with the new credentials, make
+ *   before break: the new client opens, then the old one is closed (KVS replaces a connection
+ *   with the same role and client id anyway).
+ * - KVS closes signaling connections after 10 min idle and 1 h at most: a closed client is
+ *   reconnected (at once, then with backoff) until close(), unless its peer left the room.
+ * - Sends wait (up to `openTimeoutMs`) for the channel's client to be open.
+ */
+export class KvsTransport extends BaseTransport {
+  constructor(grant, opts = {}) {
+    super();
+    this.kind = 'aws';
+    this.log = opts.log || (() => {});
+    this.fallbackRegion = opts.region || null;
+    this.fetchRoom = opts.fetchRoom || null;
+    this.SignalingClient = opts.SignalingClient || null;
+    this.loadSdk = opts.loadSdk || (() => loadKvsSdk());
+    this.schedule = opts.schedule || ((fn, ms) => setTimeout(fn, ms));
+    this.cancel = opts.cancel || ((t) => clearTimeout(t));
+    this.openTimeoutMs = opts.openTimeoutMs ?? KVS_OPEN_TIMEOUT_MS;
+    [this.backoffBaseMs, this.backoffMaxMs] = opts.backoffMs || KVS_BACKOFF_MS;
+    this.voiceRoomId = grant.voiceRoomId;
+    this.grant = grant;
+    this.grantSeq = 1;
+    this.channels = new Map(); // plan key -> channel state
+    this.userByClientId = new Map();
+    this.clientIdByUser = new Map(); // later joiners (viewers on our channel) -> their client id
+    this.linkRole = new Map(); // userId -> our role on that link, from what was signalled
+    this.unknown = new Map(); // client id -> messages waiting for fetchRoom()
+    this.lookup = null;
+    this.connected = false;
+    this.closed = false;
+    this.rememberRoom(grant.room);
+  }
+
+  region() {
+    return (this.grant.credentials && this.grant.credentials.region) || this.fallbackRegion;
+  }
+
+  async connect() {
+    if (this.closed) throw new SignalingError('transport closed');
+    if (this.connected) return;
+    if (!this.SignalingClient) {
+      const sdk = await this.loadSdk();
+      this.SignalingClient = sdk.SignalingClient;
+      this.log(`Kinesis Video Streams SDK ${sdk.VERSION || ''} loaded`.replace('  ', ' '));
+    }
+    if (this.closed) throw new SignalingError('transport closed');
+    if (!this.region()) throw new SignalingError('the voice credentials name no AWS region (and config.json none either)', 'BAD_GRANT');
+    this.connected = true;
+    for (const spec of channelPlan(this.grant)) this.addChannel(spec);
+    const own = this.channels.get('self');
+    const firsts = [...this.channels.values()].map((ch) => ch.first.promise);
+    const [ownResult] = await Promise.allSettled(firsts);
+    if (this.closed) throw new SignalingError('transport closed');
+    if (ownResult.status === 'rejected') {
+      const why = ownResult.reason && ownResult.reason.message;
+      this.close();
+      throw new SignalingError(`could not connect to our own signaling channel ${own.channelName}: ${why}`, 'SIGNALING_UNAVAILABLE', true);
+    }
+  }
+
+  // --- channels and their clients -------------------------------------------------------
+
+  addChannel(spec) {
+    const ch = { ...spec, current: null, next: null, attempts: 0, retryTimer: null, waiters: [], gone: false, first: deferred() };
+    this.channels.set(spec.key, ch);
+    this.startClient(ch, 'current');
+    return ch;
+  }
+
+  /**
+   * One connection attempt: a new SDK client with the grant's current credentials, put in the
+   * channel's `slot` ('current', or 'next' while an open client is being replaced) before it
+   * opens, so that a failure, even a synchronous one, finds it there.
+   */
+  startClient(ch, slot) {
+    const creds = this.grant.credentials || {};
+    const config = {
+      channelARN: ch.channelArn,
+      channelEndpoint: ch.endpoint,
+      role: ch.role,
+      region: this.region(),
+      credentials: { accessKeyId: creds.accessKeyId, secretAccessKey: creds.secretAccessKey, sessionToken: creds.sessionToken },
+      systemClockOffset: 0,
+    };
+    if (ch.role === 'VIEWER') config.clientId = this.grant.clientId;
+    const att = { client: null, grantSeq: this.grantSeq, opened: false, failed: false, retired: false, timer: null };
+    ch[slot] = att;
+    try {
+      att.client = new this.SignalingClient(config);
+    } catch (e) {
+      // Invalid configuration (e.g. a grant without an endpoint): retrying will not help until
+      // a new grant arrives, but the backoff keeps that cheap.
+      this.attemptFailed(ch, att, e);
+      return;
+    }
+    const c = att.client;
+    c.on('open', () => this.onClientOpen(ch, att));
+    c.on('close', () => this.onClientClose(ch, att));
+    c.on('error', (e) => this.onClientError(ch, att, e));
+    c.on('sdpOffer', (desc, from) => this.onMessage(ch, att, 'offer', desc, from));
+    c.on('sdpAnswer', (desc, from) => this.onMessage(ch, att, 'answer', desc, from));
+    c.on('iceCandidate', (cand, from) => this.onMessage(ch, att, 'candidate', cand, from));
+    c.on('statusResponse', (r) => {
+      if (att.retired) return;
+      const what = r ? `${r.errorType || r.statusCode || 'error'} ${r.description || ''}`.trim() : 'error';
+      this.handlers.error(new SignalingError(`KVS refused a message on ${ch.channelName}: ${what}`, 'KVS_STATUS'));
+    });
+    att.timer = this.schedule(() => {
+      if (!att.opened && !att.failed && !att.retired) {
+        this.attemptFailed(ch, att, new Error(`not connected after ${this.openTimeoutMs / 1000} s`));
+      }
+    }, this.openTimeoutMs);
+    try {
+      c.open();
+    } catch (e) {
+      this.attemptFailed(ch, att, e);
+    }
+  }
+
+  retire(att) {
+    if (!att || att.retired) return;
+    att.retired = true;
+    if (att.timer !== null) this.cancel(att.timer);
+    att.timer = null;
+    try {
+      if (att.client) att.client.close();
+    } catch {
+      /* already closed */
+    }
+  }
+
+  onClientOpen(ch, att) {
+    if (att.retired || att.failed || this.closed || ch.gone) {
+      this.retire(att);
+      return;
+    }
+    att.opened = true;
+    if (att.timer !== null) this.cancel(att.timer);
+    att.timer = null;
+    ch.attempts = 0;
+    if (att === ch.next) {
+      const old = ch.current;
+      ch.current = att;
+      ch.next = null;
+      this.retire(old);
+    } else if (att !== ch.current) {
+      this.retire(att);
+      return;
+    }
+    this.log(`Signaling client connected (KVS ${ch.role} on ${ch.channelName})`);
+    ch.first.resolve();
+    for (const w of ch.waiters.splice(0)) w.resolve(att);
+  }
+
+  onClientError(ch, att, e) {
+    if (att.retired) return;
+    if (!att.opened) {
+      this.attemptFailed(ch, att, e);
+      return;
+    }
+    // An open connection's error is followed by its close, which reconnects.
+    this.handlers.error(new SignalingError(`KVS signaling ${ch.role} on ${ch.channelName}: ${(e && e.message) || 'connection error'}`, 'SIGNALING', true));
+  }
+
+  onClientClose(ch, att) {
+    if (att.retired) return;
+    if (!att.opened) {
+      this.attemptFailed(ch, att, new Error('connection closed before it opened'));
+      return;
+    }
+    att.retired = true;
+    if (this.closed || ch.gone) return;
+    this.log(`Signaling client closed (KVS ${ch.role} on ${ch.channelName}); reconnecting`);
+    if (ch.current === att) {
+      ch.current = ch.next; // a rotation in flight takes over
+      ch.next = null;
+      if (!ch.current) this.scheduleReconnect(ch);
+    }
+  }
+
+  /** A connection attempt that never opened: drop it and try again later. */
+  attemptFailed(ch, att, err) {
+    if (att.failed || att.retired) return;
+    att.failed = true;
+    this.retire(att);
+    const why = (err && err.message) || String(err);
+    ch.first.reject(new SignalingError(why, 'SIGNALING_UNAVAILABLE', true));
+    if (this.closed || ch.gone) return;
+    this.handlers.error(new SignalingError(`KVS signaling ${ch.role} on ${ch.channelName} could not connect: ${why}`, 'SIGNALING_UNAVAILABLE', true));
+    if (ch.next === att) ch.next = null;
+    if (ch.current === att) ch.current = null;
+    this.scheduleReconnect(ch);
+  }
+
+  /** At once after an open connection closed; after failed attempts 1 s, 2 s, 4 s ... ≤ 30 s. */
+  reconnectDelayMs(attempts) {
+    if (attempts <= 0) return 0;
+    return Math.min(this.backoffMaxMs, this.backoffBaseMs * 2 ** (attempts - 1));
+  }
+
+  scheduleReconnect(ch) {
+    if (this.closed || ch.gone || ch.retryTimer !== null) return;
+    const delay = this.reconnectDelayMs(ch.attempts);
+    ch.attempts += 1;
+    ch.retryTimer = this.schedule(() => {
+      ch.retryTimer = null;
+      if (this.closed || ch.gone) return;
+      if (!ch.current) this.startClient(ch, 'current');
+      else if (ch.current.opened && ch.current.grantSeq < this.grantSeq && !ch.next) this.startClient(ch, 'next');
+    }, delay);
+  }
+
+  /** Reconnect with the current credentials: make before break when the channel is open. */
+  rotate(ch) {
+    if (ch.current && ch.current.opened) {
+      this.retire(ch.next);
+      this.startClient(ch, 'next');
+      return;
+    }
+    // Not open (connecting with old credentials, or waiting to retry): start over now.
+    if (ch.retryTimer !== null) this.cancel(ch.retryTimer);
+    ch.retryTimer = null;
+    this.retire(ch.current);
+    this.retire(ch.next);
+    ch.next = null;
+    ch.attempts = 0;
+    this.startClient(ch, 'current');
+  }
+
+  dropChannel(ch, why) {
+    ch.gone = true;
+    if (ch.retryTimer !== null) this.cancel(ch.retryTimer);
+    ch.retryTimer = null;
+    this.retire(ch.current);
+    this.retire(ch.next);
+    ch.current = null;
+    ch.next = null;
+    ch.first.reject(new SignalingError(why));
+    for (const w of ch.waiters.splice(0)) w.reject(new SignalingError(`signaling channel ${ch.channelName} closed: ${why}`, 'NOT_PEER'));
+    if (this.channels.get(ch.key) === ch) this.channels.delete(ch.key);
+    if (this.connected && !this.closed) this.log(`Signaling client for ${ch.channelName} closed: ${why}`);
+  }
+
+  /** Resolves with the channel's open attempt, waiting up to openTimeoutMs. */
+  whenOpen(ch) {
+    if (ch.current && ch.current.opened && !ch.current.retired) return Promise.resolve(ch.current);
+    return new Promise((resolve, reject) => {
+      const w = { resolve: null, reject: null };
+      const timer = this.schedule(() => {
+        const i = ch.waiters.indexOf(w);
+        if (i >= 0) ch.waiters.splice(i, 1);
+        reject(new SignalingError(`signaling channel ${ch.channelName} is not connected`, 'NOT_CONNECTED', true));
+      }, this.openTimeoutMs);
+      w.resolve = (att) => {
+        this.cancel(timer);
+        resolve(att);
+      };
+      w.reject = (e) => {
+        this.cancel(timer);
+        reject(e);
+      };
+      ch.waiters.push(w);
+    });
+  }
+
+  // --- grant and room -------------------------------------------------------------------
+
+  updateGrant(grant) {
+    if (!grant || grant.voiceRoomId !== this.voiceRoomId || this.closed) return;
+    this.grant = grant;
+    this.grantSeq += 1;
+    this.rememberRoom(grant.room);
+    if (!this.connected) return;
+    const plan = channelPlan(grant);
+    const wanted = new Map(plan.map((s) => [s.key, s]));
+    for (const ch of [...this.channels.values()]) {
+      const s = wanted.get(ch.key);
+      if (!s || s.channelArn !== ch.channelArn) this.dropChannel(ch, 'no longer in the voice credentials');
+    }
+    for (const spec of plan) {
+      const ch = this.channels.get(spec.key);
+      if (!ch) {
+        this.addChannel(spec);
+      } else {
+        ch.endpoint = spec.endpoint;
+        this.rotate(ch);
+      }
+    }
+    this.log('Signaling clients reconnecting with refreshed credentials');
+  }
+
+  updateRoom(view) {
+    if (!view || view.voiceRoomId !== this.voiceRoomId || this.closed) return;
+    this.rememberRoom(view);
+    const participants = view.participants || [];
+    for (const ch of [...this.channels.values()]) {
+      if (ch.key === 'self') continue;
+      const p = participants.find((x) => x.userId === ch.userId);
+      // A peer who left (and maybe joined again, with a new channel) is no longer ours to view.
+      if (!p || (p.channelArn && p.channelArn !== ch.channelArn)) this.dropChannel(ch, `${ch.userId} left the voice room`);
+    }
+  }
+
+  rememberRoom(view) {
+    if (!view || !Array.isArray(view.participants)) return;
+    for (const p of view.participants) {
+      if (!p.clientId) continue;
+      this.userByClientId.set(p.clientId, p.userId);
+      if (p.userId !== this.grant.userId) this.clientIdByUser.set(p.userId, p.clientId);
+    }
+  }
+
+  // --- receiving ------------------------------------------------------------------------
+
+  onMessage(ch, att, kind, payload, senderClientId) {
+    if (att.retired || this.closed || ch.gone) return;
+    if (ch.role === 'VIEWER') {
+      // On a peer's channel only its master talks to us.
+      if (kind === 'offer') {
+        this.handlers.error(new SignalingError(`ignored an SDP offer on ${ch.channelName}, where we are a viewer`, 'NOT_PEER'));
+        return;
+      }
+      this.dispatch(ch.userId, kind, payload);
+      return;
+    }
+    if (kind === 'answer') {
+      this.handlers.error(new SignalingError(`ignored an SDP answer on our own channel ${ch.channelName}, where we are the master`, 'NOT_PEER'));
+      return;
+    }
+    if (!senderClientId) {
+      this.handlers.error(new SignalingError(`ignored a ${kind} without a sender client id on ${ch.channelName}`, 'NOT_PEER'));
+      return;
+    }
+    const user = this.userByClientId.get(senderClientId);
+    if (user) this.fromViewer(user, senderClientId, kind, payload);
+    else this.queueUnknown(senderClientId, kind, payload);
+  }
+
+  fromViewer(user, clientId, kind, payload) {
+    if (kind === 'offer') {
+      this.linkRole.set(user, 'master');
+      this.clientIdByUser.set(user, clientId);
+    }
+    this.dispatch(user, kind, payload);
+  }
+
+  /** A viewer we cannot name yet (joined after our grant): ask for the room, then deliver. */
+  queueUnknown(clientId, kind, payload) {
+    const q = this.unknown.get(clientId) || [];
+    if (q.length < UNKNOWN_CLIENT_QUEUE_MAX) q.push([kind, payload]);
+    this.unknown.set(clientId, q);
+    if (this.lookup) return;
+    this.lookup = (async () => {
+      try {
+        if (this.fetchRoom) {
+          const view = await this.fetchRoom();
+          if (view) this.updateRoom(view);
+        }
+      } catch (e) {
+        this.handlers.error(new SignalingError(`could not look up the voice room's participants: ${e.message}`, 'SIGNALING', true));
+      } finally {
+        this.lookup = null;
+        const waiting = [...this.unknown.entries()];
+        this.unknown.clear();
+        if (!this.closed) {
+          for (const [cid, msgs] of waiting) {
+            const user = this.userByClientId.get(cid);
+            if (user) for (const [k, p] of msgs) this.fromViewer(user, cid, k, p);
+            else this.handlers.error(new SignalingError(`dropped ${msgs.length} signaling message(s) from client id ${cid}, which is no participant of this voice room`, 'NOT_PEER'));
+          }
+        }
+      }
+    })();
+  }
+
+  // --- sending --------------------------------------------------------------------------
+
+  sendOffer(to, desc) {
+    const ch = this.channels.get(`peer:${to}`);
+    if (!ch) {
+      return Promise.reject(new SignalingError(`offer to ${to} refused: offers go only to earlier participants, as viewer on their channel`, 'NOT_PEER'));
+    }
+    this.linkRole.set(to, 'viewer');
+    return this.sendOn(ch, 'offer', { type: desc.type, sdp: desc.sdp }, null);
+  }
+
+  sendAnswer(to, desc) {
+    const clientId = this.clientIdByUser.get(to);
+    if (!clientId) {
+      return Promise.reject(new SignalingError(`answer to ${to} refused: no viewer with that user id on our channel`, 'NOT_PEER'));
+    }
+    this.linkRole.set(to, 'master');
+    return this.sendOn(this.channels.get('self'), 'answer', { type: desc.type, sdp: desc.sdp }, clientId);
+  }
+
+  sendCandidate(to, cand) {
+    const role = this.linkRole.get(to) || (this.channels.has(`peer:${to}`) ? 'viewer' : 'master');
+    if (role === 'viewer') {
+      const ch = this.channels.get(`peer:${to}`);
+      if (!ch) return Promise.reject(new SignalingError(`candidate to ${to} refused: not connected to their channel`, 'NOT_PEER'));
+      return this.sendOn(ch, 'candidate', cand, null);
+    }
+    const clientId = this.clientIdByUser.get(to);
+    if (!clientId) return Promise.reject(new SignalingError(`candidate to ${to} refused: no viewer with that user id on our channel`, 'NOT_PEER'));
+    return this.sendOn(this.channels.get('self'), 'candidate', cand, clientId);
+  }
+
+  async sendOn(ch, kind, payload, recipientClientId) {
+    if (this.closed) throw new SignalingError('transport closed');
+    if (!ch) throw new SignalingError(`${kind} not sent: not connected`, 'NOT_CONNECTED', true);
+    const size = new TextEncoder().encode(JSON.stringify(payload)).length;
+    if (size > MAX_PAYLOAD_BYTES) {
+      throw new SignalingError(`${kind} payload is ${size} bytes, over the ${MAX_PAYLOAD_BYTES}-byte limit`, 'TOO_LARGE');
+    }
+    const att = await this.whenOpen(ch);
+    if (this.closed) throw new SignalingError('transport closed');
+    try {
+      const c = att.client;
+      const args = recipientClientId ? [payload, recipientClientId] : [payload];
+      if (kind === 'offer') c.sendSdpOffer(...args);
+      else if (kind === 'answer') c.sendSdpAnswer(...args);
+      else c.sendIceCandidate(...args);
+    } catch (e) {
+      throw new SignalingError(`${kind} on ${ch.channelName} not sent: ${e.message}`, 'SIGNALING', true);
+    }
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    for (const ch of [...this.channels.values()]) this.dropChannel(ch, 'transport closed');
+    this.channels.clear();
+    this.unknown.clear();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credential refresh
 
 /** Above this remaining lifetime, refresh a fixed margin before expiry; below, at a fraction. */
 const LONG_LIFETIME_MS = 10 * 60 * 1000;
