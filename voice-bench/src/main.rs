@@ -1,0 +1,425 @@
+//! `voice-bench`: the load generator's command line. Each scenario starts its target server as a
+//! child process (killed at the end), prints one line per run and, with `--json FILE`, appends
+//! each [`Report`] as a JSON line.
+//!
+//! ```sh
+//! cargo run --release -p voice-bench -- relay --targets voice,node,echo --repeat 3
+//! cargo run --release -p voice-bench -- tiny        # seconds; what CI runs
+//! ```
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use voice_bench::report::Report;
+use voice_bench::scenarios::{self, FanoutOpts, IdleOpts, RelayOpts, RoomsOpts};
+use voice_bench::stats::median;
+use voice_bench::targets::{self, Kind, Launcher};
+use voice_bench::{lambda_cold, sys};
+
+#[derive(Parser)]
+#[command(
+    name = "voice-bench",
+    about = "Load generator for voice-server and the Node ws baseline over loopback WebSockets."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// Append every report as a JSON line to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// Client source addresses 127.0.0.2.. to spread sockets over (each has ~28k ports).
+    #[arg(long, global = true, default_value_t = 4)]
+    sources: u8,
+    /// voice-server's outgoing queue per connection (its default: 256).
+    #[arg(long, global = true)]
+    queue_capacity: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Hold N connections (hello + approved member of a chat room); RSS per connection.
+    Idle {
+        /// Connection counts, one fresh server each (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        n: Vec<usize>,
+        /// Connections per chat room.
+        #[arg(long, default_value_t = 20)]
+        group: usize,
+        /// Chat rooms set up at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds to hold before reading RSS.
+        #[arg(long, default_value_t = 2.0)]
+        hold_secs: f64,
+        /// Servers to measure (voice, node).
+        #[arg(long, value_delimiter = ',', default_value = "voice")]
+        targets: Vec<Kind>,
+    },
+    /// createVoiceRoom → getVoiceCredentials ×2 → setMute → leaveVoiceRoom → endVoiceRoom cycles.
+    Rooms {
+        /// Chat rooms cycling at once.
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        /// Listening members per chat room.
+        #[arg(long, default_value_t = 3)]
+        passive: usize,
+        /// Warm-up seconds.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        /// Idle approved connections held meanwhile.
+        #[arg(long, default_value_t = 0)]
+        background: usize,
+        /// Runs.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
+    /// Full-mesh rooms exchanging offers/answers/candidates through `signal`.
+    Relay {
+        /// Servers, run in turn each repeat (voice, node, echo).
+        #[arg(long, value_delimiter = ',', default_value = "voice,node,echo")]
+        targets: Vec<Kind>,
+        /// Rooms.
+        #[arg(long, default_value_t = 20)]
+        rooms: usize,
+        /// Participants per room.
+        #[arg(long, default_value_t = 10)]
+        per_room: usize,
+        /// Unanswered signals per participant.
+        #[arg(long, default_value_t = 4)]
+        window: usize,
+        /// One signal in this many on a link is an offer/answer, the rest candidates.
+        #[arg(long, default_value_t = 5)]
+        sdp_every: usize,
+        /// Warm-up seconds.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        /// Rounds over the targets.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
+    /// A chat room of N approved members: createVoiceRoom until all have voiceStarted.
+    Fanout {
+        /// Members, admin included.
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
+        /// Start/end cycles.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Fresh servers.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
+    /// The Lambda bootstrap's start to its first answered event, against a fake Runtime API.
+    LambdaCold {
+        /// The release binary (target/release/voice-lambda).
+        #[arg(long)]
+        bootstrap: PathBuf,
+        /// Cold starts.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+    /// Every scenario with tiny sizes, in seconds: checks the generator still works (CI).
+    Tiny {
+        /// Skip the Node baseline (no node_modules).
+        #[arg(long)]
+        no_node: bool,
+    },
+    /// Machine facts as JSON (for BENCHMARKS.md).
+    Machine,
+    /// (internal) voice-server with the rate limit raised; prints LISTENING <addr>.
+    ServeVoice {
+        /// Address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: SocketAddr,
+        /// Outgoing queue per connection.
+        #[arg(long, default_value_t = 256)]
+        queue_capacity: usize,
+    },
+    /// (internal) WebSocket echo; prints LISTENING <addr>.
+    ServeEcho {
+        /// Address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: SocketAddr,
+    },
+}
+
+struct Out {
+    json: Option<std::fs::File>,
+    all: Vec<Report>,
+}
+
+impl Out {
+    fn emit(&mut self, r: Report) -> anyhow::Result<()> {
+        println!("{}", r.line());
+        if let Some(f) = &mut self.json {
+            writeln!(f, "{}", serde_json::to_string(&r)?)?;
+        }
+        self.all.push(r);
+        Ok(())
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    sys::raise_nofile();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut launcher = Launcher::from_env()?;
+    if let Some(q) = cli.queue_capacity {
+        launcher.queue_capacity = q;
+    }
+    let mut out = Out {
+        json: match &cli.json {
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("opening {}", p.display()))?,
+            ),
+            None => None,
+        },
+        all: Vec::new(),
+    };
+    let sources = cli.sources;
+    match cli.cmd {
+        Cmd::ServeVoice {
+            addr,
+            queue_capacity,
+        } => return targets::serve_voice(addr, queue_capacity).await,
+        Cmd::ServeEcho { addr } => return targets::serve_echo(addr).await,
+        Cmd::Machine => println!("{}", serde_json::to_string_pretty(&sys::machine())?),
+        Cmd::Idle {
+            n,
+            group,
+            concurrency,
+            hold_secs,
+            targets,
+        } => {
+            for kind in targets {
+                for &n in &n {
+                    let t = launcher.start(kind).await?;
+                    let o = IdleOpts {
+                        n,
+                        group,
+                        concurrency,
+                        sources,
+                        hold_secs,
+                    };
+                    let r = scenarios::idle(&t, &o).await;
+                    t.stop().await;
+                    out.emit(r?)?;
+                }
+            }
+        }
+        Cmd::Rooms {
+            rooms,
+            passive,
+            warmup,
+            secs,
+            background,
+            repeat,
+        } => {
+            for _ in 0..repeat {
+                let t = launcher.start(Kind::Voice).await?;
+                let o = RoomsOpts {
+                    rooms,
+                    passive,
+                    warmup_secs: warmup,
+                    secs,
+                    background,
+                    sources,
+                };
+                let r = scenarios::rooms(&t, &o).await;
+                t.stop().await;
+                out.emit(r?)?;
+            }
+            summary(&out.all);
+        }
+        Cmd::Relay {
+            targets,
+            rooms,
+            per_room,
+            window,
+            sdp_every,
+            warmup,
+            secs,
+            repeat,
+        } => {
+            for _ in 0..repeat {
+                for &kind in &targets {
+                    let t = launcher.start(kind).await?;
+                    let o = RelayOpts {
+                        rooms,
+                        per_room,
+                        window,
+                        sdp_every,
+                        warmup_secs: warmup,
+                        secs,
+                        sources,
+                    };
+                    let r = scenarios::relay(&t, &o).await;
+                    t.stop().await;
+                    out.emit(r?)?;
+                }
+            }
+            summary(&out.all);
+        }
+        Cmd::Fanout {
+            members,
+            runs,
+            repeat,
+        } => {
+            for _ in 0..repeat {
+                let t = launcher.start(Kind::Voice).await?;
+                let r = scenarios::fanout(
+                    &t,
+                    &FanoutOpts {
+                        members,
+                        runs,
+                        sources,
+                    },
+                )
+                .await;
+                t.stop().await;
+                out.emit(r?)?;
+            }
+            summary(&out.all);
+        }
+        Cmd::LambdaCold { bootstrap, runs } => {
+            out.emit(lambda_cold::cold_start(&bootstrap, runs).await?)?;
+        }
+        Cmd::Tiny { no_node } => tiny(&launcher, &mut out, no_node).await?,
+    }
+    Ok(())
+}
+
+/// Every scenario, small: a few connections, a second of load.
+async fn tiny(launcher: &Launcher, out: &mut Out, no_node: bool) -> anyhow::Result<()> {
+    let sources = 2;
+    let mut kinds = vec![Kind::Voice, Kind::Echo];
+    if !no_node {
+        kinds.insert(1, Kind::Node);
+    }
+    for &kind in &kinds {
+        if kind == Kind::Echo {
+            continue;
+        }
+        let t = launcher.start(kind).await?;
+        let r = scenarios::idle(
+            &t,
+            &IdleOpts {
+                n: 40,
+                group: 10,
+                concurrency: 4,
+                sources,
+                hold_secs: 0.2,
+            },
+        )
+        .await;
+        t.stop().await;
+        out.emit(r?)?;
+    }
+    let t = launcher.start(Kind::Voice).await?;
+    let r = scenarios::rooms(
+        &t,
+        &RoomsOpts {
+            rooms: 4,
+            passive: 1,
+            warmup_secs: 0.2,
+            secs: 1.0,
+            background: 20,
+            sources,
+        },
+    )
+    .await;
+    t.stop().await;
+    out.emit(r?)?;
+    for &kind in &kinds {
+        let t = launcher.start(kind).await?;
+        let r = scenarios::relay(
+            &t,
+            &RelayOpts {
+                rooms: 2,
+                per_room: 3,
+                window: 2,
+                sdp_every: 5,
+                warmup_secs: 0.2,
+                secs: 1.0,
+                sources,
+            },
+        )
+        .await;
+        t.stop().await;
+        out.emit(r?)?;
+    }
+    let t = launcher.start(Kind::Voice).await?;
+    let r = scenarios::fanout(
+        &t,
+        &FanoutOpts {
+            members: 20,
+            runs: 3,
+            sources,
+        },
+    )
+    .await;
+    t.stop().await;
+    out.emit(r?)?;
+    Ok(())
+}
+
+/// Medians over repeats, per scenario and target, and relay ratios to the Node baseline.
+fn summary(all: &[Report]) {
+    let mut keys: Vec<(String, String)> = all
+        .iter()
+        .map(|r| (r.scenario.clone(), r.target.clone()))
+        .collect();
+    keys.dedup();
+    keys.sort();
+    keys.dedup();
+    let med = |s: &str, t: &str, f: &dyn Fn(&Report) -> f64| {
+        median(
+            all.iter()
+                .filter(|r| r.scenario == s && r.target == t)
+                .map(f)
+                .collect(),
+        )
+    };
+    println!("-- medians over {} runs", all.len());
+    for (s, t) in &keys {
+        println!(
+            "{s:<7} {t:<6} {:>12.0} {:<7} p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs  server cpu {:>5.0}%",
+            med(s, t, &|r| r.throughput),
+            all.iter().find(|r| &r.scenario == s).map_or("", |r| r.unit.as_str()),
+            med(s, t, &|r| r.latency.p50_us),
+            med(s, t, &|r| r.latency.p99_us),
+            med(s, t, &|r| r.latency.max_us),
+            med(s, t, &|r| r.server.cpu_pct),
+        );
+    }
+    let node = med("relay", "node", &|r| r.throughput);
+    let voice = med("relay", "voice", &|r| r.throughput);
+    let echo = med("relay", "echo", &|r| r.throughput);
+    if node > 0.0 && voice > 0.0 {
+        println!(
+            "relay: voice/node throughput {:.2}x, p99 voice/node {:.2}; voice/echo throughput {:.2}",
+            voice / node,
+            med("relay", "voice", &|r| r.latency.p99_us) / med("relay", "node", &|r| r.latency.p99_us),
+            if echo > 0.0 { voice / echo } else { 0.0 }
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! The servers under test, each started as its own process so that its RSS and CPU time are its
+//! own: voice-server (through the library, rate limit raised), the Node `ws` relay baseline, and
+//! a trivial tokio WebSocket echo (the loopback ceiling). Every child is killed on drop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::sys::{self, ProcSample};
+
+/// Which server a scenario drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// voice-server (this repository).
+    Voice,
+    /// bench/node-relay: a hand-written relay on npm `ws`, no auth.
+    Node,
+    /// A tokio-tungstenite echo: what loopback WebSockets can do at all.
+    Echo,
+}
+
+impl Kind {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Voice => "voice",
+            Self::Node => "node",
+            Self::Echo => "echo",
+        }
+    }
+}
+
+/// How to start targets.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    /// The voice-bench binary (serves `serve-voice` / `serve-echo`).
+    pub exe: PathBuf,
+    /// Folder of the Node relay (`relay.js`, `node_modules/`).
+    pub node_dir: PathBuf,
+    /// Outgoing queue per connection on voice-server (its default is 256).
+    pub queue_capacity: usize,
+}
+
+impl Launcher {
+    /// This binary, the repository's bench/node-relay, the server's default queue.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            exe: std::env::current_exe()?,
+            node_dir: default_node_dir(),
+            queue_capacity: voice_server::Config::default().queue_capacity,
+        })
+    }
+
+    /// Starts a `kind` server on an ephemeral loopback port and waits until it listens.
+    ///
+    /// # Errors
+    /// The process would not start or did not announce its address in 30 s.
+    pub async fn start(&self, kind: Kind) -> anyhow::Result<Target> {
+        let mut cmd = match kind {
+            Kind::Voice => {
+                let mut c = Command::new(&self.exe);
+                c.args([
+                    "serve-voice",
+                    "--addr",
+                    "127.0.0.1:0",
+                    "--queue-capacity",
+                    &self.queue_capacity.to_string(),
+                ]);
+                if std::env::var_os("RUST_LOG").is_none() {
+                    c.env("RUST_LOG", "warn");
+                }
+                c
+            }
+            Kind::Echo => {
+                let mut c = Command::new(&self.exe);
+                c.args(["serve-echo", "--addr", "127.0.0.1:0"]);
+                c
+            }
+            Kind::Node => {
+                let script = self.node_dir.join("relay.js");
+                if !self.node_dir.join("node_modules/ws").is_dir() {
+                    bail!(
+                        "{} has no node_modules/ws: run `npm ci` in {}",
+                        script.display(),
+                        self.node_dir.display()
+                    );
+                }
+                let mut c = Command::new("node");
+                c.arg(script).env("PORT", "0");
+                c
+            }
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting the {} server", kind.name()))?;
+        let pid = child.id().ok_or_else(|| anyhow!("child has no pid"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(a) = line.strip_prefix("LISTENING ") {
+                    return Ok::<_, anyhow::Error>(a.trim().parse::<SocketAddr>()?);
+                }
+            }
+            bail!("the {} server exited before listening", kind.name())
+        })
+        .await
+        .map_err(|_| anyhow!("the {} server did not listen in 30 s", kind.name()))??;
+        // Keep reading its stdout so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Target {
+            kind,
+            addr,
+            pid,
+            child,
+        })
+    }
+}
+
+/// `bench/node-relay` next to this crate.
+pub fn default_node_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/node-relay")
+}
+
+/// A running server process.
+pub struct Target {
+    /// Which.
+    pub kind: Kind,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its pid, for `/proc`.
+    pub pid: u32,
+    child: Child,
+}
+
+impl Target {
+    /// The WebSocket path.
+    pub fn path(&self) -> &'static str {
+        match self.kind {
+            Kind::Voice => "/ws",
+            Kind::Node | Kind::Echo => "/",
+        }
+    }
+
+    /// Its memory and CPU now.
+    pub fn sample(&self) -> ProcSample {
+        sys::sample(self.pid).unwrap_or_default()
+    }
+
+    /// Kills it and reaps it.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// `serve-voice`: voice-server's library on `addr` with the per-connection rate limit raised
+/// (the generator sends far faster than the 50/s a browser is allowed) and `queue_capacity`;
+/// prints `LISTENING <addr>` once bound.
+///
+/// # Errors
+/// Bind or serve failure.
+pub async fn serve_voice(addr: SocketAddr, queue_capacity: usize) -> anyhow::Result<()> {
+    sys::raise_nofile();
+    voice_server::init_tracing(voice_server::LogFormat::Text);
+    let listener = TcpListener::bind(addr).await?;
+    let config = voice_server::Config {
+        addr: listener.local_addr()?,
+        token_secret: Some(voice_domain::ports::Secret::new(
+            "voice-bench-token-secret-0123456789",
+        )),
+        rate_limit: voice_server::RateLimit {
+            burst: 1_000_000_000,
+            per_second: 1e9,
+        },
+        queue_capacity,
+        ..voice_server::Config::default()
+    };
+    println!("LISTENING {}", config.addr);
+    voice_server::serve(config, listener).await?;
+    Ok(())
+}
+
+/// `serve-echo`: every text or binary frame is sent back on the same socket. Prints
+/// `LISTENING <addr>` once bound.
+///
+/// # Errors
+/// Bind failure.
+pub async fn serve_echo(addr: SocketAddr) -> anyhow::Result<()> {
+    sys::raise_nofile();
+    let listener = TcpListener::bind(addr).await?;
+    println!("LISTENING {}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                return;
+            };
+            while let Some(Ok(m)) = ws.next().await {
+                match m {
+                    Message::Text(_) | Message::Binary(_) => {
+                        if ws.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                    Message::Close(_) => return,
+                    _ => {}
+                }
+            }
+        });
+    }
+}
