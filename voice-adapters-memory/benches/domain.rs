@@ -12,8 +12,8 @@ use voice_adapters_memory::{memory_service, MemoryHandles, MemoryPorts};
 use voice_domain::ports::MemberState;
 use voice_domain::room::LeaveReason;
 use voice_domain::{
-    Capacity, ChannelArn, ChannelName, ChatRoomId, ConnectionId, ServiceConfig,
-    SignalingChannel, Timestamp, UserId, VoiceRoom, VoiceRoomId, VoiceService,
+    Capacity, ChannelArn, ChannelName, ChatRoomId, ConnectionId, ServiceConfig, SignalingChannel,
+    Timestamp, UserId, VoiceRoom, VoiceRoomId, VoiceService,
 };
 
 fn channel(i: usize) -> SignalingChannel {
@@ -42,8 +42,13 @@ fn full_room() -> VoiceRoom {
         Timestamp::from_millis(0),
     );
     for i in 1..10 {
-        room.join(user(i), conn(i), channel(i), Timestamp::from_millis(i as u64))
-            .unwrap();
+        room.join(
+            user(i),
+            conn(i),
+            channel(i),
+            Timestamp::from_millis(i as u64),
+        )
+        .unwrap();
     }
     room
 }
@@ -102,7 +107,9 @@ fn setup(n: usize) -> (VoiceService<MemoryPorts>, MemoryHandles) {
             let u = UserId::parse(format!("r{r}u{i}")).unwrap();
             h.directory
                 .connect(ConnectionId::parse(format!("r{r}c{i}")).unwrap(), u.clone());
-            h.directory.set_state(&chat, u, MemberState::Approved).unwrap();
+            h.directory
+                .set_state(&chat, u, MemberState::Approved)
+                .unwrap();
         }
     }
     (svc, h)

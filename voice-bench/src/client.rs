@@ -36,7 +36,9 @@ impl Dialer {
         Self {
             addr,
             url: format!("ws://{addr}{path}"),
-            sources: (0..sources).map(|i| Ipv4Addr::new(127, 0, 0, 2 + i)).collect(),
+            sources: (0..sources)
+                .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i))
+                .collect(),
             next: AtomicUsize::new(0),
         }
     }
@@ -170,7 +172,9 @@ impl Conn {
 
 /// Whether a frame is a reply (cheap: the server and the Node relay both put `type` first).
 pub fn is_reply(text: &str) -> bool {
-    text.get(..40).unwrap_or(text).contains("\"type\":\"reply\"")
+    text.get(..40)
+        .unwrap_or(text)
+        .contains("\"type\":\"reply\"")
 }
 
 /// Reads the number after `"ts":` in a frame (the send timestamp the generator put in a signal

@@ -67,7 +67,10 @@ async fn next(State(api): State<Arc<Api>>) -> Response {
         *api.handed_out.lock().unwrap_or_else(|p| p.into_inner()) = Some(t0.elapsed());
     }
     let mut h = HeaderMap::new();
-    h.insert("Lambda-Runtime-Aws-Request-Id", HeaderValue::from_static("bench-1"));
+    h.insert(
+        "Lambda-Runtime-Aws-Request-Id",
+        HeaderValue::from_static("bench-1"),
+    );
     let deadline = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -143,10 +146,7 @@ async fn once(bootstrap: &Path) -> anyhow::Result<(Duration, Duration, String, u
             "KVS_ROLE_ARN",
             "arn:aws:iam::123456789012:role/voice-kvs-client",
         )
-        .env(
-            "APIGW_MANAGEMENT_ENDPOINT",
-            "http://127.0.0.1:9/prod",
-        )
+        .env("APIGW_MANAGEMENT_ENDPOINT", "http://127.0.0.1:9/prod")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -69,12 +69,20 @@ pub async fn group(
     let mut admin = d.conn().await?;
     let (admin_id, room_id) = match kind {
         Kind::Voice => {
-            let h = timed(lat, admin.request("hello", json!({"name": format!("a{t}")}))).await?;
+            let h = timed(
+                lat,
+                admin.request("hello", json!({"name": format!("a{t}")})),
+            )
+            .await?;
             let r = timed(lat, admin.request("createRoom", json!({"name": room_name}))).await?;
             (str_of(&h, "userId")?, str_of(&r, "roomId")?)
         }
         Kind::Node => {
-            let h = timed(lat, admin.request("hello", json!({"name": format!("a{t}")}))).await?;
+            let h = timed(
+                lat,
+                admin.request("hello", json!({"name": format!("a{t}")})),
+            )
+            .await?;
             timed(lat, admin.request("joinRoom", json!({"roomId": room_name}))).await?;
             (str_of(&h, "userId")?, room_name.clone())
         }
@@ -87,12 +95,20 @@ pub async fn group(
         let mut c = d.conn().await?;
         let uid = match kind {
             Kind::Voice => {
-                let h = timed(lat, c.request("hello", json!({"name": format!("m{t}-{i}")}))).await?;
+                let h = timed(
+                    lat,
+                    c.request("hello", json!({"name": format!("m{t}-{i}")})),
+                )
+                .await?;
                 timed(lat, c.request("requestJoin", json!({"roomId": room_id}))).await?;
                 str_of(&h, "userId")?
             }
             Kind::Node => {
-                let h = timed(lat, c.request("hello", json!({"name": format!("m{t}-{i}")}))).await?;
+                let h = timed(
+                    lat,
+                    c.request("hello", json!({"name": format!("m{t}-{i}")})),
+                )
+                .await?;
                 timed(lat, c.request("joinRoom", json!({"roomId": room_id}))).await?;
                 str_of(&h, "userId")?
             }
@@ -324,7 +340,12 @@ pub async fn rooms(target: &Target, o: &RoomsOpts) -> anyhow::Result<Report> {
                 let steps: [(usize, bool, &str, Value); 5] = [
                     (1, true, "getVoiceCredentials", json!({"voiceRoomId": vr})),
                     (2, false, "getVoiceCredentials", json!({"voiceRoomId": vr})),
-                    (3, false, "setMute", json!({"voiceRoomId": vr, "muted": true})),
+                    (
+                        3,
+                        false,
+                        "setMute",
+                        json!({"voiceRoomId": vr, "muted": true}),
+                    ),
                     (4, false, "leaveVoiceRoom", json!({"voiceRoomId": vr})),
                     (5, true, "endVoiceRoom", json!({"voiceRoomId": vr})),
                 ];
@@ -359,7 +380,12 @@ pub async fn rooms(target: &Target, o: &RoomsOpts) -> anyhow::Result<Report> {
     let by_action: serde_json::Map<String, Value> = ROOM_ACTIONS
         .iter()
         .zip(per)
-        .map(|(name, l)| ((*name).to_owned(), serde_json::to_value(summarize(l)).unwrap()))
+        .map(|(name, l)| {
+            (
+                (*name).to_owned(),
+                serde_json::to_value(summarize(l)).unwrap(),
+            )
+        })
         .collect();
     for h in drains {
         h.abort();
@@ -536,15 +562,14 @@ pub async fn relay(target: &Target, o: &RelayOpts) -> anyhow::Result<Report> {
             let mut errors = 0u64;
             let mut first_error = None;
             loop {
-                let msg =
-                    match tokio::time::timeout_at(read_until.into(), stream.next()).await {
-                        Ok(Some(Ok(m))) => m,
-                        Ok(_) => {
-                            errors += 1;
-                            break;
-                        }
-                        Err(_) => break,
-                    };
+                let msg = match tokio::time::timeout_at(read_until.into(), stream.next()).await {
+                    Ok(Some(Ok(m))) => m,
+                    Ok(_) => {
+                        errors += 1;
+                        break;
+                    }
+                    Err(_) => break,
+                };
                 let Message::Text(t) = msg else { continue };
                 let text = t.as_str();
                 let now = epoch.elapsed().as_nanos() as u64;
@@ -742,7 +767,9 @@ pub async fn fanout(target: &Target, o: &FanoutOpts) -> anyhow::Result<Report> {
         while got < others {
             let (seen, at) = tokio::time::timeout(wait, rx.recv())
                 .await
-                .map_err(|_| anyhow!("run {run}: {got}/{others} members had voiceStarted after {wait:?}"))?
+                .map_err(|_| {
+                    anyhow!("run {run}: {got}/{others} members had voiceStarted after {wait:?}")
+                })?
                 .ok_or_else(|| anyhow!("listeners ended"))?;
             if let Seen::Started = seen {
                 got += 1;
@@ -797,4 +824,3 @@ pub async fn fanout(target: &Target, o: &FanoutOpts) -> anyhow::Result<Report> {
         }),
     })
 }
-

@@ -361,7 +361,9 @@ mod tests {
         );
         assert_eq!(parse(&["--in-memory"]).unwrap().storage, Storage::InMemory);
         assert_eq!(
-            parse(&["--in-memory", "--data-dir", "/srv/voice"]).unwrap().storage,
+            parse(&["--in-memory", "--data-dir", "/srv/voice"])
+                .unwrap()
+                .storage,
             Storage::InMemory
         );
         assert_eq!(Config::ephemeral().storage, Storage::InMemory);

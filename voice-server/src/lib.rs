@@ -167,8 +167,8 @@ impl Backends {
         })
         .await
         .map_err(|e| ServeError::Task(e.to_string()))??;
-        let chat = SqliteChat::new(db.clone())
-            .with_message_retention(storage::STORED_MESSAGES_PER_ROOM);
+        let chat =
+            SqliteChat::new(db.clone()).with_message_retention(storage::STORED_MESSAGES_PER_ROOM);
         let key = chat
             .setting_or_insert(
                 storage::TOKEN_KEY_SETTING,
@@ -351,7 +351,9 @@ async fn end_rooms_of_previous_process(voice: &VoiceService<ServerPorts>) {
             rooms_ended = r.rooms_ended.len(),
             "ended voice rooms left active by the previous process"
         ),
-        Err(e) => warn!(error = %e, "could not end voice rooms left by the previous process; the periodic sweep will retry"),
+        Err(e) => {
+            warn!(error = %e, "could not end voice rooms left by the previous process; the periodic sweep will retry")
+        }
     }
 }
 

@@ -59,7 +59,10 @@ impl VoiceRoomStore for ServerStore {
     async fn get(&self, id: &VoiceRoomId) -> Result<Option<VoiceRoom>, StoreError> {
         delegate!(self, s => s.get(id).await)
     }
-    async fn active_in_chat_room(&self, chat: &ChatRoomId) -> Result<Option<VoiceRoom>, StoreError> {
+    async fn active_in_chat_room(
+        &self,
+        chat: &ChatRoomId,
+    ) -> Result<Option<VoiceRoom>, StoreError> {
         delegate!(self, s => s.active_in_chat_room(chat).await)
     }
     async fn active_with_connection(&self, c: &ConnectionId) -> Result<Vec<VoiceRoom>, StoreError> {

@@ -25,8 +25,8 @@ use voice_domain::{
 
 use crate::chat::{event_frame, SharedChat};
 use crate::hub::Hub;
-use crate::ports::ServerStore;
 use crate::ice::IceConfig;
+use crate::ports::ServerStore;
 use crate::token::{TokenError, TokenKey};
 
 /// Largest signal `payload`, serialised, in bytes (the KVS limit, so clients behave the same on

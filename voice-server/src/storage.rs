@@ -98,10 +98,7 @@ impl ChatState for SqliteChat {
         Ok(SqliteChat::room(self, id).await.map_err(err)?.map(room))
     }
 
-    async fn members(
-        &self,
-        r: &ChatRoomId,
-    ) -> Result<Vec<(UserId, MemberState)>, ChatStoreError> {
+    async fn members(&self, r: &ChatRoomId) -> Result<Vec<(UserId, MemberState)>, ChatStoreError> {
         SqliteChat::members(self, r).await.map_err(err)
     }
 
@@ -124,11 +121,7 @@ impl ChatState for SqliteChat {
             .map_err(err)
     }
 
-    async fn append_message(
-        &self,
-        r: &ChatRoomId,
-        m: &ChatMessage,
-    ) -> Result<(), ChatStoreError> {
+    async fn append_message(&self, r: &ChatRoomId, m: &ChatMessage) -> Result<(), ChatStoreError> {
         let record = MessageRecord {
             room_id: m.room_id.clone(),
             user_id: m.user_id.clone(),
