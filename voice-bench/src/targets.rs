@@ -13,7 +13,6 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::sys::{self, ProcSample};
 
@@ -211,14 +210,11 @@ pub async fn serve_echo(addr: SocketAddr) -> anyhow::Result<()> {
                 return;
             };
             while let Some(Ok(m)) = ws.next().await {
-                match m {
-                    Message::Text(_) | Message::Binary(_) => {
-                        if ws.send(m).await.is_err() {
-                            return;
-                        }
-                    }
-                    Message::Close(_) => return,
-                    _ => {}
+                if m.is_close() {
+                    return;
+                }
+                if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                    return;
                 }
             }
         });
