@@ -36,6 +36,9 @@ struct Cli {
     /// voice-server's outgoing queue per connection (its default: 256).
     #[arg(long, global = true)]
     queue_capacity: Option<usize>,
+    /// Run voice-server on SQLite in this (fresh) directory instead of in memory.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -182,6 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(q) = cli.queue_capacity {
         launcher.queue_capacity = q;
     }
+    launcher.data_dir.clone_from(&cli.data_dir);
     let mut out = Out {
         json: match &cli.json {
             Some(p) => Some(
@@ -200,7 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::ServeVoice {
             addr,
             queue_capacity,
-        } => return targets::serve_voice(addr, queue_capacity).await,
+        } => return targets::serve_voice(addr, queue_capacity, cli.data_dir).await,
         Cmd::ServeEcho { addr } => return targets::serve_echo(addr).await,
         Cmd::Machine => println!("{}", serde_json::to_string_pretty(&sys::machine())?),
         Cmd::Idle {

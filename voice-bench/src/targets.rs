@@ -48,6 +48,10 @@ pub struct Launcher {
     pub node_dir: PathBuf,
     /// Outgoing queue per connection on voice-server (its default is 256).
     pub queue_capacity: usize,
+    /// voice-server keeps its state in SQLite in this directory (the binary's default storage)
+    /// instead of in memory (the default here: nothing written to disk, no data-dir lock
+    /// shared between runs).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Launcher {
@@ -57,6 +61,7 @@ impl Launcher {
             exe: std::env::current_exe()?,
             node_dir: default_node_dir(),
             queue_capacity: voice_server::Config::default().queue_capacity,
+            data_dir: None,
         })
     }
 
@@ -75,6 +80,9 @@ impl Launcher {
                     "--queue-capacity",
                     &self.queue_capacity.to_string(),
                 ]);
+                if let Some(dir) = &self.data_dir {
+                    c.arg("--data-dir").arg(dir);
+                }
                 if std::env::var_os("RUST_LOG").is_none() {
                     c.env("RUST_LOG", "warn");
                 }
@@ -168,11 +176,15 @@ impl Target {
 
 /// `serve-voice`: voice-server's library on `addr` with the per-connection rate limit raised
 /// (the generator sends far faster than the 50/s a browser is allowed) and `queue_capacity`;
-/// prints `LISTENING <addr>` once bound.
+/// state in memory, or in SQLite in `data_dir` when given. Prints `LISTENING <addr>` once bound.
 ///
 /// # Errors
 /// Bind or serve failure.
-pub async fn serve_voice(addr: SocketAddr, queue_capacity: usize) -> anyhow::Result<()> {
+pub async fn serve_voice(
+    addr: SocketAddr,
+    queue_capacity: usize,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     sys::raise_nofile();
     voice_server::init_tracing(voice_server::LogFormat::Text);
     let listener = TcpListener::bind(addr).await?;
@@ -186,6 +198,12 @@ pub async fn serve_voice(addr: SocketAddr, queue_capacity: usize) -> anyhow::Res
             per_second: 1e9,
         },
         queue_capacity,
+        // Config::default() is the binary's SQLite in ./voice-data: every run would write to the
+        // working directory, share its state and its lock with the previous run.
+        storage: match data_dir {
+            Some(data_dir) => voice_server::Storage::Sqlite { data_dir },
+            None => voice_server::Storage::InMemory,
+        },
         ..voice_server::Config::default()
     };
     println!("LISTENING {}", config.addr);
