@@ -48,7 +48,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use axum::serve::ListenerExt as _;
+use tracing::{debug, info, warn};
 use voice_adapters_memory::{MemoryChannels, MemoryStore, SystemClock, UuidIds};
 use voice_adapters_sqlite::{Database, OpenOptions, SqliteChat, SqliteError, SqliteStore};
 use voice_domain::ports::{Adapters, Clock, Secret};
@@ -314,6 +315,14 @@ async fn run(
     let sweeper = tokio::spawn(sweep_loop(voice, config.sweep_interval, trigger.clone()));
     info!(%addr, capacity = config.capacity.get(), ice_servers = config.ice_servers.len(), "voice-server listening");
     let stop = trigger.clone();
+    // TCP_NODELAY on every accepted socket: a request often produces two frames on one
+    // connection (an event, then the reply; a burst of relayed ICE candidates), and with Nagle's
+    // algorithm the second waits for the client's delayed ACK of the first (~40 ms on Linux).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
+        }
+    });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             tokio::select! {

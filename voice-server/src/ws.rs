@@ -18,6 +18,9 @@ use crate::hub::{Hub, Trigger};
 /// Largest accepted frame and message, in bytes.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
+/// How long the writer may take to send its close frame before it just closes the socket.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Close codes the server sends.
 mod close {
     pub const NORMAL: u16 = 1000;
@@ -151,11 +154,13 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
     }
     // The writer has flushed what was queued (its queue closed with the hub entry) or was told
     // to stop; give it a moment to send its close frame.
-    if tokio::time::timeout(Duration::from_secs(2), writer)
+    let mut writer = writer;
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer)
         .await
         .is_err()
     {
         debug!("writer did not finish in time");
+        writer.abort();
     }
     info!(reason, "connection closed");
 }
@@ -173,7 +178,16 @@ async fn write_loop(
             () = shutdown.wait() => break (close::GOING_AWAY, "server shutting down"),
             m = rx.recv() => match m {
                 Some(text) => {
-                    if sink.send(Message::Text(Utf8Bytes::from(text))).await.is_err() {
+                    // A client that stops reading blocks this send once the socket's buffers
+                    // are full; being dropped or shut down must still end the task, or the
+                    // socket (and its buffers) would live as long as the client stays silent.
+                    let sent = tokio::select! {
+                        biased;
+                        () = kill.wait() => return,
+                        () = shutdown.wait() => return,
+                        r = sink.send(Message::Text(Utf8Bytes::from(text))) => r,
+                    };
+                    if sent.is_err() {
                         return;
                     }
                 }
@@ -181,13 +195,17 @@ async fn write_loop(
             },
         }
     };
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        })))
-        .await;
-    let _ = sink.close().await;
+    // The close frame is a courtesy: a client that does not read does not get to hold it up.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            })))
+            .await;
+        let _ = sink.close().await;
+    })
+    .await;
 }
 
 #[cfg(test)]
