@@ -91,7 +91,8 @@ pub struct Config {
     pub rate_limit: RateLimit,
     /// Outgoing messages queued per connection before it is dropped as too slow.
     pub queue_capacity: usize,
-    /// How long shutdown waits for WebSockets to close.
+    /// How long shutdown waits for WebSockets to close and their clean-up (leaving voice rooms)
+    /// to finish.
     pub shutdown_grace: Duration,
     /// Where state is kept.
     pub storage: Storage,

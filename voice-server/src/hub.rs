@@ -3,7 +3,7 @@
 //! task, so a slow client never stalls anyone else: when its queue is full it is dropped.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -76,6 +76,21 @@ struct Entry {
 pub struct Hub {
     inner: Arc<Mutex<HashMap<ConnectionId, Entry>>>,
     count_changed: Arc<Notify>,
+    sessions: Arc<AtomicUsize>,
+}
+
+/// Held by a connection task for its whole life, clean-up included (see [`Hub::session`]).
+#[must_use = "the session ends when this is dropped"]
+pub struct Session {
+    sessions: Arc<AtomicUsize>,
+    count_changed: Arc<Notify>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.sessions.fetch_sub(1, Ordering::SeqCst);
+        self.count_changed.notify_waiters();
+    }
 }
 
 impl Hub {
@@ -121,11 +136,38 @@ impl Hub {
 
     /// Returns once no connection is open.
     pub async fn wait_empty(&self) {
+        self.wait_until(|| self.is_empty()).await;
+    }
+
+    /// Starts a connection task's session: the task holds it from before it registers until
+    /// after its disconnect clean-up (leaving voice rooms) is done, which is later than
+    /// [`Hub::remove`]. Shutdown waits for sessions with [`Hub::wait_idle`], so a clean stop does
+    /// not exit in the middle of that clean-up.
+    pub fn session(&self) -> Session {
+        self.sessions.fetch_add(1, Ordering::SeqCst);
+        Session {
+            sessions: self.sessions.clone(),
+            count_changed: self.count_changed.clone(),
+        }
+    }
+
+    /// How many connection tasks hold a [`Session`].
+    pub fn sessions(&self) -> usize {
+        self.sessions.load(Ordering::SeqCst)
+    }
+
+    /// Returns once no connection is open and every connection task has finished its clean-up.
+    pub async fn wait_idle(&self) {
+        self.wait_until(|| self.is_empty() && self.sessions() == 0)
+            .await;
+    }
+
+    async fn wait_until(&self, done: impl Fn() -> bool) {
         loop {
             let changed = self.count_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if self.is_empty() {
+            if done() {
                 return;
             }
             changed.await;
@@ -238,6 +280,28 @@ mod tests {
         assert_eq!(n.send(&conn("c"), &ev).await, Err(NotifyError::Gone));
         assert_eq!(n.send(&conn("nobody"), &ev).await, Err(NotifyError::Gone));
         assert!(hub.is_empty());
+    }
+
+    #[tokio::test]
+    async fn idle_waits_for_sessions_after_their_connections_are_removed() {
+        let hub = Hub::new();
+        let session = hub.session();
+        let _rx = hub.register(conn("c"), 4);
+        hub.remove(&conn("c"));
+        hub.wait_empty().await;
+        let idle = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.wait_idle().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!idle.is_finished(), "a session is still cleaning up");
+        assert_eq!(hub.sessions(), 1);
+        drop(session);
+        tokio::time::timeout(std::time::Duration::from_secs(5), idle)
+            .await
+            .expect("idle once the session ends")
+            .unwrap();
+        assert_eq!(hub.sessions(), 0);
     }
 
     #[tokio::test]

@@ -46,9 +46,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use axum::serve::ListenerExt as _;
 use tracing::{debug, info, warn};
 use voice_adapters_memory::{MemoryChannels, MemoryStore, SystemClock, UuidIds};
 use voice_adapters_sqlite::{Database, OpenOptions, SqliteChat, SqliteError, SqliteStore};
@@ -334,11 +334,16 @@ async fn run(
         })
         .await;
     trigger.fire();
-    if tokio::time::timeout(config.shutdown_grace, hub.wait_empty())
+    // Closed sockets are not enough: each connection task still leaves its voice rooms.
+    if tokio::time::timeout(config.shutdown_grace, hub.wait_idle())
         .await
         .is_err()
     {
-        warn!(open = hub.len(), "some WebSockets did not close in time");
+        warn!(
+            open = hub.len(),
+            cleaning_up = hub.sessions(),
+            "some WebSockets did not close or clean up in time; the next start-up ends their voice rooms"
+        );
     }
     sweeper.abort();
     info!("voice-server stopped");

@@ -85,6 +85,9 @@ pub async fn run(ctx: ConnectionContext, socket: WebSocket) {
 }
 
 async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: ConnectionId) {
+    // Until the clean-up below is done: shutdown waits for it (a clean stop leaves no voice
+    // room active for a closed socket).
+    let _session = ctx.hub.session();
     info!("connection opened");
     let (rx, kill) = ctx.hub.register(conn.clone(), ctx.queue_capacity);
     let (sink, mut stream) = socket.split();
