@@ -96,6 +96,15 @@ pub enum SqliteError {
         /// Why.
         source: std::io::Error,
     },
+    /// The data directory exists but this process cannot create files in it (its owner or
+    /// permissions are another user's, or it is on a read-only file system).
+    #[error("the data directory {path} is not writable by this process ({source}); fix its owner or permissions, or pass another --data-dir")]
+    NotWritable {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Another process holds the data directory's lock.
     #[error("the data directory {path} is in use by another voice-server process; stop that process or pass another --data-dir")]
     Locked {
@@ -119,16 +128,20 @@ pub enum SqliteError {
         mode: String,
     },
     /// The file was written by a newer build.
-    #[error("the database has schema version {found}, newer than this build knows ({known}); run a newer voice-server or restore a backup")]
+    #[error("the database {path} has schema version {found}, newer than this build knows ({known}); run a newer voice-server or restore a backup")]
     TooNew {
+        /// The file.
+        path: PathBuf,
         /// The file's `user_version`.
         found: i64,
         /// The newest version this build knows.
         known: i64,
     },
     /// A migration failed; the transaction rolled back, the file is unchanged.
-    #[error("migrating the database to schema version {version} failed: {source}")]
+    #[error("migrating the database {path} to schema version {version} failed: {source}")]
     Migration {
+        /// The file.
+        path: PathBuf,
         /// The version being applied.
         version: i64,
         /// Why.
@@ -214,8 +227,9 @@ impl Database {
     /// it holds users' messages) and taking its lock file. This is what the server calls.
     ///
     /// # Errors
-    /// [`SqliteError::CreateDir`], [`SqliteError::Locked`] when another process uses `dir`,
-    /// or any error of [`Database::open`].
+    /// [`SqliteError::CreateDir`], [`SqliteError::NotWritable`] when `dir` exists but its lock
+    /// file cannot be created, [`SqliteError::Locked`] when another process uses `dir`, or any
+    /// error of [`Database::open`].
     pub fn open_dir(dir: &Path, options: OpenOptions) -> Result<Self, SqliteError> {
         create_private_dir(dir).map_err(|source| SqliteError::CreateDir {
             path: dir.to_owned(),
@@ -227,7 +241,7 @@ impl Database {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|source| SqliteError::CreateDir {
+            .map_err(|source| SqliteError::NotWritable {
                 path: dir.to_owned(),
                 source,
             })?;
@@ -279,7 +293,7 @@ impl Database {
             });
         }
         configure(&conn, options).map_err(open_err)?;
-        migrate(&mut conn)?;
+        migrate(&mut conn, path)?;
         tracing::info!(path = %path.display(), schema_version = MIGRATIONS.len(), "database open");
         Ok(Self::wrap(conn, Some(path.to_owned()), lock))
     }
@@ -299,7 +313,7 @@ impl Database {
             path: path.clone(),
             source,
         })?;
-        migrate(&mut conn)?;
+        migrate(&mut conn, &path)?;
         Ok(Self::wrap(conn, None, None))
     }
 
@@ -381,12 +395,27 @@ fn configure(conn: &Connection, options: OpenOptions) -> rusqlite::Result<()> {
 /// Applies every migration newer than the file's `user_version`, in order, in one IMMEDIATE
 /// transaction (so two processes opening a fresh file cannot both migrate it), and sets the
 /// version in the same transaction: a crash mid-way leaves the file at the old version.
-fn migrate(conn: &mut Connection) -> Result<(), SqliteError> {
+/// Every error names `path` (a read-only or busy file fails here first).
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), SqliteError> {
+    migrate_inner(conn, path).map_err(|e| match e {
+        SqliteError::Sql(source) => SqliteError::Open {
+            path: path.to_owned(),
+            source,
+        },
+        other => other,
+    })
+}
+
+fn migrate_inner(conn: &mut Connection, path: &Path) -> Result<(), SqliteError> {
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > known {
-        return Err(SqliteError::TooNew { found, known });
+        return Err(SqliteError::TooNew {
+            path: path.to_owned(),
+            found,
+            known,
+        });
     }
     if found == known {
         return Ok(());
@@ -396,7 +425,11 @@ fn migrate(conn: &mut Connection) -> Result<(), SqliteError> {
         .skip(usize::try_from(found).unwrap_or(0))
     {
         tx.execute_batch(sql)
-            .map_err(|source| SqliteError::Migration { version, source })?;
+            .map_err(|source| SqliteError::Migration {
+                path: path.to_owned(),
+                version,
+                source,
+            })?;
         tracing::info!(version, "applied database migration");
     }
     tx.pragma_update(None, "user_version", known)?;

@@ -1,0 +1,241 @@
+//! `Backends::open` and the binary on data directories that cannot be used: each is refused
+//! with `ServeError::Storage` (the binary: exit code 1 and one error message) naming the path
+//! and what to do, never a panic; and a usable one is created private and locked.
+
+mod server_process;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::json;
+use server_process::{command, Conn, ServerProcess};
+use voice_adapters_sqlite::{Database, OpenOptions, SqliteError};
+use voice_server::{Backends, ServeError, Storage};
+
+fn sqlite(dir: &Path) -> Storage {
+    Storage::Sqlite {
+        data_dir: dir.to_owned(),
+    }
+}
+
+async fn open_err(dir: &Path) -> ServeError {
+    match Backends::open(&sqlite(dir)).await {
+        Ok(_) => panic!("{} should be refused", dir.display()),
+        Err(e) => e,
+    }
+}
+
+/// Runs the binary on `dir` to its exit and checks it refused to start the way an operator
+/// can act on: exit code 1 (an error, not 101, a panic), a message naming `named` and `what`.
+fn assert_refused(out: &Output, named: &Path, what: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "refused with an error, not a panic: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(&named.display().to_string()),
+        "the message names {}: {stderr}",
+        named.display()
+    );
+    assert!(stderr.contains(what), "the message says {what:?}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_in_use_by_another_process_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("voice-data");
+    let mut first = ServerProcess::start(&dir, &[]).await;
+
+    match open_err(&dir).await {
+        ServeError::Storage(SqliteError::Locked { path }) => assert_eq!(path, dir),
+        other => panic!("expected Storage(Locked), got {other:?}"),
+    }
+    let message = open_err(&dir).await.to_string();
+    assert!(
+        message.contains(&dir.display().to_string()) && message.contains("--data-dir"),
+        "{message}"
+    );
+
+    let second = command(&dir, &[]).output().expect("run a second server");
+    assert_refused(
+        &second,
+        &dir,
+        "in use by another voice-server process; stop that process or pass another --data-dir",
+    );
+
+    // The first one is unharmed.
+    let mut c = Conn::connect(&first.ws_url()).await;
+    c.ok("hello", json!({"name": "Ada"})).await;
+    c.ok("createRoom", json!({"name": "Still here"})).await;
+
+    // The lock dies with its process, even on kill -9.
+    first.kill9();
+    let backends = Backends::open(&sqlite(&dir))
+        .await
+        .expect("the dead process's lock is gone");
+    let rooms = backends.chat.rooms().await.unwrap();
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(rooms[0].name, "Still here");
+    // In one process too: a second open while the first handle lives is refused.
+    match open_err(&dir).await {
+        ServeError::Storage(SqliteError::Locked { path }) => assert_eq!(path, dir),
+        other => panic!("expected Storage(Locked), got {other:?}"),
+    }
+    drop(backends);
+    Backends::open(&sqlite(&dir))
+        .await
+        .expect("dropping the backends releases the lock");
+}
+
+/// Whether this process may write where the permission bits say it may not (root, or
+/// CAP_DAC_OVERRIDE): then only a process of another user can show the refusal.
+fn privileged(read_only_dir: &Path) -> bool {
+    let probe = read_only_dir.join("probe");
+    let wrote = std::fs::write(&probe, b"x").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    wrote
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_that_is_not_writable_is_refused_naming_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+
+    let tmp = tempfile::tempdir().unwrap();
+    // Traversable by anyone (the probe below may run as another user), writable by its owner.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("read-only");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let what = "is not writable by this process";
+
+    if privileged(&dir) {
+        // Root writes anywhere: run the binary as `nobody`, for whom the bits hold.
+        let mut cmd = command(&dir, &[]);
+        cmd.uid(65534).gid(65534);
+        let out = cmd.output().expect("run the server as nobody");
+        assert_refused(&out, &dir, what);
+        eprintln!("running as root: checked the refusal with the binary run as uid 65534");
+    } else {
+        match open_err(&dir).await {
+            ServeError::Storage(SqliteError::NotWritable { path, .. }) => assert_eq!(path, dir),
+            other => panic!("expected Storage(NotWritable), got {other:?}"),
+        }
+        assert_refused(&command(&dir, &[]).output().unwrap(), &dir, what);
+    }
+    assert!(
+        std::fs::read_dir(&dir).unwrap().next().is_none(),
+        "nothing was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_path_that_is_a_file_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("voice-data");
+    std::fs::write(&file, b"not a directory").unwrap();
+    for dir in [file.clone(), file.join("below")] {
+        match open_err(&dir).await {
+            ServeError::Storage(SqliteError::CreateDir { path, .. }) => assert_eq!(path, dir),
+            other => panic!("expected Storage(CreateDir), got {other:?}"),
+        }
+        let message = open_err(&dir).await.to_string();
+        assert!(message.contains(&dir.display().to_string()), "{message}");
+        assert_refused(
+            &command(&dir, &[]).output().unwrap(),
+            &dir,
+            "pass another --data-dir",
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_file_that_is_not_a_database_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("voice-data");
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("voice.sqlite3");
+    let garbage = vec![0x5a_u8; 8192];
+    std::fs::write(&file, &garbage).unwrap();
+    match open_err(&dir).await {
+        ServeError::Storage(SqliteError::Open { path, .. }) => assert_eq!(path, file),
+        other => panic!("expected Storage(Open), got {other:?}"),
+    }
+    assert_refused(
+        &command(&dir, &[]).output().unwrap(),
+        &file,
+        "not a database",
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), garbage, "left untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_a_newer_build_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("voice-data");
+    drop(
+        Backends::open(&sqlite(&dir))
+            .await
+            .expect("a fresh dir opens"),
+    );
+    let file = dir.join("voice.sqlite3");
+    Database::open(&file, OpenOptions::default())
+        .unwrap()
+        .blocking(|c| {
+            c.pragma_update(None, "user_version", 999)?;
+            Ok::<_, SqliteError>(())
+        })
+        .unwrap();
+    let err = open_err(&dir).await;
+    assert!(
+        matches!(
+            err,
+            ServeError::Storage(SqliteError::TooNew { found: 999, .. })
+        ),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&file.display().to_string()) && message.contains("newer"),
+        "{message}"
+    );
+    assert_refused(
+        &command(&dir, &[]).output().unwrap(),
+        &file,
+        "run a newer voice-server or restore a backup",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_data_dir_is_created_private_and_reopened_with_its_state() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir: PathBuf = tmp.path().join("nested").join("voice-data");
+    let backends = Backends::open(&sqlite(&dir)).await.expect("created");
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "it holds users' messages");
+    assert!(dir.join("voice.sqlite3").is_file());
+    let key = backends
+        .token_secret
+        .as_ref()
+        .expect("a token key is kept")
+        .expose()
+        .to_owned();
+    drop(backends);
+    let again = Backends::open(&sqlite(&dir)).await.expect("reopened");
+    assert_eq!(
+        again.token_secret.as_ref().map(|s| s.expose().to_owned()),
+        Some(key),
+        "the same token key after a reopen"
+    );
+    assert!(Backends::open(&Storage::InMemory)
+        .await
+        .unwrap()
+        .token_secret
+        .is_none());
+}
