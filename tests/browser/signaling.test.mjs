@@ -1,11 +1,13 @@
-// Unit tests of the web client's signaling module (no browser): the relay transport's wire
-// messages, its buffering of early signals through the app connection, its refusals, and the
-// credential refresh schedule. Run: `node --test tests/browser/` (or `npm test` in tests/browser).
+// Unit tests of the web client's signaling module (no browser): transport selection, the relay
+// transport's wire messages, its buffering of early signals through the app connection, its
+// refusals, and the credential refresh schedule. The KVS transport: kvs.test.mjs.
+// Run: `node --test tests/browser/` (or `npm test` in tests/browser).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   createTransport,
+  KvsTransport,
   refreshDelayMs,
   MAX_PAYLOAD_BYTES,
   RelayTransport,
@@ -51,16 +53,22 @@ const grant = (token = 't1') => ({
   expiresAt: Date.now() + 3600e3,
 });
 
-test('a token grant gives the relay transport; an aws grant is refused clearly for now', () => {
+test('the grant\'s credentials kind picks the transport: token → relay, aws → KVS, anything else → a typed error', () => {
   const app = fakeApp();
-  const t = createTransport(grant(), { app });
-  assert.ok(t instanceof RelayTransport);
-  assert.equal(t.kind, 'token');
-  assert.throws(
-    () => createTransport({ ...grant(), credentials: { kind: 'aws' } }, { app }),
-    (e) => e instanceof SignalingError && e.code === 'UNSUPPORTED_TRANSPORT' && /Kinesis/.test(e.message),
-  );
-  assert.throws(() => createTransport({ ...grant(), credentials: { kind: 'carrier pigeon' } }, { app }), SignalingError);
+  const relay = createTransport(grant(), { app });
+  assert.ok(relay instanceof RelayTransport);
+  assert.equal(relay.kind, 'token');
+  const kvs = createTransport({ ...grant(), credentials: { kind: 'aws', accessKeyId: 'a', secretAccessKey: 's', sessionToken: 't', region: 'us-east-1' } }, { app });
+  assert.ok(kvs instanceof KvsTransport);
+  assert.equal(kvs.kind, 'aws');
+  for (const bad of [{ kind: 'carrier pigeon' }, {}, null, undefined]) {
+    assert.throws(
+      () => createTransport({ ...grant(), credentials: bad }, { app }),
+      (e) => e instanceof SignalingError && e.code === 'UNSUPPORTED_TRANSPORT' && /unknown credentials kind/.test(e.message),
+      JSON.stringify(bad),
+    );
+  }
+  assert.throws(() => createTransport(null, { app }), (e) => e instanceof SignalingError && e.code === 'UNSUPPORTED_TRANSPORT');
 });
 
 test('sends offer, answer and candidate as signal requests with the grant token', async () => {
@@ -176,4 +184,35 @@ test('credentials refresh 5 min before a long expiry, at 80 % of a short one', (
   assert.equal(refreshDelayMs(now - 5000, now), 3300e3);
   assert.equal(refreshDelayMs(now + 100, now), 500);
   assert.equal(refreshDelayMs(now + 5 * 3600e3, now), 3300e3);
+});
+
+test('refresh timing at the 1 h cap: always before expiry, never after the lifetime', () => {
+  const now = 1_700_000_000_000;
+  // The Lambda's role-chained STS credentials: exactly 1 h, or a little less after the round trip.
+  assert.equal(refreshDelayMs(now + 3600e3, now), 55 * 60e3);
+  assert.equal(refreshDelayMs(now + 3599e3, now), 3299e3);
+  // Up to 5 min of our clock running behind the server's is still read as given ...
+  assert.equal(refreshDelayMs(now + 65 * 60e3, now), 60 * 60e3);
+  // ... beyond that the lifetime is taken as the 1 h cap, not trusted.
+  assert.equal(refreshDelayMs(now + 65 * 60e3 + 1, now), 55 * 60e3);
+  // Every lifetime from 1 s to 65 min: the refresh comes before the credentials expire, and
+  // at least 2 minutes before when the lifetime allows (10 min or more).
+  for (let lifetime = 1000; lifetime <= 65 * 60e3; lifetime += 7919) {
+    const d = refreshDelayMs(now + lifetime, now);
+    assert.ok(d < lifetime, `lifetime ${lifetime}: refresh after ${d}`);
+    if (lifetime >= 10 * 60e3) assert.ok(lifetime - d >= 2 * 60e3, `lifetime ${lifetime}: refresh only ${lifetime - d} ms before`);
+  }
+});
+
+test('refresh timing for short and already expired lifetimes', () => {
+  const now = 1_700_000_000_000;
+  // Short lifetimes (the self-hosted --credential-ttl-secs, the browser checklist's 8 s): 80 %.
+  assert.equal(refreshDelayMs(now + 60e3, now), 48e3);
+  assert.equal(refreshDelayMs(now + 10 * 60e3 + 1, now), 5 * 60e3 + 1);
+  // Already expired, or expiring now: a skewed clock, read as the 1 h cap, not a tight loop.
+  assert.equal(refreshDelayMs(now, now), 55 * 60e3);
+  assert.equal(refreshDelayMs(now - 3600e3, now), 55 * 60e3);
+  assert.equal(refreshDelayMs(NaN, now), 55 * 60e3);
+  // Nothing sooner than half a second.
+  assert.equal(refreshDelayMs(now + 1, now), 500);
 });

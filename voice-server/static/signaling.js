@@ -42,7 +42,8 @@ export class SignalingError extends Error {
  *   KVS also (all optional): region (fallback when the credentials carry none), fetchRoom
  *   (async () => VoiceRoomView|null, asked when an offer comes from an unknown client id),
  *   SignalingClient (a class with the SDK's interface; tests inject a fake, else the vendored SDK
- *   is loaded on first connect()), loadSdk, schedule/cancel (timers), openTimeoutMs, backoffMs.
+ *   is loaded on first connect()), loadSdk, schedule/cancel (timers), now (clock), openTimeoutMs,
+ *   stableOpenMs, backoffMs ([base, max]).
  */
 export function createTransport(grant, opts = {}) {
   const kind = grant && grant.credentials && grant.credentials.kind;
@@ -223,7 +224,20 @@ export function channelPlan(grant) {
 const KVS_OPEN_TIMEOUT_MS = 15000;
 /** Reconnect delays: at once after an open connection closed, then 1 s, 2 s, 4 s ... up to 30 s. */
 const KVS_BACKOFF_MS = [1000, 30000];
+/**
+ * A connection that closes sooner than this after opening counts as a failed attempt, so that a
+ * channel whose connection is replaced again and again (two tabs mastering one channel, a
+ * connection refused right after the upgrade) backs off instead of reconnecting in a tight loop.
+ */
+const KVS_STABLE_OPEN_MS = 10000;
 const UNKNOWN_CLIENT_QUEUE_MAX = 100;
+/** KVS ClientId: 1-256 of [a-zA-Z0-9_.-], not starting with AWS_ (reserved). */
+const KVS_CLIENT_ID_RE = /^[a-zA-Z0-9_.-]{1,256}$/;
+
+/** Whether `id` is a ClientId Kinesis Video Streams accepts for a viewer. */
+export function isValidKvsClientId(id) {
+  return typeof id === 'string' && KVS_CLIENT_ID_RE.test(id) && !id.startsWith('AWS_');
+}
 
 /** Settles once; the rejection is marked handled (nobody may be waiting on it). */
 function deferred() {
@@ -258,7 +272,9 @@ function deferred() {
  *   before break: the new client opens, then the old one is closed (KVS replaces a connection
  *   with the same role and client id anyway).
  * - KVS closes signaling connections after 10 min idle and 1 h at most: a closed client is
- *   reconnected (at once, then with backoff) until close(), unless its peer left the room.
+ *   reconnected (at once, then with backoff) until close(), unless its peer left the room. A
+ *   connection that closes within `stableOpenMs` of opening counts as a failure, so a channel
+ *   whose connection keeps being replaced backs off instead of looping.
  * - Sends wait (up to `openTimeoutMs`) for the channel's client to be open.
  */
 export class KvsTransport extends BaseTransport {
@@ -272,14 +288,16 @@ export class KvsTransport extends BaseTransport {
     this.loadSdk = opts.loadSdk || (() => loadKvsSdk());
     this.schedule = opts.schedule || ((fn, ms) => setTimeout(fn, ms));
     this.cancel = opts.cancel || ((t) => clearTimeout(t));
+    this.now = opts.now || (() => Date.now());
     this.openTimeoutMs = opts.openTimeoutMs ?? KVS_OPEN_TIMEOUT_MS;
+    this.stableOpenMs = opts.stableOpenMs ?? KVS_STABLE_OPEN_MS;
     [this.backoffBaseMs, this.backoffMaxMs] = opts.backoffMs || KVS_BACKOFF_MS;
     this.voiceRoomId = grant.voiceRoomId;
     this.grant = grant;
     this.grantSeq = 1;
     this.channels = new Map(); // plan key -> channel state
-    this.userByClientId = new Map();
-    this.clientIdByUser = new Map(); // later joiners (viewers on our channel) -> their client id
+    this.userByClientId = new Map(); // from the room's participants: who sends from a client id
+    this.clientIdByUser = new Map(); // viewers that offered on our channel -> their client id
     this.linkRole = new Map(); // userId -> our role on that link, from what was signalled
     this.unknown = new Map(); // client id -> messages waiting for fetchRoom()
     this.lookup = null;
@@ -302,6 +320,9 @@ export class KvsTransport extends BaseTransport {
     }
     if (this.closed) throw new SignalingError('transport closed');
     if (!this.region()) throw new SignalingError('the voice credentials name no AWS region (and config.json none either)', 'BAD_GRANT');
+    if ((this.grant.peers || []).length && !isValidKvsClientId(this.grant.clientId)) {
+      throw new SignalingError(`the voice credentials carry no valid KVS client id (${JSON.stringify(this.grant.clientId)}), which a viewer needs`, 'BAD_GRANT');
+    }
     this.connected = true;
     for (const spec of channelPlan(this.grant)) this.addChannel(spec);
     const own = this.channels.get('self');
@@ -318,7 +339,8 @@ export class KvsTransport extends BaseTransport {
   // --- channels and their clients -------------------------------------------------------
 
   addChannel(spec) {
-    const ch = { ...spec, current: null, next: null, attempts: 0, retryTimer: null, waiters: [], gone: false, first: deferred() };
+    // failures: consecutive failed attempts (or connections that closed right after opening).
+    const ch = { ...spec, current: null, next: null, failures: 0, retryTimer: null, waiters: [], gone: false, first: deferred() };
     this.channels.set(spec.key, ch);
     this.startClient(ch, 'current');
     return ch;
@@ -340,7 +362,7 @@ export class KvsTransport extends BaseTransport {
       systemClockOffset: 0,
     };
     if (ch.role === 'VIEWER') config.clientId = this.grant.clientId;
-    const att = { client: null, grantSeq: this.grantSeq, opened: false, failed: false, retired: false, timer: null };
+    const att = { client: null, grantSeq: this.grantSeq, opened: false, openedAt: 0, failuresBefore: 0, failed: false, retired: false, timer: null };
     ch[slot] = att;
     try {
       att.client = new this.SignalingClient(config);
@@ -392,9 +414,12 @@ export class KvsTransport extends BaseTransport {
       return;
     }
     att.opened = true;
+    att.openedAt = this.now();
     if (att.timer !== null) this.cancel(att.timer);
     att.timer = null;
-    ch.attempts = 0;
+    // Counted as a success only if it stays open (see onClientClose).
+    att.failuresBefore = ch.failures;
+    ch.failures = 0;
     if (att === ch.next) {
       const old = ch.current;
       ch.current = att;
@@ -427,11 +452,13 @@ export class KvsTransport extends BaseTransport {
     }
     att.retired = true;
     if (this.closed || ch.gone) return;
-    this.log(`Signaling client closed (KVS ${ch.role} on ${ch.channelName}); reconnecting`);
+    const flapped = this.now() - att.openedAt < this.stableOpenMs;
+    if (flapped) ch.failures = att.failuresBefore;
+    this.log(`Signaling client closed (KVS ${ch.role} on ${ch.channelName}${flapped ? ', right after it opened' : ''}); reconnecting`);
     if (ch.current === att) {
       ch.current = ch.next; // a rotation in flight takes over
       ch.next = null;
-      if (!ch.current) this.scheduleReconnect(ch);
+      if (!ch.current) this.scheduleReconnect(ch, flapped);
     }
   }
 
@@ -446,19 +473,20 @@ export class KvsTransport extends BaseTransport {
     this.handlers.error(new SignalingError(`KVS signaling ${ch.role} on ${ch.channelName} could not connect: ${why}`, 'SIGNALING_UNAVAILABLE', true));
     if (ch.next === att) ch.next = null;
     if (ch.current === att) ch.current = null;
-    this.scheduleReconnect(ch);
+    this.scheduleReconnect(ch, true);
   }
 
-  /** At once after an open connection closed; after failed attempts 1 s, 2 s, 4 s ... ≤ 30 s. */
-  reconnectDelayMs(attempts) {
-    if (attempts <= 0) return 0;
-    return Math.min(this.backoffMaxMs, this.backoffBaseMs * 2 ** (attempts - 1));
+  /** At once after an open connection closed; after 1, 2, 3 ... failures 1 s, 2 s, 4 s ... ≤ 30 s. */
+  reconnectDelayMs(failures) {
+    if (failures <= 0) return 0;
+    return Math.min(this.backoffMaxMs, this.backoffBaseMs * 2 ** (failures - 1));
   }
 
-  scheduleReconnect(ch) {
+  /** @param {boolean} failed  an attempt failed (or a connection closed right after opening) */
+  scheduleReconnect(ch, failed) {
     if (this.closed || ch.gone || ch.retryTimer !== null) return;
-    const delay = this.reconnectDelayMs(ch.attempts);
-    ch.attempts += 1;
+    ch.failures = failed ? ch.failures + 1 : 0;
+    const delay = this.reconnectDelayMs(ch.failures);
     ch.retryTimer = this.schedule(() => {
       ch.retryTimer = null;
       if (this.closed || ch.gone) return;
@@ -480,7 +508,7 @@ export class KvsTransport extends BaseTransport {
     this.retire(ch.current);
     this.retire(ch.next);
     ch.next = null;
-    ch.attempts = 0;
+    ch.failures = 0;
     this.startClient(ch, 'current');
   }
 
@@ -556,14 +584,24 @@ export class KvsTransport extends BaseTransport {
       // A peer who left (and maybe joined again, with a new channel) is no longer ours to view.
       if (!p || (p.channelArn && p.channelArn !== ch.channelArn)) this.dropChannel(ch, `${ch.userId} left the voice room`);
     }
+    // Nothing more goes to, or is taken from, someone who left (a rejoin offers afresh).
+    const present = new Set(participants.map((p) => p.userId));
+    for (const user of [...this.clientIdByUser.keys(), ...this.linkRole.keys()]) {
+      if (!present.has(user)) {
+        this.clientIdByUser.delete(user);
+        this.linkRole.delete(user);
+      }
+    }
+    for (const [cid, user] of [...this.userByClientId]) {
+      if (!present.has(user) && user !== this.grant.userId) this.userByClientId.delete(cid);
+    }
   }
 
+  /** Learns who sends from which client id. Where to send is learnt only from offers. */
   rememberRoom(view) {
     if (!view || !Array.isArray(view.participants)) return;
     for (const p of view.participants) {
-      if (!p.clientId) continue;
-      this.userByClientId.set(p.clientId, p.userId);
-      if (p.userId !== this.grant.userId) this.clientIdByUser.set(p.userId, p.clientId);
+      if (p.clientId) this.userByClientId.set(p.clientId, p.userId);
     }
   }
 
@@ -608,6 +646,10 @@ export class KvsTransport extends BaseTransport {
     this.unknown.set(clientId, q);
     if (this.lookup) return;
     this.lookup = (async () => {
+      // Yield first, so that `this.lookup` is set before the finally below clears it, even when
+      // there is no fetchRoom (or it throws at once); otherwise every later unknown sender would
+      // wait here forever. It also batches the messages of one burst into one lookup.
+      await null;
       try {
         if (this.fetchRoom) {
           const view = await this.fetchRoom();

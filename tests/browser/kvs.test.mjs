@@ -1,0 +1,507 @@
+// Unit tests of the Kinesis Video Streams transport (voice-server/static/signaling.js) against a
+// fake SDK SignalingClient (./kvs-fakes.mjs) and a manual clock: which clients it opens for a
+// grant (the mesh plan), where offers, answers and candidates go, how signals from client ids are
+// mapped to users, refreshed grants and room changes, reconnects with backoff, and its refusals.
+// The real KVS service is not involved: that path is verified only on a real AWS account
+// (docs/web-client.md). Run: `node --test tests/browser/`.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createTransport, isValidKvsClientId, KvsTransport, loadKvsSdk, MAX_PAYLOAD_BYTES, SignalingError } from '../../voice-server/static/signaling.js';
+import { arnOf, awsGrant, clientIdOf, fakeClock, fakeKvs, flush, roomView, wssOf } from './kvs-fakes.mjs';
+
+/** A transport for `grant` over a fresh fake SDK and clock, recording what it delivers. */
+function setup({ grant = awsGrant(), ...opts } = {}) {
+  const kvs = fakeKvs();
+  const clock = fakeClock();
+  const errors = [];
+  const got = [];
+  const logs = [];
+  const t = createTransport(grant, {
+    SignalingClient: kvs.SignalingClient,
+    schedule: clock.schedule,
+    cancel: clock.cancel,
+    now: clock.now,
+    log: (m) => logs.push(m),
+    ...opts,
+  });
+  t.onError((e) => errors.push(e));
+  t.onOffer((from, d) => got.push(['offer', from, d.sdp]));
+  t.onAnswer((from, d) => got.push(['answer', from, d.sdp]));
+  t.onCandidate((from, c) => got.push(['candidate', from, c.candidate]));
+  return { t, kvs, clock, errors, got, logs };
+}
+
+/** connect() with every client accepting at once. */
+async function connected(opts) {
+  const s = setup(opts);
+  const p = s.t.connect();
+  for (const c of s.kvs.clients) c.accept();
+  await p;
+  return s;
+}
+
+const offer = (sdp) => ({ type: 'offer', sdp });
+const answer = (sdp) => ({ type: 'answer', sdp });
+const cand = (c) => ({ candidate: c, sdpMid: '0', sdpMLineIndex: 0 });
+
+// ---------------------------------------------------------------------------------------------
+// Selection and the plan
+
+test('an aws grant gives the KVS transport', () => {
+  const t = createTransport(awsGrant(), { SignalingClient: fakeKvs().SignalingClient });
+  assert.ok(t instanceof KvsTransport);
+  assert.equal(t.kind, 'aws');
+});
+
+test('connect opens a MASTER client on our own channel and a VIEWER client on each earlier participant\'s', async () => {
+  const s = setup();
+  const p = s.t.connect();
+  const configs = s.kvs.clients.map((c) => c.config);
+  const creds = { accessKeyId: 'ASIA-1', secretAccessKey: 'secret-ASIA-1', sessionToken: 'token-ASIA-1' };
+  assert.deepEqual(configs, [
+    { channelARN: arnOf('carol'), channelEndpoint: wssOf('carol'), role: 'MASTER', region: 'eu-west-1', credentials: creds, systemClockOffset: 0 },
+    { channelARN: arnOf('alice'), channelEndpoint: wssOf('alice'), role: 'VIEWER', region: 'eu-west-1', credentials: creds, systemClockOffset: 0, clientId: clientIdOf('carol') },
+    { channelARN: arnOf('bob'), channelEndpoint: wssOf('bob'), role: 'VIEWER', region: 'eu-west-1', credentials: creds, systemClockOffset: 0, clientId: clientIdOf('carol') },
+  ]);
+  for (const c of configs.filter((x) => x.role === 'VIEWER')) assert.ok(isValidKvsClientId(c.clientId), c.clientId);
+  assert.ok(s.kvs.clients.every((c) => c.readyState === 'CONNECTING'), 'every client was opened');
+  // connect() resolves once every channel has had its first answer.
+  let done = false;
+  p.then(() => (done = true));
+  s.kvs.latest('carol').accept();
+  s.kvs.latest('alice').accept();
+  await flush();
+  assert.equal(done, false);
+  s.kvs.latest('bob').accept();
+  await p;
+  assert.ok(s.logs.includes('Signaling client connected (KVS MASTER on voice-carol)'));
+  assert.ok(s.logs.includes('Signaling client connected (KVS VIEWER on voice-alice)'));
+  assert.deepEqual(s.errors, []);
+});
+
+test('the first participant (no earlier ones) opens only its own channel, as MASTER', async () => {
+  const s = await connected({ grant: awsGrant({ user: 'alice', earlier: [], later: [] }) });
+  assert.deepEqual(
+    s.kvs.clients.map((c) => [c.config.role, c.config.channelARN]),
+    [['MASTER', arnOf('alice')]],
+  );
+});
+
+test('the region comes from the credentials, else from the option (config.json); with neither, BAD_GRANT', async () => {
+  const g = awsGrant();
+  delete g.credentials.region;
+  const s = await connected({ grant: g, region: 'us-east-1' });
+  assert.ok(s.kvs.clients.every((c) => c.config.region === 'us-east-1'));
+
+  const g2 = awsGrant();
+  delete g2.credentials.region;
+  const s2 = setup({ grant: g2 });
+  await assert.rejects(s2.t.connect(), (e) => e instanceof SignalingError && e.code === 'BAD_GRANT' && /region/.test(e.message));
+  assert.equal(s2.kvs.clients.length, 0);
+});
+
+test('a grant whose client id KVS would refuse is refused before any connection', async () => {
+  for (const bad of ['', 'has=equals', 'AWS_reserved', 'x'.repeat(257), undefined]) {
+    const g = awsGrant();
+    g.clientId = bad;
+    const s = setup({ grant: g });
+    await assert.rejects(s.t.connect(), (e) => e.code === 'BAD_GRANT' && /client id/.test(e.message), String(bad));
+    assert.equal(s.kvs.clients.length, 0);
+  }
+  assert.ok(isValidKvsClientId(clientIdOf('carol')));
+  assert.ok(isValidKvsClientId('a.b-c_D9'));
+  assert.ok(isValidKvsClientId('x'.repeat(256)));
+});
+
+test('the SDK is loaded on first connect when no SignalingClient is injected', async () => {
+  const kvs = fakeKvs();
+  let loads = 0;
+  const logs = [];
+  const t = createTransport(awsGrant(), {
+    loadSdk: async () => {
+      loads += 1;
+      return { SignalingClient: kvs.SignalingClient, VERSION: '2.9.0' };
+    },
+    log: (m) => logs.push(m),
+  });
+  const p = t.connect();
+  await flush();
+  for (const c of kvs.clients) c.accept();
+  await p;
+  assert.equal(loads, 1);
+  assert.equal(kvs.clients.length, 3);
+  assert.ok(logs.includes('Kinesis Video Streams SDK 2.9.0 loaded'));
+  t.close();
+});
+
+test('loadKvsSdk outside a page fails clearly; in a page it adds one <script src> and resolves with window.KVSWebRTC', async () => {
+  await assert.rejects(loadKvsSdk({ doc: null, win: null }), (e) => e.code === 'SDK_UNAVAILABLE');
+  const appended = [];
+  const win = {};
+  const doc = {
+    createElement: (tag) => {
+      const el = { tag, listeners: {}, addEventListener: (ev, fn) => (el.listeners[ev] = fn), remove: () => {} };
+      return el;
+    },
+    head: { append: (el) => appended.push(el) },
+  };
+  const p = loadKvsSdk({ doc, win, src: '/vendor/kvs-webrtc.min.js', timeoutMs: 1000 });
+  assert.equal(appended.length, 1);
+  assert.equal(appended[0].tag, 'script');
+  assert.equal(appended[0].src, '/vendor/kvs-webrtc.min.js');
+  win.KVSWebRTC = { SignalingClient: class {}, VERSION: 'x' };
+  appended[0].listeners.load();
+  assert.equal(await p, win.KVSWebRTC);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Sending
+
+test('an offer goes to the viewer client on that peer\'s channel, without a recipient', async () => {
+  const s = await connected();
+  await s.t.sendOffer('alice', { type: 'offer', sdp: 'o-alice', extra: 'dropped' });
+  assert.deepEqual(s.kvs.latest('alice').sent, [{ kind: 'offer', payload: offer('o-alice'), recipientClientId: undefined }]);
+  assert.deepEqual(s.kvs.latest('bob').sent, []);
+  assert.deepEqual(s.kvs.latest('carol').sent, []);
+  // Offers go only to earlier participants.
+  await assert.rejects(s.t.sendOffer('dave', offer('x')), (e) => e.code === 'NOT_PEER');
+});
+
+test('an answer goes from our MASTER client to the client id the offer came from; candidates follow the link', async () => {
+  const s = await connected({ grant: awsGrant({ later: ['dave'] }) });
+  const master = s.kvs.latest('carol');
+  master.receive('offer', offer('o-dave'), clientIdOf('dave'));
+  assert.deepEqual(s.got, [['offer', 'dave', 'o-dave']]);
+  await s.t.sendAnswer('dave', answer('a-dave'));
+  await s.t.sendCandidate('dave', cand('c-to-dave'));
+  await s.t.sendCandidate('alice', cand('c-to-alice'));
+  assert.deepEqual(master.sent, [
+    { kind: 'answer', payload: answer('a-dave'), recipientClientId: clientIdOf('dave') },
+    { kind: 'candidate', payload: cand('c-to-dave'), recipientClientId: clientIdOf('dave') },
+  ]);
+  assert.deepEqual(s.kvs.latest('alice').sent, [{ kind: 'candidate', payload: cand('c-to-alice'), recipientClientId: undefined }]);
+  // No viewer of that name on our channel: refused, nothing sent.
+  await assert.rejects(s.t.sendAnswer('mallory', answer('x')), (e) => e.code === 'NOT_PEER');
+  await assert.rejects(s.t.sendCandidate('mallory', cand('x')), (e) => e.code === 'NOT_PEER');
+  assert.equal(master.sent.length, 2);
+});
+
+test('sends wait for the channel to open, and give up after openTimeoutMs', async () => {
+  const s = setup({ openTimeoutMs: 5000 });
+  const p = s.t.connect();
+  s.kvs.latest('carol').accept();
+  s.kvs.latest('bob').accept();
+  // alice's channel is still connecting: the offer waits for it.
+  const sent = s.t.sendOffer('alice', offer('early'));
+  await flush();
+  assert.deepEqual(s.kvs.latest('alice').sent, []);
+  s.kvs.latest('alice').accept();
+  await sent;
+  await p;
+  assert.equal(s.kvs.latest('alice').sent[0].payload.sdp, 'early');
+
+  // A channel that does not come back within the timeout: NOT_CONNECTED, retryable.
+  await s.clock.advance(60_000);
+  s.kvs.latest('bob').drop();
+  await s.clock.advance(0); // reconnects at once ...
+  assert.equal(s.kvs.on('bob').length, 2);
+  const late = s.t.sendOffer('bob', offer('late'));
+  const rejected = assert.rejects(late, (e) => e.code === 'NOT_CONNECTED' && e.retryable === true);
+  await s.clock.advance(5000); // ... but the new client never opens
+  await rejected;
+});
+
+test('a payload over 10 KB is refused before it is sent', async () => {
+  const s = await connected();
+  await assert.rejects(s.t.sendOffer('alice', offer('a'.repeat(MAX_PAYLOAD_BYTES))), (e) => e.code === 'TOO_LARGE');
+  assert.deepEqual(s.kvs.latest('alice').sent, []);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Receiving
+
+test('on a peer\'s channel its master\'s answers and candidates arrive as from that peer; an offer there is refused', async () => {
+  const s = await connected();
+  const alice = s.kvs.latest('alice');
+  alice.receive('answer', answer('a-from-alice'));
+  alice.receive('candidate', cand('c-from-alice'));
+  alice.receive('offer', offer('not-allowed'));
+  s.kvs.latest('bob').receive('candidate', cand('c-from-bob'));
+  assert.deepEqual(s.got, [
+    ['answer', 'alice', 'a-from-alice'],
+    ['candidate', 'alice', 'c-from-alice'],
+    ['candidate', 'bob', 'c-from-bob'],
+  ]);
+  assert.equal(s.errors.length, 1);
+  assert.equal(s.errors[0].code, 'NOT_PEER');
+  assert.match(s.errors[0].message, /offer on voice-alice/);
+});
+
+test('on our own channel: an answer, or a message without a sender client id, is refused', async () => {
+  const s = await connected({ grant: awsGrant({ later: ['dave'] }) });
+  const master = s.kvs.latest('carol');
+  master.receive('answer', answer('x'), clientIdOf('dave'));
+  master.receive('candidate', cand('x'), undefined);
+  assert.deepEqual(s.got, []);
+  assert.deepEqual(s.errors.map((e) => e.code), ['NOT_PEER', 'NOT_PEER']);
+});
+
+test('signals from an unknown client id wait for one room lookup, then arrive in order as that user', async () => {
+  let lookups = 0;
+  const s = await connected({
+    fetchRoom: async () => {
+      lookups += 1;
+      return roomView(['alice', 'bob', 'carol', 'erin']);
+    },
+  });
+  const master = s.kvs.latest('carol');
+  master.receive('offer', offer('o-erin'), clientIdOf('erin'));
+  master.receive('candidate', cand('c1-erin'), clientIdOf('erin'));
+  assert.deepEqual(s.got, []);
+  await flush();
+  assert.equal(lookups, 1);
+  assert.deepEqual(s.got, [
+    ['offer', 'erin', 'o-erin'],
+    ['candidate', 'erin', 'c1-erin'],
+  ]);
+  // Now known: no more lookups, and the answer finds erin's client id.
+  master.receive('candidate', cand('c2-erin'), clientIdOf('erin'));
+  await s.t.sendAnswer('erin', answer('a-erin'));
+  assert.equal(lookups, 1);
+  assert.deepEqual(master.sent.at(-1), { kind: 'answer', payload: answer('a-erin'), recipientClientId: clientIdOf('erin') });
+  assert.deepEqual(s.errors, []);
+});
+
+test('signals from a client id that is no participant are dropped with an error, also without fetchRoom or when it fails', async () => {
+  for (const fetchRoom of [async () => roomView(['alice', 'bob', 'carol']), undefined, async () => Promise.reject(new Error('socket closed'))]) {
+    const s = await connected({ fetchRoom });
+    const master = s.kvs.latest('carol');
+    master.receive('offer', offer('o'), 'stranger-1');
+    master.receive('candidate', cand('c'), 'stranger-1');
+    await flush();
+    assert.deepEqual(s.got, []);
+    const dropped = s.errors.find((e) => /dropped 2 signaling message\(s\) from client id stranger-1/.test(e.message));
+    assert.ok(dropped, s.errors.map((e) => e.message).join('; '));
+    assert.equal(dropped.code, 'NOT_PEER');
+    if (fetchRoom && fetchRoom.toString().includes('reject')) assert.ok(s.errors.some((e) => /could not look up/.test(e.message)));
+  }
+});
+
+test('a handler that throws is reported and the transport keeps delivering', async () => {
+  const s = await connected();
+  s.t.onAnswer(() => {
+    throw new Error('boom');
+  });
+  s.kvs.latest('alice').receive('answer', answer('x'));
+  s.kvs.latest('alice').receive('candidate', cand('still'));
+  assert.deepEqual(s.errors.map((e) => e.message), ['boom']);
+  assert.deepEqual(s.got, [['candidate', 'alice', 'still']]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Room and grant changes
+
+test('updateRoom: a newly joined peer is known by its client id; a peer who left loses its channel for good', async () => {
+  let lookups = 0;
+  const s = await connected({ fetchRoom: async () => ((lookups += 1), null) });
+  const bobClient = s.kvs.latest('bob');
+  s.t.updateRoom(roomView(['alice', 'carol', 'dave'])); // bob left, dave joined after us
+  await flush();
+  // dave: delivered by name without a lookup.
+  s.kvs.latest('carol').receive('offer', offer('o-dave'), clientIdOf('dave'));
+  assert.deepEqual(s.got, [['offer', 'dave', 'o-dave']]);
+  assert.equal(lookups, 0);
+  // bob: his client is closed by us, not reconnected, and nothing goes to him any more.
+  assert.equal(bobClient.closedByClient, true);
+  await s.clock.advance(60_000);
+  assert.equal(s.kvs.on('bob').length, 1);
+  await assert.rejects(s.t.sendOffer('bob', offer('x')), (e) => e.code === 'NOT_PEER');
+  await assert.rejects(s.t.sendCandidate('bob', cand('x')), (e) => e.code === 'NOT_PEER');
+  // alice is untouched.
+  assert.equal(s.kvs.on('alice').length, 1);
+  assert.equal(s.kvs.latest('alice').closedByClient, false);
+  // A view of another voice room changes nothing.
+  s.t.updateRoom(roomView(['carol'], 'v2'));
+  assert.equal(s.kvs.latest('alice').closedByClient, false);
+});
+
+test('updateRoom: a peer who left and joined again (new channel) is no longer viewed on the old one', async () => {
+  const s = await connected();
+  const view = roomView(['alice', 'bob', 'carol']);
+  view.participants[1].channelArn = arnOf('bob-again');
+  s.t.updateRoom(view);
+  assert.equal(s.kvs.latest('bob').closedByClient, true);
+  assert.equal(s.kvs.latest('alice').closedByClient, false);
+});
+
+test('updateGrant: new credentials reconnect every channel make-before-break; a peer no longer in the grant is dropped', async () => {
+  const s = await connected({ grant: awsGrant({ later: ['dave'] }) });
+  const [oldCarol, oldAlice, oldBob] = ['carol', 'alice', 'bob'].map((u) => s.kvs.latest(u));
+  s.kvs.latest('carol').receive('offer', offer('o-dave'), clientIdOf('dave'));
+
+  const refreshed = awsGrant({ earlier: ['alice'], later: ['dave'], keyId: 'ASIA-2' });
+  refreshed.room = roomView(['alice', 'carol', 'dave']);
+  s.t.updateGrant(refreshed);
+
+  // bob's channel is gone at once.
+  assert.equal(oldBob.closedByClient, true);
+  assert.equal(s.kvs.on('bob').length, 1);
+  // carol and alice: a new client with the new credentials each, the old ones still open.
+  const [newCarol, newAlice] = ['carol', 'alice'].map((u) => s.kvs.latest(u));
+  assert.notEqual(newCarol, oldCarol);
+  assert.notEqual(newAlice, oldAlice);
+  assert.equal(newCarol.config.credentials.accessKeyId, 'ASIA-2');
+  assert.equal(newAlice.config.credentials.sessionToken, 'token-ASIA-2');
+  assert.equal(newAlice.config.clientId, clientIdOf('carol'));
+  assert.equal(oldCarol.closedByClient, false);
+  assert.equal(oldAlice.closedByClient, false);
+  // Until the new one opens, sends use the old one.
+  await s.t.sendCandidate('alice', cand('via-old'));
+  assert.equal(oldAlice.sent.at(-1).payload.candidate, 'via-old');
+  newAlice.accept();
+  newCarol.accept();
+  await flush();
+  assert.equal(oldAlice.closedByClient, true);
+  assert.equal(oldCarol.closedByClient, true);
+  await s.t.sendCandidate('alice', cand('via-new'));
+  await s.t.sendAnswer('dave', answer('a-dave'));
+  assert.equal(newAlice.sent.at(-1).payload.candidate, 'via-new');
+  assert.deepEqual(newCarol.sent.at(-1), { kind: 'answer', payload: answer('a-dave'), recipientClientId: clientIdOf('dave') });
+  // The old clients' closes do not trigger reconnects.
+  await s.clock.advance(60_000);
+  assert.equal(s.kvs.clients.length, 5);
+  // Messages still arriving on a retired client are ignored.
+  oldAlice.receive('answer', answer('stale'));
+  assert.ok(!s.got.some((g) => g[2] === 'stale'));
+  // A grant for another voice room is ignored.
+  s.t.updateGrant(awsGrant({ voiceRoomId: 'v2', keyId: 'ASIA-3' }));
+  assert.equal(s.kvs.clients.length, 5);
+});
+
+test('updateGrant while a channel is still connecting starts that channel over with the new credentials', async () => {
+  const s = setup();
+  const p = s.t.connect();
+  s.kvs.latest('carol').accept();
+  s.kvs.latest('bob').accept();
+  const stuck = s.kvs.latest('alice');
+  s.t.updateGrant(awsGrant({ keyId: 'ASIA-2' }));
+  assert.equal(stuck.closedByClient, true);
+  const fresh = s.kvs.latest('alice');
+  assert.equal(fresh.config.credentials.accessKeyId, 'ASIA-2');
+  fresh.accept();
+  for (const u of ['carol', 'bob']) s.kvs.latest(u).accept();
+  await p;
+});
+
+// ---------------------------------------------------------------------------------------------
+// Reconnects
+
+test('a connection the service closes after a while is reconnected at once; failures back off 1 s, 2 s, 4 s ... 30 s', async () => {
+  const s = await connected({ grant: awsGrant({ earlier: [] }) });
+  await s.clock.advance(20 * 60_000); // open for 20 minutes, then KVS closes it (1 h cap, idle)
+  s.kvs.latest('carol').drop();
+  await s.clock.advance(0);
+  assert.equal(s.kvs.on('carol').length, 2, 'reconnected at once');
+
+  const delays = [];
+  for (let i = 0; i < 7; i += 1) {
+    const before = s.kvs.clients.length;
+    s.kvs.latest('carol').refuse('AccessDeniedException');
+    delays.push(s.clock.pending()[0]);
+    await s.clock.advance(delays.at(-1));
+    assert.equal(s.kvs.clients.length, before + 1);
+  }
+  assert.deepEqual(delays, [1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+  assert.ok(s.errors.every((e) => e.code === 'SIGNALING_UNAVAILABLE' && e.retryable));
+  assert.ok(s.errors[0].message.includes('AccessDeniedException'));
+
+  // Open again: the next close is a fresh start.
+  s.kvs.latest('carol').accept();
+  await s.clock.advance(60_000);
+  s.kvs.latest('carol').drop();
+  assert.deepEqual(s.clock.pending(), [0]);
+});
+
+test('a first connection attempt that fails is retried after 1 s, not at once', async () => {
+  const s = setup({ grant: awsGrant({ earlier: ['alice'] }) });
+  const p = s.t.connect();
+  s.kvs.latest('carol').accept();
+  s.kvs.latest('alice').refuse();
+  await p; // our own channel is up: connect() succeeds, alice's channel keeps retrying
+  assert.deepEqual(s.clock.pending(), [1000]);
+  await s.clock.advance(999);
+  assert.equal(s.kvs.on('alice').length, 1);
+  await s.clock.advance(1);
+  assert.equal(s.kvs.on('alice').length, 2);
+});
+
+test('a connection that keeps closing right after it opens backs off instead of looping', async () => {
+  // E.g. another tab of the same user masters the same channel, and each replaces the other.
+  const s = await connected({ grant: awsGrant({ earlier: [] }) });
+  await s.clock.advance(60_000);
+  s.kvs.latest('carol').drop(); // a long-lived connection closed: reconnect at once
+  const delays = [s.clock.pending()[0]];
+  for (let i = 0; i < 5; i += 1) {
+    await s.clock.advance(delays.at(-1));
+    const c = s.kvs.latest('carol');
+    c.accept();
+    await s.clock.advance(200);
+    c.drop(); // replaced 200 ms after opening
+    delays.push(s.clock.pending()[0]);
+  }
+  assert.deepEqual(delays, [0, 1000, 2000, 4000, 8000, 16000]);
+});
+
+test('a client that never opens is given up after openTimeoutMs and retried', async () => {
+  const s = setup({ grant: awsGrant({ earlier: ['alice'] }), openTimeoutMs: 5000 });
+  const p = s.t.connect();
+  s.kvs.latest('carol').accept();
+  await s.clock.advance(5000);
+  await p;
+  const first = s.kvs.on('alice')[0];
+  assert.equal(first.closedByClient, true);
+  assert.ok(s.errors.some((e) => /not connected after 5 s/.test(e.message)));
+  await s.clock.advance(1000);
+  assert.equal(s.kvs.on('alice').length, 2);
+});
+
+test('our own channel failing at connect fails connect() and closes everything', async () => {
+  const s = setup();
+  const p = s.t.connect();
+  s.kvs.latest('carol').refuse('AccessDeniedException');
+  s.kvs.latest('alice').accept();
+  s.kvs.latest('bob').accept();
+  await assert.rejects(p, (e) => e.code === 'SIGNALING_UNAVAILABLE' && /own signaling channel voice-carol/.test(e.message) && /AccessDenied/.test(e.message));
+  assert.ok(s.kvs.clients.every((c) => c.closedByClient || c.readyState === 'CLOSED'));
+  await s.clock.advance(120_000);
+  assert.equal(s.kvs.clients.length, 3, 'nothing reconnects after the failed connect');
+  await assert.rejects(s.t.sendOffer('alice', offer('x')), SignalingError);
+});
+
+test('a client the SDK refuses to construct is retried with backoff, not thrown at the caller', async () => {
+  const g = awsGrant({ earlier: ['alice'] });
+  g.peers[0].wssEndpoint = ''; // the SDK: "channelEndpoint cannot be empty"
+  const s = setup({ grant: g });
+  const p = s.t.connect();
+  s.kvs.latest('carol').accept();
+  await p;
+  assert.ok(s.errors.some((e) => /channelEndpoint cannot be empty/.test(e.message)));
+  assert.deepEqual(s.clock.pending(), [1000]);
+});
+
+test('close() closes every client, cancels retries and refuses later use', async () => {
+  const s = await connected();
+  s.kvs.latest('alice').drop(); // right after opening: retried after 1 s
+  assert.deepEqual(s.clock.pending(), [1000]);
+  s.t.close();
+  s.t.close();
+  assert.deepEqual(s.clock.pending(), []);
+  await s.clock.advance(60_000);
+  assert.equal(s.kvs.clients.length, 3);
+  assert.ok(s.kvs.clients.every((c) => c.closedByClient || c.readyState === 'CLOSED'));
+  s.kvs.latest('carol').receive('offer', offer('late'), clientIdOf('alice'));
+  assert.deepEqual(s.got, []);
+  await assert.rejects(s.t.sendCandidate('alice', cand('x')), SignalingError);
+  await assert.rejects(s.t.connect(), SignalingError);
+});
