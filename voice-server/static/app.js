@@ -1,15 +1,44 @@
 // Voice Chat web client: chat rooms (hello, rooms, join requests, members, messages) and voice
 // rooms over WebRTC in a full mesh.
 //
+// Two modes, chosen by ./config.js from config.json next to index.html (docs/web-client.md):
+// - self-hosted (no config.json): the voice-server that served the page is also the chat app;
+//   chat, voice and the signaling relay share its /ws.
+// - AWS ({"mode":"aws",...}): the voice actions go to the API Gateway WebSocket (the same action
+//   names and replies, docs/lambda.md), signaling to Kinesis Video Streams; identity, rooms, join
+//   requests, members and messages are the existing chat app's, so that part of the UI is
+//   replaced by "open a chat room by id" and an explanation.
+//
 // Mesh rule (TEAM protocol): each participant is MASTER of its own channel and VIEWER on each
 // earlier participant's channel. The viewer (later joiner) creates the RTCPeerConnection and
-// sends the offer; the master answers. Signaling goes through ./signaling.js, so the transport
-// (self-hosted relay today, Kinesis Video Streams later) is chosen by the grant.
+// sends the offer; the master answers. Signaling goes through ./signaling.js, whose transport
+// (self-hosted relay or Kinesis Video Streams) is chosen by the grant's credentials.
 //
 // No inline scripts or handlers anywhere (the server's CSP forbids them): everything is wired
 // here with addEventListener, and text is only ever set with textContent.
 
 import { createTransport, refreshDelayMs } from './signaling.js';
+import { apiGatewayErrorText, appSocketUrl, awsRefusalHint, loadClientConfig, modeFeatures, roomFromHash, SELF_HOSTED } from './config.js';
+
+// ---------------------------------------------------------------------------------------------
+// Mode: read once at start-up. Until config.json has been read the page is self-hosted; every
+// handler that talks to a backend waits for `configReady` first.
+
+let config = SELF_HOSTED;
+let features = modeFeatures(SELF_HOSTED);
+const configReady = loadClientConfig().then(
+  (c) => {
+    config = c;
+    features = modeFeatures(c);
+    applyMode();
+    return c;
+  },
+  (e) => {
+    showConfigError(e);
+    throw e;
+  },
+);
+configReady.catch(() => {});
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
@@ -56,9 +85,12 @@ class ApiError extends Error {
   }
 }
 
-/** "message (CODE)" for showing a refusal to a person. */
+/** "message (CODE)" for showing a refusal to a person; on AWS with what the chat app must do. */
 function describeError(e) {
-  if (e instanceof ApiError) return `${e.message} (${e.code})`;
+  if (e instanceof ApiError) {
+    const hint = features.hello ? null : awsRefusalHint(e.code);
+    return hint ? `${e.message} (${e.code}). ${hint}` : `${e.message} (${e.code})`;
+  }
   return e && e.message ? e.message : String(e);
 }
 
@@ -70,8 +102,9 @@ const SIGNAL_BUFFER_MAX = 200;
 const SIGNAL_BUFFER_AGE_MS = 30000;
 
 class AppConnection {
-  constructor(url) {
+  constructor(url, { requestTimeoutMs = REQUEST_TIMEOUT_MS } = {}) {
     this.url = url;
+    this.requestTimeoutMs = requestTimeoutMs;
     this.ws = null;
     this.nextId = 1;
     this.pending = new Map();
@@ -103,8 +136,12 @@ class AppConnection {
     });
   }
 
+  isOpen() {
+    return !!this.ws && this.ws.readyState === WebSocket.OPEN;
+  }
+
   /** Sends one request; resolves with its `data`, rejects with ApiError. */
-  request(action, fields = {}, timeoutMs = REQUEST_TIMEOUT_MS) {
+  request(action, fields = {}, timeoutMs = this.requestTimeoutMs) {
     return new Promise((resolve, reject) => {
       if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
         reject(new ApiError(action, { code: 'DISCONNECTED', message: 'not connected to the server' }));
@@ -128,6 +165,10 @@ class AppConnection {
       warn('ignored a frame that is not JSON');
       return;
     }
+    if (!msg || typeof msg !== 'object') {
+      warn('ignored a frame that is not a JSON object');
+      return;
+    }
     if (msg.type === 'reply') {
       const p = this.pending.get(msg.requestId);
       if (!p) {
@@ -141,6 +182,14 @@ class AppConnection {
     } else if (msg.type === 'event') {
       if (msg.event === 'signal') this.routeSignal(msg);
       else this.emit(msg.event, msg);
+    } else {
+      // API Gateway's own answer to a failed route ({"message": "Internal server error", ...}):
+      // it names no request of ours, so it can only be reported.
+      const text = apiGatewayErrorText(msg);
+      if (text) {
+        warn(text);
+        this.emit('apiError', { text, frame: msg });
+      }
     }
   }
 
@@ -215,6 +264,14 @@ function nameOf(userId) {
 
 function currentRoom() {
   return state.rooms.find((r) => r.roomId === state.currentRoomId) || null;
+}
+
+/** AWS: there is no hello; the chat app's user id comes back in our first grant or room. */
+function learnMe(userId) {
+  if (state.me || !userId) return;
+  state.me = { userId, name: userId };
+  state.names.set(userId, userId);
+  setConnStatus(`Connected as ${userId}`, true);
 }
 
 function amAdmin(roomId) {
@@ -305,11 +362,18 @@ class VoiceSession {
     if (this.ended) return;
     this.applyGrant(grant);
     // No await between the grant and the subscription, so no signal can slip past us.
-    this.transport = createTransport(grant, { app: this.app, log });
+    this.transport = createTransport(grant, {
+      app: this.app,
+      log: (m) => this.transportLog(m),
+      // Kinesis Video Streams only (the relay ignores them): the region of config.json when the
+      // credentials name none, and who is behind a viewer client id we do not know yet.
+      region: config.region,
+      fetchRoom: () => this.fetchRoom(),
+    });
     this.transport.onOffer((from, desc) => this.onOffer(from, desc));
     this.transport.onAnswer((from, desc) => this.onAnswer(from, desc));
     this.transport.onCandidate((from, cand) => this.onCandidate(from, cand));
-    this.transport.onError((e) => warn(`signaling: ${e.message}`));
+    this.transport.onError((e) => this.onSignalingError(e));
     await this.transport.connect();
     if (this.ended) return;
     log(`Joined voice room ${this.voiceRoomId} as ${grant.userId}; ${grant.peers.length} earlier participant(s) to call`);
@@ -321,7 +385,36 @@ class VoiceSession {
   applyGrant(grant) {
     this.grant = grant;
     this.grantCount += 1;
+    learnMe(grant.userId);
     if (grant.room) setVoiceRoom(this.chatRoomId, grant.room);
+  }
+
+  /** The room as the server has it now (the KVS transport asks when a viewer is unknown). */
+  async fetchRoom() {
+    const r = await this.app.request('getVoiceRoom', { roomId: this.chatRoomId });
+    const view = r.voiceRoom && r.voiceRoom.voiceRoomId === this.voiceRoomId ? r.voiceRoom : null;
+    if (view && !this.ended) {
+      setVoiceRoom(this.chatRoomId, view);
+      renderAll();
+    }
+    return view;
+  }
+
+  transportLog(msg) {
+    log(msg);
+    // A KVS channel (re)connected: a signaling problem shown earlier is over.
+    const n = state.notices.get(this.chatRoomId);
+    if (/^Signaling client connected/.test(msg) && n && n.tag === 'signaling') notice(this.chatRoomId, null);
+  }
+
+  onSignalingError(e) {
+    warn(`signaling: ${e.message}`);
+    // Self-hosted: the console only, as before. AWS: a channel that cannot connect (expired or
+    // refused credentials, KVS unreachable) is worth telling the person.
+    if (features.hello || this.ended) return;
+    if (['SIGNALING_UNAVAILABLE', 'KVS_STATUS', 'SIGNALING'].includes(e.code)) {
+      notice(this.chatRoomId, `Voice signaling problem${e.retryable ? ' (retrying)' : ''}: ${e.message}`, 'error', 'signaling');
+    }
   }
 
   // --- credential refresh -------------------------------------------------------------------
@@ -620,10 +713,14 @@ class VoiceSession {
 
 function setVoiceRoom(chatRoomId, view) {
   state.voiceRooms.set(chatRoomId, view && view.status === 'active' ? view : null);
+  // KVS names viewers by client id: the transport learns who joined (and who left) from here.
+  const s = state.session;
+  if (s && s.transport && view && view.status === 'active' && view.voiceRoomId === s.voiceRoomId) s.transport.updateRoom(view);
 }
 
-function notice(chatRoomId, text, kind = 'info') {
-  if (text) state.notices.set(chatRoomId, { text, kind });
+/** The room's notice line; `tag` marks notices that a later success may clear. */
+function notice(chatRoomId, text, kind = 'info', tag = null) {
+  if (text) state.notices.set(chatRoomId, { text, kind, tag });
   else state.notices.delete(chatRoomId);
   renderVoice();
 }
@@ -657,6 +754,7 @@ async function enterVoice(chatRoomId, voiceRoomIdOrCreate) {
   if (!voiceRoomId) {
     try {
       const view = await state.app.request('createVoiceRoom', { roomId: chatRoomId });
+      learnMe(view.masterUserId);
       setVoiceRoom(chatRoomId, view);
       voiceRoomId = view.voiceRoomId;
       log(`Voice room ${voiceRoomId} created`);
@@ -685,6 +783,8 @@ async function enterVoice(chatRoomId, voiceRoomIdOrCreate) {
   } catch (e) {
     session.teardown(`join failed: ${describeError(e)}`);
     if (state.session === session) state.session = null;
+    // We got credentials, so the server counts us in: do not stay a silent participant.
+    if (session.grant) state.app.request('leaveVoiceRoom', { voiceRoomId }).catch((err) => warn(`leaveVoiceRoom: ${describeError(err)}`));
     notice(chatRoomId, `Could not join voice chat: ${describeError(e)}`, 'error');
   }
   renderAll();
@@ -746,8 +846,13 @@ async function refreshVoiceRoom(chatRoomId) {
   try {
     const r = await state.app.request('getVoiceRoom', { roomId: chatRoomId });
     setVoiceRoom(chatRoomId, r.voiceRoom);
+    const n = state.notices.get(chatRoomId);
+    if (n && n.tag === 'voice-state') state.notices.delete(chatRoomId);
   } catch (e) {
     warn(`getVoiceRoom: ${describeError(e)}`);
+    // On AWS this is the only way we learn that the chat app stopped knowing us (e.g. after a
+    // reconnect): say so.
+    if (!features.hello) notice(chatRoomId, `Could not read this room's voice chat: ${describeError(e)}`, 'error', 'voice-state');
   }
   renderAll();
 }
@@ -767,6 +872,8 @@ function onVoiceEvent(ev) {
   const s = state.session && state.session.voiceRoomId === ev.voiceRoomId ? state.session : null;
   switch (ev.event) {
     case 'voiceStarted': {
+      // AWS: the chat app's other rooms are not listed until opened; one with voice is worth it.
+      if (!features.chat && !state.rooms.some((r) => r.roomId === chat)) addAwsRoom(chat);
       if (!state.voiceRooms.get(chat) || state.voiceRooms.get(chat).voiceRoomId !== ev.voiceRoomId) {
         setVoiceRoom(chat, {
           voiceRoomId: ev.voiceRoomId,
@@ -801,6 +908,13 @@ function onVoiceEvent(ev) {
           if (ev.reason !== 'left') endSession('You were disconnected from the voice chat.', 'error');
         } else {
           s.dropPeer(ev.user);
+          if (vr && vr.voiceRoomId === ev.voiceRoomId && s.transport) {
+            // Tell the transport who is left. Anyone we have a link with stays, even if their
+            // participantJoined has not arrived yet (their offer can come first over KVS).
+            const listed = new Set(vr.participants.map((p) => p.userId));
+            const linked = [...s.peers.keys()].filter((u) => !listed.has(u) && u !== ev.user).map((u) => ({ userId: u }));
+            s.transport.updateRoom({ ...vr, participants: [...vr.participants, ...linked] });
+          }
         }
       }
       break;
@@ -835,6 +949,10 @@ function roomName(roomId) {
 }
 
 async function loadRooms() {
+  if (!features.chat) {
+    await refreshKnownRooms();
+    return;
+  }
   try {
     const data = await state.app.request('listRooms');
     state.rooms = data.rooms || [];
@@ -850,6 +968,11 @@ async function loadRooms() {
 }
 
 async function openRoom(roomId) {
+  if (!features.chat) {
+    showAwsRoom(roomId);
+    await refreshVoiceRoom(roomId);
+    return;
+  }
   state.currentRoomId = roomId;
   state.members = [];
   state.messages = [];
@@ -949,6 +1072,11 @@ function wireChatEvents(app) {
     if (state.messages.length > 200) state.messages.shift();
     renderMessages();
   });
+  wireVoiceEvents(app);
+}
+
+/** The voice events, which both deployments send (docs/protocol.md, "Events"). */
+function wireVoiceEvents(app) {
   for (const e of ['voiceStarted', 'participantJoined', 'participantLeft', 'muteChanged', 'masterChanged', 'voiceEnded']) {
     app.on(e, onVoiceEvent);
   }
@@ -996,7 +1124,7 @@ function renderRooms() {
         h(
           'span',
           { className: 'room-meta' },
-          `${r.memberCount} member${r.memberCount === 1 ? '' : 's'}`,
+          r.memberCount == null ? null : `${r.memberCount} member${r.memberCount === 1 ? '' : 's'}`,
           isAdmin ? h('span', { className: 'pill', textContent: 'admin' }) : null,
           mine === 'pending' ? h('span', { className: 'pill pill-warn', textContent: 'pending' }) : null,
           voiceActive ? h('span', { className: 'pill pill-live', textContent: 'voice' }) : null,
@@ -1032,7 +1160,7 @@ function renderRoom() {
         { className: 'member', dataset: { userId: m.userId } },
         h('span', { className: `dot ${m.online === false ? 'dot-off' : 'dot-on'}` }),
         h('span', { className: 'member-name', textContent: m.name }),
-        m.userId === state.me.userId ? h('span', { className: 'muted', textContent: ' (you)' }) : null,
+        state.me && m.userId === state.me.userId ? h('span', { className: 'muted', textContent: ' (you)' }) : null,
         m.isAdmin || m.userId === room.adminUserId ? h('span', { className: 'pill', textContent: 'admin' }) : null,
       ),
     );
@@ -1113,7 +1241,8 @@ function renderVoice() {
   show('#join-voice', !!vr && !s);
   show('#mute-button', inHere);
   show('#leave-voice', inHere);
-  show('#end-voice', !!vr && (inHere || amAdmin(chat) || (state.me && vr.masterUserId === state.me.userId)));
+  // On AWS we cannot tell who administers the chat room: offer End to all, the Lambda decides.
+  show('#end-voice', !!vr && (inHere || amAdmin(chat) || (state.me && vr.masterUserId === state.me.userId) || !features.knowsAdmins));
   for (const id of ['#start-voice', '#join-voice']) $(id).disabled = busy;
   if (inHere) {
     const mb = $('#mute-button');
@@ -1167,8 +1296,7 @@ function updateSpeaking() {
 // Start-up and wiring
 
 function wsUrl() {
-  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${proto}//${location.host}/ws`;
+  return appSocketUrl(config, location);
 }
 
 function setConnStatus(text, on) {
@@ -1207,46 +1335,195 @@ async function connect(name) {
   return app;
 }
 
-/** The socket closed: voice cannot go on (the server drops us from it); reconnect with backoff. */
+/**
+ * The socket closed: voice cannot go on (the server drops us from it); reconnect with backoff.
+ * On AWS also after API Gateway's 2 h connection limit; the new connection is a new one for the
+ * chat app too (see refreshVoiceRoom's NOT_IDENTIFIED notice).
+ */
 function onConnectionLost(name) {
+  const what = features.hello ? 'the server' : 'the voice API';
   setConnStatus('Disconnected', false);
   const b = $('#banner');
-  b.textContent = 'Connection to the server lost. Reconnecting…';
+  b.textContent = `Connection to ${what} lost. Reconnecting…`;
   b.hidden = false;
-  if (state.session) endSession('Disconnected from the server; voice chat closed.', 'error');
+  if (state.session) endSession(`Disconnected from ${what}; voice chat closed.`, 'error');
   let attempt = 0;
   const retry = async () => {
     attempt += 1;
     try {
-      await connect(name);
-      await loadRooms();
-      if (state.currentRoomId) await openRoom(state.currentRoomId);
+      if (features.hello) {
+        await connect(name);
+        await loadRooms();
+        if (state.currentRoomId) await openRoom(state.currentRoomId);
+      } else {
+        await ensureAwsConnection();
+        await refreshKnownRooms();
+      }
       toast('Reconnected');
     } catch {
       const delay = Math.min(10000, 1000 * 2 ** Math.min(attempt, 4));
-      b.textContent = `Connection to the server lost. Retrying in ${Math.round(delay / 1000)} s…`;
+      b.textContent = `Connection to ${what} lost. Retrying in ${Math.round(delay / 1000)} s…`;
       setTimeout(retry, delay);
     }
   };
   setTimeout(retry, 500);
 }
 
+// ---------------------------------------------------------------------------------------------
+// AWS mode: no hello, no room list; chat rooms are opened by id and probed with getVoiceRoom.
+
+let awsConnecting = null;
+
+/** The API Gateway WebSocket, opened once and reopened after a loss. */
+async function ensureAwsConnection() {
+  if (state.app && state.app.isOpen()) return state.app;
+  if (awsConnecting) return awsConnecting;
+  awsConnecting = (async () => {
+    const url = wsUrl();
+    const host = new URL(url).host;
+    const app = new AppConnection(url, { requestTimeoutMs: features.requestTimeoutMs });
+    try {
+      await app.open();
+    } catch {
+      throw new Error(`Could not connect to the voice API at ${host}: check webSocketUrl in config.json (the stack output WebSocketUrl), or your chat app refused the connection.`);
+    }
+    wireVoiceEvents(app);
+    app.on('apiError', (ev) => toast(ev.text, 'error'));
+    // API Gateway closes a connection idle for 10 minutes; a call in progress sends nothing on it.
+    const keepalive = setInterval(() => {
+      const room = (state.session && state.session.chatRoomId) || state.currentRoomId;
+      if (state.app === app && room) refreshVoiceRoom(room);
+    }, features.keepaliveMs);
+    app.onclose = () => {
+      clearInterval(keepalive);
+      onConnectionLost(null);
+    };
+    state.app = app;
+    setConnStatus(state.me ? `Connected as ${state.me.name}` : 'Connected to the voice API', true);
+    $('#banner').hidden = true;
+    log(`Connected to the voice API at ${host}`);
+    return app;
+  })();
+  try {
+    return await awsConnecting;
+  } finally {
+    awsConnecting = null;
+  }
+}
+
+function addAwsRoom(roomId) {
+  if (state.rooms.some((r) => r.roomId === roomId)) return;
+  // The chat app knows the name, the admin and the members; we know the id.
+  state.rooms.push({ roomId, name: roomId, adminUserId: null, memberCount: null, myState: 'approved', voiceRoomId: null });
+  renderRooms();
+}
+
+function showAwsRoom(roomId) {
+  state.currentRoomId = roomId;
+  state.members = [];
+  state.messages = [];
+  try {
+    history.replaceState(null, '', `#room=${encodeURIComponent(roomId)}`);
+  } catch {
+    /* a sandboxed page: no deep link, nothing else lost */
+  }
+  renderAll();
+}
+
+/** Connects if needed and opens `roomId` if the voice API lets us see its voice state. */
+async function openAwsRoom(roomId) {
+  const app = await ensureAwsConnection();
+  // The probe: NOT_IDENTIFIED / CHAT_ROOM_NOT_FOUND / NOT_MEMBER / NOT_APPROVED come back here,
+  // with the connection kept open, so that trying again after the chat app caught up works.
+  const r = await app.request('getVoiceRoom', { roomId });
+  addAwsRoom(roomId);
+  setVoiceRoom(roomId, r.voiceRoom);
+  showAwsRoom(roomId);
+}
+
+async function refreshKnownRooms() {
+  await Promise.all(state.rooms.map((r) => refreshVoiceRoom(r.roomId)));
+}
+
+/** Turns the self-hosted page into the AWS one (labels, hidden chat, explanations). */
+function applyMode() {
+  if (features.hello) return;
+  document.body.classList.add('mode-aws');
+  const host = new URL(config.webSocketUrl).host;
+  $('#login h2').textContent = "Open a chat room's voice chat";
+  $('label[for="display-name"]').textContent = 'Chat room id';
+  const input = $('#display-name');
+  input.placeholder = 'the chat room id from your chat app';
+  input.maxLength = 128;
+  input.name = 'roomId';
+  $('#login h2').after(
+    h('p', {
+      id: 'mode-note',
+      className: 'muted',
+      textContent: `This page talks to the voice API at ${host} (AWS). Your chat app says who you are and who may join a room; chat rooms, join requests and messages stay in the chat app.`,
+    }),
+  );
+  $('.sidebar h2').textContent = 'Chat rooms';
+  $('#rooms-empty').textContent = 'No chat room open yet.';
+  $('#refresh-rooms').title = "Read these rooms' voice chat state again";
+  $('label[for="room-name"]').textContent = 'Open another chat room';
+  const other = $('#room-name');
+  other.placeholder = 'Chat room id';
+  other.maxLength = 128;
+  $('#create-room-form button[type="submit"]').textContent = 'Open';
+  $('#no-room p').textContent = 'Open a chat room by its id on the left.';
+  const cols = $('#room .columns');
+  cols.hidden = true;
+  cols.after(
+    h('p', {
+      id: 'chat-elsewhere',
+      className: 'card muted',
+      textContent: 'Text chat, members and join requests are in your chat app. On AWS this page does voice only: the voice API serves the voice actions, nothing else.',
+    }),
+  );
+  $('#end-voice').title = 'Ends the voice chat for everyone (its host or the chat room admin only; others are refused with NOT_ALLOWED)';
+  const room = roomFromHash(location.hash);
+  if (room && !input.value) {
+    input.value = room;
+    // A deep link (#room=<id>, also what a reload keeps): open it straight away.
+    $('#hello-form').requestSubmit();
+  }
+}
+
+/** config.json exists but cannot be used: say what to fix; there is nothing to connect to. */
+function showConfigError(e) {
+  warn(`config.json: ${e.message}`);
+  const err = $('#login-error');
+  err.textContent = `This page is not configured: ${e.message}`;
+  err.hidden = false;
+  $('#connect-button').disabled = true;
+  setConnStatus('Not configured', false);
+}
+
 function wireUi() {
   $('#hello-form').addEventListener('submit', async (e) => {
     e.preventDefault();
+    // Self-hosted: a display name. AWS: a chat room id (applyMode relabels the field).
     const name = $('#display-name').value.trim();
     const err = $('#login-error');
     err.hidden = true;
     if (!name) return;
     $('#connect-button').disabled = true;
     try {
-      await connect(name);
-      $('#login').hidden = true;
-      $('#app').hidden = false;
-      await loadRooms();
-      renderAll();
+      await configReady;
+      if (features.hello) {
+        await connect(name);
+        $('#login').hidden = true;
+        $('#app').hidden = false;
+        await loadRooms();
+        renderAll();
+      } else {
+        await openAwsRoom(name);
+        $('#login').hidden = true;
+        $('#app').hidden = false;
+      }
     } catch (ex) {
-      err.textContent = `Could not connect: ${describeError(ex)}`;
+      err.textContent = features.hello ? `Could not connect: ${describeError(ex)}` : `Could not open chat room ${name}: ${describeError(ex)}`;
       err.hidden = false;
       $('#connect-button').disabled = false;
     }
@@ -1254,6 +1531,11 @@ function wireUi() {
   $('#refresh-rooms').addEventListener('click', () => loadRooms());
   // Coming back to this window (the two-window case): someone may have created a room meanwhile.
   window.addEventListener('focus', () => {
+    if (!features.hello) {
+      // AWS: only the open room's voice state (each request is a Lambda invocation).
+      if (state.app && state.currentRoomId) refreshVoiceRoom(state.currentRoomId);
+      return;
+    }
     if (state.app && state.me) loadRooms();
   });
   $('#create-room-form').addEventListener('submit', async (e) => {
@@ -1261,6 +1543,16 @@ function wireUi() {
     const input = $('#room-name');
     const name = input.value.trim();
     if (!name) return;
+    if (!features.chat) {
+      // AWS: "Open" a chat room of the chat app by its id.
+      try {
+        await openAwsRoom(name);
+        input.value = '';
+      } catch (ex) {
+        toast(`Could not open chat room ${name}: ${describeError(ex)}`, 'error');
+      }
+      return;
+    }
     try {
       const r = await state.app.request('createRoom', { name });
       input.value = '';
@@ -1302,6 +1594,7 @@ function wireUi() {
 
 // A small, read-only window into the client for the browser tests and for debugging by hand.
 window.voiceDebug = {
+  mode: () => features.mode,
   me: () => state.me,
   inVoice: () => !!(state.session && !state.session.ended),
   voiceRoomId: () => (state.session ? state.session.voiceRoomId : null),

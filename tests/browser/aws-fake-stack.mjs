@@ -1,0 +1,445 @@
+// A local stand-in for the deployed AWS stack, for driving the web client's AWS mode in a real
+// browser (aws-mode.test.mjs) or by hand (`node tests/browser/aws-fake-stack.mjs`, then open the
+// printed URL with ?user=alice in one browser profile and ?user=bob in another).
+//
+// One HTTPS server on 127.0.0.1 (self-signed certificate made with openssl; browsers must be told
+// to accept it) plays three parts:
+// - CloudFront + S3: voice-server/static/ and a config.json in AWS mode pointing at itself;
+// - API Gateway + voice-lambda: a WebSocket at /production speaking the voice actions and events
+//   of docs/protocol.md, with a tiny in-memory voice room model. There is no chat app: a
+//   connection is "registered" by the query parameter ?user=<id> (what the client passes through
+//   from its page URL); without it every action answers NOT_IDENTIFIED, as the Lambda does for a
+//   connection the chat app does not know. Chat room "room-1" has members alice, bob, carol, dave;
+// - Kinesis Video Streams signaling: WebSockets at /kvs as the real SDK opens them (SigV4-signed
+//   URL with X-Amz-ChannelARN and, for viewers, X-Amz-ClientId), relaying the SDK's message format
+//   (viewer → master with senderClientId, master → the viewer named by recipientClientId). It
+//   checks what the real session policy would: the access key must be current and grant that
+//   channel in that role, else the upgrade is refused with 403.
+//
+// What it does NOT check: SigV4 signatures, real STS/KVS behaviour, TURN. That needs a real AWS
+// account (docs/web-client.md).
+
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const STATIC_DIR = fileURLToPath(new URL('../../voice-server/static/', import.meta.url));
+const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.json': 'application/json' };
+
+// ---------------------------------------------------------------------------------------------
+// A minimal RFC 6455 server side (text frames, ping, close), enough for a browser client.
+
+class Socket {
+  constructor(raw) {
+    this.raw = raw;
+    this.buf = Buffer.alloc(0);
+    this.parts = [];
+    this.onmessage = () => {};
+    this.onclose = () => {};
+    this.closed = false;
+    raw.on('data', (d) => this.feed(d));
+    raw.on('close', () => this.gone());
+    raw.on('error', () => this.gone());
+  }
+
+  feed(data) {
+    this.buf = Buffer.concat([this.buf, data]);
+    for (;;) {
+      if (this.buf.length < 2) return;
+      const fin = (this.buf[0] & 0x80) !== 0;
+      const op = this.buf[0] & 0x0f;
+      const masked = (this.buf[1] & 0x80) !== 0;
+      let len = this.buf[1] & 0x7f;
+      let off = 2;
+      if (len === 126) {
+        if (this.buf.length < 4) return;
+        len = this.buf.readUInt16BE(2);
+        off = 4;
+      } else if (len === 127) {
+        if (this.buf.length < 10) return;
+        len = Number(this.buf.readBigUInt64BE(2));
+        off = 10;
+      }
+      const maskLen = masked ? 4 : 0;
+      if (this.buf.length < off + maskLen + len) return;
+      const mask = masked ? this.buf.subarray(off, off + 4) : null;
+      const payload = Buffer.from(this.buf.subarray(off + maskLen, off + maskLen + len));
+      if (mask) for (let i = 0; i < payload.length; i += 1) payload[i] ^= mask[i % 4];
+      this.buf = this.buf.subarray(off + maskLen + len);
+      if (op === 0x8) {
+        this.close();
+        return;
+      }
+      if (op === 0x9) this.frame(0xa, payload);
+      else if (op === 0x1 || op === 0x0) {
+        this.parts.push(payload);
+        if (fin) {
+          const text = Buffer.concat(this.parts).toString('utf8');
+          this.parts = [];
+          this.onmessage(text);
+        }
+      }
+    }
+  }
+
+  frame(op, payload) {
+    if (this.closed) return;
+    const n = payload.length;
+    const head = n < 126 ? Buffer.from([0x80 | op, n]) : n < 65536 ? Buffer.alloc(4) : Buffer.alloc(10);
+    if (n >= 126 && n < 65536) {
+      head[0] = 0x80 | op;
+      head[1] = 126;
+      head.writeUInt16BE(n, 2);
+    } else if (n >= 65536) {
+      head[0] = 0x80 | op;
+      head[1] = 127;
+      head.writeBigUInt64BE(BigInt(n), 2);
+    }
+    this.raw.write(Buffer.concat([head, payload]));
+  }
+
+  send(obj) {
+    this.frame(0x1, Buffer.from(typeof obj === 'string' ? obj : JSON.stringify(obj), 'utf8'));
+  }
+
+  close() {
+    if (this.closed) return;
+    this.frame(0x8, Buffer.alloc(0));
+    this.raw.end();
+    this.gone();
+  }
+
+  gone() {
+    if (this.closed) return;
+    this.closed = true;
+    this.onclose();
+  }
+}
+
+function accept(req, rawSocket) {
+  const key = req.headers['sec-websocket-key'];
+  const acceptKey = crypto.createHash('sha1').update(key + WS_GUID).digest('base64');
+  rawSocket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptKey}\r\n\r\n`);
+  return new Socket(rawSocket);
+}
+
+function refuse(rawSocket, status, text) {
+  rawSocket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stack
+
+/**
+ * Starts the fake stack. `credentialTtlMs` is the lifetime of the "STS" credentials it hands out
+ * (short, to see the client refresh them).
+ * @returns {Promise<{url, port, stats, close}>}
+ */
+export async function startFakeStack({ port = 0, credentialTtlMs = 3600e3, region = 'eu-west-1', log = () => {} } = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'voice-fake-stack-'));
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  const tls = { key: fs.readFileSync(path.join(dir, 'key.pem')), cert: fs.readFileSync(path.join(dir, 'cert.pem')) };
+  fs.rmSync(dir, { recursive: true, force: true });
+
+  let origin = '';
+  const stats = { kvsConnections: [], kvsRefused: [], actions: [], relayed: 0 };
+  const chatRooms = new Map([['room-1', new Set(['alice', 'bob', 'carol', 'dave'])]]);
+  const connections = new Map(); // connectionId -> {user, socket}
+  const voiceRooms = new Map(); // voiceRoomId -> room
+  const activeByChat = new Map(); // chatRoomId -> voiceRoomId
+  const keys = new Map(); // accessKeyId -> {grants: Map(channelArn -> role), expiresAt}
+  const channels = new Map(); // channelArn -> {master: Socket|null, viewers: Map(clientId -> Socket)}
+  let seq = 0;
+
+  const arnOf = (name) => `arn:aws:kinesisvideo:${region}:123456789012:channel/${name}/1700000000000`;
+  const clientIdOf = (connectionId) => connectionId.replace(/=/g, '.').replace(/\+/g, '-').replace(/\//g, '_');
+  const view = (r) => ({
+    voiceRoomId: r.voiceRoomId,
+    chatRoomId: r.chatRoomId,
+    status: r.status,
+    masterUserId: r.masterUserId,
+    participants: r.participants.map((p) => ({ userId: p.userId, muted: p.muted, joinedAt: p.joinedAt, channelArn: p.channelArn, clientId: clientIdOf(p.connectionId) })),
+    capacity: 10,
+    ...(r.endedReason ? { endedReason: r.endedReason } : {}),
+  });
+  const notify = (chatRoomId, ev) => {
+    const members = chatRooms.get(chatRoomId) || new Set();
+    for (const c of connections.values()) if (members.has(c.user)) c.socket.send({ type: 'event', ...ev });
+  };
+  const deleteChannel = (arn) => {
+    const ch = channels.get(arn);
+    if (!ch) return;
+    if (ch.master) ch.master.close();
+    for (const v of ch.viewers.values()) v.close();
+    channels.delete(arn);
+  };
+
+  class Refusal extends Error {
+    constructor(code, message, status = 400) {
+      super(message);
+      this.code = code;
+      this.status = status;
+    }
+  }
+
+  function member(conn, chatRoomId) {
+    if (!conn.user) throw new Refusal('NOT_IDENTIFIED', 'this connection is not known to the chat app', 401);
+    const members = chatRooms.get(chatRoomId);
+    if (!members) throw new Refusal('CHAT_ROOM_NOT_FOUND', `no chat room ${chatRoomId}`, 404);
+    if (!members.has(conn.user)) throw new Refusal('NOT_MEMBER', 'not a member of this chat room', 403);
+  }
+
+  function roomFor(conn, voiceRoomId) {
+    if (!conn.user) throw new Refusal('NOT_IDENTIFIED', 'this connection is not known to the chat app', 401);
+    const r = voiceRooms.get(voiceRoomId);
+    if (!r) throw new Refusal('VOICE_ROOM_NOT_FOUND', 'no such voice room', 404);
+    return r;
+  }
+
+  function leave(r, userId, reason) {
+    const i = r.participants.findIndex((p) => p.userId === userId);
+    if (i < 0) return;
+    const [p] = r.participants.splice(i, 1);
+    deleteChannel(p.channelArn);
+    notify(r.chatRoomId, { event: 'participantLeft', voiceRoomId: r.voiceRoomId, chatRoomId: r.chatRoomId, user: userId, reason });
+    if (!r.participants.length) end(r, { kind: 'lastParticipantLeft' });
+    else if (r.masterUserId === userId) {
+      r.masterUserId = r.participants[0].userId;
+      notify(r.chatRoomId, { event: 'masterChanged', voiceRoomId: r.voiceRoomId, chatRoomId: r.chatRoomId, master: r.masterUserId });
+    }
+  }
+
+  function end(r, reason) {
+    for (const p of r.participants) deleteChannel(p.channelArn);
+    r.participants = [];
+    r.status = 'ended';
+    r.endedReason = reason;
+    activeByChat.delete(r.chatRoomId);
+    notify(r.chatRoomId, { event: 'voiceEnded', voiceRoomId: r.voiceRoomId, chatRoomId: r.chatRoomId, reason });
+  }
+
+  function grantFor(conn, r) {
+    const me = r.participants.find((p) => p.userId === conn.user);
+    const idx = r.participants.indexOf(me);
+    const access = (p, role) => ({ channelArn: p.channelArn, channelName: p.channelArn.split('/')[1], role, wssEndpoint: `${origin.replace('https:', 'wss:')}/kvs`, httpsEndpoint: `${origin}/kvs-https`, iceServers: [] });
+    const accessKeyId = `ASIAFAKE${(seq += 1)}`;
+    const expiresAt = Date.now() + credentialTtlMs;
+    const grants = new Map([[me.channelArn, 'MASTER']]);
+    const peers = r.participants.slice(0, idx).map((p) => {
+      grants.set(p.channelArn, 'VIEWER');
+      return { userId: p.userId, ...access(p, 'VIEWER') };
+    });
+    keys.set(accessKeyId, { grants, expiresAt, user: conn.user });
+    return {
+      voiceRoomId: r.voiceRoomId,
+      chatRoomId: r.chatRoomId,
+      userId: conn.user,
+      clientId: clientIdOf(me.connectionId),
+      signalingChannelARN: me.channelArn,
+      role: 'MASTER',
+      self: access(me, 'MASTER'),
+      peers,
+      credentials: { kind: 'aws', accessKeyId, secretAccessKey: `secret-${accessKeyId}`, sessionToken: `session-${accessKeyId}`, region },
+      expiresAt,
+      newlyJoined: false,
+      room: view(r),
+    };
+  }
+
+  const actions = {
+    getVoiceRoom(conn, b) {
+      member(conn, b.roomId);
+      const id = activeByChat.get(b.roomId);
+      return { voiceRoom: id ? view(voiceRooms.get(id)) : null };
+    },
+    createVoiceRoom(conn, b) {
+      member(conn, b.roomId);
+      if (activeByChat.has(b.roomId)) throw new Refusal('ALREADY_ACTIVE', `voice room ${activeByChat.get(b.roomId)} is active`, 409);
+      const voiceRoomId = crypto.randomUUID();
+      const r = { voiceRoomId, chatRoomId: b.roomId, status: 'active', masterUserId: conn.user, participants: [] };
+      r.participants.push({ userId: conn.user, muted: false, joinedAt: Date.now(), channelArn: arnOf(`voice-${crypto.randomUUID()}`), connectionId: conn.id });
+      voiceRooms.set(voiceRoomId, r);
+      activeByChat.set(b.roomId, voiceRoomId);
+      notify(b.roomId, { event: 'voiceStarted', voiceRoomId, chatRoomId: b.roomId, master: conn.user });
+      notify(b.roomId, { event: 'participantJoined', voiceRoomId, chatRoomId: b.roomId, user: conn.user, muted: false });
+      return view(r);
+    },
+    getVoiceCredentials(conn, b) {
+      const r = roomFor(conn, b.voiceRoomId);
+      member(conn, r.chatRoomId);
+      if (r.status !== 'active') throw new Refusal('VOICE_ROOM_ENDED', 'the voice room has ended', 409);
+      let me = r.participants.find((p) => p.userId === conn.user);
+      const newlyJoined = !me;
+      if (!me) {
+        me = { userId: conn.user, muted: false, joinedAt: Date.now(), channelArn: arnOf(`voice-${crypto.randomUUID()}`), connectionId: conn.id };
+        r.participants.push(me);
+        notify(r.chatRoomId, { event: 'participantJoined', voiceRoomId: r.voiceRoomId, chatRoomId: r.chatRoomId, user: conn.user, muted: false });
+      }
+      me.connectionId = conn.id;
+      return { ...grantFor(conn, r), newlyJoined };
+    },
+    setMute(conn, b) {
+      const r = roomFor(conn, b.voiceRoomId);
+      const me = r.participants.find((p) => p.userId === conn.user);
+      if (!me) throw new Refusal('NOT_PARTICIPANT', 'not in this voice room', 409);
+      if (me.muted !== !!b.muted) {
+        me.muted = !!b.muted;
+        notify(r.chatRoomId, { event: 'muteChanged', voiceRoomId: r.voiceRoomId, chatRoomId: r.chatRoomId, user: conn.user, muted: me.muted });
+      }
+      return view(r);
+    },
+    leaveVoiceRoom(conn, b) {
+      const r = roomFor(conn, b.voiceRoomId);
+      if (!r.participants.some((p) => p.userId === conn.user)) throw new Refusal('NOT_PARTICIPANT', 'not in this voice room', 409);
+      leave(r, conn.user, 'left');
+      return view(r);
+    },
+    endVoiceRoom(conn, b) {
+      const r = roomFor(conn, b.voiceRoomId);
+      if (r.status !== 'active') throw new Refusal('VOICE_ROOM_ENDED', 'the voice room has ended', 409);
+      if (r.masterUserId !== conn.user) throw new Refusal('NOT_ALLOWED', "only the voice room's master or the chat room's admin can end it; use leaveVoiceRoom to leave", 403);
+      end(r, { kind: 'endedByMaster', by: conn.user });
+      return view(r);
+    },
+  };
+
+  function apiGateway(socket, url) {
+    const id = `${crypto.randomBytes(9).toString('base64').slice(0, 11)}=`;
+    const conn = { id, user: url.searchParams.get('user'), socket };
+    connections.set(id, conn);
+    socket.onclose = () => {
+      connections.delete(id);
+      // $disconnect: leave every voice room this connection is in.
+      for (const r of voiceRooms.values()) {
+        const p = r.participants.find((x) => x.connectionId === id);
+        if (p && r.status === 'active') leave(r, p.userId, 'disconnected');
+      }
+    };
+    socket.onmessage = (text) => {
+      let body;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        socket.send({ type: 'reply', action: '', ok: false, error: { code: 'BAD_REQUEST', message: 'not JSON', retryable: false } });
+        return;
+      }
+      const { action, requestId } = body;
+      stats.actions.push({ user: conn.user, action });
+      const fn = actions[action];
+      try {
+        if (!fn) throw new Refusal('UNKNOWN_ACTION', `unknown action ${action}`);
+        socket.send({ type: 'reply', requestId, action, ok: true, data: fn(conn, body) });
+      } catch (e) {
+        if (!(e instanceof Refusal)) throw e;
+        socket.send({ type: 'reply', requestId, action, ok: false, error: { code: e.code, message: e.message, retryable: false } });
+      }
+    };
+  }
+
+  function kvs(req, raw, url) {
+    const arn = url.searchParams.get('X-Amz-ChannelARN');
+    const clientId = url.searchParams.get('X-Amz-ClientId');
+    const credential = url.searchParams.get('X-Amz-Credential') || '';
+    const accessKeyId = credential.split('/')[0];
+    const role = clientId ? 'VIEWER' : 'MASTER';
+    const key = keys.get(accessKeyId);
+    const why = !url.searchParams.get('X-Amz-Signature')
+      ? 'unsigned'
+      : !key
+        ? 'unknown access key'
+        : key.expiresAt <= Date.now()
+          ? 'expired credentials'
+          : key.grants.get(arn) !== role
+            ? `credentials do not grant ${role} on ${arn}`
+            : !channels.has(arn) && ![...voiceRooms.values()].some((r) => r.participants.some((p) => p.channelArn === arn))
+              ? 'no such channel'
+              : null;
+    if (why) {
+      stats.kvsRefused.push({ arn, role, accessKeyId, why });
+      log(`kvs refused ${role} ${arn}: ${why}`);
+      refuse(raw, 403, 'Forbidden');
+      return;
+    }
+    const socket = accept(req, raw);
+    stats.kvsConnections.push({ arn, role, clientId, accessKeyId, user: key.user });
+    if (!channels.has(arn)) channels.set(arn, { master: null, viewers: new Map() });
+    const ch = channels.get(arn);
+    // A new connection with the same role (and client id) replaces the old one, as KVS does.
+    if (role === 'MASTER') {
+      if (ch.master) ch.master.close();
+      ch.master = socket;
+    } else {
+      if (ch.viewers.get(clientId)) ch.viewers.get(clientId).close();
+      ch.viewers.set(clientId, socket);
+    }
+    socket.onclose = () => {
+      if (role === 'MASTER' && ch.master === socket) ch.master = null;
+      if (role === 'VIEWER' && ch.viewers.get(clientId) === socket) ch.viewers.delete(clientId);
+    };
+    socket.onmessage = (text) => {
+      const m = JSON.parse(text);
+      stats.relayed += 1;
+      if (role === 'VIEWER') {
+        if (ch.master) ch.master.send({ messageType: m.action, messagePayload: m.messagePayload, senderClientId: clientId });
+      } else {
+        const v = ch.viewers.get(m.recipientClientId);
+        if (v) v.send({ messageType: m.action, messagePayload: m.messagePayload });
+      }
+    };
+  }
+
+  const server = https.createServer(tls, (req, res) => {
+    const url = new URL(req.url, 'https://127.0.0.1');
+    if (url.pathname === '/config.json') {
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(JSON.stringify({ mode: 'aws', webSocketUrl: `${origin.replace('https:', 'wss:')}/production`, region }));
+      return;
+    }
+    const rel = url.pathname === '/' ? 'index.html' : decodeURIComponent(url.pathname.slice(1));
+    const file = path.join(STATIC_DIR, rel);
+    if (!file.startsWith(STATIC_DIR) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+      // S3 behind CloudFront with Origin Access Control: a missing object is a 403.
+      res.writeHead(403, { 'content-type': 'application/xml' });
+      res.end('<Error><Code>AccessDenied</Code></Error>');
+      return;
+    }
+    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream', 'cache-control': 'no-store' });
+    res.end(fs.readFileSync(file));
+  });
+  server.on('upgrade', (req, raw) => {
+    const url = new URL(req.url, 'https://127.0.0.1');
+    if (url.pathname === '/production') apiGateway(accept(req, raw), url);
+    else if (url.pathname === '/kvs') kvs(req, raw, url);
+    else refuse(raw, 404, 'Not Found');
+  });
+  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
+  const actualPort = server.address().port;
+  origin = `https://127.0.0.1:${actualPort}`;
+  return {
+    url: `${origin}/`,
+    port: actualPort,
+    stats,
+    /** Closes every WebSocket of a user's connections to the fake API Gateway. */
+    dropConnectionsOf(user) {
+      for (const c of [...connections.values()]) if (c.user === user) c.socket.close();
+    },
+    close: () =>
+      new Promise((resolve) => {
+        for (const c of connections.values()) c.socket.close();
+        for (const arn of [...channels.keys()]) deleteChannel(arn);
+        server.close(() => resolve());
+        server.closeAllConnections && server.closeAllConnections();
+      }),
+  };
+}
+
+// By hand: node tests/browser/aws-fake-stack.mjs [port]
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  const stack = await startFakeStack({ port: Number(process.argv[2] || 8443), log: (m) => console.log(m) });
+  console.log(`fake AWS stack at ${stack.url} (self-signed certificate): open ${stack.url}?user=alice#room=room-1 and ${stack.url}?user=bob#room=room-1`);
+}

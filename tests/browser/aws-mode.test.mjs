@@ -1,0 +1,177 @@
+// The web client's AWS mode in real headless Chromium, with the real vendored KVS SDK, against the
+// local fake stack of ./aws-fake-stack.mjs (fake API Gateway + Lambda, fake KVS signaling; see
+// there for what it checks and what it cannot). It proves the page's wiring: config.json read,
+// chat parts hidden, NOT_IDENTIFIED explained, voice actions over the API socket, the mesh over
+// KVS channels (MASTER on one's own, VIEWER on each earlier participant's, with scoped
+// credentials), audio flowing, credentials refreshed and channels reconnected with them, mute,
+// leave, end. Not the real AWS services: that is verified only on a real account
+// (docs/web-client.md).
+//
+// Needs /usr/bin/chromium (or CHROMIUM_PATH), openssl and tests/browser/node_modules
+// (playwright-core). Without them the test is skipped, or fails under VOICE_TEST_STRICT=1.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const TTL_MS = 6000; // short credentials: refreshed at 80 % (4.8 s), during the test
+const WAIT_MS = 20000;
+
+async function prerequisites() {
+  const missing = [];
+  if (!fs.existsSync(CHROMIUM)) missing.push(`no Chromium at ${CHROMIUM}`);
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+  } catch {
+    missing.push('no openssl (for the fake stack\'s certificate)');
+  }
+  let chromium = null;
+  try {
+    ({ chromium } = await import('playwright-core'));
+  } catch {
+    missing.push('no playwright-core (cd tests/browser && npm ci)');
+  }
+  return { missing, chromium };
+}
+
+const { missing, chromium } = await prerequisites();
+if (missing.length && process.env.VOICE_TEST_STRICT === '1') {
+  throw new Error(`aws-mode.test.mjs prerequisites missing: ${missing.join('; ')} (scripts/setup-test-deps)`);
+}
+const skip = missing.length ? `SKIPPED: ${missing.join('; ')}` : false;
+
+const ARGS = [
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--autoplay-policy=no-user-gesture-required',
+  '--ignore-certificate-errors',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-gpu',
+];
+
+test('AWS mode: chat rooms by id, voice over the API socket, the mesh over KVS, refresh, mute, leave, end', { skip, timeout: 120000 }, async (t) => {
+  const { startFakeStack } = await import('./aws-fake-stack.mjs');
+  const stack = await startFakeStack({ credentialTtlMs: TTL_MS });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+  const pages = [];
+  t.after(async () => {
+    await browser.close().catch(() => {});
+    await stack.close();
+  });
+
+  async function user(name, path = `?user=${name}`) {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    const u = { name, page, errors: [], console: [] };
+    page.on('pageerror', (e) => u.errors.push(e.message));
+    page.on('console', (m) => u.console.push(m.text()));
+    pages.push(u);
+    await page.goto(`${stack.url}${path}`);
+    return u;
+  }
+  const until = (u, fn, arg) => u.page.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: 100 });
+  const text = (u, sel) => u.page.locator(sel).innerText();
+  const mesh = (group) =>
+    Promise.all(
+      group.map((u) =>
+        until(
+          u,
+          (others) => others.every((o) => window.voiceDebug.peers().some((p) => p.userId === o && p.connectionState === 'connected' && p.hasRemoteAudio)),
+          group.filter((o) => o !== u).map((o) => o.name),
+        ),
+      ),
+    );
+
+  try {
+    // A connection the "chat app" does not know: the probe's NOT_IDENTIFIED is explained.
+    const stranger = await user('stranger', '');
+    await until(stranger, () => window.voiceDebug.mode() === 'aws');
+    await stranger.page.getByLabel('Chat room id').fill('room-1');
+    await stranger.page.getByRole('button', { name: 'Connect' }).click();
+    await until(stranger, () => !document.querySelector('#login-error').hidden);
+    const refusal = await text(stranger, '#login-error');
+    assert.match(refusal, /NOT_IDENTIFIED/);
+    assert.match(refusal, /chat app does not know this connection/);
+    assert.equal(await stranger.page.locator('#app').isHidden(), true);
+
+    // Alice: a deep link opens the room at once; chat columns hidden, explained; Start shown.
+    const alice = await user('alice', '?user=alice#room=room-1');
+    await until(alice, () => !document.querySelector('#app').hidden && document.querySelector('#room-title').textContent === 'room-1');
+    assert.equal(await alice.page.locator('#room .columns').isHidden(), true);
+    assert.match(await text(alice, '#chat-elsewhere'), /in your chat app/);
+    assert.equal(await alice.page.locator('#create-room-form button[type="submit"]').innerText(), 'Open');
+    await alice.page.getByRole('button', { name: 'Start Voice Chat' }).click();
+    await until(alice, () => window.voiceDebug.inVoice() && window.voiceDebug.me() && window.voiceDebug.me().userId === 'alice');
+    assert.match(await text(alice, '#connection-status'), /Connected as alice/);
+
+    // Bob opens the room through the form and joins: he views alice's channel and calls her.
+    const bob = await user('bob');
+    await bob.page.getByLabel('Chat room id').fill('room-1');
+    await bob.page.getByRole('button', { name: 'Connect' }).click();
+    await bob.page.getByRole('button', { name: 'Join Voice' }).click();
+    await mesh([alice, bob]);
+
+    // Carol: the third, viewer on both earlier channels.
+    const carol = await user('carol', '?user=carol#room=room-1');
+    await carol.page.getByRole('button', { name: 'Join Voice' }).click();
+    await mesh([alice, bob, carol]);
+
+    // What KVS saw: each participant MASTER on its own channel with its own key; carol VIEWER on
+    // alice's and bob's channels; no refusal (the credentials granted exactly what was used).
+    const byUser = (name) => stack.stats.kvsConnections.filter((c) => c.user === name);
+    assert.deepEqual(stack.stats.kvsRefused, []);
+    assert.equal(new Set(byUser('carol').filter((c) => c.role === 'VIEWER').map((c) => c.arn)).size, 2);
+    assert.ok(byUser('carol').every((c) => c.role === 'MASTER' || c.clientId));
+    const masterArn = (name) => byUser(name).find((c) => c.role === 'MASTER').arn;
+    assert.deepEqual(new Set(byUser('carol').filter((c) => c.role === 'VIEWER').map((c) => c.arn)), new Set([masterArn('alice'), masterArn('bob')]));
+
+    // Credentials refresh before they expire, and every channel reconnects with the new ones
+    // (the fake refuses expired keys, so a missed rotation would show up as a refusal).
+    await until(carol, () => window.voiceDebug.grantCount() >= 2);
+    await until(alice, () => window.voiceDebug.grantCount() >= 2);
+    const keysOf = (name) => new Set(byUser(name).map((c) => c.accessKeyId));
+    for (let i = 0; i < 50 && keysOf('carol').size < 2; i += 1) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(keysOf('carol').size >= 2, 'carol reconnected with refreshed credentials');
+    await new Promise((r) => setTimeout(r, TTL_MS)); // past the first credentials' expiry
+    await mesh([alice, bob, carol]);
+    assert.deepEqual(stack.stats.kvsRefused, []);
+
+    // Mute: the others see it (muteChanged over the API socket).
+    await carol.page.getByRole('button', { name: 'Mute' }).click();
+    await until(alice, () => document.querySelector('#participants [data-user-id="carol"] .mute-state').textContent === 'muted');
+
+    // Bob leaves: the others drop him, keep each other.
+    await bob.page.getByRole('button', { name: 'Leave' }).click();
+    await until(alice, () => !window.voiceDebug.peers().some((p) => p.userId === 'bob'));
+    await until(carol, () => !window.voiceDebug.peers().some((p) => p.userId === 'bob'));
+    await mesh([alice, carol]);
+
+    // Alice (master) ends: every page torn down.
+    await alice.page.getByRole('button', { name: 'End Voice' }).click();
+    for (const u of [alice, carol]) {
+      await until(u, () => !window.voiceDebug.inVoice() && window.voiceDebug.allPeerConnections().every((p) => p.connectionState === 'closed'));
+    }
+    await until(bob, () => window.voiceDebug.voiceRoom('room-1') === null);
+
+    for (const u of pages) assert.deepEqual(u.errors, [], `${u.name}: page errors`);
+    // The original's console lines, from the KVS path this time.
+    for (const line of ['Microphone access granted', 'Signaling client connected (KVS MASTER', 'Received remote audio track']) {
+      assert.ok(carol.console.some((c) => c.includes(line)), `carol's console lacks "${line}"`);
+    }
+  } catch (e) {
+    for (const u of pages) {
+      console.error(`--- ${u.name} ---`);
+      for (const l of u.console.slice(-30)) console.error(`  ${l}`);
+      for (const l of u.errors) console.error(`  pageerror: ${l}`);
+    }
+    console.error('kvs refused:', JSON.stringify(stack.stats.kvsRefused));
+    throw e;
+  }
+});
