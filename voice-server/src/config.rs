@@ -287,8 +287,8 @@ pub struct Cli {
     pub data_dir: PathBuf,
 
     /// Keep everything in memory instead (--data-dir is then ignored): nothing survives a
-    /// restart. For demos and tests.
-    #[arg(long, env = "VOICE_IN_MEMORY")]
+    /// restart. For demos and tests. VOICE_IN_MEMORY takes true/false, 1/0, yes/no or on/off.
+    #[arg(long, env = "VOICE_IN_MEMORY", value_parser = clap::builder::BoolishValueParser::new())]
     pub in_memory: bool,
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::json;
-use server_process::{command, Conn, ServerProcess};
+use server_process::{base_command, command, Conn, ServerProcess};
 use voice_adapters_sqlite::{Database, OpenOptions, SqliteError};
 use voice_server::{Backends, ServeError, Storage};
 
@@ -238,4 +238,46 @@ async fn a_missing_data_dir_is_created_private_and_reopened_with_its_state() {
         .unwrap()
         .token_secret
         .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_chooses_the_data_dir_or_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    // VOICE_DATA_DIR stands in for --data-dir (the flag is left out here).
+    let from_env = tmp.path().join("from-env");
+    let mut by_env = base_command(&[]);
+    by_env.env("VOICE_DATA_DIR", &from_env);
+    let mut server = ServerProcess::start_command(by_env).await;
+    assert!(from_env.join("voice.sqlite3").is_file());
+    assert_eq!(server.log_events("state is kept in SQLite").len(), 1);
+    server.terminate();
+
+    // VOICE_IN_MEMORY, in the spellings operators use for booleans.
+    for (value, in_memory) in [
+        ("1", true),
+        ("true", true),
+        ("yes", true),
+        ("on", true),
+        ("0", false),
+        ("false", false),
+        ("no", false),
+        ("off", false),
+    ] {
+        let dir = tmp.path().join(format!("in-memory-{value}"));
+        let mut cmd = command(&dir, &[]);
+        cmd.env("VOICE_IN_MEMORY", value);
+        let mut server = ServerProcess::start_command(cmd).await;
+        assert_eq!(
+            !dir.exists(),
+            in_memory,
+            "VOICE_IN_MEMORY={value}: data dir created = {}",
+            dir.exists()
+        );
+        assert_eq!(
+            server.log_events("state is kept in SQLite").is_empty(),
+            in_memory,
+            "VOICE_IN_MEMORY={value}"
+        );
+        assert!(server.terminate().success());
+    }
 }

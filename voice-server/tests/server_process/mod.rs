@@ -22,20 +22,20 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// The server binary Cargo built for these tests.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_voice-server");
 
-/// `voice-server --addr 127.0.0.1:0 --log-format json --data-dir <dir> <extra>`, with no
+/// `voice-server --addr 127.0.0.1:0 --log-format json <extra> --data-dir <dir>`, with no
 /// inherited `VOICE_*` variable (so the caller's environment cannot switch it to memory) and
 /// `RUST_LOG=info` (so the "listening" line that carries the port is printed).
 pub fn command(data_dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = base_command(extra);
+    cmd.arg("--data-dir").arg(data_dir);
+    cmd
+}
+
+/// [`command`] without `--data-dir`.
+pub fn base_command(extra: &[&str]) -> Command {
     let mut cmd = Command::new(BINARY);
-    cmd.args([
-        "--addr",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-        "--data-dir",
-    ])
-    .arg(data_dir)
-    .args(extra);
+    cmd.args(["--addr", "127.0.0.1:0", "--log-format", "json"])
+        .args(extra);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("VOICE_") {
             cmd.env_remove(key);
