@@ -186,6 +186,22 @@ test('credentials refresh 5 min before a long expiry, at 80 % of a short one', (
   assert.equal(refreshDelayMs(now + 5 * 3600e3, now), 3300e3);
 });
 
+test('with the server\'s issuedAt the browser clock does not matter', () => {
+  const server = 1_700_000_000_000;
+  for (const skew of [0, 2 * 3600e3, -2 * 3600e3, 90e3]) {
+    const browserNow = server + skew;
+    assert.equal(refreshDelayMs(server + 3600e3, browserNow, server), 55 * 60e3, `skew ${skew}`);
+    assert.equal(refreshDelayMs(server + 15 * 60e3, browserNow, server), 10 * 60e3, `skew ${skew}`);
+    assert.equal(refreshDelayMs(server + 8000, browserNow, server), 6400, `skew ${skew}`);
+  }
+  // Without issuedAt (an older server), the browser clock is all there is.
+  assert.equal(refreshDelayMs(server + 15 * 60e3, server + 5 * 60e3), 8 * 60e3);
+  // A missing or nonsensical issuedAt falls back to the browser clock.
+  assert.equal(refreshDelayMs(server + 15 * 60e3, server, undefined), 10 * 60e3);
+  assert.equal(refreshDelayMs(server + 15 * 60e3, server, 0), 10 * 60e3);
+  assert.equal(refreshDelayMs(server + 15 * 60e3, server, NaN), 10 * 60e3);
+});
+
 test('refresh timing at the 1 h cap: always before expiry, never after the lifetime', () => {
   const now = 1_700_000_000_000;
   // The Lambda's role-chained STS credentials: exactly 1 h, or a little less after the round trip.

@@ -425,6 +425,9 @@ pub struct VoiceGrantView {
     pub credentials: CredentialsView,
     /// Expiry, ms since epoch; refresh before.
     pub expires_at: u64,
+    /// When the server issued the credentials, ms since epoch by the server's clock: the
+    /// lifetime is `expires_at - issued_at`, whatever the client's clock says.
+    pub issued_at: u64,
     /// Whether this call added the caller.
     pub newly_joined: bool,
     /// The room after the join.
@@ -451,6 +454,7 @@ impl From<&VoiceGrant> for VoiceGrantView {
                 .collect(),
             credentials: (&g.credentials.credentials).into(),
             expires_at: g.credentials.expires_at.as_millis(),
+            issued_at: g.issued_at.as_millis(),
             newly_joined: g.newly_joined,
             room: (&g.room).into(),
         }

@@ -33,6 +33,7 @@ use crate::room::{
     Capacity, ChannelRole, JoinOutcome, LeaveReason, SignalingChannel, TransitionError, VoiceEvent,
     VoiceRoom,
 };
+use crate::time::Timestamp;
 
 /// The longest credentials may live: KVS signaling connections last at most an hour, and
 /// credentials from a role assumed by a Lambda are role-chained, which STS caps at an hour.
@@ -99,6 +100,10 @@ pub struct VoiceGrant {
     pub peers: Vec<PeerAccess>,
     /// Credentials for exactly `own` and `peers`.
     pub credentials: IssuedCredentials,
+    /// When the service issued them, by the service's clock: with `credentials.expires_at` it
+    /// gives the lifetime without trusting the client's clock (a browser's clock may be off by
+    /// hours, which would make "expires_at - now" meaningless there).
+    pub issued_at: Timestamp,
     /// Whether this call added the caller (false for a refresh).
     pub newly_joined: bool,
 }
@@ -416,6 +421,7 @@ impl<P: Ports> VoiceService<P> {
                 own,
                 peers,
                 credentials,
+                issued_at: self.ports.clock.now(),
                 newly_joined,
             });
         }

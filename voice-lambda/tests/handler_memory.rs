@@ -169,7 +169,9 @@ async fn every_route_works_end_to_end_over_memory() {
     assert_eq!(peers[0]["role"], "VIEWER");
     assert_eq!(peers[0]["channelArn"], alice_arn.as_str());
     assert_eq!(r.data()["credentials"]["kind"], "token");
-    assert!(r.data()["expiresAt"].as_u64().unwrap() > 0);
+    let expires = r.data()["expiresAt"].as_u64().unwrap();
+    let issued = r.data()["issuedAt"].as_u64().unwrap();
+    assert!(issued > 0 && expires > issued, "{:?}", r.data());
     let (req, _) = h.credentials.issued().pop().unwrap();
     assert_eq!(req.grants.len(), 2, "master on own + viewer on alice's");
     assert_eq!(h.channels.list_now().len(), 2);

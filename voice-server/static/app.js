@@ -422,7 +422,7 @@ class VoiceSession {
   /** Refresh ~5 min before expiry, or at 80 % of the lifetime when that is short. */
   scheduleRefresh(grant) {
     clearTimeout(this.refreshTimer);
-    const delay = refreshDelayMs(grant.expiresAt, Date.now());
+    const delay = refreshDelayMs(grant.expiresAt, Date.now(), grant.issuedAt);
     this.refreshAt = Date.now() + delay;
     this.refreshTimer = setTimeout(() => this.refresh(grant.expiresAt), delay);
   }

@@ -744,14 +744,19 @@ const MAX_LIFETIME_MS = 60 * 60 * 1000;
 
 /**
  * How long to wait before asking for fresh voice credentials: 5 minutes before `expiresAt`, or at
- * 80 % of the remaining lifetime when that is 10 minutes or less. A lifetime that is not positive
- * (a clock skewed against the server's) is taken as the 1 h maximum rather than refreshing in a
+ * 80 % of the remaining lifetime when that is 10 minutes or less. Called when the grant arrives.
+ *
+ * With `issuedAt` (the server's clock at issuance, sent with every grant) the lifetime is
+ * `expiresAt - issuedAt`, so a browser clock that is off by minutes or hours does not matter.
+ * Without it (an older server) the lifetime is `expiresAt - now`; one that is not positive (a
+ * clock skewed against the server's) is taken as the 1 h maximum rather than refreshing in a
  * tight loop.
  * @param {number} expiresAt  ms since epoch, from the grant
- * @param {number} now        ms since epoch
+ * @param {number} now        ms since epoch, the browser's clock
+ * @param {number} [issuedAt] ms since epoch, from the grant (server clock)
  */
-export function refreshDelayMs(expiresAt, now) {
-  let lifetime = expiresAt - now;
+export function refreshDelayMs(expiresAt, now, issuedAt) {
+  let lifetime = Number.isFinite(issuedAt) && issuedAt > 0 ? expiresAt - issuedAt : expiresAt - now;
   if (!(lifetime > 0) || lifetime > MAX_LIFETIME_MS + REFRESH_MARGIN_MS) lifetime = MAX_LIFETIME_MS;
   const delay = lifetime > LONG_LIFETIME_MS ? lifetime - REFRESH_MARGIN_MS : lifetime * SHORT_LIFETIME_FRACTION;
   return Math.max(500, Math.round(delay));

@@ -88,6 +88,18 @@ async fn an_approved_member_starts_voice_and_every_member_hears_each_step() {
         .as_millis() as u64;
     let expires = g["expiresAt"].as_u64().unwrap();
     assert!(expires > now_ms + 3_500_000 && expires <= now_ms + 3_600_000);
+    // The lifetime by the server's own clock, which clients schedule their refresh from.
+    let issued = g["issuedAt"].as_u64().unwrap();
+    assert!(
+        issued.abs_diff(now_ms) < 60_000,
+        "issuedAt {issued} vs now {now_ms}"
+    );
+    // (Token expiries are whole seconds, rounded down.)
+    assert!(
+        (3_599_000..=3_600_000).contains(&(expires - issued)),
+        "expiresAt - issuedAt is the token TTL: {}",
+        expires - issued
+    );
     assert_eq!(g["room"]["participants"].as_array().unwrap().len(), 2);
     for c in [&mut admin, &mut bo, &mut cy] {
         let ev = c.event("participantJoined").await;
