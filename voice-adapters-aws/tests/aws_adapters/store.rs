@@ -27,6 +27,13 @@ async fn raw_item(m: &Moto, key: &str) -> Option<HashMap<String, AttributeValue>
         .item
 }
 
+/// The one suite the memory and SQLite stores also run, so the three stores cannot drift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamo_store_keeps_the_store_contract() {
+    let Some(m) = moto().await else { return };
+    voice_domain::contract::store_contract(&store(&m), "dynamo").await;
+}
+
 #[tokio::test]
 async fn create_get_update_and_queries_round_trip() {
     let Some(m) = moto().await else { return };
