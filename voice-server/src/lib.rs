@@ -402,27 +402,43 @@ async fn sweep_loop(
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
+/// Installs the SIGINT and SIGTERM handlers now, and returns a future that completes on
+/// either. Installing them eagerly (in `serve`, before the storage is opened and long before
+/// "voice-server listening" is logged) matters: tokio only installs a handler when its stream
+/// is created, and a SIGTERM that arrived before would take the default action and kill the
+/// process without a clean stop (a supervisor that stops the server as soon as it listens hit
+/// this).
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let (int, term) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    return async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(int) => info!("SIGINT received"),
+            () = wait(term) => info!("SIGTERM received"),
         }
     };
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => info!("SIGINT received"),
-        () = term => info!("SIGTERM received"),
-    }
+    return async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        info!("SIGINT received");
+    };
 }
 
 /// A server running in the background, from [`spawn`] / [`spawn_on`]. Dropping it starts a

@@ -987,3 +987,16 @@ async fn a_graceful_restart_keeps_everything_and_users_keep_their_identity() {
     assert_ne!(d["userId"], json!(ada_id.user_id));
     eprintln!("graceful restart test took {:?}", started.elapsed());
 }
+
+/// A supervisor that sends SIGTERM as soon as the server says it listens gets a clean stop,
+/// not the default action of an unhandled signal: the handlers exist before that line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_listening_is_a_clean_stop() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    for i in 0..10 {
+        let mut server = ServerProcess::start(&tmp.path().join(format!("d{i}")), &[]).await;
+        let status = server.terminate();
+        assert!(status.success(), "start {i}: {status:?}");
+        assert_eq!(server.log_events("SIGTERM received").len(), 1);
+    }
+}
