@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Markdown tables from voice-bench JSON lines (bench/run.sh's output), for BENCHMARKS.md.
+
+    python3 bench/summarize.py bench/results/after.jsonl [more.jsonl ...]
+
+Every run is listed with the 1-minute load average before/after it; relay, rooms and fanout
+also get the median over repeats and (relay) the ratios to the Node baseline and the echo
+ceiling.
+"""
+import json
+import statistics
+import sys
+
+
+def load(paths):
+    out = []
+    for p in paths:
+        with open(p) as f:
+            out += [json.loads(line) for line in f if line.strip()]
+    return out
+
+
+def ms(us):
+    return f"{us / 1000:.1f}"
+
+
+def idle(rs):
+    print("| target | connections | server RSS held (MiB) | KiB / connection | projected at 50 000 (MiB) | setup (conn/s) | request p50 / p99 (ms) | load before/after |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for r in rs:
+        e = r["extra"]
+        print(f"| {r['target']} | {e['connections']} | {e['serverRssHeldMib']:.1f} | {e['serverKibPerConnection']:.1f} | "
+              f"{e['projectedMibAt50k']:.0f} | {r['throughput']:.0f} | {ms(r['latency']['p50_us'])} / {ms(r['latency']['p99_us'])} | "
+              f"{r['load'][0]:.1f}/{r['load'][1]:.1f} |")
+
+
+def runs(rs, unit):
+    print(f"| run | target | {unit} | p50 (ms) | p99 (ms) | max (ms) | server CPU % | server CPU µs each | generator CPU % | server RSS (MiB) | errors | load before/after |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for i, r in enumerate(rs):
+        per = (r["server"]["cpu_secs"] / (r["throughput"] * r["params"].get("secs", 1)) * 1e6) if r["throughput"] and "secs" in r["params"] else float("nan")
+        print(f"| {i + 1} | {r['target']} | {r['throughput']:.0f} | {ms(r['latency']['p50_us'])} | {ms(r['latency']['p99_us'])} | "
+              f"{ms(r['latency']['max_us'])} | {r['server']['cpu_pct']:.0f} | {per:.1f} | {r['generator_cpu_pct']:.0f} | "
+              f"{r['server']['rss_end_mib']:.1f} | {r['errors']} | {r['load'][0]:.1f}/{r['load'][1]:.1f} |")
+
+
+def medians(rs):
+    targets = sorted({r["target"] for r in rs})
+    med = {}
+    print("| target | runs | median throughput | median p50 (ms) | median p99 (ms) | median max (ms) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for t in targets:
+        ts = [r for r in rs if r["target"] == t]
+        m = {k: statistics.median(f(r) for r in ts) for k, f in {
+            "thr": lambda r: r["throughput"],
+            "p50": lambda r: r["latency"]["p50_us"],
+            "p99": lambda r: r["latency"]["p99_us"],
+            "max": lambda r: r["latency"]["max_us"],
+        }.items()}
+        med[t] = m
+        print(f"| {t} | {len(ts)} | {m['thr']:.0f} {ts[0]['unit']} | {ms(m['p50'])} | {ms(m['p99'])} | {ms(m['max'])} |")
+    return med
+
+
+def main():
+    rs = load(sys.argv[1:])
+    by = {}
+    for r in rs:
+        by.setdefault(r["scenario"], []).append(r)
+    if "idle" in by:
+        print("\n### idle\n")
+        idle(by["idle"])
+    for s, unit in [("rooms", "ops/s"), ("relay", "msg/s"), ("fanout", "members/s")]:
+        if s not in by:
+            continue
+        print(f"\n### {s}\n")
+        runs(by[s], unit)
+        print()
+        med = medians(by[s])
+        if s == "relay" and {"voice", "node"} <= med.keys():
+            v, n = med["voice"], med["node"]
+            print(f"\nvoice / node: throughput {v['thr'] / n['thr']:.2f}x, p99 {v['p99'] / n['p99']:.2f}x (lower is better)", end="")
+            if "echo" in med:
+                e = med["echo"]
+                print(f"; voice / echo throughput {v['thr'] / e['thr']:.2f}, node / echo {n['thr'] / e['thr']:.2f}", end="")
+            print()
+        if s == "fanout":
+            for r in by[s]:
+                e = r["extra"]
+                print(f"\nrun: all delivered p50 {ms(e['allDeliveredPerRun']['p50_us'])} ms, max {ms(e['allDeliveredPerRun']['max_us'])} ms; "
+                      f"per member p50 {ms(e['perMemberDelivery']['p50_us'])} ms; createVoiceRoom reply p50 {ms(e['createVoiceRoomReply']['p50_us'])} ms", end="")
+            print()
+    if "rooms" in by:
+        print("\nrooms, per action (last run):\n")
+        print("| action | n | p50 (ms) | p99 (ms) |")
+        print("|---|---:|---:|---:|")
+        for k, v in by["rooms"][-1]["extra"]["byAction"].items():
+            print(f"| {k} | {v['n']} | {ms(v['p50_us'])} | {ms(v['p99_us'])} |")
+
+
+if __name__ == "__main__":
+    main()
