@@ -4,7 +4,9 @@
 #   2. pytest tests/iam: every IAM policy (template, SAM output, docs examples) uses Version
 #      2012-10-17, no action wildcards, no Resource "*" beyond the one documented exception, the
 #      KVS role trusts only the function role; and the template matches what voice-lambda and
-#      voice-adapters-aws read (env vars, table key, TTL attribute, routes).
+#      voice-adapters-aws read (env vars, table key, TTL attribute, routes); the web client's
+#      CloudFront response headers (a CSP as strict as the self-hosted server's, HSTS, framing).
+#   The page itself is loaded under that CSP in headless Chromium by tests/browser/aws-mode.test.mjs.
 # Needs cfn-lint and pytest: python3 -m pip install -r deploy/aws/requirements-dev.txt
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -28,6 +28,30 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const STATIC_DIR = fileURLToPath(new URL('../../voice-server/static/', import.meta.url));
+const TEMPLATE = fileURLToPath(new URL('../../deploy/aws/template.yaml', import.meta.url));
+
+/**
+ * The Content-Security-Policy the deployed distribution sends (deploy/aws/template.yaml,
+ * WebClientResponseHeadersPolicy), with its !Sub variables filled in for a made-up API in
+ * `region`. Served on every static response, so the page is tested under the policy it really
+ * gets; this stand-in is one origin, so its own wss:// URLs pass as 'self' and the AWS host
+ * entries are only carried along (the template test checks those).
+ */
+export function templateCsp(region = 'us-east-1') {
+  const lines = fs.readFileSync(TEMPLATE, 'utf8').split('\n');
+  const at = lines.findIndex((l) => /^\s*ContentSecurityPolicy: !Sub\s*$/.test(l));
+  if (at < 0 || !/^\s*- >-\s*$/.test(lines[at + 1] || '')) throw new Error(`no "ContentSecurityPolicy: !Sub" / "- >-" block in ${TEMPLATE}`);
+  const body = [];
+  const indent = (l) => l.length - l.trimStart().length;
+  const first = at + 2;
+  for (let i = first; i < lines.length && lines[i].trim() && indent(lines[i]) >= indent(lines[first]); i++) body.push(lines[i].trim());
+  const csp = body.join(' ')
+    .replaceAll('${ApiId}', 'fakeapi123')
+    .replaceAll('${AWS::Region}', region)
+    .replaceAll('${AWS::URLSuffix}', 'amazonaws.com');
+  if (!/connect-src/.test(csp) || /\$\{/.test(csp)) throw new Error(`could not read the template's CSP: ${csp}`);
+  return csp;
+}
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.json': 'application/json' };
 
@@ -393,6 +417,7 @@ export async function startFakeStack({ port = 0, credentialTtlMs = 3600e3, regio
     };
   }
 
+  const csp = templateCsp(region);
   const server = https.createServer(tls, (req, res) => {
     const url = new URL(req.url, 'https://127.0.0.1');
     if (url.pathname === '/config.json') {
@@ -408,7 +433,7 @@ export async function startFakeStack({ port = 0, credentialTtlMs = 3600e3, regio
       res.end('<Error><Code>AccessDenied</Code></Error>');
       return;
     }
-    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream', 'cache-control': 'no-store' });
+    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream', 'cache-control': 'no-store', 'content-security-policy': csp });
     res.end(fs.readFileSync(file));
   });
   server.on('upgrade', (req, raw) => {

@@ -57,7 +57,7 @@ const ARGS = [
 ];
 
 test('AWS mode: chat rooms by id, voice over the API socket, the mesh over KVS, refresh, mute, leave, end', { skip, timeout: 120000 }, async (t) => {
-  const { startFakeStack } = await import('./aws-fake-stack.mjs');
+  const { startFakeStack, templateCsp } = await import('./aws-fake-stack.mjs');
   const stack = await startFakeStack({ credentialTtlMs: TTL_MS });
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
   const pages = [];
@@ -73,7 +73,8 @@ test('AWS mode: chat rooms by id, voice over the API socket, the mesh over KVS, 
     page.on('pageerror', (e) => u.errors.push(e.message));
     page.on('console', (m) => u.console.push(m.text()));
     pages.push(u);
-    await page.goto(`${stack.url}${path}`);
+    const response = await page.goto(`${stack.url}${path}`);
+    assert.equal(response.headers()['content-security-policy'], templateCsp('eu-west-1'), 'the page is served under the template\'s CSP');
     return u;
   }
   const until = (u, fn, arg) => u.page.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: 100 });
@@ -161,6 +162,11 @@ test('AWS mode: chat rooms by id, voice over the API socket, the mesh over KVS, 
     await until(bob, () => window.voiceDebug.voiceRoom('room-1') === null);
 
     for (const u of pages) assert.deepEqual(u.errors, [], `${u.name}: page errors`);
+    // Served under the deployed distribution's Content-Security-Policy, nothing was refused.
+    for (const u of pages) {
+      const refused = u.console.filter((c) => /Content Security Policy|Refused to (load|connect|execute|apply)/i.test(c));
+      assert.deepEqual(refused, [], `${u.name}: CSP violations`);
+    }
     // The original's console lines, from the KVS path this time.
     for (const line of ['Microphone access granted', 'Signaling client connected (KVS MASTER', 'Received remote audio track']) {
       assert.ok(carol.console.some((c) => c.includes(line)), `carol's console lacks "${line}"`);
