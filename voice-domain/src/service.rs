@@ -25,7 +25,7 @@ use crate::errors::{
 };
 use crate::ids::{ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
 use crate::ports::{
-    Adapters, ChannelEndpoints, ChannelTags, ChatDirectory, Clock, CredentialIssuer,
+    Adapters, ChannelEndpoints, ChannelError, ChannelTags, ChatDirectory, Clock, CredentialIssuer,
     CredentialRequest, IdGenerator, IssuedCredentials, MemberState, Membership, Notifier,
     NotifyError, PortFailure, Ports, SignalingChannels, StoreError, VoiceRoomStore,
 };
@@ -156,6 +156,15 @@ impl From<GateError> for JoinVoiceError {
             GateError::Dependency(d) => Self::Dependency(d),
         }
     }
+}
+
+/// Why the endpoints and credentials of a join's plan could not be assembled.
+enum GrantError {
+    /// A channel of the plan does not exist: the plan may be stale (a peer left, the room
+    /// ended); the error to report if it is not.
+    Vanished(JoinVoiceError),
+    /// Any other failure.
+    Failed(JoinVoiceError),
 }
 
 /// Why a compare-and-set modification did not happen.
@@ -361,7 +370,30 @@ impl<P: Ports> VoiceService<P> {
                     TransitionError::Full { capacity } => JoinVoiceError::RoomFull { capacity },
                     _ => JoinVoiceError::Ended,
                 })?;
-            let (own, peers, credentials) = self.grant_for(&next, user, caller, client_id).await?;
+            let (own, peers, credentials) = match self
+                .grant_for(&next, user, caller, client_id)
+                .await
+            {
+                Ok(grant) => grant,
+                Err(GrantError::Vanished(e)) => {
+                    // A channel of the plan is gone: a peer left, or the room ended, after
+                    // the room was read. A changed room gives a new plan (or `Ended`); an
+                    // unchanged one means the channel really vanished.
+                    let now = self
+                        .ports
+                        .store
+                        .get(room.id())
+                        .await?
+                        .ok_or(JoinVoiceError::VoiceRoomNotFound)?;
+                    if now.version() != room.version() {
+                        debug!("a channel of the plan vanished with a concurrent change; retrying");
+                        room = now;
+                        continue;
+                    }
+                    return Err(e);
+                }
+                Err(GrantError::Failed(e)) => return Err(e),
+            };
             let newly_joined = matches!(outcome, JoinOutcome::Joined(_));
             if outcome != JoinOutcome::AlreadyJoined {
                 next.bump_version();
@@ -435,7 +467,7 @@ impl<P: Ports> VoiceService<P> {
         user: &UserId,
         caller: &ConnectionId,
         client_id: &ClientId,
-    ) -> Result<(ChannelAccess, Vec<PeerAccess>, IssuedCredentials), JoinVoiceError> {
+    ) -> Result<(ChannelAccess, Vec<PeerAccess>, IssuedCredentials), GrantError> {
         let plan = room
             .plan_for(user)
             .expect("join just placed the user in the room");
@@ -462,7 +494,8 @@ impl<P: Ports> VoiceService<P> {
                 grants: plan.grants(),
                 ttl: self.config.credential_ttl,
             })
-            .await?;
+            .await
+            .map_err(|e| GrantError::Failed(e.into()))?;
         Ok((own, peers, credentials))
     }
 
@@ -471,12 +504,16 @@ impl<P: Ports> VoiceService<P> {
         channel: &SignalingChannel,
         role: ChannelRole,
         client_id: &ClientId,
-    ) -> Result<ChannelAccess, JoinVoiceError> {
+    ) -> Result<ChannelAccess, GrantError> {
         let endpoints = self
             .ports
             .channels
             .endpoints(channel, role, client_id)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                ChannelError::NotFound => GrantError::Vanished(e.into()),
+                e => GrantError::Failed(e.into()),
+            })?;
         Ok(ChannelAccess {
             channel: channel.clone(),
             role,
