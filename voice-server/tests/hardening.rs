@@ -227,3 +227,542 @@ async fn a_reader_that_stops_reading_is_dropped_without_stalling_anyone() {
         "closed with {code:?}, not 1008 (policy: too slow)"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rate limit on signaling
+// ---------------------------------------------------------------------------------------------
+
+/// The per-connection limit covers `signal` frames like any other: a flood of ICE candidates
+/// gets `RATE_LIMITED` (retryable) past the burst, exactly the accepted ones reach the peer,
+/// the flooder's connection stays open, and its peer is not limited by it.
+#[tokio::test]
+async fn signal_floods_are_rate_limited_and_nothing_over_the_limit_is_relayed() {
+    const BURST: u32 = 20;
+    let app = spawn_app_with(|c| {
+        c.rate_limit = voice_server::RateLimit {
+            burst: BURST,
+            per_second: 1.0,
+        }
+    })
+    .await;
+    let (mut ada, mut bo, room) = room_with_member(&app).await;
+    let vr = ada.ok("createVoiceRoom", json!({"roomId": room})).await["voiceRoomId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ada.ok("getVoiceCredentials", json!({"voiceRoomId": vr}))
+        .await;
+    let token = bo
+        .ok("getVoiceCredentials", json!({"voiceRoomId": vr}))
+        .await["credentials"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Bo has used 3 frames (hello, requestJoin, getVoiceCredentials) of its burst.
+    const FLOOD: usize = 40;
+    for i in 0..FLOOD {
+        bo.send_text(
+            json!({"action": "signal", "requestId": format!("s{i}"), "voiceRoomId": vr,
+                   "token": token, "to": ada.user_id, "kind": "candidate",
+                   "payload": {"candidate": format!("candidate:{i}")}})
+            .to_string(),
+        )
+        .await;
+    }
+    let mut accepted = Vec::new();
+    let mut limited = 0;
+    for _ in 0..FLOOD {
+        let r = bo.next_reply().await;
+        let i: usize = r["requestId"].as_str().unwrap()[1..].parse().unwrap();
+        if r["ok"] == true {
+            accepted.push(i);
+        } else {
+            assert_eq!(r["error"]["code"], "RATE_LIMITED", "{r}");
+            assert_eq!(r["error"]["retryable"], true);
+            limited += 1;
+        }
+    }
+    // The bucket may have refilled by a token or two while the flood went out.
+    assert!(
+        (BURST as usize - 3..=BURST as usize).contains(&accepted.len()),
+        "accepted {} of {FLOOD}",
+        accepted.len()
+    );
+    assert_eq!(accepted.len() + limited, FLOOD);
+    // Exactly the accepted ones were relayed, in order.
+    let mut relayed = Vec::new();
+    for _ in 0..accepted.len() {
+        let ev = ada.event("signal").await;
+        let c = ev["payload"]["candidate"].as_str().unwrap().to_owned();
+        relayed.push(c["candidate:".len()..].parse::<usize>().unwrap());
+    }
+    assert_eq!(relayed, accepted);
+    ada.no_event("signal", Duration::from_millis(50)).await;
+    // Ada was not limited by Bo's flood.
+    ada.ok("listRooms", json!({})).await;
+    // Bo's connection is still usable once the bucket refills.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    bo.ok(
+        "signal",
+        json!({"voiceRoomId": vr, "token": token, "to": ada.user_id, "kind": "candidate",
+               "payload": {"candidate": "after"}}),
+    )
+    .await;
+    assert_eq!(ada.event("signal").await["payload"]["candidate"], "after");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed and near-miss frames, at random
+// ---------------------------------------------------------------------------------------------
+
+/// Every code a self-hosted reply may carry (docs/protocol.md).
+const CODES: &[&str] = &[
+    "BAD_REQUEST",
+    "UNKNOWN_ACTION",
+    "NOT_IDENTIFIED",
+    "CHAT_ROOM_NOT_FOUND",
+    "NOT_MEMBER",
+    "NOT_APPROVED",
+    "ALREADY_ACTIVE",
+    "VOICE_ROOM_NOT_FOUND",
+    "VOICE_ROOM_ENDED",
+    "ROOM_FULL",
+    "NOT_PARTICIPANT",
+    "NOT_ALLOWED",
+    "UNAVAILABLE",
+    "INTERNAL",
+    "UNAUTHORIZED",
+    "NOT_PEER",
+    "NOT_ADMIN",
+    "ROOM_EXISTS",
+    "NO_PENDING_REQUEST",
+    "RATE_LIMITED",
+    "TOO_LARGE",
+];
+
+fn random_value(rng: &mut impl rand::Rng, depth: u32) -> Value {
+    match rng.gen_range(0..if depth > 2 { 7 } else { 9 }) {
+        0 => Value::Null,
+        1 => json!(rng.gen::<bool>()),
+        2 => json!(rng.gen::<i64>()),
+        3 => json!(rng.gen::<f64>()),
+        4 => json!(["", " ", "a b", "x", "General", "vr-1", "nobody"][rng.gen_range(0..7)]),
+        5 => {
+            let n = [0, 1, 64, 65, 129, 2001][rng.gen_range(0..6)];
+            json!("y".repeat(n))
+        }
+        6 => json!((0..rng.gen_range(0..20))
+            .map(|_| char::from_u32(rng.gen_range(0..0x3000)).unwrap_or('?'))
+            .collect::<String>()),
+        7 => Value::Array(
+            (0..rng.gen_range(0..4))
+                .map(|_| random_value(rng, depth + 1))
+                .collect(),
+        ),
+        _ => Value::Object(
+            (0..rng.gen_range(0..4))
+                .map(|i| (format!("k{i}"), random_value(rng, depth + 1)))
+                .collect(),
+        ),
+    }
+}
+
+/// 400 random frames on one identified connection: real actions with fields of random types
+/// and sizes, unknown actions, JSON that is not an object, text that is not JSON, binary
+/// frames. Each gets exactly one reply, with the request id echoed when it was a valid one and
+/// a documented code on refusal; the connection is usable afterwards.
+#[tokio::test]
+async fn random_near_miss_frames_each_get_one_reply_and_the_connection_survives() {
+    use rand::{Rng as _, SeedableRng as _};
+    let app = spawn_app_with(|c| c.rate_limit = unlimited()).await;
+    let mut c = app.user("Fuzz").await;
+    let room = c.ok("createRoom", json!({"name": "Fuzzed"})).await["roomId"].clone();
+    let seed = std::env::var("VOICE_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let actions = [
+        "hello",
+        "createRoom",
+        "listRooms",
+        "requestJoin",
+        "approveJoin",
+        "denyJoin",
+        "listMembers",
+        "sendMessage",
+        "getMessages",
+        "createVoiceRoom",
+        "getVoiceCredentials",
+        "endVoiceRoom",
+        "leaveVoiceRoom",
+        "setMute",
+        "getVoiceRoom",
+        "signal",
+        "fly",
+        "",
+    ];
+    let fields = [
+        "name",
+        "roomId",
+        "userId",
+        "text",
+        "voiceRoomId",
+        "muted",
+        "token",
+        "to",
+        "kind",
+        "payload",
+        "resumeToken",
+    ];
+    let mut codes = std::collections::BTreeMap::<String, u32>::new();
+    for n in 0..400 {
+        let shape = rng.gen_range(0..10);
+        let (frame, sent_id) = if shape < 7 {
+            let mut obj = serde_json::Map::new();
+            obj.insert(
+                "action".into(),
+                json!(actions[rng.gen_range(0..actions.len())]),
+            );
+            let id = match rng.gen_range(0..4) {
+                0 => None,
+                1 => Some(random_value(&mut rng, 0)),
+                _ => Some(json!(format!("f{n}"))),
+            };
+            if let Some(id) = &id {
+                obj.insert("requestId".into(), id.clone());
+            }
+            for f in fields {
+                match rng.gen_range(0..4) {
+                    0 => {}
+                    1 if f == "roomId" => {
+                        obj.insert(f.into(), room.clone());
+                    }
+                    _ => {
+                        obj.insert(f.into(), random_value(&mut rng, 0));
+                    }
+                }
+            }
+            let valid_id = id
+                .as_ref()
+                .and_then(Value::as_str)
+                .filter(|s| s.chars().count() <= 128)
+                .map(str::to_owned);
+            (Value::Object(obj).to_string(), valid_id)
+        } else if shape < 8 {
+            (random_value(&mut rng, 0).to_string(), None)
+        } else if shape < 9 {
+            let bytes: Vec<u8> = (0..rng.gen_range(0..100)).map(|_| rng.gen()).collect();
+            (String::from_utf8_lossy(&bytes).into_owned(), None)
+        } else {
+            c.send_binary((0..rng.gen_range(0..100)).map(|_| rng.gen()).collect())
+                .await;
+            let r = c.next_reply().await;
+            assert_eq!(
+                r["error"]["code"], "BAD_REQUEST",
+                "seed {seed}: binary frame: {r}"
+            );
+            *codes.entry("BAD_REQUEST".into()).or_default() += 1;
+            continue;
+        };
+        c.send_text(frame.clone()).await;
+        let r = c.next_reply().await;
+        let ctx = format!("seed {seed}, frame #{n} {frame:.300} -> {r}");
+        assert_eq!(r["type"], "reply", "{ctx}");
+        assert!(r["action"].is_string(), "{ctx}");
+        if let Some(id) = &sent_id {
+            assert_eq!(r["requestId"], id.as_str(), "{ctx}");
+        }
+        match r["ok"].as_bool() {
+            Some(true) => *codes.entry("ok".into()).or_default() += 1,
+            Some(false) => {
+                let code = r["error"]["code"].as_str().unwrap_or("");
+                assert!(CODES.contains(&code), "undocumented code: {ctx}");
+                assert!(
+                    r["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| !m.is_empty()),
+                    "{ctx}"
+                );
+                assert!(r["error"]["retryable"].is_boolean(), "{ctx}");
+                *codes.entry(code.to_owned()).or_default() += 1;
+            }
+            None => panic!("no ok flag: {ctx}"),
+        }
+    }
+    eprintln!("random frames (seed {seed}): {codes:?}");
+    // Still the same, usable connection (a random hello may have renamed it).
+    let rooms = c.ok("listRooms", json!({})).await;
+    assert!(rooms["rooms"].as_array().is_some_and(|r| !r.is_empty()));
+    assert!(codes.contains_key("BAD_REQUEST") && codes.contains_key("UNKNOWN_ACTION"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sweep, over real sockets
+// ---------------------------------------------------------------------------------------------
+
+mod sweep {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde_json::json;
+    use voice_adapters_memory::MemoryStore;
+    use voice_domain::ports::{Secret, VoiceRoomStore as _};
+    use voice_domain::room::EndReason;
+    use voice_domain::{
+        Capacity, ChannelArn, ChannelName, ChatRoomId, ConnectionId, SignalingChannel, Timestamp,
+        UserId, VoiceRoom, VoiceRoomId,
+    };
+    use voice_server::chat::{ChatState as _, MemoryChat, RoomRecord};
+    use voice_server::ports::ServerStore;
+    use voice_server::token::TokenKey;
+    use voice_server::Backends;
+
+    use super::support::{approve, Client};
+
+    const SECRET: &str = "sweep-test-token-secret-0123";
+
+    fn ghost_channel(tag: &str) -> SignalingChannel {
+        SignalingChannel {
+            name: ChannelName::from_unique(tag).unwrap(),
+            arn: ChannelArn::parse(format!("arn:local:voice:channel/voice-{tag}")).unwrap(),
+        }
+    }
+
+    /// An active voice room whose only participant is on a connection no server knows (its
+    /// process died, or its disconnect was never processed).
+    fn ghost_room(id: &str, chat: &ChatRoomId, master: &UserId) -> VoiceRoom {
+        VoiceRoom::start(
+            VoiceRoomId::parse(id).unwrap(),
+            chat.clone(),
+            master.clone(),
+            ConnectionId::parse(format!("gone-{id}")).unwrap(),
+            ghost_channel(id),
+            Capacity::default(),
+            Timestamp::from_millis(1_700_000_000_000),
+        )
+        .0
+    }
+
+    async fn serve(
+        chat: MemoryChat,
+        store: MemoryStore,
+        sweep_every: Duration,
+    ) -> voice_server::RunningServer {
+        let mut config = voice_server::Config::ephemeral();
+        config.token_secret = Some(Secret::new(SECRET));
+        config.sweep_interval = sweep_every;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        voice_server::spawn_with(
+            config,
+            listener,
+            Backends {
+                chat: Arc::new(chat),
+                store: ServerStore::Memory(store),
+                token_secret: None,
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A voice room left active by a previous process (its participants' sockets died with
+    /// it) is ended, as abandoned, before the first connection is served.
+    #[tokio::test]
+    async fn rooms_left_active_by_a_previous_process_are_ended_at_start_up() {
+        let chat = MemoryChat::new();
+        let ada = UserId::parse("ada-from-before").unwrap();
+        let room = ChatRoomId::parse("kept-room").unwrap();
+        chat.create_room(&RoomRecord {
+            id: room.clone(),
+            name: "Kept".into(),
+            admin: ada.clone(),
+        })
+        .await
+        .unwrap();
+        let store = MemoryStore::new();
+        store
+            .create_if_none_active(&ghost_room("vr-before", &room, &ada))
+            .await
+            .unwrap();
+        let server = serve(chat, store.clone(), Duration::from_secs(3600)).await;
+
+        // Ada comes back (her page kept its resume token) and finds no active voice room.
+        let resume = TokenKey::new(Secret::new(SECRET)).resume_token(&ada);
+        let mut c = Client::connect(&server.ws_url()).await;
+        let d = c
+            .ok(
+                "hello",
+                json!({"name": "Ada", "resumeToken": resume.expose()}),
+            )
+            .await;
+        assert_eq!(d["resumed"], true);
+        assert_eq!(
+            c.ok("getVoiceRoom", json!({"roomId": "kept-room"})).await,
+            json!({"voiceRoom": null})
+        );
+        let stored = store
+            .get(&VoiceRoomId::parse("vr-before").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!stored.is_active());
+        assert!(stored.participants().is_empty());
+        assert!(
+            matches!(
+                stored.status(),
+                voice_domain::room::RoomStatus::Ended {
+                    reason: EndReason::Abandoned,
+                    ..
+                }
+            ),
+            "{:?}",
+            stored.status()
+        );
+        // And a new one can start.
+        c.ok("createVoiceRoom", json!({"roomId": "kept-room"}))
+            .await;
+        server.shutdown().await.unwrap();
+    }
+
+    /// While the server runs: the periodic sweep ends a room whose participants are all gone
+    /// (members hear `voiceEnded` with `abandoned` on their sockets) and removes a dead
+    /// participant from a live room (`participantLeft`, `disconnected`), leaving the live ones.
+    #[tokio::test]
+    async fn the_periodic_sweep_ends_abandoned_rooms_and_removes_dead_participants() {
+        let store = MemoryStore::new();
+        let server = serve(MemoryChat::new(), store.clone(), Duration::from_millis(200)).await;
+        let url = server.ws_url();
+        let user = |c: &Client| UserId::parse(c.user_id.clone()).unwrap();
+        let mut ada = Client::connect(&url).await;
+        ada.user_id = ada.ok("hello", json!({"name": "Ada"})).await["userId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut bo = Client::connect(&url).await;
+        bo.user_id = bo.ok("hello", json!({"name": "Bo"})).await["userId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r1 = ada.ok("createRoom", json!({"name": "Live"})).await["roomId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r2 = ada.ok("createRoom", json!({"name": "Deserted"})).await["roomId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        approve(&mut ada, &mut bo, &r1).await;
+
+        // Room 1: Ada and Bo live, plus a ghost who joined from a connection that is gone.
+        let vr1 = ada.ok("createVoiceRoom", json!({"roomId": r1})).await["voiceRoomId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        bo.ok("getVoiceCredentials", json!({"voiceRoomId": vr1}))
+            .await;
+        let vr1 = VoiceRoomId::parse(vr1).unwrap();
+        let mut room = store.get(&vr1).await.unwrap().unwrap();
+        let ghost = UserId::parse("ghost").unwrap();
+        room.join(
+            ghost.clone(),
+            ConnectionId::parse("gone-conn").unwrap(),
+            ghost_channel("ghost"),
+            Timestamp::from_millis(1_700_000_000_000),
+        )
+        .unwrap();
+        room.bump_version();
+        store.update(&room).await.unwrap();
+        // Room 2: nobody live in it.
+        let r2_id = ChatRoomId::parse(r2.clone()).unwrap();
+        store
+            .create_if_none_active(&ghost_room("vr-deserted", &r2_id, &ghost))
+            .await
+            .unwrap();
+        ada.clear_events();
+        bo.clear_events();
+
+        let ev = ada.event("voiceEnded").await;
+        assert_eq!(ev["voiceRoomId"], "vr-deserted");
+        assert_eq!(ev["reason"], json!({"kind": "abandoned"}));
+        for c in [&mut ada, &mut bo] {
+            let ev = c.event("participantLeft").await;
+            assert_eq!(ev["user"], "ghost");
+            assert_eq!(ev["reason"], "disconnected");
+            assert_eq!(ev["voiceRoomId"], vr1.as_str());
+        }
+        let live = store.get(&vr1).await.unwrap().unwrap();
+        assert!(live.is_active());
+        let users: Vec<_> = live.participants().iter().map(|p| p.user.clone()).collect();
+        assert_eq!(users, vec![user(&ada), user(&bo)]);
+        assert_eq!(
+            ada.ok("getVoiceRoom", json!({"roomId": r2})).await,
+            json!({"voiceRoom": null})
+        );
+        // Idempotent: the next sweeps change nothing more.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ada.no_event("participantLeft", Duration::ZERO).await;
+        ada.no_event("voiceEnded", Duration::ZERO).await;
+        server.shutdown().await.unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Constant-time comparison of signatures
+// ---------------------------------------------------------------------------------------------
+
+/// Tokens (voice and resume) are checked by `Mac::verify_slice`, which compares in constant
+/// time (`subtle::ConstantTimeEq`), and no secret or signature is compared with `==` anywhere
+/// in the server. A timing measurement would be flaky on a shared machine; this reads the
+/// source, so replacing `verify_slice` with a plain comparison fails here.
+#[test]
+fn signatures_and_secrets_are_never_compared_with_eq() {
+    let token = include_str!("../src/token.rs");
+    let code: String = token
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        code.matches(".verify_slice(&sig)").count(),
+        2,
+        "voice tokens and resume tokens are both verified with verify_slice"
+    );
+    let sources = [
+        ("token.rs", token),
+        ("relay.rs", include_str!("../src/relay.rs")),
+        ("chat.rs", include_str!("../src/chat.rs")),
+        ("dispatch.rs", include_str!("../src/dispatch.rs")),
+        ("http.rs", include_str!("../src/http.rs")),
+        ("ice.rs", include_str!("../src/ice.rs")),
+        ("config.rs", include_str!("../src/config.rs")),
+    ];
+    for (file, src) in sources {
+        for (n, line) in src.lines().enumerate() {
+            let l = line.replace(' ', "");
+            if l.starts_with("//") {
+                continue;
+            }
+            for bad in [
+                "sig==",
+                "==sig",
+                "sig!=",
+                "!=sig",
+                "expose()==",
+                "expose()!=",
+                "finalize()==",
+                "into_bytes()==",
+                "==expected_sig",
+                "token==",
+                "==token",
+            ] {
+                assert!(
+                    !l.contains(bad),
+                    "{file}:{}: `{}` compares a secret or signature with {bad:?}; use Mac::verify_slice or subtle",
+                    n + 1,
+                    line.trim()
+                );
+            }
+        }
+    }
+}
