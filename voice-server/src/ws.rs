@@ -168,6 +168,32 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
     info!(reason, "connection closed");
 }
 
+/// At most this many queued messages, or about this many bytes, go out in one write.
+const BATCH_MESSAGES: usize = 32;
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Sends `first` and whatever else is already queued (up to [`BATCH_MESSAGES`] /
+/// [`BATCH_BYTES`]) with one flush: an event and the reply that follows it, or a burst of
+/// relayed candidates, leave in one `write` instead of one system call each. Never waits for
+/// messages that are not queued yet.
+async fn send_batch(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    rx: &mut mpsc::Receiver<String>,
+    first: String,
+) -> Result<(), axum::Error> {
+    let mut bytes = first.len();
+    sink.feed(Message::Text(Utf8Bytes::from(first))).await?;
+    for _ in 1..BATCH_MESSAGES {
+        if bytes >= BATCH_BYTES {
+            break;
+        }
+        let Ok(text) = rx.try_recv() else { break };
+        bytes += text.len();
+        sink.feed(Message::Text(Utf8Bytes::from(text))).await?;
+    }
+    sink.flush().await
+}
+
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<String>,
@@ -188,7 +214,7 @@ async fn write_loop(
                         biased;
                         () = kill.wait() => return,
                         () = shutdown.wait() => return,
-                        r = sink.send(Message::Text(Utf8Bytes::from(text))) => r,
+                        r = send_batch(&mut sink, &mut rx, text) => r,
                     };
                     if sent.is_err() {
                         return;
