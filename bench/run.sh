@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every voice-bench scenario of BENCHMARKS.md and appends each report as a JSON line to
-# $OUT (default bench/results/<date>.jsonl); every command's `uptime` goes to $OUT.log.
+# $OUT (default bench/results/<date>.jsonl); every command's `uptime` goes to $OUT.uptime.txt.
 #
 #   bench/run.sh                 # everything (~15 min on 2 cores)
 #   bench/run.sh relay fanout    # only some parts: machine idle rooms relay fanout criterion lambda
@@ -19,9 +19,9 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 parts=${*:-machine idle rooms relay fanout criterion lambda}
 
 run() {
-  echo "### $(date +%T) uptime:$(uptime | sed 's/.*load average//') :: $*" | tee -a "$OUT.log"
-  "$@" 2>&1 | tee -a "$OUT.log"
-  echo "### $(date +%T) done, uptime:$(uptime | sed 's/.*load average//')" | tee -a "$OUT.log"
+  echo "### $(date +%T) uptime:$(uptime | sed 's/.*load average//') :: $*" | tee -a "$OUT.uptime.txt"
+  "$@" 2>&1 | tee -a "$OUT.uptime.txt"
+  echo "### $(date +%T) done, uptime:$(uptime | sed 's/.*load average//')" | tee -a "$OUT.uptime.txt"
 }
 
 for p in $parts; do
@@ -52,7 +52,7 @@ for p in $parts; do
       rm -f /tmp/voice-lambda-bootstrap.zip
       cp target/release/voice-lambda /tmp/bootstrap
       (cd /tmp && zip -q -9 voice-lambda-bootstrap.zip bootstrap)
-      echo "voice-lambda release binary (x86_64): $size bytes; zipped as bootstrap: $(stat -c %s /tmp/voice-lambda-bootstrap.zip) bytes" | tee -a "$OUT.log"
+      echo "voice-lambda release binary (x86_64): $size bytes; zipped as bootstrap: $(stat -c %s /tmp/voice-lambda-bootstrap.zip) bytes" | tee -a "$OUT.uptime.txt"
       run "$BIN" --json "$OUT" lambda-cold --bootstrap target/release/voice-lambda --runs 20
       ;;
     *) echo "unknown part $p" >&2; exit 2 ;;
