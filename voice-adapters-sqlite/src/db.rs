@@ -74,6 +74,12 @@ pub struct OpenOptions {
     /// How long a statement waits for another connection's write lock before failing with a
     /// retryable error (only relevant when several connections share a file).
     pub busy_timeout: Duration,
+    /// How long [`Database::open_dir`] keeps trying to take the data directory's lock before
+    /// answering [`SqliteError::Locked`]. A lock is briefly held by whoever shares its file
+    /// description: a previous server process that is still exiting (a restart by a service
+    /// manager), or a child forked by this process between `fork` and `exec`. Waiting a moment
+    /// tells those apart from a second server that really runs on the directory.
+    pub lock_wait: Duration,
 }
 
 impl Default for OpenOptions {
@@ -81,6 +87,7 @@ impl Default for OpenOptions {
         Self {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
+            lock_wait: Duration::from_secs(2),
         }
     }
 }
@@ -245,18 +252,24 @@ impl Database {
                 path: dir.to_owned(),
                 source,
             })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(SqliteError::Locked {
-                    path: dir.to_owned(),
-                })
-            }
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(SqliteError::CreateDir {
-                    path: dir.to_owned(),
-                    source,
-                })
+        let deadline = std::time::Instant::now() + options.lock_wait;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(SqliteError::Locked {
+                        path: dir.to_owned(),
+                    })
+                }
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(SqliteError::CreateDir {
+                        path: dir.to_owned(),
+                        source,
+                    })
+                }
             }
         }
         Self::open_with_lock(&dir.join(DATABASE_FILE), options, Some(lock))

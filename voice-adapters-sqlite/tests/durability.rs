@@ -198,6 +198,40 @@ fn a_database_from_a_newer_build_is_refused_untouched() {
 }
 
 #[test]
+fn a_lock_released_within_lock_wait_is_taken_and_one_held_longer_is_refused() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = Database::open_dir(&data, OpenOptions::default()).unwrap();
+    // A predecessor that lets go after 200 ms (a server still exiting): the open waits for it.
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        drop(first);
+    });
+    let started = Instant::now();
+    let second = Database::open_dir(&data, OpenOptions::default())
+        .expect("the lock is free again within lock_wait");
+    assert!(started.elapsed() >= Duration::from_millis(150), "it did wait");
+    releaser.join().unwrap();
+    // One that keeps it: refused once lock_wait is over, not before, and not forever.
+    let short = OpenOptions {
+        lock_wait: Duration::from_millis(300),
+        ..OpenOptions::default()
+    };
+    let started = Instant::now();
+    match Database::open_dir(&data, short) {
+        Err(SqliteError::Locked { path }) => assert_eq!(path, data),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    drop(second);
+}
+
+#[test]
 fn a_data_directory_is_used_by_one_process_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("nested").join("data");
