@@ -22,6 +22,10 @@ use voice_domain::{ChatRoomId, ConnectionId, UserId};
 
 use crate::errors::sdk_failure;
 
+/// How many by-user `Query` calls [`DynamoDirectory`] runs at once to find a chat room's
+/// connections.
+pub const QUERY_CONCURRENCY: usize = 16;
+
 /// DynamoDB's limit on the number of values in one `IN (...)` comparison.
 const MAX_IN_VALUES: usize = 100;
 
@@ -182,34 +186,57 @@ impl DynamoDirectory {
     }
 
     /// Connections of `users` through the user-id index, one query per user.
+    /// Every connection of `users` through the by-user index: one `Query` per user, up to
+    /// [`QUERY_CONCURRENCY`] at a time. One after another, a chat room of 1 000 members would
+    /// cost 1 000 round trips (seconds) before an event could go out; in parallel it is a few
+    /// dozen round-trip times, and the bound keeps one event from using a burst of the table's
+    /// throughput.
     async fn query_connections(
         &self,
         index: &str,
         users: &BTreeSet<String>,
     ) -> Result<Vec<ConnectionId>, DirectoryError> {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        // Futures built up front: a closure inside the stream would make the future returned
+        // by the `#[async_trait]` method not `Send` for every lifetime.
+        let queries: Vec<_> = users
+            .iter()
+            .map(|user| self.query_user_connections(index, user))
+            .collect();
+        let per_user: Vec<Vec<ConnectionId>> = futures::stream::iter(queries)
+            .buffer_unordered(QUERY_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(per_user.into_iter().flatten().collect())
+    }
+
+    /// The connections of one user through the by-user index, every page.
+    async fn query_user_connections(
+        &self,
+        index: &str,
+        user: &str,
+    ) -> Result<Vec<ConnectionId>, DirectoryError> {
         let mut found = Vec::new();
-        for user in users {
-            let mut start = None;
-            loop {
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.schema.connections_table)
-                    .index_name(index)
-                    .key_condition_expression("#u = :u")
-                    .expression_attribute_names("#u", &self.schema.connection_user_attr)
-                    .expression_attribute_values(":u", AttributeValue::S(user.clone()))
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(|e| DirectoryError::Unavailable(sdk_failure("dynamodb:Query", &e)))?;
-                for item in out.items.unwrap_or_default() {
-                    found.extend(self.connection_of_item(&item));
-                }
-                match out.last_evaluated_key {
-                    Some(k) if !k.is_empty() => start = Some(k),
-                    _ => break,
-                }
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.schema.connections_table)
+                .index_name(index)
+                .key_condition_expression("#u = :u")
+                .expression_attribute_names("#u", &self.schema.connection_user_attr)
+                .expression_attribute_values(":u", AttributeValue::S(user.to_owned()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| DirectoryError::Unavailable(sdk_failure("dynamodb:Query", &e)))?;
+            for item in out.items.unwrap_or_default() {
+                found.extend(self.connection_of_item(&item));
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
             }
         }
         Ok(found)

@@ -155,10 +155,17 @@ async fn rooms_with_more_members_than_an_in_list_holds_still_work() {
     ] {
         put_connection(&m, c, Some(u)).await;
     }
+    let want = vec![conn("c-1"), conn("c-2"), conn("c-4")];
     assert_eq!(
         directory(&m).connections_of(&chat("big")).await.unwrap(),
-        vec![conn("c-1"), conn("c-2"), conn("c-4")]
+        want
     );
+    // By index: one query per member, many more members than queries in flight at once.
+    let mut schema = DirectorySchema::new(&m.tables.connections, &m.tables.rooms);
+    schema.connections_by_user_index = Some(CONNECTIONS_BY_USER_INDEX.into());
+    let indexed = DynamoDirectory::new(m.dynamodb.clone(), schema);
+    assert!(151 > voice_adapters_aws::directory::QUERY_CONCURRENCY);
+    assert_eq!(indexed.connections_of(&chat("big")).await.unwrap(), want);
 }
 
 #[tokio::test]
