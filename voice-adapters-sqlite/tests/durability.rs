@@ -211,7 +211,10 @@ fn a_lock_released_within_lock_wait_is_taken_and_one_held_longer_is_refused() {
     let started = Instant::now();
     let second = Database::open_dir(&data, OpenOptions::default())
         .expect("the lock is free again within lock_wait");
-    assert!(started.elapsed() >= Duration::from_millis(150), "it did wait");
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "it did wait"
+    );
     releaser.join().unwrap();
     // One that keeps it: refused once lock_wait is over, not before, and not forever.
     let short = OpenOptions {
