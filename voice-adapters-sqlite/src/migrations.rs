@@ -2,7 +2,7 @@
 //! to `i + 1`. Append only: never edit a migration that has shipped, add the next one.
 
 /// Every migration, oldest first. `MIGRATIONS.len()` is the schema version this build writes.
-pub const MIGRATIONS: &[&str] = &[V1_INITIAL];
+pub const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_ENDED_AT];
 
 /// Voice rooms (a JSON blob of `VoiceRoomParts` plus the columns the store queries by), the
 /// chat directory (users, chat rooms, memberships, recent messages).
@@ -75,4 +75,16 @@ CREATE TABLE settings (
     key   TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
 ) STRICT;
+"#;
+
+/// When each ended voice room ended, so that ended rooms can be forgotten after a retention
+/// period (as DynamoDB's TTL does for the AWS store) instead of piling up in the file forever.
+/// Rooms ended before this migration take the end time recorded in their `parts` (or, if that
+/// cannot be read, their start).
+const V2_ENDED_AT: &str = r#"
+ALTER TABLE voice_rooms ADD COLUMN ended_at_ms INTEGER;
+UPDATE voice_rooms
+   SET ended_at_ms = COALESCE(json_extract(parts, '$.status.at'), created_at_ms)
+ WHERE status = 'ended';
+CREATE INDEX voice_rooms_ended_at ON voice_rooms (ended_at_ms) WHERE status = 'ended';
 "#;

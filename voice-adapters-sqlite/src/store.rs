@@ -12,24 +12,44 @@
 //! - the connection index (`voice_room_connections`) is rewritten in the same transaction, and
 //!   holds only active rooms' participants.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use voice_domain::ports::{StoreError, VoiceRoomStore};
-use voice_domain::room::VoiceRoomParts;
+use voice_domain::room::{RoomStatus, VoiceRoomParts};
 use voice_domain::{ChatRoomId, ConnectionId, VoiceRoom, VoiceRoomId};
 
 use crate::db::{from_sql_i64, to_sql_i64, Database, SqliteError};
 
+/// How long an ended room is kept before the store forgets it (the AWS store's default TTL).
+pub const DEFAULT_ENDED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Voice rooms in SQLite. Cheap to clone (clones share the [`Database`]).
+///
+/// Ended rooms are kept for [`DEFAULT_ENDED_RETENTION`] (so a late join hears
+/// `VOICE_ROOM_ENDED`), then deleted by the write that ends a later room: the file does not grow
+/// with every voice room ever held. A forgotten room reads as absent.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     db: Database,
+    ended_retention: Duration,
 }
 
 impl SqliteStore {
     /// A store over an open database.
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self {
+            db,
+            ended_retention: DEFAULT_ENDED_RETENTION,
+        }
+    }
+
+    /// The same store, keeping ended rooms for `retention` instead.
+    #[must_use]
+    pub fn with_ended_retention(mut self, retention: Duration) -> Self {
+        self.ended_retention = retention;
+        self
     }
 
     /// The database, e.g. to build a [`SqliteChat`](crate::SqliteChat) on the same file.
@@ -51,6 +71,14 @@ impl SqliteStore {
                 )
             })
             .await
+    }
+}
+
+/// When `room` ended, in ms since the epoch (`None` while active).
+fn ended_at_ms(room: &VoiceRoom) -> Option<i64> {
+    match room.status() {
+        RoomStatus::Active => None,
+        RoomStatus::Ended { at, .. } => Some(to_sql_i64(at.as_millis())),
     }
 }
 
@@ -141,8 +169,8 @@ fn create(conn: &mut Connection, room: &VoiceRoom, json: &str) -> Result<(), Sto
         return Err(StoreError::VersionConflict);
     }
     tx.execute(
-        "INSERT INTO voice_rooms (id, chat_room_id, status, version, created_at_ms, parts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO voice_rooms (id, chat_room_id, status, version, created_at_ms, parts, ended_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             room.id().as_str(),
             room.chat_room().as_str(),
@@ -150,6 +178,7 @@ fn create(conn: &mut Connection, room: &VoiceRoom, json: &str) -> Result<(), Sto
             to_sql_i64(room.version()),
             to_sql_i64(room.created_at().as_millis()),
             json,
+            ended_at_ms(room),
         ],
     )
     .map_err(SqliteError::from)?;
@@ -158,7 +187,12 @@ fn create(conn: &mut Connection, room: &VoiceRoom, json: &str) -> Result<(), Sto
     Ok(())
 }
 
-fn update(conn: &mut Connection, room: &VoiceRoom, json: &str) -> Result<(), StoreError> {
+fn update(
+    conn: &mut Connection,
+    room: &VoiceRoom,
+    json: &str,
+    retention: Duration,
+) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(SqliteError::from)?;
@@ -184,7 +218,7 @@ fn update(conn: &mut Connection, room: &VoiceRoom, json: &str) -> Result<(), Sto
     }
     let changed = tx
         .execute(
-            "UPDATE voice_rooms SET status = ?1, version = ?2, parts = ?3
+            "UPDATE voice_rooms SET status = ?1, version = ?2, parts = ?3, ended_at_ms = ?6
              WHERE id = ?4 AND version = ?5",
             params![
                 status_of(room),
@@ -192,6 +226,7 @@ fn update(conn: &mut Connection, room: &VoiceRoom, json: &str) -> Result<(), Sto
                 json,
                 room.id().as_str(),
                 to_sql_i64(version),
+                ended_at_ms(room),
             ],
         )
         .map_err(|e| match e.sqlite_error_code() {
@@ -204,6 +239,17 @@ fn update(conn: &mut Connection, room: &VoiceRoom, json: &str) -> Result<(), Sto
         return Err(StoreError::VersionConflict);
     }
     index_connections(&tx, room)?;
+    if let Some(ended) = ended_at_ms(room) {
+        // Ending a room is when older ends are forgotten: in the same transaction, measured by
+        // the domain's clock (the store has none), never this room itself.
+        let retention = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        tx.execute(
+            "DELETE FROM voice_rooms
+              WHERE status = 'ended' AND ended_at_ms < ?1 AND id <> ?2",
+            params![ended.saturating_sub(retention), room.id().as_str()],
+        )
+        .map_err(SqliteError::from)?;
+    }
     tx.commit().map_err(SqliteError::from)?;
     Ok(())
 }
@@ -273,7 +319,11 @@ impl VoiceRoomStore for SqliteStore {
     async fn update(&self, room: &VoiceRoom) -> Result<(), StoreError> {
         let json = encode(room)?;
         let room = room.clone();
-        let result = self.db.run(move |c| update(c, &room, &json)).await;
+        let retention = self.ended_retention;
+        let result = self
+            .db
+            .run(move |c| update(c, &room, &json, retention))
+            .await;
         if let Err(StoreError::Unavailable(f)) = &result {
             tracing::warn!(error = %f, "sqlite store: update failed");
         }
