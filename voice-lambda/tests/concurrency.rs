@@ -250,19 +250,21 @@ fn assert_consistent(store: &MemoryStore, channels: &MemoryChannels, case: &str)
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_concurrent_starts_make_exactly_one_room_on_memory() {
-    const STARTERS: usize = 1000;
-    // Every starter reads "no active room" before any goes on (each calls the read once).
-    let w = world_with(
-        STARTERS,
-        10,
-        Some(Arc::new(tokio::sync::Barrier::new(STARTERS))),
-    );
+/// `starters` connections (`conn(0..starters)`) call `createVoiceRoom` for [`chat`] at once.
+/// Asserts exactly one wins and every loser is told the winner's room; returns the winner and
+/// how long the race took.
+async fn race_starts<P>(
+    service: &Arc<VoiceService<P>>,
+    starters: usize,
+) -> (VoiceRoom, std::time::Duration)
+where
+    P: Ports + 'static,
+    VoiceService<P>: Send + Sync,
+{
     let t = Instant::now();
-    let tasks: Vec<_> = (0..STARTERS)
+    let tasks: Vec<_> = (0..starters)
         .map(|i| {
-            let service = Arc::clone(&w.service);
+            let service = Arc::clone(service);
             tokio::spawn(async move { service.start_voice(&conn(i), &chat()).await })
         })
         .collect();
@@ -279,12 +281,26 @@ async fn a_thousand_concurrent_starts_make_exactly_one_room_on_memory() {
     }
     let elapsed = t.elapsed();
     assert_eq!(winners.len(), 1, "exactly one start wins");
-    let winner = &winners[0];
+    let winner = winners.pop().unwrap();
     assert_eq!(
         named,
-        BTreeMap::from([(winner.id().clone(), STARTERS - 1)]),
+        BTreeMap::from([(winner.id().clone(), starters - 1)]),
         "every loser is told the winner's room"
     );
+    (winner, elapsed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_starts_make_exactly_one_room_on_memory() {
+    const STARTERS: usize = 1000;
+    // Every starter reads "no active room" before any goes on (each calls the read once).
+    let w = world_with(
+        STARTERS,
+        10,
+        Some(Arc::new(tokio::sync::Barrier::new(STARTERS))),
+    );
+    let (winner, elapsed) = race_starts(&w.service, STARTERS).await;
+    let winner = &winner;
     let rooms = w.store.all();
     assert_eq!(rooms.len(), 1, "no loser stored a room");
     assert_eq!(&rooms[0], winner);
@@ -632,32 +648,7 @@ async fn a_thousand_concurrent_starts_make_exactly_one_room_on_dynamodb() {
         },
         ServiceConfig::default(),
     ));
-    let t = Instant::now();
-    let tasks: Vec<_> = (0..STARTERS)
-        .map(|i| {
-            let service = service.clone();
-            tokio::spawn(async move { service.start_voice(&conn(i), &chat()).await })
-        })
-        .collect();
-    let mut winners = Vec::new();
-    let mut named = BTreeMap::<VoiceRoomId, usize>::new();
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(room) => winners.push(room),
-            Err(StartVoiceError::AlreadyActive { voice_room_id }) => {
-                *named.entry(voice_room_id).or_default() += 1;
-            }
-            Err(e) => panic!("unexpected refusal {e:?}"),
-        }
-    }
-    let elapsed = t.elapsed();
-    assert_eq!(winners.len(), 1, "exactly one start wins");
-    let winner = winners.pop().unwrap();
-    assert_eq!(
-        named,
-        BTreeMap::from([(winner.id().clone(), STARTERS - 1)]),
-        "every loser is told the winner's room"
-    );
+    let (winner, elapsed) = race_starts(&service, STARTERS).await;
     let active = store.list_active().await.unwrap();
     assert_eq!(active.len(), 1, "one active room in the table");
     assert_eq!(active[0].id(), winner.id());
