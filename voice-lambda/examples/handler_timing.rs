@@ -23,6 +23,11 @@ use voice_adapters_memory::{memory_service, MemoryPorts};
 use voice_domain::{ChatRoomId, ConnectionId, ServiceConfig, UserId};
 use voice_lambda::{LambdaOutput, VoiceLambda};
 
+// The same API Gateway event builder the handler tests use, not a copy of it.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::ws_event;
+
 const ALICE: &str = "L0SM9cOFvHcCIhw=";
 const BOB: &str = "L0SNEdbXvHcCFxQ=";
 const GONE: &str = "L0SO0000vHcCGEg=";
@@ -39,31 +44,6 @@ const ROUTES: [&str; 9] = [
     "$default(unknown action)",
     "$disconnect",
 ];
-
-fn ws_event(route: &str, connection: &str, body: Option<Value>) -> Value {
-    let mut event = json!({
-        "requestContext": {
-            "routeKey": route,
-            "eventType": if route == "$disconnect" { "DISCONNECT" } else { "MESSAGE" },
-            "extendedRequestId": "Xk2Ibd3FoAMFhDg=",
-            "requestTime": "25/Nov/2026:06:00:00 +0000",
-            "messageDirection": "IN",
-            "stage": "prod",
-            "connectedAt": 1_795_000_000_000_i64,
-            "requestTimeEpoch": 1_795_000_001_000_i64,
-            "identity": {"sourceIp": "203.0.113.7"},
-            "requestId": "Xk2IbF_doAMFhDg=",
-            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
-            "connectionId": connection,
-            "apiId": "abc123"
-        },
-        "isBase64Encoded": false
-    });
-    if let Some(b) = body {
-        event["body"] = Value::String(b.to_string());
-    }
-    event
-}
 
 /// Calls the handler; returns its duration and the decoded reply body.
 async fn timed(lambda: &VoiceLambda<MemoryPorts>, payload: Value) -> (Duration, Value) {
