@@ -25,6 +25,13 @@ impl IdGenerator for UuidIds {
 #[derive(Debug, Clone, Default)]
 pub struct SequentialIds(Arc<AtomicU64>);
 
+impl SequentialIds {
+    /// The next number of the shared counter (1, 2, ...).
+    pub(crate) fn next(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
 impl IdGenerator for SequentialIds {
     fn voice_room_id(&self) -> VoiceRoomId {
         let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;

@@ -10,6 +10,7 @@
 //! ## Layout
 //! - `store`: voice rooms, with the same atomic guarantees as DynamoDB's conditional writes.
 //! - `directory`: a small chat app (users on connections, chat rooms, admins, join requests).
+//! - `chat`: the chat domain's store ([`MemoryChat`]) over that directory, with names and messages.
 //! - `channels`: signaling channels (existence, tags, endpoints).
 //! - `credentials`: opaque tokens that record their scope.
 //! - `notifier`: an outbox per connection; connections can be marked gone.
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod channels;
+pub mod chat;
 pub mod clock;
 pub mod credentials;
 pub mod directory;
@@ -31,6 +33,7 @@ use voice_domain::ports::{Adapters, Ports};
 use voice_domain::{ServiceConfig, VoiceService};
 
 pub use channels::MemoryChannels;
+pub use chat::MemoryChat;
 pub use clock::{ManualClock, SystemClock};
 pub use credentials::MemoryCredentials;
 pub use directory::MemoryDirectory;

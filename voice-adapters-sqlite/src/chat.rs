@@ -12,82 +12,50 @@
 //! abandoned.
 //!
 //! # Shape
-//! The inherent async methods mirror the server's `ChatState` trait one for one (same names,
-//! same arguments, same refusals in [`SqliteChatError`]), so the server's
-//! `impl ChatState for SqliteChat` is a line of glue per method. [`ChatDirectory`] is
-//! implemented here, because voice reads exactly this data.
+//! [`SqliteChat`] implements the chat domain's [`ChatStore`] port directly (and so the voice
+//! domain's [`ChatDirectory`], which voice reads): no mirror types, no translation layer. It
+//! runs the chat store contract suite (`tests/chat.rs`) like the memory store.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use chat_domain::{ChatMessage, ChatStore, ChatStoreError, RoomRecord};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use voice_domain::ports::{ChatDirectory, DirectoryError, MemberState, Membership, PortFailure};
-use voice_domain::{ChatRoomId, ConnectionId, Timestamp, UserId};
+use voice_domain::ports::{ChatDirectory, DirectoryError, MemberState, Membership};
+use voice_domain::{ChatRoomId, ConnectionId, UserId};
 
 use crate::db::{from_sql_i64, to_sql_i64, Database, SqliteError};
 
 /// Messages kept per chat room by default; older ones are deleted as new ones arrive.
 pub const DEFAULT_MESSAGE_RETENTION: usize = 500;
 
-/// Refusals and failures of the chat directory's writes and reads.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SqliteChatError {
-    /// A chat room with that id or that name (compared case-insensitively) exists.
-    #[error("a chat room with that name exists")]
-    RoomExists,
-    /// No chat room with that id.
-    #[error("no such chat room")]
-    NoSuchRoom,
-    /// The user has no pending request to approve or deny.
-    #[error("no pending join request")]
-    NoPendingRequest,
-    /// The database could not answer.
-    #[error(transparent)]
-    Unavailable(#[from] PortFailure),
-}
+/// The chat port's error, convertible from the database's failures inside a transaction
+/// closure (a local newtype: neither the port's error nor rusqlite's is this crate's own).
+struct Failed(ChatStoreError);
 
-impl From<SqliteError> for SqliteChatError {
+impl From<SqliteError> for Failed {
     fn from(e: SqliteError) -> Self {
-        tracing::warn!(error = %e, "sqlite chat directory failed");
-        SqliteChatError::Unavailable(e.to_failure())
+        tracing::warn!(error = %e, "sqlite chat store failed");
+        Failed(ChatStoreError::Unavailable(e.to_failure()))
     }
 }
 
-impl From<rusqlite::Error> for SqliteChatError {
+impl From<rusqlite::Error> for Failed {
     fn from(e: rusqlite::Error) -> Self {
         SqliteError::from(e).into()
     }
 }
 
-/// A chat room as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatRoomRecord {
-    /// Its id.
-    pub id: ChatRoomId,
-    /// Its display name, unique case-insensitively.
-    pub name: String,
-    /// Its creator, who approves join requests.
-    pub admin: UserId,
-    /// When it was created.
-    pub created_at: Timestamp,
+impl From<ChatStoreError> for Failed {
+    fn from(e: ChatStoreError) -> Self {
+        Failed(e)
+    }
 }
 
-/// A chat message as stored: the same fields as the wire's `message` event, so the server
-/// converts field by field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageRecord {
-    /// The chat room.
-    pub room_id: String,
-    /// The author.
-    pub user_id: String,
-    /// The author's display name when it was sent (history shows what was shown then).
-    pub name: String,
-    /// The text.
-    pub text: String,
-    /// When, ms since the Unix epoch.
-    pub at: u64,
+fn refused(e: ChatStoreError) -> Failed {
+    Failed(e)
 }
 
 /// The chat directory in SQLite, connections in memory. Cheap to clone; clones share both.
@@ -149,17 +117,16 @@ fn room_exists(conn: &Connection, room: &ChatRoomId) -> Result<bool, SqliteError
     )?)
 }
 
-fn read_room(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+fn read_room(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
 }
 
-fn to_room(raw: (String, String, String, i64)) -> Result<ChatRoomRecord, SqliteError> {
-    let (id, name, admin, created) = raw;
-    Ok(ChatRoomRecord {
+fn to_room(raw: (String, String, String)) -> Result<RoomRecord, SqliteError> {
+    let (id, name, admin) = raw;
+    Ok(RoomRecord {
         id: parse_id(id, "chat room id")?,
         name,
         admin: parse_id(admin, "admin user id")?,
-        created_at: Timestamp::from_millis(from_sql_i64(created, "chat room created_at")?),
     })
 }
 
@@ -191,288 +158,27 @@ impl SqliteChat {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `user` (display name `name`) is now on `connection`. The user and its current name are
-    /// stored (created on first sight, renamed otherwise); the connection is remembered in
-    /// memory only.
-    ///
-    /// # Errors
-    /// [`SqliteChatError::Unavailable`]; the connection is then not bound.
-    pub async fn bind_connection(
-        &self,
-        connection: &ConnectionId,
-        user: &UserId,
-        name: &str,
-    ) -> Result<(), SqliteChatError> {
-        let (u, n) = (user.clone(), name.to_owned());
-        self.db
-            .run(move |c| {
-                c.execute(
-                    "INSERT INTO users (id, name, created_at_ms) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (id) DO UPDATE SET name = excluded.name",
-                    params![u.as_str(), n, now_ms()],
-                )?;
-                Ok::<_, SqliteChatError>(())
-            })
-            .await?;
-        self.conns().insert(connection.clone(), user.clone());
-        Ok(())
-    }
-
-    /// `connection` closed: its user is offline there.
-    ///
-    /// # Errors
-    /// None in practice (memory only); the `Result` mirrors the server's trait.
-    pub async fn unbind_connection(
-        &self,
-        connection: &ConnectionId,
-    ) -> Result<(), SqliteChatError> {
-        self.conns().remove(connection);
-        Ok(())
-    }
-
     /// Forgets every connection (they are all closed: e.g. the server stopped accepting).
     pub fn clear_connections(&self) {
         self.conns().clear();
     }
 
-    /// A user's display name, `None` for a user never seen.
+    /// Sets a membership directly: `None` removes it (tests set up rooms with it).
     ///
     /// # Errors
-    /// [`SqliteChatError::Unavailable`].
-    pub async fn user_name(&self, user: &UserId) -> Result<Option<String>, SqliteChatError> {
-        let u = user.clone();
-        self.db
-            .run(move |c| {
-                Ok(
-                    c.query_row("SELECT name FROM users WHERE id = ?1", [u.as_str()], |r| {
-                        r.get(0)
-                    })
-                    .optional()?,
-                )
-            })
-            .await
-    }
-
-    /// A user's open connections.
-    ///
-    /// # Errors
-    /// None in practice (memory only).
-    pub async fn connections_of_user(
-        &self,
-        user: &UserId,
-    ) -> Result<Vec<ConnectionId>, SqliteChatError> {
-        let mut out: Vec<_> = self
-            .conns()
-            .iter()
-            .filter(|(_, u)| *u == user)
-            .map(|(c, _)| c.clone())
-            .collect();
-        out.sort();
-        Ok(out)
-    }
-
-    /// Creates a chat room with `admin` as its admin and approved member, unless a room with
-    /// the same id or the same name (case-insensitively) exists. One transaction: the room
-    /// and its admin's membership exist together or not at all.
-    ///
-    /// # Errors
-    /// [`SqliteChatError::RoomExists`]; [`SqliteChatError::Unavailable`].
-    pub async fn create_room(
-        &self,
-        id: &ChatRoomId,
-        name: &str,
-        admin: &UserId,
-    ) -> Result<ChatRoomRecord, SqliteChatError> {
-        let (id, name, admin) = (id.clone(), name.to_owned(), admin.clone());
-        self.db
-            .run(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let taken: bool = tx.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM chat_rooms WHERE id = ?1 OR name_key = ?2)",
-                    params![id.as_str(), name_key(&name)],
-                    |r| r.get(0),
-                )?;
-                if taken {
-                    return Err(SqliteChatError::RoomExists);
-                }
-                let now = now_ms();
-                tx.execute(
-                    "INSERT INTO chat_rooms (id, name, name_key, admin_user_id, created_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![id.as_str(), name, name_key(&name), admin.as_str(), now],
-                )?;
-                tx.execute(
-                    "INSERT INTO memberships (chat_room_id, user_id, state, since_ms)
-                     VALUES (?1, ?2, 'approved', ?3)",
-                    params![id.as_str(), admin.as_str(), now],
-                )?;
-                tx.commit()?;
-                Ok(ChatRoomRecord {
-                    id,
-                    name,
-                    admin,
-                    created_at: Timestamp::from_millis(from_sql_i64(now, "now")?),
-                })
-            })
-            .await
-    }
-
-    /// Every chat room, oldest first.
-    ///
-    /// # Errors
-    /// [`SqliteChatError::Unavailable`].
-    pub async fn rooms(&self) -> Result<Vec<ChatRoomRecord>, SqliteChatError> {
-        self.db
-            .run(|c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT id, name, admin_user_id, created_at_ms FROM chat_rooms
-                     ORDER BY created_at_ms, id",
-                )?;
-                let raw = stmt
-                    .query_map([], read_room)?
-                    .collect::<Result<Vec<_>, _>>()?;
-                raw.into_iter()
-                    .map(|r| to_room(r).map_err(SqliteChatError::from))
-                    .collect()
-            })
-            .await
-    }
-
-    /// One chat room.
-    ///
-    /// # Errors
-    /// [`SqliteChatError::Unavailable`].
-    pub async fn room(&self, id: &ChatRoomId) -> Result<Option<ChatRoomRecord>, SqliteChatError> {
-        let id = id.clone();
-        self.db
-            .run(move |c| {
-                let raw = c
-                    .query_row(
-                        "SELECT id, name, admin_user_id, created_at_ms FROM chat_rooms WHERE id = ?1",
-                        [id.as_str()],
-                        read_room,
-                    )
-                    .optional()?;
-                raw.map(to_room).transpose().map_err(SqliteChatError::from)
-            })
-            .await
-    }
-
-    /// Members and requesters of a chat room (admin included, as approved), by user id.
-    /// Empty for an unknown room.
-    ///
-    /// # Errors
-    /// [`SqliteChatError::Unavailable`].
-    pub async fn members(
-        &self,
-        room: &ChatRoomId,
-    ) -> Result<Vec<(UserId, MemberState)>, SqliteChatError> {
-        let room = room.clone();
-        self.db
-            .run(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT user_id, state FROM memberships WHERE chat_room_id = ?1 ORDER BY user_id",
-                )?;
-                let raw = stmt
-                    .query_map([room.as_str()], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                raw.into_iter()
-                    .map(|(u, s)| Ok((parse_id(u, "member user id")?, parse_state(&s)?)))
-                    .collect::<Result<Vec<_>, SqliteError>>()
-                    .map_err(SqliteChatError::from)
-            })
-            .await
-    }
-
-    /// Records a join request, unless the user is already pending or approved. Returns the
-    /// state before and after, so the caller tells the admin only about new requests.
-    ///
-    /// # Errors
-    /// [`SqliteChatError::NoSuchRoom`]; [`SqliteChatError::Unavailable`].
-    pub async fn request_join(
-        &self,
-        room: &ChatRoomId,
-        user: &UserId,
-    ) -> Result<(MemberState, MemberState), SqliteChatError> {
-        let (room, user) = (room.clone(), user.clone());
-        self.db
-            .run(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                if !room_exists(&tx, &room)? {
-                    return Err(SqliteChatError::NoSuchRoom);
-                }
-                let before = state_of(&tx, &room, &user)?;
-                if before != MemberState::None {
-                    return Ok((before, before));
-                }
-                tx.execute(
-                    "INSERT INTO memberships (chat_room_id, user_id, state, since_ms)
-                     VALUES (?1, ?2, 'pending', ?3)",
-                    params![room.as_str(), user.as_str(), now_ms()],
-                )?;
-                tx.commit()?;
-                Ok((before, MemberState::Pending))
-            })
-            .await
-    }
-
-    /// Approves a pending request, or denies it (removing it, so the user may ask again).
-    ///
-    /// # Errors
-    /// [`SqliteChatError::NoSuchRoom`], [`SqliteChatError::NoPendingRequest`];
-    /// [`SqliteChatError::Unavailable`].
-    pub async fn decide_join(
-        &self,
-        room: &ChatRoomId,
-        user: &UserId,
-        approve: bool,
-    ) -> Result<(), SqliteChatError> {
-        let (room, user) = (room.clone(), user.clone());
-        self.db
-            .run(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                if !room_exists(&tx, &room)? {
-                    return Err(SqliteChatError::NoSuchRoom);
-                }
-                if state_of(&tx, &room, &user)? != MemberState::Pending {
-                    return Err(SqliteChatError::NoPendingRequest);
-                }
-                if approve {
-                    tx.execute(
-                        "UPDATE memberships SET state = 'approved', since_ms = ?3
-                         WHERE chat_room_id = ?1 AND user_id = ?2",
-                        params![room.as_str(), user.as_str(), now_ms()],
-                    )?;
-                } else {
-                    tx.execute(
-                        "DELETE FROM memberships WHERE chat_room_id = ?1 AND user_id = ?2",
-                        [room.as_str(), user.as_str()],
-                    )?;
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await
-    }
-
-    /// Sets a membership directly: `None` removes it (an admin removing a member; tests).
-    ///
-    /// # Errors
-    /// [`SqliteChatError::NoSuchRoom`]; [`SqliteChatError::Unavailable`].
+    /// [`ChatStoreError::NoSuchRoom`]; [`ChatStoreError::Unavailable`].
     pub async fn set_state(
         &self,
         room: &ChatRoomId,
         user: &UserId,
         state: MemberState,
-    ) -> Result<(), SqliteChatError> {
+    ) -> Result<(), ChatStoreError> {
         let (room, user) = (room.clone(), user.clone());
         self.db
             .run(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 if !room_exists(&tx, &room)? {
-                    return Err(SqliteChatError::NoSuchRoom);
+                    return Err(refused(ChatStoreError::NoSuchRoom));
                 }
                 let word = match state {
                     MemberState::Approved => Some("approved"),
@@ -495,24 +201,268 @@ impl SqliteChat {
                 Ok(())
             })
             .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    /// A named server setting, stored on first use: returns the stored value, or stores and
+    /// returns `fresh` if there is none. The server keeps its token-signing key here when the
+    /// operator gives none, so that resume tokens (stable user identity) survive a restart.
+    /// The data directory is created mode 0700 for this reason.
+    ///
+    /// # Errors
+    /// [`SqliteError`] when the database cannot answer.
+    pub async fn setting_or_insert(&self, key: &str, fresh: String) -> Result<String, SqliteError> {
+        let key = key.to_owned();
+        self.db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
+                    [key.as_str(), fresh.as_str()],
+                )?;
+                let value: String = tx.query_row(
+                    "SELECT value FROM settings WHERE key = ?1",
+                    [key.as_str()],
+                    |r| r.get(0),
+                )?;
+                tx.commit()?;
+                Ok(value)
+            })
+            .await
+    }
+}
+
+/// Users and their names, rooms, memberships and messages in SQLite (each write one
+/// transaction, so a crash leaves all of it or none); connections in memory.
+#[async_trait]
+impl ChatStore for SqliteChat {
+    async fn bind_connection(
+        &self,
+        connection: &ConnectionId,
+        user: &UserId,
+        name: &str,
+    ) -> Result<(), ChatStoreError> {
+        let (u, n) = (user.clone(), name.to_owned());
+        self.db
+            .run(move |c| {
+                c.execute(
+                    "INSERT INTO users (id, name, created_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                    params![u.as_str(), n, now_ms()],
+                )?;
+                Ok::<_, Failed>(())
+            })
+            .await
+            .map_err(|f| f.0)?;
+        self.conns().insert(connection.clone(), user.clone());
+        Ok(())
+    }
+
+    async fn unbind_connection(&self, connection: &ConnectionId) -> Result<(), ChatStoreError> {
+        self.conns().remove(connection);
+        Ok(())
+    }
+
+    async fn user_name(&self, user: &UserId) -> Result<Option<String>, ChatStoreError> {
+        let u = user.clone();
+        self.db
+            .run(move |c| {
+                Ok(
+                    c.query_row("SELECT name FROM users WHERE id = ?1", [u.as_str()], |r| {
+                        r.get(0)
+                    })
+                    .optional()?,
+                )
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    async fn connections_of_user(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<ConnectionId>, ChatStoreError> {
+        let mut out: Vec<_> = self
+            .conns()
+            .iter()
+            .filter(|(_, u)| *u == user)
+            .map(|(c, _)| c.clone())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn create_room(&self, room: &RoomRecord) -> Result<(), ChatStoreError> {
+        let room = room.clone();
+        self.db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let taken: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM chat_rooms WHERE id = ?1 OR name_key = ?2)",
+                    params![room.id.as_str(), name_key(&room.name)],
+                    |r| r.get(0),
+                )?;
+                if taken {
+                    return Err(refused(ChatStoreError::RoomExists));
+                }
+                let now = now_ms();
+                tx.execute(
+                    "INSERT INTO chat_rooms (id, name, name_key, admin_user_id, created_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        room.id.as_str(),
+                        room.name,
+                        name_key(&room.name),
+                        room.admin.as_str(),
+                        now
+                    ],
+                )?;
+                tx.execute(
+                    "INSERT INTO memberships (chat_room_id, user_id, state, since_ms)
+                     VALUES (?1, ?2, 'approved', ?3)",
+                    params![room.id.as_str(), room.admin.as_str(), now],
+                )?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    async fn rooms(&self) -> Result<Vec<RoomRecord>, ChatStoreError> {
+        self.db
+            .run(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, name, admin_user_id FROM chat_rooms ORDER BY created_at_ms, id",
+                )?;
+                let raw = stmt
+                    .query_map([], read_room)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                raw.into_iter()
+                    .map(|r| to_room(r).map_err(Failed::from))
+                    .collect()
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    async fn room(&self, id: &ChatRoomId) -> Result<Option<RoomRecord>, ChatStoreError> {
+        let id = id.clone();
+        self.db
+            .run(move |c| {
+                let raw = c
+                    .query_row(
+                        "SELECT id, name, admin_user_id FROM chat_rooms WHERE id = ?1",
+                        [id.as_str()],
+                        read_room,
+                    )
+                    .optional()?;
+                raw.map(to_room).transpose().map_err(Failed::from)
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    async fn members(
+        &self,
+        room: &ChatRoomId,
+    ) -> Result<Vec<(UserId, MemberState)>, ChatStoreError> {
+        let room = room.clone();
+        self.db
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT user_id, state FROM memberships WHERE chat_room_id = ?1 ORDER BY user_id",
+                )?;
+                let raw = stmt
+                    .query_map([room.as_str()], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                raw.into_iter()
+                    .map(|(u, s)| Ok((parse_id(u, "member user id")?, parse_state(&s)?)))
+                    .collect::<Result<Vec<_>, SqliteError>>()
+                    .map_err(Failed::from)
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    async fn request_join(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+    ) -> Result<(MemberState, MemberState), ChatStoreError> {
+        let (room, user) = (room.clone(), user.clone());
+        self.db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !room_exists(&tx, &room)? {
+                    return Err(refused(ChatStoreError::NoSuchRoom));
+                }
+                let before = state_of(&tx, &room, &user)?;
+                if before != MemberState::None {
+                    return Ok((before, before));
+                }
+                tx.execute(
+                    "INSERT INTO memberships (chat_room_id, user_id, state, since_ms)
+                     VALUES (?1, ?2, 'pending', ?3)",
+                    params![room.as_str(), user.as_str(), now_ms()],
+                )?;
+                tx.commit()?;
+                Ok((before, MemberState::Pending))
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    async fn decide_join(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+        approve: bool,
+    ) -> Result<(), ChatStoreError> {
+        let (room, user) = (room.clone(), user.clone());
+        self.db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !room_exists(&tx, &room)? {
+                    return Err(refused(ChatStoreError::NoSuchRoom));
+                }
+                if state_of(&tx, &room, &user)? != MemberState::Pending {
+                    return Err(refused(ChatStoreError::NoPendingRequest));
+                }
+                if approve {
+                    tx.execute(
+                        "UPDATE memberships SET state = 'approved', since_ms = ?3
+                         WHERE chat_room_id = ?1 AND user_id = ?2",
+                        params![room.as_str(), user.as_str(), now_ms()],
+                    )?;
+                } else {
+                    tx.execute(
+                        "DELETE FROM memberships WHERE chat_room_id = ?1 AND user_id = ?2",
+                        [room.as_str(), user.as_str()],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+            .map_err(|f: Failed| f.0)
     }
 
     /// Appends a message and deletes the room's messages beyond the retention, in one
     /// transaction.
-    ///
-    /// # Errors
-    /// [`SqliteChatError::NoSuchRoom`]; [`SqliteChatError::Unavailable`].
-    pub async fn append_message(
+    async fn append_message(
         &self,
         room: &ChatRoomId,
-        message: &MessageRecord,
-    ) -> Result<(), SqliteChatError> {
+        message: &ChatMessage,
+    ) -> Result<(), ChatStoreError> {
         let (room, m, keep) = (room.clone(), message.clone(), self.retention);
         self.db
             .run(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 if !room_exists(&tx, &room)? {
-                    return Err(SqliteChatError::NoSuchRoom);
+                    return Err(refused(ChatStoreError::NoSuchRoom));
                 }
                 tx.execute(
                     "INSERT INTO messages (chat_room_id, user_id, name, text, at_ms)
@@ -529,17 +479,14 @@ impl SqliteChat {
                 Ok(())
             })
             .await
+            .map_err(|f: Failed| f.0)
     }
 
-    /// The last `limit` messages of a room, oldest first (empty for an unknown room).
-    ///
-    /// # Errors
-    /// [`SqliteChatError::Unavailable`].
-    pub async fn recent_messages(
+    async fn recent_messages(
         &self,
         room: &ChatRoomId,
         limit: usize,
-    ) -> Result<Vec<MessageRecord>, SqliteChatError> {
+    ) -> Result<Vec<ChatMessage>, ChatStoreError> {
         let room = room.clone();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db
@@ -563,7 +510,7 @@ impl SqliteChat {
                     .collect::<Result<Vec<_>, _>>()?;
                 raw.into_iter()
                     .map(|(room_id, user_id, name, text, at)| {
-                        Ok(MessageRecord {
+                        Ok(ChatMessage {
                             room_id,
                             user_id,
                             name,
@@ -572,40 +519,10 @@ impl SqliteChat {
                         })
                     })
                     .collect::<Result<Vec<_>, SqliteError>>()
-                    .map_err(SqliteChatError::from)
+                    .map_err(Failed::from)
             })
             .await
-    }
-
-    /// A named server setting, stored on first use: returns the stored value, or stores and
-    /// returns `fresh` if there is none. The server keeps its token-signing key here when the
-    /// operator gives none, so that resume tokens (stable user identity) survive a restart.
-    /// The data directory is created mode 0700 for this reason.
-    ///
-    /// # Errors
-    /// [`SqliteChatError::Unavailable`].
-    pub async fn setting_or_insert(
-        &self,
-        key: &str,
-        fresh: String,
-    ) -> Result<String, SqliteChatError> {
-        let key = key.to_owned();
-        self.db
-            .run(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                tx.execute(
-                    "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
-                    [key.as_str(), fresh.as_str()],
-                )?;
-                let value: String = tx.query_row(
-                    "SELECT value FROM settings WHERE key = ?1",
-                    [key.as_str()],
-                    |r| r.get(0),
-                )?;
-                tx.commit()?;
-                Ok(value)
-            })
-            .await
+            .map_err(|f: Failed| f.0)
     }
 }
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 
-use voice_adapters_sqlite::chat::MessageRecord;
+use chat_domain::{ChatMessage, ChatStore as _, RoomRecord};
 use voice_adapters_sqlite::migrations::MIGRATIONS;
 use voice_adapters_sqlite::{Database, OpenOptions, SqliteChat, SqliteError, SqliteStore};
 use voice_domain::contract::sample_room;
@@ -21,8 +21,8 @@ fn room(s: &str) -> ChatRoomId {
 fn conn(s: &str) -> ConnectionId {
     ConnectionId::parse(s).unwrap()
 }
-fn message(room: &str, user: &str, text: &str, at: u64) -> MessageRecord {
-    MessageRecord {
+fn message(room: &str, user: &str, text: &str, at: u64) -> ChatMessage {
+    ChatMessage {
         room_id: room.into(),
         user_id: user.into(),
         name: format!("name-of-{user}"),
@@ -52,10 +52,20 @@ async fn rooms_memberships_messages_and_voice_rooms_survive_a_reopen() {
         chat.bind_connection(&conn("c-cat"), &cat, "Cat")
             .await
             .unwrap();
-        chat.create_room(&lobby, "Lobby", &ann).await.unwrap();
-        chat.create_room(&room("other"), "Other", &bob)
-            .await
-            .unwrap();
+        chat.create_room(&RoomRecord {
+            id: lobby.clone(),
+            name: "Lobby".into(),
+            admin: ann.clone(),
+        })
+        .await
+        .unwrap();
+        chat.create_room(&RoomRecord {
+            id: room("other"),
+            name: "Other".into(),
+            admin: bob.clone(),
+        })
+        .await
+        .unwrap();
         chat.request_join(&lobby, &bob).await.unwrap();
         chat.request_join(&lobby, &cat).await.unwrap();
         chat.decide_join(&lobby, &bob, true).await.unwrap();

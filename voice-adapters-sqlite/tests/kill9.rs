@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use voice_adapters_sqlite::chat::MessageRecord;
+use chat_domain::{ChatMessage, ChatStore as _, RoomRecord};
 use voice_adapters_sqlite::{Database, OpenOptions, SqliteChat, SqliteStore};
 use voice_domain::contract::sample_room;
 use voice_domain::ports::{MemberState, VoiceRoomStore};
@@ -36,12 +36,16 @@ fn child(dir: &str) -> ! {
         let store = SqliteStore::new(db);
         for i in 0.. {
             let r = room(i);
-            chat.create_room(&r, &format!("Room {i}"), &user("admin"))
-                .await
-                .unwrap();
+            chat.create_room(&RoomRecord {
+                id: r.clone(),
+                name: format!("Room {i}"),
+                admin: user("admin"),
+            })
+            .await
+            .unwrap();
             chat.request_join(&r, &user("member")).await.unwrap();
             chat.decide_join(&r, &user("member"), true).await.unwrap();
-            let m = MessageRecord {
+            let m = ChatMessage {
                 room_id: r.to_string(),
                 user_id: "member".into(),
                 name: "Member".into(),

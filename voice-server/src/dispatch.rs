@@ -11,9 +11,9 @@ use voice_domain::errors::ErrorClass;
 use voice_domain::protocol::{Reply, VoiceCommand, VoiceRequest, WireError, VOICE_ACTIONS};
 use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoomId, VoiceService};
 
-use crate::chat::{ChatError, ChatService};
 use crate::ports::ServerPorts;
 use crate::relay::{Relay, SignalError, SignalKind, SignalRequest};
+use chat_domain::ChatService;
 
 /// Chat actions (self-hosted only).
 pub const CHAT_ACTIONS: &[&str] = &[
@@ -47,12 +47,6 @@ fn wire(code: &str, message: impl Into<String>, retryable: bool) -> WireError {
         code: code.into(),
         message: message.into(),
         retryable,
-    }
-}
-
-impl From<ChatError> for WireError {
-    fn from(e: ChatError) -> Self {
-        wire(e.code(), e.to_string(), e.retryable())
     }
 }
 

@@ -3,7 +3,7 @@
 //! Self-hosted voice rooms for group chats: one axum server with a small chat (rooms, join
 //! requests, messages), the voice use cases of `voice-domain`, a WebRTC signaling relay over the
 //! same WebSocket, and the embedded web client. State (users, chat rooms, members, messages,
-//! voice rooms) is kept in SQLite in the data directory ([`storage`]), or in memory with
+//! voice rooms) is kept in SQLite in the data directory ([`Backends::open`]), or in memory with
 //! [`Storage::InMemory`] (`--in-memory`, and [`Config::ephemeral`] for tests).
 //!
 //! The binary (`main.rs`) only parses [`Cli`], sets up logging and calls [`serve`]. Tests and
@@ -23,11 +23,11 @@
 //! - [`http`]: routes, static files with CSP, origin check.
 //! - [`ws`]: one connection's reader/writer tasks and clean-up.
 //! - [`dispatch`]: wire ⇄ services translation.
-//! - [`chat`]: the chat state ([`chat::ChatState`]) and rules ([`chat::ChatService`]).
+//! - [`chat`]: the chat domain's event and resume-token adapters (its rules are
+//!   `chat_domain::ChatService`, its stores in the adapter crates).
 //! - [`relay`]: the signaling channels port and the signal relay.
 //! - [`token`]: HMAC voice tokens (the credentials port). [`ice`]: STUN/TURN with TURN REST
 //!   credentials. [`hub`]: per-connection queues (the notifier port). [`ports`]: the adapter set.
-//! - [`storage`]: the SQLite chat state glue; [`Backends::open`] opens the data directory.
 #![warn(missing_docs)]
 
 pub mod chat;
@@ -38,7 +38,6 @@ pub mod hub;
 pub mod ice;
 pub mod ports;
 pub mod relay;
-pub mod storage;
 pub mod token;
 pub mod ws;
 
@@ -58,7 +57,10 @@ use voice_domain::{ServiceConfig, VoiceService};
 
 pub use config::{Cli, Config, ConfigError, LogFormat, RateLimit, Storage};
 
-use crate::chat::{ChatService, ChatState, MemoryChat, SharedChat};
+use chat_domain::{ChatAdapters, ChatService, ChatStore, StoreDirectory};
+use voice_adapters_memory::MemoryChat;
+
+use crate::chat::HubChatEvents;
 use crate::dispatch::Dispatcher;
 use crate::hub::{Hub, HubNotifier, Trigger};
 use crate::ice::IceConfig;
@@ -169,13 +171,21 @@ pub async fn serve_with_shutdown(
     serve_with(config, listener, backends, shutdown).await
 }
 
+/// Messages kept per room on disk: more than `getMessages` shows
+/// ([`chat_domain::MESSAGE_HISTORY`]), so a longer history can be offered later without having
+/// lost it.
+pub const STORED_MESSAGES_PER_ROOM: usize = 5 * chat_domain::MESSAGE_HISTORY;
+
+/// The settings key of the token-signing key generated when `--token-secret` is not given.
+pub const TOKEN_KEY_SETTING: &str = "token_secret";
+
 /// The storage the server runs on. `Default` is everything in memory; [`Backends::open`]
 /// gives the one `config.storage` names (SQLite in the data directory by default). A durable
 /// chat state plugs in here without touching the protocol code.
 #[derive(Clone)]
 pub struct Backends {
     /// Users, chat rooms, memberships and messages; also the voice domain's chat directory.
-    pub chat: Arc<dyn ChatState>,
+    pub chat: Arc<dyn ChatStore>,
     /// Voice rooms.
     pub store: ServerStore,
     /// A token-signing key kept by the storage, used when `--token-secret` is not given, so
@@ -210,11 +220,10 @@ impl Backends {
         })
         .await
         .map_err(|e| ServeError::Task(e.to_string()))??;
-        let chat =
-            SqliteChat::new(db.clone()).with_message_retention(storage::STORED_MESSAGES_PER_ROOM);
+        let chat = SqliteChat::new(db.clone()).with_message_retention(STORED_MESSAGES_PER_ROOM);
         let key = chat
             .setting_or_insert(
-                storage::TOKEN_KEY_SETTING,
+                TOKEN_KEY_SETTING,
                 TokenKey::random_secret().expose().to_owned(),
             )
             .await
@@ -274,7 +283,7 @@ fn prepare(
     let hub = Hub::new();
     let store = backends.store;
     let chat_state = backends.chat;
-    let directory = SharedChat(chat_state.clone());
+    let directory = StoreDirectory(chat_state.clone());
     let ws_url = config
         .public_ws_url
         .clone()
@@ -308,13 +317,14 @@ fn prepare(
     ));
     let dispatcher = Dispatcher {
         voice: voice.clone(),
-        chat: ChatService::new(
-            chat_state,
-            hub.clone(),
-            store.clone(),
-            key.clone(),
-            clock.clone(),
-        ),
+        chat: ChatService::new(ChatAdapters {
+            store: chat_state,
+            events: Arc::new(HubChatEvents::new(hub.clone())),
+            tokens: Arc::new(key.clone()),
+            ids: Arc::new(UuidIds),
+            voice: Arc::new(store.clone()),
+            clock: clock.clone(),
+        }),
         relay: Relay::new(key, store, directory, hub.clone(), clock),
     };
     let app = http::router(http::HttpState {

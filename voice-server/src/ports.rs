@@ -6,10 +6,10 @@ use voice_adapters_sqlite::SqliteStore;
 use voice_domain::ports::{Ports, StoreError, VoiceRoomStore};
 use voice_domain::{ChatRoomId, ConnectionId, VoiceRoom, VoiceRoomId};
 
-use crate::chat::SharedChat;
 use crate::hub::HubNotifier;
 use crate::relay::RelayChannels;
 use crate::token::TokenIssuer;
+use chat_domain::StoreDirectory;
 
 /// Voice rooms in SQLite (the default, `--data-dir`) or in memory (`--in-memory`), the chat
 /// state as directory, the relay's channels, HMAC voice tokens, and events through the
@@ -18,7 +18,7 @@ pub struct ServerPorts;
 
 impl Ports for ServerPorts {
     type Store = ServerStore;
-    type Directory = SharedChat;
+    type Directory = StoreDirectory;
     type Channels = RelayChannels;
     type Credentials = TokenIssuer;
     type Notifier = HubNotifier;

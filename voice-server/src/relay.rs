@@ -23,11 +23,11 @@ use voice_domain::{
     VoiceRoomId,
 };
 
-use crate::chat::{event_frame, SharedChat};
 use crate::hub::Hub;
 use crate::ice::IceConfig;
 use crate::ports::ServerStore;
 use crate::token::{TokenError, TokenKey};
+use chat_domain::{event_frame, StoreDirectory};
 
 /// Largest signal `payload`, serialised, in bytes (the KVS limit, so clients behave the same on
 /// both deployments).
@@ -58,7 +58,7 @@ pub struct RelayChannels {
     inner: MemoryChannels,
     ws_url: String,
     ice: IceConfig,
-    directory: SharedChat,
+    directory: StoreDirectory,
     clock: Arc<dyn Clock>,
 }
 
@@ -69,7 +69,7 @@ impl RelayChannels {
         inner: MemoryChannels,
         ws_url: String,
         ice: IceConfig,
-        directory: SharedChat,
+        directory: StoreDirectory,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
@@ -204,7 +204,7 @@ struct SignalEvent<'a> {
 pub struct Relay {
     key: TokenKey,
     store: ServerStore,
-    directory: SharedChat,
+    directory: StoreDirectory,
     hub: Hub,
     clock: Arc<dyn Clock>,
 }
@@ -214,7 +214,7 @@ impl Relay {
     pub fn new(
         key: TokenKey,
         store: ServerStore,
-        directory: SharedChat,
+        directory: StoreDirectory,
         hub: Hub,
         clock: Arc<dyn Clock>,
     ) -> Self {

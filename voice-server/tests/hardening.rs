@@ -505,7 +505,9 @@ mod sweep {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use chat_domain::{ChatStore as _, RoomRecord};
     use serde_json::json;
+    use voice_adapters_memory::MemoryChat;
     use voice_adapters_memory::MemoryStore;
     use voice_domain::ports::{Secret, VoiceRoomStore as _};
     use voice_domain::room::EndReason;
@@ -513,7 +515,6 @@ mod sweep {
         Capacity, ChannelArn, ChannelName, ChatRoomId, ConnectionId, SignalingChannel, Timestamp,
         UserId, VoiceRoom, VoiceRoomId,
     };
-    use voice_server::chat::{ChatState as _, MemoryChat, RoomRecord};
     use voice_server::ports::ServerStore;
     use voice_server::token::TokenKey;
     use voice_server::Backends;

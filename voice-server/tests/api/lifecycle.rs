@@ -43,8 +43,9 @@ async fn invalid_configuration_is_refused_at_start() {
 
 #[tokio::test]
 async fn the_chat_state_is_a_swappable_backend() {
+    use chat_domain::{ChatStore, RoomRecord};
     use std::sync::Arc;
-    use voice_server::chat::{ChatState, MemoryChat, RoomRecord};
+    use voice_adapters_memory::MemoryChat;
 
     // A chat state that already holds a room (as a durable one would after a restart).
     let chat = MemoryChat::new();
@@ -63,7 +64,7 @@ async fn the_chat_state_is_a_swappable_backend() {
         config,
         listener,
         voice_server::Backends {
-            chat: Arc::new(chat.clone()) as Arc<dyn ChatState>,
+            chat: Arc::new(chat.clone()) as Arc<dyn ChatStore>,
             ..voice_server::Backends::default()
         },
     )

@@ -1,0 +1,104 @@
+//! The refusals of the chat use cases, each with a stable wire code and a message for a person.
+//!
+//! One enum for the chat side: the use cases share most refusals (the approved-member gate
+//! above all), and the wire codes are the protocol's contract (docs/protocol.md).
+
+use tracing::warn;
+use voice_domain::ports::DirectoryError;
+use voice_domain::protocol::WireError;
+
+use crate::ports::ChatStoreError;
+
+/// A chat refusal, with its stable wire code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChatError {
+    /// No `hello` yet on this connection.
+    #[error(
+        "say hello first: send {{\"action\":\"hello\",\"name\":\"...\"}} before anything else"
+    )]
+    NotIdentified,
+    /// No such room.
+    #[error("chat room not found; check the room id (listRooms shows them)")]
+    ChatRoomNotFound,
+    /// Not a member.
+    #[error("you are not a member of this chat room; send requestJoin first")]
+    NotMember,
+    /// Request still pending.
+    #[error(
+        "your request to join this chat room is still pending; wait for the admin to approve it"
+    )]
+    NotApproved,
+    /// Only the admin may do this.
+    #[error("only the chat room's admin can approve or deny join requests")]
+    NotAdmin,
+    /// Name taken.
+    #[error("a chat room with this name exists; pick another name or join that one")]
+    RoomExists,
+    /// Nothing to approve or deny.
+    #[error("this user has no pending join request in this chat room")]
+    NoPendingRequest,
+    /// A field is missing or invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A field is over its size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Storage failed.
+    #[error("the chat storage is unavailable; try again in a moment")]
+    Unavailable,
+}
+
+impl ChatError {
+    /// The stable wire code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotIdentified => "NOT_IDENTIFIED",
+            Self::ChatRoomNotFound => "CHAT_ROOM_NOT_FOUND",
+            Self::NotMember => "NOT_MEMBER",
+            Self::NotApproved => "NOT_APPROVED",
+            Self::NotAdmin => "NOT_ADMIN",
+            Self::RoomExists => "ROOM_EXISTS",
+            Self::NoPendingRequest => "NO_PENDING_REQUEST",
+            Self::BadRequest(_) => "BAD_REQUEST",
+            Self::TooLarge(_) => "TOO_LARGE",
+            Self::Unavailable => "UNAVAILABLE",
+        }
+    }
+
+    /// Whether sending the same request again may work.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::Unavailable)
+    }
+}
+
+impl From<ChatStoreError> for ChatError {
+    fn from(e: ChatStoreError) -> Self {
+        match e {
+            ChatStoreError::RoomExists => Self::RoomExists,
+            ChatStoreError::NoSuchRoom => Self::ChatRoomNotFound,
+            ChatStoreError::NoPendingRequest => Self::NoPendingRequest,
+            ChatStoreError::Unavailable(f) => {
+                warn!(error = %f, "chat storage failed");
+                Self::Unavailable
+            }
+        }
+    }
+}
+
+impl From<DirectoryError> for ChatError {
+    fn from(e: DirectoryError) -> Self {
+        warn!(error = %e, "chat directory failed");
+        Self::Unavailable
+    }
+}
+
+/// On the wire a chat refusal looks like a voice one: code, message, retryable.
+impl From<ChatError> for WireError {
+    fn from(e: ChatError) -> Self {
+        Self {
+            code: e.code().into(),
+            message: e.to_string(),
+            retryable: e.retryable(),
+        }
+    }
+}

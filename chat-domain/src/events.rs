@@ -1,0 +1,117 @@
+//! What chat members are told (events) and what replies show (views), in their wire shapes.
+
+use serde::Serialize;
+use voice_domain::ports::MemberState;
+
+use crate::model::ChatMessage;
+
+/// Chat events, pushed as `{"type":"event","event":"<name>",...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(
+    tag = "event",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ChatEvent {
+    /// To the admin: someone asked to join.
+    JoinRequested {
+        /// The room.
+        room_id: String,
+        /// Who.
+        user_id: String,
+        /// Their name.
+        name: String,
+    },
+    /// To the requester: approved.
+    JoinApproved {
+        /// The room.
+        room_id: String,
+        /// Who.
+        user_id: String,
+    },
+    /// To the requester: denied.
+    JoinDenied {
+        /// The room.
+        room_id: String,
+        /// Who.
+        user_id: String,
+    },
+    /// To the approved members: a new member.
+    MemberJoined {
+        /// The room.
+        room_id: String,
+        /// Who.
+        user_id: String,
+        /// Their name.
+        name: String,
+    },
+    /// To the approved members: a message.
+    Message(ChatMessage),
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, E: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    event: &'a E,
+}
+
+/// Wraps any `{"event": ...}` shape into `{"type":"event", ...}`.
+pub fn event_frame(event: &impl Serialize) -> String {
+    serde_json::to_string(&Envelope {
+        kind: "event",
+        event,
+    })
+    .expect("wire types always serialise: string keys, no non-finite floats")
+}
+
+/// `hello` reply data.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HelloData {
+    /// The user id (stable across reloads when `resumeToken` is sent back).
+    pub user_id: String,
+    /// The display name.
+    pub name: String,
+    /// This connection's id.
+    pub connection_id: String,
+    /// Send it back in `hello` after a reload to stay the same user.
+    pub resume_token: String,
+    /// Whether the `resumeToken` sent was accepted.
+    pub resumed: bool,
+}
+
+/// A room as `listRooms` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomView {
+    /// Its id.
+    pub room_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its admin.
+    pub admin_user_id: String,
+    /// Approved members.
+    pub member_count: usize,
+    /// The caller's state: `approved`, `pending` or `none`.
+    pub my_state: MemberState,
+    /// The active voice room, shown to approved members only.
+    pub voice_room_id: Option<String>,
+}
+
+/// A member as `listMembers` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberView {
+    /// Who.
+    pub user_id: String,
+    /// Their name.
+    pub name: String,
+    /// `approved` or `pending`.
+    pub state: MemberState,
+    /// Whether they are the admin.
+    pub is_admin: bool,
+    /// Whether they have an open connection.
+    pub online: bool,
+}

@@ -1,0 +1,243 @@
+//! The traits through which the chat rules reach the world. Adapters implement them directly
+//! (memory and SQLite in this repository), and every [`ChatStore`] runs the same contract
+//! suite (`contract`, feature `contract-tests`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use voice_domain::ports::{ChatDirectory, Clock, MemberState, PortFailure, VoiceRoomStore};
+use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoomId};
+
+use crate::events::ChatEvent;
+use crate::model::{ChatMessage, RoomRecord};
+
+/// Refusals and failures of a [`ChatStore`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChatStoreError {
+    /// A chat room with that id or that name (compared case-insensitively) exists.
+    #[error("a chat room with that name exists")]
+    RoomExists,
+    /// No chat room with that id.
+    #[error("no such chat room")]
+    NoSuchRoom,
+    /// The user has no pending request to approve or deny.
+    #[error("no pending join request")]
+    NoPendingRequest,
+    /// The storage could not answer (or is full); the caller may retry later.
+    #[error(transparent)]
+    Unavailable(#[from] PortFailure),
+}
+
+/// Chat storage: users on connections, chat rooms, memberships, messages. It is also the voice
+/// domain's [`ChatDirectory`], so voice sees exactly the chat's users and approved members.
+#[async_trait]
+pub trait ChatStore: ChatDirectory {
+    /// `user` (display name `name`) is now on `connection`; the name is the user's current one.
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn bind_connection(
+        &self,
+        connection: &ConnectionId,
+        user: &UserId,
+        name: &str,
+    ) -> Result<(), ChatStoreError>;
+
+    /// `connection` closed: the user is offline there (a no-op for an unknown connection).
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn unbind_connection(&self, connection: &ConnectionId) -> Result<(), ChatStoreError>;
+
+    /// A user's display name (`None` for a user never seen).
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn user_name(&self, user: &UserId) -> Result<Option<String>, ChatStoreError>;
+
+    /// A user's open connections (empty when offline).
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn connections_of_user(&self, user: &UserId)
+        -> Result<Vec<ConnectionId>, ChatStoreError>;
+
+    /// Creates a room with its admin as an approved member, unless a room with the same id or
+    /// the same name (case-insensitively) exists. Atomic: two racing creators of one name get
+    /// one room and one [`ChatStoreError::RoomExists`].
+    ///
+    /// # Errors
+    /// [`ChatStoreError::RoomExists`], [`ChatStoreError::Unavailable`].
+    async fn create_room(&self, room: &RoomRecord) -> Result<(), ChatStoreError>;
+
+    /// Every room, in a stable order.
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn rooms(&self) -> Result<Vec<RoomRecord>, ChatStoreError>;
+
+    /// One room (`None` if there is no such room).
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn room(&self, id: &ChatRoomId) -> Result<Option<RoomRecord>, ChatStoreError>;
+
+    /// Members (approved) and requesters (pending) of a room; empty for an unknown room.
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn members(
+        &self,
+        room: &ChatRoomId,
+    ) -> Result<Vec<(UserId, MemberState)>, ChatStoreError>;
+
+    /// Records a join request; returns the state before and after (approved stays approved,
+    /// pending stays pending).
+    ///
+    /// # Errors
+    /// [`ChatStoreError::NoSuchRoom`], [`ChatStoreError::Unavailable`].
+    async fn request_join(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+    ) -> Result<(MemberState, MemberState), ChatStoreError>;
+
+    /// Approves a pending request, or denies it (removing it, so the user may ask again).
+    ///
+    /// # Errors
+    /// [`ChatStoreError::NoSuchRoom`], [`ChatStoreError::NoPendingRequest`] (nothing pending
+    /// for that user), [`ChatStoreError::Unavailable`].
+    async fn decide_join(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+        approve: bool,
+    ) -> Result<(), ChatStoreError>;
+
+    /// Appends a message. The store keeps at least the last
+    /// [`MESSAGE_HISTORY`](crate::MESSAGE_HISTORY) per room and may drop older ones.
+    ///
+    /// # Errors
+    /// [`ChatStoreError::NoSuchRoom`], [`ChatStoreError::Unavailable`].
+    async fn append_message(
+        &self,
+        room: &ChatRoomId,
+        message: &ChatMessage,
+    ) -> Result<(), ChatStoreError>;
+
+    /// The last `limit` messages of a room, oldest first (empty for an unknown room).
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn recent_messages(
+        &self,
+        room: &ChatRoomId,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, ChatStoreError>;
+}
+
+/// Delivers chat events to connections. Best effort by contract: a connection that is gone
+/// is cleaned up by its own transport, so delivery failures are the adapter's to log, never
+/// the rule's to handle.
+#[async_trait]
+pub trait ChatEvents: Send + Sync + 'static {
+    /// Queues `event` for each connection in `to`.
+    async fn push(&self, to: &[ConnectionId], event: &ChatEvent);
+}
+
+/// Resume tokens: what lets a reconnecting or reloaded client stay the same user without a
+/// password. Signing and checking are the adapter's (a keyed MAC), the rule only asks.
+pub trait SessionTokens: Send + Sync + 'static {
+    /// A token that [`SessionTokens::verify`] maps back to `user`.
+    fn issue(&self, user: &UserId) -> String;
+    /// The user a token was issued for, or `None` when it is malformed, forged or not valid
+    /// any more.
+    fn verify(&self, token: &str) -> Option<UserId>;
+}
+
+/// New ids for users and chat rooms (random in production, sequential in tests).
+pub trait ChatIds: Send + Sync + 'static {
+    /// A new user id, never used before.
+    fn user_id(&self) -> UserId;
+    /// A new chat room id, never used before.
+    fn chat_room_id(&self) -> ChatRoomId;
+}
+
+/// The one thing chat needs from voice: which voice room is active in a chat room, for
+/// `listRooms`. Every [`VoiceRoomStore`] answers it.
+#[async_trait]
+pub trait ActiveVoiceRooms: Send + Sync + 'static {
+    /// The active voice room of `chat`, if any.
+    ///
+    /// # Errors
+    /// [`PortFailure`] when the store cannot answer.
+    async fn active_voice_room(
+        &self,
+        chat: &ChatRoomId,
+    ) -> Result<Option<VoiceRoomId>, PortFailure>;
+}
+
+#[async_trait]
+impl<T: VoiceRoomStore> ActiveVoiceRooms for T {
+    async fn active_voice_room(
+        &self,
+        chat: &ChatRoomId,
+    ) -> Result<Option<VoiceRoomId>, PortFailure> {
+        self.active_in_chat_room(chat)
+            .await
+            .map(|r| r.map(|r| r.id().clone()))
+            .map_err(|e| match e {
+                voice_domain::ports::StoreError::Unavailable(f) => f,
+                other => PortFailure::permanent(other.to_string()),
+            })
+    }
+}
+
+/// The adapters a [`ChatService`](crate::ChatService) runs on, as shared trait objects: the
+/// service is built once per process and cloned into every connection's task.
+#[derive(Clone)]
+pub struct ChatAdapters {
+    /// Users, rooms, memberships, messages.
+    pub store: Arc<dyn ChatStore>,
+    /// Event delivery.
+    pub events: Arc<dyn ChatEvents>,
+    /// Resume tokens.
+    pub tokens: Arc<dyn SessionTokens>,
+    /// Ids for new users and rooms.
+    pub ids: Arc<dyn ChatIds>,
+    /// The active voice room per chat room.
+    pub voice: Arc<dyn ActiveVoiceRooms>,
+    /// Time, for message timestamps.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The voice domain's [`ChatDirectory`] over a shared [`ChatStore`]: what an entrypoint hands
+/// voice, so voice reads exactly the chat's users and approved members. A named type (not a
+/// trait object) because the voice ports are associated types.
+#[derive(Clone)]
+pub struct StoreDirectory(pub Arc<dyn ChatStore>);
+
+#[async_trait]
+impl ChatDirectory for StoreDirectory {
+    async fn user_of(
+        &self,
+        connection: &ConnectionId,
+    ) -> Result<Option<UserId>, voice_domain::ports::DirectoryError> {
+        self.0.user_of(connection).await
+    }
+
+    async fn membership(
+        &self,
+        chat_room: &ChatRoomId,
+        user: &UserId,
+    ) -> Result<Option<voice_domain::ports::Membership>, voice_domain::ports::DirectoryError> {
+        self.0.membership(chat_room, user).await
+    }
+
+    async fn connections_of(
+        &self,
+        chat_room: &ChatRoomId,
+    ) -> Result<Vec<ConnectionId>, voice_domain::ports::DirectoryError> {
+        self.0.connections_of(chat_room).await
+    }
+}

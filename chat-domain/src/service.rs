@@ -1,0 +1,338 @@
+//! The chat use cases: validation, the approved-member and admin gates, and who is told what.
+
+use tracing::{info, warn};
+use voice_domain::ports::{MemberState, Membership};
+use voice_domain::{ChatRoomId, ConnectionId, UserId};
+
+use crate::errors::ChatError;
+use crate::events::{ChatEvent, HelloData, MemberView, RoomView};
+use crate::model::{clean_name, clean_text, ChatMessage, RoomRecord, MESSAGE_HISTORY};
+use crate::ports::ChatAdapters;
+
+/// The chat rules over [`ChatAdapters`]. Cheap to clone (shared adapters): one per process,
+/// cloned into every connection's task.
+#[derive(Clone)]
+pub struct ChatService {
+    ports: ChatAdapters,
+}
+
+impl ChatService {
+    /// The rules over `ports`.
+    pub fn new(ports: ChatAdapters) -> Self {
+        Self { ports }
+    }
+
+    /// The adapters, for an entrypoint that also hands the store to voice as its directory.
+    pub fn ports(&self) -> &ChatAdapters {
+        &self.ports
+    }
+
+    async fn push_to_user(&self, user: &UserId, event: &ChatEvent) -> Result<(), ChatError> {
+        let conns = self.ports.store.connections_of_user(user).await?;
+        self.ports.events.push(&conns, event).await;
+        Ok(())
+    }
+
+    async fn push_to_members(&self, room: &ChatRoomId, event: &ChatEvent) -> Result<(), ChatError> {
+        let conns = self.ports.store.connections_of(room).await?;
+        self.ports.events.push(&conns, event).await;
+        Ok(())
+    }
+
+    /// The user on `connection`.
+    ///
+    /// # Errors
+    /// [`ChatError::NotIdentified`] (no `hello` on it yet), [`ChatError::Unavailable`].
+    pub async fn identify(&self, connection: &ConnectionId) -> Result<UserId, ChatError> {
+        self.ports
+            .store
+            .user_of(connection)
+            .await?
+            .ok_or(ChatError::NotIdentified)
+    }
+
+    async fn name_of(&self, user: &UserId) -> Result<String, ChatError> {
+        Ok(self
+            .ports
+            .store
+            .user_name(user)
+            .await?
+            .unwrap_or_else(|| user.to_string()))
+    }
+
+    /// The approved-member gate: `user` is the admin or an approved member of `room`.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatRoomNotFound`], [`ChatError::NotApproved`] (pending),
+    /// [`ChatError::NotMember`], [`ChatError::Unavailable`].
+    pub async fn approved(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+    ) -> Result<Membership, ChatError> {
+        let m = self
+            .ports
+            .store
+            .membership(room, user)
+            .await?
+            .ok_or(ChatError::ChatRoomNotFound)?;
+        match (m.is_admin, m.state) {
+            (true, _) | (false, MemberState::Approved) => Ok(m),
+            (false, MemberState::Pending) => Err(ChatError::NotApproved),
+            (false, MemberState::None) => Err(ChatError::NotMember),
+        }
+    }
+
+    /// `hello`: identifies the connection. A valid `resume_token` keeps the user id of an
+    /// earlier connection; otherwise a new user is created. Saying hello again renames.
+    ///
+    /// # Errors
+    /// [`ChatError::BadRequest`]/[`ChatError::TooLarge`] for a bad name,
+    /// [`ChatError::Unavailable`].
+    pub async fn hello(
+        &self,
+        connection: &ConnectionId,
+        name: &str,
+        resume_token: Option<&str>,
+    ) -> Result<HelloData, ChatError> {
+        let name = clean_name("name", name)?;
+        let existing = self.ports.store.user_of(connection).await?;
+        let resumed_user = resume_token.and_then(|t| self.ports.tokens.verify(t));
+        let resumed = existing.is_none() && resumed_user.is_some();
+        let user = match (existing, resumed_user) {
+            (Some(u), _) | (None, Some(u)) => u,
+            (None, None) => self.ports.ids.user_id(),
+        };
+        self.ports
+            .store
+            .bind_connection(connection, &user, &name)
+            .await?;
+        info!(user_id = %user, resumed, "connection identified");
+        Ok(HelloData {
+            user_id: user.to_string(),
+            name,
+            connection_id: connection.to_string(),
+            resume_token: self.ports.tokens.issue(&user),
+            resumed,
+        })
+    }
+
+    /// `createRoom`: the caller becomes admin and approved member.
+    ///
+    /// # Errors
+    /// [`ChatError::BadRequest`]/[`ChatError::TooLarge`] for a bad name,
+    /// [`ChatError::RoomExists`], [`ChatError::Unavailable`].
+    pub async fn create_room(&self, user: &UserId, name: &str) -> Result<RoomRecord, ChatError> {
+        let name = clean_name("room name", name)?;
+        let room = RoomRecord {
+            id: self.ports.ids.chat_room_id(),
+            name,
+            admin: user.clone(),
+        };
+        self.ports.store.create_room(&room).await?;
+        info!(chat_room_id = %room.id, user_id = %user, "chat room created");
+        Ok(room)
+    }
+
+    /// `listRooms`: every room, with the caller's state in it and, for approved members, the
+    /// active voice room.
+    ///
+    /// # Errors
+    /// [`ChatError::Unavailable`].
+    pub async fn list_rooms(&self, user: &UserId) -> Result<Vec<RoomView>, ChatError> {
+        let mut out = Vec::new();
+        for room in self.ports.store.rooms().await? {
+            let members = self.ports.store.members(&room.id).await?;
+            let my_state = members
+                .iter()
+                .find(|(u, _)| u == user)
+                .map_or(MemberState::None, |(_, s)| *s);
+            let voice_room_id = if my_state == MemberState::Approved {
+                self.ports
+                    .voice
+                    .active_voice_room(&room.id)
+                    .await
+                    .map_err(|e| {
+                        warn!(error = %e, "voice store failed");
+                        ChatError::Unavailable
+                    })?
+                    .map(|v| v.to_string())
+            } else {
+                None
+            };
+            out.push(RoomView {
+                room_id: room.id.to_string(),
+                name: room.name,
+                admin_user_id: room.admin.to_string(),
+                member_count: members
+                    .iter()
+                    .filter(|(_, s)| *s == MemberState::Approved)
+                    .count(),
+                my_state,
+                voice_room_id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `requestJoin`: records a request and tells the admin (once, not on every repeat).
+    ///
+    /// # Errors
+    /// [`ChatError::ChatRoomNotFound`], [`ChatError::Unavailable`].
+    pub async fn request_join(
+        &self,
+        user: &UserId,
+        room: &ChatRoomId,
+    ) -> Result<MemberState, ChatError> {
+        let record = self
+            .ports
+            .store
+            .room(room)
+            .await?
+            .ok_or(ChatError::ChatRoomNotFound)?;
+        let (before, after) = self.ports.store.request_join(room, user).await?;
+        if before == MemberState::None && after == MemberState::Pending {
+            info!(chat_room_id = %room, user_id = %user, "join requested");
+            let event = ChatEvent::JoinRequested {
+                room_id: room.to_string(),
+                user_id: user.to_string(),
+                name: self.name_of(user).await?,
+            };
+            self.push_to_user(&record.admin, &event).await?;
+        }
+        Ok(after)
+    }
+
+    /// `approveJoin` / `denyJoin`: the admin decides; the requester is told, and on approval
+    /// every approved member hears `memberJoined`.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatRoomNotFound`], [`ChatError::NotAdmin`],
+    /// [`ChatError::NoPendingRequest`], [`ChatError::Unavailable`].
+    pub async fn decide_join(
+        &self,
+        admin: &UserId,
+        room: &ChatRoomId,
+        user: &UserId,
+        approve: bool,
+    ) -> Result<MemberState, ChatError> {
+        let record = self
+            .ports
+            .store
+            .room(room)
+            .await?
+            .ok_or(ChatError::ChatRoomNotFound)?;
+        if &record.admin != admin {
+            return Err(ChatError::NotAdmin);
+        }
+        self.ports.store.decide_join(room, user, approve).await?;
+        info!(chat_room_id = %room, user_id = %user, approve, "join request decided");
+        let (room_id, user_id) = (room.to_string(), user.to_string());
+        if approve {
+            self.push_to_user(
+                user,
+                &ChatEvent::JoinApproved {
+                    room_id: room_id.clone(),
+                    user_id: user_id.clone(),
+                },
+            )
+            .await?;
+            let name = self.name_of(user).await?;
+            self.push_to_members(
+                room,
+                &ChatEvent::MemberJoined {
+                    room_id,
+                    user_id,
+                    name,
+                },
+            )
+            .await?;
+            Ok(MemberState::Approved)
+        } else {
+            self.push_to_user(user, &ChatEvent::JoinDenied { room_id, user_id })
+                .await?;
+            Ok(MemberState::None)
+        }
+    }
+
+    /// `listMembers`: approved members only; the admin first, then by name.
+    ///
+    /// # Errors
+    /// The approved-member gate's ([`ChatService::approved`]).
+    pub async fn list_members(
+        &self,
+        user: &UserId,
+        room: &ChatRoomId,
+    ) -> Result<Vec<MemberView>, ChatError> {
+        self.approved(room, user).await?;
+        let admin = self.ports.store.room(room).await?.map(|r| r.admin);
+        let mut out = Vec::new();
+        for (u, state) in self.ports.store.members(room).await? {
+            out.push(MemberView {
+                user_id: u.to_string(),
+                name: self.name_of(&u).await?,
+                state,
+                is_admin: admin.as_ref() == Some(&u),
+                online: !self.ports.store.connections_of_user(&u).await?.is_empty(),
+            });
+        }
+        out.sort_by(|a, b| {
+            b.is_admin
+                .cmp(&a.is_admin)
+                .then_with(|| a.name.to_lowercase().cmp(&b.name.to_lowercase()))
+                .then_with(|| a.user_id.cmp(&b.user_id))
+        });
+        Ok(out)
+    }
+
+    /// `sendMessage`: approved members only; every approved member hears `message`.
+    ///
+    /// # Errors
+    /// The approved-member gate's, [`ChatError::BadRequest`]/[`ChatError::TooLarge`] for the
+    /// text, [`ChatError::Unavailable`].
+    pub async fn send_message(
+        &self,
+        user: &UserId,
+        room: &ChatRoomId,
+        text: &str,
+    ) -> Result<ChatMessage, ChatError> {
+        self.approved(room, user).await?;
+        let text = clean_text(text)?;
+        let message = ChatMessage {
+            room_id: room.to_string(),
+            user_id: user.to_string(),
+            name: self.name_of(user).await?,
+            text,
+            at: self.ports.clock.now().as_millis(),
+        };
+        self.ports.store.append_message(room, &message).await?;
+        self.push_to_members(room, &ChatEvent::Message(message.clone()))
+            .await?;
+        Ok(message)
+    }
+
+    /// `getMessages`: the last [`MESSAGE_HISTORY`], approved members only.
+    ///
+    /// # Errors
+    /// The approved-member gate's, [`ChatError::Unavailable`].
+    pub async fn messages(
+        &self,
+        user: &UserId,
+        room: &ChatRoomId,
+    ) -> Result<Vec<ChatMessage>, ChatError> {
+        self.approved(room, user).await?;
+        Ok(self
+            .ports
+            .store
+            .recent_messages(room, MESSAGE_HISTORY)
+            .await?)
+    }
+
+    /// The connection closed: it is no longer the user's (presence goes offline with the
+    /// last one). A store failure is logged: the connection is gone either way.
+    pub async fn disconnect(&self, connection: &ConnectionId) {
+        if let Err(e) = self.ports.store.unbind_connection(connection).await {
+            warn!(error = %e, "could not remove the connection from chat presence");
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The chat domain's [`ChatStore`] in memory: the self-hosted server's `--in-memory` mode, a
+//! library user's chat without a database, and the tests' store. It runs the chat contract
+//! suite like every other store.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chat_domain::{ChatIds, ChatMessage, ChatStore, ChatStoreError, RoomRecord, MESSAGE_HISTORY};
+use voice_domain::ports::{ChatDirectory, DirectoryError, MemberState, Membership};
+use voice_domain::{ChatRoomId, ConnectionId, UserId};
+
+use crate::directory::{DirectoryChangeError, MemoryDirectory};
+use crate::ids::{SequentialIds, UuidIds};
+
+#[derive(Default)]
+struct Extra {
+    names: HashMap<UserId, String>,
+    rooms: BTreeMap<ChatRoomId, RoomRecord>,
+    messages: HashMap<ChatRoomId, VecDeque<ChatMessage>>,
+}
+
+/// [`ChatStore`] in memory: [`MemoryDirectory`] for users and memberships, plus names and
+/// messages. Clones share state.
+#[derive(Clone, Default)]
+pub struct MemoryChat {
+    directory: MemoryDirectory,
+    extra: Arc<Mutex<Extra>>,
+}
+
+impl MemoryChat {
+    /// Empty.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Extra> {
+        self.extra.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn change_err(e: DirectoryChangeError) -> ChatStoreError {
+    match e {
+        DirectoryChangeError::RoomExists => ChatStoreError::RoomExists,
+        DirectoryChangeError::NoSuchRoom => ChatStoreError::NoSuchRoom,
+        DirectoryChangeError::NoPendingRequest => ChatStoreError::NoPendingRequest,
+    }
+}
+
+#[async_trait]
+impl ChatDirectory for MemoryChat {
+    async fn user_of(&self, connection: &ConnectionId) -> Result<Option<UserId>, DirectoryError> {
+        self.directory.user_of(connection).await
+    }
+    async fn membership(
+        &self,
+        chat_room: &ChatRoomId,
+        user: &UserId,
+    ) -> Result<Option<Membership>, DirectoryError> {
+        self.directory.membership(chat_room, user).await
+    }
+    async fn connections_of(
+        &self,
+        chat_room: &ChatRoomId,
+    ) -> Result<Vec<ConnectionId>, DirectoryError> {
+        self.directory.connections_of(chat_room).await
+    }
+}
+
+#[async_trait]
+impl ChatStore for MemoryChat {
+    async fn bind_connection(
+        &self,
+        connection: &ConnectionId,
+        user: &UserId,
+        name: &str,
+    ) -> Result<(), ChatStoreError> {
+        self.lock().names.insert(user.clone(), name.to_owned());
+        self.directory.connect(connection.clone(), user.clone());
+        Ok(())
+    }
+
+    async fn unbind_connection(&self, connection: &ConnectionId) -> Result<(), ChatStoreError> {
+        self.directory.disconnect(connection);
+        Ok(())
+    }
+
+    async fn user_name(&self, user: &UserId) -> Result<Option<String>, ChatStoreError> {
+        Ok(self.lock().names.get(user).cloned())
+    }
+
+    async fn connections_of_user(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<ConnectionId>, ChatStoreError> {
+        Ok(self.directory.connections_of_user(user))
+    }
+
+    async fn create_room(&self, room: &RoomRecord) -> Result<(), ChatStoreError> {
+        // Lock order everywhere: `extra`, then the directory's own lock.
+        let mut extra = self.lock();
+        let wanted = room.name.to_lowercase();
+        if extra
+            .rooms
+            .values()
+            .any(|r| r.name.to_lowercase() == wanted)
+        {
+            return Err(ChatStoreError::RoomExists);
+        }
+        self.directory
+            .create_room(room.id.clone(), room.admin.clone())
+            .map_err(change_err)?;
+        extra.rooms.insert(room.id.clone(), room.clone());
+        Ok(())
+    }
+
+    async fn rooms(&self) -> Result<Vec<RoomRecord>, ChatStoreError> {
+        Ok(self.lock().rooms.values().cloned().collect())
+    }
+
+    async fn room(&self, id: &ChatRoomId) -> Result<Option<RoomRecord>, ChatStoreError> {
+        Ok(self.lock().rooms.get(id).cloned())
+    }
+
+    async fn members(
+        &self,
+        room: &ChatRoomId,
+    ) -> Result<Vec<(UserId, MemberState)>, ChatStoreError> {
+        Ok(self.directory.members(room))
+    }
+
+    async fn request_join(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+    ) -> Result<(MemberState, MemberState), ChatStoreError> {
+        let _extra = self.lock();
+        let before = self
+            .directory
+            .members(room)
+            .into_iter()
+            .find(|(u, _)| u == user)
+            .map_or(MemberState::None, |(_, s)| s);
+        let after = self
+            .directory
+            .request_join(room, user.clone())
+            .map_err(change_err)?;
+        Ok((before, after))
+    }
+
+    async fn decide_join(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+        approve: bool,
+    ) -> Result<(), ChatStoreError> {
+        let r = if approve {
+            self.directory.approve(room, user)
+        } else {
+            self.directory.deny(room, user)
+        };
+        r.map_err(change_err)
+    }
+
+    async fn append_message(
+        &self,
+        room: &ChatRoomId,
+        message: &ChatMessage,
+    ) -> Result<(), ChatStoreError> {
+        let mut extra = self.lock();
+        if !extra.rooms.contains_key(room) {
+            return Err(ChatStoreError::NoSuchRoom);
+        }
+        let q = extra.messages.entry(room.clone()).or_default();
+        q.push_back(message.clone());
+        while q.len() > MESSAGE_HISTORY {
+            q.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn recent_messages(
+        &self,
+        room: &ChatRoomId,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, ChatStoreError> {
+        let extra = self.lock();
+        let q = extra.messages.get(room);
+        Ok(q.map(|q| {
+            q.iter()
+                .skip(q.len().saturating_sub(limit))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default())
+    }
+}
+
+impl ChatIds for UuidIds {
+    fn user_id(&self) -> UserId {
+        UserId::parse(uuid::Uuid::new_v4().to_string()).expect("a uuid is a valid user id")
+    }
+
+    fn chat_room_id(&self) -> ChatRoomId {
+        ChatRoomId::parse(uuid::Uuid::new_v4().to_string()).expect("a uuid is a valid room id")
+    }
+}
+
+impl ChatIds for SequentialIds {
+    fn user_id(&self) -> UserId {
+        UserId::parse(format!("user-{}", self.next())).expect("valid id")
+    }
+
+    fn chat_room_id(&self) -> ChatRoomId {
+        ChatRoomId::parse(format!("room-{}", self.next())).expect("valid id")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_chat_keeps_the_store_contract() {
+        futures::executor::block_on(chat_domain::contract::run_all(&MemoryChat::new(), "mem"));
+    }
+}
