@@ -40,11 +40,41 @@ pub struct ChatMessage {
     pub at: u64,
 }
 
+/// Whether `c` shows nothing (or rearranges what follows) where a name is displayed: Unicode's
+/// format characters (general category Cf: zero-width space/joiners, bidi embeddings,
+/// overrides and isolates, soft hyphen, word joiner, BOM, tags), the Hangul and halfwidth
+/// fillers that render as blanks, the Mongolian vowel separator, the combining grapheme joiner
+/// and the variation selectors. With them "victim" and "victim\u{200B}" look the same, and
+/// U+202E turns "evil\u{202E}txt.exe" into what looks like another name.
+///
+/// The Cf ranges follow UnicodeData.txt (Unicode 15.1).
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{06DD}' | '\u{070F}' | '\u{08E2}'
+        | '\u{115F}' | '\u{1160}' | '\u{180E}' | '\u{3164}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{110BD}' | '\u{110CD}' | '\u{E0001}'
+        | '\u{0600}'..='\u{0605}'
+        | '\u{0890}'..='\u{0891}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}'
+        | '\u{FE00}'..='\u{FE0F}'
+        | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{13430}'..='\u{1343F}'
+        | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0020}'..='\u{E007F}'
+        | '\u{E0100}'..='\u{E01EF}')
+}
+
 /// A display or room name as typed, trimmed and checked: not empty, at most
-/// [`MAX_NAME_CHARS`], no control characters (they would break a list or a log line).
+/// [`MAX_NAME_CHARS`], no control characters (they would break a list or a log line) and no
+/// invisible or bidi-control characters ([`is_invisible`]: they make two names look alike).
 ///
 /// # Errors
-/// [`ChatError::BadRequest`] (empty, control characters), [`ChatError::TooLarge`].
+/// [`ChatError::BadRequest`] (empty, control or invisible characters), [`ChatError::TooLarge`].
 pub fn clean_name(kind: &str, raw: &str) -> Result<String, ChatError> {
     let name = raw.trim();
     if name.is_empty() {
@@ -58,6 +88,12 @@ pub fn clean_name(kind: &str, raw: &str) -> Result<String, ChatError> {
     if name.chars().any(char::is_control) {
         return Err(ChatError::BadRequest(format!(
             "{kind} must not contain control characters"
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| is_invisible(*c)) {
+        return Err(ChatError::BadRequest(format!(
+            "{kind} must not contain invisible or text-direction characters (found U+{:04X})",
+            u32::from(c)
         )));
     }
     Ok(name.to_owned())
@@ -96,6 +132,38 @@ mod tests {
             clean_name("name", "a\u{7}").unwrap_err().code(),
             "BAD_REQUEST"
         );
+    }
+
+    #[test]
+    fn names_that_would_look_like_another_are_refused() {
+        for sneaky in [
+            "victim\u{200B}",
+            "vic\u{200D}tim",
+            "\u{3164}",
+            "a\u{3164}b",
+            "evil\u{202E}txt.exe",
+            "\u{2066}x\u{2069}",
+            "soft\u{00AD}hyphen",
+            "bom\u{FEFF}",
+            "tag\u{E0041}",
+            "vs\u{FE0F}",
+        ] {
+            let e = clean_name("name", sneaky).unwrap_err();
+            assert_eq!(e.code(), "BAD_REQUEST", "{sneaky:?}");
+            assert!(e.to_string().contains("U+"), "{e}");
+        }
+        // Real names in many scripts, with spaces, accents and emoji, still pass.
+        for fine in [
+            "Zoë",
+            "José María",
+            "李小龍",
+            "محمد",
+            "Ольга",
+            "Sam 🎧",
+            "O'Brien-Smith",
+        ] {
+            assert_eq!(clean_name("name", fine).unwrap(), fine);
+        }
     }
 
     #[test]

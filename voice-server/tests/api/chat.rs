@@ -21,6 +21,15 @@ async fn hello_must_come_first_and_identifies_the_connection() {
     );
     assert_eq!(c.err("hello", json!({"name": "   "})).await, "BAD_REQUEST");
     assert_eq!(c.err("hello", json!({})).await, "BAD_REQUEST");
+    // Invisible and text-direction characters would let one name pass for another.
+    assert_eq!(
+        c.err("hello", json!({"name": "victim\u{200B}"})).await,
+        "BAD_REQUEST"
+    );
+    assert_eq!(
+        c.err("hello", json!({"name": "\u{3164}"})).await,
+        "BAD_REQUEST"
+    );
     assert_eq!(
         c.err("hello", json!({"name": "x".repeat(65)})).await,
         "TOO_LARGE"
