@@ -198,7 +198,7 @@ impl Dispatcher {
         // ids are escaped and truncated (a newline in them cannot forge a log line).
         let span = tracing::info_span!(
             "request",
-            action = crate::logsafe::action(&env.action),
+            action = %crate::logsafe::action(&env.action),
             request_id = %crate::logsafe::text(env.request_id.as_deref().unwrap_or("")),
             chat_room_id = tracing::field::Empty,
             voice_room_id = tracing::field::Empty,

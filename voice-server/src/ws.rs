@@ -240,7 +240,7 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
             }
             if log {
                 warn!(
-                    action = crate::logsafe::action(&env.action),
+                    action = %crate::logsafe::action(&env.action),
                     "rate limited; further frames over the limit in the next 10 s are refused without a log line"
                 );
             }
