@@ -341,6 +341,19 @@ fn prepare(
             .iter()
             .map(|o| o.to_ascii_lowercase())
             .collect(),
+        hosts: http::HostPolicy {
+            bind_ip: Some(addr.ip()),
+            public_hosts: config
+                .public_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .chain(config.public_ws_url.as_deref().and_then(url_authority))
+                .collect(),
+        },
+        csp: axum::http::HeaderValue::from_str(&http::content_security_policy(
+            config.public_ws_url.as_deref(),
+        ))
+        .unwrap_or_else(|_| axum::http::HeaderValue::from_static(http::CONTENT_SECURITY_POLICY)),
     });
     Ok(Ready {
         app,
@@ -416,6 +429,13 @@ async fn run(
     }
     info!("voice-server stopped");
     Ok(())
+}
+
+/// `host[:port]` of a URL such as `wss://chat.example.com/ws`, lower-cased.
+fn url_authority(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    (!authority.is_empty()).then(|| authority.to_ascii_lowercase())
 }
 
 /// Voice rooms stored as active by a previous process (SQLite) lost every participant with it:
