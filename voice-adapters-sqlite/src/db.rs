@@ -112,6 +112,15 @@ pub enum SqliteError {
         /// Why.
         source: std::io::Error,
     },
+    /// The data directory can be read or entered by other local users (group or other
+    /// permission bits set): its database holds the token-signing key and users' messages.
+    #[error("the data directory {path} is accessible to other users (mode {mode:03o}); it holds the token key and users' messages: run `chmod 700 {path}` or pass another --data-dir")]
+    OpenPermissions {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Another process holds the data directory's lock.
     #[error("the data directory {path} is in use by another voice-server process; stop that process or pass another --data-dir")]
     Locked {
@@ -243,7 +252,7 @@ impl Database {
             source,
         })?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = File::options()
+        let lock = private_options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -272,7 +281,13 @@ impl Database {
                 }
             }
         }
-        Self::open_with_lock(&dir.join(DATABASE_FILE), options, Some(lock))
+        refuse_shared_dir(dir)?;
+        let db_file = dir.join(DATABASE_FILE);
+        private_files(&db_file).map_err(|source| SqliteError::NotWritable {
+            path: dir.to_owned(),
+            source,
+        })?;
+        Self::open_with_lock(&db_file, options, Some(lock))
     }
 
     /// Opens (creating if needed) the database file at `path` without a directory lock: for
@@ -462,6 +477,76 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
+}
+
+/// File options that create files readable and writable by their owner only (0600).
+fn private_options() -> std::fs::OpenOptions {
+    #[allow(unused_mut)]
+    let mut o = File::options();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600);
+    }
+    o
+}
+
+/// Refuses a data directory with any group or other permission bit (Unix).
+fn refuse_shared_dir(dir: &Path) -> Result<(), SqliteError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir)
+            .map_err(|source| SqliteError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(SqliteError::OpenPermissions {
+                path: dir.to_owned(),
+                mode,
+            });
+        }
+    }
+    let _ = dir;
+    Ok(())
+}
+
+/// Creates the database file 0600 before SQLite opens it (SQLite gives its `-wal` and `-shm`
+/// files the database file's permissions), and narrows an existing database, WAL or SHM file
+/// that an older version left 0644.
+fn private_files(db_file: &Path) -> std::io::Result<()> {
+    drop(
+        private_options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(db_file)?,
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut names = vec![db_file.to_owned()];
+        for suffix in ["-wal", "-shm"] {
+            let mut n = db_file.as_os_str().to_owned();
+            n.push(suffix);
+            names.push(PathBuf::from(n));
+        }
+        for f in names {
+            match std::fs::metadata(&f) {
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))?;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Milliseconds as SQLite's signed 64-bit integer (saturating; no timestamp reaches 2^63 ms).

@@ -91,6 +91,30 @@ pub struct Config {
     pub rate_limit: RateLimit,
     /// Outgoing messages queued per connection before it is dropped as too slow.
     pub queue_capacity: usize,
+    /// Outgoing bytes queued per connection before it is dropped as too slow (close 1008).
+    pub queue_bytes: usize,
+    /// How long one write to a connection may go without completing before the connection is
+    /// closed as too slow (a client that stopped reading).
+    pub write_timeout: Duration,
+    /// How often the server pings each WebSocket.
+    pub ping_interval: Duration,
+    /// A WebSocket from which nothing (no frame of any kind, pongs included) arrived for this
+    /// long is closed and its user leaves voice as on any disconnect.
+    pub idle_timeout: Duration,
+    /// How long a new WebSocket has to identify with `hello` (or resume) before it is closed.
+    pub hello_timeout: Duration,
+    /// How long a client may take to send a whole HTTP request head (also: how long an idle
+    /// keep-alive or bare TCP connection is kept).
+    pub header_read_timeout: Duration,
+    /// Open TCP connections served at once; more are refused with 503.
+    pub max_connections: usize,
+    /// Open TCP connections from one IP address; more are refused with 503.
+    pub max_connections_per_ip: usize,
+    /// Host names (with optional `:port`) the server answers to besides loopback and its bind
+    /// address; requests naming another `Host` get 421 (stops DNS rebinding).
+    pub public_hosts: Vec<String>,
+    /// Where to serve Prometheus `/metrics`; off when `None`.
+    pub metrics_addr: Option<SocketAddr>,
     /// How long shutdown waits for WebSockets to close and their clean-up (leaving voice rooms)
     /// to finish.
     pub shutdown_grace: Duration,
@@ -113,6 +137,16 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(60),
             rate_limit: RateLimit::default(),
             queue_capacity: 256,
+            queue_bytes: 1024 * 1024,
+            write_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(25),
+            hello_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_connections_per_ip: 64,
+            public_hosts: Vec::new(),
+            metrics_addr: None,
             shutdown_grace: Duration::from_secs(5),
             storage: Storage::Sqlite {
                 data_dir: PathBuf::from(DEFAULT_DATA_DIR),
@@ -174,8 +208,30 @@ impl Config {
         if self.rate_limit.burst == 0 || self.rate_limit.per_second <= 0.0 {
             return Err(ConfigError::RateLimit);
         }
-        if self.queue_capacity == 0 {
+        if self.queue_capacity == 0 || self.queue_bytes == 0 {
             return Err(ConfigError::QueueCapacity);
+        }
+        for (option, d) in [
+            ("--write-timeout-secs", self.write_timeout),
+            ("--ping-interval-secs", self.ping_interval),
+            ("--idle-timeout-secs", self.idle_timeout),
+            ("--hello-timeout-secs", self.hello_timeout),
+            ("--header-read-timeout-secs", self.header_read_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration { option });
+            }
+        }
+        if self.idle_timeout <= self.ping_interval {
+            return Err(ConfigError::IdleBelowPing);
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err(ConfigError::ConnectionCap);
+        }
+        for host in &self.public_hosts {
+            if host.is_empty() || host.contains(['/', ' ']) {
+                return Err(ConfigError::BadHost { host: host.clone() });
+            }
         }
         Ok(())
     }
@@ -215,8 +271,46 @@ pub enum ConfigError {
     #[error("the rate limit must allow at least one frame")]
     RateLimit,
     /// A queue of zero.
-    #[error("the per-connection queue must hold at least one message")]
+    #[error(
+        "the per-connection queue must hold at least one message and one byte (--queue-bytes)"
+    )]
     QueueCapacity,
+    /// A timeout or interval of zero.
+    #[error("{option} must be at least 1")]
+    ZeroDuration {
+        /// Which option.
+        option: &'static str,
+    },
+    /// An idle timeout that a live client answering pings could not meet.
+    #[error("--idle-timeout-secs must be longer than --ping-interval-secs (a live client answers each ping)")]
+    IdleBelowPing,
+    /// A connection cap of zero.
+    #[error("--max-connections and --max-connections-per-ip must be at least 1")]
+    ConnectionCap,
+    /// A public host that is not `host[:port]`.
+    #[error("--public-host {host:?} must look like chat.example.com or chat.example.com:8443 (no scheme or path)")]
+    BadHost {
+        /// The host given.
+        host: String,
+    },
+    /// A secret passed on the command line, where every local user can read it.
+    #[error("{option} on the command line is visible to every local user (in /proc/<pid>/cmdline and `ps`); set {env} or pass {option}-file <path to a file readable only by the server>")]
+    SecretOnArgv {
+        /// Which option.
+        option: &'static str,
+        /// Its environment variable.
+        env: &'static str,
+    },
+    /// A secret file that could not be read.
+    #[error("could not read {option} {path}: {reason}")]
+    SecretFile {
+        /// Which option.
+        option: &'static str,
+        /// The path given.
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Command line of `voice-server`. Every option can also be set with the environment variable
@@ -234,9 +328,14 @@ pub struct Cli {
 
     /// HMAC key signing voice tokens and resume tokens (at least 16 bytes). When unset, a random
     /// key is generated once and kept in the data directory (so users keep their identity
-    /// across restarts), or per process with --in-memory.
+    /// across restarts), or per process with --in-memory. Only from the environment: on the
+    /// command line it is refused (every local user can read a process's arguments).
     #[arg(long, env = "VOICE_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
+
+    /// File holding the token key (trailing newline ignored), instead of VOICE_TOKEN_SECRET.
+    #[arg(long, env = "VOICE_TOKEN_SECRET_FILE", conflicts_with = "token_secret")]
+    pub token_secret_file: Option<PathBuf>,
 
     /// STUN/TURN URL handed to clients (repeatable). None by default, which is right on
     /// loopback or a LAN.
@@ -244,8 +343,13 @@ pub struct Cli {
     pub ice_servers: Vec<String>,
 
     /// coturn `static-auth-secret` (use-auth-secret): turn:/turns: URLs get REST credentials.
+    /// Only from the environment (refused on the command line), or --turn-secret-file.
     #[arg(long, env = "VOICE_TURN_SECRET", hide_env_values = true)]
     pub turn_secret: Option<String>,
+
+    /// File holding the TURN secret (trailing newline ignored), instead of VOICE_TURN_SECRET.
+    #[arg(long, env = "VOICE_TURN_SECRET_FILE", conflicts_with = "turn_secret")]
+    pub turn_secret_file: Option<PathBuf>,
 
     /// Lifetime of TURN credentials, in seconds.
     #[arg(long, env = "VOICE_TURN_TTL_SECS", default_value_t = 3600,
@@ -290,24 +394,136 @@ pub struct Cli {
     /// restart. For demos and tests. VOICE_IN_MEMORY takes true/false, 1/0, yes/no or on/off.
     #[arg(long, env = "VOICE_IN_MEMORY", value_parser = clap::builder::BoolishValueParser::new())]
     pub in_memory: bool,
+
+    /// Bytes queued for one WebSocket before it is closed as a slow reader (close 1008).
+    #[arg(long, env = "VOICE_QUEUE_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub queue_bytes: u64,
+
+    /// Seconds a write to a client may make no progress before it is closed as a slow reader.
+    #[arg(long, env = "VOICE_WRITE_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout_secs: u64,
+
+    /// Seconds between the server's WebSocket pings.
+    #[arg(long, env = "VOICE_PING_INTERVAL_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ping_interval_secs: u64,
+
+    /// Seconds without any frame from a client (pongs included) before its WebSocket is closed
+    /// and it leaves voice, as on a disconnect. Must exceed --ping-interval-secs.
+    #[arg(long, env = "VOICE_IDLE_TIMEOUT_SECS", default_value_t = 25,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+
+    /// Seconds a new WebSocket has to send `hello` before it is closed.
+    #[arg(long, env = "VOICE_HELLO_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub hello_timeout_secs: u64,
+
+    /// Seconds a client has to send a whole HTTP request head; also how long an idle HTTP
+    /// (keep-alive or bare TCP) connection is kept.
+    #[arg(long, env = "VOICE_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+
+    /// Open connections served at once (more get 503). Keep it below the process's file
+    /// descriptor limit (`ulimit -n`; the server raises its soft limit to the hard limit).
+    #[arg(long, env = "VOICE_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
+    /// Open connections from one IP address (more get 503). Behind a reverse proxy every
+    /// client has the proxy's address: raise this to --max-connections there.
+    #[arg(long, env = "VOICE_MAX_CONNECTIONS_PER_IP", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections_per_ip: u64,
+
+    /// Host name (e.g. chat.example.com, optionally with :port) clients reach the server by,
+    /// besides loopback and the bind address (repeatable). Requests for other hosts get 421.
+    #[arg(
+        long = "public-host",
+        env = "VOICE_PUBLIC_HOSTS",
+        value_delimiter = ','
+    )]
+    pub public_hosts: Vec<String>,
+
+    /// Address to serve Prometheus metrics on (GET /metrics), e.g. 127.0.0.1:9090. Off by
+    /// default; keep it off the public network.
+    #[arg(long, env = "VOICE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Reads a secret from `path` (one line; a trailing newline is dropped).
+fn read_secret_file(option: &'static str, path: &std::path::Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::SecretFile {
+        option,
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned()))
 }
 
 impl Cli {
+    /// Parses `args` (and the `VOICE_*` environment) like [`Parser::parse_from`], refusing a
+    /// secret given on the command line: `/proc/<pid>/cmdline` is readable by every local
+    /// user. The environment variable or the `-file` option carry it instead.
+    ///
+    /// # Errors
+    /// A clap error (usage, `--help`, `--version`) or [`ConfigError::SecretOnArgv`].
+    pub fn parse_checked<I, T>(args: I) -> Result<Result<Self, ConfigError>, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = Self::command().try_get_matches_from(args)?;
+        for (id, option, env) in [
+            ("token_secret", "--token-secret", "VOICE_TOKEN_SECRET"),
+            ("turn_secret", "--turn-secret", "VOICE_TURN_SECRET"),
+        ] {
+            if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                return Ok(Err(ConfigError::SecretOnArgv { option, env }));
+            }
+        }
+        Self::from_arg_matches(&matches).map(Ok)
+    }
+
     /// The validated [`Config`] these options describe.
     ///
     /// # Errors
     /// [`ConfigError`] naming the bad option.
     pub fn into_config(self) -> Result<Config, ConfigError> {
+        let token_secret = match &self.token_secret_file {
+            Some(p) => Some(read_secret_file("--token-secret-file", p)?),
+            None => self.token_secret.map(Secret::new),
+        };
+        let turn_secret = match &self.turn_secret_file {
+            Some(p) => Some(read_secret_file("--turn-secret-file", p)?),
+            None => self.turn_secret.map(Secret::new),
+        };
+        let secs = Duration::from_secs;
         let config = Config {
             addr: self.addr,
-            token_secret: self.token_secret.map(Secret::new),
+            token_secret,
             ice_servers: self.ice_servers,
-            turn_secret: self.turn_secret.map(Secret::new),
+            turn_secret,
             turn_ttl: Duration::from_secs(self.turn_ttl_secs),
             capacity: Capacity::new(self.capacity).map_err(|_| ConfigError::Capacity)?,
             credential_ttl: Duration::from_secs(self.credential_ttl_secs),
             allowed_origins: self.allowed_origins,
             public_ws_url: self.public_ws_url,
+            queue_bytes: usize::try_from(self.queue_bytes).unwrap_or(usize::MAX),
+            write_timeout: secs(self.write_timeout_secs),
+            ping_interval: secs(self.ping_interval_secs),
+            idle_timeout: secs(self.idle_timeout_secs),
+            hello_timeout: secs(self.hello_timeout_secs),
+            header_read_timeout: secs(self.header_read_timeout_secs),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            max_connections_per_ip: usize::try_from(self.max_connections_per_ip)
+                .unwrap_or(usize::MAX),
+            public_hosts: self.public_hosts,
+            metrics_addr: self.metrics_addr,
             storage: if self.in_memory {
                 Storage::InMemory
             } else {
@@ -401,6 +617,52 @@ mod tests {
             .unwrap_err()
             .contains("16 bytes"));
         assert!(parse(&["--allowed-origin", "https://a.example/"]).is_err());
+    }
+
+    #[test]
+    fn secrets_on_the_command_line_are_refused_pointing_to_env_or_file() {
+        for opt in ["--token-secret", "--turn-secret"] {
+            let err = Cli::parse_checked(["voice-server", opt, "0123456789abcdef0123"])
+                .unwrap()
+                .err()
+                .expect("refused");
+            let text = err.to_string();
+            assert!(
+                text.contains(opt) && text.contains("-file") && text.contains("VOICE_"),
+                "{text}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "from-a-file-0123456789\n").unwrap();
+        let c = Cli::parse_checked([
+            "voice-server".as_ref(),
+            "--token-secret-file".as_ref(),
+            file.as_os_str(),
+        ])
+        .unwrap()
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            c.token_secret.as_ref().map(Secret::expose),
+            Some("from-a-file-0123456789")
+        );
+    }
+
+    #[test]
+    fn liveness_and_limit_options_are_bounded() {
+        let c = parse(&["--ping-interval-secs", "2", "--idle-timeout-secs", "5"]).unwrap();
+        assert_eq!(c.ping_interval, Duration::from_secs(2));
+        assert_eq!(c.idle_timeout, Duration::from_secs(5));
+        assert!(parse(&["--ping-interval-secs", "10", "--idle-timeout-secs", "10"]).is_err());
+        assert!(parse(&["--queue-bytes", "0"]).is_err());
+        assert!(parse(&["--public-host", "https://x.example"]).is_err());
+        let d = parse(&[]).unwrap();
+        assert_eq!(
+            (d.queue_bytes, d.max_connections, d.max_connections_per_ip),
+            (1024 * 1024, 10_000, 64)
+        );
     }
 
     #[test]

@@ -188,20 +188,22 @@ impl Dispatcher {
                 return reply_frame(&env, Err(e));
             }
         };
+        // Everything from the frame is user-controlled: only known action names are logged, and
+        // ids are escaped and truncated (a newline in them cannot forge a log line).
         let span = tracing::info_span!(
             "request",
-            action = %env.action,
-            request_id = env.request_id.as_deref().unwrap_or(""),
+            action = %crate::logsafe::action(&env.action),
+            request_id = %crate::logsafe::text(env.request_id.as_deref().unwrap_or("")),
             chat_room_id = tracing::field::Empty,
             voice_room_id = tracing::field::Empty,
         );
-        // Log lines of this request carry the rooms it names (ids are validated later; a
-        // string field is safe to log as is, bounded by the frame size).
+        // Log lines of this request carry the rooms it names (ids are validated later, so they
+        // are escaped and truncated here).
         if let Some(id) = value.get("roomId").and_then(Value::as_str) {
-            span.record("chat_room_id", id);
+            span.record("chat_room_id", crate::logsafe::text(id));
         }
         if let Some(id) = value.get("voiceRoomId").and_then(Value::as_str) {
-            span.record("voice_room_id", id);
+            span.record("voice_room_id", crate::logsafe::text(id));
         }
         let result = self
             .route(conn, &env.action, value)
@@ -232,6 +234,9 @@ impl Dispatcher {
             return self.voice(conn, cmd).await;
         }
         match action {
+            // Liveness for clients that cannot see WebSocket pings (browsers): allowed before
+            // `hello`, answered at once.
+            "ping" => Ok(json!({})),
             "hello" => {
                 let f: Hello = fields(value)?;
                 let d = self
@@ -252,6 +257,7 @@ impl Dispatcher {
                     payload: f.payload,
                 };
                 self.relay.relay(conn, &req).await?;
+                crate::metrics::signal_relayed();
                 Ok(json!({}))
             }
             a if CHAT_ACTIONS.contains(&a) => {
@@ -261,7 +267,7 @@ impl Dispatcher {
             other => Err(wire(
                 "UNKNOWN_ACTION",
                 format!(
-                    "unknown action {other:?}; actions are {}, {} and signal",
+                    "unknown action {other:?}; actions are {}, {}, signal and ping",
                     CHAT_ACTIONS.join(", "),
                     VOICE_ACTIONS.join(", ")
                 ),

@@ -1,5 +1,7 @@
 //! HTTP routes: the embedded web client (with a strict Content-Security-Policy), `/healthz`,
-//! and `/ws`, whose upgrade is refused for foreign origins.
+//! and `/ws`, whose upgrade is refused for foreign origins. Every request must name a known
+//! `Host` (else `421`, which defeats DNS rebinding: the attacker's name is not on the list), and
+//! every response carries `nosniff`, the CSP and a `Permissions-Policy`.
 
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
@@ -17,12 +19,84 @@ use crate::ws::{self, ConnectionContext, MAX_FRAME_BYTES};
 /// per connection). One read takes at most this much from the socket.
 pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 
-/// The policy on every page and asset: scripts and styles only from this origin (no inline
-/// script or style), WebSocket to this server, microphone streams as media.
+/// The policy on every response: scripts and styles only from this origin (no inline script
+/// or style), connections (the WebSocket included: CSP 3 `'self'` matches `ws:`/`wss:` to the
+/// same host) only to this origin, microphone streams as media. With `--public-ws-url` on
+/// another origin, that origin is appended to `connect-src` ([`content_security_policy`]).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-style-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob: mediastream:; \
+style-src 'self'; connect-src 'self'; media-src 'self' blob: mediastream:; \
 img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; \
 form-action 'self'";
+
+/// Powerful features only for this origin's own pages (never for a frame of another site).
+pub const PERMISSIONS_POLICY: &str = "microphone=(self), camera=(self), display-capture=(self)";
+
+/// [`CONTENT_SECURITY_POLICY`] with `public_ws_url`'s origin (`wss://host[:port]`) also allowed
+/// in `connect-src`, when one is configured.
+pub fn content_security_policy(public_ws_url: Option<&str>) -> String {
+    let origin = public_ws_url.and_then(|u| {
+        let (scheme, rest) = u.split_once("://")?;
+        let authority = rest.split('/').next()?;
+        (!authority.is_empty() && matches!(scheme, "ws" | "wss"))
+            .then(|| format!("{scheme}://{authority}"))
+    });
+    match origin {
+        Some(o) if !o.contains([';', ',', ' ', '\'']) => CONTENT_SECURITY_POLICY.replacen(
+            "connect-src 'self'",
+            &format!("connect-src 'self' {o}"),
+            1,
+        ),
+        _ => CONTENT_SECURITY_POLICY.to_owned(),
+    }
+}
+
+/// Which `Host` headers the server answers: loopback names and addresses, the bind address
+/// (any IP literal when bound to all interfaces: DNS rebinding always carries a name), and the
+/// configured public hosts (with or without a port).
+#[derive(Debug, Clone, Default)]
+pub struct HostPolicy {
+    /// The bound IP.
+    pub bind_ip: Option<std::net::IpAddr>,
+    /// Lower-cased `host` or `host:port` entries.
+    pub public_hosts: Vec<String>,
+}
+
+impl HostPolicy {
+    /// Whether a request with this `Host` header is served.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        if self.public_hosts.iter().any(|h| *h == host) {
+            return true;
+        }
+        let name = strip_port(&host);
+        if name == "localhost" || self.public_hosts.iter().any(|h| h == name) {
+            return true;
+        }
+        let Ok(ip) = name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+        else {
+            return false;
+        };
+        ip.is_loopback()
+            || Some(ip) == self.bind_ip
+            || self.bind_ip.is_some_and(|b| b.is_unspecified())
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    }
+}
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/static_files.rs"));
@@ -56,14 +130,6 @@ fn content_type(path: &str) -> &'static str {
 
 fn with_security_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
@@ -129,6 +195,51 @@ pub struct HttpState {
     pub ws: ConnectionContext,
     /// Origins allowed besides the same origin (`scheme://host[:port]`, lower case).
     pub allowed_origins: Vec<String>,
+    /// `Host` headers served.
+    pub hosts: HostPolicy,
+    /// The `Content-Security-Policy` value ([`content_security_policy`]).
+    pub csp: HeaderValue,
+}
+
+/// Refuses unknown `Host`s with `421`, and puts `nosniff`, the CSP and the
+/// `Permissions-Policy` on every response (JSON errors included).
+async fn edge_headers(
+    State(state): State<HttpState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    let mut resp = match host {
+        Some(h) if !state.hosts.allows(&h) => {
+            crate::metrics::rejected("unknown_host");
+            info!(host = %crate::logsafe::text(&h), "request refused: unknown Host");
+            (
+                StatusCode::MISDIRECTED_REQUEST,
+                Json(json!({
+                    "code": "UNKNOWN_HOST",
+                    "message": "this server does not answer to that host name; the operator can add it with --public-host"
+                })),
+            )
+                .into_response()
+        }
+        _ => next.run(req).await,
+    };
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, state.csp.clone());
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        "permissions-policy",
+        HeaderValue::from_static(PERMISSIONS_POLICY),
+    );
+    resp
 }
 
 /// Whether a WebSocket upgrade from `origin` (if any) may proceed.
@@ -196,6 +307,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/{*path}", get(asset))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            edge_headers,
+        ))
         .with_state(state)
 }
 
@@ -235,6 +350,51 @@ mod tests {
             Some("api.example"),
             &listed
         ));
+    }
+
+    #[test]
+    fn hosts_are_loopback_the_bind_address_or_configured() {
+        let p = HostPolicy {
+            bind_ip: Some("192.168.1.5".parse().unwrap()),
+            public_hosts: vec!["chat.example.com".into(), "alt.example:8443".into()],
+        };
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST",
+            "[::1]:80",
+            "192.168.1.5:8080",
+            "chat.example.com",
+            "chat.example.com:443",
+            "alt.example:8443",
+        ] {
+            assert!(p.allows(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8080",
+            "192.168.1.6:8080",
+            "alt.example:9999",
+            "chat.example.com.evil.example",
+            "",
+        ] {
+            assert!(!p.allows(bad), "{bad}");
+        }
+        let any = HostPolicy {
+            bind_ip: Some("0.0.0.0".parse().unwrap()),
+            public_hosts: vec![],
+        };
+        assert!(any.allows("10.1.2.3:8080") && !any.allows("rebind.example:8080"));
+    }
+
+    #[test]
+    fn the_csp_allows_only_this_origin_and_the_public_websocket() {
+        assert_eq!(content_security_policy(None), CONTENT_SECURITY_POLICY);
+        assert!(!CONTENT_SECURITY_POLICY.contains("ws:"));
+        let csp = content_security_policy(Some("wss://rtc.example.com/ws"));
+        assert!(
+            csp.contains("connect-src 'self' wss://rtc.example.com;"),
+            "{csp}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The connection hub: every open WebSocket's bounded outgoing queue, by connection id. Replies,
 //! chat events, voice events and relayed signals all go through it to the connection's writer
-//! task, so a slow client never stalls anyone else: when its queue is full it is dropped.
+//! task, so a slow client never stalls anyone else: when its queue is full (in messages or in
+//! bytes, whichever comes first) it is dropped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -69,6 +70,62 @@ pub enum SendError {
 struct Entry {
     tx: mpsc::Sender<String>,
     kill: Trigger,
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// The receiving end of one connection's queue, for its writer task: messages, and the count
+/// of bytes still queued (decremented as each message is taken).
+pub struct Outbox {
+    rx: mpsc::Receiver<String>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    /// The next queued message; `None` once the connection was removed and all is drained.
+    pub async fn recv(&mut self) -> Option<String> {
+        let m = self.rx.recv().await;
+        if let Some(text) = &m {
+            self.taken(text.len());
+        }
+        m
+    }
+
+    fn taken(&self, len: usize) {
+        self.queued.fetch_sub(len, Ordering::SeqCst);
+        crate::metrics::queued_bytes(-i64::try_from(len).unwrap_or(i64::MAX));
+    }
+
+    /// A queued message if there is one, without waiting.
+    pub fn try_recv(&mut self) -> Option<String> {
+        let text = self.rx.try_recv().ok()?;
+        self.taken(text.len());
+        Some(text)
+    }
+
+    /// Bytes queued and not yet taken.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Outbox {
+    /// What was never sent is freed with the queue (the connection is gone).
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(text) = self.rx.try_recv() {
+            self.taken(text.len());
+        }
+    }
+}
+
+/// How much one connection may have queued before it is dropped as too slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimit {
+    /// Messages.
+    pub messages: usize,
+    /// Bytes (the sum of the queued frames' lengths).
+    pub bytes: usize,
 }
 
 /// Open connections and their queues. Clones share them.
@@ -103,19 +160,30 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a connection with a queue of `capacity` messages; returns the receiving end for
+    /// Registers a connection with a queue bounded by `limit`; returns the receiving end for
     /// its writer task and the trigger that fires when it must be dropped.
-    pub fn register(&self, id: ConnectionId, capacity: usize) -> (mpsc::Receiver<String>, Trigger) {
-        let (tx, rx) = mpsc::channel(capacity);
+    pub fn register(&self, id: ConnectionId, limit: QueueLimit) -> (Outbox, Trigger) {
+        let (tx, rx) = mpsc::channel(limit.messages.max(1));
         let kill = Trigger::new();
+        let queued = Arc::new(AtomicUsize::new(0));
         self.lock().insert(
             id,
             Entry {
                 tx,
                 kill: kill.clone(),
+                queued: queued.clone(),
+                max_bytes: limit.bytes,
             },
         );
-        (rx, kill)
+        (Outbox { rx, queued }, kill)
+    }
+
+    /// Bytes queued for every open connection together (what slow readers hold in memory).
+    pub fn queued_bytes(&self) -> usize {
+        self.lock()
+            .values()
+            .map(|e| e.queued.load(Ordering::SeqCst))
+            .sum()
     }
 
     /// Forgets a connection (its socket closed).
@@ -174,8 +242,10 @@ impl Hub {
         }
     }
 
-    /// Queues `text` for `to` without waiting. A full queue drops the connection: it is
-    /// removed and told to close, and [`SendError::Dropped`] returned.
+    /// Queues `text` for `to` without waiting. A full queue (too many messages, or more bytes
+    /// than its limit with this one) drops the connection: it is removed and told to close,
+    /// and [`SendError::Dropped`] returned. A single message larger than the byte limit is
+    /// still queued on an empty queue, so a big reply reaches a client that keeps up.
     ///
     /// # Errors
     /// [`SendError`].
@@ -184,7 +254,23 @@ impl Hub {
         let Some(entry) = map.get(to) else {
             return Err(SendError::Gone);
         };
-        match entry.tx.try_send(text) {
+        let len = text.len();
+        let before = entry.queued.load(Ordering::SeqCst);
+        let over_bytes = before > 0 && before + len > entry.max_bytes;
+        let sent = if over_bytes {
+            Err(mpsc::error::TrySendError::Full(text))
+        } else {
+            entry.queued.fetch_add(len, Ordering::SeqCst);
+            let sent = entry.tx.try_send(text);
+            match &sent {
+                Ok(()) => crate::metrics::queued_bytes(i64::try_from(len).unwrap_or(i64::MAX)),
+                Err(_) => {
+                    entry.queued.fetch_sub(len, Ordering::SeqCst);
+                }
+            }
+            sent
+        };
+        match sent {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 map.remove(to);
@@ -198,7 +284,12 @@ impl Hub {
                 }
                 drop(map);
                 self.count_changed.notify_waiters();
-                warn!(connection_id = %to, "outgoing queue full; dropping the slow connection");
+                crate::metrics::slow_reader_closed();
+                warn!(
+                    connection_id = %to,
+                    queued_bytes = before,
+                    "outgoing queue full; dropping the slow connection (close 1008)"
+                );
                 Err(SendError::Dropped)
             }
         }
@@ -250,11 +341,31 @@ mod tests {
         ConnectionId::parse(s).unwrap()
     }
 
+    fn limit(messages: usize, bytes: usize) -> QueueLimit {
+        QueueLimit { messages, bytes }
+    }
+
+    #[tokio::test]
+    async fn a_queue_is_bounded_in_bytes_and_frees_them_as_they_are_taken() {
+        let hub = Hub::new();
+        let (mut rx, kill) = hub.register(conn("c"), limit(100, 10));
+        // One message larger than the limit still goes to an empty queue.
+        hub.send(&conn("c"), "x".repeat(25)).unwrap();
+        assert_eq!(rx.queued_bytes(), 25);
+        assert_eq!(rx.recv().await.map(|t| t.len()), Some(25));
+        assert_eq!(rx.queued_bytes(), 0);
+        hub.send(&conn("c"), "x".repeat(6)).unwrap();
+        assert_eq!(hub.queued_bytes(), 6);
+        assert_eq!(hub.send(&conn("c"), "y".repeat(6)), Err(SendError::Dropped));
+        assert!(kill.is_fired());
+        assert!(hub.is_empty());
+    }
+
     #[tokio::test]
     async fn a_full_queue_drops_only_the_slow_connection() {
         let hub = Hub::new();
-        let (mut fast_rx, _) = hub.register(conn("fast"), 2);
-        let (_slow_rx, slow_kill) = hub.register(conn("slow"), 2);
+        let (mut fast_rx, _) = hub.register(conn("fast"), limit(2, 1 << 20));
+        let (_slow_rx, slow_kill) = hub.register(conn("slow"), limit(2, 1 << 20));
         for i in 0..2 {
             hub.send(&conn("slow"), format!("{i}")).unwrap();
         }
@@ -269,7 +380,7 @@ mod tests {
     #[tokio::test]
     async fn notifier_reports_closed_connections_gone() {
         let hub = Hub::new();
-        let (rx, _) = hub.register(conn("c"), 4);
+        let (rx, _) = hub.register(conn("c"), limit(4, 1024));
         drop(rx);
         let ev = VoiceEvent::VoiceEnded {
             voice_room_id: voice_domain::VoiceRoomId::parse("v").unwrap(),
@@ -286,7 +397,7 @@ mod tests {
     async fn idle_waits_for_sessions_after_their_connections_are_removed() {
         let hub = Hub::new();
         let session = hub.session();
-        let _rx = hub.register(conn("c"), 4);
+        let _rx = hub.register(conn("c"), limit(4, 1024));
         hub.remove(&conn("c"));
         hub.wait_empty().await;
         let idle = tokio::spawn({

@@ -36,6 +36,9 @@ pub mod dispatch;
 pub mod http;
 pub mod hub;
 pub mod ice;
+pub mod listener;
+pub mod logsafe;
+pub mod metrics;
 pub mod ports;
 pub mod relay;
 pub mod token;
@@ -45,10 +48,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use voice_adapters_memory::{MemoryChannels, MemoryStore, SystemClock, UuidIds};
 use voice_adapters_sqlite::{Database, OpenOptions, SqliteChat, SqliteError, SqliteStore};
@@ -332,14 +334,36 @@ fn prepare(
             dispatcher,
             hub: hub.clone(),
             shutdown: trigger,
-            queue_capacity: config.queue_capacity,
             rate_limit: config.rate_limit,
+            limits: ws::ConnectionLimits {
+                queue: hub::QueueLimit {
+                    messages: config.queue_capacity,
+                    bytes: config.queue_bytes,
+                },
+                write_timeout: config.write_timeout,
+                ping_interval: config.ping_interval,
+                idle_timeout: config.idle_timeout,
+                hello_timeout: config.hello_timeout,
+            },
         },
         allowed_origins: config
             .allowed_origins
             .iter()
             .map(|o| o.to_ascii_lowercase())
             .collect(),
+        hosts: http::HostPolicy {
+            bind_ip: Some(addr.ip()),
+            public_hosts: config
+                .public_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .chain(config.public_ws_url.as_deref().and_then(url_authority))
+                .collect(),
+        },
+        csp: axum::http::HeaderValue::from_str(&http::content_security_policy(
+            config.public_ws_url.as_deref(),
+        ))
+        .unwrap_or_else(|_| axum::http::HeaderValue::from_static(http::CONTENT_SECURITY_POLICY)),
     });
     Ok(Ready {
         app,
@@ -366,25 +390,37 @@ async fn run(
     end_rooms_of_previous_process(&voice).await;
     let sweeper = tokio::spawn(sweep_loop(voice, config.sweep_interval, trigger.clone()));
     info!(%addr, capacity = config.capacity.get(), ice_servers = config.ice_servers.len(), "voice-server listening");
+    let metrics =
+        match config.metrics_addr {
+            Some(maddr) => Some(metrics::spawn(maddr, trigger.clone()).await.map_err(
+                |source| ServeError::Io {
+                    addr: maddr.to_string(),
+                    source,
+                },
+            )?),
+            None => None,
+        };
     let stop = trigger.clone();
-    // TCP_NODELAY on every accepted socket: a request often produces two frames on one
-    // connection (an event, then the reply; a burst of relayed ICE candidates), and with Nagle's
-    // algorithm the second waits for the client's delayed ACK of the first (~40 ms on Linux).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
+    tokio::spawn(async move {
+        tokio::select! {
+            () = shutdown => {
+                info!("shutting down: closing WebSockets");
+                stop.fire();
+            }
+            () = stop.wait() => {}
         }
     });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = stop.wait() => {}
-            }
-            info!("shutting down: closing WebSockets");
-            stop.fire();
-        })
-        .await;
+    listener::serve(
+        listener,
+        app,
+        listener::ListenLimits {
+            max_connections: config.max_connections,
+            max_per_ip: config.max_connections_per_ip,
+            header_read_timeout: config.header_read_timeout,
+        },
+        trigger.clone(),
+    )
+    .await;
     trigger.fire();
     // Closed sockets are not enough: each connection task still leaves its voice rooms.
     if tokio::time::timeout(config.shutdown_grace, hub.wait_idle())
@@ -398,11 +434,18 @@ async fn run(
         );
     }
     sweeper.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     info!("voice-server stopped");
-    result.map_err(|source| ServeError::Io {
-        addr: addr.to_string(),
-        source,
-    })
+    Ok(())
+}
+
+/// `host[:port]` of a URL such as `wss://chat.example.com/ws`, lower-cased.
+fn url_authority(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    (!authority.is_empty()).then(|| authority.to_ascii_lowercase())
 }
 
 /// Voice rooms stored as active by a previous process (SQLite) lost every participant with it:

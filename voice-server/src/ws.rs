@@ -1,19 +1,21 @@
 //! One WebSocket connection: a reader loop that handles requests in order, a writer task that
-//! drains the connection's bounded queue, and the clean-up when either side ends (voice
-//! disconnect, chat presence).
+//! drains the connection's bounded queue and pings, and the clean-up when either side ends
+//! (voice disconnect, chat presence). Every wait has a deadline: `hello` within
+//! `hello_timeout`, some frame (a pong at least) within `idle_timeout`, each write within
+//! `write_timeout`; missing one closes the connection like any disconnect.
 
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn, Instrument};
 use voice_domain::protocol::WireError;
 use voice_domain::ConnectionId;
 
 use crate::config::RateLimit;
 use crate::dispatch::{parse_frame, reply_frame, Dispatcher, Envelope};
-use crate::hub::{Hub, Trigger};
+use crate::hub::{Hub, Outbox, QueueLimit, Trigger};
 
 /// Largest accepted frame and message, in bytes.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -25,7 +27,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
+    pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
 }
 
 /// A token bucket: `burst` frames at once, refilled at `per_second`.
@@ -61,6 +65,29 @@ impl Bucket {
     }
 }
 
+/// The deadlines and bounds of one connection (from [`crate::Config`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Outgoing queue bound (messages and bytes); over it the client is a slow reader.
+    pub queue: QueueLimit,
+    /// A write (one batch, or a ping) that has not completed after this long closes the
+    /// connection as a slow reader.
+    pub write_timeout: Duration,
+    /// How often the server pings.
+    pub ping_interval: Duration,
+    /// Nothing received for this long (pongs included): the connection is closed.
+    pub idle_timeout: Duration,
+    /// Not identified with `hello` after this long: the connection is closed.
+    pub hello_timeout: Duration,
+}
+
+/// Frames over the rate limit tolerated in one [`RATE_WINDOW`] before the connection is
+/// closed (close 1008): a client that keeps sending after being told to slow down is a flood.
+pub const MAX_LIMITED_PER_WINDOW: u32 = 100;
+
+/// The window over which rate-limited frames are counted and logged (once per window).
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
+
 /// Everything a connection task needs.
 #[derive(Clone)]
 pub struct ConnectionContext {
@@ -70,10 +97,10 @@ pub struct ConnectionContext {
     pub hub: Hub,
     /// Server shutdown.
     pub shutdown: Trigger,
-    /// Per-connection queue size.
-    pub queue_capacity: usize,
     /// Per-connection rate limit.
     pub rate_limit: RateLimit,
+    /// Per-connection deadlines and queue bounds.
+    pub limits: ConnectionLimits,
 }
 
 /// Runs one connection to its end.
@@ -84,23 +111,86 @@ pub async fn run(ctx: ConnectionContext, socket: WebSocket) {
     run_connection(ctx, socket, conn).instrument(span).await;
 }
 
+/// The close code for a read error: 1009 for a frame over [`MAX_FRAME_BYTES`], 1007 for text
+/// that is not UTF-8, none (the socket is gone or broken) otherwise.
+fn close_for_read_error(e: axum::Error) -> (Option<(u16, &'static str)>, String) {
+    let text = e.to_string();
+    let close = match e.into_inner().downcast::<tungstenite::Error>() {
+        Ok(inner) => match *inner {
+            tungstenite::Error::Capacity(_) => Some((close::TOO_BIG, "frame too large")),
+            tungstenite::Error::Utf8(_) => Some((close::INVALID_DATA, "text is not valid UTF-8")),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    (close, text)
+}
+
+/// Counts rate-limited frames per [`RATE_WINDOW`]: logs the first of each window only.
+struct Offences {
+    window_start: Instant,
+    count: u32,
+}
+
+impl Offences {
+    /// Records one limited frame; `(log it, disconnect)`.
+    fn record(&mut self, now: Instant) -> (bool, bool) {
+        if now.saturating_duration_since(self.window_start) >= RATE_WINDOW {
+            self.window_start = now;
+            self.count = 0;
+        }
+        self.count += 1;
+        (self.count == 1, self.count > MAX_LIMITED_PER_WINDOW)
+    }
+}
+
 async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: ConnectionId) {
     // Until the clean-up below is done: shutdown waits for it (a clean stop leaves no voice
     // room active for a closed socket).
     let _session = ctx.hub.session();
+    crate::metrics::websockets(1);
     info!("connection opened");
-    let (rx, kill) = ctx.hub.register(conn.clone(), ctx.queue_capacity);
+    let limits = ctx.limits;
+    let (rx, kill) = ctx.hub.register(conn.clone(), limits.queue);
     let (sink, mut stream) = socket.split();
-    let writer =
-        tokio::spawn(write_loop(sink, rx, kill.clone(), ctx.shutdown.clone()).in_current_span());
+    let (close_tx, close_rx) = oneshot::channel();
+    let writer = tokio::spawn(
+        write_loop(
+            sink,
+            rx,
+            kill.clone(),
+            ctx.shutdown.clone(),
+            close_rx,
+            limits,
+        )
+        .in_current_span(),
+    );
     let mut bucket = Bucket::new(ctx.rate_limit);
-    let reason = loop {
+    let mut offences = Offences {
+        window_start: Instant::now(),
+        count: 0,
+    };
+    let opened = tokio::time::Instant::now();
+    let mut identified = false;
+    let mut last_seen = opened;
+    let (reason, close_with): (&str, Option<(u16, &'static str)>) = loop {
+        let hello_due = opened + limits.hello_timeout;
+        let idle_due = last_seen + limits.idle_timeout;
         let frame = tokio::select! {
             biased;
-            () = kill.wait() => break "dropped: too slow",
-            () = ctx.shutdown.wait() => break "server shutting down",
+            () = kill.wait() => break ("dropped: too slow", None),
+            () = ctx.shutdown.wait() => break ("server shutting down", None),
+            () = tokio::time::sleep_until(hello_due), if !identified => {
+                crate::metrics::rejected("hello_timeout");
+                break ("no hello in time", Some((close::POLICY, "identify with hello first")));
+            }
+            () = tokio::time::sleep_until(idle_due) => {
+                crate::metrics::rejected("idle_timeout");
+                break ("idle: nothing received in time", Some((close::GOING_AWAY, "idle timeout")));
+            }
             f = stream.next() => f,
         };
+        last_seen = tokio::time::Instant::now();
         let text = match frame {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
@@ -112,22 +202,48 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
                     )),
                 );
                 if ctx.hub.send(&conn, reply).is_err() {
-                    break "dropped: too slow";
+                    break ("dropped: too slow", None);
                 }
                 continue;
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(_))) | None => break "closed by client",
+            Some(Ok(Message::Close(_))) | None => break ("closed by client", None),
             Some(Err(e)) => {
-                info!(error = %e, "socket error");
-                break "socket error";
+                let (close, error) = close_for_read_error(e);
+                info!(error = %crate::logsafe::text(&error), "socket error");
+                if close.is_some() {
+                    crate::metrics::rejected("bad_frame");
+                }
+                break ("socket error", close);
             }
         };
         let reply = if bucket.take(Instant::now()) {
-            ctx.dispatcher.handle(&conn, text.as_str()).await
+            let reply = ctx.dispatcher.handle(&conn, text.as_str()).await;
+            if !identified {
+                identified = ctx.dispatcher.chat.identify(&conn).await.is_ok();
+            }
+            reply
         } else {
+            crate::metrics::rate_limited();
             let env = parse_frame(text.as_str()).map_or_else(|(env, _)| env, |(env, _)| env);
-            warn!(action = %env.action, "rate limited");
+            let (log, disconnect) = offences.record(Instant::now());
+            if disconnect {
+                crate::metrics::rejected("rate_limit_abuse");
+                warn!(
+                    limited = offences.count,
+                    "closing: kept sending far over the rate limit"
+                );
+                break (
+                    "flooding over the rate limit",
+                    Some((close::POLICY, "too many requests")),
+                );
+            }
+            if log {
+                warn!(
+                    action = %crate::logsafe::action(&env.action),
+                    "rate limited; further frames over the limit in the next 10 s are refused without a log line"
+                );
+            }
             reply_frame(
                 &env,
                 Err(WireError {
@@ -138,9 +254,14 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
             )
         };
         if ctx.hub.send(&conn, reply).is_err() {
-            break "dropped: too slow";
+            break ("dropped: too slow", None);
         }
     };
+    if let Some(close) = close_with {
+        let _ = close_tx.send(close);
+    } else {
+        drop(close_tx);
+    }
     // Order: no more frames to this connection, then it is no longer the user's, then voice
     // hears of the disconnect (so its events go only to live connections).
     ctx.hub.remove(&conn);
@@ -165,6 +286,7 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
         debug!("writer did not finish in time");
         writer.abort();
     }
+    crate::metrics::websockets(-1);
     info!(reason, "connection closed");
 }
 
@@ -172,56 +294,110 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
 const BATCH_MESSAGES: usize = 32;
 const BATCH_BYTES: usize = 64 * 1024;
 
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
 /// Sends `first` and whatever else is already queued (up to [`BATCH_MESSAGES`] /
 /// [`BATCH_BYTES`]) with one flush: an event and the reply that follows it, or a burst of
 /// relayed candidates, leave in one `write` instead of one system call each. Never waits for
 /// messages that are not queued yet.
-async fn send_batch(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    rx: &mut mpsc::Receiver<String>,
-    first: String,
-) -> Result<(), axum::Error> {
+async fn send_batch(sink: &mut Sink, rx: &mut Outbox, first: String) -> Result<(), axum::Error> {
     let mut bytes = first.len();
     sink.feed(Message::Text(Utf8Bytes::from(first))).await?;
     for _ in 1..BATCH_MESSAGES {
         if bytes >= BATCH_BYTES {
             break;
         }
-        let Ok(text) = rx.try_recv() else { break };
+        let Some(text) = rx.try_recv() else { break };
         bytes += text.len();
         sink.feed(Message::Text(Utf8Bytes::from(text))).await?;
     }
     sink.flush().await
 }
 
+/// What ended a write.
+enum Wrote {
+    Done,
+    Failed,
+    /// The client did not take the bytes in time: a slow reader.
+    TimedOut,
+}
+
+async fn timed<F>(limit: Duration, write: F) -> Wrote
+where
+    F: std::future::Future<Output = Result<(), axum::Error>>,
+{
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Wrote::Done,
+        Ok(Err(_)) => Wrote::Failed,
+        Err(_) => Wrote::TimedOut,
+    }
+}
+
 async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<String>,
+    mut sink: Sink,
+    mut rx: Outbox,
     kill: Trigger,
     shutdown: Trigger,
+    mut close_rx: oneshot::Receiver<(u16, &'static str)>,
+    limits: ConnectionLimits,
 ) {
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + limits.ping_interval,
+        limits.ping_interval,
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut close_open = true;
     let (code, reason) = loop {
-        tokio::select! {
+        let wrote = tokio::select! {
             biased;
             () = kill.wait() => break (close::POLICY, "too slow: outgoing queue full"),
             () = shutdown.wait() => break (close::GOING_AWAY, "server shutting down"),
+            c = &mut close_rx, if close_open => match c {
+                Ok(c) => break c,
+                Err(_) => {
+                    close_open = false;
+                    continue;
+                }
+            },
+            _ = ping.tick() => {
+                let ping = sink.send(Message::Ping(axum::body::Bytes::new()));
+                tokio::select! {
+                    biased;
+                    () = kill.wait() => return,
+                    () = shutdown.wait() => return,
+                    w = timed(limits.write_timeout, ping) => w,
+                }
+            }
             m = rx.recv() => match m {
                 Some(text) => {
                     // A client that stops reading blocks this send once the socket's buffers
-                    // are full; being dropped or shut down must still end the task, or the
-                    // socket (and its buffers) would live as long as the client stays silent.
-                    let sent = tokio::select! {
+                    // are full; being dropped, shut down or timing out must still end the
+                    // task, or the socket (and its buffers) would live as long as the client
+                    // stays silent.
+                    tokio::select! {
                         biased;
                         () = kill.wait() => return,
                         () = shutdown.wait() => return,
-                        r = send_batch(&mut sink, &mut rx, text) => r,
-                    };
-                    if sent.is_err() {
-                        return;
+                        w = timed(limits.write_timeout, send_batch(&mut sink, &mut rx, text)) => w,
                     }
                 }
                 None => break (close::NORMAL, "bye"),
             },
+        };
+        match wrote {
+            Wrote::Done => {}
+            Wrote::Failed => return,
+            Wrote::TimedOut => {
+                crate::metrics::slow_reader_closed();
+                warn!(
+                    queued_bytes = rx.queued_bytes(),
+                    timeout_secs = limits.write_timeout.as_secs(),
+                    "closing a slow reader: a write made no progress in time"
+                );
+                // The reader loop sees this and runs the disconnect clean-up.
+                kill.fire();
+                return;
+            }
         }
     };
     // The close frame is a courtesy: a client that does not read does not get to hold it up.

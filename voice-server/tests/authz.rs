@@ -42,12 +42,14 @@ const VOICE_EVENTS: [&str; 6] = [
 ];
 
 async fn app() -> TestApp {
-    // Many requests per connection: keep the rate limit out of the way (it has its own tests).
+    // Many requests per connection: keep the rate limit out of the way (it has its own tests);
+    // many connections from 127.0.0.1: likewise the per-address cap (tested in abuse.rs).
     spawn_app_with(|c| {
         c.rate_limit = voice_server::RateLimit {
             burst: 100_000,
             per_second: 100_000.0,
-        }
+        };
+        c.max_connections_per_ip = 10_000;
     })
     .await
 }

@@ -12,6 +12,13 @@ use server_process::{base_command, command, Conn, ServerProcess};
 use voice_adapters_sqlite::{Database, OpenOptions, SqliteError};
 use voice_server::{Backends, ServeError, Storage};
 
+/// Creates `dir` mode 0700, as the server requires of a data directory it did not create.
+fn private_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
 fn sqlite(dir: &Path) -> Storage {
     Storage::Sqlite {
         data_dir: dir.to_owned(),
@@ -157,7 +164,7 @@ async fn a_data_dir_path_that_is_a_file_is_refused_naming_it() {
 async fn a_database_file_that_is_not_a_database_is_refused_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("voice-data");
-    std::fs::create_dir(&dir).unwrap();
+    private_dir(&dir);
     let file = dir.join("voice.sqlite3");
     let garbage = vec![0x5a_u8; 8192];
     std::fs::write(&file, &garbage).unwrap();
@@ -220,6 +227,18 @@ async fn a_missing_data_dir_is_created_private_and_reopened_with_its_state() {
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "it holds users' messages");
     assert!(dir.join("voice.sqlite3").is_file());
+    // The database holds the token key: it, its WAL and SHM and the lock are the owner's only.
+    for name in ["voice.sqlite3", "voice.sqlite3-wal", "voice.sqlite3-shm"] {
+        let f = dir.join(name);
+        assert!(f.is_file(), "{name} exists while the database is open");
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} is private, not {mode:o}");
+    }
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{:?} is {mode:o}", entry.file_name());
+    }
     let key = backends
         .token_secret
         .as_ref()
@@ -280,4 +299,75 @@ async fn the_environment_chooses_the_data_dir_or_memory() {
         );
         assert!(server.terminate().success());
     }
+}
+
+/// Issue 13 finding 7: an existing data directory other local users can enter would let them
+/// read the token key (and forge anyone's resume token); it is refused, naming the fix. Older
+/// database files left 0644 inside a private directory are narrowed to 0600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_open_to_other_users_is_refused_and_old_files_are_narrowed() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("voice-data");
+    drop(
+        Backends::open(&sqlite(&dir))
+            .await
+            .expect("a fresh dir opens"),
+    );
+    let db_file = dir.join("voice.sqlite3");
+    for mode in [0o755, 0o750, 0o701] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        match open_err(&dir).await {
+            ServeError::Storage(SqliteError::OpenPermissions { path, mode: m }) => {
+                assert_eq!((path, m), (dir.clone(), mode));
+            }
+            other => panic!("expected Storage(OpenPermissions), got {other:?}"),
+        }
+    }
+    assert_refused(&command(&dir, &[]).output().unwrap(), &dir, "chmod 700");
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&db_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(
+        Backends::open(&sqlite(&dir))
+            .await
+            .expect("a private dir opens"),
+    );
+    let mode = std::fs::metadata(&db_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the old 0644 database was narrowed");
+}
+
+/// Secrets on the command line are readable by every local user in /proc/<pid>/cmdline: the
+/// binary refuses them and says where to put them instead; the file option works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_on_the_command_line_are_refused_and_secret_files_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (option, env) in [
+        ("--token-secret", "VOICE_TOKEN_SECRET"),
+        ("--turn-secret", "VOICE_TURN_SECRET"),
+    ] {
+        let out = base_command(&["--in-memory", option, "0123456789abcdef0123"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(env) && stderr.contains(&format!("{option}-file")),
+            "the refusal points to {env} and {option}-file: {stderr}"
+        );
+        assert!(!stderr.contains("0123456789abcdef0123"), "{stderr}");
+    }
+    let key = tmp.path().join("token.key");
+    std::fs::write(&key, "a-token-key-from-a-file-0123\n").unwrap();
+    let key_arg = key.display().to_string();
+    let mut server = ServerProcess::start_command(base_command(&[
+        "--in-memory",
+        "--token-secret-file",
+        &key_arg,
+    ]))
+    .await;
+    let mut c = Conn::connect(&server.ws_url()).await;
+    c.ok("hello", json!({"name": "Ada"})).await;
+    assert!(server.terminate().success());
 }

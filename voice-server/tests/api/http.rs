@@ -33,14 +33,19 @@ async fn the_web_client_is_served_with_a_strict_csp() {
     for directive in [
         "script-src 'self'",
         "style-src 'self'",
-        "connect-src 'self' ws: wss:",
+        "connect-src 'self';",
         "media-src 'self' blob: mediastream:",
         "object-src 'none'",
     ] {
         assert!(csp.contains(directive), "{directive} missing from {csp}");
     }
     assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+    assert!(!csp.contains("ws:"), "no WebSocket to any host: {csp}");
     assert_eq!(index.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        index.header("permissions-policy"),
+        Some("microphone=(self), camera=(self), display-capture=(self)")
+    );
 
     // Every embedded file is served byte for byte, with the same headers.
     let files = static_files();
@@ -126,4 +131,61 @@ async fn foreign_origins_may_not_open_the_websocket() {
             .map(|e| e.0),
         Some(403)
     );
+}
+
+/// Every response, JSON ones included, carries `nosniff`; an unknown `Host` (DNS rebinding:
+/// the attacker's name resolving to this server) gets 421 and never reaches a route.
+#[tokio::test]
+async fn unknown_hosts_get_421_and_every_response_is_nosniff() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = spawn_app().await;
+    for path in ["/healthz", "/nope", "/"] {
+        let r = http_get(app.addr(), path).await;
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+    let get = |host: String| async move {
+        let mut s = tokio::net::TcpStream::connect(app_addr(&host))
+            .await
+            .unwrap();
+        let req = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.unwrap();
+        raw
+    };
+    fn app_addr(host: &str) -> std::net::SocketAddr {
+        // The port is the app's; the name is what the request claims.
+        let port = host.rsplit(':').next().unwrap();
+        format!("127.0.0.1:{port}").parse().unwrap()
+    }
+    let port = app.addr().port();
+    let rebound = get(format!("attacker.example:{port}")).await;
+    assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
+    assert!(rebound.contains("UNKNOWN_HOST"), "{rebound}");
+    assert!(rebound
+        .to_ascii_lowercase()
+        .contains("x-content-type-options: nosniff"));
+    let local = get(format!("localhost:{port}")).await;
+    assert!(local.starts_with("HTTP/1.1 200"), "{local}");
+    // The WebSocket upgrade under a rebound name is refused too (before the Origin check).
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        app.ws_url(),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("Host", format!("attacker.example:{port}").parse().unwrap());
+    req.headers_mut().insert(
+        "Origin",
+        format!("http://attacker.example:{port}").parse().unwrap(),
+    );
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 421)
+        }
+        other => panic!("expected 421, got {:?}", other.map(|_| ())),
+    }
 }

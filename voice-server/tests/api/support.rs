@@ -180,10 +180,15 @@ impl Client {
 
     /// Waits for the next event named `name` (earlier events of other names stay buffered).
     pub async fn event(&mut self, name: &str) -> Value {
+        self.event_within(name, WAIT).await
+    }
+
+    /// [`Client::event`] with a longer (or shorter) wait than [`WAIT`].
+    pub async fn event_within(&mut self, name: &str, wait: Duration) -> Value {
         if let Some(i) = self.events.iter().position(|e| e["event"] == name) {
             return self.events.remove(i).expect("index is valid");
         }
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let v = tokio::time::timeout(left, self.read_json())
@@ -219,8 +224,13 @@ impl Client {
 
     /// Waits for the server to close the socket; returns the close code if one was sent.
     pub async fn closed(&mut self) -> Option<CloseCode> {
+        self.closed_within(WAIT).await
+    }
+
+    /// [`Client::closed`] with another wait.
+    pub async fn closed_within(&mut self, wait: Duration) -> Option<CloseCode> {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
+            let msg = tokio::time::timeout(wait, self.ws.next())
                 .await
                 .expect("server closes in time");
             match msg {

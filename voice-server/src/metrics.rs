@@ -1,0 +1,163 @@
+//! Operator visibility: Prometheus metrics of this process (open connections, refusals by
+//! reason, relayed signals, rate-limited frames, slow-reader closes, queued bytes), encoded by
+//! the `prometheus-client` crate and served on `--metrics-addr` (off by default) so that they
+//! never share the public listener.
+
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::hub::Trigger;
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+struct Metrics {
+    registry: Registry,
+    open_connections: Gauge,
+    open_websockets: Gauge,
+    rejected: Family<Labels, Counter>,
+    signals_relayed: Counter,
+    rate_limited: Counter,
+    slow_reader_closes: Counter,
+    queued_bytes: Gauge,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("voice");
+    let m = Metrics {
+        registry: Registry::default(),
+        open_connections: Gauge::default(),
+        open_websockets: Gauge::default(),
+        rejected: Family::default(),
+        signals_relayed: Counter::default(),
+        rate_limited: Counter::default(),
+        slow_reader_closes: Counter::default(),
+        queued_bytes: Gauge::default(),
+    };
+    registry.register(
+        "open_connections",
+        "Open TCP connections (HTTP and WebSocket)",
+        m.open_connections.clone(),
+    );
+    registry.register(
+        "open_websockets",
+        "Open WebSocket connections",
+        m.open_websockets.clone(),
+    );
+    registry.register(
+        "rejected_connections",
+        "Connections refused or closed by a limit, by reason",
+        m.rejected.clone(),
+    );
+    registry.register(
+        "signals_relayed",
+        "Signaling messages relayed between peers",
+        m.signals_relayed.clone(),
+    );
+    registry.register(
+        "rate_limited_frames",
+        "Frames refused by the per-connection rate limit",
+        m.rate_limited.clone(),
+    );
+    registry.register(
+        "slow_reader_closes",
+        "Connections closed because they did not read what was sent to them",
+        m.slow_reader_closes.clone(),
+    );
+    registry.register(
+        "queued_bytes",
+        "Bytes waiting in per-connection outgoing queues",
+        m.queued_bytes.clone(),
+    );
+    Metrics { registry, ..m }
+});
+
+/// A TCP connection was accepted (`+1`) or closed (`-1`).
+pub fn connections(delta: i64) {
+    METRICS.open_connections.inc_by(delta);
+}
+
+/// A WebSocket opened (`+1`) or closed (`-1`).
+pub fn websockets(delta: i64) {
+    METRICS.open_websockets.inc_by(delta);
+}
+
+/// A connection was refused or closed by a limit; `reason` is a fixed label value.
+pub fn rejected(reason: &'static str) {
+    METRICS
+        .rejected
+        .get_or_create(&vec![("reason", reason)])
+        .inc();
+}
+
+/// A signal was relayed.
+pub fn signal_relayed() {
+    METRICS.signals_relayed.inc();
+}
+
+/// A frame was refused by the rate limit.
+pub fn rate_limited() {
+    METRICS.rate_limited.inc();
+}
+
+/// A slow reader was closed.
+pub fn slow_reader_closed() {
+    METRICS.slow_reader_closes.inc();
+    rejected("slow_reader");
+}
+
+/// Bytes were queued (`+`) or taken off a queue (`-`).
+pub fn queued_bytes(delta: i64) {
+    METRICS.queued_bytes.inc_by(delta);
+}
+
+/// The metrics in the Prometheus text exposition format.
+pub fn render() -> String {
+    let mut out = String::new();
+    encode(&mut out, &METRICS.registry).expect("writing to a String cannot fail");
+    out
+}
+
+/// Serves `GET /metrics` on `addr` until `stop` fires.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn spawn(
+    addr: SocketAddr,
+    stop: Trigger,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(|| async {
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                render(),
+            )
+                .into_response()
+        }),
+    );
+    info!(addr = %bound, "metrics at /metrics");
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.wait().await })
+            .await;
+        if let Err(e) = served {
+            warn!(error = %e, "metrics listener failed");
+        }
+    }))
+}

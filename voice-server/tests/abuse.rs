@@ -1,0 +1,296 @@
+//! The attacks of issue 13 (and the dead links of issue 12), re-run over real loopback sockets,
+//! each bounded in count and time: a reader that never reads, slow or silent clients at every
+//! stage (TCP, HTTP head, WebSocket before `hello`, WebSocket in voice), too many connections
+//! from one address, oversized and non-UTF-8 frames. Every test here failed before the limit it
+//! checks existed.
+
+#[path = "api/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use support::{room_with_member, spawn_app_with, TestApp};
+
+/// The longest any one of these tests waits for the server to act.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn unlimited() -> voice_server::RateLimit {
+    voice_server::RateLimit {
+        burst: 1_000_000,
+        per_second: 1_000_000.0,
+    }
+}
+
+/// A WebSocket on a socket with a 4 KiB receive buffer, identified, owning a room with 100
+/// messages of 2 000 `\u0001` (each JSON-escaped to 6 bytes: one `getMessages` reply is
+/// ~1.2 MB), as in issue 13 finding 1.
+async fn request(ws: &mut WebSocketStream<TcpStream>, frame: Value) -> Value {
+    ws.send(Message::text(frame.to_string())).await.unwrap();
+    loop {
+        let m = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("reply in time")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] == "reply" {
+                return v;
+            }
+        }
+    }
+}
+
+async fn heavy_reader(app: &TestApp) -> (WebSocketStream<TcpStream>, String) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(app.addr()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(app.ws_url(), stream)
+        .await
+        .unwrap();
+    request(&mut ws, json!({"action": "hello", "name": "Hog"})).await;
+    let room = request(&mut ws, json!({"action": "createRoom", "name": "Heavy"})).await;
+    let room_id = room["data"]["roomId"].as_str().unwrap().to_owned();
+    let text = "\u{1}".repeat(2000);
+    for _ in 0..100 {
+        let r = request(
+            &mut ws,
+            json!({"action": "sendMessage", "roomId": room_id, "text": text}),
+        )
+        .await;
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    (ws, room_id)
+}
+
+/// Sends `n` `getMessages` without reading anything.
+async fn ask_for_history(ws: &mut WebSocketStream<TcpStream>, room_id: &str, n: usize) {
+    for i in 0..n {
+        ws.send(Message::text(
+            json!({"action": "getMessages", "roomId": room_id, "requestId": format!("g{i}")})
+                .to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+}
+
+/// Reads until the server ends the connection; returns how many `getMessages` replies came
+/// and the close code if one was sent. Panics if the connection is still open at the deadline.
+async fn drain_until_closed(ws: &mut WebSocketStream<TcpStream>) -> (usize, Option<CloseCode>) {
+    let mut replies = 0;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the server did not close the slow reader ({replies} replies read)")
+            });
+        match m {
+            Some(Ok(Message::Text(t))) => {
+                if t.as_str().contains("\"action\":\"getMessages\"") {
+                    replies += 1;
+                }
+            }
+            Some(Ok(Message::Close(f))) => return (replies, f.map(|f| f.code)),
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => return (replies, None),
+        }
+    }
+}
+
+/// Finding 1: 20 replies of 1.2 MB for a client that reads nothing. The queue used to be bounded
+/// only in messages (256), so all 20 (24 MB) stayed queued for as long as the client wished; now
+/// a queue over 1 MiB closes the connection, and the client gets at most what was already
+/// being written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_never_reads_is_closed_once_its_queue_passes_the_byte_limit() {
+    let app = spawn_app_with(|c| c.rate_limit = unlimited()).await;
+    let (mut ws, room_id) = heavy_reader(&app).await;
+    ask_for_history(&mut ws, &room_id, 20).await;
+    // Let the replies pile up before reading anything.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (replies, _) = drain_until_closed(&mut ws).await;
+    assert!(
+        replies < 20,
+        "the slow reader got all {replies} replies: its queue was never bounded in bytes"
+    );
+    eprintln!("slow reader closed after {replies} of 20 replies of ~1.2 MB");
+}
+
+/// A client whose queue stays under the byte limit but that stops reading: the write makes no
+/// progress and the connection is closed after `write_timeout` instead of being kept forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_makes_no_progress_closes_the_connection() {
+    let app = spawn_app_with(|c| {
+        c.rate_limit = unlimited();
+        c.queue_bytes = 256 * 1024 * 1024;
+        c.write_timeout = Duration::from_secs(1);
+        c.idle_timeout = Duration::from_secs(600);
+        c.ping_interval = Duration::from_secs(300);
+    })
+    .await;
+    let (mut ws, room_id) = heavy_reader(&app).await;
+    // ~24 MB: far more than the kernel buffers between the two sockets hold.
+    ask_for_history(&mut ws, &room_id, 20).await;
+    // Read nothing for a while: the server's write is stuck.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (replies, _) = drain_until_closed(&mut ws).await;
+    assert!(
+        replies < 20,
+        "the stalled connection was kept open: all {replies} replies arrived once it read"
+    );
+}
+
+/// Issue 12, item 1: a participant whose link is dead (it sends nothing, not even pongs) is
+/// closed after the idle timeout and leaves the voice room like any disconnect; a live client
+/// that answers the pings stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_participant_is_closed_and_leaves_everyones_list() {
+    let app = spawn_app_with(|c| {
+        c.ping_interval = Duration::from_secs(1);
+        c.idle_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let (mut ada, mut bo, room_id) = room_with_member(&app).await;
+    let vr = ada.ok("createVoiceRoom", json!({"roomId": room_id})).await["voiceRoomId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bo.ok("getVoiceCredentials", json!({"voiceRoomId": vr}))
+        .await;
+    ada.clear_events();
+    let bo_id = bo.user_id.clone();
+    // Bo's link dies: his client no longer reads, so it never answers a ping. (Kept alive, not
+    // dropped: the server must find out by itself.)
+    let ev = ada.event_within("participantLeft", DEADLINE).await;
+    assert_eq!(ev["user"], bo_id.as_str());
+    assert_eq!(ev["reason"], "disconnected");
+    // Ada, who kept reading (and so answered every ping), is still connected.
+    ada.ok("getVoiceRoom", json!({"roomId": room_id})).await;
+    drop(bo);
+}
+
+/// A WebSocket that never says `hello` is closed (1008) after the hello timeout.
+#[tokio::test]
+async fn a_websocket_that_never_identifies_is_closed() {
+    let app = spawn_app_with(|c| c.hello_timeout = Duration::from_secs(1)).await;
+    let mut anon = app.connect().await;
+    assert_eq!(anon.closed_within(DEADLINE).await, Some(CloseCode::Policy));
+    // One that identified in time stays.
+    let mut ada = app.user("Ada").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ada.ok("listRooms", json!({})).await;
+}
+
+/// Reads a raw TCP connection until the server closes it; panics at the deadline.
+async fn until_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
+        .await
+        .expect("the server closes the idle connection")
+        .ok();
+    out
+}
+
+/// Finding 2: bare TCP, a dribbled request head and an idle keep-alive connection are all
+/// closed after the header-read timeout (they used to stay open indefinitely).
+#[tokio::test]
+async fn bare_dribbling_and_idle_http_connections_are_closed() {
+    let app = spawn_app_with(|c| c.header_read_timeout = Duration::from_secs(1)).await;
+    let mut bare = TcpStream::connect(app.addr()).await.unwrap();
+    let mut dribble = TcpStream::connect(app.addr()).await.unwrap();
+    dribble
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut keepalive = TcpStream::connect(app.addr()).await.unwrap();
+    keepalive
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr()).as_bytes())
+        .await
+        .unwrap();
+    assert!(until_eof(&mut bare).await.is_empty());
+    until_eof(&mut dribble).await;
+    let answered = String::from_utf8_lossy(&until_eof(&mut keepalive).await).into_owned();
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+}
+
+/// Finding 2: one address may hold at most `max_connections_per_ip` connections; the next one
+/// gets a 503 (before any upgrade), and a slot frees when a connection closes.
+#[tokio::test]
+async fn connections_over_the_per_address_cap_get_503() {
+    let app = spawn_app_with(|c| c.max_connections_per_ip = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(app.connect().await);
+    }
+    let refused = support::http_get(app.addr(), "/healthz").await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.json()["code"], "TOO_MANY_CONNECTIONS");
+    assert_eq!(refused.header("x-content-type-options"), Some("nosniff"));
+    let upgrade = tokio_tungstenite::connect_async(app.ws_url()).await;
+    assert!(upgrade.is_err(), "the upgrade is refused too");
+    held.pop().unwrap().abort();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let r = support::http_get(app.addr(), "/healthz").await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Finding 12: a frame over the size limit closes with 1009, text that is not UTF-8 with 1007
+/// (both used to close with 1000).
+#[tokio::test]
+async fn oversized_and_non_utf8_frames_close_with_1009_and_1007() {
+    let app = spawn_app_with(|_| {}).await;
+    let mut big = app.user("Big").await;
+    big.send_text("x".repeat(voice_server::ws::MAX_FRAME_BYTES + 1))
+        .await;
+    assert_eq!(big.closed_within(DEADLINE).await, Some(CloseCode::Size));
+
+    let (mut raw, _) = tokio_tungstenite::connect_async(app.ws_url())
+        .await
+        .unwrap();
+    let frame = Frame::message(vec![0xff, 0xfe, b'{'], OpCode::Data(Data::Text), true);
+    raw.send(Message::Frame(frame)).await.unwrap();
+    let code = loop {
+        match tokio::time::timeout(DEADLINE, raw.next()).await.unwrap() {
+            Some(Ok(Message::Close(f))) => break f.map(|f| f.code),
+            Some(Ok(_)) => continue,
+            None | Some(Err(_)) => break None,
+        }
+    };
+    assert_eq!(code, Some(CloseCode::Invalid));
+}
+
+/// The application-level `ping` is answered, before and after `hello`.
+#[tokio::test]
+async fn the_ping_action_is_answered_before_and_after_hello() {
+    let app = spawn_app_with(|_| {}).await;
+    let mut c = app.connect().await;
+    c.send_text(r#"{"action":"ping","requestId":"p1"}"#).await;
+    let reply = c.next_reply().await;
+    assert_eq!(
+        reply,
+        json!({"type":"reply","requestId":"p1","action":"ping","ok":true,"data":{}})
+    );
+    let mut ada = app.user("Ada").await;
+    assert_eq!(ada.ok("ping", json!({})).await, json!({}));
+}
