@@ -43,9 +43,12 @@ async function opened(clock, opts = {}) {
   return { c, ws: FakeSocket.last };
 }
 
-test('backoff: grows from ~0.5 s to a 10 s cap, with ±30 % jitter', () => {
+test('backoff: grows from ~0.5 s, 2 s cap for the first attempts, then 10 s; ±30 % jitter', () => {
   assert.equal(reconnectDelayMs(1, () => 0.5), 500);
   assert.equal(reconnectDelayMs(2, () => 0.5), 1000);
+  assert.equal(reconnectDelayMs(4, () => 0.5), 2000);
+  assert.equal(reconnectDelayMs(8, () => 0.5), 2000);
+  assert.equal(reconnectDelayMs(9, () => 0.5), 10000);
   assert.equal(reconnectDelayMs(20, () => 0.5), 10000);
   assert.equal(reconnectDelayMs(1, () => 0), 350);
   assert.equal(reconnectDelayMs(20, () => 1), 13000);

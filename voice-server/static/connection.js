@@ -18,12 +18,15 @@ const SIGNAL_BUFFER_MAX = 200;
 const SIGNAL_BUFFER_AGE_MS = 30000;
 
 /**
- * Delay before reconnect attempt `attempt` (1, 2, …): exponential from 500 ms, capped at 10 s,
- * with ±30 % jitter so that every page of a restarted server does not come back in the same
- * millisecond. `rand` is injectable for tests.
+ * Delay before reconnect attempt `attempt` (1, 2, …): exponential from 500 ms, capped at 2 s
+ * for the first FAST_ATTEMPTS (about 15 s: a blip or a restart is over within a couple of
+ * seconds of the network coming back), then at 10 s; with ±30 % jitter so that every page of a
+ * restarted server does not come back in the same millisecond. `rand` is injectable for tests.
  */
+export const FAST_ATTEMPTS = 8;
 export function reconnectDelayMs(attempt, rand = Math.random) {
-  const base = Math.min(10000, 500 * 2 ** Math.max(0, attempt - 1));
+  const cap = attempt <= FAST_ATTEMPTS ? 2000 : 10000;
+  const base = Math.min(cap, 500 * 2 ** Math.max(0, attempt - 1));
   return Math.round(base * (0.7 + 0.6 * rand()));
 }
 
