@@ -3,8 +3,9 @@
 //! `tests/browser/checklist.mjs` (Node + playwright-core): create a room, request and approve
 //! joins, start and join voice, hear each other (measured audio levels per remote peer), mute
 //! (measured silence), refresh credentials before they expire, End Voice offered only to the
-//! master or admin (others see Leave), the
-//! master's end (every page torn down), and a user whose microphone is denied.
+//! master or admin (others see Leave), the master's end (every page torn down), a user whose
+//! microphone is denied, and a phone-sized page with a long room name (no horizontal overflow,
+//! voice controls first).
 //!
 //! Needs `/usr/bin/chromium` (or `CHROMIUM_PATH`), `node` and `tests/browser/node_modules`
 //! (`scripts/setup-test-deps` installs all three). Without them the test fails when
@@ -148,6 +149,7 @@ async fn voice_checklist_passes_in_headless_chromium() {
         "Carol (neither master nor admin) cannot end",
         "every page shows the room ended",
         "Start Voice Chat shows \"Microphone access denied\"",
+        "on a 390x844 phone a long room name does not widen the page",
     ] {
         assert!(
             steps.iter().any(|s| s.starts_with(must)),
