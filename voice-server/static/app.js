@@ -560,6 +560,8 @@ function wireEvents(conn) {
     await loadRooms();
     toast(`Your request to join ${roomName(state, ev.roomId)} was denied`, 'error');
   });
+  // Not sent by every server version: where it exists, the room list is live without polling.
+  conn.on('roomCreated', () => loadRooms().catch(() => {}));
   conn.on('memberJoined', (ev) => {
     dispatch({ type: 'event', msg: ev });
     if (ev.roomId === state.currentRoomId) refreshMembersSoon();
