@@ -212,8 +212,11 @@ async function reconnectLoop() {
   }
 }
 
+/** Where a reload found us (localStorage), until the first restore that succeeds. */
+let pendingPlace = null;
+
 /** After (re)connecting: rooms, the open room, and voice if we were in it. */
-async function restore(place = null) {
+async function restore(place = pendingPlace) {
   if (features.hello) {
     const ident = loadJson(IDENTITY_KEY);
     await connectSelfHosted((ident && ident.name) || (state.me && state.me.name) || 'Guest');
@@ -225,6 +228,7 @@ async function restore(place = null) {
     await refreshKnownRooms();
   }
   await resumeVoice(place && place.voice);
+  pendingPlace = null;
 }
 
 let resumingVoice = false;
@@ -340,6 +344,10 @@ async function withBusy(fn) {
 async function enterVoice(chatRoomId, voiceRoomIdOrCreate, { rejoin = false } = {}) {
   if (session) {
     notice(chatRoomId, 'You are already in a voice chat. Leave it first.', 'error');
+    return;
+  }
+  if (!app) {
+    notice(chatRoomId, describeError({ code: 'DISCONNECTED', message: 'not connected' }), 'error');
     return;
   }
   let stream;
@@ -827,6 +835,7 @@ async function autoResume() {
   const ident = loadJson(IDENTITY_KEY);
   if (!ident || !ident.resumeToken) return;
   const place = loadJson(PLACE_KEY);
+  pendingPlace = place;
   $('#display-name').value = ident.name || '';
   const t0 = Date.now();
   signedIn = true;
