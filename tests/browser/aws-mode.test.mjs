@@ -98,7 +98,7 @@ test('AWS mode: chat rooms by id, voice over the API socket, the mesh over KVS, 
     await stranger.page.getByRole('button', { name: 'Connect' }).click();
     await until(stranger, () => !document.querySelector('#login-error').hidden);
     const refusal = await text(stranger, '#login-error');
-    assert.match(refusal, /NOT_IDENTIFIED/);
+    assert.doesNotMatch(refusal, /NOT_IDENTIFIED/, "codes stay in the console");
     assert.match(refusal, /chat app does not know this connection/);
     assert.equal(await stranger.page.locator('#app').isHidden(), true);
 

@@ -2,18 +2,21 @@
 //! on an ephemeral loopback port and drives three headless Chromium users through it with
 //! `tests/browser/checklist.mjs` (Node + playwright-core): create a room, request and approve
 //! joins, start and join voice, hear each other (measured audio levels per remote peer), mute
-//! (measured silence), refresh credentials before they expire, a refused end (NOT_ALLOWED), the
-//! master's end (every page torn down), and a user whose microphone is denied.
+//! (measured silence), refresh credentials before they expire, End Voice offered only to the
+//! master or admin (others see Leave), the master's end (every page torn down), a user whose
+//! microphone is denied, and a phone-sized page with a long room name (no horizontal overflow,
+//! voice controls first).
 //!
 //! Needs `/usr/bin/chromium` (or `CHROMIUM_PATH`), `node` and `tests/browser/node_modules`
 //! (`scripts/setup-test-deps` installs all three). Without them the test fails when
 //! `VOICE_TEST_STRICT=1` and otherwise prints `SKIPPED` and passes.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+mod browser_support;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use browser_support::{chromium_path, prerequisites_present, repo_root};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
@@ -26,65 +29,6 @@ const CREDENTIAL_TTL: Duration = Duration::from_secs(8);
 /// Audible: max peak over a 1 s window above this. Silent: below this.
 const AUDIBLE: f64 = 0.01;
 const SILENT: f64 = 0.001;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("voice-server sits in the workspace root")
-        .to_path_buf()
-}
-
-fn chromium_path() -> PathBuf {
-    std::env::var_os("CHROMIUM_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// What is missing to run a real browser, if anything.
-fn missing_prerequisite(root: &Path) -> Option<String> {
-    let chromium = chromium_path();
-    if !chromium.is_file() {
-        return Some(format!(
-            "no Chromium at {} (apt-get install chromium)",
-            chromium.display()
-        ));
-    }
-    let node = std::process::Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !matches!(node, Ok(s) if s.success()) {
-        return Some("no `node` on PATH (Node 20 needed)".into());
-    }
-    if !root
-        .join("tests/browser/node_modules/playwright-core/package.json")
-        .is_file()
-    {
-        return Some(
-            "tests/browser/node_modules/playwright-core is missing (cd tests/browser && npm ci)"
-                .into(),
-        );
-    }
-    None
-}
-
-/// The TEAM rule for missing external prerequisites: fail under `VOICE_TEST_STRICT=1`, else skip
-/// loudly. Returns whether the test may go on.
-fn prerequisites_present(root: &Path) -> bool {
-    let Some(why) = missing_prerequisite(root) else {
-        return true;
-    };
-    if std::env::var("VOICE_TEST_STRICT").as_deref() == Ok("1") {
-        panic!("browser test prerequisite missing: {why}; install with scripts/setup-test-deps");
-    }
-    // Straight to stderr, past libtest's output capture, so a skip is never silent.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: browser checklist: {why}; run scripts/test to install"
-    );
-    false
-}
 
 /// Owns the Node process: killed on drop, so a failed or timed-out test leaves nothing behind
 /// (Chromium exits with it: playwright drives it over a pipe that closes).
@@ -119,7 +63,7 @@ fn peak(v: &Value, listener: &str, speaker: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voice_checklist_passes_in_headless_chromium() {
     let root = repo_root();
-    if !prerequisites_present(&root) {
+    if !prerequisites_present(&root, "browser checklist") {
         return;
     }
 
@@ -205,6 +149,7 @@ async fn voice_checklist_passes_in_headless_chromium() {
         "Carol (neither master nor admin) cannot end",
         "every page shows the room ended",
         "Start Voice Chat shows \"Microphone access denied\"",
+        "on a 390x844 phone a long room name does not widen the page",
     ] {
         assert!(
             steps.iter().any(|s| s.starts_with(must)),

@@ -1,0 +1,154 @@
+// The web client's pure reducer and selectors (voice-server/static/store.js): protocol events,
+// replies and connection changes applied to the state, including offline and reconnecting.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { displayName, initialState, MAX_TOASTS, placeToResume, reduce, voicePanel } from '../../voice-server/static/store.js';
+
+const ME = { userId: 'u-me-0001', name: 'Ann' };
+const room = { roomId: 'c1', name: 'Team', adminUserId: 'u-admin', memberCount: 3, myState: 'approved', voiceRoomId: 'v1' };
+const vr = { voiceRoomId: 'v1', chatRoomId: 'c1', status: 'active', masterUserId: 'u-host', participants: [{ userId: 'u-host', muted: false }, { userId: ME.userId, muted: false }] };
+
+function online() {
+  let s = reduce(initialState(), { type: 'connecting' });
+  s = reduce(s, { type: 'online', me: ME });
+  s = reduce(s, { type: 'rooms', rooms: [room] });
+  s = reduce(s, { type: 'openRoom', roomId: 'c1' });
+  s = reduce(s, { type: 'voiceRoom', chatRoomId: 'c1', view: vr });
+  return s;
+}
+
+function frozen(s) {
+  return JSON.parse(JSON.stringify(s));
+}
+
+test('the reducer never mutates the state it is given', () => {
+  const s = online();
+  const copy = frozen(s);
+  reduce(s, { type: 'event', msg: { event: 'participantLeft', voiceRoomId: 'v1', chatRoomId: 'c1', user: 'u-host', reason: 'left' } });
+  reduce(s, { type: 'offline', attempt: 1, retryInMs: 500 });
+  reduce(s, { type: 'toast', id: 1, text: 'x' });
+  assert.deepEqual(frozen(s), copy);
+});
+
+test('in voice and online: Leave for a participant, End only for master or admin', () => {
+  let s = reduce(online(), { type: 'voice', voice: { chatRoomId: 'c1', voiceRoomId: 'v1', phase: 'connected', muted: false } });
+  let p = voicePanel(s, 'c1');
+  assert.equal(p.pill, 'In voice');
+  assert.equal(p.leave, true);
+  assert.equal(p.end, false, 'neither host nor admin: no End Voice');
+  assert.equal(p.disabled, false);
+  s = reduce(s, { type: 'event', msg: { event: 'masterChanged', voiceRoomId: 'v1', chatRoomId: 'c1', master: ME.userId } });
+  assert.equal(voicePanel(s, 'c1').end, true, 'the master may end');
+  const admin = reduce(online(), { type: 'rooms', rooms: [{ ...room, adminUserId: ME.userId }] });
+  assert.equal(voicePanel(admin, 'c1').end, true, 'the chat admin may end without being in it');
+  // AWS: admins unknown, participants get End and the server decides.
+  const aws = reduce(online(), { type: 'voice', voice: { chatRoomId: 'c1', voiceRoomId: 'v1', phase: 'connected' } });
+  assert.equal(voicePanel(aws, 'c1', { knowsAdmins: false }).end, true);
+});
+
+test('offline: voice shows as reconnecting, every server action disabled, nothing offered that cannot work', () => {
+  let s = reduce(online(), { type: 'voice', voice: { chatRoomId: 'c1', voiceRoomId: 'v1', phase: 'connected', muted: false } });
+  s = reduce(s, { type: 'offline', attempt: 2, retryInMs: 1000 });
+  assert.equal(s.conn, 'reconnecting');
+  assert.equal(s.voice.phase, 'reconnecting');
+  const p = voicePanel(s, 'c1');
+  assert.equal(p.pill, 'Reconnecting…');
+  assert.equal(p.disabled, true);
+  assert.equal(p.start, false);
+  assert.equal(p.join, false);
+  assert.equal(p.end, false);
+  assert.equal(p.stale, true);
+  // Not in voice, offline: no Start/Join either.
+  const t = reduce(online(), { type: 'offline' });
+  const q = voicePanel(t, 'c1');
+  assert.equal(q.pill, 'Offline');
+  assert.equal(q.join, false);
+  assert.deepEqual(placeToResume(s), { chatRoomId: 'c1', voiceRoomId: 'v1' });
+});
+
+test('back online after a loss: stale notices are cleared, voice stays until resumed', () => {
+  let s = reduce(online(), { type: 'voice', voice: { chatRoomId: 'c1', voiceRoomId: 'v1', phase: 'connected' } });
+  s = reduce(s, { type: 'notice', chatRoomId: 'c1', text: 'Could not join', kind: 'error' });
+  s = reduce(s, { type: 'offline', attempt: 1 });
+  s = reduce(s, { type: 'connecting' });
+  assert.equal(s.conn, 'reconnecting', 'still reconnecting while the socket opens');
+  s = reduce(s, { type: 'online', me: ME });
+  assert.equal(s.conn, 'online');
+  assert.deepEqual(s.notices, {});
+  assert.equal(s.voice.phase, 'reconnecting', 'the voice phase changes only when the resume succeeds');
+  s = reduce(s, { type: 'voice', voice: { ...s.voice, phase: 'connected' } });
+  assert.equal(voicePanel(s, 'c1').pill, 'In voice');
+});
+
+test('participantReconnecting / participantResumed mark a participant; leave + join (no resume) also ends right', () => {
+  let s = online();
+  const ev = (event, extra = {}) => ({ type: 'event', msg: { event, voiceRoomId: 'v1', chatRoomId: 'c1', user: 'u-host', ...extra } });
+  s = reduce(s, ev('participantReconnecting'));
+  assert.equal(s.voiceRooms.c1.participants.find((p) => p.userId === 'u-host').reconnecting, true);
+  s = reduce(s, ev('participantResumed'));
+  assert.equal(s.voiceRooms.c1.participants.find((p) => p.userId === 'u-host').reconnecting, false);
+  s = reduce(s, ev('participantLeft', { reason: 'disconnected' }));
+  assert.deepEqual(s.voiceRooms.c1.participants.map((p) => p.userId), [ME.userId]);
+  s = reduce(s, ev('participantJoined', { muted: false }));
+  s = reduce(s, ev('participantJoined', { muted: false }));
+  assert.deepEqual(s.voiceRooms.c1.participants.map((p) => p.userId), [ME.userId, 'u-host'], 'no duplicate on a repeated join');
+  // Events of another voice room change nothing.
+  const t = reduce(s, { type: 'event', msg: { event: 'participantLeft', voiceRoomId: 'v-other', chatRoomId: 'c1', user: ME.userId } });
+  assert.equal(t, s);
+});
+
+test('voiceEnded: the room and our session go, with a notice that a new voiceStarted clears', () => {
+  let s = reduce(online(), { type: 'voice', voice: { chatRoomId: 'c1', voiceRoomId: 'v1', phase: 'connected' } });
+  s = reduce(s, { type: 'event', msg: { event: 'voiceEnded', voiceRoomId: 'v1', chatRoomId: 'c1', reason: { kind: 'endedByMaster' } } });
+  assert.equal(s.voiceRooms.c1, null);
+  assert.equal(s.voice, null);
+  assert.equal(s.notices.c1.text, 'Voice room ended');
+  assert.equal(voicePanel(s, 'c1').start, true);
+  s = reduce(s, { type: 'event', msg: { event: 'voiceStarted', voiceRoomId: 'v2', chatRoomId: 'c1', master: 'u-host' } });
+  assert.equal(s.voiceRooms.c1.voiceRoomId, 'v2');
+  assert.equal(s.notices.c1, undefined);
+});
+
+test('two users with the same name get a short id suffix; a unique name stays plain', () => {
+  let s = online();
+  s = reduce(s, { type: 'members', roomId: 'c1', members: [
+    { userId: 'aaaa-1111', name: 'Kim', state: 'approved' },
+    { userId: 'bbbb-2222', name: 'Kim', state: 'pending' },
+    { userId: 'cccc-3333', name: 'Lee', state: 'approved' },
+  ], admin: true });
+  assert.equal(displayName(s, 'aaaa-1111'), 'Kim · 1111');
+  assert.equal(displayName(s, 'bbbb-2222'), 'Kim · 2222');
+  assert.equal(displayName(s, 'cccc-3333'), 'Lee');
+  assert.deepEqual(s.requests.c1, { 'bbbb-2222': 'Kim' });
+});
+
+test('toasts: at most three, equal texts collapse with a count', () => {
+  let s = initialState();
+  for (let i = 1; i <= 10; i++) s = reduce(s, { type: 'toast', id: i, text: `t${i}` });
+  assert.equal(s.toasts.length, MAX_TOASTS);
+  assert.deepEqual(s.toasts.map((t) => t.text), ['t8', 't9', 't10']);
+  s = reduce(s, { type: 'toast', id: 11, text: 't9' });
+  s = reduce(s, { type: 'toast', id: 12, text: 't9' });
+  assert.equal(s.toasts.length, 3);
+  assert.equal(s.toasts.at(-1).count, 3);
+  s = reduce(s, { type: 'toastGone', id: 12 });
+  assert.deepEqual(s.toasts.map((t) => t.text), ['t8', 't10']);
+});
+
+test('memberJoined updates members, the count and pending requests; messages are capped', () => {
+  let s = online();
+  s = reduce(s, { type: 'event', msg: { event: 'joinRequested', roomId: 'c1', userId: 'u-new', name: 'Neo' } });
+  assert.deepEqual(s.requests.c1, { 'u-new': 'Neo' });
+  s = reduce(s, { type: 'event', msg: { event: 'memberJoined', roomId: 'c1', userId: 'u-new', name: 'Neo' } });
+  assert.deepEqual(s.requests.c1, {});
+  assert.equal(s.members.length, 1);
+  assert.equal(s.rooms[0].memberCount, 1);
+  for (let i = 0; i < 250; i++) s = reduce(s, { type: 'event', msg: { event: 'message', roomId: 'c1', userId: 'u-new', name: 'Neo', text: `m${i}` } });
+  assert.equal(s.messages.length, 200);
+  assert.equal(s.messages.at(-1).text, 'm249');
+});
+
+test('sign out forgets everything', () => {
+  const s = reduce(reduce(online(), { type: 'voice', voice: { chatRoomId: 'c1', voiceRoomId: 'v1', phase: 'connected' } }), { type: 'signedOut' });
+  assert.deepEqual(s, initialState());
+});

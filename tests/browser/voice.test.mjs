@@ -1,0 +1,183 @@
+// The voice session (voice-server/static/voice.js) with fake peer connections and a fake
+// transport: links are renegotiated in place, replaced ones closed and released, offers per
+// peer limited, ICE restarts by the offering side and a rebuild when they do not help.
+import { test, mock } from 'node:test';
+import assert from 'node:assert/strict';
+import { ICE_RESTART_WAIT_MS, OFFERS_PER_WINDOW, sdpFingerprint, VoiceSession } from '../../voice-server/static/voice.js';
+
+let fpSeq = 0;
+class FakePC {
+  static all = [];
+  constructor(cfg) {
+    this.cfg = cfg;
+    this.fp = `AA:${++fpSeq}`;
+    this.connectionState = 'new';
+    this.signalingState = 'stable';
+    this.remoteDescription = null;
+    this.localDescription = null;
+    this.listeners = {};
+    this.restarts = 0;
+    FakePC.all.push(this);
+  }
+  addTrack() {}
+  addEventListener(k, f) {
+    (this.listeners[k] ||= []).push(f);
+  }
+  setState(st) {
+    this.connectionState = st;
+    for (const f of this.listeners.connectionstatechange || []) f();
+  }
+  async createOffer(opts) {
+    this.lastOfferOpts = opts;
+    return { type: 'offer', sdp: `v=0\r\na=fingerprint:sha-256 ${this.fp}\r\n` };
+  }
+  async createAnswer() {
+    return { type: 'answer', sdp: `v=0\r\na=fingerprint:sha-256 ${this.fp}\r\n` };
+  }
+  async setLocalDescription(d) {
+    this.localDescription = d;
+    this.signalingState = d.type === 'offer' ? 'have-local-offer' : 'stable';
+  }
+  async setRemoteDescription(d) {
+    this.remoteDescription = d;
+    this.signalingState = d.type === 'offer' ? 'have-remote-offer' : 'stable';
+  }
+  async addIceCandidate() {}
+  restartIce() {
+    this.restarts += 1;
+  }
+  setConfiguration(c) {
+    this.cfg = c;
+  }
+  close() {
+    this.connectionState = 'closed';
+    this.signalingState = 'closed';
+    this.closed = true;
+  }
+}
+
+const grant = (peers) => ({
+  voiceRoomId: 'v1',
+  userId: 'me',
+  self: { iceServers: [] },
+  peers: peers.map((userId) => ({ userId, iceServers: [{ urls: ['stun:fresh'] }] })),
+  credentials: { kind: 'token', token: 't' },
+  expiresAt: Date.now() + 3600e3,
+  issuedAt: Date.now(),
+});
+
+function setup(peers = []) {
+  FakePC.all = [];
+  const sent = [];
+  const handlers = {};
+  const transport = {
+    onOffer: (f) => (handlers.offer = f),
+    onAnswer: (f) => (handlers.answer = f),
+    onCandidate: (f) => (handlers.candidate = f),
+    onError: () => {},
+    connect: async () => {},
+    updateGrant: () => {},
+    updateRoom: () => {},
+    close: () => (transport.closed = true),
+    sendOffer: async (to, d) => sent.push({ kind: 'offer', to, sdp: d.sdp }),
+    sendAnswer: async (to, d) => sent.push({ kind: 'answer', to, sdp: d.sdp }),
+    sendCandidate: async () => {},
+  };
+  const stream = { getAudioTracks: () => [{}], getTracks: () => [{ stop() {} }] };
+  const s = new VoiceSession(
+    {
+      app: () => ({ request: async () => grant(peers) }),
+      createTransport: () => transport,
+      refreshDelayMs: () => 3600e3,
+      RTCPeerConnection: FakePC,
+      MediaStream: class {},
+      attachAudio: () => ({ play: async () => {} }),
+      detachAudio: () => {},
+    },
+    'c1',
+    'v1',
+    stream,
+  );
+  return { s, sent, handlers, transport };
+}
+
+const offerFrom = (fp) => ({ type: 'offer', sdp: `v=0\r\na=fingerprint:sha-256 ${fp}\r\n` });
+const flush = () => new Promise((r) => setImmediate(r));
+
+test('sdpFingerprint reads the DTLS fingerprint line', () => {
+  assert.equal(sdpFingerprint('v=0\r\na=fingerprint:sha-256 AB:CD\r\n'), 'sha-256 AB:CD');
+  assert.equal(sdpFingerprint('v=0'), null);
+});
+
+test('an offer from the same remote connection renegotiates the existing link; a new one replaces and closes it', async () => {
+  const { s, sent } = setup();
+  await s.join();
+  await s.onOffer('peer', offerFrom('X1'));
+  assert.equal(FakePC.all.length, 1);
+  const first = s.peers.get('peer').pc;
+  await s.onOffer('peer', offerFrom('X1'));
+  assert.equal(FakePC.all.length, 1, 'no new RTCPeerConnection for a renegotiation');
+  assert.equal(s.peers.get('peer').pc, first);
+  await s.onOffer('peer', offerFrom('X2'));
+  assert.equal(FakePC.all.length, 2);
+  assert.equal(first.closed, true, 'the replaced connection is closed');
+  assert.equal(s.peers.size, 1, 'and released');
+  assert.equal(sent.filter((x) => x.kind === 'answer').length, 3);
+  s.teardown('test');
+  assert.ok(FakePC.all.every((p) => p.closed));
+});
+
+test('offers per peer are limited: a flood makes at most OFFERS_PER_WINDOW connections', async () => {
+  const { s, sent } = setup();
+  await s.join();
+  for (let i = 0; i < 50; i++) await s.onOffer('flooder', offerFrom(`F${i}`));
+  assert.equal(FakePC.all.length, OFFERS_PER_WINDOW);
+  assert.equal(FakePC.all.filter((p) => !p.closed).length, 1, 'only the latest is open');
+  assert.equal(sent.filter((x) => x.kind === 'answer').length, OFFERS_PER_WINDOW);
+  // Another peer is not affected by the flooder.
+  await s.onOffer('other', offerFrom('O1'));
+  assert.equal(s.peers.size, 2);
+  s.teardown('test');
+});
+
+test('a failed link: ICE restart on the same connection with fresh ICE servers, then a rebuild if that does not help', async () => {
+  mock.timers.enable({ apis: ['setTimeout'] });
+  try {
+    const { s, sent } = setup(['early']);
+    await s.join();
+    await flush();
+    assert.equal(FakePC.all.length, 1);
+    const pc = FakePC.all[0];
+    assert.equal(sent.filter((x) => x.kind === 'offer').length, 1);
+    pc.setState('failed');
+    await flush();
+    assert.equal(pc.restarts, 1);
+    assert.deepEqual(pc.lastOfferOpts, { iceRestart: true });
+    assert.deepEqual(pc.cfg.iceServers, [{ urls: ['stun:fresh'] }]);
+    assert.equal(sent.filter((x) => x.kind === 'offer').length, 2, 'the restart offer went out');
+    assert.equal(FakePC.all.length, 1, 'same connection');
+    mock.timers.tick(ICE_RESTART_WAIT_MS + 1);
+    mock.timers.tick(1000);
+    await flush();
+    assert.equal(FakePC.all.length, 2, 'rebuilt after the restart did not help');
+    assert.equal(pc.closed, true);
+    assert.equal(s.peers.get('early').pc, FakePC.all[1]);
+    s.teardown('test');
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+test('resume after a reconnect: old links closed, earlier participants called again on the new transport', async () => {
+  const { s, sent } = setup(['a', 'b']);
+  await s.join();
+  await flush();
+  const old = [...FakePC.all];
+  await s.resume();
+  await flush();
+  assert.ok(old.every((p) => p.closed));
+  assert.equal(s.peers.size, 2);
+  assert.equal(sent.filter((x) => x.kind === 'offer').length, 4);
+  assert.equal(s.grantCount, 2);
+  s.teardown('test');
+});

@@ -1,0 +1,230 @@
+// The app WebSocket: requests matched to replies (each with a deadline), pushed events, signal
+// events buffered for the voice transport, and a heartbeat that notices a dead server.
+//
+// Liveness (docs/web-client.md, "Liveness and reconnect"): the client sends a `ping` request
+// every `heartbeatMs` (10 s); any frame from the server counts as life (a reply, an event, even
+// UNKNOWN_ACTION from a server without `ping`). No frame for `deadAfterMs` (20 s) and the
+// connection is declared dead: closed at once, `onclose` called, and the app reconnects with
+// `reconnectDelayMs`. Browsers answer the server's WebSocket pings by themselves.
+
+import { ApiError } from './messages.js';
+
+/** Defaults of the self-hosted server. */
+export const REQUEST_TIMEOUT_MS = 15000;
+export const HEARTBEAT_MS = 10000;
+export const DEAD_AFTER_MS = 20000;
+export const OPEN_TIMEOUT_MS = 10000;
+const SIGNAL_BUFFER_MAX = 200;
+const SIGNAL_BUFFER_AGE_MS = 30000;
+
+/**
+ * Delay before reconnect attempt `attempt` (1, 2, …): exponential from 500 ms, capped at 2 s
+ * for the first FAST_ATTEMPTS (about 15 s: a blip or a restart is over within a couple of
+ * seconds of the network coming back), then at 10 s; with ±30 % jitter so that every page of a
+ * restarted server does not come back in the same millisecond. `rand` is injectable for tests.
+ */
+export const FAST_ATTEMPTS = 8;
+export function reconnectDelayMs(attempt, rand = Math.random) {
+  const cap = attempt <= FAST_ATTEMPTS ? 2000 : 10000;
+  const base = Math.min(cap, 500 * 2 ** Math.max(0, attempt - 1));
+  return Math.round(base * (0.7 + 0.6 * rand()));
+}
+
+export class AppConnection {
+  /**
+   * @param {string} url
+   * @param {object} opts  requestTimeoutMs; heartbeatMs/deadAfterMs (null = no heartbeat, e.g.
+   *   on AWS where every request is a Lambda invocation); probe (the heartbeat request, default
+   *   `ping`); WebSocketImpl, now, log/warn (injectable for tests).
+   */
+  constructor(url, opts = {}) {
+    this.url = url;
+    this.requestTimeoutMs = opts.requestTimeoutMs || REQUEST_TIMEOUT_MS;
+    this.heartbeatMs = opts.heartbeatMs === undefined ? HEARTBEAT_MS : opts.heartbeatMs;
+    this.deadAfterMs = opts.deadAfterMs === undefined ? DEAD_AFTER_MS : opts.deadAfterMs;
+    this.openTimeoutMs = opts.openTimeoutMs || OPEN_TIMEOUT_MS;
+    this.probe = opts.probe || (() => this.request('ping', {}, this.deadAfterMs).catch(() => {}));
+    this.WebSocketImpl = opts.WebSocketImpl || globalThis.WebSocket;
+    this.now = opts.now || (() => Date.now());
+    this.warn = opts.warn || (() => {});
+    this.apiGatewayErrorText = opts.apiGatewayErrorText || null;
+    this.ws = null;
+    this.nextId = 1;
+    this.pending = new Map();
+    this.listeners = new Map();
+    this.signalSubs = new Map();
+    this.signalBuffer = [];
+    this.lastFrameAt = 0;
+    this.closed = false;
+    this.timers = [];
+    this.onclose = () => {};
+  }
+
+  /** Opens the socket; rejects if it does not open within `openTimeoutMs` (a black hole). */
+  open() {
+    return new Promise((resolve, reject) => {
+      const ws = new this.WebSocketImpl(this.url);
+      this.ws = ws;
+      let opened = false;
+      const openTimer = setTimeout(() => {
+        if (opened) return;
+        this.closed = true;
+        try {
+          ws.close();
+        } catch {
+          /* not open */
+        }
+        reject(new Error('Could not connect to the server (no answer).'));
+      }, this.openTimeoutMs);
+      ws.addEventListener('open', () => {
+        opened = true;
+        clearTimeout(openTimer);
+        this.lastFrameAt = this.now();
+        this.startHeartbeat();
+        resolve();
+      });
+      ws.addEventListener('message', (e) => {
+        this.lastFrameAt = this.now();
+        this.handle(e.data);
+      });
+      ws.addEventListener('close', (e) => {
+        clearTimeout(openTimer);
+        if (opened) this.lost(e && e.code ? `closed (${e.code})` : 'closed');
+        else reject(new Error('Could not connect to the server.'));
+      });
+    });
+  }
+
+  startHeartbeat() {
+    if (!this.heartbeatMs) return;
+    this.timers.push(setInterval(() => this.probe(), this.heartbeatMs));
+    this.timers.push(
+      setInterval(() => {
+        if (this.now() - this.lastFrameAt > this.deadAfterMs) this.lost(`no frame from the server for ${Math.round(this.deadAfterMs / 1000)} s`);
+      }, Math.min(1000, this.deadAfterMs / 4)),
+    );
+  }
+
+  /** The connection is over (closed, or declared dead): fail every pending request, tell the app once. */
+  lost(why) {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    try {
+      if (this.ws && this.ws.readyState <= 1) this.ws.close();
+    } catch {
+      /* already closing */
+    }
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new ApiError(p.action, { code: 'DISCONNECTED', message: 'the connection to the server closed' }));
+    }
+    this.pending.clear();
+    this.warn(`connection lost: ${why}`);
+    this.onclose(why);
+  }
+
+  /** Closes on purpose (sign out): no reconnect. */
+  close() {
+    this.onclose = () => {};
+    this.lost('closed by the page');
+  }
+
+  isOpen() {
+    return !this.closed && !!this.ws && this.ws.readyState === 1;
+  }
+
+  /** Sends one request; resolves with its `data`, rejects with ApiError (code, never thrown raw). */
+  request(action, fields = {}, timeoutMs = this.requestTimeoutMs) {
+    return new Promise((resolve, reject) => {
+      if (!this.isOpen()) {
+        reject(new ApiError(action, { code: 'DISCONNECTED', message: 'not connected to the server' }));
+        return;
+      }
+      const requestId = `r${this.nextId++}`;
+      const timer = setTimeout(() => {
+        this.pending.delete(requestId);
+        reject(new ApiError(action, { code: 'TIMEOUT', message: `no reply to ${action} within ${timeoutMs / 1000} s`, retryable: true }));
+      }, timeoutMs);
+      this.pending.set(requestId, { resolve, reject, timer, action });
+      this.ws.send(JSON.stringify({ action, requestId, ...fields }));
+    });
+  }
+
+  handle(text, apiGatewayErrorText = this.apiGatewayErrorText) {
+    let msg;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      this.warn('ignored a frame that is not JSON');
+      return;
+    }
+    if (!msg || typeof msg !== 'object') {
+      this.warn('ignored a frame that is not a JSON object');
+      return;
+    }
+    if (msg.type === 'reply') {
+      const p = this.pending.get(msg.requestId);
+      if (!p) {
+        if (!msg.ok) this.warn(`server refused a request: ${msg.error && msg.error.code}`);
+        return;
+      }
+      this.pending.delete(msg.requestId);
+      clearTimeout(p.timer);
+      if (msg.ok) p.resolve(msg.data || {});
+      else p.reject(new ApiError(msg.action || p.action, msg.error));
+    } else if (msg.type === 'event') {
+      if (msg.event === 'signal') this.routeSignal(msg);
+      else this.emit(msg.event, msg);
+    } else {
+      // API Gateway's own answer to a failed route: it names no request of ours.
+      const t = apiGatewayErrorText ? apiGatewayErrorText(msg) : null;
+      if (t) {
+        this.warn(t);
+        this.emit('apiError', { text: t, frame: msg });
+      }
+    }
+  }
+
+  on(event, fn) {
+    if (!this.listeners.has(event)) this.listeners.set(event, []);
+    this.listeners.get(event).push(fn);
+  }
+
+  emit(event, msg) {
+    for (const fn of this.listeners.get(event) || []) {
+      try {
+        fn(msg);
+      } catch (e) {
+        this.warn(`handler for ${event} failed: ${e.message}`);
+        console.error(e);
+      }
+    }
+  }
+
+  /** Signals for a voice room go to its transport; ones that arrive first wait in a buffer. */
+  routeSignal(msg) {
+    const fn = this.signalSubs.get(msg.voiceRoomId);
+    if (fn) {
+      fn(msg);
+      return;
+    }
+    const now = this.now();
+    this.signalBuffer = this.signalBuffer.filter((s) => now - s.at < SIGNAL_BUFFER_AGE_MS);
+    if (this.signalBuffer.length >= SIGNAL_BUFFER_MAX) this.signalBuffer.shift();
+    this.signalBuffer.push({ at: now, msg });
+  }
+
+  /** Subscribes a transport to one voice room's signals; returns the unsubscribe function. */
+  onSignal(voiceRoomId, fn) {
+    this.signalSubs.set(voiceRoomId, fn);
+    const now = this.now();
+    const early = this.signalBuffer.filter((s) => s.msg.voiceRoomId === voiceRoomId && now - s.at < SIGNAL_BUFFER_AGE_MS);
+    this.signalBuffer = this.signalBuffer.filter((s) => s.msg.voiceRoomId !== voiceRoomId);
+    for (const s of early) fn(s.msg);
+    return () => {
+      if (this.signalSubs.get(voiceRoomId) === fn) this.signalSubs.delete(voiceRoomId);
+    };
+  }
+}

@@ -1,0 +1,260 @@
+// The page, drawn from the state (store.js) and nothing else: app.js calls `render` once per
+// batch of state changes. Text is only ever set with textContent; handlers come in `ctx`.
+
+import { amAdmin, currentRoom, displayName, roomName, voicePanel } from './store.js';
+
+export const $ = (sel) => document.querySelector(sel);
+
+/** Creates an element; `props` are assigned (className, textContent, type, dataset, onclick). */
+export function h(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v === undefined || v === null) continue;
+    if (k === 'dataset') Object.assign(node.dataset, v);
+    else if (k === 'onclick') node.addEventListener('click', v);
+    else node[k] = v;
+  }
+  for (const c of children) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function show(sel, visible) {
+  $(sel).hidden = !visible;
+}
+
+/**
+ * Draws everything. ctx: { features, session (the VoiceSession or null), signedIn (whether the
+ * app part is shown), openRoom(roomId), requestJoin(roomId), decide(roomId, userId, approve) }.
+ */
+export function render(state, ctx) {
+  renderTop(state, ctx);
+  if (!ctx.signedIn) return;
+  renderRooms(state, ctx);
+  renderRoom(state, ctx);
+  renderVoice(state, ctx);
+  renderToasts(state);
+}
+
+function renderTop(state, ctx) {
+  const el = $('#connection-status');
+  const what = ctx.features.hello ? 'the server' : 'the voice API';
+  let text;
+  let on = false;
+  if (state.conn === 'online') {
+    text = state.me ? `Connected as ${state.me.name}` : 'Connected to the voice API';
+    on = true;
+  } else if (state.conn === 'reconnecting') {
+    text = 'Reconnecting…';
+  } else if (state.conn === 'connecting') {
+    text = 'Connecting…';
+  } else {
+    text = ctx.configError ? 'Not configured' : 'Not connected';
+  }
+  el.textContent = text;
+  el.className = `status ${on ? 'status-on' : 'status-off'}`;
+  const b = $('#banner');
+  if (state.conn === 'reconnecting') {
+    const inVoice = state.voice ? ' You stay in the voice chat; it resumes when the connection is back.' : '';
+    const when = state.retryInMs ? ` Next try in ${Math.max(1, Math.round(state.retryInMs / 1000))} s.` : '';
+    b.textContent = `Connection to ${what} lost. Reconnecting…${when}${inVoice}`;
+    b.hidden = false;
+  } else {
+    b.hidden = true;
+  }
+  const ind = $('#voice-indicator');
+  if (state.voice) {
+    ind.hidden = false;
+    const where = roomName(state, state.voice.chatRoomId);
+    ind.textContent = state.voice.phase === 'reconnecting' ? `Voice reconnecting: ${where}` : `In voice: ${where}${state.voice.muted ? ' (muted)' : ''}`;
+  } else {
+    ind.hidden = true;
+  }
+  const signOut = $('#sign-out');
+  if (signOut) signOut.hidden = !ctx.signedIn || !ctx.features.hello;
+}
+
+function renderRooms(state, ctx) {
+  const online = state.conn === 'online';
+  const list = $('#rooms');
+  list.replaceChildren();
+  $('#rooms-empty').hidden = state.rooms.length > 0;
+  for (const r of state.rooms) {
+    const mine = r.myState;
+    const isAdmin = state.me && r.adminUserId === state.me.userId;
+    const pendingCount = Object.keys(state.requests[r.roomId] || {}).length;
+    const known = state.voiceRooms[r.roomId];
+    const voiceActive = !!known || (r.voiceRoomId && known !== null);
+    let action;
+    if (mine === 'approved') {
+      action = h('button', { type: 'button', className: 'small', textContent: 'Open', onclick: () => ctx.openRoom(r.roomId) });
+    } else if (mine === 'pending') {
+      action = h('button', { type: 'button', className: 'small', textContent: 'Requested', disabled: true });
+    } else {
+      action = h('button', { type: 'button', className: 'small primary', textContent: 'Request to join', disabled: !online, onclick: () => ctx.requestJoin(r.roomId) });
+    }
+    list.append(
+      h(
+        'li',
+        { className: `room-item${r.roomId === state.currentRoomId ? ' active' : ''}`, dataset: { roomId: r.roomId } },
+        h(
+          'div',
+          { className: 'room-main' },
+          h('span', { className: 'room-name', textContent: r.name, title: r.name }),
+          h(
+            'span',
+            { className: 'room-meta' },
+            r.memberCount == null ? null : `${r.memberCount} member${r.memberCount === 1 ? '' : 's'}`,
+            isAdmin ? h('span', { className: 'pill', textContent: 'admin' }) : null,
+            mine === 'pending' ? h('span', { className: 'pill pill-warn', textContent: 'pending' }) : null,
+            voiceActive ? h('span', { className: 'pill pill-live', textContent: 'voice' }) : null,
+            isAdmin && pendingCount ? h('span', { className: 'pill pill-warn', textContent: `${pendingCount} request${pendingCount === 1 ? '' : 's'}` }) : null,
+          ),
+        ),
+        action,
+      ),
+    );
+  }
+  for (const sel of ['#refresh-rooms', '#create-room-form button[type="submit"]']) $(sel).disabled = !online && ctx.features.hello;
+}
+
+function renderRoom(state, ctx) {
+  const room = currentRoom(state);
+  $('#room').hidden = !room;
+  $('#no-room').hidden = !!room;
+  if (!room) return;
+  const online = state.conn === 'online';
+  $('#room-title').textContent = room.name;
+  $('#room-title').title = room.name;
+  const members = $('#members');
+  members.replaceChildren();
+  for (const m of state.members.filter((x) => x.state === 'approved')) {
+    members.append(
+      h(
+        'li',
+        { className: 'member', dataset: { userId: m.userId } },
+        h('span', { className: `dot ${m.online === false ? 'dot-off' : 'dot-on'}`, title: m.online === false ? 'offline' : 'online' }),
+        h('span', { className: 'member-name', textContent: displayName(state, m.userId) }),
+        state.me && m.userId === state.me.userId ? h('span', { className: 'muted', textContent: ' (you)' }) : null,
+        m.isAdmin || m.userId === room.adminUserId ? h('span', { className: 'pill', textContent: 'admin' }) : null,
+      ),
+    );
+  }
+  const reqs = amAdmin(state, room.roomId) ? state.requests[room.roomId] || {} : {};
+  const ids = Object.keys(reqs);
+  $('#requests-section').hidden = ids.length === 0;
+  const rl = $('#requests');
+  rl.replaceChildren();
+  for (const userId of ids) {
+    rl.append(
+      h(
+        'li',
+        { className: 'request', dataset: { userId } },
+        h('span', { className: 'member-name', textContent: displayName(state, userId) }),
+        h(
+          'span',
+          { className: 'buttons' },
+          h('button', { type: 'button', className: 'small primary', textContent: 'Approve', disabled: !online, onclick: () => ctx.decide(room.roomId, userId, true) }),
+          h('button', { type: 'button', className: 'small danger', textContent: 'Deny', disabled: !online, onclick: () => ctx.decide(room.roomId, userId, false) }),
+        ),
+      ),
+    );
+  }
+  $('#message-form button[type="submit"]').disabled = !online;
+  renderMessages(state);
+}
+
+function renderMessages(state) {
+  const ul = $('#messages');
+  const atBottom = ul.scrollHeight - ul.scrollTop - ul.clientHeight < 40;
+  ul.replaceChildren();
+  for (const m of state.messages) {
+    const at = m.at ? new Date(m.at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '';
+    ul.append(
+      h(
+        'li',
+        { className: `message${state.me && m.userId === state.me.userId ? ' own' : ''}` },
+        h('span', { className: 'message-head' }, h('strong', { textContent: displayName(state, m.userId) }), h('time', { textContent: at })),
+        h('span', { className: 'message-text', textContent: m.text }),
+      ),
+    );
+  }
+  if (atBottom) ul.scrollTop = ul.scrollHeight;
+}
+
+function renderVoice(state, ctx) {
+  const room = currentRoom(state);
+  if (!room) return;
+  const chat = room.roomId;
+  const p = voicePanel(state, chat, ctx.features);
+  const s = ctx.session && !ctx.session.ended && ctx.session.chatRoomId === chat ? ctx.session : null;
+  const vr = state.voiceRooms[chat] || null;
+  const pill = $('#voice-state');
+  pill.textContent = p.pill;
+  pill.className = p.pillClass;
+  $('#voice-status').textContent = p.status;
+  show('#start-voice', p.start);
+  show('#join-voice', p.join);
+  show('#mute-button', p.mute);
+  show('#leave-voice', p.leave);
+  show('#end-voice', p.end);
+  for (const id of ['#start-voice', '#join-voice', '#leave-voice', '#end-voice', '#mute-button']) $(id).disabled = p.disabled;
+  show('#enable-audio', !!state.audioBlocked && !!s);
+  if (p.mute) {
+    const mb = $('#mute-button');
+    const muted = !!(state.voice && state.voice.muted);
+    mb.textContent = muted ? 'Unmute' : 'Mute';
+    mb.classList.toggle('active', muted);
+    mb.setAttribute('aria-pressed', String(muted));
+  }
+  const n = state.notices[chat];
+  const msg = $('#voice-message');
+  msg.hidden = !n;
+  msg.textContent = n ? n.text : '';
+  msg.className = `notice${n && n.kind === 'error' ? ' notice-error' : ''}`;
+
+  const ul = $('#participants');
+  ul.classList.toggle('stale', p.stale);
+  ul.replaceChildren();
+  const me = state.me && state.me.userId;
+  for (const part of p.participants) {
+    const isMe = part.userId === me;
+    const link = s && !isMe ? s.peers.get(part.userId) : null;
+    let conn = null;
+    if (part.reconnecting) conn = h('span', { className: 'conn conn-disconnected', textContent: 'reconnecting', title: 'Their connection dropped; waiting for them to come back' });
+    else if (s && !isMe) {
+      const cs = !p.stale && link ? link.pc.connectionState : p.stale ? 'reconnecting' : 'waiting';
+      conn = h('span', { className: `conn conn-${cs}`, textContent: cs, title: 'Peer connection state' });
+    }
+    const muted = isMe && state.voice && state.voice.chatRoomId === chat ? state.voice.muted : part.muted;
+    ul.append(
+      h(
+        'li',
+        { className: `participant${part.reconnecting ? ' reconnecting' : ''}`, dataset: { userId: part.userId } },
+        h('span', { className: 'speaking-dot', title: 'Speaking' }),
+        h('span', { className: 'member-name', textContent: displayName(state, part.userId) }),
+        isMe ? h('span', { className: 'muted', textContent: ' (you)' }) : null,
+        vr && part.userId === vr.masterUserId ? h('span', { className: 'pill', textContent: 'host' }) : null,
+        h('span', { className: `mute-state${muted ? ' is-muted' : ''}`, textContent: muted ? 'muted' : 'mic on' }),
+        conn,
+      ),
+    );
+  }
+  updateSpeaking(ctx.session);
+}
+
+/** Only the speaking rings: called 20 times a second by the level meters, no full render. */
+export function updateSpeaking(session) {
+  for (const li of document.querySelectorAll('#participants .participant')) {
+    li.classList.toggle('speaking', !!(session && !session.ended && session.isSpeaking(li.dataset.userId)));
+  }
+}
+
+function renderToasts(state) {
+  const box = $('#toasts');
+  box.replaceChildren(
+    ...state.toasts.map((t) => h('div', { className: `toast toast-${t.kind}`, dataset: { toastId: String(t.id) }, textContent: t.count > 1 ? `${t.text} (×${t.count})` : t.text })),
+  );
+}

@@ -1,0 +1,569 @@
+// One voice room we are in: the microphone, the signaling transport and one RTCPeerConnection per
+// other participant (the mesh rule: we offer to every earlier participant, later ones offer to
+// us). Every browser API and every piece of the page comes in as a dependency, so this module
+// loads under node:test with fakes (tests/browser/voice.test.mjs).
+//
+// Media-path recovery (docs/web-client.md, "Reconnect"): a link that goes `disconnected` for
+// `DISCONNECTED_GRACE_MS` or `failed` gets an ICE restart from the side that offers on it (fresh
+// ICE servers from the latest grant, `restartIce()` and a new offer on the same connection); if
+// that does not bring it back within `ICE_RESTART_WAIT_MS`, the link is rebuilt (a new
+// RTCPeerConnection, the old one closed). A renegotiation or ICE restart from the other side
+// arrives as an offer for the same remote DTLS fingerprint and is answered on the existing link;
+// only an offer from a new remote connection replaces it. Offers per peer are limited
+// (`OFFERS_PER_WINDOW` per `OFFER_WINDOW_MS`), excess ones dropped. Replaced and ended links are
+// closed and released at once.
+
+export const SPEAKING_THRESHOLD = 0.02;
+export const SPEAKING_HOLD_MS = 350;
+const LEVEL_INTERVAL_MS = 50;
+export const MAX_REBUILDS = 3;
+export const DISCONNECTED_GRACE_MS = 2500;
+export const ICE_RESTART_WAIT_MS = 8000;
+export const OFFERS_PER_WINDOW = 6;
+export const OFFER_WINDOW_MS = 10000;
+
+/** Grant ICE server entries as RTCPeerConnection wants them. */
+export function toRtcIceServers(list) {
+  return (list || []).map((s) => {
+    const out = { urls: s.urls };
+    if (s.username) out.username = s.username;
+    if (s.credential) out.credential = s.credential;
+    return out;
+  });
+}
+
+/** The DTLS fingerprint of an SDP: the same for every offer of one RTCPeerConnection. */
+export function sdpFingerprint(sdp) {
+  const m = /^a=fingerprint:(.+)$/m.exec(String(sdp || ''));
+  return m ? m[1].trim() : null;
+}
+
+/** Opens the microphone; throws an Error whose message is what a person should read. */
+export async function openMicrophone(mediaDevices, { log = () => {}, warn = () => {} } = {}) {
+  if (!mediaDevices || !mediaDevices.getUserMedia) {
+    throw new Error('Microphone unavailable: this page is not a secure context. Open it over https:// or on localhost.');
+  }
+  try {
+    const stream = await mediaDevices.getUserMedia({ audio: true, video: false });
+    log('Microphone access granted');
+    return stream;
+  } catch (e) {
+    warn(`getUserMedia failed: ${e.name}: ${e.message}`);
+    if (e.name === 'NotAllowedError' || e.name === 'SecurityError' || e.name === 'PermissionDeniedError') {
+      throw new Error('Microphone access denied. Allow microphone access for this site (the icon in the address bar, or browser settings → Privacy → Microphone), then try again.');
+    }
+    if (e.name === 'NotFoundError' || e.name === 'DevicesNotFoundError' || e.name === 'OverconstrainedError') {
+      throw new Error('No microphone found. Connect a microphone (and check it is enabled in your system settings), then try again.');
+    }
+    if (e.name === 'NotReadableError' || e.name === 'TrackStartError') {
+      throw new Error('The microphone is in use by another application or could not be started. Close other apps using it and try again.');
+    }
+    throw new Error(`Could not open the microphone: ${e.name}`);
+  }
+}
+
+function peakOf(meter) {
+  meter.an.getFloatTimeDomainData(meter.buf);
+  let peak = 0;
+  for (let i = 0; i < meter.buf.length; i++) {
+    const v = Math.abs(meter.buf[i]);
+    if (v > peak) peak = v;
+  }
+  return peak;
+}
+
+/**
+ * deps: app() (the current AppConnection: request, onSignal), createTransport(grant, opts),
+ * refreshDelayMs(expiresAt, now, issuedAt), RTCPeerConnection, MediaStream, AudioContext
+ * (optional), attachAudio(userId, stream) → element, detachAudio(el), onAudioBlocked(),
+ * onGrant(grant), onChange(), onEnded(reason, kind) (the server took us out), onLink(link) (a
+ * new link, for the debug hook), nameOf(userId), log, warn, region, fetchRoom(),
+ * setTimeout/clearTimeout/setInterval/clearInterval, now.
+ */
+export class VoiceSession {
+  constructor(deps, chatRoomId, voiceRoomId, stream) {
+    this.d = {
+      setTimeout: (...a) => setTimeout(...a),
+      clearTimeout: (t) => clearTimeout(t),
+      setInterval: (...a) => setInterval(...a),
+      clearInterval: (t) => clearInterval(t),
+      now: () => Date.now(),
+      log: () => {},
+      warn: () => {},
+      nameOf: (u) => u,
+      onChange: () => {},
+      onGrant: () => {},
+      onEnded: () => {},
+      onLink: () => {},
+      onAudioBlocked: () => {},
+      ...deps,
+    };
+    this.chatRoomId = chatRoomId;
+    this.voiceRoomId = voiceRoomId;
+    this.stream = stream;
+    this.grant = null;
+    this.grantCount = 0;
+    this.transport = null;
+    this.peers = new Map(); // userId -> link
+    this.earlyCandidates = new Map();
+    this.rebuilds = new Map(); // userId -> rebuilds since the last 'connected'
+    this.offerTimes = new Map(); // userId -> recent offer arrival times
+    this.muted = false;
+    this.ended = false;
+    this.endReason = null;
+    this.refreshTimer = null;
+    this.levelTimer = null;
+    this.audioCtx = null;
+    this.localMeter = null;
+    this.localLevel = { peak: 0, lastLoudAt: 0 };
+    this.iceRestarts = 0;
+    this.linksCreated = 0;
+  }
+
+  log(m) { this.d.log(m); }
+  warn(m) { this.d.warn(m); }
+  name(u) { return this.d.nameOf(u); }
+
+  /** getVoiceCredentials (join, or resume after a reconnect), then signaling and the offers. */
+  async join() {
+    const grant = await this.d.app().request('getVoiceCredentials', { voiceRoomId: this.voiceRoomId });
+    if (this.ended) return;
+    await this.start(grant);
+  }
+
+  /**
+   * After a reconnect (new app connection): a fresh grant on it, a new transport, every link
+   * rebuilt (ours to earlier participants now; later ones call us). Throws the ApiError of
+   * getVoiceCredentials, so the caller can fall back to joining another voice room.
+   */
+  async resume() {
+    const grant = await this.d.app().request('getVoiceCredentials', { voiceRoomId: this.voiceRoomId });
+    if (this.ended) return;
+    if (this.transport) this.transport.close();
+    this.transport = null;
+    for (const link of [...this.peers.values()]) this.closeLink(link);
+    this.rebuilds.clear();
+    await this.start(grant);
+  }
+
+  async start(grant) {
+    this.applyGrant(grant);
+    // No await between the grant and the subscription, so no signal can slip past us.
+    const transport = this.d.createTransport(grant, {
+      app: this.d.app(),
+      log: (m) => this.log(m),
+      region: this.d.region,
+      fetchRoom: () => (this.d.fetchRoom ? this.d.fetchRoom() : null),
+    });
+    this.transport = transport;
+    transport.onOffer((from, desc) => this.onOffer(from, desc));
+    transport.onAnswer((from, desc) => this.onAnswer(from, desc));
+    transport.onCandidate((from, cand) => this.onCandidate(from, cand));
+    transport.onError((e) => this.warn(`signaling: ${e.message}`));
+    await transport.connect();
+    if (this.ended) return;
+    this.log(`Joined voice room ${this.voiceRoomId} as ${grant.userId}; ${grant.peers.length} earlier participant(s) to call`);
+    if (!this.audioCtx) this.startMeters();
+    for (const peer of grant.peers) this.call(peer);
+    this.scheduleRefresh(grant);
+    this.d.onChange();
+  }
+
+  applyGrant(grant) {
+    this.grant = grant;
+    this.grantCount += 1;
+    this.d.onGrant(grant);
+  }
+
+  /** The freshest ICE servers for a link with `userId` (the latest grant's). */
+  iceServersFor(userId, role) {
+    if (!this.grant) return [];
+    if (role === 'master') return this.grant.self.iceServers;
+    const p = this.grant.peers.find((x) => x.userId === userId);
+    return p ? p.iceServers : this.grant.self.iceServers;
+  }
+
+  // --- credential refresh -------------------------------------------------------------------
+
+  scheduleRefresh(grant) {
+    this.d.clearTimeout(this.refreshTimer);
+    const delay = this.d.refreshDelayMs(grant.expiresAt, this.d.now(), grant.issuedAt);
+    this.refreshAt = this.d.now() + delay;
+    this.refreshTimer = this.d.setTimeout(() => this.refresh(grant.expiresAt), delay);
+  }
+
+  async refresh(previousExpiry) {
+    if (this.ended) return;
+    try {
+      const grant = await this.d.app().request('getVoiceCredentials', { voiceRoomId: this.voiceRoomId });
+      if (this.ended) return;
+      this.applyGrant(grant);
+      if (this.transport) this.transport.updateGrant(grant);
+      this.log(`Voice credentials refreshed (valid until ${new Date(grant.expiresAt).toLocaleTimeString()})`);
+      for (const peer of grant.peers) {
+        const link = this.peers.get(peer.userId);
+        if (!link || ['failed', 'closed'].includes(link.pc.connectionState)) this.call(peer);
+      }
+      this.scheduleRefresh(grant);
+    } catch (e) {
+      if (this.ended) return;
+      if (['VOICE_ROOM_ENDED', 'VOICE_ROOM_NOT_FOUND', 'NOT_PARTICIPANT', 'NOT_APPROVED', 'NOT_MEMBER'].includes(e.code)) {
+        this.d.onEnded(e.code === 'VOICE_ROOM_ENDED' || e.code === 'VOICE_ROOM_NOT_FOUND' ? 'Voice room ended' : 'You can no longer take part in this voice chat.', 'info', e);
+        return;
+      }
+      // Offline or slow: the reconnect path takes over; retry while the credentials last.
+      const left = previousExpiry - this.d.now();
+      this.warn(`credential refresh failed (${e.code || e.message}); ${Math.round(left / 1000)} s left`);
+      this.refreshTimer = this.d.setTimeout(() => this.refresh(previousExpiry), Math.max(1000, Math.min(15000, left / 3)));
+    }
+  }
+
+  // --- peer links ---------------------------------------------------------------------------
+
+  newLink(userId, role) {
+    const old = this.peers.get(userId);
+    if (old) this.closeLink(old);
+    const pc = new this.d.RTCPeerConnection({ iceServers: toRtcIceServers(this.iceServersFor(userId, role)) });
+    this.linksCreated += 1;
+    const link = {
+      userId,
+      role, // our role on this link: 'viewer' = we offer, 'master' = we answer
+      pc,
+      pending: this.earlyCandidates.get(userId) || [],
+      remoteFingerprint: null,
+      remoteStream: null,
+      audioEl: null,
+      meter: null,
+      peak: 0,
+      lastLoudAt: 0,
+      createdAt: this.d.now(),
+      timer: null,
+      restarting: false,
+      closed: false,
+    };
+    this.earlyCandidates.delete(userId);
+    this.peers.set(userId, link);
+    this.d.onLink(link);
+    for (const track of this.stream.getAudioTracks()) pc.addTrack(track, this.stream);
+    pc.addEventListener('icecandidate', (e) => {
+      if (!e.candidate || this.ended || link.closed || !this.transport) return;
+      this.transport.sendCandidate(userId, e.candidate.toJSON ? e.candidate.toJSON() : e.candidate).then(
+        () => this.log(`ICE candidate sent to ${this.name(userId)}`),
+        (err) => this.warn(`ICE candidate to ${this.name(userId)} not sent: ${err.message}`),
+      );
+    });
+    pc.addEventListener('connectionstatechange', () => this.onLinkState(link));
+    pc.addEventListener('track', (e) => this.onTrack(link, e));
+    return link;
+  }
+
+  onLinkState(link) {
+    if (link.closed || this.ended) return;
+    const st = link.pc.connectionState;
+    this.log(`Peer connection state: ${st} (${this.name(link.userId)})`);
+    if (st === 'connected') {
+      this.d.clearTimeout(link.timer);
+      link.timer = null;
+      link.restarting = false;
+      this.rebuilds.delete(link.userId);
+    } else if (link.role === 'viewer' && st === 'disconnected') {
+      this.d.clearTimeout(link.timer);
+      link.timer = this.d.setTimeout(() => {
+        if (!link.closed && link.pc.connectionState === 'disconnected') this.restartIce(link.userId);
+      }, DISCONNECTED_GRACE_MS);
+    } else if (link.role === 'viewer' && st === 'failed') {
+      if (link.restarting) this.rebuild(link.userId);
+      else this.restartIce(link.userId);
+    }
+    this.d.onChange();
+  }
+
+  /** The peer entry of the latest grant for a user we offer to, or null if we do not. */
+  peerEntry(userId) {
+    return (this.grant && this.grant.peers.find((p) => p.userId === userId)) || null;
+  }
+
+  /** We are the later joiner: create the connection and send the offer. */
+  async call(peer) {
+    const who = this.name(peer.userId);
+    try {
+      const link = this.newLink(peer.userId, 'viewer');
+      const offer = await link.pc.createOffer();
+      await link.pc.setLocalDescription(offer);
+      if (this.ended || this.peers.get(peer.userId) !== link) return;
+      await this.transport.sendOffer(peer.userId, link.pc.localDescription);
+      this.log(`SDP offer sent to ${who}`);
+    } catch (e) {
+      this.warn(`calling ${who} failed: ${e.message}`);
+    }
+    this.d.onChange();
+  }
+
+  /**
+   * ICE restart on the link to `userId`, by the side that offers on it (we must be its viewer):
+   * fresh ICE servers, restartIce(), a new offer on the same RTCPeerConnection. If the link is
+   * not connected again within ICE_RESTART_WAIT_MS it is rebuilt.
+   */
+  async restartIce(userId) {
+    const link = this.peers.get(userId);
+    if (!link || link.closed || this.ended || link.role !== 'viewer') return false;
+    link.restarting = true;
+    this.iceRestarts += 1;
+    try {
+      if (link.pc.setConfiguration) link.pc.setConfiguration({ iceServers: toRtcIceServers(this.iceServersFor(userId, 'viewer')) });
+      if (link.pc.restartIce) link.pc.restartIce();
+      const offer = await link.pc.createOffer({ iceRestart: true });
+      await link.pc.setLocalDescription(offer);
+      if (link.closed || this.ended) return false;
+      await this.transport.sendOffer(userId, link.pc.localDescription);
+      this.log(`ICE restart offer sent to ${this.name(userId)}`);
+    } catch (e) {
+      this.warn(`ICE restart with ${this.name(userId)} failed: ${e.message}`);
+      this.rebuild(userId);
+      return false;
+    }
+    this.d.clearTimeout(link.timer);
+    link.timer = this.d.setTimeout(() => {
+      if (!link.closed && link.pc.connectionState !== 'connected') this.rebuild(userId);
+    }, ICE_RESTART_WAIT_MS);
+    return true;
+  }
+
+  /** A new RTCPeerConnection for `userId` (the old one closed), at most MAX_REBUILDS in a row. */
+  rebuild(userId) {
+    const peer = this.peerEntry(userId);
+    if (!peer || this.ended) return;
+    const n = (this.rebuilds.get(userId) || 0) + 1;
+    if (n > MAX_REBUILDS) {
+      this.warn(`giving up on ${this.name(userId)} after ${MAX_REBUILDS} rebuilds`);
+      return;
+    }
+    this.rebuilds.set(userId, n);
+    this.log(`Rebuilding the connection to ${this.name(userId)} (attempt ${n})`);
+    this.d.setTimeout(() => {
+      if (!this.ended) this.call(peer);
+    }, 500 * n);
+  }
+
+  /** Whether another offer from `from` is within the per-peer limit (and records it). */
+  admitOffer(from) {
+    const now = this.d.now();
+    const times = (this.offerTimes.get(from) || []).filter((t) => now - t < OFFER_WINDOW_MS);
+    if (times.length >= OFFERS_PER_WINDOW) {
+      this.offerTimes.set(from, times);
+      return false;
+    }
+    times.push(now);
+    this.offerTimes.set(from, times);
+    return true;
+  }
+
+  /**
+   * An offer from a later joiner (we are master of our channel). Same remote connection
+   * (fingerprint) as the link we have: renegotiation or ICE restart, answered on that link.
+   * Otherwise a new link replaces the old one (closed and released).
+   */
+  async onOffer(from, desc) {
+    if (this.ended) return;
+    if (!this.admitOffer(from)) {
+      this.warn(`dropped an offer from ${this.name(from)}: more than ${OFFERS_PER_WINDOW} in ${OFFER_WINDOW_MS / 1000} s`);
+      return;
+    }
+    this.log(`SDP offer received from ${this.name(from)}`);
+    const fp = sdpFingerprint(desc && desc.sdp);
+    let link = this.peers.get(from);
+    const reuse = !!(link && !link.closed && link.role === 'master' && fp && link.remoteFingerprint === fp && link.pc.signalingState === 'stable');
+    if (reuse) this.log(`Renegotiating the existing connection with ${this.name(from)}`);
+    else link = this.newLink(from, 'master');
+    link.remoteFingerprint = fp;
+    await link.pc.setRemoteDescription(desc);
+    await this.flushCandidates(link);
+    const answer = await link.pc.createAnswer();
+    await link.pc.setLocalDescription(answer);
+    if (this.ended || this.peers.get(from) !== link) return;
+    await this.transport.sendAnswer(from, link.pc.localDescription);
+    this.log(`SDP answer sent to ${this.name(from)}`);
+    this.d.onChange();
+  }
+
+  async onAnswer(from, desc) {
+    if (this.ended) return;
+    this.log(`SDP answer received from ${this.name(from)}`);
+    const link = this.peers.get(from);
+    if (!link || link.role !== 'viewer' || link.pc.signalingState !== 'have-local-offer') {
+      this.warn(`ignored an unexpected answer from ${this.name(from)}`);
+      return;
+    }
+    link.remoteFingerprint = sdpFingerprint(desc && desc.sdp);
+    await link.pc.setRemoteDescription(desc);
+    await this.flushCandidates(link);
+  }
+
+  async onCandidate(from, cand) {
+    if (this.ended) return;
+    this.log(`ICE candidate received from ${this.name(from)}`);
+    const link = this.peers.get(from);
+    if (!link) {
+      const q = this.earlyCandidates.get(from) || [];
+      if (q.length < 100) q.push(cand);
+      this.earlyCandidates.set(from, q);
+      return;
+    }
+    if (!link.pc.remoteDescription) {
+      if (link.pending.length < 100) link.pending.push(cand);
+      return;
+    }
+    try {
+      await link.pc.addIceCandidate(cand);
+    } catch (e) {
+      this.warn(`bad ICE candidate from ${this.name(from)}: ${e.message}`);
+    }
+  }
+
+  async flushCandidates(link) {
+    const queued = link.pending.splice(0);
+    for (const c of queued) {
+      try {
+        await link.pc.addIceCandidate(c);
+      } catch (e) {
+        this.warn(`bad ICE candidate from ${this.name(link.userId)}: ${e.message}`);
+      }
+    }
+  }
+
+  onTrack(link, e) {
+    if (e.track.kind !== 'audio' || this.ended || link.closed) return;
+    const stream = (e.streams && e.streams[0]) || new this.d.MediaStream([e.track]);
+    this.log(`Received remote audio track from ${this.name(link.userId)}`);
+    link.remoteStream = stream;
+    if (!link.audioEl) link.audioEl = this.d.attachAudio(link.userId, stream);
+    link.audioEl.srcObject = stream;
+    const played = link.audioEl.play && link.audioEl.play();
+    if (played && played.catch) {
+      played.catch((err) => {
+        this.warn(`audio playback blocked: ${err.message}`);
+        this.d.onAudioBlocked();
+      });
+    }
+    if (this.audioCtx) {
+      try {
+        link.meter = this.makeMeter(stream);
+      } catch (err) {
+        this.warn(`no level meter for ${this.name(link.userId)}: ${err.message}`);
+      }
+    }
+    this.d.onChange();
+  }
+
+  /** Closes and releases a link: its RTCPeerConnection, meter, <audio> and timers. */
+  closeLink(link) {
+    link.closed = true;
+    this.d.clearTimeout(link.timer);
+    try {
+      link.pc.close();
+    } catch {
+      /* already closed */
+    }
+    if (link.meter) {
+      try {
+        link.meter.src.disconnect();
+      } catch {
+        /* context closed */
+      }
+    }
+    if (link.audioEl) {
+      link.audioEl.srcObject = null;
+      this.d.detachAudio(link.audioEl);
+      link.audioEl = null;
+    }
+    if (this.peers.get(link.userId) === link) this.peers.delete(link.userId);
+  }
+
+  dropPeer(userId) {
+    const link = this.peers.get(userId);
+    this.earlyCandidates.delete(userId);
+    this.offerTimes.delete(userId);
+    if (link) {
+      this.closeLink(link);
+      this.log(`Closed the connection to ${this.name(userId)}`);
+    }
+  }
+
+  /**
+   * Another participant came back on a new connection (participantResumed, or a rejoin):
+   * rebuild our link to them. If we offer on it we call now; otherwise they call us and their
+   * offer (from a new connection) replaces the old link.
+   */
+  peerReturned(userId) {
+    const peer = this.peerEntry(userId);
+    if (peer && this.transport) this.call(peer);
+  }
+
+  // --- levels (speaking indicator) ----------------------------------------------------------
+
+  makeMeter(stream) {
+    const src = this.audioCtx.createMediaStreamSource(stream);
+    const an = this.audioCtx.createAnalyser();
+    an.fftSize = 1024;
+    src.connect(an);
+    return { src, an, buf: new Float32Array(an.fftSize) };
+  }
+
+  startMeters() {
+    if (!this.d.AudioContext) return;
+    try {
+      this.audioCtx = new this.d.AudioContext();
+      if (this.audioCtx.state === 'suspended') this.audioCtx.resume().catch(() => {});
+      this.localMeter = this.makeMeter(this.stream);
+    } catch (e) {
+      this.warn(`audio level meters unavailable: ${e.message}`);
+      this.audioCtx = null;
+      return;
+    }
+    this.levelTimer = this.d.setInterval(() => this.sampleLevels(), LEVEL_INTERVAL_MS);
+  }
+
+  sampleLevels() {
+    const now = this.d.now();
+    if (this.localMeter) {
+      const p = this.muted ? 0 : peakOf(this.localMeter);
+      this.localLevel.peak = p;
+      if (p > SPEAKING_THRESHOLD) this.localLevel.lastLoudAt = now;
+    }
+    for (const link of this.peers.values()) {
+      if (!link.meter) continue;
+      link.peak = peakOf(link.meter);
+      if (link.peak > SPEAKING_THRESHOLD) link.lastLoudAt = now;
+    }
+    if (this.d.onLevels) this.d.onLevels();
+  }
+
+  isSpeaking(userId) {
+    const now = this.d.now();
+    if (this.grant && userId === this.grant.userId) return now - this.localLevel.lastLoudAt < SPEAKING_HOLD_MS;
+    const link = this.peers.get(userId);
+    return !!link && now - link.lastLoudAt < SPEAKING_HOLD_MS;
+  }
+
+  setMuted(muted) {
+    this.muted = muted;
+    for (const t of this.stream.getAudioTracks()) t.enabled = !muted;
+    this.log(muted ? 'Microphone muted' : 'Microphone unmuted');
+  }
+
+  /** Closes everything this session holds; safe to call twice. */
+  teardown(reason) {
+    if (this.ended) return;
+    this.ended = true;
+    this.endReason = reason;
+    this.d.clearTimeout(this.refreshTimer);
+    this.d.clearInterval(this.levelTimer);
+    for (const link of [...this.peers.values()]) this.closeLink(link);
+    this.peers.clear();
+    this.earlyCandidates.clear();
+    if (this.transport) this.transport.close();
+    for (const t of this.stream.getTracks()) t.stop();
+    if (this.audioCtx) this.audioCtx.close().catch(() => {});
+    this.log(`Voice session closed: ${reason}`);
+  }
+}
