@@ -43,7 +43,7 @@ async fn sqlite_chat_keeps_the_store_contract() {
 
 #[tokio::test]
 async fn sqlite_chat_keeps_the_store_contract_on_a_file() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let db = Database::open(&dir.path().join("chat.sqlite3"), Default::default()).unwrap();
     chat_domain::contract::run_all(&SqliteChat::new(db), "file").await;
 }
@@ -120,4 +120,14 @@ async fn a_setting_is_stored_on_first_use_and_kept() {
         chat.setting_or_insert("k", "second".into()).await.unwrap(),
         "first"
     );
+}
+
+/// A temporary data directory as the server makes one: mode 0700 (`Database::open_dir`
+/// refuses a directory other local users can read, because it holds the token key).
+fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .unwrap()
 }

@@ -67,7 +67,7 @@ fn acknowledged_writes_survive_kill_9() {
     if let Ok(dir) = std::env::var(CHILD_ENV) {
         child(&dir);
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let mut writer = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"])
         .env(CHILD_ENV, dir.path())
@@ -151,4 +151,14 @@ fn acknowledged_writes_survive_kill_9() {
                 .contains(&(user("admin"), MemberState::Approved)));
         }
     });
+}
+
+/// A temporary data directory as the server makes one: mode 0700 (`Database::open_dir`
+/// refuses a directory other local users can read, because it holds the token key).
+fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .unwrap()
 }

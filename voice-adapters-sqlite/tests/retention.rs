@@ -76,7 +76,7 @@ async fn the_retention_is_configurable() {
 
 #[tokio::test]
 async fn a_v1_database_learns_when_its_ended_rooms_ended() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let path = dir.path().join("v1.sqlite3");
     // A file as the first release wrote it: schema v1, one ended room, one active room.
     let old_end = T0 + 5000;
@@ -127,4 +127,14 @@ async fn a_v1_database_learns_when_its_ended_rooms_ended() {
         .unwrap();
     assert!(store.get(gone.id()).await.unwrap().is_none());
     assert!(store.get(active.id()).await.unwrap().is_some());
+}
+
+/// A temporary data directory as the server makes one: mode 0700 (`Database::open_dir`
+/// refuses a directory other local users can read, because it holds the token key).
+fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .unwrap()
 }

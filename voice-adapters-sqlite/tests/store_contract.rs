@@ -12,7 +12,7 @@ async fn sqlite_store_in_memory_keeps_the_store_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_on_disk_keeps_the_store_contract() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = private_tempdir();
     let db = Database::open_dir(dir.path(), OpenOptions::default()).expect("open data dir");
     store_contract(&SqliteStore::new(db), "sqlite").await;
 }
@@ -21,4 +21,14 @@ async fn sqlite_store_on_disk_keeps_the_store_contract() {
 fn sqlite_store_keeps_the_store_contract_without_a_tokio_runtime() {
     let db = Database::open_in_memory().expect("open in memory");
     futures::executor::block_on(store_contract(&SqliteStore::new(db), "sqlite-noruntime"));
+}
+
+/// A temporary data directory as the server makes one: mode 0700 (`Database::open_dir`
+/// refuses a directory other local users can read, because it holds the token key).
+fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .unwrap()
 }
