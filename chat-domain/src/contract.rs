@@ -243,6 +243,24 @@ pub async fn connections_bind_and_unbind(store: &dyn ChatStore, ns: &str) {
         .unbind_connection(&conn(ns, "never-bound"))
         .await
         .expect("unbinding an unknown connection is a no-op");
+    let mut everyone = store.identified_connections().await.expect("all");
+    everyone.retain(|c| c.as_str().starts_with(ns));
+    everyone.sort();
+    let mut want = vec![ca.clone(), ck2.clone(), cl.clone()];
+    want.sort();
+    assert_eq!(
+        everyone, want,
+        "every identified connection still open, member or not"
+    );
+    let mut kims_rooms = store.rooms_of_member(&kim).await.expect("rooms");
+    kims_rooms.retain(|r| r.as_str().starts_with(ns));
+    assert_eq!(kims_rooms, vec![r.id.clone()]);
+    let mut lees_rooms = store.rooms_of_member(&lee).await.expect("rooms");
+    lees_rooms.retain(|r| r.as_str().starts_with(ns));
+    assert_eq!(lees_rooms, vec![], "a pending request is not membership");
+    let mut admins_rooms = store.rooms_of_member(&admin).await.expect("rooms");
+    admins_rooms.retain(|r| r.as_str().starts_with(ns));
+    assert_eq!(admins_rooms, vec![r.id.clone()]);
     assert_eq!(store.user_of(&ck1).await.expect("user_of"), None);
     assert_eq!(
         store.connections_of_user(&kim).await.expect("conns"),

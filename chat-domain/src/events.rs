@@ -47,6 +47,23 @@ pub enum ChatEvent {
     },
     /// To the approved members: a message.
     Message(ChatMessage),
+    /// To every identified connection: a new room exists (the room list is live).
+    RoomCreated {
+        /// The room.
+        room_id: String,
+        /// Its name.
+        name: String,
+        /// Its admin.
+        admin_user_id: String,
+    },
+    /// To the approved members of every room the user is in: the user came online (first
+    /// connection) or went offline (last connection closed).
+    PresenceChanged {
+        /// Who.
+        user_id: String,
+        /// Whether they have an open connection now.
+        online: bool,
+    },
 }
 
 #[derive(Serialize)]

@@ -62,6 +62,19 @@ pub trait ChatStore: ChatDirectory {
     async fn connections_of_user(&self, user: &UserId)
         -> Result<Vec<ConnectionId>, ChatStoreError>;
 
+    /// Every open connection of an identified user (who hears that a room was created).
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn identified_connections(&self) -> Result<Vec<ConnectionId>, ChatStoreError>;
+
+    /// The rooms where `user` is the admin or an approved member (whose members see the user's
+    /// presence).
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn rooms_of_member(&self, user: &UserId) -> Result<Vec<ChatRoomId>, ChatStoreError>;
+
     /// Creates a room with its admin as an approved member, unless a room with the same id or
     /// the same name (case-insensitively) exists. Atomic: two racing creators of one name get
     /// one room and one [`ChatStoreError::RoomExists`].

@@ -39,6 +39,23 @@ impl ChatService {
         Ok(())
     }
 
+    /// Tells the members of every room `user` belongs to that they came online or went
+    /// offline (each connection once, however many rooms it shares with the user).
+    async fn push_presence(&self, user: &UserId, online: bool) -> Result<(), ChatError> {
+        let mut to = Vec::new();
+        for room in self.ports.store.rooms_of_member(user).await? {
+            to.extend(self.ports.store.connections_of(&room).await?);
+        }
+        to.sort();
+        to.dedup();
+        let event = ChatEvent::PresenceChanged {
+            user_id: user.to_string(),
+            online,
+        };
+        self.ports.events.push(&to, &event).await;
+        Ok(())
+    }
+
     /// The user on `connection`.
     ///
     /// # Errors
@@ -103,11 +120,20 @@ impl ChatService {
             (Some(u), _) | (None, Some(u)) => u,
             (None, None) => self.ports.ids.user_id(),
         };
+        let was_online = !self
+            .ports
+            .store
+            .connections_of_user(&user)
+            .await?
+            .is_empty();
         self.ports
             .store
             .bind_connection(connection, &user, &name)
             .await?;
         info!(user_id = %user, resumed, "connection identified");
+        if !was_online {
+            self.push_presence(&user, true).await?;
+        }
         Ok(HelloData {
             user_id: user.to_string(),
             name,
@@ -131,6 +157,13 @@ impl ChatService {
         };
         self.ports.store.create_room(&room).await?;
         info!(chat_room_id = %room.id, user_id = %user, "chat room created");
+        let everyone = self.ports.store.identified_connections().await?;
+        let event = ChatEvent::RoomCreated {
+            room_id: room.id.to_string(),
+            name: room.name.clone(),
+            admin_user_id: room.admin.to_string(),
+        };
+        self.ports.events.push(&everyone, &event).await;
         Ok(room)
     }
 
@@ -328,11 +361,27 @@ impl ChatService {
             .await?)
     }
 
-    /// The connection closed: it is no longer the user's (presence goes offline with the
-    /// last one). A store failure is logged: the connection is gone either way.
+    /// The connection closed: it is no longer the user's, and when it was the user's last one
+    /// the members of the user's rooms hear `presenceChanged` (offline). A store failure is
+    /// logged: the connection is gone either way.
     pub async fn disconnect(&self, connection: &ConnectionId) {
+        let user = self.ports.store.user_of(connection).await.ok().flatten();
         if let Err(e) = self.ports.store.unbind_connection(connection).await {
             warn!(error = %e, "could not remove the connection from chat presence");
+            return;
+        }
+        let Some(user) = user else { return };
+        let gone = match self.ports.store.connections_of_user(&user).await {
+            Ok(left) => left.is_empty(),
+            Err(e) => {
+                warn!(error = %e, "could not read the user's remaining connections");
+                false
+            }
+        };
+        if gone {
+            if let Err(e) = self.push_presence(&user, false).await {
+                warn!(error = %e, "could not tell the user's rooms they went offline");
+            }
         }
     }
 }

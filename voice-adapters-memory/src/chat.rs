@@ -96,6 +96,23 @@ impl ChatStore for MemoryChat {
         Ok(self.directory.connections_of_user(user))
     }
 
+    async fn identified_connections(&self) -> Result<Vec<ConnectionId>, ChatStoreError> {
+        Ok(self.directory.connections())
+    }
+
+    async fn rooms_of_member(&self, user: &UserId) -> Result<Vec<ChatRoomId>, ChatStoreError> {
+        let rooms: Vec<ChatRoomId> = self.lock().rooms.keys().cloned().collect();
+        Ok(rooms
+            .into_iter()
+            .filter(|r| {
+                self.directory
+                    .members(r)
+                    .iter()
+                    .any(|(u, s)| u == user && *s == MemberState::Approved)
+            })
+            .collect())
+    }
+
     async fn create_room(&self, room: &RoomRecord) -> Result<(), ChatStoreError> {
         // Lock order everywhere: `extra`, then the directory's own lock.
         let mut extra = self.lock();

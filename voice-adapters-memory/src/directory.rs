@@ -178,6 +178,11 @@ impl MemoryDirectory {
             .unwrap_or_default()
     }
 
+    /// Every connection with a user.
+    pub fn connections(&self) -> Vec<ConnectionId> {
+        self.lock().users.keys().cloned().collect()
+    }
+
     /// Connections of a user.
     pub fn connections_of_user(&self, user: &UserId) -> Vec<ConnectionId> {
         self.lock()

@@ -292,6 +292,31 @@ impl ChatStore for SqliteChat {
         Ok(out)
     }
 
+    async fn identified_connections(&self) -> Result<Vec<ConnectionId>, ChatStoreError> {
+        let mut out: Vec<_> = self.conns().keys().cloned().collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn rooms_of_member(&self, user: &UserId) -> Result<Vec<ChatRoomId>, ChatStoreError> {
+        let user = user.clone();
+        self.db
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT chat_room_id FROM memberships
+                     WHERE user_id = ?1 AND state = 'approved' ORDER BY chat_room_id",
+                )?;
+                let raw = stmt
+                    .query_map([user.as_str()], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                raw.into_iter()
+                    .map(|id| parse_id(id, "chat room id").map_err(Failed::from))
+                    .collect()
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
     async fn create_room(&self, room: &RoomRecord) -> Result<(), ChatStoreError> {
         let room = room.clone();
         self.db

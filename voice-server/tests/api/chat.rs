@@ -377,3 +377,59 @@ async fn a_second_tab_of_the_same_user_hears_events_too() {
     assert_eq!(bo.event("message").await["text"], "both tabs");
     assert_eq!(bo2.event("message").await["text"], "both tabs");
 }
+
+#[tokio::test]
+async fn a_new_room_is_pushed_to_every_identified_connection() {
+    let app = spawn_app().await;
+    let mut ada = app.user("Ada").await;
+    let mut bo = app.user("Bo").await;
+    let mut anonymous = app.connect().await;
+    let ada_id = ada.user_id.clone();
+    let room = ada.ok("createRoom", json!({"name": "Live"})).await;
+    for c in [&mut ada, &mut bo] {
+        let e = c.event("roomCreated").await;
+        assert_eq!(e["roomId"], room["roomId"]);
+        assert_eq!(e["name"], "Live");
+        assert_eq!(e["adminUserId"], ada_id.as_str());
+    }
+    anonymous
+        .no_event("roomCreated", Duration::from_millis(300))
+        .await;
+}
+
+#[tokio::test]
+async fn members_hear_when_someone_comes_online_and_goes_offline() {
+    let app = spawn_app().await;
+    let (mut admin, member, room_id) = room_with_member(&app).await;
+    let member_id = member.user_id.clone();
+    let mut outsider = app.user("Cy").await;
+    admin.clear_events();
+    // The member's only connection closes: the admin hears "offline"; an outsider nothing.
+    member.abort();
+    let e = admin.event("presenceChanged").await;
+    assert_eq!(
+        (e["userId"].as_str(), e["online"].as_bool()),
+        (Some(member_id.as_str()), Some(false))
+    );
+    // A second connection of the admin does not make the admin "come online" again.
+    let mut again = app.connect().await;
+    let resume = admin.ok("hello", json!({"name": "Ada"})).await["resumeToken"].clone();
+    again
+        .ok("hello", json!({"name": "Ada", "resumeToken": resume}))
+        .await;
+    admin
+        .no_event("presenceChanged", Duration::from_millis(300))
+        .await;
+    outsider
+        .no_event("presenceChanged", Duration::from_millis(100))
+        .await;
+    let members = admin.ok("listMembers", json!({"roomId": room_id})).await;
+    let row = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["userId"] == member_id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(row["online"], false);
+}
