@@ -303,6 +303,7 @@ fn prepare(
         ServiceConfig {
             capacity: config.capacity,
             credential_ttl: config.credential_ttl,
+            reconnect_grace: config.reconnect_grace,
             ..ServiceConfig::default()
         },
     ));
@@ -353,8 +354,12 @@ async fn run(
         config,
         addr,
     } = ready;
-    end_rooms_of_previous_process(&voice).await;
-    let sweeper = tokio::spawn(sweep_loop(voice, config.sweep_interval, trigger.clone()));
+    keep_rooms_of_previous_process(&voice).await;
+    let sweeper = tokio::spawn(sweep_loop(
+        voice,
+        sweep_every(config.sweep_interval, config.reconnect_grace),
+        trigger.clone(),
+    ));
     info!(%addr, capacity = config.capacity.get(), ice_servers = config.ice_servers.len(), "voice-server listening");
     let stop = trigger.clone();
     // TCP_NODELAY on every accepted socket: a request often produces two frames on one
@@ -395,22 +400,51 @@ async fn run(
     })
 }
 
-/// Voice rooms stored as active by a previous process (SQLite) lost every participant with it:
-/// their sockets died, and this process has no connection yet. The sweep ends exactly those
-/// (reason `abandoned`, channels deleted) because none of their participants' connections is
-/// known to the chat state, whose connections live in memory. Runs before the first connection
-/// is served; a failure is logged and left to the periodic sweep.
-async fn end_rooms_of_previous_process(voice: &VoiceService<ServerPorts>) {
-    match voice.sweep().await {
-        Ok(r) if r.rooms_ended.is_empty() => {}
-        Ok(r) => info!(
-            rooms_ended = r.rooms_ended.len(),
-            "ended voice rooms left active by the previous process"
+/// Voice rooms stored as active by a previous process (SQLite) lost every participant's
+/// connection with it, and this process has no connection yet. A restart must be a blip, not the
+/// end of the calls: every participant becomes reconnecting as of now, so those who come back
+/// within the reconnect grace resume into the same voice room, and the sweep removes the others
+/// (ending rooms nobody came back to). Runs before the first connection is served; a failure is
+/// logged and left to the periodic sweep, which marks the participants of dead connections
+/// reconnecting in turn.
+async fn keep_rooms_of_previous_process(voice: &VoiceService<ServerPorts>) {
+    if voice.config().reconnect_grace.is_zero() {
+        // No resume: the sweep ends the rooms at once (reason `abandoned`, channels deleted),
+        // since none of their participants' connections is known to this process.
+        match voice.sweep().await {
+            Ok(r) if r.rooms_ended.is_empty() => {}
+            Ok(r) => info!(
+                rooms_ended = r.rooms_ended.len(),
+                "ended voice rooms left active by the previous process"
+            ),
+            Err(e) => {
+                warn!(error = %e, "could not end voice rooms left by the previous process; the periodic sweep will retry")
+            }
+        }
+        return;
+    }
+    match voice.restarted().await {
+        Ok(kept) if kept.is_empty() => {}
+        Ok(kept) => info!(
+            rooms = kept.len(),
+            "voice rooms of the previous process kept; their participants may resume"
         ),
         Err(e) => {
-            warn!(error = %e, "could not end voice rooms left by the previous process; the periodic sweep will retry")
+            warn!(error = %e, "could not keep the voice rooms of the previous process; the periodic sweep will handle them")
         }
     }
+}
+
+/// How often to sweep: the configured interval, but at least four times per reconnect grace, so
+/// that a participant who does not come back leaves at most a quarter-grace after it (never
+/// more often than every 100 ms).
+fn sweep_every(interval: std::time::Duration, grace: std::time::Duration) -> std::time::Duration {
+    if grace.is_zero() {
+        return interval;
+    }
+    interval
+        .min(grace / 4)
+        .max(std::time::Duration::from_millis(100))
 }
 
 async fn sweep_loop(
