@@ -53,7 +53,7 @@ use tracing::{debug, info, warn};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use voice_adapters_memory::{MemoryChannels, MemoryStore, SystemClock, UuidIds};
 use voice_adapters_sqlite::{Database, OpenOptions, SqliteChat, SqliteError, SqliteStore};
-use voice_domain::ports::{Adapters, Clock, Secret};
+use voice_domain::ports::{Adapters, ChannelTags, Clock, Secret, VoiceRoomStore as _};
 use voice_domain::{ServiceConfig, VoiceService};
 
 pub use config::{Cli, Config, ConfigError, LogFormat, RateLimit, Storage};
@@ -249,6 +249,8 @@ struct Ready {
     hub: Hub,
     config: Config,
     addr: SocketAddr,
+    /// The relay's channels, to re-register those of the voice rooms kept at start-up.
+    relay_channels: MemoryChannels,
 }
 
 fn prepare(
@@ -279,8 +281,9 @@ fn prepare(
         .public_ws_url
         .clone()
         .unwrap_or_else(|| format!("ws://{addr}/ws"));
+    let relay_channels = MemoryChannels::new(SystemClock);
     let channels = RelayChannels::new(
-        MemoryChannels::new(SystemClock),
+        relay_channels.clone(),
         ws_url,
         IceConfig::new(
             &config.ice_servers,
@@ -338,6 +341,7 @@ fn prepare(
         hub,
         config,
         addr,
+        relay_channels,
     })
 }
 
@@ -353,8 +357,9 @@ async fn run(
         hub,
         config,
         addr,
+        relay_channels,
     } = ready;
-    keep_rooms_of_previous_process(&voice).await;
+    keep_rooms_of_previous_process(&voice, &relay_channels).await;
     let sweeper = tokio::spawn(sweep_loop(
         voice,
         sweep_every(config.sweep_interval, config.reconnect_grace),
@@ -407,7 +412,10 @@ async fn run(
 /// (ending rooms nobody came back to). Runs before the first connection is served; a failure is
 /// logged and left to the periodic sweep, which marks the participants of dead connections
 /// reconnecting in turn.
-async fn keep_rooms_of_previous_process(voice: &VoiceService<ServerPorts>) {
+async fn keep_rooms_of_previous_process(
+    voice: &VoiceService<ServerPorts>,
+    relay_channels: &MemoryChannels,
+) {
     if voice.config().reconnect_grace.is_zero() {
         // No resume: the sweep ends the rooms at once (reason `abandoned`, channels deleted),
         // since none of their participants' connections is known to this process.
@@ -422,6 +430,28 @@ async fn keep_rooms_of_previous_process(voice: &VoiceService<ServerPorts>) {
             }
         }
         return;
+    }
+    // The relay's channels lived in the previous process's memory: re-register those of the
+    // rooms kept, so that participants resume on their own channel (the mesh plan is unchanged).
+    match voice.ports().store.list_active().await {
+        Ok(rooms) => {
+            for room in &rooms {
+                for p in room.participants() {
+                    relay_channels.adopt(
+                        p.channel.clone(),
+                        ChannelTags {
+                            chat_room: room.chat_room().clone(),
+                            voice_room: room.id().clone(),
+                            owner: p.user.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "could not list the voice rooms of the previous process; the periodic sweep will end them");
+            return;
+        }
     }
     match voice.restarted().await {
         Ok(kept) if kept.is_empty() => {}
