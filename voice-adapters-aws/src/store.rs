@@ -54,7 +54,9 @@ pub mod attr {
     /// (M user id → S channel ARN) One channel per participant (the original had one ARN).
     pub const CHANNEL_ARNS: &str = "signalingChannelARN";
     /// (L of M) Participants in join order: `userId`, `connectionId`, `channelName`,
-    /// `channelArn` (S), `joinedAt` (N, ms), `muted` (BOOL).
+    /// `channelArn` (S), `joinedAt` (N, ms), `muted` (BOOL), and `reconnectingSince` (N, ms)
+    /// while its connection is gone and it may resume (absent while connected, and in items
+    /// written before resume existed, which therefore read as connected).
     pub const PARTICIPANTS: &str = "participants";
     /// (N) Max participants.
     pub const CAPACITY: &str = "capacity";
@@ -538,14 +540,18 @@ pub fn room_to_item(
             p.participants
                 .iter()
                 .map(|x| {
-                    AttributeValue::M(HashMap::from([
+                    let mut m = HashMap::from([
                         ("userId".to_owned(), s(x.user.as_str())),
                         ("connectionId".to_owned(), s(x.connection.as_str())),
                         ("channelName".to_owned(), s(x.channel.name.as_str())),
                         ("channelArn".to_owned(), s(x.channel.arn.as_str())),
                         ("joinedAt".to_owned(), n(x.joined_at.as_millis())),
                         ("muted".to_owned(), AttributeValue::Bool(x.muted)),
-                    ]))
+                    ]);
+                    if let Some(t) = x.reconnecting_since {
+                        m.insert("reconnectingSince".to_owned(), n(t.as_millis()));
+                    }
+                    AttributeValue::M(m)
                 })
                 .collect(),
         ),
@@ -690,6 +696,10 @@ pub fn room_from_item(item: &HashMap<String, AttributeValue>) -> Result<VoiceRoo
                 .ok_or_else(|| corrupt("participants.muted is missing"))?
                 .as_bool()
                 .map_err(|_| corrupt("participants.muted is not a boolean"))?,
+            reconnecting_since: match m.get("reconnectingSince") {
+                None => None,
+                Some(_) => Some(Timestamp::from_millis(get_n(m, "reconnectingSince")?)),
+            },
         });
     }
     Ok(VoiceRoom::from_parts(VoiceRoomParts {
@@ -762,6 +772,47 @@ mod tests {
             &vec!["conn=A".to_owned(), "conn=B".to_owned()]
         );
         assert!(!item.contains_key(attr::EXPIRES_AT));
+    }
+
+    #[test]
+    fn reconnecting_state_round_trips_and_items_without_it_read_as_connected() {
+        let mut room = room();
+        room.mark_reconnecting(
+            &ConnectionId::parse("conn=B").unwrap(),
+            Timestamp::from_millis(1_700_000_002_000),
+        )
+        .unwrap()
+        .unwrap();
+        let mut item = room_to_item(&room, DEFAULT_ENDED_RETENTION);
+        assert_eq!(room_from_item(&item).unwrap(), room);
+        let parts = item[attr::PARTICIPANTS].as_l().unwrap();
+        assert!(!parts[0].as_m().unwrap().contains_key("reconnectingSince"));
+        assert_eq!(
+            parts[1].as_m().unwrap()["reconnectingSince"]
+                .as_n()
+                .unwrap(),
+            "1700000002000"
+        );
+        // The old connection stays in the connection set: a repeated $disconnect finds it.
+        assert_eq!(
+            item[attr::CONNECTION_IDS].as_ss().unwrap(),
+            &vec!["conn=A".to_owned(), "conn=B".to_owned()]
+        );
+        // An item written before resume existed has no such attribute.
+        let mut list = parts.clone();
+        if let AttributeValue::M(m) = &mut list[1] {
+            m.remove("reconnectingSince");
+        }
+        item.insert(attr::PARTICIPANTS.into(), AttributeValue::L(list));
+        let read = room_from_item(&item).unwrap();
+        assert!(read.participants().iter().all(|p| !p.is_reconnecting()));
+        // A broken value is corrupt, not a panic.
+        let mut list = item[attr::PARTICIPANTS].as_l().unwrap().clone();
+        if let AttributeValue::M(m) = &mut list[1] {
+            m.insert("reconnectingSince".into(), s("soon"));
+        }
+        item.insert(attr::PARTICIPANTS.into(), AttributeValue::L(list));
+        assert!(room_from_item(&item).is_err());
     }
 
     #[test]

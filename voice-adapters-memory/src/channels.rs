@@ -60,6 +60,22 @@ impl<C: Clock + Clone> MemoryChannels<C> {
         self.lock().channels.values().cloned().collect()
     }
 
+    /// Records `channel`, which a stored voice room holds, as existing (created now, not counted
+    /// as created). The self-hosted server's channels are routes of its relay, kept in memory:
+    /// after a restart it re-registers the channels of the voice rooms it keeps, so that their
+    /// participants can resume on them.
+    pub fn adopt(&self, channel: SignalingChannel, tags: ChannelTags) {
+        let now = self.clock.now();
+        self.lock().channels.insert(
+            channel.arn.clone(),
+            ListedChannel {
+                channel,
+                tags: Some(tags),
+                created_at: now,
+            },
+        );
+    }
+
     /// How many channels were ever created.
     pub fn created_total(&self) -> u64 {
         self.lock().created_total

@@ -429,9 +429,14 @@ fn run_case(steps: &[Step], stats: &RefCell<Stats>) -> Result<(), TestCaseError>
             stats.borrow_mut().orphans_after_channel_faults += new_orphans.len() as u64;
         }
     }
-    // Recovery: no faults, everyone back, the grace period over, one sweep.
+    // Recovery: no faults, everyone back, the grace period over, one sweep (which marks
+    // participants on dead connections reconnecting), the reconnect grace over, another sweep
+    // (which removes them).
     w.faults.reset();
     w.clock.advance(GRACE + Duration::from_secs(1));
+    block_on(w.service.sweep()).map_err(|e| TestCaseError::fail(format!("recovery sweep: {e}")))?;
+    w.clock
+        .advance(voice_domain::DEFAULT_RECONNECT_GRACE + Duration::from_secs(1));
     block_on(w.service.sweep()).map_err(|e| TestCaseError::fail(format!("recovery sweep: {e}")))?;
     w.check_consistent()
         .map_err(|e| TestCaseError::fail(format!("after recovery: {e}")))?;

@@ -405,6 +405,14 @@ fn participant(w: &World, who: &str) -> Option<ConnectionId> {
         .and_then(|r| r.participant(&user(who)).map(|p| p.connection.clone()))
 }
 
+/// Whether `who` is a participant of the active voice room of `chat_room`, reconnecting.
+fn reconnecting(w: &World, chat_room: &str, who: &str) -> bool {
+    block_on(w.store.active_in_chat_room(&chat(chat_room)))
+        .unwrap()
+        .and_then(|r| r.participant(&user(who)).map(|p| p.is_reconnecting()))
+        .unwrap_or(false)
+}
+
 fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
@@ -546,7 +554,7 @@ fn scenarios() -> Vec<Scenario> {
             atomic: true,
             refusal: None,
             capacity: 10,
-            done: |w| participant(w, "bob").is_none(),
+            done: |w| reconnecting(w, "chat-1", "bob"),
         },
         Scenario {
             name: "sweep (dead participant, abandoned room, orphan channel)",
@@ -563,10 +571,13 @@ fn scenarios() -> Vec<Scenario> {
                         .create(&ChannelName::from_unique("orphan").unwrap(), &tags),
                 )
                 .unwrap();
-                w.clock.advance(GRACE + Duration::from_secs(1));
-                // bob's tab closed without a $disconnect; dave (alone in chat-2) too.
+                // bob's tab closed without a $disconnect; dave (alone in chat-2) too. A sweep
+                // marks them reconnecting; they do not come back within the reconnect grace.
                 w.directory.disconnect(&conn("c-bob"));
                 w.directory.disconnect(&conn("c-dave"));
+                block_on(w.service.sweep()).unwrap();
+                assert!(reconnecting(w, "chat-1", "bob") && reconnecting(w, "chat-2", "dave"));
+                w.clock.advance(GRACE + Duration::from_secs(1));
             },
             action: Action::Sweep,
             atomic: false,
@@ -696,12 +707,7 @@ fn scenarios() -> Vec<Scenario> {
             atomic: false,
             refusal: None,
             capacity: 10,
-            done: |w| {
-                participant(w, "alice").is_none()
-                    && block_on(w.store.active_in_chat_room(&chat("chat-2")))
-                        .unwrap()
-                        .is_some_and(|r| r.participant(&user("alice")).is_none())
-            },
+            done: |w| reconnecting(w, "chat-1", "alice") && reconnecting(w, "chat-2", "alice"),
         },
     ]
 }

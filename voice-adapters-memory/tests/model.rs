@@ -6,7 +6,13 @@
 //! tabs), a capacity of 2 to 4. Commands: start, join (new, refresh, reconnect from another
 //! tab), leave, mute, end, active room lookup, disconnect (with or without the `$disconnect`
 //! reaching voice), a socket dying unnoticed (the notifier then says "gone"), sweep, clock
-//! moves, and membership changes (approve, make pending, revoke).
+//! moves, membership changes (approve, make pending, revoke), and a server restart (every
+//! connection gone, `restarted`, users come back on new connections).
+//!
+//! Resume: a disconnected participant becomes reconnecting (keeping place, role, mute and
+//! channel); the same user joining from a new connection resumes it; the sweep marks
+//! participants on forgotten connections reconnecting and removes those reconnecting for the
+//! reconnect grace (30 s) or longer, as leaves.
 //!
 //! After every step:
 //! - every response (success or error code) is the one the model predicts, and for successes
@@ -29,7 +35,11 @@
 //! - events reach only open connections of the chat room's approved members, and a start
 //!   reaches every one of them that is not dead;
 //! - a join's credentials were issued for exactly its plan: master of its own channel, viewer
-//!   on each earlier participant's, in join order.
+//!   on each earlier participant's, in join order;
+//! - a participant holds exactly one connection: no connection is any other participant's in
+//!   the room, a replaced connection can no longer leave, mute or end for it, and after a sweep
+//!   every participant that is not reconnecting is on a connection the chat app knows;
+//! - after a sweep no participant has been reconnecting for the grace or longer.
 //!
 //! Cases: 1000 by default; `PROPTEST_CASES` may ask for more.
 
@@ -133,6 +143,9 @@ enum Cmd {
     Advance {
         secs: u64,
     },
+    /// The server restarts: every connection dies, `restarted` runs, then each user comes back
+    /// on a new connection.
+    Restart,
 }
 
 #[derive(Debug, Clone)]
@@ -195,7 +208,8 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         2 => (0..CHATS, 0..USERS, member_state())
             .prop_map(|(chat, user, state)| Cmd::SetMembership { chat, user, state }),
         1 => Just(Cmd::Sweep),
-        1 => (0u64..600).prop_map(|secs| Cmd::Advance { secs }),
+        2 => prop_oneof![0u64..40, 0u64..600].prop_map(|secs| Cmd::Advance { secs }),
+        1 => Just(Cmd::Restart),
     ]
 }
 
@@ -215,6 +229,8 @@ struct PartM {
     conn: usize,
     muted: bool,
     channel: SignalingChannel,
+    /// Since when (ms) its connection is gone, while it may resume.
+    reconnecting_since: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -236,7 +252,12 @@ struct Model {
     rooms: Vec<RoomM>,
     /// How often each kind of outcome happened, so the test can show it is not vacuous.
     stats: BTreeMap<String, u64>,
+    /// The clock, ms.
+    now: u64,
 }
+
+/// The service's reconnect grace (the default).
+const RECONNECT_GRACE: Duration = voice_domain::DEFAULT_RECONNECT_GRACE;
 
 impl Model {
     fn count(&mut self, what: impl Into<String>) {
@@ -299,19 +320,42 @@ impl Model {
         self.count(what);
     }
 
-    /// Removes connection `c` from every active room; returns the chat rooms that changed.
+    /// Marks the participant on connection `c` reconnecting in every active room; returns the
+    /// chat rooms that changed.
     fn remove_conn(&mut self, c: usize) -> Vec<usize> {
+        let now = self.now;
         let mut chats = Vec::new();
-        for r in 0..self.rooms.len() {
-            if !self.rooms[r].active {
-                continue;
-            }
-            if let Some(idx) = self.rooms[r].parts.iter().position(|p| p.conn == c) {
-                self.remove_part(r, idx);
-                chats.push(self.rooms[r].chat);
+        for room in self.rooms.iter_mut().filter(|r| r.active) {
+            if let Some(p) = room
+                .parts
+                .iter_mut()
+                .find(|p| p.conn == c && p.reconnecting_since.is_none())
+            {
+                p.reconnecting_since = Some(now);
+                chats.push(room.chat);
             }
         }
         chats
+    }
+
+    /// Removes, in join order, every participant of room `r` reconnecting for the grace or
+    /// longer; returns whether any was.
+    fn expire(&mut self, r: usize) -> bool {
+        let grace = u64::try_from(RECONNECT_GRACE.as_millis()).unwrap();
+        let now = self.now;
+        let mut any = false;
+        while self.rooms[r].active {
+            let Some(idx) = self.rooms[r]
+                .parts
+                .iter()
+                .position(|p| p.reconnecting_since.is_some_and(|t| now - t >= grace))
+            else {
+                break;
+            };
+            self.remove_part(r, idx);
+            any = true;
+        }
+        any
     }
 
     /// Events about `chats` are sent to the open connections of their approved members; those
@@ -333,7 +377,7 @@ impl Model {
                 if handled.insert(c) {
                     let chats = self.remove_conn(c);
                     if !chats.is_empty() {
-                        self.count("model: gone connection removed while publishing");
+                        self.count("model: gone connection marked reconnecting while publishing");
                     }
                     queue.extend(chats);
                 }
@@ -423,6 +467,7 @@ impl Harness {
                 conns: Vec::new(),
                 rooms: Vec::new(),
                 stats: BTreeMap::new(),
+                now: 1_700_000_000_000,
             },
             next_conn: 0,
         };
@@ -484,6 +529,7 @@ impl Harness {
                     .expect("a known connection"),
                 muted: p.muted,
                 channel: p.channel.clone(),
+                reconnecting_since: p.reconnecting_since.map(Timestamp::as_millis),
             })
             .collect()
     }
@@ -543,6 +589,7 @@ impl Harness {
                             conn: c,
                             muted: false,
                             channel: room.participants()[0].channel.clone(),
+                            reconnecting_since: None,
                         }],
                     });
                     let r = self.m.rooms.len() - 1;
@@ -584,16 +631,22 @@ impl Harness {
                 self.tally("join", outcome.map(|_| ()));
                 if let (Ok(grant), Ok(newly), Some(r)) = (got, outcome, r) {
                     assert_eq!(grant.newly_joined, newly, "{step}: newly_joined");
+                    let mut resumed = false;
                     if !newly {
-                        let same = self.m.rooms[r]
+                        let p = self.m.rooms[r]
                             .parts
                             .iter()
-                            .any(|p| p.user == user && p.conn == c);
-                        self.m.count(if same {
+                            .find(|p| p.user == user)
+                            .unwrap();
+                        let what = if p.reconnecting_since.is_some() {
+                            "join: resume after a drop"
+                        } else if p.conn == c {
                             "join: refresh"
                         } else {
                             "join: reconnect"
-                        });
+                        };
+                        resumed = what != "join: refresh";
+                        self.m.count(what);
                     }
                     let room = &mut self.m.rooms[r];
                     if newly {
@@ -602,12 +655,14 @@ impl Harness {
                             conn: c,
                             muted: false,
                             channel: grant.own.channel.clone(),
+                            reconnecting_since: None,
                         });
                     } else {
-                        // A refresh, or a reconnect from this connection: same channel.
+                        // A refresh, or a resume on this connection: same channel, place, mute.
                         let p = room.parts.iter_mut().find(|p| p.user == user).unwrap();
                         assert_eq!(grant.own.channel, p.channel, "{step}: kept its channel");
                         p.conn = c;
+                        p.reconnecting_since = None;
                     }
                     self.assert_returned(&step, &grant.room, r);
                     // The plan: master of its own channel, viewer on every earlier one.
@@ -639,7 +694,7 @@ impl Harness {
                         role: ChannelRole::Viewer,
                     }));
                     assert_eq!(req.grants, want_grants, "{step}: credential scope");
-                    if newly {
+                    if newly || resumed {
                         self.m.publish(vec![room.chat]);
                     }
                 }
@@ -660,6 +715,10 @@ impl Harness {
                     None => Err("VOICE_ROOM_NOT_FOUND"),
                     Some(r) if !self.m.rooms[r].active => Err("VOICE_ROOM_ENDED"),
                     Some(_) if idx.is_none() => Err("NOT_PARTICIPANT"),
+                    Some(r) if self.m.rooms[r].parts[idx.unwrap()].conn != c => {
+                        self.m.count("leave: refused from a replaced connection");
+                        Err("NOT_PARTICIPANT")
+                    }
                     Some(_) => Ok(()),
                 };
                 assert_eq!(code_of(&got), want, "{step}");
@@ -691,6 +750,9 @@ impl Harness {
                     None => Err("VOICE_ROOM_NOT_FOUND"),
                     Some(r) if !self.m.rooms[r].active => Err("VOICE_ROOM_ENDED"),
                     Some(_) if idx.is_none() => Err("NOT_PARTICIPANT"),
+                    Some(r) if self.m.rooms[r].parts[idx.unwrap()].conn != c => {
+                        Err("NOT_PARTICIPANT")
+                    }
                     Some(_) => Ok(()),
                 };
                 assert_eq!(code_of(&got), want, "{step}");
@@ -721,8 +783,12 @@ impl Harness {
                     None => Err("VOICE_ROOM_NOT_FOUND"),
                     Some(r) if !self.m.rooms[r].active => Err("VOICE_ROOM_ENDED"),
                     Some(r)
-                        if self.m.rooms[r].master != user
-                            && self.m.admins[self.m.rooms[r].chat] != user =>
+                        if self.m.admins[self.m.rooms[r].chat] != user
+                            && !(self.m.rooms[r].master == user
+                                && self.m.rooms[r]
+                                    .parts
+                                    .iter()
+                                    .any(|p| p.user == user && p.conn == c)) =>
                     {
                         Err("NOT_ALLOWED")
                     }
@@ -775,9 +841,10 @@ impl Harness {
                     let report = block_on(self.w.service.on_disconnect(&id))
                         .unwrap_or_else(|e| panic!("{step}: {e}"));
                     let chats = self.m.remove_conn(c);
-                    assert_eq!(report.rooms_left.len(), chats.len(), "{step}");
+                    assert!(report.rooms_left.is_empty(), "{step}");
+                    assert_eq!(report.rooms_reconnecting.len(), chats.len(), "{step}");
                     if !chats.is_empty() {
-                        self.m.count("on_disconnect: left a room");
+                        self.m.count("on_disconnect: participant reconnecting");
                     }
                     self.m.publish(chats);
                 }
@@ -807,24 +874,29 @@ impl Harness {
                     block_on(self.w.service.sweep()).unwrap_or_else(|e| panic!("{step}: {e}"));
                 assert_eq!(report.failures, 0, "{step}");
                 assert_eq!(report.channels_deleted, 0, "{step}: there were orphans");
-                // Every participant on a connection the chat app forgot is removed; a room
-                // left empty ends.
+                // Every participant on a connection the chat app forgot becomes reconnecting;
+                // those reconnecting for the grace leave (a room left empty ends).
                 let mut chats = Vec::new();
+                let now = self.m.now;
                 for r in 0..self.m.rooms.len() {
                     if !self.m.rooms[r].active {
                         continue;
                     }
-                    let before = self.m.rooms[r].parts.len();
-                    while let Some(idx) = self.m.rooms[r]
-                        .parts
-                        .iter()
-                        .position(|p| !self.m.conns[p.conn].registered)
-                    {
-                        self.m.remove_part(r, idx);
+                    let conns = &self.m.conns;
+                    let mut marked = false;
+                    for p in &mut self.m.rooms[r].parts {
+                        if p.reconnecting_since.is_none() && !conns[p.conn].registered {
+                            p.reconnecting_since = Some(now);
+                            marked = true;
+                        }
                     }
-                    if self.m.rooms[r].parts.len() != before {
+                    if marked {
                         chats.push(self.m.rooms[r].chat);
-                        self.m.count("sweep: removed dead participants");
+                        self.m.count("sweep: marked dead participants reconnecting");
+                    }
+                    if self.m.expire(r) {
+                        chats.push(self.m.rooms[r].chat);
+                        self.m.count("sweep: reconnect grace passed");
                     }
                 }
                 for id in &report.rooms_ended {
@@ -834,8 +906,59 @@ impl Harness {
                     );
                 }
                 self.m.publish(chats);
+                self.check(&step);
+                // Nobody reconnecting is past the grace, and everyone else is on a live
+                // connection.
+                for room in self.m.rooms.iter().filter(|r| r.active) {
+                    for p in &room.parts {
+                        match p.reconnecting_since {
+                            Some(t) => assert!(
+                                Duration::from_millis(self.m.now - t) < RECONNECT_GRACE,
+                                "{step}: u{} reconnecting past the grace",
+                                p.user
+                            ),
+                            None => assert!(
+                                self.m.conns[p.conn].registered,
+                                "{step}: u{} on a dead connection after the sweep",
+                                p.user
+                            ),
+                        }
+                    }
+                }
             }
-            Cmd::Advance { secs } => self.w.clock.advance(Duration::from_secs(secs)),
+            Cmd::Advance { secs } => {
+                self.w.clock.advance(Duration::from_secs(secs));
+                self.m.now += secs * 1000;
+            }
+            Cmd::Restart => {
+                for c in 0..nconns {
+                    let id = self.m.conns[c].id.clone();
+                    self.w.directory.disconnect(&id);
+                    self.w.notifier.mark_gone(id);
+                    self.m.conns[c].registered = false;
+                    self.m.conns[c].gone = true;
+                }
+                let kept =
+                    block_on(self.w.service.restarted()).unwrap_or_else(|e| panic!("{step}: {e}"));
+                let now = self.m.now;
+                let mut want = Vec::new();
+                for room in self.m.rooms.iter_mut().filter(|r| r.active) {
+                    for p in &mut room.parts {
+                        p.reconnecting_since = Some(now);
+                    }
+                    want.push(room.id.clone());
+                }
+                let mut kept_sorted = kept.clone();
+                kept_sorted.sort();
+                want.sort();
+                assert_eq!(kept_sorted, want, "{step}: rooms kept");
+                if !want.is_empty() {
+                    self.m.count("restart: rooms kept");
+                }
+                for u in 0..USERS {
+                    self.connect(u);
+                }
+            }
         }
         self.check(&step);
     }
@@ -939,10 +1062,15 @@ impl Harness {
                     "{step}: ended room not empty"
                 );
             }
+            let mut conns = HashSet::new();
             for p in room.participants() {
                 assert!(
                     held.insert(p.channel.arn.clone()),
                     "{step}: channel held twice"
+                );
+                assert!(
+                    conns.insert(p.connection.clone()),
+                    "{step}: a connection held by two participants"
                 );
             }
         }
@@ -1033,11 +1161,15 @@ const MUST_SEE: &[&str] = &[
     "end: VOICE_ROOM_ENDED",
     "active_voice: ok",
     "active_voice: NOT_MEMBER",
-    "on_disconnect: left a room",
-    "sweep: removed dead participants",
+    "on_disconnect: participant reconnecting",
+    "sweep: marked dead participants reconnecting",
+    "sweep: reconnect grace passed",
+    "join: resume after a drop",
+    "leave: refused from a replaced connection",
+    "restart: rooms kept",
     "model: master hand-over",
     "model: last one out ends the room",
-    "model: gone connection removed while publishing",
+    "model: gone connection marked reconnecting while publishing",
     "membership revoked from a participant",
 ];
 

@@ -48,6 +48,7 @@ pub async fn store_contract<S: VoiceRoomStore>(store: &S, namespace: &str) {
     compare_and_set(store, namespace).await;
     ending_frees_the_chat_room(store, namespace).await;
     connection_index_follows_participants(store, namespace).await;
+    reconnecting_and_resume_are_kept(store, namespace).await;
     concurrent_starts_yield_one_winner(store, namespace, 24).await;
 }
 
@@ -232,6 +233,98 @@ pub async fn connection_index_follows_participants<S: VoiceRoomStore>(store: &S,
         .await
         .expect("by connection")
         .is_empty());
+}
+
+/// A participant marked reconnecting is stored as such (and still found by its old
+/// connection, so a repeated `$disconnect` is a no-op); after a resume from a new connection
+/// the index names only the new one, and a restart's "everyone reconnecting" survives a read.
+/// A stale writer cannot overwrite a resume (compare-and-set).
+pub async fn reconnecting_and_resume_are_kept<S: VoiceRoomStore>(store: &S, ns: &str) {
+    let t = |ms: u64| Timestamp::from_millis(1_700_000_000_000 + ms);
+    let mut room = sample_room(ns, "rs", "rs-chat", "alice", "rs-c1");
+    store.create_if_none_active(&room).await.expect("create");
+    let bob: UserId = id(format!("{ns}-bob"));
+    let (old, new): (ConnectionId, ConnectionId) =
+        (id(format!("{ns}-rs-c2")), id(format!("{ns}-rs-c3")));
+    room.join(bob.clone(), old.clone(), channel(ns, "rs-bob"), t(100))
+        .expect("join");
+    room.set_muted(&bob, true).expect("mute");
+    room.bump_version();
+    store.update(&room).await.expect("update");
+
+    room.mark_reconnecting(&old, t(200))
+        .expect("mark")
+        .expect("bob was connected");
+    room.bump_version();
+    store.update(&room).await.expect("update reconnecting");
+    let read = store.get(room.id()).await.expect("get").expect("stored");
+    assert_eq!(read, room, "reconnecting state read back");
+    assert_eq!(
+        read.participant(&bob).and_then(|p| p.reconnecting_since),
+        Some(t(200)),
+        "reconnecting since"
+    );
+    assert_eq!(
+        store
+            .active_with_connection(&old)
+            .await
+            .expect("by connection")
+            .len(),
+        1,
+        "a reconnecting participant is still found by its old connection"
+    );
+
+    let stale = room.clone();
+    room.join(bob.clone(), new.clone(), channel(ns, "rs-unused"), t(300))
+        .expect("resume");
+    room.bump_version();
+    store.update(&room).await.expect("update resumed");
+    let read = store.get(room.id()).await.expect("get").expect("stored");
+    assert_eq!(read, room, "resume read back");
+    let p = read.participant(&bob).expect("bob");
+    assert!(
+        p.connection == new && !p.is_reconnecting() && p.muted,
+        "resumed on the new connection, mute kept"
+    );
+    assert!(store
+        .active_with_connection(&old)
+        .await
+        .expect("by connection")
+        .is_empty());
+    assert_eq!(
+        store
+            .active_with_connection(&new)
+            .await
+            .expect("by connection")
+            .len(),
+        1
+    );
+    let mut late = stale;
+    late.bump_version();
+    assert_eq!(
+        store.update(&late).await,
+        Err(StoreError::VersionConflict),
+        "a write based on the pre-resume version must not land"
+    );
+
+    room.mark_all_reconnecting(t(400));
+    room.bump_version();
+    store.update(&room).await.expect("update restarted");
+    let read = store.get(room.id()).await.expect("get").expect("stored");
+    assert!(read
+        .participants()
+        .iter()
+        .all(|p| p.reconnecting_since == Some(t(400))));
+    assert_eq!(
+        store
+            .list_active()
+            .await
+            .expect("list")
+            .iter()
+            .find(|r| r.id() == room.id()),
+        Some(&room),
+        "list_active returns the reconnecting state too"
+    );
 }
 
 /// `n` starts racing for one chat room: exactly one wins, the others learn its id.

@@ -310,6 +310,15 @@ pub enum SweepError {
     Dependency(#[from] DependencyError),
 }
 
+/// The start-up pass could not list or keep the voice rooms of the previous process; the
+/// periodic sweep still ends those whose people do not come back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestartError {
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
 macro_rules! dependency_from {
     ($($err:ty),*) => {$(
         impl From<StoreError> for $err {
@@ -334,7 +343,8 @@ dependency_from!(
     SetMuteError,
     EndVoiceError,
     DisconnectError,
-    SweepError
+    SweepError,
+    RestartError
 );
 
 impl UseCaseError for StartVoiceError {
@@ -437,6 +447,19 @@ participant_use_case_error!(
 );
 
 impl UseCaseError for DisconnectError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
+
+impl UseCaseError for RestartError {
     fn code(&self) -> &'static str {
         match self {
             Self::Dependency(d) => d.code(),

@@ -253,8 +253,12 @@ pub struct ParticipantView {
     /// Its own channel's ARN (the mesh plan is built from these).
     pub channel_arn: String,
     /// Its signaling client id. KVS names a viewer only by client id, so the master side needs
-    /// this to tell which participant an offer comes from.
+    /// this to tell which participant an offer comes from. It changes when the participant
+    /// resumes on a new connection.
     pub client_id: String,
+    /// `connected`, or `reconnecting` while its connection is gone and it may still resume
+    /// (within the reconnect grace), so that clients show it as reconnecting, not gone.
+    pub connection: String,
 }
 
 /// A voice room as clients see it.
@@ -300,6 +304,12 @@ impl From<&VoiceRoom> for VoiceRoomView {
                     client_id: ClientId::from_connection(&p.connection)
                         .map(String::from)
                         .unwrap_or_default(),
+                    connection: if p.is_reconnecting() {
+                        "reconnecting"
+                    } else {
+                        "connected"
+                    }
+                    .into(),
                 })
                 .collect(),
             capacity: r.capacity().get(),

@@ -101,6 +101,20 @@ pub struct Participant {
     pub joined_at: Timestamp,
     /// Whether it has muted its microphone (advisory state shown to others).
     pub muted: bool,
+    /// Since when its connection has been gone (`None` while connected). A reconnecting
+    /// participant keeps its place, role and mute state for the service's reconnect grace, so
+    /// that a network blip or a server restart is not a leave; the same user joining from a new
+    /// connection resumes it, and the sweep removes it once the grace has passed. Absent in rooms
+    /// stored before resume existed, which read as connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnecting_since: Option<Timestamp>,
+}
+
+impl Participant {
+    /// Whether its connection is gone and it waits, within the grace, to be resumed.
+    pub fn is_reconnecting(&self) -> bool {
+        self.reconnecting_since.is_some()
+    }
 }
 
 /// Why a room ended.
@@ -200,6 +214,28 @@ pub enum VoiceEvent {
         /// The new state.
         muted: bool,
     },
+    /// A participant's connection went away; it keeps its place for the reconnect grace and
+    /// peers should show it as reconnecting (its media links are down) rather than gone.
+    #[serde(rename_all = "camelCase")]
+    ParticipantReconnecting {
+        /// The room.
+        voice_room_id: VoiceRoomId,
+        /// Its chat room.
+        chat_room_id: ChatRoomId,
+        /// Who.
+        user: UserId,
+    },
+    /// A participant came back on a new connection (same place, role and mute state); peers
+    /// rebuild their links with it.
+    #[serde(rename_all = "camelCase")]
+    ParticipantResumed {
+        /// The room.
+        voice_room_id: VoiceRoomId,
+        /// Its chat room.
+        chat_room_id: ChatRoomId,
+        /// Who.
+        user: UserId,
+    },
     /// The master left and the earliest remaining participant took over.
     #[serde(rename_all = "camelCase")]
     MasterChanged {
@@ -230,11 +266,17 @@ impl VoiceEvent {
             | VoiceEvent::ParticipantJoined { chat_room_id, .. }
             | VoiceEvent::ParticipantLeft { chat_room_id, .. }
             | VoiceEvent::MuteChanged { chat_room_id, .. }
+            | VoiceEvent::ParticipantReconnecting { chat_room_id, .. }
+            | VoiceEvent::ParticipantResumed { chat_room_id, .. }
             | VoiceEvent::MasterChanged { chat_room_id, .. }
             | VoiceEvent::VoiceEnded { chat_room_id, .. } => chat_room_id,
         }
     }
 }
+
+/// What removing participants caused: the events to publish and the channels no longer anyone's
+/// (to delete).
+pub type Departure = (Vec<VoiceEvent>, Vec<SignalingChannel>);
 
 /// A refused transition. The service wraps these into its per-use-case errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -363,11 +405,14 @@ pub enum JoinOutcome {
     Joined(Vec<VoiceEvent>),
     /// The user was already in the room on this connection: nothing changed (credential refresh).
     AlreadyJoined,
-    /// The user was already in the room on another connection, which is replaced by this one;
-    /// it keeps its channel. The old connection is returned.
+    /// The user was already in the room on another connection (reconnecting, or not yet noticed
+    /// as gone), or was reconnecting: this connection replaces the old one, which can no longer
+    /// act for the participant; it keeps its channel, place, role and mute state.
     Reconnected {
         /// The connection the participant had before.
         previous: ConnectionId,
+        /// `participantResumed`, to publish.
+        events: Vec<VoiceEvent>,
     },
 }
 
@@ -395,6 +440,7 @@ impl VoiceRoom {
                     channel,
                     joined_at: now,
                     muted: false,
+                    reconnecting_since: None,
                 }],
                 capacity,
                 version: 1,
@@ -547,11 +593,19 @@ impl VoiceRoom {
             return Err(TransitionError::Ended);
         }
         if let Some(p) = self.parts.participants.iter_mut().find(|p| p.user == user) {
-            if p.connection == connection {
+            if p.connection == connection && !p.is_reconnecting() {
                 return Ok(JoinOutcome::AlreadyJoined);
             }
             let previous = std::mem::replace(&mut p.connection, connection);
-            return Ok(JoinOutcome::Reconnected { previous });
+            p.reconnecting_since = None;
+            return Ok(JoinOutcome::Reconnected {
+                previous,
+                events: vec![VoiceEvent::ParticipantResumed {
+                    voice_room_id: self.parts.id.clone(),
+                    chat_room_id: self.parts.chat_room.clone(),
+                    user,
+                }],
+            });
         }
         if self.is_full() {
             return Err(TransitionError::Full {
@@ -572,6 +626,7 @@ impl VoiceRoom {
             channel,
             joined_at: now,
             muted: false,
+            reconnecting_since: None,
         });
         Ok(JoinOutcome::Joined(vec![VoiceEvent::ParticipantJoined {
             voice_room_id: self.parts.id.clone(),
@@ -663,6 +718,91 @@ impl VoiceRoom {
             user: user.clone(),
             muted,
         }])
+    }
+
+    /// Marks the participant on `connection` reconnecting as of `now` (its connection went away).
+    /// Returns `None` when nobody is on that connection or it is already reconnecting.
+    ///
+    /// # Errors
+    /// [`TransitionError::Ended`].
+    pub fn mark_reconnecting(
+        &mut self,
+        connection: &ConnectionId,
+        now: Timestamp,
+    ) -> Result<Option<Vec<VoiceEvent>>, TransitionError> {
+        if !self.is_active() {
+            return Err(TransitionError::Ended);
+        }
+        let Some(p) = self
+            .parts
+            .participants
+            .iter_mut()
+            .find(|p| &p.connection == connection && !p.is_reconnecting())
+        else {
+            return Ok(None);
+        };
+        p.reconnecting_since = Some(now);
+        Ok(Some(vec![VoiceEvent::ParticipantReconnecting {
+            voice_room_id: self.parts.id.clone(),
+            chat_room_id: self.parts.chat_room.clone(),
+            user: p.user.clone(),
+        }]))
+    }
+
+    /// Marks every participant reconnecting as of `now`, whatever it was: after a restart no
+    /// connection of the previous process exists, and everyone gets the full grace from the
+    /// moment the server can take them back. Returns the events (one per participant), empty
+    /// for an ended room.
+    pub fn mark_all_reconnecting(&mut self, now: Timestamp) -> Vec<VoiceEvent> {
+        if !self.is_active() {
+            return Vec::new();
+        }
+        let (id, chat) = (self.parts.id.clone(), self.parts.chat_room.clone());
+        self.parts
+            .participants
+            .iter_mut()
+            .map(|p| {
+                p.reconnecting_since = Some(now);
+                VoiceEvent::ParticipantReconnecting {
+                    voice_room_id: id.clone(),
+                    chat_room_id: chat.clone(),
+                    user: p.user.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Removes, as a leave with reason `disconnected`, every participant that has been
+    /// reconnecting for at least `grace` at `now`: master hand-over and auto-end as in
+    /// [`VoiceRoom::leave`]. Returns `None` when nobody expired.
+    ///
+    /// # Errors
+    /// [`TransitionError::Ended`].
+    pub fn expire_reconnecting(
+        &mut self,
+        now: Timestamp,
+        grace: std::time::Duration,
+    ) -> Result<Option<Departure>, TransitionError> {
+        if !self.is_active() {
+            return Err(TransitionError::Ended);
+        }
+        let expired: Vec<UserId> = self
+            .parts
+            .participants
+            .iter()
+            .filter(|p| p.reconnecting_since.is_some_and(|t| now.since(t) >= grace))
+            .map(|p| p.user.clone())
+            .collect();
+        if expired.is_empty() {
+            return Ok(None);
+        }
+        let (mut events, mut released) = (Vec::new(), Vec::new());
+        for user in &expired {
+            let (evs, rel) = self.leave(user, LeaveReason::Disconnected, now)?;
+            events.extend(evs);
+            released.extend(rel);
+        }
+        Ok(Some((events, released)))
     }
 
     /// Ends the room on `by`'s request. The master may always end it; the chat room's admin
@@ -889,6 +1029,7 @@ mod tests {
                 channel: chan("a"),
                 joined_at: at(1_000),
                 muted: false,
+                reconnecting_since: None,
             }]
         );
         assert_eq!(
@@ -959,7 +1100,12 @@ mod tests {
         assert_eq!(
             out,
             JoinOutcome::Reconnected {
-                previous: conn("c-b")
+                previous: conn("c-b"),
+                events: vec![VoiceEvent::ParticipantResumed {
+                    voice_room_id: vr(),
+                    chat_room_id: chat(),
+                    user: user("b"),
+                }],
             }
         );
         assert_eq!(users(&room), ["a", "b"]);
@@ -968,6 +1114,118 @@ mod tests {
         assert_eq!(b.channel, chan("b"), "keeps its own channel");
         assert_eq!(b.joined_at, at(2_000), "keeps its place in the mesh");
         assert!(room.participant_on(&conn("c-b")).is_none());
+    }
+
+    #[test]
+    fn a_disconnect_marks_reconnecting_and_keeps_place_role_and_mute() {
+        let mut room = room_with(3, &["b", "c"]);
+        room.set_muted(&user("a"), true).unwrap();
+        let evs = room.mark_reconnecting(&conn("c-a"), at(9_000)).unwrap();
+        assert_eq!(
+            evs,
+            Some(vec![VoiceEvent::ParticipantReconnecting {
+                voice_room_id: vr(),
+                chat_room_id: chat(),
+                user: user("a"),
+            }])
+        );
+        assert_eq!(users(&room), ["a", "b", "c"]);
+        assert_eq!(room.master(), &user("a"));
+        let a = room.participant(&user("a")).unwrap();
+        assert!(a.muted && a.is_reconnecting());
+        assert_eq!(a.reconnecting_since, Some(at(9_000)));
+        // A second disconnect of the same connection, or of an unknown one, changes nothing.
+        let before = room.clone();
+        assert_eq!(room.mark_reconnecting(&conn("c-a"), at(9_500)), Ok(None));
+        assert_eq!(room.mark_reconnecting(&conn("c-zz"), at(9_500)), Ok(None));
+        assert_eq!(room, before);
+        // Stored and read back, the state survives.
+        assert_eq!(VoiceRoom::from_parts(room.parts().clone()).unwrap(), room);
+    }
+
+    #[test]
+    fn resuming_replaces_the_connection_and_clears_reconnecting() {
+        let mut room = room_with(3, &["b"]);
+        room.mark_reconnecting(&conn("c-b"), at(9_000)).unwrap();
+        let out = room
+            .join(user("b"), conn("c-b2"), chan("other"), at(9_100))
+            .unwrap();
+        assert!(matches!(
+            out,
+            JoinOutcome::Reconnected { ref previous, ref events }
+                if previous == &conn("c-b") && events.len() == 1
+        ));
+        let b = room.participant(&user("b")).unwrap();
+        assert_eq!(b.connection, conn("c-b2"));
+        assert!(!b.is_reconnecting());
+        assert!(room.participant_on(&conn("c-b")).is_none());
+        assert_eq!(users(&room), ["a", "b"]);
+        // Resuming on the very connection that was marked (after a restart that reuses ids)
+        // clears the state too, and is announced.
+        room.mark_reconnecting(&conn("c-b2"), at(9_200)).unwrap();
+        assert!(matches!(
+            room.join(user("b"), conn("c-b2"), chan("x"), at(9_300)),
+            Ok(JoinOutcome::Reconnected { .. })
+        ));
+        assert!(!room.participant(&user("b")).unwrap().is_reconnecting());
+    }
+
+    #[test]
+    fn expiry_removes_only_participants_past_the_grace_with_hand_over_and_auto_end() {
+        let grace = std::time::Duration::from_millis(1_000);
+        let mut room = room_with(3, &["b", "c"]);
+        room.mark_reconnecting(&conn("c-a"), at(10_000)).unwrap();
+        room.mark_reconnecting(&conn("c-c"), at(10_500)).unwrap();
+        assert_eq!(room.expire_reconnecting(at(10_999), grace), Ok(None));
+        let (evs, released) = room
+            .expire_reconnecting(at(11_000), grace)
+            .unwrap()
+            .unwrap();
+        assert_eq!(users(&room), ["b", "c"]);
+        assert_eq!(room.master(), &user("b"), "hand-over as for a leave");
+        assert_eq!(released, vec![chan("a")]);
+        assert!(evs.contains(&VoiceEvent::ParticipantLeft {
+            voice_room_id: vr(),
+            chat_room_id: chat(),
+            user: user("a"),
+            reason: LeaveReason::Disconnected,
+        }));
+        assert!(evs
+            .iter()
+            .any(|e| matches!(e, VoiceEvent::MasterChanged { .. })));
+        room.mark_reconnecting(&conn("c-b"), at(11_000)).unwrap();
+        let (evs, released) = room
+            .expire_reconnecting(at(12_000), grace)
+            .unwrap()
+            .unwrap();
+        assert!(!room.is_active());
+        assert_eq!(released.len(), 2);
+        assert_eq!(
+            evs.last(),
+            Some(&VoiceEvent::VoiceEnded {
+                voice_room_id: vr(),
+                chat_room_id: chat(),
+                reason: EndReason::LastParticipantLeft,
+            })
+        );
+        assert_eq!(
+            room.expire_reconnecting(at(99_000), grace),
+            Err(TransitionError::Ended)
+        );
+    }
+
+    #[test]
+    fn a_restart_marks_everyone_reconnecting() {
+        let mut room = room_with(3, &["b"]);
+        room.mark_reconnecting(&conn("c-b"), at(5_000)).unwrap();
+        let evs = room.mark_all_reconnecting(at(9_000));
+        assert_eq!(evs.len(), 2);
+        assert!(room
+            .participants()
+            .iter()
+            .all(|p| p.reconnecting_since == Some(at(9_000))));
+        room.end(&user("a"), false, at(9_500)).unwrap();
+        assert!(room.mark_all_reconnecting(at(9_900)).is_empty());
     }
 
     #[test]

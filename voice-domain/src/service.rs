@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::errors::{
     AccessError, DependencyError, DisconnectError, EndVoiceError, JoinVoiceError, LeaveVoiceError,
-    PortName, SetMuteError, StartVoiceError, SweepError,
+    PortName, RestartError, SetMuteError, StartVoiceError, SweepError,
 };
 use crate::ids::{ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
 use crate::ports::{
@@ -51,7 +51,17 @@ pub struct ServiceConfig {
     /// Channels younger than this are never swept, since a join may be about to record them
     /// (default five minutes).
     pub orphan_grace: Duration,
+    /// How long a participant whose connection went away keeps its place, waiting for the same
+    /// user to resume from a new connection (default 30 s). Once it has passed, the sweep removes
+    /// the participant as a leave with reason `disconnected`. Zero means no resume: a disconnect
+    /// is a leave at once, as before resume existed.
+    pub reconnect_grace: Duration,
 }
+
+/// The default [`ServiceConfig::reconnect_grace`]: long enough for a Wi-Fi/cellular switch, a
+/// page reload or a server restart, short enough that a participant who really left does not
+/// linger in everyone's list.
+pub const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(30);
 
 impl Default for ServiceConfig {
     fn default() -> Self {
@@ -60,6 +70,7 @@ impl Default for ServiceConfig {
             credential_ttl: MAX_CREDENTIAL_TTL,
             cas_retries: 16,
             orphan_grace: Duration::from_secs(300),
+            reconnect_grace: DEFAULT_RECONNECT_GRACE,
         }
     }
 }
@@ -111,8 +122,10 @@ pub struct VoiceGrant {
 /// What a disconnect changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DisconnectReport {
-    /// Rooms the connection was removed from.
+    /// Rooms the connection was removed from (only with a zero reconnect grace).
     pub rooms_left: Vec<VoiceRoomId>,
+    /// Rooms in which the connection's participant is now reconnecting.
+    pub rooms_reconnecting: Vec<VoiceRoomId>,
 }
 
 /// What a sweep changed.
@@ -120,8 +133,12 @@ pub struct DisconnectReport {
 pub struct SweepReport {
     /// Rooms ended because nobody live was in them.
     pub rooms_ended: Vec<VoiceRoomId>,
-    /// Participants removed because their connection was gone.
+    /// Participants removed because their reconnect grace had passed (or, with a zero grace,
+    /// because their connection was gone).
     pub participants_removed: usize,
+    /// Participants marked reconnecting because their connection was found gone (a missed
+    /// `$disconnect`).
+    pub participants_reconnecting: usize,
     /// Orphan channels deleted.
     pub channels_deleted: usize,
     /// Steps that failed and will be tried again by the next sweep.
@@ -442,9 +459,16 @@ impl<P: Ports> VoiceService<P> {
                     Err(e) => return Err(e.into()),
                 }
             }
-            if let JoinOutcome::Joined(events) = outcome {
-                info!(user_id = %user, "participant joined");
-                self.publish(events).await;
+            match outcome {
+                JoinOutcome::Joined(events) => {
+                    info!(user_id = %user, "participant joined");
+                    self.publish(events).await;
+                }
+                JoinOutcome::Reconnected { events, .. } => {
+                    info!(user_id = %user, "participant resumed on a new connection");
+                    self.publish(events).await;
+                }
+                JoinOutcome::AlreadyJoined => {}
             }
             return Ok(VoiceGrant {
                 room: next,
@@ -539,6 +563,7 @@ impl<P: Ports> VoiceService<P> {
         let now = self.ports.clock.now();
         let (room, (events, released)) = self
             .modify(voice_room, |r| {
+                acting_on(r, &user, caller)?;
                 r.leave(&user, LeaveReason::Left, now).map(Some)
             })
             .await
@@ -571,6 +596,7 @@ impl<P: Ports> VoiceService<P> {
             .ok_or(SetMuteError::NotIdentified)?;
         let (room, events) = self
             .modify(voice_room, |r| {
+                acting_on(r, &user, caller)?;
                 r.set_muted(&user, muted)
                     .map(|ev| (!ev.is_empty()).then_some(ev))
             })
@@ -617,7 +643,13 @@ impl<P: Ports> VoiceService<P> {
             .is_some_and(|m| m.is_admin);
         let now = self.ports.clock.now();
         let (room, (events, released)) = self
-            .modify(voice_room, |r| r.end(&user, is_admin, now).map(Some))
+            .modify(voice_room, |r| {
+                // The master's old connection (replaced by a resume) may no longer end it.
+                if !is_admin && acting_on(r, &user, caller).is_err() {
+                    return Err(TransitionError::NotAllowedToEnd);
+                }
+                r.end(&user, is_admin, now).map(Some)
+            })
             .await
             .map_err(|e| match e {
                 ModifyError::NotFound => EndVoiceError::VoiceRoomNotFound,
@@ -646,8 +678,11 @@ impl<P: Ports> VoiceService<P> {
         Ok(self.ports.store.active_in_chat_room(chat_room).await?)
     }
 
-    /// `$disconnect`: the connection went away; remove it from any voice room (handing over or
-    /// ending as `leave` does), delete its channel, tell the chat room.
+    /// `$disconnect`: the connection went away. Its participant in any voice room becomes
+    /// reconnecting (keeping its place, role and mute state) and the chat room is told
+    /// `participantReconnecting`; the same user joining from a new connection within the
+    /// reconnect grace resumes it, and the sweep removes it afterwards. With a zero grace the
+    /// participant leaves at once (handing over or ending as `leave` does, its channel deleted).
     ///
     /// # Errors
     /// [`DisconnectError`] if the store could not be read or written; the sweep will finish.
@@ -657,7 +692,7 @@ impl<P: Ports> VoiceService<P> {
         connection: &ConnectionId,
     ) -> Result<DisconnectReport, DisconnectError> {
         let (report, events, failed) = self.remove_connection(connection).await?;
-        // Rooms that were left are announced even if another one could not be.
+        // Rooms that were changed are announced even if another one could not be.
         self.publish(events).await;
         match failed {
             Some(d) => Err(d.into()),
@@ -665,9 +700,56 @@ impl<P: Ports> VoiceService<P> {
         }
     }
 
-    /// Removes `connection` from every active room it is in. A room that cannot be written is
-    /// skipped (the first such failure is returned alongside), so that the rooms that were left
-    /// still get their channels deleted and their events published.
+    /// Start-up of a server whose previous process may have left active voice rooms: no
+    /// connection of that process exists any more, so every participant of every active room
+    /// becomes reconnecting as of now. Those who come back within the reconnect grace resume
+    /// into the same voice room; the sweep removes the others (and ends rooms nobody came back
+    /// to). With a zero grace this is a sweep, which ends those rooms at once. Returns the rooms
+    /// kept.
+    ///
+    /// # Errors
+    /// [`RestartError`] if the rooms could not be listed; a room that could not be written is
+    /// logged and left to the sweep (its participants' connections are gone, so the sweep marks
+    /// them reconnecting in turn).
+    #[tracing::instrument(skip(self))]
+    pub async fn restarted(&self) -> Result<Vec<VoiceRoomId>, RestartError> {
+        if self.config.reconnect_grace.is_zero() {
+            self.sweep().await.map_err(|SweepError::Dependency(d)| d)?;
+            return Ok(Vec::new());
+        }
+        let now = self.ports.clock.now();
+        let mut kept = Vec::new();
+        let mut events = Vec::new();
+        for room in self.ports.store.list_active().await? {
+            let outcome = self
+                .modify(room.id(), |r| {
+                    let evs = r.mark_all_reconnecting(now);
+                    Ok((!evs.is_empty()).then_some(evs))
+                })
+                .await;
+            match outcome {
+                Ok((_, Some(evs))) => {
+                    events.extend(evs);
+                    kept.push(room.id().clone());
+                }
+                Ok((_, None)) | Err(ModifyError::NotFound | ModifyError::Rejected(_)) => {}
+                Err(ModifyError::Dependency(d)) => {
+                    warn!(error = %d, voice_room_id = %room.id(), "could not keep a voice room of the previous process; the sweep will handle it");
+                }
+            }
+        }
+        info!(
+            rooms = kept.len(),
+            "voice rooms of the previous process wait for their participants to resume"
+        );
+        self.publish(events).await;
+        Ok(kept)
+    }
+
+    /// Takes `connection` out of every active room it is in: marks its participant reconnecting,
+    /// or (zero grace) removes it. A room that cannot be written is skipped (the first such
+    /// failure is returned alongside), so that the rooms that were changed still get their
+    /// channels deleted and their events published.
     async fn remove_connection(
         &self,
         connection: &ConnectionId,
@@ -677,25 +759,37 @@ impl<P: Ports> VoiceService<P> {
         let mut events = Vec::new();
         let mut failed = None;
         let now = self.ports.clock.now();
+        let resumable = !self.config.reconnect_grace.is_zero();
         for room in rooms {
             let outcome = self
-                .modify(room.id(), |r| match r.participant_on(connection) {
-                    Some(p) => {
-                        let user = p.user.clone();
-                        r.leave(&user, LeaveReason::Disconnected, now).map(Some)
+                .modify(room.id(), |r| {
+                    if resumable {
+                        return Ok(r.mark_reconnecting(connection, now)?.map(|evs| (evs, None)));
                     }
-                    None => Ok(None),
+                    match r.participant_on(connection) {
+                        Some(p) => {
+                            let user = p.user.clone();
+                            r.leave(&user, LeaveReason::Disconnected, now)
+                                .map(|(evs, released)| Some((evs, Some(released))))
+                        }
+                        None => Ok(None),
+                    }
                 })
                 .await;
             match outcome {
-                Ok((_, Some((evs, released)))) => {
+                Ok((_, Some((evs, Some(released))))) => {
                     self.delete_channels(&released).await;
                     events.extend(evs);
                     report.rooms_left.push(room.id().clone());
                 }
+                Ok((_, Some((evs, None)))) => {
+                    info!(voice_room_id = %room.id(), "participant reconnecting");
+                    events.extend(evs);
+                    report.rooms_reconnecting.push(room.id().clone());
+                }
                 Ok((_, None)) | Err(ModifyError::NotFound | ModifyError::Rejected(_)) => {}
                 Err(ModifyError::Dependency(d)) => {
-                    warn!(error = %d, voice_room_id = %room.id(), "could not remove the connection from a voice room");
+                    warn!(error = %d, voice_room_id = %room.id(), "could not take the connection out of a voice room");
                     failed.get_or_insert(d);
                 }
             }
@@ -703,9 +797,12 @@ impl<P: Ports> VoiceService<P> {
         Ok((report, events, failed))
     }
 
-    /// Sweep: ends rooms in which no participant's connection is known to the chat app any
-    /// more, removes participants whose connection is gone, and deletes `voice-*` channels no
-    /// participant holds (older than the grace period). Run it on a schedule; it is idempotent.
+    /// Sweep: marks reconnecting the participants whose connection the chat app no longer knows
+    /// (a missed `$disconnect`), removes those whose reconnect grace has passed (as a leave with
+    /// reason `disconnected`: hand-over, and the room ends when the last one goes), and deletes
+    /// `voice-*` channels no participant holds (older than the orphan grace). With a zero
+    /// reconnect grace, participants with a gone connection are removed at once and a room with
+    /// nobody live is ended as abandoned. Run it on a schedule; it is idempotent.
     ///
     /// # Errors
     /// [`SweepError`] only if the rooms or channels could not be listed; individual failures are
@@ -715,9 +812,10 @@ impl<P: Ports> VoiceService<P> {
         let mut report = SweepReport::default();
         let mut events = Vec::new();
         let now = self.ports.clock.now();
+        let grace = self.config.reconnect_grace;
         for room in self.ports.store.list_active().await? {
             let mut dead = Vec::new();
-            for p in room.participants() {
+            for p in room.participants().iter().filter(|p| !p.is_reconnecting()) {
                 match self.ports.directory.user_of(&p.connection).await {
                     Ok(Some(u)) if u == p.user => {}
                     Ok(_) => dead.push(p.connection.clone()),
@@ -727,10 +825,7 @@ impl<P: Ports> VoiceService<P> {
                     }
                 }
             }
-            if dead.is_empty() {
-                continue;
-            }
-            if dead.len() == room.participants().len() {
+            if grace.is_zero() && !dead.is_empty() && dead.len() == room.participants().len() {
                 // The list may be stale: someone may have joined since. Abandon only a room in
                 // which nobody but the dead is left; otherwise just remove the dead below.
                 let outcome = self
@@ -765,15 +860,41 @@ impl<P: Ports> VoiceService<P> {
                 match self.remove_connection(&conn).await {
                     Ok((r, evs, failed)) => {
                         report.participants_removed += r.rooms_left.len();
+                        report.participants_reconnecting += r.rooms_reconnecting.len();
                         events.extend(evs);
                         if failed.is_some() {
                             report.failures += 1;
                         }
                     }
                     Err(e) => {
-                        warn!(error = %e, "sweep could not remove a dead connection");
+                        warn!(error = %e, "sweep could not take a dead connection out");
                         report.failures += 1;
                     }
+                }
+            }
+            if !room.participants().iter().any(|p| p.is_reconnecting()) {
+                continue;
+            }
+            match self
+                .modify(room.id(), |r| r.expire_reconnecting(now, grace))
+                .await
+            {
+                Ok((after, Some((evs, released)))) => {
+                    self.delete_channels(&released).await;
+                    report.participants_removed += evs
+                        .iter()
+                        .filter(|e| matches!(e, VoiceEvent::ParticipantLeft { .. }))
+                        .count();
+                    if !after.is_active() {
+                        report.rooms_ended.push(room.id().clone());
+                    }
+                    info!(voice_room_id = %room.id(), "reconnect grace passed; participants removed");
+                    events.extend(evs);
+                }
+                Ok((_, None)) | Err(ModifyError::NotFound | ModifyError::Rejected(_)) => {}
+                Err(ModifyError::Dependency(d)) => {
+                    warn!(error = %d, voice_room_id = %room.id(), "sweep could not remove expired participants");
+                    report.failures += 1;
                 }
             }
         }
@@ -947,6 +1068,21 @@ impl<P: Ports> VoiceService<P> {
                 }
             }
         }
+    }
+}
+
+/// Refuses `user` acting from `caller` when it is a participant on another connection: after a
+/// resume, only the new connection acts for the participant.
+fn acting_on(
+    room: &VoiceRoom,
+    user: &UserId,
+    caller: &ConnectionId,
+) -> Result<(), TransitionError> {
+    match room.participant(user) {
+        Some(p) if room.is_active() && &p.connection != caller => {
+            Err(TransitionError::NotParticipant)
+        }
+        _ => Ok(()),
     }
 }
 

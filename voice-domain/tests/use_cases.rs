@@ -157,8 +157,15 @@ struct Mocks {
 }
 
 impl Mocks {
+    /// A service with a zero reconnect grace: these mock tests pin each step of the
+    /// leave-at-once path (which the sweep's expiry and a zero grace still take). The resume
+    /// path, with the default grace, is tested over the memory adapters
+    /// (voice-adapters-memory/tests/resume.rs) and in the proptest model.
     fn service(self) -> VoiceService<TestPorts> {
-        self.service_with(ServiceConfig::default())
+        self.service_with(ServiceConfig {
+            reconnect_grace: Duration::ZERO,
+            ..ServiceConfig::default()
+        })
     }
 
     fn service_with(self, config: ServiceConfig) -> VoiceService<TestPorts> {
@@ -1098,10 +1105,19 @@ fn join_voice_that_loses_to_its_own_other_tab_deletes_the_spare_channel() {
         .with(eq(new_ch()))
         .times(1)
         .returning(|_| Ok(()));
-    m.no_publish();
+    // The move from c-bob-2 to c-bob is a resume, announced to the chat room.
+    let sent = m.publish_to(&["c-alice"], 1);
     let grant = block_on(m.service().join_voice(&conn("c-bob"), &vr())).unwrap();
     assert_eq!(grant.own.channel, ch("bob-2"));
     assert!(!grant.newly_joined);
+    assert_eq!(
+        sent.events_to("c-alice"),
+        vec![VoiceEvent::ParticipantResumed {
+            voice_room_id: vr(),
+            chat_room_id: chat(),
+            user: user("bob"),
+        }]
+    );
 }
 
 #[test]

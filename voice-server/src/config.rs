@@ -85,8 +85,14 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// The WebSocket URL clients are told in `wssEndpoint`; `ws://<bound address>/ws` when `None`.
     pub public_ws_url: Option<String>,
-    /// How often abandoned voice rooms and orphan channels are swept.
+    /// How often abandoned voice rooms and orphan channels are swept (the sweep also runs at
+    /// least four times per `reconnect_grace`, so that a participant who does not come back
+    /// leaves soon after its grace).
     pub sweep_interval: Duration,
+    /// How long a participant whose connection dropped (or who was in a voice room when the
+    /// server restarted) keeps its place, waiting to resume from a new connection (default
+    /// 30 s; zero: a drop is a leave at once).
+    pub reconnect_grace: Duration,
     /// Per-connection rate limit on incoming frames.
     pub rate_limit: RateLimit,
     /// Outgoing messages queued per connection before it is dropped as too slow.
@@ -135,6 +141,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             public_ws_url: None,
             sweep_interval: Duration::from_secs(60),
+            reconnect_grace: voice_domain::DEFAULT_RECONNECT_GRACE,
             rate_limit: RateLimit::default(),
             queue_capacity: 256,
             queue_bytes: 1024 * 1024,
@@ -366,6 +373,13 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub credential_ttl_secs: u64,
 
+    /// How long, in seconds, a voice participant whose connection dropped (or who was in a
+    /// voice room when the server restarted) keeps its place, to resume without a click from a
+    /// new connection. 0: a drop is a leave at once, and a restart ends the voice rooms.
+    #[arg(long, env = "VOICE_RECONNECT_GRACE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub reconnect_grace_secs: u64,
+
     /// Log format.
     #[arg(long, env = "VOICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -511,6 +525,7 @@ impl Cli {
             turn_ttl: Duration::from_secs(self.turn_ttl_secs),
             capacity: Capacity::new(self.capacity).map_err(|_| ConfigError::Capacity)?,
             credential_ttl: Duration::from_secs(self.credential_ttl_secs),
+            reconnect_grace: Duration::from_secs(self.reconnect_grace_secs),
             allowed_origins: self.allowed_origins,
             public_ws_url: self.public_ws_url,
             queue_bytes: usize::try_from(self.queue_bytes).unwrap_or(usize::MAX),

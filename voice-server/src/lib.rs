@@ -54,7 +54,7 @@ use tracing::{info, warn};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use voice_adapters_memory::{MemoryChannels, MemoryStore, SystemClock, UuidIds};
 use voice_adapters_sqlite::{Database, OpenOptions, SqliteChat, SqliteError, SqliteStore};
-use voice_domain::ports::{Adapters, Clock, Secret};
+use voice_domain::ports::{Adapters, ChannelTags, Clock, Secret, VoiceRoomStore as _};
 use voice_domain::{ServiceConfig, VoiceService};
 
 pub use config::{Cli, Config, ConfigError, LogFormat, RateLimit, Storage};
@@ -260,6 +260,8 @@ struct Ready {
     hub: Hub,
     config: Config,
     addr: SocketAddr,
+    /// The relay's channels, to re-register those of the voice rooms kept at start-up.
+    relay_channels: MemoryChannels,
 }
 
 fn prepare(
@@ -290,8 +292,9 @@ fn prepare(
         .public_ws_url
         .clone()
         .unwrap_or_else(|| format!("ws://{addr}/ws"));
+    let relay_channels = MemoryChannels::new(SystemClock);
     let channels = RelayChannels::new(
-        MemoryChannels::new(SystemClock),
+        relay_channels.clone(),
         ws_url,
         IceConfig::new(
             &config.ice_servers,
@@ -314,6 +317,7 @@ fn prepare(
         ServiceConfig {
             capacity: config.capacity,
             credential_ttl: config.credential_ttl,
+            reconnect_grace: config.reconnect_grace,
             ..ServiceConfig::default()
         },
     ));
@@ -371,6 +375,7 @@ fn prepare(
         hub,
         config,
         addr,
+        relay_channels,
     })
 }
 
@@ -386,9 +391,14 @@ async fn run(
         hub,
         config,
         addr,
+        relay_channels,
     } = ready;
-    end_rooms_of_previous_process(&voice).await;
-    let sweeper = tokio::spawn(sweep_loop(voice, config.sweep_interval, trigger.clone()));
+    keep_rooms_of_previous_process(&voice, &relay_channels).await;
+    let sweeper = tokio::spawn(sweep_loop(
+        voice,
+        sweep_every(config.sweep_interval, config.reconnect_grace),
+        trigger.clone(),
+    ));
     info!(%addr, capacity = config.capacity.get(), ice_servers = config.ice_servers.len(), "voice-server listening");
     let metrics =
         match config.metrics_addr {
@@ -448,22 +458,76 @@ fn url_authority(url: &str) -> Option<String> {
     (!authority.is_empty()).then(|| authority.to_ascii_lowercase())
 }
 
-/// Voice rooms stored as active by a previous process (SQLite) lost every participant with it:
-/// their sockets died, and this process has no connection yet. The sweep ends exactly those
-/// (reason `abandoned`, channels deleted) because none of their participants' connections is
-/// known to the chat state, whose connections live in memory. Runs before the first connection
-/// is served; a failure is logged and left to the periodic sweep.
-async fn end_rooms_of_previous_process(voice: &VoiceService<ServerPorts>) {
-    match voice.sweep().await {
-        Ok(r) if r.rooms_ended.is_empty() => {}
-        Ok(r) => info!(
-            rooms_ended = r.rooms_ended.len(),
-            "ended voice rooms left active by the previous process"
-        ),
+/// Voice rooms stored as active by a previous process (SQLite) lost every participant's
+/// connection with it, and this process has no connection yet. A restart must be a blip, not the
+/// end of the calls: every participant becomes reconnecting as of now, so those who come back
+/// within the reconnect grace resume into the same voice room, and the sweep removes the others
+/// (ending rooms nobody came back to). Runs before the first connection is served; a failure is
+/// logged and left to the periodic sweep, which marks the participants of dead connections
+/// reconnecting in turn.
+async fn keep_rooms_of_previous_process(
+    voice: &VoiceService<ServerPorts>,
+    relay_channels: &MemoryChannels,
+) {
+    if voice.config().reconnect_grace.is_zero() {
+        // No resume: the sweep ends the rooms at once (reason `abandoned`, channels deleted),
+        // since none of their participants' connections is known to this process.
+        match voice.sweep().await {
+            Ok(r) if r.rooms_ended.is_empty() => {}
+            Ok(r) => info!(
+                rooms_ended = r.rooms_ended.len(),
+                "ended voice rooms left active by the previous process"
+            ),
+            Err(e) => {
+                warn!(error = %e, "could not end voice rooms left by the previous process; the periodic sweep will retry")
+            }
+        }
+        return;
+    }
+    // The relay's channels lived in the previous process's memory: re-register those of the
+    // rooms kept, so that participants resume on their own channel (the mesh plan is unchanged).
+    match voice.ports().store.list_active().await {
+        Ok(rooms) => {
+            for room in &rooms {
+                for p in room.participants() {
+                    relay_channels.adopt(
+                        p.channel.clone(),
+                        ChannelTags {
+                            chat_room: room.chat_room().clone(),
+                            voice_room: room.id().clone(),
+                            owner: p.user.clone(),
+                        },
+                    );
+                }
+            }
+        }
         Err(e) => {
-            warn!(error = %e, "could not end voice rooms left by the previous process; the periodic sweep will retry")
+            warn!(error = %e, "could not list the voice rooms of the previous process; the periodic sweep will end them");
+            return;
         }
     }
+    match voice.restarted().await {
+        Ok(kept) if kept.is_empty() => {}
+        Ok(kept) => info!(
+            rooms = kept.len(),
+            "voice rooms of the previous process kept; their participants may resume"
+        ),
+        Err(e) => {
+            warn!(error = %e, "could not keep the voice rooms of the previous process; the periodic sweep will handle them")
+        }
+    }
+}
+
+/// How often to sweep: the configured interval, but at least four times per reconnect grace, so
+/// that a participant who does not come back leaves at most a quarter-grace after it (never
+/// more often than every 100 ms).
+fn sweep_every(interval: std::time::Duration, grace: std::time::Duration) -> std::time::Duration {
+    if grace.is_zero() {
+        return interval;
+    }
+    interval
+        .min(grace / 4)
+        .max(std::time::Duration::from_millis(100))
 }
 
 async fn sweep_loop(

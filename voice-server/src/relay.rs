@@ -273,9 +273,12 @@ impl Relay {
         let me = room.participant(&user).ok_or(SignalError::NotPeer(
             "you are not a participant of this voice room",
         ))?;
-        if &me.connection != sender {
+        // After a resume the participant's connection is the new one: the old one may no
+        // longer signal for it. A reconnecting participant must resume (getVoiceCredentials)
+        // first.
+        if &me.connection != sender || me.is_reconnecting() {
             return Err(SignalError::NotPeer(
-                "this connection is not the one you joined the voice room with",
+                "this connection is not the one you joined (or last resumed) the voice room with; call getVoiceCredentials from it first",
             ));
         }
         let link = room
@@ -305,10 +308,15 @@ impl Relay {
             }
             _ => {}
         }
-        let to_conn = room
+        let to = room
             .participant(&req.to)
-            .map(|p| p.connection.clone())
             .ok_or(SignalError::NotPeer("the recipient left"))?;
+        if to.is_reconnecting() {
+            return Err(SignalError::NotPeer(
+                "the recipient is reconnecting; wait for its participantResumed event",
+            ));
+        }
+        let to_conn = to.connection.clone();
         let frame = event_frame(&SignalEvent {
             voice_room_id: req.voice_room.as_str(),
             from: user.as_str(),

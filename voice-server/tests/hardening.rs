@@ -549,10 +549,12 @@ mod sweep {
         chat: MemoryChat,
         store: MemoryStore,
         sweep_every: Duration,
+        reconnect_grace: Duration,
     ) -> voice_server::RunningServer {
         let mut config = voice_server::Config::ephemeral();
         config.token_secret = Some(Secret::new(SECRET));
         config.sweep_interval = sweep_every;
+        config.reconnect_grace = reconnect_grace;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         voice_server::spawn_with(
             config,
@@ -568,9 +570,108 @@ mod sweep {
     }
 
     /// A voice room left active by a previous process (its participants' sockets died with
-    /// it) is ended, as abandoned, before the first connection is served.
+    /// it) is kept at start-up, its participants reconnecting: one who comes back within the
+    /// grace resumes into the same voice room; a room nobody comes back to is ended by the sweep
+    /// once the grace has passed.
     #[tokio::test]
-    async fn rooms_left_active_by_a_previous_process_are_ended_at_start_up() {
+    async fn rooms_left_active_by_a_previous_process_are_kept_for_their_participants_to_resume() {
+        let chat = MemoryChat::new();
+        let ada = UserId::parse("ada-from-before").unwrap();
+        let bob = UserId::parse("bob-from-before").unwrap();
+        let room = ChatRoomId::parse("kept-room").unwrap();
+        let other = ChatRoomId::parse("other-room").unwrap();
+        for (id, name) in [(&room, "Kept"), (&other, "Other")] {
+            chat.create_room(&RoomRecord {
+                id: id.clone(),
+                name: name.into(),
+                admin: ada.clone(),
+            })
+            .await
+            .unwrap();
+        }
+        let store = MemoryStore::new();
+        store
+            .create_if_none_active(&ghost_room("vr-before", &room, &ada))
+            .await
+            .unwrap();
+        // Bob's voice room in Ada's other chat room: Bob never comes back.
+        store
+            .create_if_none_active(&ghost_room("vr-no-show", &other, &bob))
+            .await
+            .unwrap();
+        let server = serve(
+            chat,
+            store.clone(),
+            Duration::from_secs(3600),
+            Duration::from_secs(2),
+        )
+        .await;
+
+        // Ada comes back (her page kept its resume token) and finds her voice room waiting.
+        let resume = TokenKey::new(Secret::new(SECRET)).resume_token(&ada);
+        let mut c = Client::connect(&server.ws_url()).await;
+        let d = c
+            .ok(
+                "hello",
+                json!({"name": "Ada", "resumeToken": resume.expose()}),
+            )
+            .await;
+        assert_eq!(d["resumed"], true);
+        let view = c.ok("getVoiceRoom", json!({"roomId": "kept-room"})).await;
+        assert_eq!(view["voiceRoom"]["voiceRoomId"], "vr-before");
+        assert_eq!(
+            view["voiceRoom"]["participants"][0]["connection"],
+            "reconnecting"
+        );
+        let g = c
+            .ok("getVoiceCredentials", json!({"voiceRoomId": "vr-before"}))
+            .await;
+        assert_eq!(g["voiceRoomId"], "vr-before");
+        assert_eq!(g["newlyJoined"], false);
+        let stored = store
+            .get(&VoiceRoomId::parse("vr-before").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stored.is_active());
+        assert!(!stored.participants()[0].is_reconnecting());
+        assert_ne!(
+            stored.participants()[0].connection.as_str(),
+            "gone-vr-before"
+        );
+
+        // Bob's room ends once the grace has passed (Ada, the chat admin, hears it).
+        let ev = c.event("voiceEnded").await;
+        assert_eq!(ev["voiceRoomId"], "vr-no-show");
+        assert_eq!(ev["reason"], json!({"kind": "lastParticipantLeft"}));
+        let stored = store
+            .get(&VoiceRoomId::parse("vr-no-show").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            stored.status(),
+            voice_domain::room::RoomStatus::Ended {
+                reason: EndReason::LastParticipantLeft,
+                ..
+            }
+        ));
+        // Ada's resumed room lives on, and a new room may start where Bob's ended.
+        assert!(store
+            .get(&VoiceRoomId::parse("vr-before").unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active());
+        c.ok("createVoiceRoom", json!({"roomId": "other-room"}))
+            .await;
+        server.shutdown().await.unwrap();
+    }
+
+    /// With a zero reconnect grace, a voice room left active by a previous process is ended,
+    /// as abandoned, before the first connection is served.
+    #[tokio::test]
+    async fn with_a_zero_grace_rooms_left_active_by_a_previous_process_are_ended_at_start_up() {
         let chat = MemoryChat::new();
         let ada = UserId::parse("ada-from-before").unwrap();
         let room = ChatRoomId::parse("kept-room").unwrap();
@@ -586,18 +687,20 @@ mod sweep {
             .create_if_none_active(&ghost_room("vr-before", &room, &ada))
             .await
             .unwrap();
-        let server = serve(chat, store.clone(), Duration::from_secs(3600)).await;
-
-        // Ada comes back (her page kept its resume token) and finds no active voice room.
+        let server = serve(
+            chat,
+            store.clone(),
+            Duration::from_secs(3600),
+            Duration::ZERO,
+        )
+        .await;
         let resume = TokenKey::new(Secret::new(SECRET)).resume_token(&ada);
         let mut c = Client::connect(&server.ws_url()).await;
-        let d = c
-            .ok(
-                "hello",
-                json!({"name": "Ada", "resumeToken": resume.expose()}),
-            )
-            .await;
-        assert_eq!(d["resumed"], true);
+        c.ok(
+            "hello",
+            json!({"name": "Ada", "resumeToken": resume.expose()}),
+        )
+        .await;
         assert_eq!(
             c.ok("getVoiceRoom", json!({"roomId": "kept-room"})).await,
             json!({"voiceRoom": null})
@@ -607,8 +710,6 @@ mod sweep {
             .await
             .unwrap()
             .unwrap();
-        assert!(!stored.is_active());
-        assert!(stored.participants().is_empty());
         assert!(
             matches!(
                 stored.status(),
@@ -620,19 +721,23 @@ mod sweep {
             "{:?}",
             stored.status()
         );
-        // And a new one can start.
-        c.ok("createVoiceRoom", json!({"roomId": "kept-room"}))
-            .await;
         server.shutdown().await.unwrap();
     }
 
-    /// While the server runs: the periodic sweep ends a room whose participants are all gone
-    /// (members hear `voiceEnded` with `abandoned` on their sockets) and removes a dead
-    /// participant from a live room (`participantLeft`, `disconnected`), leaving the live ones.
+    /// While the server runs: the periodic sweep marks participants whose connection is gone
+    /// reconnecting (`participantReconnecting`), and once the reconnect grace has passed removes
+    /// them (`participantLeft`, `disconnected`), leaving the live ones; a room whose participants
+    /// are all gone ends (`voiceEnded`, `lastParticipantLeft`).
     #[tokio::test]
     async fn the_periodic_sweep_ends_abandoned_rooms_and_removes_dead_participants() {
         let store = MemoryStore::new();
-        let server = serve(MemoryChat::new(), store.clone(), Duration::from_millis(200)).await;
+        let server = serve(
+            MemoryChat::new(),
+            store.clone(),
+            Duration::from_millis(200),
+            Duration::from_millis(400),
+        )
+        .await;
         let url = server.ws_url();
         let user = |c: &Client| UserId::parse(c.user_id.clone()).unwrap();
         let mut ada = Client::connect(&url).await;
@@ -683,15 +788,34 @@ mod sweep {
         ada.clear_events();
         bo.clear_events();
 
+        // Ada hears of both rooms (in either order), Bo only of room 1.
+        let mut heard = Vec::new();
+        for _ in 0..2 {
+            let ev = ada.event("participantReconnecting").await;
+            assert_eq!(ev["user"], "ghost");
+            heard.push(ev["voiceRoomId"].as_str().unwrap().to_owned());
+        }
+        heard.sort();
+        let mut want = vec![vr1.to_string(), "vr-deserted".to_owned()];
+        want.sort();
+        assert_eq!(heard, want);
+        let ev = bo.event("participantReconnecting").await;
+        assert_eq!(ev["voiceRoomId"], vr1.as_str());
         let ev = ada.event("voiceEnded").await;
         assert_eq!(ev["voiceRoomId"], "vr-deserted");
-        assert_eq!(ev["reason"], json!({"kind": "abandoned"}));
-        for c in [&mut ada, &mut bo] {
-            let ev = c.event("participantLeft").await;
+        assert_eq!(ev["reason"], json!({"kind": "lastParticipantLeft"}));
+        let mut heard = Vec::new();
+        for _ in 0..2 {
+            let ev = ada.event("participantLeft").await;
             assert_eq!(ev["user"], "ghost");
             assert_eq!(ev["reason"], "disconnected");
-            assert_eq!(ev["voiceRoomId"], vr1.as_str());
+            heard.push(ev["voiceRoomId"].as_str().unwrap().to_owned());
         }
+        heard.sort();
+        assert_eq!(heard, want);
+        let ev = bo.event("participantLeft").await;
+        assert_eq!(ev["user"], "ghost");
+        assert_eq!(ev["voiceRoomId"], vr1.as_str());
         let live = store.get(&vr1).await.unwrap().unwrap();
         assert!(live.is_active());
         let users: Vec<_> = live.participants().iter().map(|p| p.user.clone()).collect();

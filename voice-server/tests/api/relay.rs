@@ -419,7 +419,7 @@ async fn oversized_payloads_and_frames_are_refused() {
     let huge = json!({"action": "listRooms", "pad": "x".repeat(70 * 1024)}).to_string();
     bo.send_text(huge).await;
     let _ = bo.closed().await;
-    let ev = ada.event("participantLeft").await;
+    let ev = ada.event("participantReconnecting").await;
     assert_eq!(ev["user"], bo.user_id.as_str());
 }
 
@@ -450,4 +450,85 @@ async fn a_token_from_an_earlier_plan_does_not_grant_the_new_link() {
     ada.ok("signal", signal(&vr, &fresh, &bo.user_id, "offer", offer()))
         .await;
     assert_eq!(bo.event("signal").await["from"], ada.user_id.as_str());
+}
+
+/// After a resume the participant's connection is the new one: it signals along the mesh, and
+/// the connection it replaced is refused, even while that one is still open.
+#[tokio::test]
+async fn a_resumed_participant_signals_from_its_new_connection_and_the_old_one_is_refused() {
+    let app = spawn_app().await;
+    let mut ada = app.user("Ada").await;
+    let mut bo = app.connect().await;
+    let bo_resume = bo.ok("hello", json!({"name": "Bo"})).await;
+    bo.user_id = bo_resume["userId"].as_str().unwrap().to_owned();
+    let room_id = ada.ok("createRoom", json!({"name": "General"})).await["roomId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    approve(&mut ada, &mut bo, &room_id).await;
+    let vr = ada.ok("createVoiceRoom", json!({"roomId": room_id})).await["voiceRoomId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ada_token = token(&mut ada, &vr).await;
+    let old_token = token(&mut bo, &vr).await;
+    ada.clear_events();
+
+    // Bo's page opens a new connection (the server has not noticed the old one drop).
+    let mut bo2 = app.connect().await;
+    let d = bo2
+        .ok(
+            "hello",
+            json!({"name": "Bo", "resumeToken": bo_resume["resumeToken"]}),
+        )
+        .await;
+    assert_eq!(d["userId"], bo.user_id.as_str());
+    bo2.user_id = bo.user_id.clone();
+    let new_token = token(&mut bo2, &vr).await;
+    assert_eq!(
+        ada.event("participantResumed").await["user"],
+        bo.user_id.as_str()
+    );
+
+    // The old connection, even with a valid token, may no longer signal for Bo.
+    let reply = bo
+        .request(
+            "signal",
+            signal(&vr, &old_token, &ada.user_id, "offer", offer()),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], "NOT_PEER", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("resumed"),
+        "{reply}"
+    );
+    assert_eq!(
+        bo.err("leaveVoiceRoom", json!({"voiceRoomId": vr})).await,
+        "NOT_PARTICIPANT"
+    );
+    ada.no_event("signal", Duration::from_millis(20)).await;
+    // The new one does, both ways.
+    bo2.ok(
+        "signal",
+        signal(&vr, &new_token, &ada.user_id, "offer", offer()),
+    )
+    .await;
+    let ev = ada.event("signal").await;
+    assert_eq!(ev["from"], bo.user_id.as_str());
+    ada.ok(
+        "signal",
+        signal(
+            &vr,
+            &ada_token,
+            &bo.user_id,
+            "answer",
+            json!({"type": "answer", "sdp": "v=0"}),
+        ),
+    )
+    .await;
+    assert_eq!(bo2.event("signal").await["kind"], "answer");
+    bo.no_event("signal", Duration::ZERO).await;
 }

@@ -4,7 +4,7 @@ use base64::Engine as _;
 use hmac::Mac as _;
 use serde_json::{json, Value};
 
-use crate::support::{approve, room_with_member, spawn_app, spawn_app_with, Client};
+use crate::support::{approve, room_with_member, spawn_app, spawn_app_with, Client, TestApp};
 
 async fn start(c: &mut Client, room_id: &str) -> String {
     let view = c.ok("createVoiceRoom", json!({"roomId": room_id})).await;
@@ -288,9 +288,120 @@ async fn a_full_room_refuses_the_next_joiner() {
         .await;
 }
 
+/// A short reconnect grace, so that tests can watch it pass (the sweep then runs every 100 ms).
+const SHORT_GRACE: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// A client that said hello as `name`, and its resume token.
+async fn user_with_token(app: &TestApp, name: &str) -> (Client, String) {
+    let mut c = app.connect().await;
+    let d = c.ok("hello", json!({ "name": name })).await;
+    c.user_id = d["userId"].as_str().unwrap().to_owned();
+    c.name = name.to_owned();
+    (c, d["resumeToken"].as_str().unwrap().to_owned())
+}
+
+/// The same user back on a new connection, as a page does after a network drop.
+async fn come_back(app: &TestApp, name: &str, token: &str, user_id: &str) -> Client {
+    let mut c = app.connect().await;
+    let d = c
+        .ok("hello", json!({ "name": name, "resumeToken": token }))
+        .await;
+    assert_eq!(d["resumed"], true, "{d}");
+    assert_eq!(d["userId"], user_id);
+    c.user_id = user_id.to_owned();
+    c.name = name.to_owned();
+    c
+}
+
+fn participant<'a>(view: &'a Value, user: &str) -> &'a Value {
+    view["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["userId"] == user)
+        .unwrap_or_else(|| panic!("{user} is not in {view}"))
+}
+
 #[tokio::test]
-async fn an_abrupt_disconnect_removes_the_participant_and_hands_over_mastership() {
-    let app = spawn_app().await;
+async fn a_dropped_participant_is_reconnecting_then_resumes_into_the_same_room() {
+    let app = spawn_app_with(|c| c.reconnect_grace = std::time::Duration::from_secs(60)).await;
+    let mut ada = app.user("Ada").await;
+    let (mut bo, bo_token) = user_with_token(&app, "Bo").await;
+    let room_id = ada.ok("createRoom", json!({"name": "General"})).await["roomId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    approve(&mut ada, &mut bo, &room_id).await;
+    let vr = start(&mut ada, &room_id).await;
+    let first = bo
+        .ok("getVoiceCredentials", json!({"voiceRoomId": vr}))
+        .await;
+    bo.ok("setMute", json!({"voiceRoomId": vr, "muted": true}))
+        .await;
+    assert_eq!(ada.event("muteChanged").await["muted"], true);
+    ada.clear_events();
+    let bo_id = bo.user_id.clone();
+
+    // The network drops: Bo's socket dies without a close handshake.
+    bo.abort();
+    let ev = ada.event("participantReconnecting").await;
+    assert_eq!(
+        ev,
+        json!({"type": "event", "event": "participantReconnecting", "voiceRoomId": vr, "chatRoomId": room_id, "user": bo_id})
+    );
+    let view = ada.ok("getVoiceRoom", json!({"roomId": room_id})).await["voiceRoom"].clone();
+    assert_eq!(view["voiceRoomId"], vr.as_str());
+    assert_eq!(participant(&view, &bo_id)["connection"], "reconnecting");
+    assert_eq!(participant(&view, &bo_id)["muted"], true);
+    assert_eq!(participant(&view, &ada.user_id)["connection"], "connected");
+
+    // Bo's page reconnects with its resume token and asks for credentials again.
+    let mut bo = come_back(&app, "Bo", &bo_token, &bo_id).await;
+    let g = bo
+        .ok("getVoiceCredentials", json!({"voiceRoomId": vr}))
+        .await;
+    assert_eq!(g["voiceRoomId"], vr.as_str(), "the same voice room");
+    assert_eq!(g["newlyJoined"], false);
+    assert_eq!(
+        g["signalingChannelARN"], first["signalingChannelARN"],
+        "same channel"
+    );
+    let peer_users = |g: &Value| -> Vec<Value> {
+        g["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["userId"].clone())
+            .collect()
+    };
+    assert_eq!(peer_users(&g), peer_users(&first), "same place in the mesh");
+    assert_eq!(peer_users(&g), vec![json!(ada.user_id)]);
+    assert_ne!(
+        g["clientId"], first["clientId"],
+        "a new connection, a new client id"
+    );
+    let ev = ada.event("participantResumed").await;
+    assert_eq!(
+        ev,
+        json!({"type": "event", "event": "participantResumed", "voiceRoomId": vr, "chatRoomId": room_id, "user": bo_id})
+    );
+    let view = ada.ok("getVoiceRoom", json!({"roomId": room_id})).await["voiceRoom"].clone();
+    assert_eq!(view["voiceRoomId"], vr.as_str());
+    assert_eq!(participant(&view, &bo_id)["connection"], "connected");
+    assert_eq!(participant(&view, &bo_id)["muted"], true, "mute kept");
+    assert_eq!(participant(&view, &bo_id)["clientId"], g["clientId"]);
+    assert_eq!(view["masterUserId"], ada.user_id.as_str());
+    ada.no_event("participantLeft", std::time::Duration::ZERO)
+        .await;
+    // The resumed participant acts from its new connection.
+    bo.ok("setMute", json!({"voiceRoomId": vr, "muted": false}))
+        .await;
+    assert_eq!(ada.event("muteChanged").await["muted"], false);
+}
+
+#[tokio::test]
+async fn a_participant_who_does_not_come_back_leaves_after_the_grace_with_hand_over() {
+    let app = spawn_app_with(|c| c.reconnect_grace = SHORT_GRACE).await;
     let (mut admin, bo, room_id) = room_with_member(&app).await;
     let mut cy = app.user("Cy").await;
     approve(&mut admin, &mut cy, &room_id).await;
@@ -304,6 +415,11 @@ async fn an_abrupt_disconnect_removes_the_participant_and_hands_over_mastership(
 
     bo.abort();
     for c in [&mut admin, &mut cy] {
+        assert_eq!(
+            c.event("participantReconnecting").await["user"],
+            bo_id.as_str()
+        );
+        // Once the grace has passed, the sweep removes Bo as a leave, and Cy takes over.
         let ev = c.event("participantLeft").await;
         assert_eq!(ev["user"], bo_id.as_str());
         assert_eq!(ev["reason"], "disconnected");
@@ -315,12 +431,31 @@ async fn an_abrupt_disconnect_removes_the_participant_and_hands_over_mastership(
     assert_eq!(ps.len(), 1);
     assert_eq!(ps[0]["userId"], cy.user_id.as_str());
 
-    // The last one dropping ends the room.
+    // The last one dropping ends the room once its grace has passed.
     cy.abort();
+    assert_eq!(
+        admin.event("participantReconnecting").await["user"],
+        cy_id.as_str()
+    );
     let ev = admin.event("participantLeft").await;
     assert_eq!(ev["user"], cy_id.as_str());
     let ev = admin.event("voiceEnded").await;
     assert_eq!(ev["reason"], json!({"kind": "lastParticipantLeft"}));
+}
+
+#[tokio::test]
+async fn with_a_zero_grace_an_abrupt_disconnect_is_a_leave_at_once() {
+    let app = spawn_app_with(|c| c.reconnect_grace = std::time::Duration::ZERO).await;
+    let (mut admin, bo, room_id) = room_with_member(&app).await;
+    let mut bo = bo;
+    let vr = start(&mut bo, &room_id).await;
+    admin.clear_events();
+    let bo_id = bo.user_id.clone();
+    bo.abort();
+    let ev = admin.event("participantLeft").await;
+    assert_eq!(ev["user"], bo_id.as_str());
+    assert_eq!(ev["reason"], "disconnected");
+    assert_eq!(admin.event("voiceEnded").await["voiceRoomId"], vr.as_str());
 }
 
 #[tokio::test]
