@@ -294,3 +294,72 @@ async fn the_ping_action_is_answered_before_and_after_hello() {
     let mut ada = app.user("Ada").await;
     assert_eq!(ada.ok("ping", json!({})).await, json!({}));
 }
+
+/// `GET <metrics-addr>/metrics` in the Prometheus text format, over a fresh TCP connection.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let r = support::http_get(addr, "/metrics").await;
+    assert_eq!(r.status, 200);
+    String::from_utf8(r.body).unwrap()
+}
+
+/// The value of the sample line starting with `name` (labels included), 0 when absent.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Operator visibility: `/metrics` on its own address (not on the public one) counts open
+/// connections, refusals by reason and slow-reader closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_connections_refusals_and_slow_readers_on_their_own_address() {
+    let app = spawn_app_with(|c| {
+        c.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+        c.max_connections_per_ip = 4;
+        c.rate_limit = unlimited();
+    })
+    .await;
+    let maddr = app.server.metrics_addr().expect("metrics are served");
+    assert_eq!(support::http_get(app.addr(), "/metrics").await.status, 404);
+    let before = scrape(maddr).await;
+    let _a = app.user("Ada").await;
+    let during = scrape(maddr).await;
+    assert!(sample(&during, "voice_open_websockets") >= 1.0, "{during}");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(app.addr()).await.unwrap());
+    }
+    assert_eq!(support::http_get(app.addr(), "/healthz").await.status, 503);
+    let refused = r#"voice_rejected_connections_total{reason="max_connections_per_ip"}"#;
+    let after = scrape(maddr).await;
+    assert!(
+        sample(&after, refused) >= sample(&before, refused) + 1.0,
+        "{after}"
+    );
+    drop(held);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while support::http_get(app.addr(), "/healthz").await.status != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "slots never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut ws, room_id) = heavy_reader(&app).await;
+    ask_for_history(&mut ws, &room_id, 20).await;
+    drain_until_closed(&mut ws).await;
+    let end = scrape(maddr).await;
+    for name in [
+        "voice_slow_reader_closes_total",
+        "voice_queued_bytes",
+        "voice_signals_relayed_total",
+        "voice_rate_limited_frames_total",
+        "voice_open_connections",
+    ] {
+        assert!(end.contains(name), "{name} missing:\n{end}");
+    }
+    assert!(
+        sample(&end, "voice_slow_reader_closes_total") >= 1.0,
+        "{end}"
+    );
+}
