@@ -38,7 +38,10 @@ fn open(dir: &Path) -> (SqliteChat, SqliteStore) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_memberships_messages_and_voice_rooms_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let (ann, bob, cat) = (user("ann"), user("bob"), user("cat"));
     let lobby = room("lobby");
     let (active_id, ended_id) = {
@@ -145,7 +148,10 @@ async fn rooms_memberships_messages_and_voice_rooms_survive_a_reopen() {
 
 #[test]
 fn migrations_run_once_and_reopening_is_idempotent() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let path = dir.path().join("db.sqlite3");
     let known = i64::try_from(MIGRATIONS.len()).unwrap();
     let db = Database::open(&path, OpenOptions::default()).unwrap();
@@ -184,7 +190,10 @@ fn migrations_run_once_and_reopening_is_idempotent() {
 
 #[test]
 fn a_database_from_a_newer_build_is_refused_untouched() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let path = dir.path().join("db.sqlite3");
     let db = Database::open(&path, OpenOptions::default()).unwrap();
     let future = i64::try_from(MIGRATIONS.len()).unwrap() + 1;
@@ -200,7 +209,10 @@ fn a_database_from_a_newer_build_is_refused_untouched() {
 #[test]
 fn a_lock_released_within_lock_wait_is_taken_and_one_held_longer_is_refused() {
     use std::time::{Duration, Instant};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let data = dir.path().join("data");
     let first = Database::open_dir(&data, OpenOptions::default()).unwrap();
     // A predecessor that lets go after 200 ms (a server still exiting): the open waits for it.
@@ -236,7 +248,10 @@ fn a_lock_released_within_lock_wait_is_taken_and_one_held_longer_is_refused() {
 
 #[test]
 fn a_data_directory_is_used_by_one_process_at_a_time() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let data = dir.path().join("nested").join("data");
     let first = Database::open_dir(&data, OpenOptions::default()).expect("creates the dir");
     match Database::open_dir(&data, OpenOptions::default()) {
@@ -259,7 +274,10 @@ fn a_data_directory_is_used_by_one_process_at_a_time() {
 
 #[test]
 fn racing_starts_from_separate_connections_yield_one_active_room() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let path = dir.path().join("race.sqlite3");
     Database::open(&path, OpenOptions::default()).unwrap();
     let n = 8;

@@ -63,7 +63,10 @@ fn acknowledged_writes_survive_kill_9() {
     if let Ok(dir) = std::env::var(CHILD_ENV) {
         child(&dir);
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let mut writer = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"])
         .env(CHILD_ENV, dir.path())

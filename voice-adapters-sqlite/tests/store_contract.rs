@@ -12,7 +12,10 @@ async fn sqlite_store_in_memory_keeps_the_store_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_on_disk_keeps_the_store_contract() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("temp dir");
     let db = Database::open_dir(dir.path(), OpenOptions::default()).expect("open data dir");
     store_contract(&SqliteStore::new(db), "sqlite").await;
 }
