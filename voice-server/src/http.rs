@@ -65,7 +65,7 @@ impl HostPolicy {
     /// Whether a request with this `Host` header is served.
     pub fn allows(&self, host: &str) -> bool {
         let host = host.trim().to_ascii_lowercase();
-        if self.public_hosts.iter().any(|h| *h == host) {
+        if self.public_hosts.contains(&host) {
             return true;
         }
         let name = strip_port(&host);
