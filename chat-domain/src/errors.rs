@@ -46,6 +46,10 @@ pub enum ChatError {
     /// Storage failed.
     #[error("the chat storage is unavailable; try again in a moment")]
     Unavailable,
+    /// Storage failed in a way retrying will not fix (a full disk, a read-only or damaged
+    /// database): the operator must act, and the message says so instead of "try again".
+    #[error("the server cannot store data right now (its disk may be full); this will not fix itself: tell the server's operator")]
+    StorageBroken,
 }
 
 impl ChatError {
@@ -62,6 +66,7 @@ impl ChatError {
             Self::BadRequest(_) => "BAD_REQUEST",
             Self::TooLarge(_) => "TOO_LARGE",
             Self::Unavailable => "UNAVAILABLE",
+            Self::StorageBroken => "INTERNAL",
         }
     }
 
@@ -77,6 +82,10 @@ impl From<ChatStoreError> for ChatError {
             ChatStoreError::RoomExists => Self::RoomExists,
             ChatStoreError::NoSuchRoom => Self::ChatRoomNotFound,
             ChatStoreError::NoPendingRequest => Self::NoPendingRequest,
+            ChatStoreError::Unavailable(f) if !f.retryable => {
+                tracing::error!(error = %f, "chat storage failed and will not recover by itself (disk full? read-only?): operator action needed");
+                Self::StorageBroken
+            }
             ChatStoreError::Unavailable(f) => {
                 warn!(error = %f, "chat storage failed");
                 Self::Unavailable
@@ -100,5 +109,24 @@ impl From<ChatError> for WireError {
             message: e.to_string(),
             retryable: e.retryable(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use voice_domain::ports::PortFailure;
+
+    use super::*;
+
+    #[test]
+    fn a_storage_failure_that_will_not_recover_is_not_called_temporary() {
+        let full = ChatError::from(ChatStoreError::Unavailable(PortFailure::permanent(
+            "database or disk is full",
+        )));
+        assert_eq!((full.code(), full.retryable()), ("INTERNAL", false));
+        assert!(full.to_string().contains("operator"), "{full}");
+        assert!(!full.to_string().contains("try again"), "{full}");
+        let busy = ChatError::from(ChatStoreError::Unavailable(PortFailure::retryable("busy")));
+        assert_eq!((busy.code(), busy.retryable()), ("UNAVAILABLE", true));
     }
 }

@@ -198,6 +198,10 @@ pub async fn serve_voice(
             per_second: 1e9,
         },
         queue_capacity,
+        // Every generated client comes from 127.0.0.1, and a run opens tens of thousands:
+        // the per-address and global connection caps (abuse limits) are out of scope here.
+        max_connections: 1_000_000,
+        max_connections_per_ip: 1_000_000,
         // Config::default() is the binary's SQLite in ./voice-data: every run would write to the
         // working directory, share its state and its lock with the previous run.
         storage: match data_dir {

@@ -251,7 +251,8 @@ pub async fn serve_with(
 ) -> Result<(), ServeError> {
     let trigger = Trigger::new();
     let ready = prepare(config, &listener, backends, trigger.clone())?;
-    run(ready, listener, trigger, shutdown).await
+    let metrics = bind_metrics(&ready.config).await?;
+    run(ready, listener, metrics, trigger, shutdown).await
 }
 
 struct Ready {
@@ -379,9 +380,24 @@ fn prepare(
     })
 }
 
+/// Binds `--metrics-addr` when set, before serving (so a bad address stops start-up).
+async fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, ServeError> {
+    match config.metrics_addr {
+        Some(maddr) => TcpListener::bind(maddr)
+            .await
+            .map(Some)
+            .map_err(|source| ServeError::Io {
+                addr: maddr.to_string(),
+                source,
+            }),
+        None => Ok(None),
+    }
+}
+
 async fn run(
     ready: Ready,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     trigger: Trigger,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -400,16 +416,7 @@ async fn run(
         trigger.clone(),
     ));
     info!(%addr, capacity = config.capacity.get(), ice_servers = config.ice_servers.len(), "voice-server listening");
-    let metrics =
-        match config.metrics_addr {
-            Some(maddr) => Some(metrics::spawn(maddr, trigger.clone()).await.map_err(
-                |source| ServeError::Io {
-                    addr: maddr.to_string(),
-                    source,
-                },
-            )?),
-            None => None,
-        };
+    let metrics = metrics_listener.map(|l| metrics::spawn(l, trigger.clone()));
     let stop = trigger.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -604,6 +611,7 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 /// shutdown; [`RunningServer::shutdown`] also waits for it.
 pub struct RunningServer {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     stop: Trigger,
     task: Option<JoinHandle<Result<(), ServeError>>>,
 }
@@ -612,6 +620,11 @@ impl RunningServer {
     /// The bound address (the real port when `Config::addr` had port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served, when `Config::metrics_addr` was set (the real port).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// `http://<addr>`: the web client, `/healthz`.
@@ -679,9 +692,18 @@ pub async fn spawn_with(
     let stop = Trigger::new();
     let ready = prepare(config, &listener, backends, stop.clone())?;
     let addr = ready.addr;
-    let task = tokio::spawn(run(ready, listener, stop.clone(), std::future::pending()));
+    let metrics = bind_metrics(&ready.config).await?;
+    let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
+    let task = tokio::spawn(run(
+        ready,
+        listener,
+        metrics,
+        stop.clone(),
+        std::future::pending(),
+    ));
     Ok(RunningServer {
         addr,
+        metrics_addr,
         stop,
         task: Some(task),
     })

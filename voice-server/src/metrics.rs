@@ -128,16 +128,11 @@ pub fn render() -> String {
     out
 }
 
-/// Serves `GET /metrics` on `addr` until `stop` fires.
-///
-/// # Errors
-/// The address cannot be bound.
-pub async fn spawn(
-    addr: SocketAddr,
-    stop: Trigger,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
+/// Serves `GET /metrics` on `listener` until `stop` fires.
+pub fn spawn(listener: TcpListener, stop: Trigger) -> tokio::task::JoinHandle<()> {
+    let bound = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a: SocketAddr| a.to_string());
     let app = axum::Router::new().route(
         "/metrics",
         get(|| async {
@@ -152,12 +147,12 @@ pub async fn spawn(
         }),
     );
     info!(addr = %bound, "metrics at /metrics");
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.wait().await })
             .await;
         if let Err(e) = served {
             warn!(error = %e, "metrics listener failed");
         }
-    }))
+    })
 }

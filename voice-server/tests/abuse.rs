@@ -4,6 +4,7 @@
 //! from one address, oversized and non-UTF-8 frames. Every test here failed before the limit it
 //! checks existed.
 
+mod server_process;
 #[path = "api/support.rs"]
 #[allow(dead_code)]
 mod support;
@@ -52,14 +53,25 @@ async fn request(ws: &mut WebSocketStream<TcpStream>, frame: Value) -> Value {
 }
 
 async fn heavy_reader(app: &TestApp) -> (WebSocketStream<TcpStream>, String) {
+    heavy_reader_at(app.addr(), &app.ws_url()).await
+}
+
+async fn heavy_reader_at(
+    addr: std::net::SocketAddr,
+    url: &str,
+) -> (WebSocketStream<TcpStream>, String) {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
-    let stream = sock.connect(app.addr()).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(app.ws_url(), stream)
-        .await
-        .unwrap();
+    let stream = sock.connect(addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
     request(&mut ws, json!({"action": "hello", "name": "Hog"})).await;
-    let room = request(&mut ws, json!({"action": "createRoom", "name": "Heavy"})).await;
+    static ROOMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = ROOMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let room = request(
+        &mut ws,
+        json!({"action": "createRoom", "name": format!("Heavy {n}")}),
+    )
+    .await;
     let room_id = room["data"]["roomId"].as_str().unwrap().to_owned();
     let text = "\u{1}".repeat(2000);
     for _ in 0..100 {
@@ -73,15 +85,15 @@ async fn heavy_reader(app: &TestApp) -> (WebSocketStream<TcpStream>, String) {
     (ws, room_id)
 }
 
-/// Sends `n` `getMessages` without reading anything.
+/// Sends `n` `getMessages` without reading anything (stops early if the server has already
+/// closed the connection).
 async fn ask_for_history(ws: &mut WebSocketStream<TcpStream>, room_id: &str, n: usize) {
     for i in 0..n {
-        ws.send(Message::text(
-            json!({"action": "getMessages", "roomId": room_id, "requestId": format!("g{i}")})
-                .to_string(),
-        ))
-        .await
-        .unwrap();
+        let frame =
+            json!({"action": "getMessages", "roomId": room_id, "requestId": format!("g{i}")});
+        if ws.send(Message::text(frame.to_string())).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -293,4 +305,123 @@ async fn the_ping_action_is_answered_before_and_after_hello() {
     );
     let mut ada = app.user("Ada").await;
     assert_eq!(ada.ok("ping", json!({})).await, json!({}));
+}
+
+/// `GET <metrics-addr>/metrics` in the Prometheus text format, over a fresh TCP connection.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let r = support::http_get(addr, "/metrics").await;
+    assert_eq!(r.status, 200);
+    String::from_utf8(r.body).unwrap()
+}
+
+/// The value of the sample line starting with `name` (labels included), 0 when absent.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Operator visibility: `/metrics` on its own address (not on the public one) counts open
+/// connections, refusals by reason and slow-reader closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_connections_refusals_and_slow_readers_on_their_own_address() {
+    let app = spawn_app_with(|c| {
+        c.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+        c.max_connections_per_ip = 4;
+        c.rate_limit = unlimited();
+    })
+    .await;
+    let maddr = app.server.metrics_addr().expect("metrics are served");
+    assert_eq!(support::http_get(app.addr(), "/metrics").await.status, 404);
+    let before = scrape(maddr).await;
+    let _a = app.user("Ada").await;
+    let during = scrape(maddr).await;
+    assert!(sample(&during, "voice_open_websockets") >= 1.0, "{during}");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(app.addr()).await.unwrap());
+    }
+    assert_eq!(support::http_get(app.addr(), "/healthz").await.status, 503);
+    let refused = r#"voice_rejected_connections_total{reason="max_connections_per_ip"}"#;
+    let after = scrape(maddr).await;
+    assert!(
+        sample(&after, refused) >= sample(&before, refused) + 1.0,
+        "{after}"
+    );
+    drop(held);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while support::http_get(app.addr(), "/healthz").await.status != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "slots never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut ws, room_id) = heavy_reader(&app).await;
+    ask_for_history(&mut ws, &room_id, 20).await;
+    drain_until_closed(&mut ws).await;
+    let end = scrape(maddr).await;
+    for name in [
+        "voice_slow_reader_closes_total",
+        "voice_queued_bytes",
+        "voice_signals_relayed_total",
+        "voice_rate_limited_frames_total",
+        "voice_open_connections",
+    ] {
+        assert!(end.contains(name), "{name} missing:\n{end}");
+    }
+    assert!(
+        sample(&end, "voice_slow_reader_closes_total") >= 1.0,
+        "{end}"
+    );
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (kib("VmRSS:"), kib("VmHWM:"))
+}
+
+/// A measurement, not a check (run with `--ignored --nocapture`; figures go to SECURITY.md):
+/// the real binary's memory while the per-address maximum of slow readers (64, less the one
+/// connection the cap leaves) each ask for 20 replies of ~1.2 MB and never read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for SECURITY.md"]
+async fn measure_memory_under_a_one_address_slow_reader_attack() {
+    let mut server = server_process::ServerProcess::start_command(server_process::base_command(&[
+        "--in-memory",
+    ]))
+    .await;
+    let (url, addr, pid) = (server.ws_url(), server.addr(), server.pid());
+    let (before, _) = rss_mib(pid);
+    let mut socks = Vec::new();
+    for _ in 0..60 {
+        socks.push(heavy_reader_at(addr, &url).await);
+    }
+    let (loaded, _) = rss_mib(pid);
+    for (ws, room) in &mut socks {
+        ask_for_history(ws, room, 20).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (attacked, _) = rss_mib(pid);
+    for (ws, _) in &mut socks {
+        drain_until_closed(ws).await;
+    }
+    drop(socks);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (after, peak) = rss_mib(pid);
+    eprintln!(
+        "RSS MiB: start {before:.1}, 60 sockets with 100 big messages each {loaded:.1}, \
+         under attack {attacked:.1}, after close {after:.1}, peak {peak:.1}"
+    );
+    server.terminate();
 }
