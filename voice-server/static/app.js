@@ -232,39 +232,75 @@ async function restore(place = pendingPlace) {
 }
 
 let resumingVoice = false;
+/** How long the page keeps trying to get back into voice while the server answers "try again". */
+const VOICE_RESUME_PATIENCE_MS = 60000;
+
+/** A refusal worth retrying: the server is busy or restarting, or did not answer in time. */
+const retryable = (e) => !!(e && (e.retryable || e.code === 'TIMEOUT' || e.code === 'UNAVAILABLE' || e.code === 'RATE_LIMITED'));
 
 /**
  * Back into voice after a reconnect (the session still runs: resume it on the new connection)
  * or a reload (no session: `saved` says where we were). If that voice room is gone, join the
- * room's current voice chat, or start one (a server restart without resume ended it).
+ * room's current voice chat, or start one (a server restart without resume ended it). Refusals
+ * that say "try again" (UNAVAILABLE, a timeout) are retried with backoff for up to
+ * VOICE_RESUME_PATIENCE_MS, voice shown as reconnecting meanwhile; a lost connection is left to
+ * the reconnect loop.
  */
 async function resumeVoice(saved) {
   if (resumingVoice) return;
+  const target = session && !session.ended ? { chatRoomId: session.chatRoomId, voiceRoomId: session.voiceRoomId } : saved;
+  if (!target || !target.chatRoomId) return;
   resumingVoice = true;
+  const deadline = Date.now() + VOICE_RESUME_PATIENCE_MS;
   try {
-    if (session && !session.ended) {
-      const s = session;
-      const t0 = Date.now();
+    for (let attempt = 1; ; attempt++) {
       try {
-        await s.resume();
-        log(`Voice resumed in ${Date.now() - t0} ms`);
-        setPhase(s, 'connected');
+        await resumeVoiceOnce(target, attempt);
         return;
       } catch (e) {
-        if (e.code === 'DISCONNECTED' || e.code === 'TIMEOUT') throw e;
-        warn(`voice resume refused (${e.code}); joining the room's voice chat again`);
-        const chat = s.chatRoomId;
-        s.teardown('resume refused');
-        session = null;
-        dispatch({ type: 'voice', voice: null });
-        await enterVoice(chat, null, { rejoin: true });
-        return;
+        if (e.code === 'DISCONNECTED' || !retryable(e) || Date.now() > deadline) {
+          if (e.code !== 'DISCONNECTED' && !session) notice(target.chatRoomId, `Could not get back into the voice chat. ${describeError(e)}`, 'error');
+          if (e.code === 'DISCONNECTED') throw e;
+          if (!session) dispatch({ type: 'voice', voice: null });
+          return;
+        }
+        warn(`getting back into voice: ${e.code}; trying again (attempt ${attempt})`);
+        if (!session) dispatch({ type: 'voice', voice: { chatRoomId: target.chatRoomId, voiceRoomId: target.voiceRoomId, phase: 'reconnecting', muted: false } });
+        await new Promise((r) => setTimeout(r, reconnectDelayMs(attempt)));
+        if (!app || !signedIn) throw e;
       }
     }
-    if (saved && saved.chatRoomId) await enterVoice(saved.chatRoomId, saved.voiceRoomId, { rejoin: true });
   } finally {
     resumingVoice = false;
   }
+}
+
+/** Resuming that failed this many times with "try again" becomes a leave and a fresh join. */
+const RESUME_ATTEMPTS_BEFORE_REJOIN = 3;
+
+async function resumeVoiceOnce(target, attempt) {
+  const s = session && !session.ended ? session : null;
+  if (s) {
+    const t0 = Date.now();
+    try {
+      await s.resume();
+      log(`Voice resumed in ${Date.now() - t0} ms`);
+      setPhase(s, 'connected');
+      return;
+    } catch (e) {
+      if (e.code === 'DISCONNECTED') throw e;
+      if (retryable(e) && attempt < RESUME_ATTEMPTS_BEFORE_REJOIN) throw e;
+      // Refused, or the old participation cannot be resumed (e.g. a restarted server that lost
+      // its signaling channel): give it up and join the room's voice chat afresh.
+      warn(`voice resume failed (${e.code}); leaving and joining the room's voice chat again`);
+      if (retryable(e) && app) await app.request('leaveVoiceRoom', { voiceRoomId: s.voiceRoomId }).catch((err) => warn(`leaveVoiceRoom: ${err.code || err.message}`));
+      s.teardown('resume refused');
+      session = null;
+    }
+  }
+  // The placeholder (if any) gives way to the real session.
+  if (state.voice && !session) dispatch({ type: 'voice', voice: null });
+  await enterVoice(target.chatRoomId, target.voiceRoomId, { rejoin: true });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -386,6 +422,7 @@ async function enterVoice(chatRoomId, voiceRoomIdOrCreate, { rejoin = false } = 
       }
       if (!voiceRoomId) {
         stop();
+        if (rejoin && (e.code === 'DISCONNECTED' || retryable(e))) throw e;
         notice(chatRoomId, `Could not start voice chat. ${describeError(e)}`, 'error');
         return;
       }
@@ -406,7 +443,7 @@ async function enterVoice(chatRoomId, voiceRoomIdOrCreate, { rejoin = false } = 
       dispatch({ type: 'voice', voice: null });
     }
     if (s.grant && app) app.request('leaveVoiceRoom', { voiceRoomId }).catch((err) => warn(`leaveVoiceRoom: ${err.code || err.message}`));
-    if (rejoin && (e.code === 'DISCONNECTED' || e.code === 'TIMEOUT')) throw e;
+    if (rejoin && (e.code === 'DISCONNECTED' || retryable(e))) throw e;
     notice(chatRoomId, `Could not join the voice chat. ${describeError(e)}`, 'error');
   }
 }
