@@ -537,7 +537,11 @@ function rejoinAfterDrop(chatRoomId) {
 // ---------------------------------------------------------------------------------------------
 // Events: the reducer updates the state; here only the side effects on sockets and links.
 
+/** Voice events seen, by name (the test hook tells a server with voice resume by them). */
+const eventCounts = {};
+
 function onVoiceEvent(ev) {
+  eventCounts[ev.event] = (eventCounts[ev.event] || 0) + 1;
   dispatch({ type: 'event', msg: ev });
   const chat = ev.chatRoomId;
   const me = state.me && state.me.userId;
@@ -1045,6 +1049,7 @@ window.voiceDebug = {
     return n ? n.text : null;
   },
   state: () => state,
+  eventCounts: () => ({ ...eventCounts }),
   log: () => logLines.slice(),
 };
 
