@@ -81,13 +81,17 @@ function dispatch(action) {
   state = reduce(state, action);
   if (state === before) return;
   savePlace();
-  if (!renderQueued) {
-    renderQueued = true;
-    queueMicrotask(() => {
-      renderQueued = false;
-      render(state, viewCtx());
-    });
-  }
+  scheduleRender();
+}
+
+/** One render for any number of changes in the same turn (state, or a peer link's state). */
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  queueMicrotask(() => {
+    renderQueued = false;
+    render(state, viewCtx());
+  });
 }
 
 function viewCtx() {
@@ -339,7 +343,13 @@ function makeSession(chatRoomId, voiceRoomId, stream) {
         learnMe(grant.userId);
         if (grant.room) setVoiceRoom(chatRoomId, grant.room);
       },
-      onChange: () => render(state, viewCtx()),
+      onChange: scheduleRender,
+      onSignalingError,
+      onTransportLog: (m) => {
+        // A KVS channel (re)connected: a signaling problem shown earlier is over.
+        const n = state.notices[chatRoomId];
+        if (/^Signaling client connected/.test(m) && n && n.tag === 'signaling') notice(chatRoomId, null);
+      },
       onLevels: () => updateSpeaking(session),
       onEnded: (reason, kind) => endSession(reason, kind),
       onLink: (link) => {
@@ -448,6 +458,19 @@ async function enterVoice(chatRoomId, voiceRoomIdOrCreate, { rejoin = false } = 
   }
 }
 
+/**
+ * Self-hosted: signaling problems go to the console only (the relay is the app socket, whose
+ * loss the page shows anyway). AWS: a KVS channel that cannot connect is shown on the voice
+ * panel until it reconnects.
+ */
+function onSignalingError(e) {
+  const s = session;
+  if (features.hello || !s || s.ended) return;
+  if (['SIGNALING_UNAVAILABLE', 'KVS_STATUS', 'SIGNALING'].includes(e.code)) {
+    notice(s.chatRoomId, `Trouble reaching the voice signaling service${e.retryable ? '; retrying' : ''}. Others may not hear you until it is back.`, 'error', 'signaling');
+  }
+}
+
 /** The voice phase shown, if `s` is still the session the state describes. */
 function setPhase(s, phase) {
   if (session === s && state.voice && state.voice.voiceRoomId === s.voiceRoomId) dispatch({ type: 'voice', voice: { ...state.voice, phase } });
@@ -460,7 +483,7 @@ function endSession(reason, kind = 'info') {
   session = null;
   dispatch({ type: 'voice', voice: null });
   notice(s.chatRoomId, reason, kind);
-  render(state, viewCtx());
+  scheduleRender();
 }
 
 async function toggleMute() {
@@ -831,7 +854,7 @@ function showConfigError(e) {
   err.textContent = `This page is not configured: ${e.message}`;
   err.hidden = false;
   $('#connect-button').disabled = true;
-  render(state, viewCtx());
+  scheduleRender();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -842,7 +865,7 @@ function showApp() {
   $('#login').hidden = true;
   $('#app').hidden = false;
   savePlace();
-  render(state, viewCtx());
+  scheduleRender();
 }
 
 async function signOut() {
@@ -866,7 +889,7 @@ async function signOut() {
   $('#login').hidden = false;
   $('#display-name').value = '';
   $('#connect-button').disabled = false;
-  render(state, viewCtx());
+  scheduleRender();
 }
 
 /** A stored identity: connect straight away, reopen the room, get back into voice. */
@@ -896,7 +919,7 @@ async function autoResume() {
     reconnectLoop();
   }
   savePlace();
-  render(state, viewCtx());
+  scheduleRender();
 }
 
 function wireUi() {

@@ -77,7 +77,8 @@ function peakOf(meter) {
  * refreshDelayMs(expiresAt, now, issuedAt), RTCPeerConnection, MediaStream, AudioContext
  * (optional), attachAudio(userId, stream) → element, detachAudio(el), onAudioBlocked(),
  * onGrant(grant), onChange(), onEnded(reason, kind) (the server took us out), onLink(link) (a
- * new link, for the debug hook), nameOf(userId), log, warn, region, fetchRoom(),
+ * new link, for the debug hook), onSignalingError(e), onTransportLog(msg), onLevels(),
+ * nameOf(userId), log, warn, region, fetchRoom(),
  * setTimeout/clearTimeout/setInterval/clearInterval, now.
  */
 export class VoiceSession {
@@ -151,7 +152,10 @@ export class VoiceSession {
     // No await between the grant and the subscription, so no signal can slip past us.
     const transport = this.d.createTransport(grant, {
       app: this.d.app(),
-      log: (m) => this.log(m),
+      log: (m) => {
+        this.log(m);
+        if (this.d.onTransportLog) this.d.onTransportLog(m);
+      },
       region: this.d.region,
       fetchRoom: () => (this.d.fetchRoom ? this.d.fetchRoom() : null),
     });
@@ -159,7 +163,10 @@ export class VoiceSession {
     transport.onOffer((from, desc) => this.onOffer(from, desc));
     transport.onAnswer((from, desc) => this.onAnswer(from, desc));
     transport.onCandidate((from, cand) => this.onCandidate(from, cand));
-    transport.onError((e) => this.warn(`signaling: ${e.message}`));
+    transport.onError((e) => {
+      this.warn(`signaling: ${e.message}`);
+      if (this.d.onSignalingError && !this.ended) this.d.onSignalingError(e);
+    });
     await transport.connect();
     if (this.ended) return;
     this.log(`Joined voice room ${this.voiceRoomId} as ${grant.userId}; ${grant.peers.length} earlier participant(s) to call`);
