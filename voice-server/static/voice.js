@@ -3,6 +3,9 @@
 // us). Every browser API and every piece of the page comes in as a dependency, so this module
 // loads under node:test with fakes (tests/browser/voice.test.mjs).
 //
+// Every new link and every ICE restart uses the freshest ICE servers: the transport's
+// `iceServersFor(userId)` where it has one (current KVS TURN credentials), else the latest grant's.
+//
 // Media-path recovery (docs/web-client.md, "Reconnect"): a link that goes `disconnected` for
 // `DISCONNECTED_GRACE_MS` or `failed` gets an ICE restart from the side that offers on it (fresh
 // ICE servers from the latest grant, `restartIce()` and a new offer on the same connection); if
@@ -190,6 +193,23 @@ export class VoiceSession {
     return p ? p.iceServers : this.grant.self.iceServers;
   }
 
+  /**
+   * Applies the freshest ICE servers to a link before it gathers candidates: from the transport
+   * when it can fetch current ones (KVS TURN credentials live 300 s), else the latest grant's.
+   * Returns false if the link was replaced or closed meanwhile.
+   */
+  async refreshIceServers(link) {
+    if (!this.transport || typeof this.transport.iceServersFor !== 'function' || !link.pc.setConfiguration) return !link.closed;
+    try {
+      const servers = await this.transport.iceServersFor(link.userId);
+      if (link.closed || this.ended) return false;
+      if (servers) link.pc.setConfiguration({ iceServers: toRtcIceServers(servers) });
+    } catch (e) {
+      this.warn(`fresh ICE servers for ${this.name(link.userId)} unavailable (${e.message}); using the grant's`);
+    }
+    return !link.closed && !this.ended;
+  }
+
   // --- credential refresh -------------------------------------------------------------------
 
   scheduleRefresh(grant) {
@@ -295,6 +315,7 @@ export class VoiceSession {
     const who = this.name(peer.userId);
     try {
       const link = this.newLink(peer.userId, 'viewer');
+      if (!(await this.refreshIceServers(link))) return;
       const offer = await link.pc.createOffer();
       await link.pc.setLocalDescription(offer);
       if (this.ended || this.peers.get(peer.userId) !== link) return;
@@ -318,6 +339,7 @@ export class VoiceSession {
     this.iceRestarts += 1;
     try {
       if (link.pc.setConfiguration) link.pc.setConfiguration({ iceServers: toRtcIceServers(this.iceServersFor(userId, 'viewer')) });
+      if (!(await this.refreshIceServers(link))) return false;
       if (link.pc.restartIce) link.pc.restartIce();
       const offer = await link.pc.createOffer({ iceRestart: true });
       await link.pc.setLocalDescription(offer);
@@ -381,7 +403,10 @@ export class VoiceSession {
     let link = this.peers.get(from);
     const reuse = !!(link && !link.closed && link.role === 'master' && fp && link.remoteFingerprint === fp && link.pc.signalingState === 'stable');
     if (reuse) this.log(`Renegotiating the existing connection with ${this.name(from)}`);
-    else link = this.newLink(from, 'master');
+    else {
+      link = this.newLink(from, 'master');
+      if (!(await this.refreshIceServers(link))) return;
+    }
     link.remoteFingerprint = fp;
     await link.pc.setRemoteDescription(desc);
     await this.flushCandidates(link);
