@@ -541,6 +541,7 @@ async function refreshVoiceRoom(chatRoomId) {
 // Own participation dropped by the server while our socket is open: get back in (bounded).
 const rejoinTimes = [];
 function rejoinAfterDrop(chatRoomId) {
+  log('The server took us out of the voice chat while connected; rejoining');
   const now = Date.now();
   while (rejoinTimes.length && now - rejoinTimes[0] > 60000) rejoinTimes.shift();
   if (rejoinTimes.length >= 3) {
@@ -585,7 +586,9 @@ function onVoiceEvent(ev) {
     case 'participantLeft':
       if (s) {
         if (ev.user === me) {
-          if (ev.reason !== 'left' && ev.reason !== 'roomEnded' && app) rejoinAfterDrop(chat);
+          // Before our join's reply this is about an older participation (a reload, a reconnect).
+          if (s.joining) log('Ignored our own participantLeft for an older connection');
+          else if (ev.reason !== 'left' && ev.reason !== 'roomEnded' && app) rejoinAfterDrop(chat);
         } else {
           s.dropPeer(ev.user);
           const vr = state.voiceRooms[chat];

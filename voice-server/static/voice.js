@@ -130,7 +130,7 @@ export class VoiceSession {
 
   /** getVoiceCredentials (join, or resume after a reconnect), then signaling and the offers. */
   async join() {
-    const grant = await this.d.app().request('getVoiceCredentials', { voiceRoomId: this.voiceRoomId });
+    const grant = await this.requestGrant();
     if (this.ended) return;
     await this.start(grant);
   }
@@ -141,13 +141,27 @@ export class VoiceSession {
    * getVoiceCredentials, so the caller can fall back to joining another voice room.
    */
   async resume() {
-    const grant = await this.d.app().request('getVoiceCredentials', { voiceRoomId: this.voiceRoomId });
+    const grant = await this.requestGrant();
     if (this.ended) return;
     if (this.transport) this.transport.close();
     this.transport = null;
     for (const link of [...this.peers.values()]) this.closeLink(link);
     this.rebuilds.clear();
     await this.start(grant);
+  }
+
+  /**
+   * getVoiceCredentials; `joining` is true until its reply, so that events about an older
+   * participation that arrive before it (e.g. our own participantLeft for the connection a
+   * reload closed) are not taken for news about this one.
+   */
+  async requestGrant() {
+    this.joining = true;
+    try {
+      return await this.d.app().request('getVoiceCredentials', { voiceRoomId: this.voiceRoomId });
+    } finally {
+      this.joining = false;
+    }
   }
 
   async start(grant) {
