@@ -16,17 +16,17 @@
 // (`OFFERS_PER_WINDOW` per `OFFER_WINDOW_MS`), excess ones dropped. Replaced and ended links are
 // closed and released at once.
 
-export const SPEAKING_THRESHOLD = 0.02;
-export const SPEAKING_HOLD_MS = 350;
+const SPEAKING_THRESHOLD = 0.02;
+const SPEAKING_HOLD_MS = 350;
 const LEVEL_INTERVAL_MS = 50;
-export const MAX_REBUILDS = 3;
-export const DISCONNECTED_GRACE_MS = 2500;
+const MAX_REBUILDS = 3;
+const DISCONNECTED_GRACE_MS = 2500;
 export const ICE_RESTART_WAIT_MS = 8000;
 export const OFFERS_PER_WINDOW = 6;
-export const OFFER_WINDOW_MS = 10000;
+const OFFER_WINDOW_MS = 10000;
 
 /** Grant ICE server entries as RTCPeerConnection wants them. */
-export function toRtcIceServers(list) {
+function toRtcIceServers(list) {
   return (list || []).map((s) => {
     const out = { urls: s.urls };
     if (s.username) out.username = s.username;
