@@ -19,7 +19,8 @@
 //       the server's `ping`: without it (UNKNOWN_ACTION) this part is reported SKIPPED.
 //   (d) server restart: the script prints "@@RESTART" on stdout; the driver (browser_resilience.rs)
 //       restarts the server on the same data dir and answers "@@RESTARTED <url>" on stdin; everyone
-//       is back in voice in one voice room (the same id when the server resumes voice rooms).
+//       is back in voice in one voice room; the same id when the server resumes voice (seen by
+//       participantReconnecting events during the earlier parts).
 //
 // Prints figures and a final line "SUMMARY <json>" on stdout; exits 0 on success, 1 on failure.
 // Every wait is bounded; the browser and the proxies are always closed.
@@ -353,6 +354,11 @@ async function run(browser, serverUrl) {
     const ids = await Promise.all(group.map((u) => u.page.evaluate(() => window.voiceDebug.voiceRoomId())));
     if (new Set(ids).size !== 1) fail(`after the restart the users are in different voice rooms: ${ids}`);
     summary.figures.restartSameVoiceRoom = ids[0] === before;
+    // A server with voice resume announced participantReconnecting during the drops above: then
+    // the restart must keep the voice room too.
+    const counts = await Promise.all(group.map((u) => u.page.evaluate(() => window.voiceDebug.eventCounts())));
+    summary.serverResumesVoice = counts.some((c) => (c.participantReconnecting || 0) > 0);
+    if (summary.serverResumesVoice && ids[0] !== before) fail(`the server resumes voice, yet after the restart everyone is in another voice room (${ids[0]}, was ${before})`);
     console.log(`figure: server restart -> everyone audible ${summary.figures.restartToAudibleMs} ms (same voice room: ${ids[0] === before})`);
   });
 

@@ -2,7 +2,7 @@
 // replies and connection changes applied to the state, including offline and reconnecting.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { displayName, initialState, MAX_TOASTS, placeToResume, reduce, voicePanel } from '../../voice-server/static/store.js';
+import { displayName, initialState, MAX_TOASTS, reduce, voicePanel } from '../../voice-server/static/store.js';
 
 const ME = { userId: 'u-me-0001', name: 'Ann' };
 const room = { roomId: 'c1', name: 'Team', adminUserId: 'u-admin', memberCount: 3, myState: 'approved', voiceRoomId: 'v1' };
@@ -63,7 +63,7 @@ test('offline: voice shows as reconnecting, every server action disabled, nothin
   const q = voicePanel(t, 'c1');
   assert.equal(q.pill, 'Offline');
   assert.equal(q.join, false);
-  assert.deepEqual(placeToResume(s), { chatRoomId: 'c1', voiceRoomId: 'v1' });
+  assert.deepEqual({ chatRoomId: s.voice.chatRoomId, voiceRoomId: s.voice.voiceRoomId }, { chatRoomId: 'c1', voiceRoomId: 'v1' }, 'where to resume is kept');
 });
 
 test('back online after a loss: stale notices are cleared, voice stays until resumed', () => {

@@ -66,7 +66,7 @@ const grant = (peers) => ({
   issuedAt: Date.now(),
 });
 
-function setup(peers = []) {
+function setup(peers = [], extra = {}) {
   FakePC.all = [];
   const sent = [];
   const handlers = {};
@@ -82,6 +82,7 @@ function setup(peers = []) {
     sendOffer: async (to, d) => sent.push({ kind: 'offer', to, sdp: d.sdp }),
     sendAnswer: async (to, d) => sent.push({ kind: 'answer', to, sdp: d.sdp }),
     sendCandidate: async () => {},
+    ...extra,
   };
   const stream = { getAudioTracks: () => [{}], getTracks: () => [{ stop() {} }] };
   const s = new VoiceSession(
@@ -179,5 +180,19 @@ test('resume after a reconnect: old links closed, earlier participants called ag
   assert.equal(s.peers.size, 2);
   assert.equal(sent.filter((x) => x.kind === 'offer').length, 4);
   assert.equal(s.grantCount, 2);
+  s.teardown('test');
+});
+
+test('a transport that fetches current ICE servers: every new link and ICE restart uses them', async () => {
+  let n = 0;
+  const { s } = setup(['early'], { iceServersFor: async (userId) => [{ urls: [`turn:fresh-${userId}-${++n}`], username: 'u', credential: 'c' }] });
+  await s.join();
+  await flush();
+  const pc = FakePC.all[0];
+  assert.deepEqual(pc.cfg.iceServers, [{ urls: ['turn:fresh-early-1'], username: 'u', credential: 'c' }]);
+  await s.restartIce('early');
+  assert.deepEqual(pc.cfg.iceServers[0].urls, ['turn:fresh-early-2']);
+  await s.onOffer('later', offerFrom('L1'));
+  assert.deepEqual(s.peers.get('later').pc.cfg.iceServers[0].urls, ['turn:fresh-later-3']);
   s.teardown('test');
 });

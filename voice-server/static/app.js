@@ -81,13 +81,17 @@ function dispatch(action) {
   state = reduce(state, action);
   if (state === before) return;
   savePlace();
-  if (!renderQueued) {
-    renderQueued = true;
-    queueMicrotask(() => {
-      renderQueued = false;
-      render(state, viewCtx());
-    });
-  }
+  scheduleRender();
+}
+
+/** One render for any number of changes in the same turn (state, or a peer link's state). */
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  queueMicrotask(() => {
+    renderQueued = false;
+    render(state, viewCtx());
+  });
 }
 
 function viewCtx() {
@@ -232,39 +236,75 @@ async function restore(place = pendingPlace) {
 }
 
 let resumingVoice = false;
+/** How long the page keeps trying to get back into voice while the server answers "try again". */
+const VOICE_RESUME_PATIENCE_MS = 60000;
+
+/** A refusal worth retrying: the server is busy or restarting, or did not answer in time. */
+const retryable = (e) => !!(e && (e.retryable || e.code === 'TIMEOUT' || e.code === 'UNAVAILABLE' || e.code === 'RATE_LIMITED'));
 
 /**
  * Back into voice after a reconnect (the session still runs: resume it on the new connection)
  * or a reload (no session: `saved` says where we were). If that voice room is gone, join the
- * room's current voice chat, or start one (a server restart without resume ended it).
+ * room's current voice chat, or start one (a server restart without resume ended it). Refusals
+ * that say "try again" (UNAVAILABLE, a timeout) are retried with backoff for up to
+ * VOICE_RESUME_PATIENCE_MS, voice shown as reconnecting meanwhile; a lost connection is left to
+ * the reconnect loop.
  */
 async function resumeVoice(saved) {
   if (resumingVoice) return;
+  const target = session && !session.ended ? { chatRoomId: session.chatRoomId, voiceRoomId: session.voiceRoomId } : saved;
+  if (!target || !target.chatRoomId) return;
   resumingVoice = true;
+  const deadline = Date.now() + VOICE_RESUME_PATIENCE_MS;
   try {
-    if (session && !session.ended) {
-      const s = session;
-      const t0 = Date.now();
+    for (let attempt = 1; ; attempt++) {
       try {
-        await s.resume();
-        log(`Voice resumed in ${Date.now() - t0} ms`);
-        setPhase(s, 'connected');
+        await resumeVoiceOnce(target, attempt);
         return;
       } catch (e) {
-        if (e.code === 'DISCONNECTED' || e.code === 'TIMEOUT') throw e;
-        warn(`voice resume refused (${e.code}); joining the room's voice chat again`);
-        const chat = s.chatRoomId;
-        s.teardown('resume refused');
-        session = null;
-        dispatch({ type: 'voice', voice: null });
-        await enterVoice(chat, null, { rejoin: true });
-        return;
+        if (e.code === 'DISCONNECTED' || !retryable(e) || Date.now() > deadline) {
+          if (e.code !== 'DISCONNECTED' && !session) notice(target.chatRoomId, `Could not get back into the voice chat. ${describeError(e)}`, 'error');
+          if (e.code === 'DISCONNECTED') throw e;
+          if (!session) dispatch({ type: 'voice', voice: null });
+          return;
+        }
+        warn(`getting back into voice: ${e.code}; trying again (attempt ${attempt})`);
+        if (!session) dispatch({ type: 'voice', voice: { chatRoomId: target.chatRoomId, voiceRoomId: target.voiceRoomId, phase: 'reconnecting', muted: false } });
+        await new Promise((r) => setTimeout(r, reconnectDelayMs(attempt)));
+        if (!app || !signedIn) throw e;
       }
     }
-    if (saved && saved.chatRoomId) await enterVoice(saved.chatRoomId, saved.voiceRoomId, { rejoin: true });
   } finally {
     resumingVoice = false;
   }
+}
+
+/** Resuming that failed this many times with "try again" becomes a leave and a fresh join. */
+const RESUME_ATTEMPTS_BEFORE_REJOIN = 3;
+
+async function resumeVoiceOnce(target, attempt) {
+  const s = session && !session.ended ? session : null;
+  if (s) {
+    const t0 = Date.now();
+    try {
+      await s.resume();
+      log(`Voice resumed in ${Date.now() - t0} ms`);
+      setPhase(s, 'connected');
+      return;
+    } catch (e) {
+      if (e.code === 'DISCONNECTED') throw e;
+      if (retryable(e) && attempt < RESUME_ATTEMPTS_BEFORE_REJOIN) throw e;
+      // Refused, or the old participation cannot be resumed (e.g. a restarted server that lost
+      // its signaling channel): give it up and join the room's voice chat afresh.
+      warn(`voice resume failed (${e.code}); leaving and joining the room's voice chat again`);
+      if (retryable(e) && app) await app.request('leaveVoiceRoom', { voiceRoomId: s.voiceRoomId }).catch((err) => warn(`leaveVoiceRoom: ${err.code || err.message}`));
+      s.teardown('resume refused');
+      session = null;
+    }
+  }
+  // The placeholder (if any) gives way to the real session.
+  if (state.voice && !session) dispatch({ type: 'voice', voice: null });
+  await enterVoice(target.chatRoomId, target.voiceRoomId, { rejoin: true });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -303,7 +343,13 @@ function makeSession(chatRoomId, voiceRoomId, stream) {
         learnMe(grant.userId);
         if (grant.room) setVoiceRoom(chatRoomId, grant.room);
       },
-      onChange: () => render(state, viewCtx()),
+      onChange: scheduleRender,
+      onSignalingError,
+      onTransportLog: (m) => {
+        // A KVS channel (re)connected: a signaling problem shown earlier is over.
+        const n = state.notices[chatRoomId];
+        if (/^Signaling client connected/.test(m) && n && n.tag === 'signaling') notice(chatRoomId, null);
+      },
       onLevels: () => updateSpeaking(session),
       onEnded: (reason, kind) => endSession(reason, kind),
       onLink: (link) => {
@@ -386,6 +432,7 @@ async function enterVoice(chatRoomId, voiceRoomIdOrCreate, { rejoin = false } = 
       }
       if (!voiceRoomId) {
         stop();
+        if (rejoin && (e.code === 'DISCONNECTED' || retryable(e))) throw e;
         notice(chatRoomId, `Could not start voice chat. ${describeError(e)}`, 'error');
         return;
       }
@@ -406,8 +453,21 @@ async function enterVoice(chatRoomId, voiceRoomIdOrCreate, { rejoin = false } = 
       dispatch({ type: 'voice', voice: null });
     }
     if (s.grant && app) app.request('leaveVoiceRoom', { voiceRoomId }).catch((err) => warn(`leaveVoiceRoom: ${err.code || err.message}`));
-    if (rejoin && (e.code === 'DISCONNECTED' || e.code === 'TIMEOUT')) throw e;
+    if (rejoin && (e.code === 'DISCONNECTED' || retryable(e))) throw e;
     notice(chatRoomId, `Could not join the voice chat. ${describeError(e)}`, 'error');
+  }
+}
+
+/**
+ * Self-hosted: signaling problems go to the console only (the relay is the app socket, whose
+ * loss the page shows anyway). AWS: a KVS channel that cannot connect is shown on the voice
+ * panel until it reconnects.
+ */
+function onSignalingError(e) {
+  const s = session;
+  if (features.hello || !s || s.ended) return;
+  if (['SIGNALING_UNAVAILABLE', 'KVS_STATUS', 'SIGNALING'].includes(e.code)) {
+    notice(s.chatRoomId, `Trouble reaching the voice signaling service${e.retryable ? '; retrying' : ''}. Others may not hear you until it is back.`, 'error', 'signaling');
   }
 }
 
@@ -423,7 +483,7 @@ function endSession(reason, kind = 'info') {
   session = null;
   dispatch({ type: 'voice', voice: null });
   notice(s.chatRoomId, reason, kind);
-  render(state, viewCtx());
+  scheduleRender();
 }
 
 async function toggleMute() {
@@ -481,6 +541,7 @@ async function refreshVoiceRoom(chatRoomId) {
 // Own participation dropped by the server while our socket is open: get back in (bounded).
 const rejoinTimes = [];
 function rejoinAfterDrop(chatRoomId) {
+  log('The server took us out of the voice chat while connected; rejoining');
   const now = Date.now();
   while (rejoinTimes.length && now - rejoinTimes[0] > 60000) rejoinTimes.shift();
   if (rejoinTimes.length >= 3) {
@@ -500,7 +561,11 @@ function rejoinAfterDrop(chatRoomId) {
 // ---------------------------------------------------------------------------------------------
 // Events: the reducer updates the state; here only the side effects on sockets and links.
 
+/** Voice events seen, by name (the test hook tells a server with voice resume by them). */
+const eventCounts = {};
+
 function onVoiceEvent(ev) {
+  eventCounts[ev.event] = (eventCounts[ev.event] || 0) + 1;
   dispatch({ type: 'event', msg: ev });
   const chat = ev.chatRoomId;
   const me = state.me && state.me.userId;
@@ -521,7 +586,9 @@ function onVoiceEvent(ev) {
     case 'participantLeft':
       if (s) {
         if (ev.user === me) {
-          if (ev.reason !== 'left' && ev.reason !== 'roomEnded' && app) rejoinAfterDrop(chat);
+          // Before our join's reply this is about an older participation (a reload, a reconnect).
+          if (s.joining) log('Ignored our own participantLeft for an older connection');
+          else if (ev.reason !== 'left' && ev.reason !== 'roomEnded' && app) rejoinAfterDrop(chat);
         } else {
           s.dropPeer(ev.user);
           const vr = state.voiceRooms[chat];
@@ -790,7 +857,7 @@ function showConfigError(e) {
   err.textContent = `This page is not configured: ${e.message}`;
   err.hidden = false;
   $('#connect-button').disabled = true;
-  render(state, viewCtx());
+  scheduleRender();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -801,7 +868,7 @@ function showApp() {
   $('#login').hidden = true;
   $('#app').hidden = false;
   savePlace();
-  render(state, viewCtx());
+  scheduleRender();
 }
 
 async function signOut() {
@@ -825,7 +892,7 @@ async function signOut() {
   $('#login').hidden = false;
   $('#display-name').value = '';
   $('#connect-button').disabled = false;
-  render(state, viewCtx());
+  scheduleRender();
 }
 
 /** A stored identity: connect straight away, reopen the room, get back into voice. */
@@ -855,7 +922,7 @@ async function autoResume() {
     reconnectLoop();
   }
   savePlace();
-  render(state, viewCtx());
+  scheduleRender();
 }
 
 function wireUi() {
@@ -1008,6 +1075,7 @@ window.voiceDebug = {
     return n ? n.text : null;
   },
   state: () => state,
+  eventCounts: () => ({ ...eventCounts }),
   log: () => logLines.slice(),
 };
 

@@ -10,10 +10,10 @@
 import { ApiError } from './messages.js';
 
 /** Defaults of the self-hosted server. */
-export const REQUEST_TIMEOUT_MS = 15000;
+const REQUEST_TIMEOUT_MS = 15000;
 export const HEARTBEAT_MS = 10000;
 export const DEAD_AFTER_MS = 20000;
-export const OPEN_TIMEOUT_MS = 10000;
+const OPEN_TIMEOUT_MS = 10000;
 const SIGNAL_BUFFER_MAX = 200;
 const SIGNAL_BUFFER_AGE_MS = 30000;
 
@@ -23,7 +23,7 @@ const SIGNAL_BUFFER_AGE_MS = 30000;
  * seconds of the network coming back), then at 10 s; with ±30 % jitter so that every page of a
  * restarted server does not come back in the same millisecond. `rand` is injectable for tests.
  */
-export const FAST_ATTEMPTS = 8;
+const FAST_ATTEMPTS = 8;
 export function reconnectDelayMs(attempt, rand = Math.random) {
   const cap = attempt <= FAST_ATTEMPTS ? 2000 : 10000;
   const base = Math.min(cap, 500 * 2 ** Math.max(0, attempt - 1));

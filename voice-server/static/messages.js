@@ -29,7 +29,7 @@ const PLAIN = {
 };
 
 /** Plain words for a wire code; a generic sentence for an unknown one. */
-export function plainMessage(code) {
+function plainMessage(code) {
   return PLAIN[code] || 'Something went wrong. Try again in a moment.';
 }
 

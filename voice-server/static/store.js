@@ -309,8 +309,3 @@ export function voicePanel(state, chatRoomId, features = { knowsAdmins: true }) 
     stale: !online,
   };
 }
-
-/** The voice session to get back into after a reconnect or a reload, or null. */
-export function placeToResume(state) {
-  return state.voice ? { chatRoomId: state.voice.chatRoomId, voiceRoomId: state.voice.voiceRoomId } : null;
-}

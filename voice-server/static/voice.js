@@ -3,6 +3,9 @@
 // us). Every browser API and every piece of the page comes in as a dependency, so this module
 // loads under node:test with fakes (tests/browser/voice.test.mjs).
 //
+// Every new link and every ICE restart uses the freshest ICE servers: the transport's
+// `iceServersFor(userId)` where it has one (current KVS TURN credentials), else the latest grant's.
+//
 // Media-path recovery (docs/web-client.md, "Reconnect"): a link that goes `disconnected` for
 // `DISCONNECTED_GRACE_MS` or `failed` gets an ICE restart from the side that offers on it (fresh
 // ICE servers from the latest grant, `restartIce()` and a new offer on the same connection); if
@@ -13,17 +16,17 @@
 // (`OFFERS_PER_WINDOW` per `OFFER_WINDOW_MS`), excess ones dropped. Replaced and ended links are
 // closed and released at once.
 
-export const SPEAKING_THRESHOLD = 0.02;
-export const SPEAKING_HOLD_MS = 350;
+const SPEAKING_THRESHOLD = 0.02;
+const SPEAKING_HOLD_MS = 350;
 const LEVEL_INTERVAL_MS = 50;
-export const MAX_REBUILDS = 3;
-export const DISCONNECTED_GRACE_MS = 2500;
+const MAX_REBUILDS = 3;
+const DISCONNECTED_GRACE_MS = 2500;
 export const ICE_RESTART_WAIT_MS = 8000;
 export const OFFERS_PER_WINDOW = 6;
-export const OFFER_WINDOW_MS = 10000;
+const OFFER_WINDOW_MS = 10000;
 
 /** Grant ICE server entries as RTCPeerConnection wants them. */
-export function toRtcIceServers(list) {
+function toRtcIceServers(list) {
   return (list || []).map((s) => {
     const out = { urls: s.urls };
     if (s.username) out.username = s.username;
@@ -77,7 +80,8 @@ function peakOf(meter) {
  * refreshDelayMs(expiresAt, now, issuedAt), RTCPeerConnection, MediaStream, AudioContext
  * (optional), attachAudio(userId, stream) → element, detachAudio(el), onAudioBlocked(),
  * onGrant(grant), onChange(), onEnded(reason, kind) (the server took us out), onLink(link) (a
- * new link, for the debug hook), nameOf(userId), log, warn, region, fetchRoom(),
+ * new link, for the debug hook), onSignalingError(e), onTransportLog(msg), onLevels(),
+ * nameOf(userId), log, warn, region, fetchRoom(),
  * setTimeout/clearTimeout/setInterval/clearInterval, now.
  */
 export class VoiceSession {
@@ -126,7 +130,7 @@ export class VoiceSession {
 
   /** getVoiceCredentials (join, or resume after a reconnect), then signaling and the offers. */
   async join() {
-    const grant = await this.d.app().request('getVoiceCredentials', { voiceRoomId: this.voiceRoomId });
+    const grant = await this.requestGrant();
     if (this.ended) return;
     await this.start(grant);
   }
@@ -137,7 +141,7 @@ export class VoiceSession {
    * getVoiceCredentials, so the caller can fall back to joining another voice room.
    */
   async resume() {
-    const grant = await this.d.app().request('getVoiceCredentials', { voiceRoomId: this.voiceRoomId });
+    const grant = await this.requestGrant();
     if (this.ended) return;
     if (this.transport) this.transport.close();
     this.transport = null;
@@ -146,12 +150,29 @@ export class VoiceSession {
     await this.start(grant);
   }
 
+  /**
+   * getVoiceCredentials; `joining` is true until its reply, so that events about an older
+   * participation that arrive before it (e.g. our own participantLeft for the connection a
+   * reload closed) are not taken for news about this one.
+   */
+  async requestGrant() {
+    this.joining = true;
+    try {
+      return await this.d.app().request('getVoiceCredentials', { voiceRoomId: this.voiceRoomId });
+    } finally {
+      this.joining = false;
+    }
+  }
+
   async start(grant) {
     this.applyGrant(grant);
     // No await between the grant and the subscription, so no signal can slip past us.
     const transport = this.d.createTransport(grant, {
       app: this.d.app(),
-      log: (m) => this.log(m),
+      log: (m) => {
+        this.log(m);
+        if (this.d.onTransportLog) this.d.onTransportLog(m);
+      },
       region: this.d.region,
       fetchRoom: () => (this.d.fetchRoom ? this.d.fetchRoom() : null),
     });
@@ -159,7 +180,10 @@ export class VoiceSession {
     transport.onOffer((from, desc) => this.onOffer(from, desc));
     transport.onAnswer((from, desc) => this.onAnswer(from, desc));
     transport.onCandidate((from, cand) => this.onCandidate(from, cand));
-    transport.onError((e) => this.warn(`signaling: ${e.message}`));
+    transport.onError((e) => {
+      this.warn(`signaling: ${e.message}`);
+      if (this.d.onSignalingError && !this.ended) this.d.onSignalingError(e);
+    });
     await transport.connect();
     if (this.ended) return;
     this.log(`Joined voice room ${this.voiceRoomId} as ${grant.userId}; ${grant.peers.length} earlier participant(s) to call`);
@@ -181,6 +205,23 @@ export class VoiceSession {
     if (role === 'master') return this.grant.self.iceServers;
     const p = this.grant.peers.find((x) => x.userId === userId);
     return p ? p.iceServers : this.grant.self.iceServers;
+  }
+
+  /**
+   * Applies the freshest ICE servers to a link before it gathers candidates: from the transport
+   * when it can fetch current ones (KVS TURN credentials live 300 s), else the latest grant's.
+   * Returns false if the link was replaced or closed meanwhile.
+   */
+  async refreshIceServers(link) {
+    if (!this.transport || typeof this.transport.iceServersFor !== 'function' || !link.pc.setConfiguration) return !link.closed;
+    try {
+      const servers = await this.transport.iceServersFor(link.userId);
+      if (link.closed || this.ended) return false;
+      if (servers) link.pc.setConfiguration({ iceServers: toRtcIceServers(servers) });
+    } catch (e) {
+      this.warn(`fresh ICE servers for ${this.name(link.userId)} unavailable (${e.message}); using the grant's`);
+    }
+    return !link.closed && !this.ended;
   }
 
   // --- credential refresh -------------------------------------------------------------------
@@ -288,6 +329,7 @@ export class VoiceSession {
     const who = this.name(peer.userId);
     try {
       const link = this.newLink(peer.userId, 'viewer');
+      if (!(await this.refreshIceServers(link))) return;
       const offer = await link.pc.createOffer();
       await link.pc.setLocalDescription(offer);
       if (this.ended || this.peers.get(peer.userId) !== link) return;
@@ -311,6 +353,7 @@ export class VoiceSession {
     this.iceRestarts += 1;
     try {
       if (link.pc.setConfiguration) link.pc.setConfiguration({ iceServers: toRtcIceServers(this.iceServersFor(userId, 'viewer')) });
+      if (!(await this.refreshIceServers(link))) return false;
       if (link.pc.restartIce) link.pc.restartIce();
       const offer = await link.pc.createOffer({ iceRestart: true });
       await link.pc.setLocalDescription(offer);
@@ -374,7 +417,10 @@ export class VoiceSession {
     let link = this.peers.get(from);
     const reuse = !!(link && !link.closed && link.role === 'master' && fp && link.remoteFingerprint === fp && link.pc.signalingState === 'stable');
     if (reuse) this.log(`Renegotiating the existing connection with ${this.name(from)}`);
-    else link = this.newLink(from, 'master');
+    else {
+      link = this.newLink(from, 'master');
+      if (!(await this.refreshIceServers(link))) return;
+    }
     link.remoteFingerprint = fp;
     await link.pc.setRemoteDescription(desc);
     await this.flushCandidates(link);
