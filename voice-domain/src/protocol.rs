@@ -609,6 +609,29 @@ mod tests {
             v,
             serde_json::json!({"type":"event","event":"muteChanged","voiceRoomId":"v1","chatRoomId":"c1","user":"bob","muted":true})
         );
+        for (ev, name) in [
+            (
+                VoiceEvent::ParticipantReconnecting {
+                    voice_room_id: VoiceRoomId::parse("v1").unwrap(),
+                    chat_room_id: ChatRoomId::parse("c1").unwrap(),
+                    user: crate::ids::UserId::parse("bob").unwrap(),
+                },
+                "participantReconnecting",
+            ),
+            (
+                VoiceEvent::ParticipantResumed {
+                    voice_room_id: VoiceRoomId::parse("v1").unwrap(),
+                    chat_room_id: ChatRoomId::parse("c1").unwrap(),
+                    user: crate::ids::UserId::parse("bob").unwrap(),
+                },
+                "participantResumed",
+            ),
+        ] {
+            assert_eq!(
+                serde_json::to_value(EventEnvelope::new(&ev)).unwrap(),
+                serde_json::json!({"type":"event","event":name,"voiceRoomId":"v1","chatRoomId":"c1","user":"bob"})
+            );
+        }
     }
 
     #[test]

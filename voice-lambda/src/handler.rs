@@ -51,8 +51,10 @@ pub enum LambdaOutput {
 pub struct SweepReportView {
     /// Rooms ended because nobody live was in them.
     pub rooms_ended: Vec<String>,
-    /// Participants removed because their connection was gone.
+    /// Participants removed because their reconnect grace had passed.
     pub participants_removed: usize,
+    /// Participants marked reconnecting because their connection was found gone.
+    pub participants_reconnecting: usize,
     /// Orphan channels deleted.
     pub channels_deleted: usize,
     /// Steps that failed; the next sweep retries them.
@@ -64,6 +66,7 @@ impl From<&SweepReport> for SweepReportView {
         Self {
             rooms_ended: r.rooms_ended.iter().map(ToString::to_string).collect(),
             participants_removed: r.participants_removed,
+            participants_reconnecting: r.participants_reconnecting,
             channels_deleted: r.channels_deleted,
             failures: r.failures,
         }
@@ -74,14 +77,21 @@ impl From<&SweepReport> for SweepReportView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DisconnectView {
-    /// Voice rooms the connection was removed from.
+    /// Voice rooms the connection was removed from (only with a zero reconnect grace).
     pub rooms_left: Vec<String>,
+    /// Voice rooms in which its participant is now reconnecting (resumable for the grace).
+    pub rooms_reconnecting: Vec<String>,
 }
 
 impl From<&DisconnectReport> for DisconnectView {
     fn from(r: &DisconnectReport) -> Self {
         Self {
             rooms_left: r.rooms_left.iter().map(ToString::to_string).collect(),
+            rooms_reconnecting: r
+                .rooms_reconnecting
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }
     }
 }

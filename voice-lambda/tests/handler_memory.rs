@@ -595,25 +595,30 @@ async fn disconnect_removes_the_connection_from_its_room() {
     assert_eq!(h.channels.list_now().len(), 2);
     h.notifier.take(&conn(ALICE));
 
+    // Bob becomes reconnecting: he keeps his place and channel for the reconnect grace.
     let r = call(&lambda, ws_event("$disconnect", BOB, None)).await;
     assert_ok(&r, "$disconnect");
-    assert_eq!(r.data(), &json!({"roomsLeft": [vr]}));
+    assert_eq!(
+        r.data(),
+        &json!({"roomsLeft": [], "roomsReconnecting": [vr]})
+    );
     let room = active(&h.store)
         .into_iter()
         .next()
         .expect("alice keeps the room");
-    assert_eq!(room.participants().len(), 1);
-    assert_eq!(h.channels.list_now().len(), 1, "bob's channel deleted");
+    assert_eq!(room.participants().len(), 2);
+    assert!(room.participants()[1].is_reconnecting());
+    assert_eq!(h.channels.list_now().len(), 2, "bob keeps his channel");
     assert!(h
         .notifier
         .take(&conn(ALICE))
         .iter()
-        .any(|e| matches!(e, VoiceEvent::ParticipantLeft { .. })));
+        .any(|e| matches!(e, VoiceEvent::ParticipantReconnecting { .. })));
 
     // A connection in no room: still 200, nothing left.
     let r = call(&lambda, ws_event("$disconnect", DAVE, None)).await;
     assert_ok(&r, "$disconnect");
-    assert_eq!(r.data(), &json!({"roomsLeft": []}));
+    assert_eq!(r.data(), &json!({"roomsLeft": [], "roomsReconnecting": []}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -644,8 +649,10 @@ async fn concurrent_creates_make_exactly_one_room() {
 
 #[tokio::test]
 async fn the_schedule_runs_the_sweep_and_returns_its_report() {
+    // A zero reconnect grace: a participant on a dead connection is removed at once.
     let (lambda, h) = world_with(ServiceConfig {
         orphan_grace: Duration::ZERO,
+        reconnect_grace: Duration::ZERO,
         ..ServiceConfig::default()
     });
     let vr = create(&lambda).await;
@@ -673,7 +680,7 @@ async fn the_schedule_runs_the_sweep_and_returns_its_report() {
     assert_eq!(report.failures, 0);
     assert_eq!(
         serde_json::to_value(&out).unwrap(),
-        json!({"roomsEnded": [vr], "participantsRemoved": 0, "channelsDeleted": 1, "failures": 0})
+        json!({"roomsEnded": [vr], "participantsRemoved": 0, "participantsReconnecting": 0, "channelsDeleted": 1, "failures": 0})
     );
     assert!(active(&h.store).is_empty());
     assert!(h.channels.list_now().is_empty());
@@ -682,7 +689,7 @@ async fn the_schedule_runs_the_sweep_and_returns_its_report() {
     let out = invoke(&lambda, scheduled_event()).await.unwrap();
     assert_eq!(
         serde_json::to_value(&out).unwrap(),
-        json!({"roomsEnded": [], "participantsRemoved": 0, "channelsDeleted": 0, "failures": 0})
+        json!({"roomsEnded": [], "participantsRemoved": 0, "participantsReconnecting": 0, "channelsDeleted": 0, "failures": 0})
     );
 }
 
@@ -844,7 +851,11 @@ fn routed_world(
             clock: SystemClock,
             ids: UuidIds,
         },
-        ServiceConfig::default(),
+        // A zero reconnect grace, so that the sweep ends a room whose connection died at once.
+        ServiceConfig {
+            reconnect_grace: Duration::ZERO,
+            ..ServiceConfig::default()
+        },
     );
     (
         VoiceLambda::new(Arc::new(service)),

@@ -554,11 +554,13 @@ async fn sweep_loop(
             Ok(r)
                 if r.rooms_ended.is_empty()
                     && r.participants_removed == 0
+                    && r.participants_reconnecting == 0
                     && r.channels_deleted == 0
                     && r.failures == 0 => {}
             Ok(r) => info!(
                 rooms_ended = r.rooms_ended.len(),
                 participants_removed = r.participants_removed,
+                participants_reconnecting = r.participants_reconnecting,
                 channels_deleted = r.channels_deleted,
                 failures = r.failures,
                 "sweep"
