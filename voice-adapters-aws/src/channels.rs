@@ -8,6 +8,7 @@
 //! the crate (see `docs/aws-adapters.md`).
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::config::http::HttpResponse;
@@ -54,6 +55,30 @@ const MAX_TAG_VALUE: usize = 256;
 pub struct KvsChannels {
     kvs: aws_sdk_kinesisvideo::Client,
     signaling: aws_sdk_kinesisvideosignaling::Client,
+    activation_timeout: Duration,
+}
+
+/// How long [`SignalingChannels::create`] waits for a new channel to become `ACTIVE` (and
+/// [`SignalingChannels::endpoints`] for a channel still `CREATING`), well below the Lambda's
+/// 30 s timeout. AWS gives no figure for activation; seconds are typical.
+pub const DEFAULT_ACTIVATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A random fraction in `[0, 1)` for jitter (uuid v4 is random; no extra dependency).
+fn jitter() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
+}
+
+/// Sleeps before retry number `attempt` (250 ms × 1.5^attempt, capped at 1 s, ±20 % jitter:
+/// never under 200 ms, so polling one channel stays within its 5 TPS quota). `false`, without
+/// sleeping, when the sleep would end past `deadline`.
+async fn sleep_before_retry(attempt: u32, deadline: Instant) -> bool {
+    let base = (250.0 * 1.5f64.powi(attempt.min(10) as i32)).min(1000.0);
+    let delay = Duration::from_millis((base * (0.8 + 0.4 * jitter())) as u64);
+    if Instant::now() + delay > deadline {
+        return false;
+    }
+    tokio::time::sleep(delay).await;
+    true
 }
 
 impl KvsChannels {
@@ -65,7 +90,19 @@ impl KvsChannels {
         kvs: aws_sdk_kinesisvideo::Client,
         signaling: aws_sdk_kinesisvideosignaling::Client,
     ) -> Self {
-        Self { kvs, signaling }
+        Self {
+            kvs,
+            signaling,
+            activation_timeout: DEFAULT_ACTIVATION_TIMEOUT,
+        }
+    }
+
+    /// The same channels with another activation deadline (tests; a deployment with slow
+    /// activation).
+    #[must_use]
+    pub fn with_activation_timeout(mut self, timeout: Duration) -> Self {
+        self.activation_timeout = timeout;
+        self
     }
 
     /// The channel's current version, or `None` if it is gone or already being deleted.
@@ -98,6 +135,37 @@ impl KvsChannels {
                 "kinesisvideo:DescribeSignalingChannel: response has no Version",
             ))
         })
+    }
+
+    /// Waits until a channel we just created is `ACTIVE`: CreateSignalingChannel is
+    /// asynchronous, and until then GetSignalingChannelEndpoint and DeleteSignalingChannel answer
+    /// `ResourceInUseException` (KVS API reference). Polls DescribeSignalingChannel with backoff
+    /// and jitter, never faster than its 5 TPS per-channel quota, until `deadline`.
+    async fn wait_active(&self, arn: &ChannelArn, deadline: Instant) -> Result<(), ChannelError> {
+        let mut attempt = 0;
+        loop {
+            let out = self
+                .kvs
+                .describe_signaling_channel()
+                .channel_arn(arn.as_str())
+                .send()
+                .await
+                .map_err(|e| channel_error("kinesisvideo:DescribeSignalingChannel", &e))?;
+            let status = out.channel_info.and_then(|i| i.channel_status);
+            match status {
+                Some(Status::Active) => return Ok(()),
+                Some(Status::Deleting) => return Err(ChannelError::NotFound),
+                _ => {}
+            }
+            if !sleep_before_retry(attempt, deadline).await {
+                warn!(channel_arn = %arn, ?status, "signaling channel not ACTIVE before the deadline");
+                return Err(unavailable(PortFailure::retryable(format!(
+                    "kinesisvideo:CreateSignalingChannel: channel still {status:?} after {} ms",
+                    self.activation_timeout.as_millis()
+                ))));
+            }
+            attempt += 1;
+        }
     }
 
     async fn tags_of(&self, arn: &str) -> Result<Option<HashMap<String, String>>, ChannelError> {
@@ -296,7 +364,9 @@ impl SignalingChannels for KvsChannels {
                 "kinesisvideo:CreateSignalingChannel returned an unusable ARN: {e}"
             )))
         })?;
-        debug!(channel_arn = %arn, "signaling channel created");
+        debug!(channel_arn = %arn, "signaling channel created; waiting for ACTIVE");
+        self.wait_active(&arn, Instant::now() + self.activation_timeout)
+            .await?;
         Ok(SignalingChannel {
             name: name.clone(),
             arn,
@@ -321,6 +391,13 @@ impl SignalingChannels for KvsChannels {
             match res {
                 Ok(_) => return Ok(()),
                 Err(e) if e.code() == Some("VersionMismatchException") => continue,
+                // Still CREATING (a join that failed right after creating it): KVS refuses to
+                // delete a channel that is not ACTIVE; wait for it, then try again.
+                Err(e) if e.code() == Some("ResourceInUseException") => {
+                    self.wait_active(&channel.arn, Instant::now() + self.activation_timeout)
+                        .await?;
+                    continue;
+                }
                 Err(e) => {
                     return match channel_error("kinesisvideo:DeleteSignalingChannel", &e) {
                         ChannelError::NotFound => Ok(()),
@@ -345,20 +422,40 @@ impl SignalingChannels for KvsChannels {
             ChannelRole::Master => KvsRole::Master,
             ChannelRole::Viewer => KvsRole::Viewer,
         };
-        let out = self
-            .kvs
-            .get_signaling_channel_endpoint()
-            .channel_arn(channel.arn.as_str())
-            .single_master_channel_endpoint_configuration(
-                SingleMasterChannelEndpointConfiguration::builder()
-                    .protocols(ChannelProtocol::Wss)
-                    .protocols(ChannelProtocol::Https)
-                    .role(kvs_role)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| channel_error("kinesisvideo:GetSignalingChannelEndpoint", &e))?;
+        // A channel someone else just created may still be CREATING: GetSignalingChannelEndpoint
+        // then answers ResourceInUseException; wait with backoff until the deadline.
+        let deadline = Instant::now() + self.activation_timeout;
+        let mut attempt = 0;
+        let out = loop {
+            let res = self
+                .kvs
+                .get_signaling_channel_endpoint()
+                .channel_arn(channel.arn.as_str())
+                .single_master_channel_endpoint_configuration(
+                    SingleMasterChannelEndpointConfiguration::builder()
+                        .protocols(ChannelProtocol::Wss)
+                        .protocols(ChannelProtocol::Https)
+                        .role(kvs_role.clone())
+                        .build(),
+                )
+                .send()
+                .await;
+            match res {
+                Ok(out) => break out,
+                Err(e)
+                    if e.code() == Some("ResourceInUseException")
+                        && sleep_before_retry(attempt, deadline).await =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(channel_error(
+                        "kinesisvideo:GetSignalingChannelEndpoint",
+                        &e,
+                    ))
+                }
+            }
+        };
         let mut wss = None;
         let mut https = None;
         for item in out.resource_endpoint_list.unwrap_or_default() {
