@@ -45,7 +45,21 @@ pub mod tag {
     pub const APP: &str = "app";
     /// The `app` tag's value.
     pub const APP_VALUE: &str = "voice-rooms";
+    /// The deployment (stack) that created the channel: the sweep deletes only channels with
+    /// its own value, and the template's Delete permission requires it
+    /// (`aws:ResourceTag/voiceStack`).
+    pub const STACK: &str = "voiceStack";
 }
+
+/// How many `ListTagsForResource` calls the sweep's listing runs at once: enough to list
+/// hundreds of channels in seconds, few enough to stay near the 50 TPS account quota
+/// (throttles beyond it are retried by the client).
+pub const TAG_LOOKUP_CONCURRENCY: usize = 4;
+
+/// The listing's own deadline, well below the function's 30 s timeout so that the sweep has
+/// time to delete what it found: channels whose tags were not read by then are left for the
+/// next run (oldest are read first).
+pub const LIST_DEADLINE: Duration = Duration::from_secs(10);
 
 /// KVS's limit on a tag value's length.
 const MAX_TAG_VALUE: usize = 256;
@@ -56,6 +70,7 @@ pub struct KvsChannels {
     kvs: aws_sdk_kinesisvideo::Client,
     signaling: aws_sdk_kinesisvideosignaling::Client,
     activation_timeout: Duration,
+    stack_id: Option<String>,
 }
 
 /// How long [`SignalingChannels::create`] waits for a new channel to become `ACTIVE` (and
@@ -94,7 +109,27 @@ impl KvsChannels {
             kvs,
             signaling,
             activation_timeout: DEFAULT_ACTIVATION_TIMEOUT,
+            stack_id: None,
         }
+    }
+
+    /// The same channels for the deployment `stack_id`: every channel created carries it (tag
+    /// [`tag::STACK`]) and [`SignalingChannels::list`] returns only channels that carry it, so
+    /// the sweep never touches another stack's or application's channels. Without one, `list`
+    /// returns channels tagged `app=voice-rooms` (any stack).
+    #[must_use]
+    pub fn with_stack_id(mut self, stack_id: Option<String>) -> Self {
+        self.stack_id = stack_id;
+        self
+    }
+
+    /// Whether a listed channel's tags say this deployment created it.
+    fn is_ours(&self, tags: &HashMap<String, String>) -> bool {
+        tags.get(tag::APP).map(String::as_str) == Some(tag::APP_VALUE)
+            && match &self.stack_id {
+                Some(id) => tags.get(tag::STACK) == Some(id),
+                None => true,
+            }
     }
 
     /// The same channels with another activation deadline (tests; a deployment with slow
@@ -216,6 +251,10 @@ impl KvsChannels {
             // Deleted between the listing and the tag lookup.
             return Ok(None);
         };
+        if !self.is_ours(&tags) {
+            debug!(channel = %raw_name, "not this stack's channel; the sweep leaves it alone");
+            return Ok(None);
+        }
         Ok(Some(ListedChannel {
             channel: SignalingChannel { name, arn },
             tags: channel_tags(&tags),
@@ -342,7 +381,11 @@ impl SignalingChannels for KvsChannels {
             .create_signaling_channel()
             .channel_name(name.as_str())
             .channel_type(ChannelType::SingleMaster);
-        for (key, value) in tags_for(tags) {
+        let stack = self
+            .stack_id
+            .iter()
+            .map(|id| (tag::STACK.to_owned(), id.clone()));
+        for (key, value) in tags_for(tags).into_iter().chain(stack) {
             let t = Tag::builder().key(key).value(value).build().map_err(|e| {
                 unavailable(PortFailure::permanent(format!(
                     "could not build a KVS tag: {e}"
@@ -510,6 +553,7 @@ impl SignalingChannels for KvsChannels {
     }
 
     async fn list(&self) -> Result<Vec<ListedChannel>, ChannelError> {
+        let deadline = Instant::now() + LIST_DEADLINE;
         let mut infos = Vec::new();
         let mut next: Option<String> = None;
         loop {
@@ -539,10 +583,30 @@ impl SignalingChannels for KvsChannels {
                 _ => break,
             }
         }
-        let mut listed = Vec::with_capacity(infos.len());
-        for info in infos {
-            if let Some(l) = self.listed(info).await? {
-                listed.push(l);
+        // Oldest first: the young ones are within the sweep's grace period anyway.
+        infos.sort_by_key(|i| i.creation_time.map(|t| (t.secs(), t.subsec_nanos())));
+        let total = infos.len();
+        let mut listed = Vec::with_capacity(total);
+        let mut looked_up = 0;
+        let mut infos = infos.into_iter();
+        loop {
+            if Instant::now() >= deadline {
+                warn!(
+                    looked_up,
+                    total,
+                    "channel listing stopped at its deadline; the rest wait for the next sweep"
+                );
+                break;
+            }
+            let chunk: Vec<ChannelInfo> = infos.by_ref().take(TAG_LOOKUP_CONCURRENCY).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            looked_up += chunk.len();
+            for l in futures::future::join_all(chunk.into_iter().map(|i| self.listed(i))).await {
+                if let Some(l) = l? {
+                    listed.push(l);
+                }
             }
         }
         Ok(listed)

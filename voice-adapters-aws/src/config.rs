@@ -29,6 +29,9 @@ pub const ENV_REGION: &str = "AWS_REGION";
 pub const ENV_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
 /// Environment variable: the WebSocket API stage's management endpoint.
 pub const ENV_MANAGEMENT_ENDPOINT: &str = "APIGW_MANAGEMENT_ENDPOINT";
+/// Environment variable: this deployment's id, tagged on every channel it creates (see
+/// [`KvsChannels::with_stack_id`]).
+pub const ENV_STACK_ID: &str = "VOICE_STACK_ID";
 /// The region when `AWS_REGION` is unset, as in the original guide.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
@@ -53,6 +56,9 @@ pub struct AwsConfig {
     /// derives it from an event ([`management_endpoint`](crate::notifier::management_endpoint))
     /// or, in tests, `endpoint_url` is used (moto serves it at its root).
     pub management_endpoint: Option<String>,
+    /// `VOICE_STACK_ID` (optional): the channels this deployment creates carry it as the
+    /// `voiceStack` tag, and the sweep lists only those.
+    pub stack_id: Option<String>,
 }
 
 impl AwsConfig {
@@ -113,6 +119,7 @@ impl AwsConfig {
             region: get(ENV_REGION).unwrap_or_else(|| DEFAULT_REGION.to_owned()),
             endpoint_url: get(ENV_ENDPOINT_URL),
             management_endpoint: get(ENV_MANAGEMENT_ENDPOINT),
+            stack_id: get(ENV_STACK_ID),
         })
     }
 
@@ -202,7 +209,8 @@ impl AwsClients {
         Adapters {
             store: DynamoStore::new(self.dynamodb.clone(), &cfg.voice_rooms_table),
             directory: DynamoDirectory::new(self.dynamodb.clone(), cfg.directory_schema()),
-            channels: KvsChannels::new(self.kvs.clone(), self.kvs_signaling.clone()),
+            channels: KvsChannels::new(self.kvs.clone(), self.kvs_signaling.clone())
+                .with_stack_id(cfg.stack_id.clone()),
             credentials: StsCredentials::new(self.sts.clone(), &cfg.kvs_role_arn, &cfg.region),
             notifier: ApiGatewayNotifier::new(self.apigw.clone()),
             clock: SystemClock,

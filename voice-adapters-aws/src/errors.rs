@@ -60,6 +60,18 @@ pub enum PolicyError {
     /// A policy that allows nothing is a bug in the caller, not something to send to STS.
     #[error("a session policy needs at least one channel grant")]
     NoGrants,
+    /// STS refused the policy after packing it (`PackedPolicyTooLarge`): the compressed policy
+    /// and session tags exceed STS's packed size limit. Retrying cannot help; fewer grants (a
+    /// smaller voice room) would.
+    #[error(
+        "STS refused the session policy for {grants} channel grants as too large once packed          (PackedPolicyTooLarge): {message}"
+    )]
+    PackedTooLarge {
+        /// How many grants were asked for.
+        grants: usize,
+        /// STS's message (it names the percentage over the limit).
+        message: String,
+    },
 }
 
 /// Service error codes that mean "slow down": AWS's standard retry classifier's list, plus the

@@ -249,6 +249,7 @@ impl MotoServer {
             region: DEFAULT_REGION.to_owned(),
             endpoint_url: Some(self.endpoint.clone()),
             management_endpoint: Some(self.endpoint.clone()),
+            stack_id: None,
         }
     }
 
@@ -489,6 +490,8 @@ struct FakeState {
     windows: HashMap<String, VecDeque<Instant>>,
     /// Extra latency added to every request (to measure sequential round trips).
     latency: Duration,
+    /// Whether [`TPS_LIMITS`] apply.
+    rate_limits: bool,
 }
 
 /// A fake of the KVS signaling control plane and of `GetIceServerConfig`, on `127.0.0.1:0`,
@@ -539,6 +542,7 @@ impl FakeKvs {
             deletion_delay: DEFAULT_DELETION_DELAY,
             windows: HashMap::new(),
             latency: Duration::ZERO,
+            rate_limits: true,
         }));
         let app = Router::new()
             .route("/{*op}", post(fake_kvs_handler))
@@ -597,6 +601,13 @@ impl FakeKvs {
         let mut st = self.lock();
         st.activation_delay = activation;
         st.deletion_delay = deletion;
+    }
+
+    /// Turns KVS's TPS limits off, for tests of something else than KVS whose load would only
+    /// measure those limits (a thousand simultaneous starts racing on DynamoDB would mostly be
+    /// throttled by CreateSignalingChannel's 50 TPS). Every other rule still applies.
+    pub fn set_rate_limits(&self, enabled: bool) {
+        self.lock().rate_limits = enabled;
     }
 
     /// Adds `latency` to every answer, as a network round trip to AWS would.
@@ -847,7 +858,7 @@ fn answer(st: &mut FakeState, path: &str, body: &Value, now: Instant) -> Respons
     // ClientLimitExceededException (HTTP 400): "Kinesis Video Streams has throttled the request
     // because you have exceeded the limit of allowed client calls" ([`kvs_docs::ERRORS`]), at the
     // rates of [`kvs_docs::QUOTAS`].
-    if !st.within_rate(path, channel_arn.as_deref(), now) {
+    if st.rate_limits && !st.within_rate(path, channel_arn.as_deref(), now) {
         return kvs_error(
             400,
             "ClientLimitExceededException",

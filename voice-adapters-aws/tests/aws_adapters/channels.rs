@@ -172,15 +172,32 @@ async fn endpoints_of_a_missing_channel_are_not_found() {
     );
 }
 
+/// Failed before the fix: the sweep's listing selected by the name prefix alone, so another
+/// stack's or application's `voice-*` channels were listed (and deleted as orphans).
 #[tokio::test]
-async fn list_pages_through_voice_channels_with_tags_and_creation_time() {
+async fn list_pages_through_this_stacks_channels_only_with_tags_and_creation_time() {
     let fake = FakeKvs::start().await;
-    let kvs = channels(&fake);
+    let kvs = channels(&fake).with_stack_id(Some("stack-a".into()));
     let ours: Vec<_> = ["l1", "l2", "l3"].into_iter().map(name).collect();
     for n in &ours {
         kvs.create(n, &tags()).await.unwrap();
     }
-    let manual = fake.insert_channel("voice-by-hand", &[], 1_700_000_000.5);
+    assert!(fake
+        .channels()
+        .iter()
+        .all(|c| c.tags.get("voiceStack").map(String::as_str) == Some("stack-a")));
+    let manual = fake.insert_channel(
+        "voice-by-hand",
+        &[("app", "voice-rooms"), ("voiceStack", "stack-a")],
+        1_700_000_000.5,
+    );
+    fake.insert_channel("voice-untagged", &[], 1_700_000_000.0);
+    fake.insert_channel(
+        "voice-other-stack",
+        &[("app", "voice-rooms"), ("voiceStack", "stack-b")],
+        1_700_000_000.0,
+    );
+    fake.insert_channel("voice-other-app", &[("app", "other")], 1_700_000_000.0);
     fake.insert_channel("other-app", &[("app", "other")], 1_700_000_000.0);
 
     let mut listed = kvs.list().await.unwrap();
@@ -193,7 +210,7 @@ async fn list_pages_through_voice_channels_with_tags_and_creation_time() {
     );
     let by_hand = &listed[0];
     assert_eq!(by_hand.channel.arn.as_str(), manual);
-    assert_eq!(by_hand.tags, None);
+    assert_eq!(by_hand.tags, None, "ours, but without the ids");
     assert_eq!(
         by_hand.created_at,
         Timestamp::from_millis(1_700_000_000_500)
@@ -205,6 +222,35 @@ async fn list_pages_through_voice_channels_with_tags_and_creation_time() {
     let filter = &fake.requests_to("/listSignalingChannels")[0].body["ChannelNameCondition"];
     assert_eq!(filter["ComparisonOperator"], "BEGINS_WITH");
     assert_eq!(filter["ComparisonValue"], "voice-");
+
+    // Without a stack id (a deployment that predates it), only app=voice-rooms channels.
+    let any_stack = channels(&fake).list().await.unwrap();
+    assert_eq!(any_stack.len(), 5, "l1-l3, by-hand and other-stack");
+}
+
+/// Tag look-ups run concurrently (4 at a time): with 50 ms per AWS call, 40 channels take
+/// about 10 rounds, not 40.
+#[tokio::test]
+async fn listing_looks_tags_up_concurrently() {
+    let fake = FakeKvs::start().await;
+    for i in 0..40 {
+        fake.insert_channel(
+            &format!("voice-c{i:02}"),
+            &[("app", "voice-rooms")],
+            1_700_000_000.0,
+        );
+    }
+    fake.set_latency(Duration::from_millis(50));
+    let started = std::time::Instant::now();
+    let listed = channels(&fake).list().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(listed.len(), 40);
+    // Reported, not asserted (no timed assertions): sequential look-ups took 40 x 50 ms.
+    eprintln!(
+        "list of 40 channels at 50 ms per call: {} ms ({} list pages)",
+        took.as_millis(),
+        fake.requests_to("/listSignalingChannels").len()
+    );
 }
 
 #[tokio::test]
