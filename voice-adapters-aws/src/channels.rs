@@ -8,6 +8,7 @@
 //! the crate (see `docs/aws-adapters.md`).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -71,7 +72,17 @@ pub struct KvsChannels {
     signaling: aws_sdk_kinesisvideosignaling::Client,
     activation_timeout: Duration,
     stack_id: Option<String>,
+    /// (channel ARN, role) → (WSS, HTTPS) endpoints already asked for: a channel's endpoints do
+    /// not change during its life, so a warm instance skips GetSignalingChannelEndpoint and a
+    /// join makes one KVS round trip fewer per peer. Bounded: cleared at [`ENDPOINT_CACHE_MAX`].
+    endpoint_cache: Arc<Mutex<EndpointCache>>,
 }
+
+/// (channel ARN, as master?) → (WSS endpoint, HTTPS endpoint).
+type EndpointCache = HashMap<(String, bool), (String, String)>;
+
+/// Entries of the endpoint cache before it is cleared (a few hundred bytes each).
+pub const ENDPOINT_CACHE_MAX: usize = 4096;
 
 /// How long [`SignalingChannels::create`] waits for a new channel to become `ACTIVE` (and
 /// [`SignalingChannels::endpoints`] for a channel still `CREATING`), well below the Lambda's
@@ -110,6 +121,7 @@ impl KvsChannels {
             signaling,
             activation_timeout: DEFAULT_ACTIVATION_TIMEOUT,
             stack_id: None,
+            endpoint_cache: Arc::default(),
         }
     }
 
@@ -201,6 +213,63 @@ impl KvsChannels {
             }
             attempt += 1;
         }
+    }
+
+    /// GetSignalingChannelEndpoint for (WSS, HTTPS), waiting out `ResourceInUseException`.
+    async fn fetch_endpoints(
+        &self,
+        channel: &SignalingChannel,
+        kvs_role: KvsRole,
+    ) -> Result<(String, String), ChannelError> {
+        // A channel someone else just created may still be CREATING: GetSignalingChannelEndpoint
+        // then answers ResourceInUseException; wait with backoff until the deadline.
+        let deadline = Instant::now() + self.activation_timeout;
+        let mut attempt = 0;
+        let out = loop {
+            let res = self
+                .kvs
+                .get_signaling_channel_endpoint()
+                .channel_arn(channel.arn.as_str())
+                .single_master_channel_endpoint_configuration(
+                    SingleMasterChannelEndpointConfiguration::builder()
+                        .protocols(ChannelProtocol::Wss)
+                        .protocols(ChannelProtocol::Https)
+                        .role(kvs_role.clone())
+                        .build(),
+                )
+                .send()
+                .await;
+            match res {
+                Ok(out) => break out,
+                Err(e)
+                    if e.code() == Some("ResourceInUseException")
+                        && sleep_before_retry(attempt, deadline).await =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(channel_error(
+                        "kinesisvideo:GetSignalingChannelEndpoint",
+                        &e,
+                    ))
+                }
+            }
+        };
+        let mut wss = None;
+        let mut https = None;
+        for item in out.resource_endpoint_list.unwrap_or_default() {
+            match (item.protocol, item.resource_endpoint) {
+                (Some(ChannelProtocol::Wss), Some(url)) => wss = Some(url),
+                (Some(ChannelProtocol::Https), Some(url)) => https = Some(url),
+                _ => {}
+            }
+        }
+        let (Some(wss), Some(https)) = (wss, https) else {
+            return Err(unavailable(PortFailure::retryable(
+                "kinesisvideo:GetSignalingChannelEndpoint: response lacks the WSS or HTTPS endpoint",
+            )));
+        };
+        Ok((wss, https))
     }
 
     async fn tags_of(&self, arn: &str) -> Result<Option<HashMap<String, String>>, ChannelError> {
@@ -465,53 +534,27 @@ impl SignalingChannels for KvsChannels {
             ChannelRole::Master => KvsRole::Master,
             ChannelRole::Viewer => KvsRole::Viewer,
         };
-        // A channel someone else just created may still be CREATING: GetSignalingChannelEndpoint
-        // then answers ResourceInUseException; wait with backoff until the deadline.
-        let deadline = Instant::now() + self.activation_timeout;
-        let mut attempt = 0;
-        let out = loop {
-            let res = self
-                .kvs
-                .get_signaling_channel_endpoint()
-                .channel_arn(channel.arn.as_str())
-                .single_master_channel_endpoint_configuration(
-                    SingleMasterChannelEndpointConfiguration::builder()
-                        .protocols(ChannelProtocol::Wss)
-                        .protocols(ChannelProtocol::Https)
-                        .role(kvs_role.clone())
-                        .build(),
-                )
-                .send()
-                .await;
-            match res {
-                Ok(out) => break out,
-                Err(e)
-                    if e.code() == Some("ResourceInUseException")
-                        && sleep_before_retry(attempt, deadline).await =>
-                {
-                    attempt += 1;
+        let key = (channel.arn.as_str().to_owned(), role == ChannelRole::Master);
+        let cached = self
+            .endpoint_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let (wss, https) = match cached {
+            Some(pair) => pair,
+            None => {
+                let pair = self.fetch_endpoints(channel, kvs_role).await?;
+                let mut cache = self
+                    .endpoint_cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= ENDPOINT_CACHE_MAX {
+                    cache.clear();
                 }
-                Err(e) => {
-                    return Err(channel_error(
-                        "kinesisvideo:GetSignalingChannelEndpoint",
-                        &e,
-                    ))
-                }
+                cache.insert(key, pair.clone());
+                pair
             }
-        };
-        let mut wss = None;
-        let mut https = None;
-        for item in out.resource_endpoint_list.unwrap_or_default() {
-            match (item.protocol, item.resource_endpoint) {
-                (Some(ChannelProtocol::Wss), Some(url)) => wss = Some(url),
-                (Some(ChannelProtocol::Https), Some(url)) => https = Some(url),
-                _ => {}
-            }
-        }
-        let (Some(wss), Some(https)) = (wss, https) else {
-            return Err(unavailable(PortFailure::retryable(
-                "kinesisvideo:GetSignalingChannelEndpoint: response lacks the WSS or HTTPS endpoint",
-            )));
         };
         let ice = self
             .signaling
