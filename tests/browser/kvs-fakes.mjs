@@ -61,9 +61,31 @@ function nil(v, name) {
   if (v !== null && v !== undefined && v !== '') throw new Error(`${name} should be null`);
 }
 
-/** A fresh fake SDK: `SignalingClient` to inject, `clients` created so far (in order). */
-export function fakeKvs() {
+/**
+ * KVS signaling limits the fake enforces, from "Amazon Kinesis Video Streams with WebRTC service
+ * quotas" (https://docs.aws.amazon.com/kinesisvideostreams-webrtc-dg/latest/devguide/kvswebrtc-limits.html),
+ * "Signaling API service quotas": SendSDPOffer / SendSDPAnswer 5 TPS and SendICECandidate 20 TPS
+ * per WebSocket connection [h], message payload 10k [h]; ConnectAsMaster 3 TPS per channel, 1
+ * concurrent master [h] (a new master connection replaces the old one); ConnectAsViewer 3 TPS per
+ * channel, 10 concurrent viewers [s]; connection duration 1 hour [h]; idle timeout 10 minutes [h].
+ */
+export const KVS_LIMITS = {
+  sdpPerSecond: 5,
+  icePerSecond: 20,
+  payloadBytes: 10 * 1024,
+  connectPerSecond: 3,
+  viewersPerChannel: 10,
+  maxConnectionMs: 60 * 60 * 1000,
+  idleMs: 10 * 60 * 1000,
+};
+
+/**
+ * A fresh fake SDK: `SignalingClient` to inject, `clients` created so far (in order). `now` is the
+ * clock the service's limits are measured with (a fakeClock's `now` in tests).
+ */
+export function fakeKvs({ now = () => Date.now() } = {}) {
   const clients = [];
+  const connects = new Map(); // channel ARN -> accept times (ConnectAs* rate)
   class SignalingClient {
     constructor(config) {
       // As the SDK's constructor checks them.
@@ -81,6 +103,8 @@ export function fakeKvs() {
       this.closedByClient = false;
       this.handlers = new Map();
       this.sent = [];
+      this.dropped = []; // messages the service refused (over a rate or size limit)
+      this.sentAt = { sdp: [], ice: [] };
       clients.push(this);
     }
 
@@ -127,16 +151,58 @@ export function fakeKvs() {
         throw new Error('Unexpected recipient client id. As the VIEWER, messages must not be sent with a recipient client id.');
       }
       // The SDK serialises the payload (base64 of its JSON).
-      this.sent.push({ kind, payload: JSON.parse(JSON.stringify(payload)), recipientClientId });
+      const msg = { kind, payload: JSON.parse(JSON.stringify(payload)), recipientClientId };
+      // The service's per-connection limits (KVS_LIMITS): over them the message is not delivered
+      // and a status response names the error.
+      const t = now();
+      this.lastActivity = t;
+      const times = this.sentAt[kind === 'candidate' ? 'ice' : 'sdp'];
+      while (times.length && t - times[0] >= 1000) times.shift();
+      const limit = kind === 'candidate' ? KVS_LIMITS.icePerSecond : KVS_LIMITS.sdpPerSecond;
+      const size = new TextEncoder().encode(JSON.stringify(payload)).length;
+      if (times.length >= limit || size > KVS_LIMITS.payloadBytes) {
+        this.dropped.push(msg);
+        const errorType = size > KVS_LIMITS.payloadBytes ? 'InvalidArgumentException' : 'ClientLimitExceededException';
+        queueMicrotask(() => this.emit('statusResponse', { statusCode: '400', errorType, description: `${kind} refused` }));
+        return;
+      }
+      times.push(t);
+      this.sent.push(msg);
     }
 
     // --- what the service does (test drivers) -------------------------------------------------
 
-    /** The WebSocket opened. */
+    /**
+     * The service answers the connection attempt: refused over the ConnectAs* rate (3/s per
+     * channel) or the 11th viewer; a new master replaces the open one (which is closed).
+     */
     accept() {
+      const t = now();
+      const arn = this.config.channelARN;
+      const times = (connects.get(arn) || []).filter((x) => t - x < 1000);
+      connects.set(arn, times);
+      const open = clients.filter((c) => c !== this && c.config.channelARN === arn && c.readyState === 'OPEN');
+      if (times.length >= KVS_LIMITS.connectPerSecond) {
+        this.refuse('ClientLimitExceededException: ConnectAs rate exceeded');
+        return;
+      }
+      if (this.config.role === 'VIEWER' && open.filter((c) => c.config.role === 'VIEWER').length >= KVS_LIMITS.viewersPerChannel) {
+        this.refuse('too many viewers on this channel');
+        return;
+      }
+      times.push(t);
+      if (this.config.role === 'MASTER') for (const old of open.filter((c) => c.config.role === 'MASTER')) old.drop();
       this.readyState = 'OPEN';
       this.opened = true;
+      this.openedAt = t;
+      this.lastActivity = t;
       this.emit('open');
+    }
+
+    /** The service's timers: closes a connection open for 1 h, or idle for 10 min. */
+    expireIfDue() {
+      const t = now();
+      if (this.readyState === 'OPEN' && (t - this.openedAt >= KVS_LIMITS.maxConnectionMs || t - this.lastActivity >= KVS_LIMITS.idleMs)) this.drop();
     }
 
     /** The connection failed: error, then close (as a browser WebSocket reports it). */
@@ -155,6 +221,7 @@ export function fakeKvs() {
     /** A message arrived; `from` is the sender's client id (viewers' messages to a master). */
     receive(kind, payload, from) {
       const event = { offer: 'sdpOffer', answer: 'sdpAnswer', candidate: 'iceCandidate' }[kind];
+      this.lastActivity = now();
       this.emit(event, payload, from);
     }
   }

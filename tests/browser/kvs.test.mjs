@@ -7,13 +7,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createTransport, isValidKvsClientId, KvsTransport, loadKvsSdk, MAX_PAYLOAD_BYTES, SignalingError } from '../../voice-server/static/signaling.js';
-import { arnOf, awsGrant, clientIdOf, fakeClock, fakeKvs, flush, roomView, wssOf } from './kvs-fakes.mjs';
+import { createTransport, fetchIceServers, ICE_CACHE_MS, isValidKvsClientId, KvsTransport, loadKvsSdk, MAX_PAYLOAD_BYTES, SignalingError } from '../../voice-server/static/signaling.js';
+import { arnOf, awsGrant, clientIdOf, fakeClock, fakeKvs, flush, KVS_LIMITS, roomView, wssOf } from './kvs-fakes.mjs';
 
 /** A transport for `grant` over a fresh fake SDK and clock, recording what it delivers. */
 function setup({ grant = awsGrant(), ...opts } = {}) {
-  const kvs = fakeKvs();
   const clock = fakeClock();
+  const kvs = fakeKvs({ now: clock.now });
   const errors = [];
   const got = [];
   const logs = [];
@@ -363,7 +363,8 @@ test('updateGrant: new credentials reconnect every channel make-before-break; a 
   newCarol.accept();
   await flush();
   assert.equal(oldAlice.closedByClient, true);
-  assert.equal(oldCarol.closedByClient, true);
+  // KVS closes the old master connection itself when the new one connects (one master per channel).
+  assert.equal(oldCarol.readyState, 'CLOSED');
   await s.t.sendCandidate('alice', cand('via-new'));
   await s.t.sendAnswer('dave', answer('a-dave'));
   assert.equal(newAlice.sent.at(-1).payload.candidate, 'via-new');
@@ -504,4 +505,138 @@ test('close() closes every client, cancels retries and refuses later use', async
   assert.deepEqual(s.got, []);
   await assert.rejects(s.t.sendCandidate('alice', cand('x')), SignalingError);
   await assert.rejects(s.t.connect(), SignalingError);
+});
+
+// ---------------------------------------------------------------------------------------------
+// KVS's per-connection limits (kvs-fakes.mjs KVS_LIMITS, from the KVS quotas page)
+
+test('the fake service enforces KVS limits: message rates, a second master replaces the first, 10 viewers, 1 h and idle close', async () => {
+  const clock = fakeClock();
+  const kvs = fakeKvs({ now: clock.now });
+  const master = new kvs.SignalingClient({ role: 'MASTER', channelARN: arnOf('a'), region: 'eu-west-1', channelEndpoint: wssOf('a'), credentials: {} });
+  master.open();
+  master.accept();
+  for (let i = 0; i < 6; i += 1) master.sendSdpAnswer({ type: 'answer', sdp: `a${i}` }, 'v');
+  assert.equal(master.sent.length, KVS_LIMITS.sdpPerSecond);
+  assert.equal(master.dropped.length, 1);
+  await clock.advance(1000);
+  master.sendSdpAnswer({ type: 'answer', sdp: 'later' }, 'v');
+  assert.equal(master.sent.length, 6);
+  const second = new kvs.SignalingClient({ role: 'MASTER', channelARN: arnOf('a'), region: 'eu-west-1', channelEndpoint: wssOf('a'), credentials: {} });
+  second.open();
+  second.accept();
+  assert.equal(master.readyState, 'CLOSED', 'replaced');
+  await clock.advance(1000);
+  const viewers = [];
+  for (let i = 0; i < 11; i += 1) {
+    if (i % 3 === 0) await clock.advance(1000); // ConnectAsViewer: 3 per second per channel
+    const v = new kvs.SignalingClient({ role: 'VIEWER', clientId: `v${i}`, channelARN: arnOf('a'), region: 'eu-west-1', channelEndpoint: wssOf('a'), credentials: {} });
+    v.open();
+    v.accept();
+    viewers.push(v);
+  }
+  assert.equal(viewers.filter((v) => v.readyState === 'OPEN').length, 10, 'the 11th viewer is refused');
+  await clock.advance(KVS_LIMITS.idleMs);
+  for (const c of kvs.clients) c.expireIfDue();
+  assert.equal(kvs.live().length, 0, 'idle connections closed');
+});
+
+// Failed before the fix: sendOn sent at once, so a master answering 8 joiners at the same moment
+// had 3 answers and 20 candidates dropped by KVS (5 SDP/s, 20 ICE/s per connection).
+test('sends are paced per connection: 5 SDP and 20 candidates a second, in order, nothing dropped', async () => {
+  const later = ['d1', 'd2', 'd3', 'd4', 'd5', 'd6', 'd7', 'd8'];
+  const s = await connected({ grant: awsGrant({ later }) });
+  const master = s.kvs.latest('carol');
+  for (const u of later) master.receive('offer', offer(`o-${u}`), clientIdOf(u));
+  const sends = [];
+  for (const u of later) {
+    sends.push(s.t.sendAnswer(u, answer(`a-${u}`)));
+    for (let i = 0; i < 5; i += 1) sends.push(s.t.sendCandidate(u, cand(`c-${u}-${i}`)));
+  }
+  let settled = false;
+  const all = Promise.all(sends).then(() => {
+    settled = true;
+  });
+  for (let i = 0; i < 10 && !settled; i += 1) await s.clock.advance(500);
+  await all;
+  assert.deepEqual(master.dropped, []);
+  assert.equal(master.sent.length, 48);
+  // In order per peer: the answer before its candidates.
+  for (const u of later) {
+    const mine = master.sent.filter((m) => m.recipientClientId === clientIdOf(u)).map((m) => m.kind);
+    assert.deepEqual(mine, ['answer', 'candidate', 'candidate', 'candidate', 'candidate', 'candidate']);
+  }
+  assert.deepEqual(s.errors.filter((e) => e.code === 'KVS_STATUS'), []);
+});
+
+test('a message still queued when its connection is replaced fails as retryable', async () => {
+  const later = ['d1', 'd2', 'd3', 'd4', 'd5', 'd6'];
+  const s = await connected({ grant: awsGrant({ later }) });
+  const master = s.kvs.latest('carol');
+  for (const u of later) master.receive('offer', offer(`o-${u}`), clientIdOf(u));
+  const sends = later.map((u) => s.t.sendAnswer(u, answer(`a-${u}`)).then(() => 'sent', (e) => e));
+  await flush();
+  master.drop();
+  await s.clock.advance(2000);
+  const results = await Promise.all(sends);
+  assert.equal(results.filter((r) => r === 'sent').length, 5);
+  const failed = results.find((r) => r !== 'sent');
+  assert.equal(failed.code, 'NOT_CONNECTED');
+  assert.equal(failed.retryable, true);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Fresh ICE servers (KVS TURN credentials live 300 s)
+
+/** A GetIceServerConfig stand-in: checks the SigV4 shape and hands out numbered credentials. */
+function iceEndpoint() {
+  const calls = [];
+  const fetch = async (url, init) => {
+    calls.push({ url, init, body: JSON.parse(init.body) });
+    const auth = init.headers.authorization;
+    assert.match(auth, /^AWS4-HMAC-SHA256 Credential=ASIA-1\/\d{8}\/eu-west-1\/kinesisvideo\/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-security-token, Signature=[0-9a-f]{64}$/);
+    assert.equal(init.headers['x-amz-security-token'], 'token-ASIA-1');
+    const n = calls.length;
+    return {
+      ok: true,
+      status: 200,
+      text: async () => JSON.stringify({ IceServerList: [{ Uris: ['turn:t.example:443?transport=udp'], Username: `u${n}`, Password: `p${n}`, Ttl: 300 }] }),
+    };
+  };
+  return { fetch, calls };
+}
+
+test('iceServersFor asks KVS for fresh TURN credentials on the link\'s channel, cached < 300 s', async () => {
+  const ice = iceEndpoint();
+  const s = await connected({ grant: awsGrant({ later: ['dave'] }), fetch: ice.fetch });
+  const alice1 = await s.t.iceServersFor('alice');
+  assert.deepEqual(alice1.at(-1), { urls: ['turn:t.example:443?transport=udp'], username: 'u1', credential: 'p1' });
+  assert.equal(alice1[0].urls[0], 'stun:stun.kinesisvideo.eu-west-1.amazonaws.com:443');
+  assert.equal(ice.calls[0].url, 'https://r-alice.kinesisvideo.eu-west-1.amazonaws.com/v1/get-ice-server-config');
+  assert.deepEqual(ice.calls[0].body, { ChannelARN: arnOf('alice'), ClientId: clientIdOf('carol'), Service: 'TURN' });
+  // A later joiner views our channel: our own channel's servers, no client id (we are master).
+  await s.t.iceServersFor('dave');
+  assert.deepEqual(ice.calls[1].body, { ChannelARN: arnOf('carol'), Service: 'TURN' });
+  // Cached per channel...
+  assert.equal((await s.t.iceServersFor('alice')).at(-1).username, 'u1');
+  assert.equal(ice.calls.length, 2);
+  // ...but never past ICE_CACHE_MS (credentials live 300 s).
+  assert.ok(ICE_CACHE_MS < 300_000);
+  await s.clock.advance(ICE_CACHE_MS);
+  assert.equal((await s.t.iceServersFor('alice')).at(-1).username, 'u3');
+});
+
+test('iceServersFor falls back to the grant\'s list, with an error, when KVS refuses', async () => {
+  const fetch = async () => ({ ok: false, status: 400, text: async () => JSON.stringify({ __type: 'ClientLimitExceededException' }) });
+  const s = await connected({ fetch });
+  const servers = await s.t.iceServersFor('alice');
+  assert.deepEqual(servers, awsGrant().peers[0].iceServers);
+  assert.match(s.errors.at(-1).message, /ClientLimitExceededException/);
+  assert.equal(s.errors.at(-1).retryable, true);
+});
+
+test('fetchIceServers signs as SigV4 does (AWS test vector shape: date, scope, hex signature)', async () => {
+  const ice = iceEndpoint();
+  await fetchIceServers({ fetch: ice.fetch, endpoint: 'https://r.example', channelArn: 'arn:x', clientId: null, region: 'eu-west-1', credentials: { accessKeyId: 'ASIA-1', secretAccessKey: 's', sessionToken: 'token-ASIA-1' }, now: Date.UTC(2026, 0, 2, 3, 4, 5), subtle: globalThis.crypto.subtle });
+  assert.equal(ice.calls[0].init.headers['x-amz-date'], '20260102T030405Z');
 });

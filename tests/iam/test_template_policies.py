@@ -154,7 +154,7 @@ def test_a_missing_version_is_caught(template):
         (lambda t: _fn_statement(t, "AssumeKvsClientRoleOnly").__setitem__("Resource", "*"), "Resource '*' for sts:AssumeRole"),
         (lambda t: _fn_statement(t, "VoiceRoomsReadWrite").__setitem__("Resource", "*"), "Resource '*' for dynamodb:PutItem"),
         (lambda t: _fn_statement(t, "PushToThisApiStageOnly").__setitem__("Resource", "*"), "Resource '*' for execute-api:ManageConnections"),
-        (lambda t: _fn_statement(t, "ManageVoiceChannels").__setitem__("Resource", ["*"]), "Resource '*' for kinesisvideo:DeleteSignalingChannel"),
+        (lambda t: _fn_statement(t, "ManageVoiceChannels").__setitem__("Resource", ["*"]), "Resource '*' for kinesisvideo:DescribeSignalingChannel"),
         # Widening the exception statement with a scopable action is caught for that action.
         (
             lambda t: _fn_statement(t, "ListChannelsUnscopable").__setitem__(

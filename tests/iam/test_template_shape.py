@@ -78,7 +78,7 @@ def test_environment_matches_what_the_lambda_reads(parsed_template):
     required = {consts[k] for k in ("CONNECTIONS_TABLE", "ROOMS_TABLE", "VOICE_ROOMS_TABLE", "KVS_ROLE_ARN")}
     assert required <= set(env), f"missing: {required - set(env)}"
     assert set(env) <= read_by_lambda, f"set but never read: {set(env) - read_by_lambda}"
-    assert set(env) == required | {"VOICE_ROOM_CAPACITY", "APIGW_MANAGEMENT_ENDPOINT"}
+    assert set(env) == required | {"VOICE_ROOM_CAPACITY", "APIGW_MANAGEMENT_ENDPOINT", "VOICE_STACK_ID"}
     # Lambda sets AWS_REGION itself; defining it is rejected at deploy time (reserved key).
     assert "AWS_REGION" not in env and "AWS_REGION" in read_by_lambda
 
@@ -359,8 +359,20 @@ def test_channel_creation_requires_the_tag_the_adapter_sets(parsed_template):
         for s in props(parsed_template, "VoiceFunctionPolicy")["PolicyDocument"]["Statement"]
         if s["Sid"] == "CreateVoiceChannels"
     )
-    assert st["Condition"] == {"StringEquals": {f"aws:RequestTag/{tags['APP']}": tags["APP_VALUE"]}}
-    assert (tags["APP"], tags["APP_VALUE"]) == ("app", "voice-rooms")
+    stack_id = {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}
+    assert st["Condition"] == {
+        "StringEquals": {f"aws:RequestTag/{tags['APP']}": tags["APP_VALUE"], f"aws:RequestTag/{tags['STACK']}": stack_id}
+    }
+    assert (tags["APP"], tags["APP_VALUE"], tags["STACK"]) == ("app", "voice-rooms", "voiceStack")
+    # Deleting only this stack's channels, with the id the function tags them with.
+    delete = [
+        s
+        for s in props(parsed_template, "VoiceFunctionPolicy")["PolicyDocument"]["Statement"]
+        if "kinesisvideo:DeleteSignalingChannel" in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    ]
+    assert [s["Sid"] for s in delete] == ["DeleteThisStacksChannels"]
+    assert delete[0]["Condition"] == {"StringEquals": {f"aws:ResourceTag/{tags['STACK']}": stack_id}}
+    assert props(parsed_template, "VoiceFunction")["Environment"]["Variables"]["VOICE_STACK_ID"] == stack_id
 
 
 def test_logs_go_only_to_the_functions_own_log_group(parsed_template):

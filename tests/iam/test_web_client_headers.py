@@ -32,6 +32,8 @@ BRANCHES = {
     "existing-api": {"CreateWebSocketApi": False, "UseExistingWebSocketApi": True},
 }
 KVS_SIGNALING = f"wss://*.kinesisvideo.{REGION}.{URL_SUFFIX}"
+# signaling.js's GetIceServerConfig (fresh TURN credentials) on each channel's HTTPS endpoint.
+KVS_HTTPS = f"https://*.kinesisvideo.{REGION}.{URL_SUFFIX}"
 # CloudFront's limit on the Content-Security-Policy value of a response headers policy.
 CLOUDFRONT_CSP_MAX_CHARS = 1783
 # Directives whose sources may only be 'self' (no host, no scheme, no 'unsafe-*', no nonce).
@@ -122,7 +124,7 @@ def behaviours(template: dict) -> list[tuple[str, dict]]:
 
 def csp_problems(csp: dict[str, list[str]], duplicates: list[str], api: str) -> list[str]:
     problems = [f"CSP directive {d} appears more than once" for d in duplicates]
-    expected_connect = ["'self'", api, KVS_SIGNALING]
+    expected_connect = ["'self'", api, KVS_SIGNALING, KVS_HTTPS]
     connect = csp.get("connect-src")
     if connect is None:
         problems.append("CSP has no connect-src")
@@ -221,6 +223,7 @@ def test_connect_src_is_exactly_this_api_and_kvs_signaling(parsed_template, bran
         "'self'",
         f"wss://{api_id}.execute-api.us-east-1.amazonaws.com",
         "wss://*.kinesisvideo.us-east-1.amazonaws.com",
+        "https://*.kinesisvideo.us-east-1.amazonaws.com",
     ]
     assert csp["script-src"] == ["'self'"]
 
@@ -319,6 +322,7 @@ def test_the_page_has_no_inline_script_or_style_and_only_same_origin_assets():
         code = js.read_text(encoding="utf-8")
         for needle in ("eval(", "new Function", "innerHTML", "cssText", "setAttribute('style'"):
             assert needle not in code, f"{js.name} uses {needle}, which the CSP forbids"
-    # The browser connects to the grant's wssEndpoint only (the HTTPS endpoint is the Lambda's).
+    # The browser connects to the grant's wssEndpoint, and to its httpsEndpoint only for
+    # GetIceServerConfig (fresh TURN credentials; connect-src allows https://*.kinesisvideo...).
     signaling = (STATIC / "signaling.js").read_text(encoding="utf-8")
-    assert "wssEndpoint" in signaling and "httpsEndpoint" not in signaling
+    assert "wssEndpoint" in signaling and "/v1/get-ice-server-config" in signaling

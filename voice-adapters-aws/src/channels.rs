@@ -8,6 +8,8 @@
 //! the crate (see `docs/aws-adapters.md`).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::config::http::HttpResponse;
@@ -44,7 +46,21 @@ pub mod tag {
     pub const APP: &str = "app";
     /// The `app` tag's value.
     pub const APP_VALUE: &str = "voice-rooms";
+    /// The deployment (stack) that created the channel: the sweep deletes only channels with
+    /// its own value, and the template's Delete permission requires it
+    /// (`aws:ResourceTag/voiceStack`).
+    pub const STACK: &str = "voiceStack";
 }
+
+/// How many `ListTagsForResource` calls the sweep's listing runs at once: enough to list
+/// hundreds of channels in seconds, few enough to stay near the 50 TPS account quota
+/// (throttles beyond it are retried by the client).
+pub const TAG_LOOKUP_CONCURRENCY: usize = 4;
+
+/// The listing's own deadline, well below the function's 30 s timeout so that the sweep has
+/// time to delete what it found: channels whose tags were not read by then are left for the
+/// next run (oldest are read first).
+pub const LIST_DEADLINE: Duration = Duration::from_secs(10);
 
 /// KVS's limit on a tag value's length.
 const MAX_TAG_VALUE: usize = 256;
@@ -54,6 +70,41 @@ const MAX_TAG_VALUE: usize = 256;
 pub struct KvsChannels {
     kvs: aws_sdk_kinesisvideo::Client,
     signaling: aws_sdk_kinesisvideosignaling::Client,
+    activation_timeout: Duration,
+    stack_id: Option<String>,
+    /// (channel ARN, role) → (WSS, HTTPS) endpoints already asked for: a channel's endpoints do
+    /// not change during its life, so a warm instance skips GetSignalingChannelEndpoint and a
+    /// join makes one KVS round trip fewer per peer. Bounded: cleared at [`ENDPOINT_CACHE_MAX`].
+    endpoint_cache: Arc<Mutex<EndpointCache>>,
+}
+
+/// (channel ARN, as master?) → (WSS endpoint, HTTPS endpoint).
+type EndpointCache = HashMap<(String, bool), (String, String)>;
+
+/// Entries of the endpoint cache before it is cleared (a few hundred bytes each).
+pub const ENDPOINT_CACHE_MAX: usize = 4096;
+
+/// How long [`SignalingChannels::create`] waits for a new channel to become `ACTIVE` (and
+/// [`SignalingChannels::endpoints`] for a channel still `CREATING`), well below the Lambda's
+/// 30 s timeout. AWS gives no figure for activation; seconds are typical.
+pub const DEFAULT_ACTIVATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A random fraction in `[0, 1)` for jitter (uuid v4 is random; no extra dependency).
+fn jitter() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
+}
+
+/// Sleeps before retry number `attempt` (250 ms × 1.5^attempt, capped at 1 s, ±20 % jitter:
+/// never under 200 ms, so polling one channel stays within its 5 TPS quota). `false`, without
+/// sleeping, when the sleep would end past `deadline`.
+async fn sleep_before_retry(attempt: u32, deadline: Instant) -> bool {
+    let base = (250.0 * 1.5f64.powi(attempt.min(10) as i32)).min(1000.0);
+    let delay = Duration::from_millis((base * (0.8 + 0.4 * jitter())) as u64);
+    if Instant::now() + delay > deadline {
+        return false;
+    }
+    tokio::time::sleep(delay).await;
+    true
 }
 
 impl KvsChannels {
@@ -65,7 +116,40 @@ impl KvsChannels {
         kvs: aws_sdk_kinesisvideo::Client,
         signaling: aws_sdk_kinesisvideosignaling::Client,
     ) -> Self {
-        Self { kvs, signaling }
+        Self {
+            kvs,
+            signaling,
+            activation_timeout: DEFAULT_ACTIVATION_TIMEOUT,
+            stack_id: None,
+            endpoint_cache: Arc::default(),
+        }
+    }
+
+    /// The same channels for the deployment `stack_id`: every channel created carries it (tag
+    /// [`tag::STACK`]) and [`SignalingChannels::list`] returns only channels that carry it, so
+    /// the sweep never touches another stack's or application's channels. Without one, `list`
+    /// returns channels tagged `app=voice-rooms` (any stack).
+    #[must_use]
+    pub fn with_stack_id(mut self, stack_id: Option<String>) -> Self {
+        self.stack_id = stack_id;
+        self
+    }
+
+    /// Whether a listed channel's tags say this deployment created it.
+    fn is_ours(&self, tags: &HashMap<String, String>) -> bool {
+        tags.get(tag::APP).map(String::as_str) == Some(tag::APP_VALUE)
+            && match &self.stack_id {
+                Some(id) => tags.get(tag::STACK) == Some(id),
+                None => true,
+            }
+    }
+
+    /// The same channels with another activation deadline (tests; a deployment with slow
+    /// activation).
+    #[must_use]
+    pub fn with_activation_timeout(mut self, timeout: Duration) -> Self {
+        self.activation_timeout = timeout;
+        self
     }
 
     /// The channel's current version, or `None` if it is gone or already being deleted.
@@ -98,6 +182,94 @@ impl KvsChannels {
                 "kinesisvideo:DescribeSignalingChannel: response has no Version",
             ))
         })
+    }
+
+    /// Waits until a channel we just created is `ACTIVE`: CreateSignalingChannel is
+    /// asynchronous, and until then GetSignalingChannelEndpoint and DeleteSignalingChannel answer
+    /// `ResourceInUseException` (KVS API reference). Polls DescribeSignalingChannel with backoff
+    /// and jitter, never faster than its 5 TPS per-channel quota, until `deadline`.
+    async fn wait_active(&self, arn: &ChannelArn, deadline: Instant) -> Result<(), ChannelError> {
+        let mut attempt = 0;
+        loop {
+            let out = self
+                .kvs
+                .describe_signaling_channel()
+                .channel_arn(arn.as_str())
+                .send()
+                .await
+                .map_err(|e| channel_error("kinesisvideo:DescribeSignalingChannel", &e))?;
+            let status = out.channel_info.and_then(|i| i.channel_status);
+            match status {
+                Some(Status::Active) => return Ok(()),
+                Some(Status::Deleting) => return Err(ChannelError::NotFound),
+                _ => {}
+            }
+            if !sleep_before_retry(attempt, deadline).await {
+                warn!(channel_arn = %arn, ?status, "signaling channel not ACTIVE before the deadline");
+                return Err(unavailable(PortFailure::retryable(format!(
+                    "kinesisvideo:CreateSignalingChannel: channel still {status:?} after {} ms",
+                    self.activation_timeout.as_millis()
+                ))));
+            }
+            attempt += 1;
+        }
+    }
+
+    /// GetSignalingChannelEndpoint for (WSS, HTTPS), waiting out `ResourceInUseException`.
+    async fn fetch_endpoints(
+        &self,
+        channel: &SignalingChannel,
+        kvs_role: KvsRole,
+    ) -> Result<(String, String), ChannelError> {
+        // A channel someone else just created may still be CREATING: GetSignalingChannelEndpoint
+        // then answers ResourceInUseException; wait with backoff until the deadline.
+        let deadline = Instant::now() + self.activation_timeout;
+        let mut attempt = 0;
+        let out = loop {
+            let res = self
+                .kvs
+                .get_signaling_channel_endpoint()
+                .channel_arn(channel.arn.as_str())
+                .single_master_channel_endpoint_configuration(
+                    SingleMasterChannelEndpointConfiguration::builder()
+                        .protocols(ChannelProtocol::Wss)
+                        .protocols(ChannelProtocol::Https)
+                        .role(kvs_role.clone())
+                        .build(),
+                )
+                .send()
+                .await;
+            match res {
+                Ok(out) => break out,
+                Err(e)
+                    if e.code() == Some("ResourceInUseException")
+                        && sleep_before_retry(attempt, deadline).await =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(channel_error(
+                        "kinesisvideo:GetSignalingChannelEndpoint",
+                        &e,
+                    ))
+                }
+            }
+        };
+        let mut wss = None;
+        let mut https = None;
+        for item in out.resource_endpoint_list.unwrap_or_default() {
+            match (item.protocol, item.resource_endpoint) {
+                (Some(ChannelProtocol::Wss), Some(url)) => wss = Some(url),
+                (Some(ChannelProtocol::Https), Some(url)) => https = Some(url),
+                _ => {}
+            }
+        }
+        let (Some(wss), Some(https)) = (wss, https) else {
+            return Err(unavailable(PortFailure::retryable(
+                "kinesisvideo:GetSignalingChannelEndpoint: response lacks the WSS or HTTPS endpoint",
+            )));
+        };
+        Ok((wss, https))
     }
 
     async fn tags_of(&self, arn: &str) -> Result<Option<HashMap<String, String>>, ChannelError> {
@@ -148,6 +320,10 @@ impl KvsChannels {
             // Deleted between the listing and the tag lookup.
             return Ok(None);
         };
+        if !self.is_ours(&tags) {
+            debug!(channel = %raw_name, "not this stack's channel; the sweep leaves it alone");
+            return Ok(None);
+        }
         Ok(Some(ListedChannel {
             channel: SignalingChannel { name, arn },
             tags: channel_tags(&tags),
@@ -274,7 +450,11 @@ impl SignalingChannels for KvsChannels {
             .create_signaling_channel()
             .channel_name(name.as_str())
             .channel_type(ChannelType::SingleMaster);
-        for (key, value) in tags_for(tags) {
+        let stack = self
+            .stack_id
+            .iter()
+            .map(|id| (tag::STACK.to_owned(), id.clone()));
+        for (key, value) in tags_for(tags).into_iter().chain(stack) {
             let t = Tag::builder().key(key).value(value).build().map_err(|e| {
                 unavailable(PortFailure::permanent(format!(
                     "could not build a KVS tag: {e}"
@@ -296,7 +476,9 @@ impl SignalingChannels for KvsChannels {
                 "kinesisvideo:CreateSignalingChannel returned an unusable ARN: {e}"
             )))
         })?;
-        debug!(channel_arn = %arn, "signaling channel created");
+        debug!(channel_arn = %arn, "signaling channel created; waiting for ACTIVE");
+        self.wait_active(&arn, Instant::now() + self.activation_timeout)
+            .await?;
         Ok(SignalingChannel {
             name: name.clone(),
             arn,
@@ -321,6 +503,13 @@ impl SignalingChannels for KvsChannels {
             match res {
                 Ok(_) => return Ok(()),
                 Err(e) if e.code() == Some("VersionMismatchException") => continue,
+                // Still CREATING (a join that failed right after creating it): KVS refuses to
+                // delete a channel that is not ACTIVE; wait for it, then try again.
+                Err(e) if e.code() == Some("ResourceInUseException") => {
+                    self.wait_active(&channel.arn, Instant::now() + self.activation_timeout)
+                        .await?;
+                    continue;
+                }
                 Err(e) => {
                     return match channel_error("kinesisvideo:DeleteSignalingChannel", &e) {
                         ChannelError::NotFound => Ok(()),
@@ -345,33 +534,27 @@ impl SignalingChannels for KvsChannels {
             ChannelRole::Master => KvsRole::Master,
             ChannelRole::Viewer => KvsRole::Viewer,
         };
-        let out = self
-            .kvs
-            .get_signaling_channel_endpoint()
-            .channel_arn(channel.arn.as_str())
-            .single_master_channel_endpoint_configuration(
-                SingleMasterChannelEndpointConfiguration::builder()
-                    .protocols(ChannelProtocol::Wss)
-                    .protocols(ChannelProtocol::Https)
-                    .role(kvs_role)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| channel_error("kinesisvideo:GetSignalingChannelEndpoint", &e))?;
-        let mut wss = None;
-        let mut https = None;
-        for item in out.resource_endpoint_list.unwrap_or_default() {
-            match (item.protocol, item.resource_endpoint) {
-                (Some(ChannelProtocol::Wss), Some(url)) => wss = Some(url),
-                (Some(ChannelProtocol::Https), Some(url)) => https = Some(url),
-                _ => {}
+        let key = (channel.arn.as_str().to_owned(), role == ChannelRole::Master);
+        let cached = self
+            .endpoint_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let (wss, https) = match cached {
+            Some(pair) => pair,
+            None => {
+                let pair = self.fetch_endpoints(channel, kvs_role).await?;
+                let mut cache = self
+                    .endpoint_cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= ENDPOINT_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(key, pair.clone());
+                pair
             }
-        }
-        let (Some(wss), Some(https)) = (wss, https) else {
-            return Err(unavailable(PortFailure::retryable(
-                "kinesisvideo:GetSignalingChannelEndpoint: response lacks the WSS or HTTPS endpoint",
-            )));
         };
         let ice = self
             .signaling
@@ -413,6 +596,7 @@ impl SignalingChannels for KvsChannels {
     }
 
     async fn list(&self) -> Result<Vec<ListedChannel>, ChannelError> {
+        let deadline = Instant::now() + LIST_DEADLINE;
         let mut infos = Vec::new();
         let mut next: Option<String> = None;
         loop {
@@ -442,10 +626,30 @@ impl SignalingChannels for KvsChannels {
                 _ => break,
             }
         }
-        let mut listed = Vec::with_capacity(infos.len());
-        for info in infos {
-            if let Some(l) = self.listed(info).await? {
-                listed.push(l);
+        // Oldest first: the young ones are within the sweep's grace period anyway.
+        infos.sort_by_key(|i| i.creation_time.map(|t| (t.secs(), t.subsec_nanos())));
+        let total = infos.len();
+        let mut listed = Vec::with_capacity(total);
+        let mut looked_up = 0;
+        let mut infos = infos.into_iter();
+        loop {
+            if Instant::now() >= deadline {
+                warn!(
+                    looked_up,
+                    total,
+                    "channel listing stopped at its deadline; the rest wait for the next sweep"
+                );
+                break;
+            }
+            let chunk: Vec<ChannelInfo> = infos.by_ref().take(TAG_LOOKUP_CONCURRENCY).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            looked_up += chunk.len();
+            for l in futures::future::join_all(chunk.into_iter().map(|i| self.listed(i))).await {
+                if let Some(l) = l? {
+                    listed.push(l);
+                }
             }
         }
         Ok(listed)

@@ -11,7 +11,7 @@ use voice_domain::ports::{Adapters, Ports};
 use crate::channels::KvsChannels;
 use crate::credentials::StsCredentials;
 use crate::directory::{DirectorySchema, DynamoDirectory};
-use crate::errors::ConfigError;
+use crate::errors::{ConfigError, KvsThrottleClassifier};
 use crate::notifier::ApiGatewayNotifier;
 use crate::store::DynamoStore;
 
@@ -29,6 +29,9 @@ pub const ENV_REGION: &str = "AWS_REGION";
 pub const ENV_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
 /// Environment variable: the WebSocket API stage's management endpoint.
 pub const ENV_MANAGEMENT_ENDPOINT: &str = "APIGW_MANAGEMENT_ENDPOINT";
+/// Environment variable: this deployment's id, tagged on every channel it creates (see
+/// [`KvsChannels::with_stack_id`]).
+pub const ENV_STACK_ID: &str = "VOICE_STACK_ID";
 /// The region when `AWS_REGION` is unset, as in the original guide.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
@@ -53,6 +56,9 @@ pub struct AwsConfig {
     /// derives it from an event ([`management_endpoint`](crate::notifier::management_endpoint))
     /// or, in tests, `endpoint_url` is used (moto serves it at its root).
     pub management_endpoint: Option<String>,
+    /// `VOICE_STACK_ID` (optional): the channels this deployment creates carry it as the
+    /// `voiceStack` tag, and the sweep lists only those.
+    pub stack_id: Option<String>,
 }
 
 impl AwsConfig {
@@ -113,6 +119,7 @@ impl AwsConfig {
             region: get(ENV_REGION).unwrap_or_else(|| DEFAULT_REGION.to_owned()),
             endpoint_url: get(ENV_ENDPOINT_URL),
             management_endpoint: get(ENV_MANAGEMENT_ENDPOINT),
+            stack_id: get(ENV_STACK_ID),
         })
     }
 
@@ -182,10 +189,11 @@ impl AwsClients {
                 $sdk_crate::Client::from_conf(b.build())
             }};
         }
+        let with_region = sdk.to_builder().region(region.clone()).build();
         Ok(Self {
             dynamodb: client!(aws_sdk_dynamodb),
-            kvs: client!(aws_sdk_kinesisvideo),
-            kvs_signaling: client!(aws_sdk_kinesisvideosignaling),
+            kvs: kvs_client(&with_region, endpoint.as_deref()),
+            kvs_signaling: kvs_signaling_client(&with_region, endpoint.as_deref()),
             sts: client!(aws_sdk_sts),
             apigw: aws_sdk_apigatewaymanagement::Client::from_conf(
                 aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
@@ -201,13 +209,54 @@ impl AwsClients {
         Adapters {
             store: DynamoStore::new(self.dynamodb.clone(), &cfg.voice_rooms_table),
             directory: DynamoDirectory::new(self.dynamodb.clone(), cfg.directory_schema()),
-            channels: KvsChannels::new(self.kvs.clone(), self.kvs_signaling.clone()),
+            channels: KvsChannels::new(self.kvs.clone(), self.kvs_signaling.clone())
+                .with_stack_id(cfg.stack_id.clone()),
             credentials: StsCredentials::new(self.sts.clone(), &cfg.kvs_role_arn, &cfg.region),
             notifier: ApiGatewayNotifier::new(self.apigw.clone()),
             clock: SystemClock,
             ids: UuidIds,
         }
     }
+}
+
+/// How the KVS clients retry: the standard strategy (exponential backoff with jitter, a retry
+/// quota) with more attempts than the SDK's default 3, because KVS's per-channel limits are
+/// low (5 TPS for Describe/Delete/GetIceServerConfig, 3 TPS for ConnectAs*) and a busy room
+/// meets them: ten people joining at once all ask for ICE servers on the first participant's
+/// channel, which serves five a second. Eight attempts with backoff capped at 2 s wait at most
+/// ~7 s in all, well inside the function's 30 s timeout.
+pub fn kvs_retry_config() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(8)
+        .with_initial_backoff(std::time::Duration::from_millis(100))
+        .with_max_backoff(std::time::Duration::from_secs(2))
+}
+
+/// The KVS control-plane client as deployed: [`kvs_retry_config`] and the
+/// [`KvsThrottleClassifier`] (the SDK's own classifiers do not treat KVS's
+/// `ClientLimitExceededException` as throttling). `endpoint` overrides the SDK config's.
+pub fn kvs_client(sdk: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_kinesisvideo::Client {
+    let mut b = aws_sdk_kinesisvideo::config::Builder::from(sdk)
+        .retry_config(kvs_retry_config())
+        .retry_classifier(KvsThrottleClassifier);
+    if let Some(url) = endpoint {
+        b.set_endpoint_url(Some(url.to_owned()));
+    }
+    aws_sdk_kinesisvideo::Client::from_conf(b.build())
+}
+
+/// The KVS signaling data-plane client as deployed (as [`kvs_client`]).
+pub fn kvs_signaling_client(
+    sdk: &SdkConfig,
+    endpoint: Option<&str>,
+) -> aws_sdk_kinesisvideosignaling::Client {
+    let mut b = aws_sdk_kinesisvideosignaling::config::Builder::from(sdk)
+        .retry_config(kvs_retry_config())
+        .retry_classifier(KvsThrottleClassifier);
+    if let Some(url) = endpoint {
+        b.set_endpoint_url(Some(url.to_owned()));
+    }
+    aws_sdk_kinesisvideosignaling::Client::from_conf(b.build())
 }
 
 /// The AWS port set: DynamoDB store and directory, KVS channels, STS credentials, API Gateway

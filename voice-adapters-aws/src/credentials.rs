@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sts::Client;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::{json, Value};
-use tracing::warn;
+use tracing::{debug, warn};
 use voice_domain::ports::{
     CredentialError, CredentialIssuer, CredentialRequest, Credentials, IssuedCredentials,
     PortFailure, Secret,
@@ -169,7 +170,33 @@ impl CredentialIssuer for StsCredentials {
             .policy(policy)
             .send()
             .await
-            .map_err(|e| unavailable(sdk_failure("sts:AssumeRole", &e)))?;
+            .map_err(|e| {
+                if e.code() == Some("PackedPolicyTooLarge") {
+                    let err = PolicyError::PackedTooLarge {
+                        grants: request.grants.len(),
+                        message: e.message().unwrap_or("no message").to_owned(),
+                    };
+                    warn!(error = %err, "session policy too large for STS");
+                    return unavailable(PortFailure::permanent(err.to_string()));
+                }
+                unavailable(sdk_failure("sts:AssumeRole", &e))
+            })?;
+        // STS reports how close the packed policy is to its limit, a percentage (PackedPolicySize,
+        // now SessionTokenUtilization in the SDK): logged so that
+        // an operator sees a room approaching PackedPolicyTooLarge before it happens.
+        if let Some(size) = out.session_token_utilization {
+            if size >= 80 {
+                warn!(
+                    packed_policy_size = size,
+                    "session policy is near STS's packed size limit"
+                );
+            } else {
+                debug!(
+                    packed_policy_size = size,
+                    "session policy packed size (% of STS's limit)"
+                );
+            }
+        }
         let creds = out.credentials.ok_or_else(|| {
             unavailable(PortFailure::retryable(
                 "sts:AssumeRole: response has no Credentials",

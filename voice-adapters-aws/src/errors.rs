@@ -10,6 +10,8 @@ use std::error::Error as StdError;
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_kinesisvideo::config::interceptors::InterceptorContext;
+use aws_sdk_kinesisvideo::config::retry::{ClassifyRetry, RetryAction};
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use voice_domain::ports::PortFailure;
@@ -58,6 +60,18 @@ pub enum PolicyError {
     /// A policy that allows nothing is a bug in the caller, not something to send to STS.
     #[error("a session policy needs at least one channel grant")]
     NoGrants,
+    /// STS refused the policy after packing it (`PackedPolicyTooLarge`): the compressed policy
+    /// and session tags exceed STS's packed size limit. Retrying cannot help; fewer grants (a
+    /// smaller voice room) would.
+    #[error(
+        "STS refused the session policy for {grants} channel grants as too large once packed          (PackedPolicyTooLarge): {message}"
+    )]
+    PackedTooLarge {
+        /// How many grants were asked for.
+        grants: usize,
+        /// STS's message (it names the percentage over the limit).
+        message: String,
+    },
 }
 
 /// Service error codes that mean "slow down": AWS's standard retry classifier's list, plus the
@@ -136,6 +150,49 @@ where
     };
     tracing::debug!(operation, retryable = failure.retryable, error = %failure.message, "AWS call failed");
     failure
+}
+
+/// The retry classifier the KVS clients carry: the SDK's standard classifiers do not know
+/// `ClientLimitExceededException`, KVS's throttle (HTTP 400, see the KVS API reference's
+/// "Errors" sections and the WebRTC quotas page), so a throttled call would fail at once. This
+/// one reads the error code from the response (the `x-amzn-ErrorType` header, else the JSON
+/// body's `__type`) and calls it throttling, so that the standard strategy retries it with
+/// exponential backoff and jitter. One type serves both KVS SDK crates (they share the runtime).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KvsThrottleClassifier;
+
+/// The error code in a KVS error response, without the namespace KVS may append or prepend.
+fn kvs_error_code(resp: &HttpResponse) -> Option<String> {
+    let strip = |c: &str| {
+        let c = c.split(':').next().unwrap_or(c);
+        c.rsplit('#').next().unwrap_or(c).trim().to_owned()
+    };
+    if let Some(h) = resp.headers().get("x-amzn-errortype") {
+        return Some(strip(h));
+    }
+    let body: serde_json::Value = serde_json::from_slice(resp.body().bytes()?).ok()?;
+    body.get("__type")
+        .or_else(|| body.get("code"))
+        .and_then(serde_json::Value::as_str)
+        .map(strip)
+}
+
+impl ClassifyRetry for KvsThrottleClassifier {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        match ctx.response() {
+            Some(resp)
+                if resp.status().as_u16() == 400
+                    && kvs_error_code(resp).as_deref() == Some("ClientLimitExceededException") =>
+            {
+                RetryAction::throttling_error()
+            }
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "KVS ClientLimitExceededException is throttling"
+    }
 }
 
 #[cfg(test)]

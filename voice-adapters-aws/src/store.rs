@@ -249,6 +249,10 @@ impl DynamoStore {
             .client
             .transact_write_items()
             .set_transact_items(Some(items))
+            // Idempotent: the SDK resends the same token when it retries this call (timeout,
+            // 5xx), so a transaction that committed before its response was lost is not applied
+            // twice nor reported as conflicting with its own lock (valid for 10 minutes).
+            .client_request_token(uuid::Uuid::new_v4().to_string())
             .send()
             .await
         {

@@ -249,6 +249,7 @@ impl MotoServer {
             region: DEFAULT_REGION.to_owned(),
             endpoint_url: Some(self.endpoint.clone()),
             management_endpoint: Some(self.endpoint.clone()),
+            stack_id: None,
         }
     }
 
@@ -398,6 +399,39 @@ pub async fn create_tables(
 // Fake Kinesis Video Streams
 // ---------------------------------------------------------------------------------------------
 
+/// The AWS pages the [`FakeKvs`]'s rules come from; each rule in the code names the one it
+/// follows.
+pub mod kvs_docs {
+    /// "Amazon Kinesis Video Streams with WebRTC service quotas": per-account and per-channel
+    /// TPS of the control plane, ConnectAs* limits, message sizes and rates, TURN quotas.
+    pub const QUOTAS: &str =
+        "https://docs.aws.amazon.com/kinesisvideostreams-webrtc-dg/latest/devguide/kvswebrtc-limits.html";
+    /// CreateSignalingChannel: "This operation is asynchronous" (the channel starts `CREATING`).
+    pub const CREATE: &str =
+        "https://docs.aws.amazon.com/kinesisvideostreams/latest/dg/API_CreateSignalingChannel.html";
+    /// GetSignalingChannelEndpoint, ResourceInUseException: "resources cannot be updated or
+    /// deleted unless they are in an ACTIVE state".
+    pub const GET_ENDPOINT: &str = "https://docs.aws.amazon.com/kinesisvideostreams/latest/dg/API_GetSignalingChannelEndpoint.html";
+    /// DeleteSignalingChannel: asynchronous; the channel is `DELETING` until it is gone.
+    pub const DELETE: &str =
+        "https://docs.aws.amazon.com/kinesisvideostreams/latest/dg/API_DeleteSignalingChannel.html";
+    /// GetIceServerConfig: `Ttl` of the credentials (300 s on the quotas page).
+    pub const GET_ICE: &str = "https://docs.aws.amazon.com/kinesisvideostreams/latest/dg/API_signaling_GetIceServerConfig.html";
+    /// The error shapes: ClientLimitExceededException, HTTP 400, "the API is being called at
+    /// too high a rate".
+    pub const ERRORS: &str =
+        "https://docs.aws.amazon.com/kinesisvideostreams/latest/dg/API_DescribeSignalingChannel.html#API_DescribeSignalingChannel_Errors";
+}
+
+/// How long a fake channel stays `CREATING` by default. AWS documents creation as asynchronous
+/// ([`kvs_docs::CREATE`]) without a figure; a visible delay is what matters, long enough that a
+/// caller that does not wait for `ACTIVE` is caught every time.
+pub const DEFAULT_ACTIVATION_DELAY: Duration = Duration::from_millis(400);
+/// How long a deleted fake channel stays `DELETING` ([`kvs_docs::DELETE`]).
+pub const DEFAULT_DELETION_DELAY: Duration = Duration::from_millis(400);
+/// TURN credential lifetime: "TURN credentials: 300 seconds TTL [h]" ([`kvs_docs::QUOTAS`]).
+pub const TURN_TTL_SECS: u64 = 300;
+
 /// One channel in the [`FakeKvs`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct FakeChannel {
@@ -413,6 +447,10 @@ pub struct FakeChannel {
     pub created_secs: f64,
     /// `SINGLE_MASTER`, as sent.
     pub channel_type: String,
+    /// `CREATING`, `ACTIVE` or `DELETING`, as `DescribeSignalingChannel` reports it now.
+    pub status: &'static str,
+    active_at: Instant,
+    gone_at: Option<Instant>,
 }
 
 /// A request the fake received.
@@ -422,9 +460,23 @@ pub struct FakeRequest {
     pub path: String,
     /// The JSON body.
     pub body: Value,
+    /// The answer's HTTP status.
+    pub status: u16,
 }
 
-#[derive(Default)]
+/// Request rates as KVS limits them ([`kvs_docs::QUOTAS`], "Control plane API service quotas"
+/// and, for GetIceServerConfig, "Signaling API service quotas"): (operation path, per-account
+/// TPS, per-channel TPS). An operation the table leaves out is not limited by the fake.
+const TPS_LIMITS: &[(&str, Option<usize>, Option<usize>)] = &[
+    ("/createSignalingChannel", Some(50), None),
+    ("/deleteSignalingChannel", Some(50), Some(5)),
+    ("/describeSignalingChannel", Some(300), Some(5)),
+    ("/getSignalingChannelEndpoint", Some(300), None),
+    ("/listSignalingChannels", Some(50), None),
+    ("/ListTagsForResource", Some(50), Some(5)),
+    ("/v1/get-ice-server-config", None, Some(5)),
+];
+
 struct FakeState {
     channels: BTreeMap<String, FakeChannel>,
     requests: Vec<FakeRequest>,
@@ -432,9 +484,27 @@ struct FakeState {
     next_version: u64,
     page_size: usize,
     base_url: String,
+    activation_delay: Duration,
+    deletion_delay: Duration,
+    /// Admitted request times of the last second, per rate-limit key.
+    windows: HashMap<String, VecDeque<Instant>>,
+    /// Extra latency added to every request (to measure sequential round trips).
+    latency: Duration,
+    /// Whether [`TPS_LIMITS`] apply.
+    rate_limits: bool,
 }
 
-/// A fake of the KVS signaling control plane and of `GetIceServerConfig`, on `127.0.0.1:0`.
+/// A fake of the KVS signaling control plane and of `GetIceServerConfig`, on `127.0.0.1:0`,
+/// that behaves as AWS documents it (every rule cites its page in [`kvs_docs`]):
+///
+/// - channels are `CREATING` for [`DEFAULT_ACTIVATION_DELAY`] after `CreateSignalingChannel`
+///   (asynchronous), then `ACTIVE`; `DeleteSignalingChannel` makes them `DELETING` for
+///   [`DEFAULT_DELETION_DELAY`], then gone;
+/// - `GetSignalingChannelEndpoint` and `DeleteSignalingChannel` answer `ResourceInUseException`
+///   unless the channel is `ACTIVE`;
+/// - per-account and per-channel TPS limits ([`TPS_LIMITS`]) answered with
+///   `ClientLimitExceededException`, HTTP 400;
+/// - TURN credentials with `Ttl` 300 and a username that carries their expiry.
 ///
 /// It implements the REST-JSON operations the adapter uses, at the SDK's paths
 /// (`POST /createSignalingChannel`, `/describeSignalingChannel`, `/deleteSignalingChannel`,
@@ -443,7 +513,8 @@ struct FakeState {
 /// a `__type`/`message` body), `CurrentVersion` checks on delete, and pagination (two channels
 /// per page by default). The HTTPS endpoint it hands out is its own address, so that
 /// `GetIceServerConfig` reaching it proves the per-endpoint override works. The server task is
-/// aborted on drop.
+/// aborted on drop. The WebSocket side (ConnectAs*, message rates and sizes, connection caps)
+/// is modelled by the browser tests' `tests/browser/kvs-fakes.mjs`.
 pub struct FakeKvs {
     addr: SocketAddr,
     state: Arc<Mutex<FakeState>>,
@@ -461,10 +532,17 @@ impl FakeKvs {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("bound address");
         let state = Arc::new(Mutex::new(FakeState {
+            channels: BTreeMap::new(),
+            requests: Vec::new(),
+            failures: HashMap::new(),
             page_size: 2,
             next_version: 1,
             base_url: format!("http://{addr}"),
-            ..FakeState::default()
+            activation_delay: DEFAULT_ACTIVATION_DELAY,
+            deletion_delay: DEFAULT_DELETION_DELAY,
+            windows: HashMap::new(),
+            latency: Duration::ZERO,
+            rate_limits: true,
         }));
         let app = Router::new()
             .route("/{*op}", post(fake_kvs_handler))
@@ -476,7 +554,9 @@ impl FakeKvs {
     }
 
     fn lock(&self) -> MutexGuard<'_, FakeState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.refresh(Instant::now());
+        st
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -496,23 +576,63 @@ impl FakeKvs {
     /// A signaling client whose own endpoint is a closed port: only the per-call override to
     /// the HTTPS endpoint the fake returns can reach the fake.
     pub fn signaling_client(&self) -> aws_sdk_kinesisvideosignaling::Client {
-        let closed = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| format!("http://{a}"))
-            .unwrap_or_else(|_| "http://127.0.0.1:9".to_owned());
-        let sdk = test_sdk_config(&closed)
+        let sdk = test_sdk_config(&closed_endpoint())
             .to_builder()
             .retry_config(RetryConfig::disabled())
             .build();
         aws_sdk_kinesisvideosignaling::Client::new(&sdk)
     }
 
-    /// Every channel now in the fake.
+    /// The control-plane client exactly as the deployment builds it
+    /// ([`crate::config::kvs_client`]: retries, throttling classifier), aimed at the fake.
+    pub fn deployed_kvs_client(&self) -> aws_sdk_kinesisvideo::Client {
+        crate::config::kvs_client(&test_sdk_config(&self.endpoint()), None)
+    }
+
+    /// The signaling client exactly as the deployment builds it
+    /// ([`crate::config::kvs_signaling_client`]), its own endpoint a closed port as in
+    /// [`FakeKvs::signaling_client`].
+    pub fn deployed_signaling_client(&self) -> aws_sdk_kinesisvideosignaling::Client {
+        crate::config::kvs_signaling_client(&test_sdk_config(&closed_endpoint()), None)
+    }
+
+    /// How long new channels stay `CREATING` (and deleted ones `DELETING`).
+    pub fn set_delays(&self, activation: Duration, deletion: Duration) {
+        let mut st = self.lock();
+        st.activation_delay = activation;
+        st.deletion_delay = deletion;
+    }
+
+    /// Turns KVS's TPS limits off, for tests of something else than KVS whose load would only
+    /// measure those limits (a thousand simultaneous starts racing on DynamoDB would mostly be
+    /// throttled by CreateSignalingChannel's 50 TPS). Every other rule still applies.
+    pub fn set_rate_limits(&self, enabled: bool) {
+        self.lock().rate_limits = enabled;
+    }
+
+    /// Adds `latency` to every answer, as a network round trip to AWS would.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Every channel that still counts against the quota and answers Describe: `CREATING` or
+    /// `ACTIVE` (not `DELETING`).
     pub fn channels(&self) -> Vec<FakeChannel> {
+        self.lock()
+            .channels
+            .values()
+            .filter(|c| c.status != "DELETING")
+            .cloned()
+            .collect()
+    }
+
+    /// Every channel, `DELETING` ones included.
+    pub fn all_channels(&self) -> Vec<FakeChannel> {
         self.lock().channels.values().cloned().collect()
     }
 
-    /// Adds a channel as if someone created it (`created_secs` lets a test make it old).
+    /// Adds an `ACTIVE` channel as if someone created it long ago (`created_secs` lets a test
+    /// make it old).
     pub fn insert_channel(&self, name: &str, tags: &[(&str, &str)], created_secs: f64) -> String {
         let mut st = self.lock();
         let ms = (created_secs * 1000.0) as u64;
@@ -530,6 +650,9 @@ impl FakeKvs {
                     .collect(),
                 created_secs,
                 channel_type: "SINGLE_MASTER".to_owned(),
+                status: "ACTIVE",
+                active_at: Instant::now(),
+                gone_at: None,
             },
         );
         arn
@@ -568,6 +691,23 @@ impl FakeKvs {
             .cloned()
             .collect()
     }
+
+    /// How many requests were answered with HTTP `status` (400 for a throttle or a channel
+    /// that is not `ACTIVE`).
+    pub fn answered(&self, status: u16) -> usize {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.status == status)
+            .count()
+    }
+}
+
+fn closed_endpoint() -> String {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_else(|_| "http://127.0.0.1:9".to_owned())
 }
 
 impl Drop for FakeKvs {
@@ -580,6 +720,67 @@ impl FakeState {
     fn fresh_version(&mut self) -> String {
         self.next_version += 1;
         format!("v{:012}", self.next_version)
+    }
+
+    /// Moves channels along their life cycle: `CREATING` → `ACTIVE` once created
+    /// ([`kvs_docs::CREATE`]), `DELETING` → gone ([`kvs_docs::DELETE`]).
+    fn refresh(&mut self, now: Instant) {
+        self.channels
+            .retain(|_, c| c.gone_at.is_none_or(|gone| now < gone));
+        for c in self.channels.values_mut() {
+            if c.status == "CREATING" && now >= c.active_at {
+                c.status = "ACTIVE";
+            }
+        }
+    }
+
+    /// Admits one request under `limit` per second for `key`, or refuses it (a refused request
+    /// does not count).
+    fn admit(&mut self, key: String, limit: usize, now: Instant) -> bool {
+        let window = self.windows.entry(key).or_default();
+        while window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            window.pop_front();
+        }
+        if window.len() >= limit {
+            return false;
+        }
+        window.push_back(now);
+        true
+    }
+
+    /// Applies [`TPS_LIMITS`]: `false` when the call is over its account or channel rate.
+    fn within_rate(&mut self, path: &str, channel: Option<&str>, now: Instant) -> bool {
+        let Some((_, account, per_channel)) = TPS_LIMITS.iter().find(|(p, _, _)| *p == path) else {
+            return true;
+        };
+        // Check both before counting either, so a refused call leaves no trace.
+        let account_key = format!("{path} account");
+        let channel_key = channel.map(|c| format!("{path} {c}"));
+        let busy = |st: &mut Self, key: &str, limit: usize| {
+            let w = st.windows.entry(key.to_owned()).or_default();
+            w.iter()
+                .filter(|t| now.duration_since(**t) < Duration::from_secs(1))
+                .count()
+                >= limit
+        };
+        if account.is_some_and(|l| busy(self, &account_key, l)) {
+            return false;
+        }
+        if let (Some(l), Some(k)) = (per_channel, &channel_key) {
+            if busy(self, k, *l) {
+                return false;
+            }
+        }
+        if let Some(l) = account {
+            self.admit(account_key, *l, now);
+        }
+        if let (Some(l), Some(k)) = (per_channel, channel_key) {
+            self.admit(k, *l, now);
+        }
+        true
     }
 }
 
@@ -614,7 +815,7 @@ fn channel_info(ch: &FakeChannel) -> Value {
         "ChannelName": ch.name,
         "ChannelARN": ch.arn,
         "ChannelType": ch.channel_type,
-        "ChannelStatus": "ACTIVE",
+        "ChannelStatus": ch.status,
         "CreationTime": ch.created_secs,
         "SingleMasterConfiguration": { "MessageTtlSeconds": 60 },
         "Version": ch.version,
@@ -626,6 +827,10 @@ async fn fake_kvs_handler(
     Path(op): Path<String>,
     body: Bytes,
 ) -> Response {
+    let latency = state.lock().unwrap_or_else(|p| p.into_inner()).latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let path = format!("/{op}");
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -633,18 +838,46 @@ async fn fake_kvs_handler(
         Err(e) => return kvs_error(400, "InvalidArgumentException", &format!("bad JSON: {e}")),
     };
     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    st.refresh(now);
+    let response = answer(&mut st, &path, &body, now);
     st.requests.push(FakeRequest {
-        path: path.clone(),
-        body: body.clone(),
+        path,
+        body,
+        status: response.status().as_u16(),
     });
-    if let Some((status, error_type)) = st.failures.get_mut(&path).and_then(VecDeque::pop_front) {
+    response
+}
+
+fn answer(st: &mut FakeState, path: &str, body: &Value, now: Instant) -> Response {
+    if let Some((status, error_type)) = st.failures.get_mut(path).and_then(VecDeque::pop_front) {
         return kvs_error(status, &error_type, "injected failure");
     }
     let str_of = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+    let channel_arn = str_of("ChannelARN").or_else(|| str_of("ResourceARN"));
+    // ClientLimitExceededException (HTTP 400): "Kinesis Video Streams has throttled the request
+    // because you have exceeded the limit of allowed client calls" ([`kvs_docs::ERRORS`]), at the
+    // rates of [`kvs_docs::QUOTAS`].
+    if st.rate_limits && !st.within_rate(path, channel_arn.as_deref(), now) {
+        return kvs_error(
+            400,
+            "ClientLimitExceededException",
+            "Kinesis Video Streams has throttled the request because you have exceeded the limit of allowed client calls. Try making the call later.",
+        );
+    }
     let find = |st: &FakeState, arn: &Option<String>| {
         arn.as_ref().and_then(|a| st.channels.get(a)).cloned()
     };
-    match path.as_str() {
+    // "resources cannot be updated or deleted unless they are in an ACTIVE state"
+    // ([`kvs_docs::GET_ENDPOINT`], ResourceInUseException).
+    let not_active = |ch: &FakeChannel| {
+        kvs_error(
+            400,
+            "ResourceInUseException",
+            &format!("The channel is {}, not ACTIVE", ch.status),
+        )
+    };
+    match path {
         "/createSignalingChannel" => {
             let Some(name) = str_of("ChannelName") else {
                 return kvs_error(400, "InvalidArgumentException", "ChannelName is required");
@@ -652,12 +885,12 @@ async fn fake_kvs_handler(
             if st.channels.values().any(|c| c.name == name) {
                 return kvs_error(400, "ResourceInUseException", "channel name exists");
             }
-            let now = SystemTime::now()
+            let wall = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
             let arn = format!(
                 "arn:aws:kinesisvideo:us-east-1:{MOTO_ACCOUNT}:channel/{name}/{}",
-                now.as_millis()
+                wall.as_millis()
             );
             let tags = body
                 .get("Tags")
@@ -674,6 +907,8 @@ async fn fake_kvs_handler(
                 })
                 .unwrap_or_default();
             let version = st.fresh_version();
+            // Asynchronous: the channel is CREATING until it becomes ACTIVE ([`kvs_docs::CREATE`]).
+            let active_at = now + st.activation_delay;
             st.channels.insert(
                 arn.clone(),
                 FakeChannel {
@@ -681,23 +916,39 @@ async fn fake_kvs_handler(
                     arn: arn.clone(),
                     version,
                     tags,
-                    created_secs: now.as_secs_f64(),
+                    created_secs: wall.as_secs_f64(),
                     channel_type: str_of("ChannelType").unwrap_or_else(|| "SINGLE_MASTER".into()),
+                    status: if st.activation_delay.is_zero() {
+                        "ACTIVE"
+                    } else {
+                        "CREATING"
+                    },
+                    active_at,
+                    gone_at: None,
                 },
             );
             ok_json(json!({ "ChannelARN": arn }))
         }
-        "/describeSignalingChannel" => match find(&st, &str_of("ChannelARN")) {
+        "/describeSignalingChannel" => match find(st, &channel_arn) {
             Some(ch) => ok_json(json!({ "ChannelInfo": channel_info(&ch) })),
             None => kvs_error(404, "ResourceNotFoundException", "no such channel"),
         },
         "/deleteSignalingChannel" => {
-            let Some(ch) = find(&st, &str_of("ChannelARN")) else {
+            let Some(ch) = find(st, &channel_arn) else {
                 return kvs_error(404, "ResourceNotFoundException", "no such channel");
             };
+            if ch.status != "ACTIVE" {
+                return not_active(&ch);
+            }
             match str_of("CurrentVersion") {
                 Some(v) if v == ch.version => {
-                    st.channels.remove(&ch.arn);
+                    // Asynchronous: DELETING, then gone ([`kvs_docs::DELETE`]).
+                    let gone_at = now + st.deletion_delay;
+                    if let Some(c) = st.channels.get_mut(&ch.arn) {
+                        c.status = "DELETING";
+                        c.gone_at = Some(gone_at);
+                    }
+                    st.refresh(now);
                     ok_json(json!({}))
                 }
                 Some(_) => kvs_error(400, "VersionMismatchException", "version mismatch"),
@@ -709,9 +960,12 @@ async fn fake_kvs_handler(
             }
         }
         "/getSignalingChannelEndpoint" => {
-            let Some(ch) = find(&st, &str_of("ChannelARN")) else {
+            let Some(ch) = find(st, &channel_arn) else {
                 return kvs_error(404, "ResourceNotFoundException", "no such channel");
             };
+            if ch.status != "ACTIVE" {
+                return not_active(&ch);
+            }
             let cfg = body.get("SingleMasterChannelEndpointConfiguration");
             let role = cfg
                 .and_then(|c| c.get("Role"))
@@ -772,27 +1026,34 @@ async fn fake_kvs_handler(
             }
             ok_json(out)
         }
-        "/ListTagsForResource" => match find(&st, &str_of("ResourceARN")) {
+        "/ListTagsForResource" => match find(st, &channel_arn) {
             Some(ch) => ok_json(json!({ "Tags": ch.tags })),
             None => kvs_error(404, "ResourceNotFoundException", "no such resource"),
         },
         "/v1/get-ice-server-config" => {
-            let Some(ch) = find(&st, &str_of("ChannelARN")) else {
+            let Some(ch) = find(st, &channel_arn) else {
                 return kvs_error(404, "ResourceNotFoundException", "no such channel");
             };
             if str_of("Service").as_deref() != Some("TURN") {
                 return kvs_error(400, "InvalidArgumentException", "Service must be TURN");
             }
             let client = str_of("ClientId").unwrap_or_default();
+            // Credentials live TURN_TTL_SECS ([`kvs_docs::QUOTAS`], [`kvs_docs::GET_ICE`]);
+            // the username carries the expiry, as coturn-style time-limited credentials do.
+            let expires = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+                + TURN_TTL_SECS;
             ok_json(json!({
                 "IceServerList": [{
                     "Uris": [
                         "turn:1-2-3-4.t-abc.kinesisvideo.us-east-1.amazonaws.com:443?transport=udp",
                         "turns:1-2-3-4.t-abc.kinesisvideo.us-east-1.amazonaws.com:443?transport=tcp"
                     ],
-                    "Username": format!("1700000300:{}:{client}", ch.name),
+                    "Username": format!("{expires}:{}:{client}", ch.name),
                     "Password": "fake-turn-password",
-                    "Ttl": 300
+                    "Ttl": TURN_TTL_SECS
                 }]
             }))
         }

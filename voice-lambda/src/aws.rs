@@ -48,6 +48,7 @@ pub fn aws_config(config: &LambdaConfig) -> AwsConfig {
         kvs_role_arn: config.kvs_role_arn.clone(),
         region: config.region.clone(),
         endpoint_url: None,
+        stack_id: config.stack_id.clone(),
         management_endpoint: Some(
             config
                 .management_endpoint

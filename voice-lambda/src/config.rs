@@ -27,6 +27,11 @@ pub const VOICE_ROOM_CAPACITY: &str = "VOICE_ROOM_CAPACITY";
 /// from each event's `requestContext` as `https://{domainName}/{stage}`; set it when the API is
 /// reached through a custom domain, and so that the scheduled sweep can notify on a cold instance.
 pub const APIGW_MANAGEMENT_ENDPOINT: &str = "APIGW_MANAGEMENT_ENDPOINT";
+/// Optional but set by the template: this deployment's id, put on every channel it creates
+/// (tag `voiceStack`), so that the sweep deletes only this stack's channels, never another
+/// application's or another stack's `voice-*` channels (the Delete permission carries the same
+/// condition). Letters, digits and `_.:/=+-@` only, at most 256 characters (a KVS tag value).
+pub const VOICE_STACK_ID: &str = "VOICE_STACK_ID";
 
 /// The region when `AWS_REGION` is unset (the original's default).
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -40,6 +45,7 @@ pub const ALL_VARIABLES: &[&str] = &[
     AWS_REGION,
     VOICE_ROOM_CAPACITY,
     APIGW_MANAGEMENT_ENDPOINT,
+    VOICE_STACK_ID,
 ];
 
 /// What the Lambda needs to build its adapters, validated.
@@ -59,6 +65,8 @@ pub struct LambdaConfig {
     pub capacity: Option<Capacity>,
     /// `APIGW_MANAGEMENT_ENDPOINT`, if set (otherwise derived per event).
     pub management_endpoint: Option<String>,
+    /// `VOICE_STACK_ID`, if set.
+    pub stack_id: Option<String>,
 }
 
 /// The configuration is incomplete or wrong. Lists every problem, so one fix suffices.
@@ -157,6 +165,19 @@ impl LambdaConfig {
                 ));
             }
         }
+        let stack_id = get(VOICE_STACK_ID);
+        if let Some(id) = &stack_id {
+            let ok = id.len() <= 256
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.:/=+-@".contains(&b));
+            if !ok {
+                invalid.push((
+                    VOICE_STACK_ID,
+                    "must be at most 256 letters, digits or _.:/=+-@ (a KVS tag value)".to_owned(),
+                ));
+            }
+        }
         if !missing.is_empty() || !invalid.is_empty() {
             return Err(ConfigError { missing, invalid });
         }
@@ -168,6 +189,7 @@ impl LambdaConfig {
             region,
             capacity,
             management_endpoint: management_endpoint.map(|e| e.trim_end_matches('/').to_owned()),
+            stack_id,
         })
     }
 

@@ -196,8 +196,10 @@ impl World {
         // The clients as `main` builds them, from an SdkConfig whose endpoint is moto (as
         // `AWS_ENDPOINT_URL` would set it); KVS is not in moto, so its two clients go to the fake.
         let mut clients = voice_lambda::aws::clients(&moto.sdk_config(), &config).unwrap();
-        clients.kvs = kvs.kvs_client();
-        clients.kvs_signaling = kvs.signaling_client();
+        // The KVS clients as deployed (retries, the throttling classifier), on the fake, which
+        // behaves as KVS documents it: channels CREATING before ACTIVE, per-channel TPS limits.
+        clients.kvs = kvs.deployed_kvs_client();
+        clients.kvs_signaling = kvs.deployed_signaling_client();
         let lambda = VoiceLambda::new(Arc::new(voice_lambda::aws::service(&clients, &config)));
         let world = Self {
             lambda,

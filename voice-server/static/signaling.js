@@ -17,7 +17,18 @@
 //   onOffer(fn(fromUserId, desc)), onAnswer(fn(fromUserId, desc)),
 //   onCandidate(fn(fromUserId, cand)), onError(fn(Error))   register handlers (one each)
 //   close()                       stop receiving; idempotent
+//   iceServersFor(userId): Promise<iceServers[]>
+//                                 FRESH ICE servers (STUN + TURN with current credentials) for a
+//                                 new RTCPeerConnection or an ICE restart with that peer. Call it
+//                                 every time, never reuse a grant's list: KVS TURN credentials
+//                                 live 300 s. KVS: GetIceServerConfig on the link's channel (our
+//                                 own when we are its master, the peer's when we view it), signed
+//                                 with the grant's credentials, cached per channel for 240 s so a
+//                                 full room stays far below KVS's 5 TPS and 50 TURN allocations
+//                                 per channel; on failure the grant's list. Relay: the grant's.
 // Peers are always named by userId; mapping to KVS client ids is the transport's business.
+// KVS sends are paced per WebSocket (FIFO, in order): at most 5 SDP offers/answers and 20 ICE
+// candidates per second, KVS's hard per-connection limits; beyond them KVS drops messages.
 //
 // Docs: docs/web-client.md (modes, this interface, what is tested how).
 
@@ -74,6 +85,18 @@ class BaseTransport {
   /** Room changes matter only where peers are named by something else than the user id. */
   updateRoom() {}
 
+  /** The grant's ICE servers for the link with `userId` (theirs if we view their channel). */
+  grantIceServers(userId) {
+    const g = this.grant || {};
+    const peer = (g.peers || []).find((p) => p.userId === userId);
+    return ((peer || g.self || {}).iceServers) || [];
+  }
+
+  /** Fresh ICE servers for a new peer connection / ICE restart with `userId` (see the header). */
+  async iceServersFor(userId) {
+    return this.grantIceServers(userId);
+  }
+
   /** Routes one received signal to its handler; a throwing handler must not kill the transport. */
   dispatch(from, kind, payload) {
     const fn = this.handlers[kind];
@@ -102,6 +125,7 @@ export class RelayTransport extends BaseTransport {
     this.log = log || (() => {});
     this.voiceRoomId = grant.voiceRoomId;
     this.token = grant.credentials.token;
+    this.grant = grant;
     this.unsubscribe = null;
     this.closed = false;
   }
@@ -117,6 +141,7 @@ export class RelayTransport extends BaseTransport {
   updateGrant(grant) {
     if (grant.voiceRoomId !== this.voiceRoomId) return;
     this.token = grant.credentials.token;
+    this.grant = grant;
   }
 
   sendOffer(to, desc) { return this.send(to, 'offer', { type: desc.type, sdp: desc.sdp }); }
@@ -231,6 +256,65 @@ const KVS_BACKOFF_MS = [1000, 30000];
  */
 const KVS_STABLE_OPEN_MS = 10000;
 const UNKNOWN_CLIENT_QUEUE_MAX = 100;
+/** KVS quotas page: SendSDPOffer / SendSDPAnswer 5 TPS, SendICECandidate 20 TPS per WebSocket connection [h]. */
+export const KVS_SDP_PER_SECOND = 5;
+export const KVS_ICE_PER_SECOND = 20;
+/** The pacing window: a second plus a margin for the service's clock. */
+export const PACING_WINDOW_MS = 1100;
+const PACING_QUEUE_MAX = 200;
+/** KVS TURN credentials live 300 s; reuse a GetIceServerConfig answer for at most 240 s. */
+export const ICE_CACHE_MS = 240 * 1000;
+
+// ---------------------------------------------------------------------------------------------
+// GetIceServerConfig from the page (SigV4 with SubtleCrypto; the vendored SDK only presigns URLs)
+
+const enc = new TextEncoder();
+const hex = (buf) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, '0')).join('');
+async function sha256Hex(subtle, text) {
+  return hex(await subtle.digest('SHA-256', enc.encode(text)));
+}
+async function hmac(subtle, key, text) {
+  const k = await subtle.importKey('raw', typeof key === 'string' ? enc.encode(key) : key, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+  return subtle.sign('HMAC', k, enc.encode(text));
+}
+
+/**
+ * POST {endpoint}/v1/get-ice-server-config, signed with AWS Signature Version 4 (service
+ * `kinesisvideo`), and returns RTCIceServer-shaped entries ({urls, username, credential}).
+ * @param {{fetch, endpoint, channelArn, clientId, region, credentials, now, subtle}} a
+ */
+export async function fetchIceServers({ fetch, endpoint, channelArn, clientId, region, credentials, now, subtle }) {
+  if (!subtle) throw new SignalingError('this browser has no WebCrypto (a secure context is needed)', 'ICE_SERVERS');
+  const url = new URL('/v1/get-ice-server-config', endpoint);
+  const body = JSON.stringify(clientId ? { ChannelARN: channelArn, ClientId: clientId, Service: 'TURN' } : { ChannelARN: channelArn, Service: 'TURN' });
+  const amzDate = new Date(now).toISOString().replace(/[:-]|\.\d{3}/g, '');
+  const day = amzDate.slice(0, 8);
+  const headers = { 'content-type': 'application/json', host: url.host, 'x-amz-date': amzDate };
+  if (credentials.sessionToken) headers['x-amz-security-token'] = credentials.sessionToken;
+  const names = Object.keys(headers).sort();
+  const canonical = ['POST', url.pathname, '', ...names.map((n) => `${n}:${headers[n]}`), '', names.join(';'), await sha256Hex(subtle, body)].join('\n');
+  const scope = `${day}/${region}/kinesisvideo/aws4_request`;
+  const toSign = ['AWS4-HMAC-SHA256', amzDate, scope, await sha256Hex(subtle, canonical)].join('\n');
+  let key = await hmac(subtle, `AWS4${credentials.secretAccessKey}`, day);
+  for (const part of [region, 'kinesisvideo', 'aws4_request']) key = await hmac(subtle, key, part);
+  const signature = hex(await hmac(subtle, key, toSign));
+  const send = { ...headers };
+  delete send.host; // the browser sets it
+  send.authorization = `AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/${scope}, SignedHeaders=${names.join(';')}, Signature=${signature}`;
+  const res = await fetch(url.href, { method: 'POST', headers: send, body });
+  const text = await res.text();
+  if (!res.ok) {
+    let type = `HTTP ${res.status}`;
+    try {
+      type = JSON.parse(text).__type || type;
+    } catch {
+      /* not JSON */
+    }
+    throw new SignalingError(`GetIceServerConfig refused: ${type}`, 'ICE_SERVERS', res.status === 400 || res.status >= 500);
+  }
+  const out = JSON.parse(text);
+  return (out.IceServerList || []).map((s) => ({ urls: s.Uris || [], username: s.Username, credential: s.Password }));
+}
 /** KVS ClientId: 1-256 of [a-zA-Z0-9_.-], not starting with AWS_ (reserved). */
 const KVS_CLIENT_ID_RE = /^[a-zA-Z0-9_.-]{1,256}$/;
 
@@ -303,6 +387,9 @@ export class KvsTransport extends BaseTransport {
     this.lookup = null;
     this.connected = false;
     this.closed = false;
+    this.fetch = opts.fetch || (typeof globalThis.fetch === 'function' ? globalThis.fetch.bind(globalThis) : null);
+    this.subtle = opts.subtle || (globalThis.crypto && globalThis.crypto.subtle) || null;
+    this.iceCache = new Map(); // channel ARN -> { at, servers, grantSeq }
     this.rememberRoom(grant.room);
   }
 
@@ -713,14 +800,97 @@ export class KvsTransport extends BaseTransport {
     }
     const att = await this.whenOpen(ch);
     if (this.closed) throw new SignalingError('transport closed');
+    await this.paced(ch, att, kind === 'candidate' ? 'ice' : 'sdp', () => {
+      try {
+        const c = att.client;
+        const args = recipientClientId ? [payload, recipientClientId] : [payload];
+        if (kind === 'offer') c.sendSdpOffer(...args);
+        else if (kind === 'answer') c.sendSdpAnswer(...args);
+        else c.sendIceCandidate(...args);
+      } catch (e) {
+        throw new SignalingError(`${kind} on ${ch.channelName} not sent: ${e.message}`, 'SIGNALING', true);
+      }
+    });
+  }
+
+  /**
+   * Runs `send` on `att`'s WebSocket when its budget allows: one FIFO queue per connection (order
+   * kept across kinds), at most KVS_SDP_PER_SECOND offers/answers and KVS_ICE_PER_SECOND
+   * candidates in any PACING_WINDOW_MS. At most PACING_QUEUE_MAX messages wait; a connection
+   * replaced while a message waits fails it (retryable), as a closed socket would.
+   */
+  paced(ch, att, bucket, send) {
+    const q = att.pacing || (att.pacing = { tail: Promise.resolve(), waiting: 0, sent: { sdp: [], ice: [] } });
+    if (q.waiting >= PACING_QUEUE_MAX) {
+      return Promise.reject(new SignalingError(`too many signaling messages waiting on ${ch.channelName}`, 'SIGNALING_BUSY', true));
+    }
+    q.waiting += 1;
+    const limit = bucket === 'ice' ? KVS_ICE_PER_SECOND : KVS_SDP_PER_SECOND;
+    const times = q.sent[bucket];
+    const turn = q.tail.then(
+      () =>
+        new Promise((resolve, reject) => {
+          const attempt = () => {
+            if (att.retired || this.closed) {
+              reject(new SignalingError(`signaling connection on ${ch.channelName} closed before a queued message was sent`, 'NOT_CONNECTED', true));
+              return;
+            }
+            const now = this.now();
+            while (times.length && now - times[0] >= PACING_WINDOW_MS) times.shift();
+            if (times.length >= limit) {
+              this.schedule(attempt, times[0] + PACING_WINDOW_MS - now);
+              return;
+            }
+            times.push(now);
+            try {
+              send();
+              resolve();
+            } catch (e) {
+              reject(e);
+            }
+          };
+          attempt();
+        }),
+    );
+    const done = turn.finally(() => {
+      q.waiting -= 1;
+    });
+    q.tail = done.catch(() => {});
+    return done;
+  }
+
+  /**
+   * Fresh ICE servers for the link with `userId`: GetIceServerConfig (SigV4-signed with the
+   * grant's credentials) on the channel of that link, cached per channel for ICE_CACHE_MS (KVS
+   * TURN credentials live 300 s). Falls back to the grant's list, with an error reported, when
+   * the call fails (the page then tries STUN and whatever TURN credentials are still valid).
+   */
+  async iceServersFor(userId) {
+    // We view the channel of an earlier participant; later ones view ours (we are its master).
+    const viewing = (this.grant.peers || []).some((p) => p.userId === userId);
+    const spec = channelPlan(this.grant).find((s) => s.key === (viewing ? `peer:${userId}` : 'self'));
+    const entry = spec && (spec.key === 'self' ? this.grant.self : (this.grant.peers || []).find((p) => p.userId === userId));
+    if (!entry || !entry.httpsEndpoint || !this.fetch) return this.grantIceServers(userId);
+    const cached = this.iceCache.get(entry.channelArn);
+    if (cached && this.now() - cached.at < ICE_CACHE_MS && cached.grantSeq === this.grantSeq) return cached.servers;
     try {
-      const c = att.client;
-      const args = recipientClientId ? [payload, recipientClientId] : [payload];
-      if (kind === 'offer') c.sendSdpOffer(...args);
-      else if (kind === 'answer') c.sendSdpAnswer(...args);
-      else c.sendIceCandidate(...args);
+      const servers = await fetchIceServers({
+        fetch: this.fetch,
+        endpoint: entry.httpsEndpoint,
+        channelArn: entry.channelArn,
+        clientId: spec.role === 'VIEWER' ? this.grant.clientId : null,
+        region: this.region(),
+        credentials: this.grant.credentials,
+        now: this.now(),
+        subtle: this.subtle,
+      });
+      const stun = (entry.iceServers || []).filter((s) => [].concat(s.urls || []).every((u) => String(u).startsWith('stun:')));
+      const all = [...stun, ...servers];
+      this.iceCache.set(entry.channelArn, { at: this.now(), servers: all, grantSeq: this.grantSeq });
+      return all;
     } catch (e) {
-      throw new SignalingError(`${kind} on ${ch.channelName} not sent: ${e.message}`, 'SIGNALING', true);
+      this.handlers.error(new SignalingError(`could not get fresh ICE servers for ${entry.channelName || entry.channelArn}: ${e.message}`, 'ICE_SERVERS', true));
+      return this.grantIceServers(userId);
     }
   }
 

@@ -1,5 +1,8 @@
 //! KvsChannels against the fake KVS (no emulator exists for signaling channels).
 
+use std::time::Duration;
+
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use voice_adapters_aws::testing::FakeKvs;
 use voice_adapters_aws::KvsChannels;
 use voice_domain::ports::{ChannelError, ChannelTags, SignalingChannels};
@@ -63,10 +66,14 @@ async fn delete_describes_again_after_a_version_mismatch() {
     let fake = FakeKvs::start().await;
     let kvs = channels(&fake);
     let ch = kvs.create(&name("d2"), &tags()).await.unwrap();
+    let described = fake.requests_to("/describeSignalingChannel").len();
     fake.fail_next("/deleteSignalingChannel", 400, "VersionMismatchException");
     kvs.delete(&ch).await.unwrap();
     assert!(fake.channels().is_empty());
-    assert_eq!(fake.requests_to("/describeSignalingChannel").len(), 2);
+    assert_eq!(
+        fake.requests_to("/describeSignalingChannel").len(),
+        described + 2
+    );
     assert_eq!(fake.requests_to("/deleteSignalingChannel").len(), 2);
 }
 
@@ -165,15 +172,32 @@ async fn endpoints_of_a_missing_channel_are_not_found() {
     );
 }
 
+/// Failed before the fix: the sweep's listing selected by the name prefix alone, so another
+/// stack's or application's `voice-*` channels were listed (and deleted as orphans).
 #[tokio::test]
-async fn list_pages_through_voice_channels_with_tags_and_creation_time() {
+async fn list_pages_through_this_stacks_channels_only_with_tags_and_creation_time() {
     let fake = FakeKvs::start().await;
-    let kvs = channels(&fake);
+    let kvs = channels(&fake).with_stack_id(Some("stack-a".into()));
     let ours: Vec<_> = ["l1", "l2", "l3"].into_iter().map(name).collect();
     for n in &ours {
         kvs.create(n, &tags()).await.unwrap();
     }
-    let manual = fake.insert_channel("voice-by-hand", &[], 1_700_000_000.5);
+    assert!(fake
+        .channels()
+        .iter()
+        .all(|c| c.tags.get("voiceStack").map(String::as_str) == Some("stack-a")));
+    let manual = fake.insert_channel(
+        "voice-by-hand",
+        &[("app", "voice-rooms"), ("voiceStack", "stack-a")],
+        1_700_000_000.5,
+    );
+    fake.insert_channel("voice-untagged", &[], 1_700_000_000.0);
+    fake.insert_channel(
+        "voice-other-stack",
+        &[("app", "voice-rooms"), ("voiceStack", "stack-b")],
+        1_700_000_000.0,
+    );
+    fake.insert_channel("voice-other-app", &[("app", "other")], 1_700_000_000.0);
     fake.insert_channel("other-app", &[("app", "other")], 1_700_000_000.0);
 
     let mut listed = kvs.list().await.unwrap();
@@ -186,7 +210,7 @@ async fn list_pages_through_voice_channels_with_tags_and_creation_time() {
     );
     let by_hand = &listed[0];
     assert_eq!(by_hand.channel.arn.as_str(), manual);
-    assert_eq!(by_hand.tags, None);
+    assert_eq!(by_hand.tags, None, "ours, but without the ids");
     assert_eq!(
         by_hand.created_at,
         Timestamp::from_millis(1_700_000_000_500)
@@ -198,6 +222,35 @@ async fn list_pages_through_voice_channels_with_tags_and_creation_time() {
     let filter = &fake.requests_to("/listSignalingChannels")[0].body["ChannelNameCondition"];
     assert_eq!(filter["ComparisonOperator"], "BEGINS_WITH");
     assert_eq!(filter["ComparisonValue"], "voice-");
+
+    // Without a stack id (a deployment that predates it), only app=voice-rooms channels.
+    let any_stack = channels(&fake).list().await.unwrap();
+    assert_eq!(any_stack.len(), 5, "l1-l3, by-hand and other-stack");
+}
+
+/// Tag look-ups run concurrently (4 at a time): with 50 ms per AWS call, 40 channels take
+/// about 10 rounds, not 40.
+#[tokio::test]
+async fn listing_looks_tags_up_concurrently() {
+    let fake = FakeKvs::start().await;
+    for i in 0..40 {
+        fake.insert_channel(
+            &format!("voice-c{i:02}"),
+            &[("app", "voice-rooms")],
+            1_700_000_000.0,
+        );
+    }
+    fake.set_latency(Duration::from_millis(50));
+    let started = std::time::Instant::now();
+    let listed = channels(&fake).list().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(listed.len(), 40);
+    // Reported, not asserted (no timed assertions): sequential look-ups took 40 x 50 ms.
+    eprintln!(
+        "list of 40 channels at 50 ms per call: {} ms ({} list pages)",
+        took.as_millis(),
+        fake.requests_to("/listSignalingChannels").len()
+    );
 }
 
 #[tokio::test]
@@ -265,4 +318,164 @@ async fn kvs_errors_map_to_the_port_contract() {
         Err(ChannelError::Unavailable(f)) if f.retryable
     ));
     kvs.delete(&ch).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake behaves as KVS documents it (testing::kvs_docs), and the adapter copes with it
+// ---------------------------------------------------------------------------------------------
+
+fn deployed(fake: &FakeKvs) -> KvsChannels {
+    KvsChannels::new(fake.deployed_kvs_client(), fake.deployed_signaling_client())
+}
+
+#[tokio::test]
+async fn fake_channels_are_creating_then_active_and_refuse_endpoints_until_then() {
+    let fake = FakeKvs::start().await;
+    fake.set_delays(Duration::from_secs(60), Duration::from_secs(60));
+    let kvs = fake.kvs_client();
+    let arn = kvs
+        .create_signaling_channel()
+        .channel_name("voice-raw")
+        .send()
+        .await
+        .unwrap()
+        .channel_arn
+        .unwrap();
+    let info = kvs
+        .describe_signaling_channel()
+        .channel_arn(&arn)
+        .send()
+        .await
+        .unwrap()
+        .channel_info
+        .unwrap();
+    assert_eq!(info.channel_status.unwrap().as_str(), "CREATING");
+    let err = kvs
+        .get_signaling_channel_endpoint()
+        .channel_arn(&arn)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ResourceInUseException"));
+    let err = kvs
+        .delete_signaling_channel()
+        .channel_arn(&arn)
+        .current_version(info.version.unwrap())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ResourceInUseException"));
+}
+
+#[tokio::test]
+async fn fake_throttles_per_channel_with_client_limit_exceeded() {
+    let fake = FakeKvs::start().await;
+    let arn = fake.insert_channel("voice-busy", &[], 1_700_000_000.0);
+    let kvs = fake.kvs_client();
+    let mut codes = Vec::new();
+    // DescribeSignalingChannel: 5 TPS per channel. Six calls take far less than a second here.
+    for _ in 0..6 {
+        let res = kvs
+            .describe_signaling_channel()
+            .channel_arn(&arn)
+            .send()
+            .await;
+        codes.push(res.err().and_then(|e| e.code().map(str::to_owned)));
+    }
+    assert_eq!(codes[..5], [None, None, None, None, None]);
+    assert_eq!(codes[5].as_deref(), Some("ClientLimitExceededException"));
+    assert_eq!(fake.answered(400), 1);
+}
+
+#[tokio::test]
+async fn fake_turn_credentials_expire_after_300_seconds() {
+    let fake = FakeKvs::start().await;
+    let kvs = channels(&fake);
+    let ch = kvs.create(&name("t1"), &tags()).await.unwrap();
+    let client = ClientId::parse("c1").unwrap();
+    let e = kvs
+        .endpoints(&ch, ChannelRole::Viewer, &client)
+        .await
+        .unwrap();
+    let user = e.ice_servers[1].username.clone().unwrap();
+    let expires: u64 = user.split(':').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((now + 299..=now + 301).contains(&expires), "{user}");
+}
+
+/// Failed before the fix: `create` returned at once, and GetSignalingChannelEndpoint on the
+/// new channel answered ResourceInUseException (Unavailable, not retryable).
+#[tokio::test]
+async fn a_created_channel_is_active_and_usable_at_once() {
+    let fake = FakeKvs::start().await;
+    let kvs = channels(&fake);
+    let ch = kvs.create(&name("n1"), &tags()).await.unwrap();
+    assert_eq!(fake.channels()[0].status, "ACTIVE");
+    let client = ClientId::parse("c1").unwrap();
+    kvs.endpoints(&ch, ChannelRole::Master, &client)
+        .await
+        .unwrap();
+    kvs.delete(&ch).await.unwrap();
+    assert!(fake.channels().is_empty(), "DELETING, then gone");
+}
+
+#[tokio::test]
+async fn endpoints_of_a_channel_still_creating_wait_for_it() {
+    let fake = FakeKvs::start().await;
+    let raw = fake.kvs_client();
+    let arn = raw
+        .create_signaling_channel()
+        .channel_name("voice-other")
+        .send()
+        .await
+        .unwrap()
+        .channel_arn
+        .unwrap();
+    let ch = SignalingChannel {
+        name: name("other"),
+        arn: ChannelArn::parse(arn).unwrap(),
+    };
+    let client = ClientId::parse("c1").unwrap();
+    channels(&fake)
+        .endpoints(&ch, ChannelRole::Viewer, &client)
+        .await
+        .unwrap();
+    assert!(fake.answered(400) >= 1, "it was refused at first");
+}
+
+#[tokio::test]
+async fn waiting_for_active_has_a_deadline() {
+    let fake = FakeKvs::start().await;
+    fake.set_delays(Duration::from_secs(60), Duration::ZERO);
+    let kvs = channels(&fake).with_activation_timeout(Duration::from_millis(600));
+    match kvs.create(&name("slow"), &tags()).await {
+        Err(ChannelError::Unavailable(f)) => {
+            assert!(f.retryable, "{f:?}");
+            assert!(f.message.contains("Creating"), "{}", f.message);
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+/// Failed before the fix: the SDK's standard classifiers do not treat
+/// ClientLimitExceededException (HTTP 400) as throttling, so 12 simultaneous joins on one
+/// channel (GetIceServerConfig: 5 TPS per channel) failed with UNAVAILABLE.
+#[tokio::test]
+async fn throttled_kvs_calls_are_retried_with_backoff() {
+    let fake = FakeKvs::start().await;
+    let kvs = deployed(&fake);
+    let ch = kvs.create(&name("hot"), &tags()).await.unwrap();
+    let client = ClientId::parse("c1").unwrap();
+    let calls = (0..12).map(|_| kvs.endpoints(&ch, ChannelRole::Viewer, &client));
+    let results = futures::future::join_all(calls).await;
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert!(
+        fake.answered(400) >= 1,
+        "the fake throttled some calls (else this test proves nothing)"
+    );
 }
