@@ -61,7 +61,7 @@ pub struct ServiceConfig {
 /// The default [`ServiceConfig::reconnect_grace`]: long enough for a Wi-Fi/cellular switch, a
 /// page reload or a server restart, short enough that a participant who really left does not
 /// linger in everyone's list.
-pub const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(15);
 
 impl Default for ServiceConfig {
     fn default() -> Self {

@@ -172,6 +172,7 @@ async fn a_silent_participant_is_closed_and_leaves_everyones_list() {
     let app = spawn_app_with(|c| {
         c.ping_interval = Duration::from_secs(1);
         c.idle_timeout = Duration::from_secs(3);
+        c.reconnect_grace = Duration::from_secs(2);
     })
     .await;
     let (mut ada, mut bo, room_id) = room_with_member(&app).await;
@@ -185,6 +186,9 @@ async fn a_silent_participant_is_closed_and_leaves_everyones_list() {
     let bo_id = bo.user_id.clone();
     // Bo's link dies: his client no longer reads, so it never answers a ping. (Kept alive, not
     // dropped: the server must find out by itself.)
+    // First shown as reconnecting (the grace for a blip), then gone when the grace runs out.
+    let ev = ada.event_within("participantReconnecting", DEADLINE).await;
+    assert_eq!(ev["user"], bo_id.as_str());
     let ev = ada.event_within("participantLeft", DEADLINE).await;
     assert_eq!(ev["user"], bo_id.as_str());
     assert_eq!(ev["reason"], "disconnected");

@@ -81,14 +81,19 @@ async fn forged_newlines_never_start_a_log_line_and_floods_are_logged_a_bounded_
     let mut flood = app.user("Flood").await;
     let frame = json!({"action": forged_action}).to_string();
     let mut sent = 0;
+    let mut cut_off = false;
     for _ in 0..400 {
-        flood.send_text(frame.clone()).await;
+        // The server may close (and the kernel reset) the socket before all 400 are written.
+        if flood.try_send_text(frame.clone()).await.is_err() {
+            cut_off = true;
+            break;
+        }
         sent += 1;
     }
-    assert_eq!(
-        flood.closed_within(Duration::from_secs(30)).await,
-        Some(CloseCode::Policy),
-        "a connection that keeps flooding is closed"
+    let code = flood.closed_within(Duration::from_secs(30)).await;
+    assert!(
+        code == Some(CloseCode::Policy) || (cut_off && code.is_none()),
+        "a connection that keeps flooding is closed with 1008 (or reset mid-flood): {code:?}"
     );
     // Ada is unaffected.
     ada.ok("listRooms", json!({})).await;

@@ -96,6 +96,15 @@ impl Client {
             .expect("send frame");
     }
 
+    /// Sends a raw text frame; `Err` when the server has already closed or reset the socket
+    /// (a flood test keeps sending until the server cuts it off).
+    pub async fn try_send_text(
+        &mut self,
+        text: impl Into<String>,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.ws.send(Message::text(text.into())).await
+    }
+
     /// Sends a raw binary frame.
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.ws
