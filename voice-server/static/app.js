@@ -330,6 +330,7 @@ function makeSession(chatRoomId, voiceRoomId, stream) {
       refreshDelayMs,
       RTCPeerConnection: window.RTCPeerConnection,
       MediaStream: window.MediaStream,
+      RTCRtpReceiver: window.RTCRtpReceiver,
       AudioContext: window.AudioContext,
       attachAudio: (userId) => {
         // Must be an unmuted, playing element: without it Chrome delivers no remote audio.
