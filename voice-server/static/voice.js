@@ -19,11 +19,12 @@
 // Video (docs/web-client.md, "Video and screen sharing"): every link carries one audio and two
 // video transceivers (camera, screen; media.js VIDEO_SLOTS), created by the side that offers.
 // Turning the camera or a screen share on or off replaces the sender's track, flips the
-// transceiver's direction (sendrecv / recvonly) and renegotiates on the same RTCPeerConnection —
-// from either side: the answering side ('master') then offers too. Glare: the offering side
-// ('viewer') is impolite and ignores an offer while its own is out; the answering side is polite
-// and rolls its own back, then offers again once stable. Each video sender is capped by
-// RTCRtpSender.setParameters from the number of peers it sends to (media.js videoCaps).
+// transceiver's direction (sendrecv / recvonly) and renegotiates on the same RTCPeerConnection.
+// Offers only ever go from a link's viewer to its master (the relay and KVS both enforce that),
+// so a master with a change asks its viewer for a new offer over the link's negotiated control
+// data channel ("renegotiate"); the SDP itself still goes through the signaling transport (in
+// AWS mode KVS, paced). Each video sender is capped by RTCRtpSender.setParameters from the
+// number of peers it sends to (media.js videoCaps).
 
 import { VIDEO_SLOTS, videoCaps, videoTransceivers, directionFor, receives, preferredVideoCodecs } from './media.js';
 
@@ -302,6 +303,20 @@ export class VoiceSession {
     this.peers.set(userId, link);
     this.d.onLink(link);
     for (const track of this.stream.getAudioTracks()) pc.addTrack(track, this.stream);
+    if (pc.createDataChannel) {
+      // Negotiated (same id on both sides, no announcement): a master's "offer again, please".
+      try {
+        link.control = pc.createDataChannel('control', { negotiated: true, id: 0 });
+        link.control.addEventListener('open', () => {
+          if (link.askOnOpen) this.renegotiate(link);
+        });
+        link.control.addEventListener('message', (e) => {
+          if (e.data === 'renegotiate' && link.role === 'viewer') this.renegotiate(link);
+        });
+      } catch (e) {
+        this.warn(`no control channel to ${this.name(userId)}: ${e.message}`);
+      }
+    }
     if (role === 'viewer' && pc.addTransceiver) {
       // The offering side creates the video m-lines (camera, then screen) for both sides.
       for (const slot of VIDEO_SLOTS) {
@@ -439,18 +454,7 @@ export class VoiceSession {
     this.log(`SDP offer received from ${this.name(from)}`);
     const fp = sdpFingerprint(desc && desc.sdp);
     let link = this.peers.get(from);
-    const same = !!(link && !link.closed && fp && link.remoteFingerprint === fp);
-    if (same && link.pc.signalingState === 'have-local-offer') {
-      if (link.role === 'viewer') {
-        // Glare, and we are the impolite side: they roll back and answer ours.
-        this.log(`Ignored a crossing offer from ${this.name(from)} (ours is pending)`);
-        return;
-      }
-      this.log(`Rolled back our offer to ${this.name(from)} for theirs`);
-      await link.pc.setLocalDescription({ type: 'rollback' });
-      link.needsNegotiation = true;
-    }
-    const reuse = same && link.pc.signalingState === 'stable';
+    const reuse = !!(link && !link.closed && link.role === 'master' && fp && link.remoteFingerprint === fp && link.pc.signalingState === 'stable');
     if (reuse) this.log(`Renegotiating the existing connection with ${this.name(from)}`);
     else {
       link = this.newLink(from, 'master');
@@ -473,7 +477,7 @@ export class VoiceSession {
     if (this.ended) return;
     this.log(`SDP answer received from ${this.name(from)}`);
     const link = this.peers.get(from);
-    if (!link || link.pc.signalingState !== 'have-local-offer') {
+    if (!link || link.role !== 'viewer' || link.pc.signalingState !== 'have-local-offer') {
       this.warn(`ignored an unexpected answer from ${this.name(from)}`);
       return;
     }
@@ -550,9 +554,22 @@ export class VoiceSession {
     });
   }
 
-  /** A new offer on the existing RTCPeerConnection (either role); queued while one is out. */
+  /**
+   * A new offer on the existing RTCPeerConnection, queued while one is out. As the link's master
+   * we may not offer: we ask the viewer to (control channel), at once or when it opens.
+   */
   async renegotiate(link) {
     if (link.closed || this.ended || !this.transport) return;
+    if (link.role === 'master') {
+      const open = link.control && link.control.readyState === 'open';
+      link.askOnOpen = !open;
+      if (open) {
+        link.control.send('renegotiate');
+        this.renegotiations += 1;
+        this.log(`Asked ${this.name(link.userId)} to renegotiate`);
+      }
+      return;
+    }
     if (link.negotiating || link.pc.signalingState !== 'stable') {
       link.needsNegotiation = true;
       return;
