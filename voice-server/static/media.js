@@ -59,16 +59,6 @@ export function receives(currentDirection) {
 }
 
 /**
- * Which remote video to show large: a screen share wins (the most recent one listed first in
- * `remote`), else none. `remote`: [{ userId, slot, track }].
- */
-export function stageOf(remote, localScreen) {
-  if (localScreen) return { userId: null, slot: 'screen', local: true };
-  const s = (remote || []).find((r) => r.slot === 'screen');
-  return s ? { userId: s.userId, slot: 'screen', local: false } : null;
-}
-
-/**
  * The video codecs we offer: VP8 (every browser decodes it) and its retransmission (rtx) only.
  * Chromium offers about fifteen video codecs per m-line, which would put an offer with two video
  * m-lines over the 10 KiB signaling message limit (KVS's, and the relay's MAX_PAYLOAD_BYTES).
