@@ -347,3 +347,17 @@ test('a screen share the browser ends ("Stop sharing") is taken off every link',
   assert.equal(FakePC.all.length, 1);
   s.teardown('test');
 });
+
+test('renegotiation requests over the control channel are bounded like offers', async () => {
+  const { s, sent, handlers } = setupVideo(['m']);
+  await s.join();
+  await flush();
+  const pc = FakePC.all[0];
+  for (let i = 0; i < OFFERS_PER_WINDOW + 4; i++) {
+    await handlers.answer('m', { type: 'answer', sdp: 'v=0\r\na=fingerprint:sha-256 M\r\n' });
+    for (const f of pc.channels[0].listeners.message) f({ data: 'renegotiate' });
+    await flush();
+  }
+  assert.equal(sent.filter((x) => x.kind === 'offer').length, 1 + OFFERS_PER_WINDOW, 'the first offer, then at most the limit');
+  s.teardown('test');
+});

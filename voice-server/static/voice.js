@@ -124,6 +124,7 @@ export class VoiceSession {
     this.earlyCandidates = new Map();
     this.rebuilds = new Map(); // userId -> rebuilds since the last 'connected'
     this.offerTimes = new Map(); // userId -> recent offer arrival times
+    this.askTimes = new Map(); // userId -> recent "renegotiate" requests (control channel)
     this.muted = false;
     this.ended = false;
     this.endReason = null;
@@ -311,7 +312,10 @@ export class VoiceSession {
           if (link.askOnOpen) this.renegotiate(link);
         });
         link.control.addEventListener('message', (e) => {
-          if (e.data === 'renegotiate' && link.role === 'viewer') this.renegotiate(link);
+          if (e.data !== 'renegotiate' || link.role !== 'viewer') return;
+          // Bounded like offers: a peer cannot make us flood the signaling service.
+          if (this.admitAsk(userId)) this.renegotiate(link);
+          else this.warn(`ignored a renegotiation request from ${this.name(userId)}: more than ${OFFERS_PER_WINDOW} in ${OFFER_WINDOW_MS / 1000} s`);
         });
       } catch (e) {
         this.warn(`no control channel to ${this.name(userId)}: ${e.message}`);
@@ -428,16 +432,21 @@ export class VoiceSession {
   }
 
   /** Whether another offer from `from` is within the per-peer limit (and records it). */
-  admitOffer(from) {
+  admitOffer(from, book = this.offerTimes) {
     const now = this.d.now();
-    const times = (this.offerTimes.get(from) || []).filter((t) => now - t < OFFER_WINDOW_MS);
+    const times = (book.get(from) || []).filter((t) => now - t < OFFER_WINDOW_MS);
     if (times.length >= OFFERS_PER_WINDOW) {
-      this.offerTimes.set(from, times);
+      book.set(from, times);
       return false;
     }
     times.push(now);
-    this.offerTimes.set(from, times);
+    book.set(from, times);
     return true;
+  }
+
+  /** Whether another "renegotiate" request from `from` is within the same per-peer limit. */
+  admitAsk(from) {
+    return this.admitOffer(from, this.askTimes);
   }
 
   /**
@@ -730,6 +739,7 @@ export class VoiceSession {
     const link = this.peers.get(userId);
     this.earlyCandidates.delete(userId);
     this.offerTimes.delete(userId);
+    this.askTimes.delete(userId);
     if (link) {
       this.closeLink(link);
       this.log(`Closed the connection to ${this.name(userId)}`);
