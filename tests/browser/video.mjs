@@ -437,6 +437,17 @@ async function run(browser, url) {
   });
   await step('still one peer connection per pair', () => expectSameLinks(group, links));
   await step('everyone still hears everyone', () => hearsEveryone(group));
+  summary.sdpBytesMax = Math.max(
+    ...(await Promise.all(
+      group.map((u) =>
+        u.page.evaluate(() => Math.max(...window.voiceDebug.peers().map((p) => {
+          const pc = window.voiceDebug.peerConnection(p.userId);
+          return Math.max(pc.localDescription ? pc.localDescription.sdp.length : 0, pc.remoteDescription ? pc.remoteDescription.sdp.length : 0);
+        }))),
+      ),
+    )),
+  );
+  if (!(summary.sdpBytesMax < 10 * 1024)) fail(`an SDP of ${summary.sdpBytesMax} bytes is over the 10 KiB signaling limit`);
   summary.renegotiations = {};
   for (const u of group) summary.renegotiations[u.name] = await u.page.evaluate(() => window.voiceDebug.renegotiations());
   for (const u of group) for (const e of u.errors) fail(`${u.name}'s page had errors: ${e}`);
