@@ -196,3 +196,168 @@ test('a transport that fetches current ICE servers: every new link and ICE resta
   assert.deepEqual(s.peers.get('later').pc.cfg.iceServers[0].urls, ['turn:fresh-later-3']);
   s.teardown('test');
 });
+
+// --- video on the existing links (docs/web-client.md, "Video and screen sharing") -------------
+
+class FakeTransceiver {
+  constructor(kind, direction = 'recvonly', track = null) {
+    this.receiver = { track: { kind } };
+    this.direction = direction;
+    this.currentDirection = null;
+    this.sender = {
+      track,
+      params: { encodings: [{}] },
+      replaceTrack: async (t) => (this.sender.track = t),
+      getParameters: () => structuredClone(this.sender.params),
+      setParameters: async (p) => (this.sender.params = p),
+    };
+  }
+}
+
+class VideoPC extends FakePC {
+  constructor(cfg) {
+    super(cfg);
+    this.transceivers = [new FakeTransceiver('audio', 'sendrecv')];
+    this.channels = [];
+  }
+  addTransceiver(trackOrKind, init) {
+    const track = typeof trackOrKind === 'string' ? null : trackOrKind;
+    const t = new FakeTransceiver('video', init.direction, track);
+    this.transceivers.push(t);
+    return t;
+  }
+  getTransceivers() {
+    return this.transceivers;
+  }
+  createDataChannel(label, init) {
+    const ch = { label, init, readyState: 'open', sent: [], listeners: {}, send: (m) => ch.sent.push(m), addEventListener: (k, f) => ((ch.listeners[k] ||= []).push(f)) };
+    this.channels.push(ch);
+    return ch;
+  }
+  async setRemoteDescription(d) {
+    await super.setRemoteDescription(d);
+    // An offer creates the two video transceivers on the answering side.
+    if (d.type === 'offer' && this.transceivers.length === 1) this.transceivers.push(new FakeTransceiver('video'), new FakeTransceiver('video'));
+    // The far side sends video on slots listed in the description (test convention).
+    const sends = (d.sdp.match(/^x-sends:(.*)$/m) || [, ''])[1].split(',');
+    if (d.type === 'answer') this.settle(sends);
+    this.remoteSends = sends;
+  }
+  async setLocalDescription(d) {
+    await super.setLocalDescription(d);
+    if (d.type === 'answer') this.settle(this.remoteSends || []);
+  }
+  settle(remoteSends) {
+    this.transceivers.slice(1).forEach((t, i) => {
+      const them = remoteSends.includes(['camera', 'screen'][i]);
+      const us = t.direction === 'sendrecv';
+      t.currentDirection = us && them ? 'sendrecv' : us ? 'sendonly' : them ? 'recvonly' : 'inactive';
+    });
+  }
+}
+
+function setupVideo(peers) {
+  const ctx = setup(peers);
+  ctx.s.d.RTCPeerConnection = VideoPC;
+  ctx.s.d.RTCRtpReceiver = { getCapabilities: () => ({ codecs: [{ mimeType: 'video/VP8' }, { mimeType: 'video/H264' }] }) };
+  return ctx;
+}
+
+const fakeTrack = () => {
+  const t = { kind: 'video', stopped: false, listeners: {}, stop: () => (t.stopped = true), addEventListener: (k, f) => ((t.listeners[k] ||= []).push(f)) };
+  return t;
+};
+
+test('camera on as the offering side: same RTCPeerConnection, a new offer, capped by peer count; off again', async () => {
+  const { s, sent, handlers } = setupVideo(['a', 'b']);
+  await s.join();
+  await flush();
+  assert.equal(FakePC.all.length, 2);
+  for (const to of ['a', 'b']) await handlers.answer(to, { type: 'answer', sdp: `v=0\r\na=fingerprint:sha-256 R-${to}\r\n` });
+  const pcs = [...FakePC.all];
+  assert.ok(pcs.every((pc) => pc.getTransceivers().length === 3), 'audio + camera + screen on every link');
+  assert.ok(pcs.every((pc) => pc.channels.length === 1 && pc.channels[0].init.negotiated), 'one negotiated control channel');
+  const cam = fakeTrack();
+  await s.setVideo('camera', cam);
+  assert.equal(FakePC.all.length, 2, 'no new RTCPeerConnection');
+  assert.equal(sent.filter((x) => x.kind === 'offer').length, 4, 'one renegotiation offer per link');
+  for (const pc of pcs) {
+    const [, camT, scrT] = pc.getTransceivers();
+    assert.equal(camT.sender.track, cam);
+    assert.equal(camT.direction, 'sendrecv');
+    assert.equal(scrT.direction, 'recvonly');
+  }
+  for (const to of ['a', 'b']) await handlers.answer(to, { type: 'answer', sdp: `v=0\r\na=fingerprint:sha-256 R-${to}\r\n` });
+  for (const pc of pcs) assert.deepEqual(pc.getTransceivers()[1].sender.params.encodings[0], { maxBitrate: 800_000, scaleResolutionDownBy: 1, maxFramerate: 30 }, 'two peers: the two-peer row');
+  await s.setVideo('camera', null);
+  assert.equal(cam.stopped, true, 'the camera is released');
+  assert.ok(pcs.every((pc) => pc.getTransceivers()[1].direction === 'recvonly' && pc.getTransceivers()[1].sender.track === null));
+  assert.equal(sent.filter((x) => x.kind === 'offer').length, 6);
+  s.teardown('test');
+});
+
+test('as the answering side we never offer: we ask the viewer over the control channel, and answer its offer with our video', async () => {
+  const { s, sent } = setupVideo([]);
+  await s.join();
+  await s.onOffer('v', offerFrom('V1'));
+  const pc = FakePC.all[0];
+  const cam = fakeTrack();
+  await s.setVideo('camera', cam);
+  assert.equal(sent.filter((x) => x.kind === 'offer').length, 0, 'no offer from the master');
+  assert.deepEqual(pc.channels[0].sent, ['renegotiate']);
+  await s.onOffer('v', offerFrom('V1'));
+  assert.equal(FakePC.all.length, 1, 'answered on the same RTCPeerConnection');
+  assert.equal(pc.getTransceivers()[1].sender.track, cam);
+  assert.equal(pc.getTransceivers()[1].currentDirection, 'sendonly');
+  s.teardown('test');
+  assert.equal(cam.stopped, true, 'teardown stops the camera');
+});
+
+test('a viewer asked to renegotiate offers; remote video is tracked per slot from the negotiated directions', async () => {
+  const { s, sent, handlers } = setupVideo(['m']);
+  await s.join();
+  await flush();
+  const pc = FakePC.all[0];
+  await handlers.answer('m', { type: 'answer', sdp: 'v=0\r\na=fingerprint:sha-256 M\r\n' });
+  for (const f of pc.channels[0].listeners.message) f({ data: 'renegotiate' });
+  await flush();
+  assert.equal(sent.filter((x) => x.kind === 'offer').length, 2);
+  await handlers.answer('m', { type: 'answer', sdp: 'v=0\r\na=fingerprint:sha-256 M\r\nx-sends:screen\r\n' });
+  assert.deepEqual(s.remoteVideos().map((r) => [r.userId, r.slot]), [['m', 'screen']]);
+  for (const f of pc.channels[0].listeners.message) f({ data: 'renegotiate' });
+  await flush();
+  await handlers.answer('m', { type: 'answer', sdp: 'v=0\r\na=fingerprint:sha-256 M\r\n' });
+  assert.deepEqual(s.remoteVideos(), [], 'the share stopped');
+  s.teardown('test');
+});
+
+test('a screen share the browser ends ("Stop sharing") is taken off every link', async () => {
+  const { s, handlers } = setupVideo(['a']);
+  await s.join();
+  await flush();
+  await handlers.answer('a', { type: 'answer', sdp: 'v=0\r\na=fingerprint:sha-256 A\r\n' });
+  const scr = fakeTrack();
+  await s.setVideo('screen', scr);
+  const pc = FakePC.all[0];
+  assert.equal(pc.getTransceivers()[2].sender.track, scr);
+  for (const f of scr.listeners.ended) f();
+  await flush();
+  assert.equal(s.video.screen, null);
+  assert.equal(pc.getTransceivers()[2].direction, 'recvonly');
+  assert.equal(FakePC.all.length, 1);
+  s.teardown('test');
+});
+
+test('renegotiation requests over the control channel are bounded like offers', async () => {
+  const { s, sent, handlers } = setupVideo(['m']);
+  await s.join();
+  await flush();
+  const pc = FakePC.all[0];
+  for (let i = 0; i < OFFERS_PER_WINDOW + 4; i++) {
+    await handlers.answer('m', { type: 'answer', sdp: 'v=0\r\na=fingerprint:sha-256 M\r\n' });
+    for (const f of pc.channels[0].listeners.message) f({ data: 'renegotiate' });
+    await flush();
+  }
+  assert.equal(sent.filter((x) => x.kind === 'offer').length, 1 + OFFERS_PER_WINDOW, 'the first offer, then at most the limit');
+  s.teardown('test');
+});

@@ -330,6 +330,7 @@ function makeSession(chatRoomId, voiceRoomId, stream) {
       refreshDelayMs,
       RTCPeerConnection: window.RTCPeerConnection,
       MediaStream: window.MediaStream,
+      RTCRtpReceiver: window.RTCRtpReceiver,
       AudioContext: window.AudioContext,
       attachAudio: (userId) => {
         // Must be an unmuted, playing element: without it Chrome delivers no remote audio.
@@ -483,6 +484,37 @@ function endSession(reason, kind = 'info') {
   session = null;
   dispatch({ type: 'voice', voice: null });
   notice(s.chatRoomId, reason, kind);
+  scheduleRender();
+}
+
+/**
+ * Camera or screen share on/off for our voice session (docs/web-client.md, "Video and screen
+ * sharing"). Any participant may do either; a refused device is a notice, never a teardown.
+ */
+async function toggleVideo(slot) {
+  const s = session;
+  if (!s) return;
+  if (s.video[slot]) {
+    await s.setVideo(slot, null);
+    scheduleRender();
+    return;
+  }
+  const md = navigator.mediaDevices;
+  try {
+    const stream = slot === 'screen' ? await md.getDisplayMedia({ video: true, audio: false }) : await md.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
+    const track = stream.getVideoTracks()[0];
+    if (session !== s || s.ended) {
+      track.stop();
+      return;
+    }
+    if (slot === 'screen') track.contentHint = 'detail';
+    await s.setVideo(slot, track);
+  } catch (e) {
+    warn(`${slot === 'screen' ? 'getDisplayMedia' : 'getUserMedia(video)'} failed: ${e.name}: ${e.message}`);
+    const what = slot === 'screen' ? 'Screen sharing did not start' : 'The camera did not start';
+    const why = e.name === 'NotAllowedError' ? 'permission was refused or the picker was closed.' : e.name === 'NotFoundError' ? 'no device was found.' : `${e.name}.`;
+    notice(s.chatRoomId, `${what}: ${why}`, 'error');
+  }
   scheduleRender();
 }
 
@@ -1006,6 +1038,8 @@ function wireUi() {
     if (vr) withBusy(() => enterVoice(state.currentRoomId, vr.voiceRoomId));
   });
   $('#mute-button').addEventListener('click', () => toggleMute());
+  $('#camera-button').addEventListener('click', () => withBusy(() => toggleVideo('camera')));
+  $('#screen-button').addEventListener('click', () => withBusy(() => toggleVideo('screen')));
   $('#leave-voice').addEventListener('click', () => leaveVoice());
   $('#end-voice').addEventListener('click', () => endVoice(state.currentRoomId));
   $('#sign-out').addEventListener('click', () => signOut());
@@ -1056,6 +1090,17 @@ window.voiceDebug = {
       return { code: e.code };
     }
   },
+  /** Test hook: how many peer connections this session created, and its renegotiations. */
+  renegotiations: () => (session ? session.renegotiations : 0),
+  /** Test hook: our video tracks and, per peer, which of their video slots reach us. */
+  video: () =>
+    session
+      ? {
+          local: { camera: !!session.video.camera, screen: !!session.video.screen },
+          remote: session.remoteVideos().map((r) => ({ userId: r.userId, slot: r.slot, readyState: r.track.readyState })),
+          tiles: [...document.querySelectorAll('#video-stage figure, #video-tiles figure')].map((f) => ({ key: f.dataset.key, slot: f.dataset.slot, inStage: f.parentNode.id === 'video-stage' })),
+        }
+      : null,
   remoteStreams: () => {
     const out = {};
     if (session) for (const l of session.peers.values()) if (l.remoteStream) out[l.userId] = l.remoteStream;

@@ -184,6 +184,62 @@ function renderMessages(state) {
   if (atBottom) ul.scrollTop = ul.scrollHeight;
 }
 
+// --- video tiles (docs/web-client.md, "Video and screen sharing") ---------------------------
+
+/**
+ * The camera / screen buttons and the video tiles: our own camera preview and every peer's
+ * camera beside the participant list; a screen share (ours or a peer's) shown large above.
+ * <video> elements are kept by key (user:slot), so a re-render does not restart playback.
+ */
+function renderVideo(state, s, inVoice) {
+  show('#camera-button', inVoice);
+  show('#screen-button', inVoice);
+  const cam = !!(s && s.video.camera);
+  const scr = !!(s && s.video.screen);
+  const cb = $('#camera-button');
+  cb.textContent = cam ? 'Camera off' : 'Camera on';
+  cb.setAttribute('aria-pressed', String(cam));
+  const sb = $('#screen-button');
+  sb.textContent = scr ? 'Stop sharing' : 'Share screen';
+  sb.setAttribute('aria-pressed', String(scr));
+  const want = [];
+  if (s) {
+    if (s.video.camera) want.push({ key: 'me:camera', userId: null, slot: 'camera', track: s.video.camera, label: 'You' });
+    if (s.video.screen) want.push({ key: 'me:screen', userId: null, slot: 'screen', track: s.video.screen, label: 'Your screen' });
+    for (const r of s.remoteVideos()) {
+      const who = displayName(state, r.userId);
+      want.push({ key: `${r.userId}:${r.slot}`, userId: r.userId, slot: r.slot, track: r.track, label: r.slot === 'screen' ? `${who}'s screen` : who });
+    }
+  }
+  const stage = $('#video-stage');
+  const tiles = $('#video-tiles');
+  const have = new Map([...document.querySelectorAll('#video-stage figure, #video-tiles figure')].map((f) => [f.dataset.key, f]));
+  for (const w of want) {
+    let fig = have.get(w.key);
+    have.delete(w.key);
+    if (!fig) {
+      const v = h('video', { autoplay: true, muted: true, playsInline: true });
+      fig = h('figure', { className: `video-tile ${w.slot}`, dataset: { key: w.key, slot: w.slot, userId: w.userId || '' } }, v, h('figcaption', { textContent: w.label }));
+    }
+    const v = fig.querySelector('video');
+    if (!v.srcObject || v.srcObject.getVideoTracks()[0] !== w.track) {
+      v.srcObject = new MediaStream([w.track]);
+      const played = v.play && v.play();
+      if (played && played.catch) played.catch(() => {});
+    }
+    fig.querySelector('figcaption').textContent = w.label;
+    const parent = w.slot === 'screen' ? stage : tiles;
+    if (fig.parentNode !== parent) parent.append(fig);
+  }
+  for (const fig of have.values()) {
+    const v = fig.querySelector('video');
+    if (v) v.srcObject = null;
+    fig.remove();
+  }
+  stage.hidden = !stage.children.length;
+  tiles.hidden = !tiles.children.length;
+}
+
 function renderVoice(state, ctx) {
   const room = currentRoom(state);
   if (!room) return;
@@ -202,6 +258,7 @@ function renderVoice(state, ctx) {
   show('#end-voice', p.end);
   for (const id of ['#start-voice', '#join-voice', '#leave-voice', '#end-voice', '#mute-button']) $(id).disabled = p.disabled;
   show('#enable-audio', !!state.audioBlocked && !!s);
+  renderVideo(state, s, !!p.mute && !!s);
   if (p.mute) {
     const mb = $('#mute-button');
     const muted = !!(state.voice && state.voice.muted);

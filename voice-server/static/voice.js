@@ -15,6 +15,18 @@
 // only an offer from a new remote connection replaces it. Offers per peer are limited
 // (`OFFERS_PER_WINDOW` per `OFFER_WINDOW_MS`), excess ones dropped. Replaced and ended links are
 // closed and released at once.
+//
+// Video (docs/web-client.md, "Video and screen sharing"): every link carries one audio and two
+// video transceivers (camera, screen; media.js VIDEO_SLOTS), created by the side that offers.
+// Turning the camera or a screen share on or off replaces the sender's track, flips the
+// transceiver's direction (sendrecv / recvonly) and renegotiates on the same RTCPeerConnection.
+// Offers only ever go from a link's viewer to its master (the relay and KVS both enforce that),
+// so a master with a change asks its viewer for a new offer over the link's negotiated control
+// data channel ("renegotiate"); the SDP itself still goes through the signaling transport (in
+// AWS mode KVS, paced). Each video sender is capped by RTCRtpSender.setParameters from the
+// number of peers it sends to (media.js videoCaps).
+
+import { VIDEO_SLOTS, videoCaps, videoTransceivers, directionFor, receives, preferredVideoCodecs } from './media.js';
 
 const SPEAKING_THRESHOLD = 0.02;
 const SPEAKING_HOLD_MS = 350;
@@ -112,6 +124,7 @@ export class VoiceSession {
     this.earlyCandidates = new Map();
     this.rebuilds = new Map(); // userId -> rebuilds since the last 'connected'
     this.offerTimes = new Map(); // userId -> recent offer arrival times
+    this.askTimes = new Map(); // userId -> recent "renegotiate" requests (control channel)
     this.muted = false;
     this.ended = false;
     this.endReason = null;
@@ -122,6 +135,8 @@ export class VoiceSession {
     this.localLevel = { peak: 0, lastLoudAt: 0 };
     this.iceRestarts = 0;
     this.linksCreated = 0;
+    this.video = { camera: null, screen: null }; // our own video tracks, or null
+    this.renegotiations = 0;
   }
 
   log(m) { this.d.log(m); }
@@ -281,11 +296,38 @@ export class VoiceSession {
       timer: null,
       restarting: false,
       closed: false,
+      remoteVideo: { camera: null, screen: null }, // MediaStreamTrack the peer sends us, or null
+      needsNegotiation: false,
+      negotiating: false,
     };
     this.earlyCandidates.delete(userId);
     this.peers.set(userId, link);
     this.d.onLink(link);
     for (const track of this.stream.getAudioTracks()) pc.addTrack(track, this.stream);
+    if (pc.createDataChannel) {
+      // Negotiated (same id on both sides, no announcement): a master's "offer again, please".
+      try {
+        link.control = pc.createDataChannel('control', { negotiated: true, id: 0 });
+        link.control.addEventListener('open', () => {
+          if (link.askOnOpen) this.renegotiate(link);
+        });
+        link.control.addEventListener('message', (e) => {
+          if (e.data !== 'renegotiate' || link.role !== 'viewer') return;
+          // Bounded like offers: a peer cannot make us flood the signaling service.
+          if (this.admitAsk(userId)) this.renegotiate(link);
+          else this.warn(`ignored a renegotiation request from ${this.name(userId)}: more than ${OFFERS_PER_WINDOW} in ${OFFER_WINDOW_MS / 1000} s`);
+        });
+      } catch (e) {
+        this.warn(`no control channel to ${this.name(userId)}: ${e.message}`);
+      }
+    }
+    if (role === 'viewer' && pc.addTransceiver) {
+      // The offering side creates the video m-lines (camera, then screen) for both sides.
+      for (const slot of VIDEO_SLOTS) {
+        const track = this.video[slot];
+        this.preferCodecs(pc.addTransceiver(track || 'video', { direction: directionFor(!!track) }));
+      }
+    }
     pc.addEventListener('icecandidate', (e) => {
       if (!e.candidate || this.ended || link.closed || !this.transport) return;
       this.transport.sendCandidate(userId, e.candidate.toJSON ? e.candidate.toJSON() : e.candidate).then(
@@ -307,6 +349,7 @@ export class VoiceSession {
       link.timer = null;
       link.restarting = false;
       this.rebuilds.delete(link.userId);
+      this.applyCaps();
     } else if (link.role === 'viewer' && st === 'disconnected') {
       this.d.clearTimeout(link.timer);
       link.timer = this.d.setTimeout(() => {
@@ -389,16 +432,21 @@ export class VoiceSession {
   }
 
   /** Whether another offer from `from` is within the per-peer limit (and records it). */
-  admitOffer(from) {
+  admitOffer(from, book = this.offerTimes) {
     const now = this.d.now();
-    const times = (this.offerTimes.get(from) || []).filter((t) => now - t < OFFER_WINDOW_MS);
+    const times = (book.get(from) || []).filter((t) => now - t < OFFER_WINDOW_MS);
     if (times.length >= OFFERS_PER_WINDOW) {
-      this.offerTimes.set(from, times);
+      book.set(from, times);
       return false;
     }
     times.push(now);
-    this.offerTimes.set(from, times);
+    book.set(from, times);
     return true;
+  }
+
+  /** Whether another "renegotiate" request from `from` is within the same per-peer limit. */
+  admitAsk(from) {
+    return this.admitOffer(from, this.askTimes);
   }
 
   /**
@@ -423,12 +471,14 @@ export class VoiceSession {
     }
     link.remoteFingerprint = fp;
     await link.pc.setRemoteDescription(desc);
+    await this.applyLocalVideo(link);
     await this.flushCandidates(link);
     const answer = await link.pc.createAnswer();
     await link.pc.setLocalDescription(answer);
     if (this.ended || this.peers.get(from) !== link) return;
     await this.transport.sendAnswer(from, link.pc.localDescription);
     this.log(`SDP answer sent to ${this.name(from)}`);
+    this.negotiated(link);
     this.d.onChange();
   }
 
@@ -443,6 +493,165 @@ export class VoiceSession {
     link.remoteFingerprint = sdpFingerprint(desc && desc.sdp);
     await link.pc.setRemoteDescription(desc);
     await this.flushCandidates(link);
+    this.negotiated(link);
+    this.d.onChange();
+  }
+
+  // --- video: camera and screen share on the existing links ----------------------------------
+
+  /**
+   * Puts our current camera / screen tracks on the link's video transceivers and sets their
+   * directions. Returns whether anything changed (then the link needs a renegotiation).
+   */
+  async applyLocalVideo(link) {
+    if (!link.pc.getTransceivers) return false;
+    const vts = videoTransceivers(link.pc.getTransceivers());
+    let changed = false;
+    for (let i = 0; i < vts.length; i++) {
+      const t = vts[i];
+      if (!t.codecsPreferred) {
+        this.preferCodecs(t);
+        t.codecsPreferred = true;
+      }
+      const track = this.video[VIDEO_SLOTS[i]];
+      if (t.sender.track !== track) {
+        await t.sender.replaceTrack(track);
+        changed = true;
+      }
+      const dir = directionFor(!!track);
+      if (t.direction !== dir) {
+        t.direction = dir;
+        changed = true;
+      }
+    }
+    return changed;
+  }
+
+  /** VP8 only on a video transceiver, so offers stay under the signaling size limit. */
+  preferCodecs(t) {
+    const R = this.d.RTCRtpReceiver;
+    if (!t || !t.setCodecPreferences || !R || !R.getCapabilities) return;
+    const codecs = preferredVideoCodecs((R.getCapabilities('video') || {}).codecs);
+    try {
+      if (codecs.length) t.setCodecPreferences(codecs);
+    } catch (e) {
+      this.warn(`video codec preferences not applied: ${e.message}`);
+    }
+  }
+
+  /** A negotiation on `link` completed: what the peer sends us, our caps, and any queued change. */
+  negotiated(link) {
+    link.negotiating = false;
+    this.refreshRemoteVideo(link);
+    this.applyCaps();
+    if (link.needsNegotiation && link.pc.signalingState === 'stable') {
+      link.needsNegotiation = false;
+      this.renegotiate(link);
+    }
+  }
+
+  /** Which of the peer's video slots reach us, from the negotiated transceiver directions. */
+  refreshRemoteVideo(link) {
+    if (!link.pc.getTransceivers) return;
+    const vts = videoTransceivers(link.pc.getTransceivers());
+    VIDEO_SLOTS.forEach((slot, i) => {
+      const t = vts[i];
+      const on = !!t && receives(t.currentDirection) && !!t.receiver.track;
+      const before = link.remoteVideo[slot];
+      link.remoteVideo[slot] = on ? t.receiver.track : null;
+      if (!!before !== on) this.log(`${this.name(link.userId)} ${on ? 'started' : 'stopped'} sending ${slot === 'camera' ? 'camera video' : 'a screen share'}`);
+    });
+  }
+
+  /**
+   * A new offer on the existing RTCPeerConnection, queued while one is out. As the link's master
+   * we may not offer: we ask the viewer to (control channel), at once or when it opens.
+   */
+  async renegotiate(link) {
+    if (link.closed || this.ended || !this.transport) return;
+    if (link.role === 'master') {
+      const open = link.control && link.control.readyState === 'open';
+      link.askOnOpen = !open;
+      if (open) {
+        link.control.send('renegotiate');
+        this.renegotiations += 1;
+        this.log(`Asked ${this.name(link.userId)} to renegotiate`);
+      }
+      return;
+    }
+    if (link.negotiating || link.pc.signalingState !== 'stable') {
+      link.needsNegotiation = true;
+      return;
+    }
+    link.negotiating = true;
+    this.renegotiations += 1;
+    try {
+      const offer = await link.pc.createOffer();
+      await link.pc.setLocalDescription(offer);
+      if (link.closed || this.ended) return;
+      await this.transport.sendOffer(link.userId, link.pc.localDescription);
+      this.log(`Renegotiation offer sent to ${this.name(link.userId)}`);
+    } catch (e) {
+      link.negotiating = false;
+      this.warn(`renegotiation with ${this.name(link.userId)} failed: ${e.message}`);
+    }
+  }
+
+  /**
+   * Starts (a track) or stops (null) our camera or screen share on every link, by
+   * renegotiating each existing RTCPeerConnection. A track we stop here is stopped for good.
+   */
+  async setVideo(slot, track) {
+    if (!VIDEO_SLOTS.includes(slot) || this.ended) return;
+    const old = this.video[slot];
+    if (old === track) return;
+    this.video[slot] = track;
+    if (old && old !== track) old.stop();
+    if (track && slot === 'screen') {
+      // The browser's own "Stop sharing" ends the track.
+      track.addEventListener('ended', () => {
+        if (this.video.screen === track) this.setVideo('screen', null).then(() => this.d.onChange());
+      });
+    }
+    this.log(`${slot === 'camera' ? 'Camera' : 'Screen share'} ${track ? 'on' : 'off'}`);
+    await Promise.all(
+      [...this.peers.values()].map(async (link) => {
+        try {
+          if (await this.applyLocalVideo(link)) await this.renegotiate(link);
+        } catch (e) {
+          this.warn(`video change for ${this.name(link.userId)} failed: ${e.message}`);
+        }
+      }),
+    );
+    this.d.onChange();
+  }
+
+  /** Caps every video sender by the number of peers it sends to (media.js videoCaps). */
+  applyCaps() {
+    const n = [...this.peers.values()].filter((l) => !l.closed).length;
+    for (const link of this.peers.values()) {
+      if (link.closed || !link.pc.getTransceivers) continue;
+      const vts = videoTransceivers(link.pc.getTransceivers());
+      vts.forEach((t, i) => {
+        if (!t.sender.track || !t.sender.getParameters) return;
+        const params = t.sender.getParameters();
+        if (!params.encodings || !params.encodings.length) return;
+        const caps = videoCaps(VIDEO_SLOTS[i], n);
+        const e = params.encodings[0];
+        if (e.maxBitrate === caps.maxBitrate && e.scaleResolutionDownBy === caps.scaleResolutionDownBy && e.maxFramerate === caps.maxFramerate) return;
+        Object.assign(e, caps);
+        t.sender.setParameters(params).catch((err) => this.warn(`video caps for ${this.name(link.userId)} not applied: ${err.message}`));
+      });
+    }
+  }
+
+  /** What to show: every video a peer sends us. [{ userId, slot, track }] */
+  remoteVideos() {
+    const out = [];
+    for (const link of this.peers.values()) {
+      for (const slot of VIDEO_SLOTS) if (link.remoteVideo[slot]) out.push({ userId: link.userId, slot, track: link.remoteVideo[slot] });
+    }
+    return out;
   }
 
   async onCandidate(from, cand) {
@@ -523,12 +732,14 @@ export class VoiceSession {
       link.audioEl = null;
     }
     if (this.peers.get(link.userId) === link) this.peers.delete(link.userId);
+    if (!this.ended) this.applyCaps();
   }
 
   dropPeer(userId) {
     const link = this.peers.get(userId);
     this.earlyCandidates.delete(userId);
     this.offerTimes.delete(userId);
+    this.askTimes.delete(userId);
     if (link) {
       this.closeLink(link);
       this.log(`Closed the connection to ${this.name(userId)}`);
@@ -609,6 +820,10 @@ export class VoiceSession {
     this.earlyCandidates.clear();
     if (this.transport) this.transport.close();
     for (const t of this.stream.getTracks()) t.stop();
+    for (const slot of VIDEO_SLOTS) {
+      if (this.video[slot]) this.video[slot].stop();
+      this.video[slot] = null;
+    }
     if (this.audioCtx) this.audioCtx.close().catch(() => {});
     this.log(`Voice session closed: ${reason}`);
   }
