@@ -148,6 +148,18 @@ test('memberJoined updates members, the count and pending requests; messages are
   assert.equal(s.messages.at(-1).text, 'm249');
 });
 
+test('presenceChanged moves the online dot of that member only', () => {
+  let s = online();
+  s = reduce(s, { type: 'members', roomId: 'c1', members: [
+    { userId: 'u1', name: 'Ann', state: 'approved', isAdmin: true, online: true },
+    { userId: 'u2', name: 'Bo', state: 'approved', isAdmin: false, online: true },
+  ] });
+  s = reduce(s, { type: 'event', msg: { event: 'presenceChanged', userId: 'u2', online: false } });
+  assert.deepEqual(s.members.map((m) => [m.userId, m.online]), [['u1', true], ['u2', false]]);
+  s = reduce(s, { type: 'event', msg: { event: 'presenceChanged', userId: 'u2', online: true } });
+  assert.equal(s.members[1].online, true);
+});
+
 test('sign out forgets everything', () => {
   const s = reduce(reduce(online(), { type: 'voice', voice: { chatRoomId: 'c1', voiceRoomId: 'v1', phase: 'connected' } }), { type: 'signedOut' });
   assert.deepEqual(s, initialState());

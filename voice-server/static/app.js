@@ -669,6 +669,7 @@ function wireEvents(conn) {
   });
   // Not sent by every server version: where it exists, the room list is live without polling.
   conn.on('roomCreated', () => loadRooms().catch(() => {}));
+  conn.on('presenceChanged', (ev) => dispatch({ type: 'event', msg: ev }));
   conn.on('memberJoined', (ev) => {
     dispatch({ type: 'event', msg: ev });
     if (ev.roomId === state.currentRoomId) refreshMembersSoon();

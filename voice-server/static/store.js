@@ -113,6 +113,9 @@ function applyEvent(state, ev) {
       }
       return s;
     }
+    case 'presenceChanged':
+      // Someone's first connection opened or last one closed: the online dot follows at once.
+      return { ...state, members: state.members.map((m) => (m.userId === ev.userId ? { ...m, online: !!ev.online } : m)) };
     case 'message': {
       let s = ev.name ? { ...state, names: { ...state.names, [ev.userId]: ev.name } } : state;
       if (ev.roomId === s.currentRoomId) s = { ...s, messages: [...s.messages, ev].slice(-MAX_MESSAGES) };
