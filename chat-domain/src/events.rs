@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use voice_domain::ports::MemberState;
+use voice_domain::protocol::EventEnvelope;
 
 use crate::model::ChatMessage;
 
@@ -66,21 +67,11 @@ pub enum ChatEvent {
     },
 }
 
-#[derive(Serialize)]
-struct Envelope<'a, E: Serialize> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(flatten)]
-    event: &'a E,
-}
-
-/// Wraps any `{"event": ...}` shape into `{"type":"event", ...}`.
+/// Wraps any `{"event": ...}` shape into `{"type":"event", ...}` (the protocol's one event
+/// envelope, shared with voice events).
 pub fn event_frame(event: &impl Serialize) -> String {
-    serde_json::to_string(&Envelope {
-        kind: "event",
-        event,
-    })
-    .expect("wire types always serialise: string keys, no non-finite floats")
+    serde_json::to_string(&EventEnvelope::new(event))
+        .expect("wire types always serialise: string keys, no non-finite floats")
 }
 
 /// `hello` reply data.

@@ -221,18 +221,19 @@ impl<T> Reply<T> {
 
 /// An event pushed to a connection: `{"type": "event", "event": "...", ...}`.
 #[derive(Debug, Clone, Serialize)]
-pub struct EventEnvelope<'a> {
+pub struct EventEnvelope<'a, E = VoiceEvent> {
     /// Always `"event"`.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// The event, flattened.
+    /// The event, flattened: a voice event, or any other `{"event": ...}` shape (the chat
+    /// domain's, the relay's) so that every event frame has one envelope.
     #[serde(flatten)]
-    pub event: &'a VoiceEvent,
+    pub event: &'a E,
 }
 
-impl<'a> EventEnvelope<'a> {
+impl<'a, E> EventEnvelope<'a, E> {
     /// Wraps a domain event.
-    pub fn new(event: &'a VoiceEvent) -> Self {
+    pub fn new(event: &'a E) -> Self {
         Self {
             kind: "event",
             event,
