@@ -24,29 +24,17 @@
 // bad usage. The browser is always closed.
 
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS, CheckFailed, createRun, fail } from './pages.mjs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const OVERALL_DEADLINE_MS = Number(process.env.CHECKLIST_DEADLINE_MS || 120_000);
 const STEP_TIMEOUT_MS = 15_000;
 const AUDIBLE = 0.01; // max peak over a 1 s window above this = audible
 const SILENT = 0.001; // max peak below this = silent
 
-// Flags from shared/browser-testing.md, each required there. No --use-fake-ui-for-media-stream:
-// microphone permission is granted per context, so one context can be left without it.
-const CHROMIUM_ARGS = [
-  '--use-fake-device-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  '--autoplay-policy=no-user-gesture-required',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-gpu',
-];
+
 
 function usage(msg) {
   console.error(`${msg}\nusage: node checklist.mjs <server-url> [--scenario all|checklist|mic-denied] [--expect-refresh-within <seconds>]`);
@@ -76,154 +64,9 @@ function parseArgs(argv) {
 
 // ---------------------------------------------------------------------------------------------
 
-const started = Date.now();
 const summary = { ok: false, url: null, steps: [], levels: {}, stats: {}, timings: {} };
-const users = []; // {name, context, page, console: [], errors: []}
-let currentStep = 'start';
-
-class CheckFailed extends Error {}
-
-function fail(msg) {
-  throw new CheckFailed(msg);
-}
-
-async function step(name, fn) {
-  currentStep = name;
-  const t0 = Date.now();
-  const r = await fn();
-  summary.steps.push({ step: name, ms: Date.now() - t0, atMs: Date.now() - started });
-  return r;
-}
-
-/** Polls `fn(arg)` in the page until truthy; fails with `what` after `timeout`. */
-async function waitIn(user, what, fn, arg, timeout = STEP_TIMEOUT_MS) {
-  try {
-    const handle = await user.page.waitForFunction(fn, arg, { timeout, polling: 100 });
-    const v = await handle.jsonValue();
-    await handle.dispose();
-    return v;
-  } catch (e) {
-    if (e.name === 'TimeoutError' || /Timeout/.test(e.message)) {
-      fail(`${user.name}: timed out after ${timeout} ms waiting for ${what}`);
-    }
-    throw e;
-  }
-}
-
-/** Waits for a visible element's text to contain `text`. */
-async function waitText(user, selector, text, timeout = STEP_TIMEOUT_MS) {
-  return waitIn(
-    user,
-    `${selector} to show "${text}"`,
-    ([sel, t]) => {
-      const el = document.querySelector(sel);
-      return !!el && !el.hidden && el.textContent.includes(t);
-    },
-    [selector, text],
-    timeout,
-  );
-}
-
-async function newUser(browser, name, origin, { micPermission = true } = {}) {
-  const context = await browser.newContext();
-  if (micPermission) await context.grantPermissions(['microphone'], { origin });
-  context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  const page = await context.newPage();
-  const user = { name, context, page, console: [], errors: [] };
-  page.on('console', (m) => user.console.push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => user.errors.push(`pageerror: ${e.message}`));
-  page.on('requestfailed', (r) => user.errors.push(`requestfailed: ${r.url()} ${r.failure() && r.failure().errorText}`));
-  users.push(user);
-  return user;
-}
-
-async function login(user, url) {
-  await user.page.goto(url, { waitUntil: 'load' });
-  await user.page.getByLabel('Display name').fill(user.name);
-  await user.page.getByRole('button', { name: 'Connect' }).click();
-  await waitText(user, '#connection-status', `Connected as ${user.name}`);
-  user.id = await user.page.evaluate(() => window.voiceDebug.me().userId);
-}
-
-/**
- * Max absolute sample per remote peer over `ms`, from an AnalyserNode the test attaches itself to
- * each remote stream (independent of the app's own meters), plus getStats' inbound audio.
- */
-async function measure(user, ms) {
-  return user.page.evaluate(async (windowMs) => {
-    const streams = window.voiceDebug.remoteStreams();
-    const ctx = new AudioContext();
-    await ctx.resume();
-    const meters = Object.entries(streams).map(([userId, stream]) => {
-      const src = ctx.createMediaStreamSource(stream);
-      const an = ctx.createAnalyser();
-      an.fftSize = 2048;
-      src.connect(an);
-      return { userId, an, buf: new Float32Array(an.fftSize), peak: 0 };
-    });
-    const energy = async (userId) => {
-      const pc = window.voiceDebug.peerConnection(userId);
-      if (!pc) return null;
-      const stats = await pc.getStats();
-      for (const s of stats.values()) {
-        if (s.type === 'inbound-rtp' && s.kind === 'audio') return { energy: s.totalAudioEnergy || 0, packets: s.packetsReceived || 0 };
-      }
-      return null;
-    };
-    const before = {};
-    for (const m of meters) before[m.userId] = await energy(m.userId);
-    const t0 = performance.now();
-    while (performance.now() - t0 < windowMs) {
-      for (const m of meters) {
-        m.an.getFloatTimeDomainData(m.buf);
-        for (let i = 0; i < m.buf.length; i++) {
-          const a = Math.abs(m.buf[i]);
-          if (a > m.peak) m.peak = a;
-        }
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    const out = {};
-    for (const m of meters) {
-      const after = await energy(m.userId);
-      const b = before[m.userId];
-      out[m.userId] = {
-        peak: Number(m.peak.toFixed(5)),
-        statsEnergy: after && b ? Number((after.energy - b.energy).toExponential(3)) : null,
-        packets: after && b ? after.packets - b.packets : null,
-      };
-    }
-    await ctx.close();
-    return out;
-  }, ms);
-}
-
-function nameById(id) {
-  const u = users.find((x) => x.id === id);
-  return u ? u.name : id;
-}
-
-function named(levels) {
-  return Object.fromEntries(Object.entries(levels).map(([id, v]) => [nameById(id), v]));
-}
-
-/** Every page of `group` has a connected peer connection to each other member of `group`. */
-async function waitMeshConnected(group, timeout = 20_000) {
-  await Promise.all(
-    group.map((u) =>
-      waitIn(
-        u,
-        `connected peer connections to ${group.filter((o) => o !== u).map((o) => o.name).join(' and ')}`,
-        (ids) => {
-          const peers = window.voiceDebug.peers();
-          return ids.every((id) => peers.some((p) => p.userId === id && p.connectionState === 'connected' && p.hasRemoteAudio));
-        },
-        group.filter((o) => o !== u).map((o) => o.id),
-        timeout,
-      ),
-    ),
-  );
-}
+const harness = createRun({ summary, stepTimeoutMs: STEP_TIMEOUT_MS, permissions: ['microphone'] });
+const { users, started, step, waitIn, waitText, newUser, login, measure, named, waitMeshConnected } = harness;
 
 // ---------------------------------------------------------------------------------------------
 
@@ -552,8 +395,8 @@ async function diagnostics() {
 }
 
 const deadline = setTimeout(async () => {
-  console.error(`CHECKLIST FAILED: overall deadline of ${OVERALL_DEADLINE_MS} ms passed during step "${currentStep}"`);
-  summary.failedStep = currentStep;
+  console.error(`CHECKLIST FAILED: overall deadline of ${OVERALL_DEADLINE_MS} ms passed during step "${harness.currentStep()}"`);
+  summary.failedStep = harness.currentStep();
   summary.error = 'overall deadline passed';
   console.log(JSON.stringify(summary, null, 2));
   try {
@@ -571,9 +414,9 @@ try {
   summary.ok = true;
   exitCode = 0;
 } catch (e) {
-  summary.failedStep = currentStep;
+  summary.failedStep = harness.currentStep();
   summary.error = e.message;
-  console.error(`CHECKLIST FAILED at step "${currentStep}": ${e instanceof CheckFailed ? e.message : e.stack || e}`);
+  console.error(`CHECKLIST FAILED at step "${harness.currentStep()}": ${e instanceof CheckFailed ? e.message : e.stack || e}`);
   await diagnostics().catch(() => {});
 } finally {
   summary.timings.totalMs = Date.now() - started;

@@ -18,26 +18,15 @@
 // Prints a JSON summary on stdout; exits 0 on success, 1 on failure, 2 on bad usage.
 
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS, CheckFailed, createRun, fail } from './pages.mjs';
 import { readFileSync, readdirSync } from 'node:fs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const OVERALL_DEADLINE_MS = Number(process.env.VIDEO_DEADLINE_MS || 100_000);
 const STEP_TIMEOUT_MS = 15_000;
 const AUDIBLE = 0.01;
 
-const CHROMIUM_ARGS = [
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--auto-select-desktop-capture-source=Entire screen',
-  '--allow-loopback-in-peer-connection',
-  '--autoplay-policy=no-user-gesture-required',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-gpu',
-];
+// Camera and screen capture on top of the shared flags: no permission prompt, the fake screen.
+const VIDEO_ARGS = [...CHROMIUM_ARGS, '--use-fake-ui-for-media-stream', '--auto-select-desktop-capture-source=Entire screen'];
 
 function usage(msg) {
   console.error(`${msg}\nusage: node video.mjs <server-url> [--mesh4]`);
@@ -58,154 +47,9 @@ try {
   usage(`not a URL: ${opts.url}`);
 }
 
-const started = Date.now();
 const summary = { ok: false, steps: [], video: {}, levels: {}, linksCreated: {}, timings: {} };
-const users = [];
-let currentStep = 'start';
-
-class CheckFailed extends Error {}
-
-function fail(msg) {
-  throw new CheckFailed(msg);
-}
-
-async function step(name, fn) {
-  currentStep = name;
-  const t0 = Date.now();
-  const r = await fn();
-  summary.steps.push({ step: name, ms: Date.now() - t0, atMs: Date.now() - started });
-  return r;
-}
-
-/** Polls `fn(arg)` in the page until truthy; fails with `what` after `timeout`. */
-async function waitIn(user, what, fn, arg, timeout = STEP_TIMEOUT_MS) {
-  try {
-    const handle = await user.page.waitForFunction(fn, arg, { timeout, polling: 100 });
-    const v = await handle.jsonValue();
-    await handle.dispose();
-    return v;
-  } catch (e) {
-    if (e.name === 'TimeoutError' || /Timeout/.test(e.message)) {
-      fail(`${user.name}: timed out after ${timeout} ms waiting for ${what}`);
-    }
-    throw e;
-  }
-}
-
-/** Waits for a visible element's text to contain `text`. */
-async function waitText(user, selector, text, timeout = STEP_TIMEOUT_MS) {
-  return waitIn(
-    user,
-    `${selector} to show "${text}"`,
-    ([sel, t]) => {
-      const el = document.querySelector(sel);
-      return !!el && !el.hidden && el.textContent.includes(t);
-    },
-    [selector, text],
-    timeout,
-  );
-}
-
-async function newUser(browser, name, origin, { micPermission = true } = {}) {
-  const context = await browser.newContext();
-  if (micPermission) await context.grantPermissions(['microphone', 'camera'], { origin });
-  context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  const page = await context.newPage();
-  const user = { name, context, page, console: [], errors: [] };
-  page.on('console', (m) => user.console.push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => user.errors.push(`pageerror: ${e.message}`));
-  page.on('requestfailed', (r) => user.errors.push(`requestfailed: ${r.url()} ${r.failure() && r.failure().errorText}`));
-  users.push(user);
-  return user;
-}
-
-async function login(user, url) {
-  await user.page.goto(url, { waitUntil: 'load' });
-  await user.page.getByLabel('Display name').fill(user.name);
-  await user.page.getByRole('button', { name: 'Connect' }).click();
-  await waitText(user, '#connection-status', `Connected as ${user.name}`);
-  user.id = await user.page.evaluate(() => window.voiceDebug.me().userId);
-}
-
-/**
- * Max absolute sample per remote peer over `ms`, from an AnalyserNode the test attaches itself to
- * each remote stream (independent of the app's own meters), plus getStats' inbound audio.
- */
-async function measure(user, ms) {
-  return user.page.evaluate(async (windowMs) => {
-    const streams = window.voiceDebug.remoteStreams();
-    const ctx = new AudioContext();
-    await ctx.resume();
-    const meters = Object.entries(streams).map(([userId, stream]) => {
-      const src = ctx.createMediaStreamSource(stream);
-      const an = ctx.createAnalyser();
-      an.fftSize = 2048;
-      src.connect(an);
-      return { userId, an, buf: new Float32Array(an.fftSize), peak: 0 };
-    });
-    const energy = async (userId) => {
-      const pc = window.voiceDebug.peerConnection(userId);
-      if (!pc) return null;
-      const stats = await pc.getStats();
-      for (const s of stats.values()) {
-        if (s.type === 'inbound-rtp' && s.kind === 'audio') return { energy: s.totalAudioEnergy || 0, packets: s.packetsReceived || 0 };
-      }
-      return null;
-    };
-    const before = {};
-    for (const m of meters) before[m.userId] = await energy(m.userId);
-    const t0 = performance.now();
-    while (performance.now() - t0 < windowMs) {
-      for (const m of meters) {
-        m.an.getFloatTimeDomainData(m.buf);
-        for (let i = 0; i < m.buf.length; i++) {
-          const a = Math.abs(m.buf[i]);
-          if (a > m.peak) m.peak = a;
-        }
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    const out = {};
-    for (const m of meters) {
-      const after = await energy(m.userId);
-      const b = before[m.userId];
-      out[m.userId] = {
-        peak: Number(m.peak.toFixed(5)),
-        statsEnergy: after && b ? Number((after.energy - b.energy).toExponential(3)) : null,
-        packets: after && b ? after.packets - b.packets : null,
-      };
-    }
-    await ctx.close();
-    return out;
-  }, ms);
-}
-
-function nameById(id) {
-  const u = users.find((x) => x.id === id);
-  return u ? u.name : id;
-}
-
-function named(levels) {
-  return Object.fromEntries(Object.entries(levels).map(([id, v]) => [nameById(id), v]));
-}
-
-/** Every page of `group` has a connected peer connection to each other member of `group`. */
-async function waitMeshConnected(group, timeout = 20_000) {
-  await Promise.all(
-    group.map((u) =>
-      waitIn(
-        u,
-        `connected peer connections to ${group.filter((o) => o !== u).map((o) => o.name).join(' and ')}`,
-        (ids) => {
-          const peers = window.voiceDebug.peers();
-          return ids.every((id) => peers.some((p) => p.userId === id && p.connectionState === 'connected' && p.hasRemoteAudio));
-        },
-        group.filter((o) => o !== u).map((o) => o.id),
-        timeout,
-      ),
-    ),
-  );
-}
+const harness = createRun({ summary, stepTimeoutMs: STEP_TIMEOUT_MS, permissions: ['microphone', 'camera'] });
+const { users, started, step, waitIn, waitText, newUser, login, measure, nameById, named, waitMeshConnected } = harness;
 
 // ---------------------------------------------------------------------------------------------
 
@@ -488,8 +332,8 @@ async function run(browser, url) {
 let browser = null;
 let exitCode = 1;
 const deadline = setTimeout(async () => {
-  console.error(`VIDEO FAILED: overall deadline of ${OVERALL_DEADLINE_MS} ms passed during step "${currentStep}"`);
-  summary.failedStep = currentStep;
+  console.error(`VIDEO FAILED: overall deadline of ${OVERALL_DEADLINE_MS} ms passed during step "${harness.currentStep()}"`);
+  summary.failedStep = harness.currentStep();
   console.log(JSON.stringify(summary, null, 2));
   try {
     await Promise.race([browser && browser.close(), new Promise((r) => setTimeout(r, 5000))]);
@@ -499,14 +343,14 @@ const deadline = setTimeout(async () => {
 }, OVERALL_DEADLINE_MS);
 
 try {
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30_000 });
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: VIDEO_ARGS, timeout: 30_000 });
   await run(browser, opts.url);
   summary.ok = true;
   exitCode = 0;
 } catch (e) {
-  summary.failedStep = currentStep;
+  summary.failedStep = harness.currentStep();
   summary.error = e.message;
-  console.error(`VIDEO FAILED at step "${currentStep}": ${e instanceof CheckFailed ? e.message : e.stack || e}`);
+  console.error(`VIDEO FAILED at step "${harness.currentStep()}": ${e instanceof CheckFailed ? e.message : e.stack || e}`);
   for (const u of users) {
     console.error(`--- ${u.name}: last console lines ---`);
     for (const l of u.console.slice(-30)) console.error(`  ${l}`);
