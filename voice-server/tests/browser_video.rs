@@ -14,46 +14,15 @@ mod browser_support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use browser_support::{chromium_path, prerequisites_present, repo_root};
+use browser_support::{chromium_path, peak, prerequisites_present, read_all, repo_root, NodeRun};
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use voice_server::config::Config;
 
 /// Upper bound for the whole Node run; the script bounds each of its own waits far below this.
 const NODE_TIMEOUT: Duration = Duration::from_secs(150);
 /// Audible: max peak over a 1 s window above this.
 const AUDIBLE: f64 = 0.01;
-
-/// Owns the Node process: killed on drop, so a failed or timed-out test leaves nothing behind
-/// (Chromium exits with it: playwright drives it over a pipe that closes).
-struct NodeRun(Option<Child>);
-
-impl Drop for NodeRun {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.start_kill();
-        }
-    }
-}
-
-fn read_all<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    pipe: Option<R>,
-) -> tokio::task::JoinHandle<String> {
-    tokio::spawn(async move {
-        let mut out = String::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_string(&mut out).await;
-        }
-        out
-    })
-}
-
-fn peak(v: &Value, listener: &str, speaker: &str) -> f64 {
-    v[listener][speaker]["peak"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("summary lacks the level {listener} measured for {speaker}: {v}"))
-}
 
 fn frames(v: &Value, key: &str, sender: &str) -> u64 {
     v[key][sender]

@@ -1,5 +1,6 @@
-//! What the real-browser tests (`browser.rs`, `browser_resilience.rs`) share: where the repo,
-//! Chromium and Node are, and the TEAM rule for missing prerequisites (fail under
+//! What the real-browser tests (`browser.rs`, `browser_video.rs`, `browser_resilience.rs`)
+//! share: where the repo, Chromium and Node are, the Node child that dies with the test, the
+//! audio level a script measured, and the TEAM rule for missing prerequisites (fail under
 //! `VOICE_TEST_STRICT=1`, else skip loudly).
 #![allow(dead_code)]
 
@@ -66,4 +67,38 @@ pub fn prerequisites_present(root: &Path, what: &str) -> bool {
         "SKIPPED: {what}: {why}; run scripts/test to install"
     );
     false
+}
+
+/// Owns the Node process: killed on drop, so a failed or timed-out test leaves nothing behind
+/// (Chromium exits with it: playwright drives it over a pipe that closes).
+pub struct NodeRun(pub Option<tokio::process::Child>);
+
+impl Drop for NodeRun {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// Reads a child's pipe to the end in the background (so a chatty child never blocks on a full
+/// pipe), giving the text when done.
+pub fn read_all<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    pipe: Option<R>,
+) -> tokio::task::JoinHandle<String> {
+    use tokio::io::AsyncReadExt as _;
+    tokio::spawn(async move {
+        let mut out = String::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_string(&mut out).await;
+        }
+        out
+    })
+}
+
+/// The loudest sample `listener` measured from `speaker` (the scripts' `levels` shape).
+pub fn peak(v: &serde_json::Value, listener: &str, speaker: &str) -> f64 {
+    v[listener][speaker]["peak"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("summary lacks the level {listener} measured for {speaker}: {v}"))
 }
