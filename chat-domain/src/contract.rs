@@ -9,7 +9,7 @@ use voice_domain::ports::{MemberState, Membership};
 use voice_domain::{ChatRoomId, ConnectionId, UserId};
 
 use crate::model::{ChatMessage, RoomRecord, MESSAGE_HISTORY};
-use crate::ports::{ChatStore, ChatStoreError};
+use crate::ports::{ChatStore, ChatStoreError, UserUsage};
 
 fn user(ns: &str, n: &str) -> UserId {
     UserId::parse(format!("{ns}-u-{n}")).expect("contract ids are valid")
@@ -49,6 +49,53 @@ pub async fn run_all(store: &dyn ChatStore, ns: &str) {
     connections_bind_and_unbind(store, &format!("{ns}-conn")).await;
     messages_keep_order_and_the_history(store, &format!("{ns}-msg")).await;
     racing_creators_of_one_name_get_one_room(store, &format!("{ns}-race")).await;
+    usage_counts_admined_rooms_and_pending_requests(store, &format!("{ns}-usage")).await;
+}
+
+/// `usage_of` counts the rooms a user admins and their pending (not approved, not denied)
+/// requests, which is what the quotas are checked against.
+pub async fn usage_counts_admined_rooms_and_pending_requests(store: &dyn ChatStore, ns: &str) {
+    let (admin, asker) = (user(ns, "admin"), user(ns, "asker"));
+    assert_eq!(
+        store.usage_of(&admin).await.expect("usage"),
+        UserUsage::default(),
+        "a user never seen holds nothing"
+    );
+    for n in ["1", "2", "3"] {
+        store
+            .create_room(&record(ns, n, &admin))
+            .await
+            .expect("room");
+    }
+    for n in ["1", "2", "3"] {
+        store
+            .request_join(&room_id(ns, n), &asker)
+            .await
+            .expect("request");
+    }
+    store
+        .decide_join(&room_id(ns, "1"), &asker, true)
+        .await
+        .expect("approve");
+    store
+        .decide_join(&room_id(ns, "2"), &asker, false)
+        .await
+        .expect("deny");
+    assert_eq!(
+        store.usage_of(&admin).await.expect("usage"),
+        UserUsage {
+            rooms_admin: 3,
+            pending_requests: 0
+        }
+    );
+    assert_eq!(
+        store.usage_of(&asker).await.expect("usage"),
+        UserUsage {
+            rooms_admin: 0,
+            pending_requests: 1
+        },
+        "approved and denied requests are not pending"
+    );
 }
 
 /// A second room with the same id or a name differing only in case is refused, and nothing of

@@ -37,6 +37,10 @@ pub enum ChatError {
     /// Nothing to approve or deny.
     #[error("this user has no pending join request in this chat room")]
     NoPendingRequest,
+    /// A quota ([`ChatLimits`](crate::ChatLimits)) is used up; the message says which and what
+    /// frees it.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A field is missing or invalid.
     #[error("{0}")]
     BadRequest(String),
@@ -63,6 +67,7 @@ impl ChatError {
             Self::NotAdmin => "NOT_ADMIN",
             Self::RoomExists => "ROOM_EXISTS",
             Self::NoPendingRequest => "NO_PENDING_REQUEST",
+            Self::QuotaExceeded(_) => "QUOTA_EXCEEDED",
             Self::BadRequest(_) => "BAD_REQUEST",
             Self::TooLarge(_) => "TOO_LARGE",
             Self::Unavailable => "UNAVAILABLE",

@@ -31,6 +31,6 @@ pub use events::{event_frame, ChatEvent, HelloData, MemberView, RoomView};
 pub use model::{ChatMessage, RoomRecord, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MESSAGE_HISTORY};
 pub use ports::{
     ActiveVoiceRooms, ChatAdapters, ChatEvents, ChatIds, ChatStore, ChatStoreError, SessionTokens,
-    StoreDirectory,
+    StoreDirectory, UserUsage,
 };
-pub use service::ChatService;
+pub use service::{ChatLimits, ChatService};

@@ -28,6 +28,15 @@ pub enum ChatStoreError {
     Unavailable(#[from] PortFailure),
 }
 
+/// What one user holds in the store, counted for the quotas (`ChatLimits`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserUsage {
+    /// Rooms whose admin the user is.
+    pub rooms_admin: usize,
+    /// The user's join requests still pending, across all rooms.
+    pub pending_requests: usize,
+}
+
 /// Chat storage: users on connections, chat rooms, memberships, messages. It is also the voice
 /// domain's [`ChatDirectory`], so voice sees exactly the chat's users and approved members.
 #[async_trait]
@@ -82,6 +91,13 @@ pub trait ChatStore: ChatDirectory {
     /// # Errors
     /// [`ChatStoreError::RoomExists`], [`ChatStoreError::Unavailable`].
     async fn create_room(&self, room: &RoomRecord) -> Result<(), ChatStoreError>;
+
+    /// How much `user` holds now, for the quotas: rooms whose admin they are, and join
+    /// requests of theirs still pending across all rooms.
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn usage_of(&self, user: &UserId) -> Result<UserUsage, ChatStoreError>;
 
     /// Every room, in a stable order.
     ///

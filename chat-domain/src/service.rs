@@ -9,17 +9,53 @@ use crate::events::{ChatEvent, HelloData, MemberView, RoomView};
 use crate::model::{clean_name, clean_text, ChatMessage, RoomRecord, MESSAGE_HISTORY};
 use crate::ports::ChatAdapters;
 
+/// The quotas: how much one user may make others store and read. Without them one user (or
+/// a script opening many anonymous connections) can create rooms without end, bloating
+/// `listRooms` for everyone, or flood a room's admin with join requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatLimits {
+    /// Rooms one user may be the admin of.
+    pub rooms_per_user: usize,
+    /// Join requests that may wait in one room for its admin's decision.
+    pub pending_per_room: usize,
+    /// Join requests one user may have waiting, across all rooms.
+    pub pending_per_user: usize,
+}
+
+impl Default for ChatLimits {
+    /// Generous for people, small for scripts: 10 rooms, 50 waiting requests per room, 20
+    /// waiting requests per user.
+    fn default() -> Self {
+        Self {
+            rooms_per_user: 10,
+            pending_per_room: 50,
+            pending_per_user: 20,
+        }
+    }
+}
+
 /// The chat rules over [`ChatAdapters`]. Cheap to clone (shared adapters): one per process,
 /// cloned into every connection's task.
 #[derive(Clone)]
 pub struct ChatService {
     ports: ChatAdapters,
+    limits: ChatLimits,
 }
 
 impl ChatService {
-    /// The rules over `ports`.
+    /// The rules over `ports`, with the default [`ChatLimits`].
     pub fn new(ports: ChatAdapters) -> Self {
-        Self { ports }
+        Self {
+            ports,
+            limits: ChatLimits::default(),
+        }
+    }
+
+    /// The same rules with other quotas (the operator's flags).
+    #[must_use]
+    pub fn with_limits(mut self, limits: ChatLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The adapters, for an entrypoint that also hands the store to voice as its directory.
@@ -147,9 +183,18 @@ impl ChatService {
     ///
     /// # Errors
     /// [`ChatError::BadRequest`]/[`ChatError::TooLarge`] for a bad name,
-    /// [`ChatError::RoomExists`], [`ChatError::Unavailable`].
+    /// [`ChatError::RoomExists`], [`ChatError::QuotaExceeded`] (the user already admins
+    /// [`ChatLimits::rooms_per_user`] rooms), [`ChatError::Unavailable`].
     pub async fn create_room(&self, user: &UserId, name: &str) -> Result<RoomRecord, ChatError> {
         let name = clean_name("room name", name)?;
+        let usage = self.ports.store.usage_of(user).await?;
+        if usage.rooms_admin >= self.limits.rooms_per_user {
+            info!(user_id = %user, limit = self.limits.rooms_per_user, "room quota reached");
+            return Err(ChatError::QuotaExceeded(format!(
+                "you already run {} chat rooms, the most this server allows one person",
+                self.limits.rooms_per_user
+            )));
+        }
         let room = RoomRecord {
             id: self.ports.ids.chat_room_id(),
             name,
@@ -211,7 +256,9 @@ impl ChatService {
     /// `requestJoin`: records a request and tells the admin (once, not on every repeat).
     ///
     /// # Errors
-    /// [`ChatError::ChatRoomNotFound`], [`ChatError::Unavailable`].
+    /// [`ChatError::ChatRoomNotFound`], [`ChatError::QuotaExceeded`] (a new request when the
+    /// room already has [`ChatLimits::pending_per_room`] waiting, or the user
+    /// [`ChatLimits::pending_per_user`]), [`ChatError::Unavailable`].
     pub async fn request_join(
         &self,
         user: &UserId,
@@ -223,6 +270,29 @@ impl ChatService {
             .room(room)
             .await?
             .ok_or(ChatError::ChatRoomNotFound)?;
+        let members = self.ports.store.members(room).await?;
+        let already = members.iter().any(|(u, _)| u == user) || &record.admin == user;
+        if !already {
+            let waiting = members
+                .iter()
+                .filter(|(_, s)| *s == MemberState::Pending)
+                .count();
+            if waiting >= self.limits.pending_per_room {
+                info!(chat_room_id = %room, limit = self.limits.pending_per_room, "pending-request quota of the room reached");
+                return Err(ChatError::QuotaExceeded(format!(
+                    "this chat room already has {} join requests waiting for its admin; try again after the admin has answered some",
+                    self.limits.pending_per_room
+                )));
+            }
+            let usage = self.ports.store.usage_of(user).await?;
+            if usage.pending_requests >= self.limits.pending_per_user {
+                info!(user_id = %user, limit = self.limits.pending_per_user, "pending-request quota of the user reached");
+                return Err(ChatError::QuotaExceeded(format!(
+                    "you already have {} join requests waiting; wait until some are answered before asking to join more rooms",
+                    self.limits.pending_per_user
+                )));
+            }
+        }
         let (before, after) = self.ports.store.request_join(room, user).await?;
         if before == MemberState::None && after == MemberState::Pending {
             info!(chat_room_id = %room, user_id = %user, "join requested");

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use chat_domain::{ChatIds, ChatMessage, ChatStore, ChatStoreError, RoomRecord, MESSAGE_HISTORY};
+use chat_domain::{
+    ChatIds, ChatMessage, ChatStore, ChatStoreError, RoomRecord, UserUsage, MESSAGE_HISTORY,
+};
 use voice_domain::ports::{ChatDirectory, DirectoryError, MemberState, Membership};
 use voice_domain::{ChatRoomId, ConnectionId, UserId};
 
@@ -129,6 +131,25 @@ impl ChatStore for MemoryChat {
             .map_err(change_err)?;
         extra.rooms.insert(room.id.clone(), room.clone());
         Ok(())
+    }
+
+    async fn usage_of(&self, user: &UserId) -> Result<UserUsage, ChatStoreError> {
+        let extra = self.lock();
+        let rooms_admin = extra.rooms.values().filter(|r| &r.admin == user).count();
+        let pending_requests = extra
+            .rooms
+            .keys()
+            .filter(|r| {
+                self.directory
+                    .members(r)
+                    .iter()
+                    .any(|(u, s)| u == user && *s == MemberState::Pending)
+            })
+            .count();
+        Ok(UserUsage {
+            rooms_admin,
+            pending_requests,
+        })
     }
 
     async fn rooms(&self) -> Result<Vec<RoomRecord>, ChatStoreError> {

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use chat_domain::{ChatMessage, ChatStore, ChatStoreError, RoomRecord};
+use chat_domain::{ChatMessage, ChatStore, ChatStoreError, RoomRecord, UserUsage};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use voice_domain::ports::{ChatDirectory, DirectoryError, MemberState, Membership};
 use voice_domain::{ChatRoomId, ConnectionId, UserId};
@@ -349,6 +349,25 @@ impl ChatStore for SqliteChat {
                 )?;
                 tx.commit()?;
                 Ok(())
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    async fn usage_of(&self, user: &UserId) -> Result<UserUsage, ChatStoreError> {
+        let user = user.clone();
+        self.db
+            .run(move |c| {
+                let (rooms, pending): (i64, i64) = c.query_row(
+                    "SELECT (SELECT COUNT(*) FROM chat_rooms WHERE admin_user_id = ?1),
+                            (SELECT COUNT(*) FROM memberships WHERE user_id = ?1 AND state = 'pending')",
+                    [user.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                Ok(UserUsage {
+                    rooms_admin: usize::try_from(rooms).unwrap_or(usize::MAX),
+                    pending_requests: usize::try_from(pending).unwrap_or(usize::MAX),
+                })
             })
             .await
             .map_err(|f: Failed| f.0)

@@ -2,7 +2,7 @@
 //! to `i + 1`. Append only: never edit a migration that has shipped, add the next one.
 
 /// Every migration, oldest first. `MIGRATIONS.len()` is the schema version this build writes.
-pub const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_ENDED_AT];
+pub const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_ENDED_AT, V3_QUOTAS];
 
 /// Voice rooms (a JSON blob of `VoiceRoomParts` plus the columns the store queries by), the
 /// chat directory (users, chat rooms, memberships, recent messages).
@@ -87,4 +87,11 @@ UPDATE voice_rooms
    SET ended_at_ms = COALESCE(json_extract(parts, '$.status.at'), created_at_ms)
  WHERE status = 'ended';
 CREATE INDEX voice_rooms_ended_at ON voice_rooms (ended_at_ms) WHERE status = 'ended';
+"#;
+
+/// The room quota counts a user's rooms on every `createRoom` (`ChatStore::usage_of`): an index
+/// on the admin keeps that one lookup instead of a scan of every room. (Pending requests are
+/// counted through `memberships_by_user`.)
+const V3_QUOTAS: &str = r#"
+CREATE INDEX chat_rooms_by_admin ON chat_rooms (admin_user_id);
 "#;

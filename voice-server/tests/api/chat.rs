@@ -433,3 +433,75 @@ async fn members_hear_when_someone_comes_online_and_goes_offline() {
         .unwrap();
     assert_eq!(row["online"], false);
 }
+
+/// One user (or a script with many throw-away users) cannot make the server store rooms and
+/// join requests without end: each quota refuses with `QUOTA_EXCEEDED` in plain words, and
+/// what frees it (an answer from the admin) frees it.
+#[tokio::test]
+async fn quotas_bound_rooms_and_waiting_join_requests() {
+    let app = spawn_app_with(|c| {
+        c.chat_limits = chat_domain::ChatLimits {
+            rooms_per_user: 2,
+            pending_per_room: 2,
+            pending_per_user: 2,
+        };
+    })
+    .await;
+    let mut ada = app.user("Ada").await;
+    let mut rooms = Vec::new();
+    for name in ["One", "Two"] {
+        let r = ada.ok("createRoom", json!({ "name": name })).await;
+        rooms.push(r["roomId"].as_str().unwrap().to_owned());
+    }
+    let refused = ada.request("createRoom", json!({"name": "Three"})).await;
+    assert_eq!(refused["error"]["code"], "QUOTA_EXCEEDED", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("2 chat rooms")),
+        "{refused}"
+    );
+    assert_eq!(refused["error"]["retryable"], false);
+    let listed = ada.ok("listRooms", json!({})).await;
+    assert_eq!(
+        listed["rooms"].as_array().unwrap().len(),
+        2,
+        "nothing stored"
+    );
+
+    // Another user's rooms count for them, not for Ada.
+    let mut bo = app.user("Bo").await;
+    let third = bo.ok("createRoom", json!({"name": "Three"})).await;
+    let third = third["roomId"].as_str().unwrap().to_owned();
+
+    // Per room: two requests wait, the third requester is refused until the admin answers.
+    let mut cy = app.user("Cy").await;
+    let mut di = app.user("Di").await;
+    let mut ed = app.user("Ed").await;
+    assert_eq!(
+        cy.ok("requestJoin", json!({"roomId": rooms[0]})).await["state"],
+        "pending"
+    );
+    di.ok("requestJoin", json!({"roomId": rooms[0]})).await;
+    assert_eq!(
+        ed.err("requestJoin", json!({"roomId": rooms[0]})).await,
+        "QUOTA_EXCEEDED"
+    );
+    // Asking again while pending is not a new request: never refused.
+    cy.ok("requestJoin", json!({"roomId": rooms[0]})).await;
+    let cy_id = cy.user_id.clone();
+    ada.ok("denyJoin", json!({"roomId": rooms[0], "userId": cy_id}))
+        .await;
+    ed.ok("requestJoin", json!({"roomId": rooms[0]})).await;
+
+    // Per user: Ed has one waiting; a second is fine, a third is refused.
+    ed.ok("requestJoin", json!({"roomId": rooms[1]})).await;
+    let refused = ed.request("requestJoin", json!({"roomId": third})).await;
+    assert_eq!(refused["error"]["code"], "QUOTA_EXCEEDED", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("2 join requests waiting")),
+        "{refused}"
+    );
+}
