@@ -50,6 +50,77 @@ pub async fn run_all(store: &dyn ChatStore, ns: &str) {
     messages_keep_order_and_the_history(store, &format!("{ns}-msg")).await;
     racing_creators_of_one_name_get_one_room(store, &format!("{ns}-race")).await;
     usage_counts_admined_rooms_and_pending_requests(store, &format!("{ns}-usage")).await;
+    removal_and_bans(store, &format!("{ns}-ban")).await;
+}
+
+/// `remove_member` deletes a membership or a request (the user may ask again); with `ban` the
+/// user's next request is refused until `unban`.
+pub async fn removal_and_bans(store: &dyn ChatStore, ns: &str) {
+    let (admin, member, asker) = (user(ns, "admin"), user(ns, "member"), user(ns, "asker"));
+    let room = record(ns, "1", &admin);
+    store.create_room(&room).await.expect("room");
+    let r = &room.id;
+    store.request_join(r, &member).await.expect("request");
+    store.decide_join(r, &member, true).await.expect("approve");
+    store.request_join(r, &asker).await.expect("request");
+
+    assert_eq!(
+        store
+            .remove_member(r, &member, false)
+            .await
+            .expect("remove"),
+        MemberState::Approved
+    );
+    assert_eq!(
+        store
+            .membership(r, &member)
+            .await
+            .expect("read")
+            .map(|m| m.state),
+        Some(MemberState::None)
+    );
+    assert_eq!(
+        store.request_join(r, &member).await.expect("may ask again"),
+        (MemberState::None, MemberState::Pending)
+    );
+
+    assert_eq!(
+        store.remove_member(r, &asker, true).await.expect("ban"),
+        MemberState::Pending
+    );
+    assert!(!store
+        .members(r)
+        .await
+        .expect("members")
+        .iter()
+        .any(|(u, _)| u == &asker));
+    assert_eq!(
+        store.request_join(r, &asker).await,
+        Err(ChatStoreError::Banned)
+    );
+    assert_eq!(
+        store.remove_member(r, &asker, true).await.expect("again"),
+        MemberState::None,
+        "banning twice is harmless"
+    );
+    assert!(store.unban(r, &asker).await.expect("unban"));
+    assert!(!store.unban(r, &asker).await.expect("unban twice"));
+    assert_eq!(
+        store
+            .request_join(r, &asker)
+            .await
+            .expect("may ask after unban"),
+        (MemberState::None, MemberState::Pending)
+    );
+    let nowhere = room_id(ns, "missing");
+    assert_eq!(
+        store.remove_member(&nowhere, &asker, true).await,
+        Err(ChatStoreError::NoSuchRoom)
+    );
+    assert_eq!(
+        store.unban(&nowhere, &asker).await,
+        Err(ChatStoreError::NoSuchRoom)
+    );
 }
 
 /// `usage_of` counts the rooms a user admins and their pending (not approved, not denied)

@@ -33,4 +33,4 @@ pub use ports::{
     ActiveVoiceRooms, ChatAdapters, ChatEvents, ChatIds, ChatStore, ChatStoreError, SessionTokens,
     StoreDirectory, UserUsage,
 };
-pub use service::{ChatLimits, ChatService};
+pub use service::{ChatLimits, ChatService, Removal};

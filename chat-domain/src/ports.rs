@@ -23,6 +23,9 @@ pub enum ChatStoreError {
     /// The user has no pending request to approve or deny.
     #[error("no pending join request")]
     NoPendingRequest,
+    /// The user is banned from the room and may not ask to join.
+    #[error("banned from this chat room")]
+    Banned,
     /// The storage could not answer (or is full); the caller may retry later.
     #[error(transparent)]
     Unavailable(#[from] PortFailure),
@@ -121,10 +124,11 @@ pub trait ChatStore: ChatDirectory {
     ) -> Result<Vec<(UserId, MemberState)>, ChatStoreError>;
 
     /// Records a join request; returns the state before and after (approved stays approved,
-    /// pending stays pending).
+    /// pending stays pending). A banned user is refused, atomically with the ban.
     ///
     /// # Errors
-    /// [`ChatStoreError::NoSuchRoom`], [`ChatStoreError::Unavailable`].
+    /// [`ChatStoreError::NoSuchRoom`], [`ChatStoreError::Banned`],
+    /// [`ChatStoreError::Unavailable`].
     async fn request_join(
         &self,
         room: &ChatRoomId,
@@ -142,6 +146,24 @@ pub trait ChatStore: ChatDirectory {
         user: &UserId,
         approve: bool,
     ) -> Result<(), ChatStoreError>;
+
+    /// Removes `user`'s membership or request in `room` (a no-op if they have none) and, with
+    /// `ban`, records in the same step that they may not ask again. Returns the state before.
+    ///
+    /// # Errors
+    /// [`ChatStoreError::NoSuchRoom`], [`ChatStoreError::Unavailable`].
+    async fn remove_member(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+        ban: bool,
+    ) -> Result<MemberState, ChatStoreError>;
+
+    /// Lifts a ban; returns whether there was one.
+    ///
+    /// # Errors
+    /// [`ChatStoreError::NoSuchRoom`], [`ChatStoreError::Unavailable`].
+    async fn unban(&self, room: &ChatRoomId, user: &UserId) -> Result<bool, ChatStoreError>;
 
     /// Appends a message. The store keeps at least the last
     /// [`MESSAGE_HISTORY`](crate::MESSAGE_HISTORY) per room and may drop older ones.

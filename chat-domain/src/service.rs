@@ -2,7 +2,7 @@
 
 use tracing::{info, warn};
 use voice_domain::ports::{MemberState, Membership};
-use voice_domain::{ChatRoomId, ConnectionId, UserId};
+use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoomId};
 
 use crate::errors::ChatError;
 use crate::events::{ChatEvent, HelloData, MemberView, RoomView};
@@ -32,6 +32,18 @@ impl Default for ChatLimits {
             pending_per_user: 20,
         }
     }
+}
+
+/// What a removal changed, for the entrypoint to finish in voice: the removed user's
+/// connections must leave the room's active voice room at once (voice's own `leave` use case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The removed user's state in the room before (approved, pending, or none).
+    pub before: MemberState,
+    /// The removed user's open connections.
+    pub connections: Vec<ConnectionId>,
+    /// The chat room's active voice room, which those connections must leave.
+    pub voice_room: Option<VoiceRoomId>,
 }
 
 /// The chat rules over [`ChatAdapters`]. Cheap to clone (shared adapters): one per process,
@@ -356,6 +368,84 @@ impl ChatService {
                 .await?;
             Ok(MemberState::None)
         }
+    }
+
+    async fn require_admin(&self, admin: &UserId, room: &ChatRoomId) -> Result<(), ChatError> {
+        let record = self
+            .ports
+            .store
+            .room(room)
+            .await?
+            .ok_or(ChatError::ChatRoomNotFound)?;
+        if &record.admin != admin {
+            return Err(ChatError::NotAdmin);
+        }
+        Ok(())
+    }
+
+    /// `removeMember` / `banMember`: the admin removes a member or a pending requester; with
+    /// `ban` they may not ask again (until `unbanMember`). The user and the room's approved
+    /// members hear `memberRemoved`. Banning someone who holds no membership is allowed (a
+    /// pre-emptive ban); removing them is a no-op that still answers.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatRoomNotFound`], [`ChatError::NotAdmin`],
+    /// [`ChatError::CannotRemoveAdmin`], [`ChatError::Unavailable`].
+    pub async fn remove_member(
+        &self,
+        admin: &UserId,
+        room: &ChatRoomId,
+        user: &UserId,
+        ban: bool,
+    ) -> Result<Removal, ChatError> {
+        self.require_admin(admin, room).await?;
+        if user == admin {
+            return Err(ChatError::CannotRemoveAdmin);
+        }
+        let before = self.ports.store.remove_member(room, user, ban).await?;
+        info!(chat_room_id = %room, user_id = %user, ban, "member removed");
+        let event = ChatEvent::MemberRemoved {
+            room_id: room.to_string(),
+            user_id: user.to_string(),
+            banned: ban,
+        };
+        let connections = self.ports.store.connections_of_user(user).await?;
+        let mut to = self.ports.store.connections_of(room).await?;
+        to.extend(connections.iter().cloned());
+        to.sort();
+        to.dedup();
+        self.ports.events.push(&to, &event).await;
+        let voice_room = self
+            .ports
+            .voice
+            .active_voice_room(room)
+            .await
+            .map_err(|e| {
+                warn!(error = %e, "voice store failed");
+                ChatError::Unavailable
+            })?;
+        Ok(Removal {
+            before,
+            connections,
+            voice_room,
+        })
+    }
+
+    /// `unbanMember`: the admin lifts a ban (the user may ask to join again). Returns whether
+    /// there was one.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatRoomNotFound`], [`ChatError::NotAdmin`], [`ChatError::Unavailable`].
+    pub async fn unban_member(
+        &self,
+        admin: &UserId,
+        room: &ChatRoomId,
+        user: &UserId,
+    ) -> Result<bool, ChatError> {
+        self.require_admin(admin, room).await?;
+        let was = self.ports.store.unban(room, user).await?;
+        info!(chat_room_id = %room, user_id = %user, was, "ban lifted");
+        Ok(was)
     }
 
     /// `listMembers`: approved members only; the admin first, then by name.

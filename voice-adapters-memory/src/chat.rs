@@ -2,7 +2,7 @@
 //! library user's chat without a database, and the tests' store. It runs the chat contract
 //! suite like every other store.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -20,6 +20,7 @@ struct Extra {
     names: HashMap<UserId, String>,
     rooms: BTreeMap<ChatRoomId, RoomRecord>,
     messages: HashMap<ChatRoomId, VecDeque<ChatMessage>>,
+    bans: HashSet<(ChatRoomId, UserId)>,
 }
 
 /// [`ChatStore`] in memory: [`MemoryDirectory`] for users and memberships, plus names and
@@ -172,7 +173,13 @@ impl ChatStore for MemoryChat {
         room: &ChatRoomId,
         user: &UserId,
     ) -> Result<(MemberState, MemberState), ChatStoreError> {
-        let _extra = self.lock();
+        let extra = self.lock();
+        if !extra.rooms.contains_key(room) {
+            return Err(ChatStoreError::NoSuchRoom);
+        }
+        if extra.bans.contains(&(room.clone(), user.clone())) {
+            return Err(ChatStoreError::Banned);
+        }
         let before = self
             .directory
             .members(room)
@@ -198,6 +205,39 @@ impl ChatStore for MemoryChat {
             self.directory.deny(room, user)
         };
         r.map_err(change_err)
+    }
+
+    async fn remove_member(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+        ban: bool,
+    ) -> Result<MemberState, ChatStoreError> {
+        let mut extra = self.lock();
+        if !extra.rooms.contains_key(room) {
+            return Err(ChatStoreError::NoSuchRoom);
+        }
+        let before = self
+            .directory
+            .members(room)
+            .into_iter()
+            .find(|(u, _)| u == user)
+            .map_or(MemberState::None, |(_, s)| s);
+        self.directory
+            .set_state(room, user.clone(), MemberState::None)
+            .map_err(change_err)?;
+        if ban {
+            extra.bans.insert((room.clone(), user.clone()));
+        }
+        Ok(before)
+    }
+
+    async fn unban(&self, room: &ChatRoomId, user: &UserId) -> Result<bool, ChatStoreError> {
+        let mut extra = self.lock();
+        if !extra.rooms.contains_key(room) {
+            return Err(ChatStoreError::NoSuchRoom);
+        }
+        Ok(extra.bans.remove(&(room.clone(), user.clone())))
     }
 
     async fn append_message(

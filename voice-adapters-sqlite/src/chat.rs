@@ -443,6 +443,14 @@ impl ChatStore for SqliteChat {
                 if !room_exists(&tx, &room)? {
                     return Err(refused(ChatStoreError::NoSuchRoom));
                 }
+                let banned: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM bans WHERE chat_room_id = ?1 AND user_id = ?2)",
+                    [room.as_str(), user.as_str()],
+                    |r| r.get(0),
+                )?;
+                if banned {
+                    return Err(refused(ChatStoreError::Banned));
+                }
                 let before = state_of(&tx, &room, &user)?;
                 if before != MemberState::None {
                     return Ok((before, before));
@@ -489,6 +497,57 @@ impl ChatStore for SqliteChat {
                 }
                 tx.commit()?;
                 Ok(())
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    async fn remove_member(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+        ban: bool,
+    ) -> Result<MemberState, ChatStoreError> {
+        let (room, user) = (room.clone(), user.clone());
+        self.db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !room_exists(&tx, &room)? {
+                    return Err(refused(ChatStoreError::NoSuchRoom));
+                }
+                let before = state_of(&tx, &room, &user)?;
+                tx.execute(
+                    "DELETE FROM memberships WHERE chat_room_id = ?1 AND user_id = ?2",
+                    [room.as_str(), user.as_str()],
+                )?;
+                if ban {
+                    tx.execute(
+                        "INSERT INTO bans (chat_room_id, user_id, since_ms) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (chat_room_id, user_id) DO NOTHING",
+                        params![room.as_str(), user.as_str(), now_ms()],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(before)
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    async fn unban(&self, room: &ChatRoomId, user: &UserId) -> Result<bool, ChatStoreError> {
+        let (room, user) = (room.clone(), user.clone());
+        self.db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !room_exists(&tx, &room)? {
+                    return Err(refused(ChatStoreError::NoSuchRoom));
+                }
+                let n = tx.execute(
+                    "DELETE FROM bans WHERE chat_room_id = ?1 AND user_id = ?2",
+                    [room.as_str(), user.as_str()],
+                )?;
+                tx.commit()?;
+                Ok(n > 0)
             })
             .await
             .map_err(|f: Failed| f.0)

@@ -2,7 +2,7 @@
 //! to `i + 1`. Append only: never edit a migration that has shipped, add the next one.
 
 /// Every migration, oldest first. `MIGRATIONS.len()` is the schema version this build writes.
-pub const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_ENDED_AT, V3_QUOTAS];
+pub const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_ENDED_AT, V3_QUOTAS, V4_BANS];
 
 /// Voice rooms (a JSON blob of `VoiceRoomParts` plus the columns the store queries by), the
 /// chat directory (users, chat rooms, memberships, recent messages).
@@ -94,4 +94,15 @@ CREATE INDEX voice_rooms_ended_at ON voice_rooms (ended_at_ms) WHERE status = 'e
 /// counted through `memberships_by_user`.)
 const V3_QUOTAS: &str = r#"
 CREATE INDEX chat_rooms_by_admin ON chat_rooms (admin_user_id);
+"#;
+
+/// Bans: who a chat room's admin has banned (`banMember`), so they may not ask to join again
+/// (until `unbanMember`). Deleted with the room.
+const V4_BANS: &str = r#"
+CREATE TABLE bans (
+    chat_room_id TEXT NOT NULL REFERENCES chat_rooms (id) ON DELETE CASCADE,
+    user_id      TEXT NOT NULL,
+    since_ms     INTEGER NOT NULL,
+    PRIMARY KEY (chat_room_id, user_id)
+) STRICT, WITHOUT ROWID;
 "#;
