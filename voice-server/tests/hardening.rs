@@ -336,6 +336,8 @@ const CODES: &[&str] = &[
     "NOT_ADMIN",
     "ROOM_EXISTS",
     "NO_PENDING_REQUEST",
+    "QUOTA_EXCEEDED",
+    "BANNED",
     "RATE_LIMITED",
     "TOO_LARGE",
 ];
