@@ -51,6 +51,17 @@ pub async fn run_all(store: &dyn ChatStore, ns: &str) {
     racing_creators_of_one_name_get_one_room(store, &format!("{ns}-race")).await;
     usage_counts_admined_rooms_and_pending_requests(store, &format!("{ns}-usage")).await;
     removal_and_bans(store, &format!("{ns}-ban")).await;
+    token_generations_count_up_per_user(store, &format!("{ns}-gen")).await;
+}
+
+/// Token generations start at 0 and each bump raises one user's by one.
+pub async fn token_generations_count_up_per_user(store: &dyn ChatStore, ns: &str) {
+    let (a, b) = (user(ns, "a"), user(ns, "b"));
+    assert_eq!(store.token_generation(&a).await.expect("read"), 0);
+    assert_eq!(store.bump_token_generation(&a).await.expect("bump"), 1);
+    assert_eq!(store.bump_token_generation(&a).await.expect("bump"), 2);
+    assert_eq!(store.token_generation(&a).await.expect("read"), 2);
+    assert_eq!(store.token_generation(&b).await.expect("read"), 0);
 }
 
 /// `remove_member` deletes a membership or a request (the user may ask again); with `ban` the

@@ -102,6 +102,19 @@ pub trait ChatStore: ChatDirectory {
     /// [`ChatStoreError::Unavailable`].
     async fn usage_of(&self, user: &UserId) -> Result<UserUsage, ChatStoreError>;
 
+    /// The user's resume-token generation (0 for a user never signed out everywhere).
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn token_generation(&self, user: &UserId) -> Result<u64, ChatStoreError>;
+
+    /// Raises the user's resume-token generation by one (revoking every token issued before)
+    /// and returns the new one.
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn bump_token_generation(&self, user: &UserId) -> Result<u64, ChatStoreError>;
+
     /// Every room, in a stable order.
     ///
     /// # Errors
@@ -196,14 +209,26 @@ pub trait ChatEvents: Send + Sync + 'static {
     async fn push(&self, to: &[ConnectionId], event: &ChatEvent);
 }
 
+/// What a resume token says: whose it is, when it was issued (for the sliding expiry) and the
+/// user's token generation at the time (a `signOutEverywhere` raises it, revoking older ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeClaims {
+    /// The user the token resumes.
+    pub user: UserId,
+    /// When it was issued, in ms since the Unix epoch.
+    pub issued_at_ms: u64,
+    /// The user's token generation when it was issued.
+    pub generation: u64,
+}
+
 /// Resume tokens: what lets a reconnecting or reloaded client stay the same user without a
-/// password. Signing and checking are the adapter's (a keyed MAC), the rule only asks.
+/// password. Signing and checking are the adapter's (a keyed MAC); whether a genuine token is
+/// still good (expiry, revocation) is the rule's.
 pub trait SessionTokens: Send + Sync + 'static {
-    /// A token that [`SessionTokens::verify`] maps back to `user`.
-    fn issue(&self, user: &UserId) -> String;
-    /// The user a token was issued for, or `None` when it is malformed, forged or not valid
-    /// any more.
-    fn verify(&self, token: &str) -> Option<UserId>;
+    /// A token that [`SessionTokens::verify`] maps back to `claims`.
+    fn issue(&self, claims: &ResumeClaims) -> String;
+    /// The claims of a genuine token, or `None` when it is malformed or forged.
+    fn verify(&self, token: &str) -> Option<ResumeClaims>;
 }
 
 /// New ids for users and chat rooms (random in production, sequential in tests).

@@ -1,5 +1,7 @@
 //! The chat use cases: validation, the approved-member and admin gates, and who is told what.
 
+use std::time::Duration;
+
 use tracing::{info, warn};
 use voice_domain::ports::{MemberState, Membership};
 use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoomId};
@@ -7,7 +9,7 @@ use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoomId};
 use crate::errors::ChatError;
 use crate::events::{ChatEvent, HelloData, MemberView, RoomView};
 use crate::model::{clean_name, clean_text, ChatMessage, RoomRecord, MESSAGE_HISTORY};
-use crate::ports::ChatAdapters;
+use crate::ports::{ChatAdapters, ResumeClaims};
 
 /// The quotas: how much one user may make others store and read. Without them one user (or
 /// a script opening many anonymous connections) can create rooms without end, bloating
@@ -20,16 +22,20 @@ pub struct ChatLimits {
     pub pending_per_room: usize,
     /// Join requests one user may have waiting, across all rooms.
     pub pending_per_user: usize,
+    /// How long a resume token stays good after it was issued. Sliding: every `hello` issues a
+    /// fresh one, so only a user away longer than this comes back as a new user.
+    pub resume_ttl: Duration,
 }
 
 impl Default for ChatLimits {
     /// Generous for people, small for scripts: 10 rooms, 50 waiting requests per room, 20
-    /// waiting requests per user.
+    /// waiting requests per user; resume tokens good for 30 days.
     fn default() -> Self {
         Self {
             rooms_per_user: 10,
             pending_per_room: 50,
             pending_per_user: 20,
+            resume_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -148,8 +154,37 @@ impl ChatService {
         }
     }
 
-    /// `hello`: identifies the connection. A valid `resume_token` keeps the user id of an
-    /// earlier connection; otherwise a new user is created. Saying hello again renames.
+    /// A genuine resume token's user, unless it expired (issued longer than
+    /// [`ChatLimits::resume_ttl`] ago) or was revoked (issued before the user's last
+    /// `signOutEverywhere`).
+    async fn still_good(&self, c: ResumeClaims, now: u64) -> Result<Option<UserId>, ChatError> {
+        let ttl = u64::try_from(self.limits.resume_ttl.as_millis()).unwrap_or(u64::MAX);
+        if now.saturating_sub(c.issued_at_ms) > ttl {
+            info!(user_id = %c.user, "expired resume token: a new user");
+            return Ok(None);
+        }
+        if c.generation < self.ports.store.token_generation(&c.user).await? {
+            info!(user_id = %c.user, "revoked resume token: a new user");
+            return Ok(None);
+        }
+        Ok(Some(c.user))
+    }
+
+    /// `signOutEverywhere`: every resume token the user holds stops working (a leaked one
+    /// included); the next `hello` with one of them is a new user. Connections already open
+    /// stay identified until they close.
+    ///
+    /// # Errors
+    /// [`ChatError::Unavailable`].
+    pub async fn sign_out_everywhere(&self, user: &UserId) -> Result<(), ChatError> {
+        let generation = self.ports.store.bump_token_generation(user).await?;
+        info!(user_id = %user, generation, "signed out everywhere");
+        Ok(())
+    }
+
+    /// `hello`: identifies the connection. A valid `resume_token` (genuine, not expired, not
+    /// revoked) keeps the user id of an earlier connection; otherwise a new user is created.
+    /// Saying hello again renames. Every hello issues a fresh token (the expiry slides).
     ///
     /// # Errors
     /// [`ChatError::BadRequest`]/[`ChatError::TooLarge`] for a bad name,
@@ -162,7 +197,11 @@ impl ChatService {
     ) -> Result<HelloData, ChatError> {
         let name = clean_name("name", name)?;
         let existing = self.ports.store.user_of(connection).await?;
-        let resumed_user = resume_token.and_then(|t| self.ports.tokens.verify(t));
+        let now = self.ports.clock.now().as_millis();
+        let resumed_user = match resume_token.and_then(|t| self.ports.tokens.verify(t)) {
+            Some(c) => self.still_good(c, now).await?,
+            None => None,
+        };
         let resumed = existing.is_none() && resumed_user.is_some();
         let user = match (existing, resumed_user) {
             (Some(u), _) | (None, Some(u)) => u,
@@ -186,7 +225,11 @@ impl ChatService {
             user_id: user.to_string(),
             name,
             connection_id: connection.to_string(),
-            resume_token: self.ports.tokens.issue(&user),
+            resume_token: self.ports.tokens.issue(&ResumeClaims {
+                generation: self.ports.store.token_generation(&user).await?,
+                user: user.clone(),
+                issued_at_ms: now,
+            }),
             resumed,
         })
     }

@@ -21,6 +21,7 @@ struct Extra {
     rooms: BTreeMap<ChatRoomId, RoomRecord>,
     messages: HashMap<ChatRoomId, VecDeque<ChatMessage>>,
     bans: HashSet<(ChatRoomId, UserId)>,
+    generations: HashMap<UserId, u64>,
 }
 
 /// [`ChatStore`] in memory: [`MemoryDirectory`] for users and memberships, plus names and
@@ -151,6 +152,17 @@ impl ChatStore for MemoryChat {
             rooms_admin,
             pending_requests,
         })
+    }
+
+    async fn token_generation(&self, user: &UserId) -> Result<u64, ChatStoreError> {
+        Ok(self.lock().generations.get(user).copied().unwrap_or(0))
+    }
+
+    async fn bump_token_generation(&self, user: &UserId) -> Result<u64, ChatStoreError> {
+        let mut extra = self.lock();
+        let g = extra.generations.entry(user.clone()).or_insert(0);
+        *g += 1;
+        Ok(*g)
     }
 
     async fn rooms(&self) -> Result<Vec<RoomRecord>, ChatStoreError> {

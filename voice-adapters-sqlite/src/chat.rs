@@ -373,6 +373,40 @@ impl ChatStore for SqliteChat {
             .map_err(|f: Failed| f.0)
     }
 
+    async fn token_generation(&self, user: &UserId) -> Result<u64, ChatStoreError> {
+        let user = user.clone();
+        self.db
+            .run(move |c| {
+                let g: Option<i64> = c
+                    .query_row(
+                        "SELECT generation FROM token_generations WHERE user_id = ?1",
+                        [user.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                Ok(u64::try_from(g.unwrap_or(0)).unwrap_or(0))
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    async fn bump_token_generation(&self, user: &UserId) -> Result<u64, ChatStoreError> {
+        let user = user.clone();
+        self.db
+            .run(move |c| {
+                let g: i64 = c.query_row(
+                    "INSERT INTO token_generations (user_id, generation) VALUES (?1, 1)
+                     ON CONFLICT (user_id) DO UPDATE SET generation = generation + 1
+                     RETURNING generation",
+                    [user.as_str()],
+                    |r| r.get(0),
+                )?;
+                Ok(u64::try_from(g).unwrap_or(0))
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
     async fn rooms(&self) -> Result<Vec<RoomRecord>, ChatStoreError> {
         self.db
             .run(|c| {

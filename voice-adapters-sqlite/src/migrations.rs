@@ -2,7 +2,13 @@
 //! to `i + 1`. Append only: never edit a migration that has shipped, add the next one.
 
 /// Every migration, oldest first. `MIGRATIONS.len()` is the schema version this build writes.
-pub const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_ENDED_AT, V3_QUOTAS, V4_BANS];
+pub const MIGRATIONS: &[&str] = &[
+    V1_INITIAL,
+    V2_ENDED_AT,
+    V3_QUOTAS,
+    V4_BANS,
+    V5_TOKEN_GENERATIONS,
+];
 
 /// Voice rooms (a JSON blob of `VoiceRoomParts` plus the columns the store queries by), the
 /// chat directory (users, chat rooms, memberships, recent messages).
@@ -104,5 +110,14 @@ CREATE TABLE bans (
     user_id      TEXT NOT NULL,
     since_ms     INTEGER NOT NULL,
     PRIMARY KEY (chat_room_id, user_id)
+) STRICT, WITHOUT ROWID;
+"#;
+
+/// Each user's resume-token generation: `signOutEverywhere` raises it, and tokens issued under
+/// an older one are refused. No row means generation 0.
+const V5_TOKEN_GENERATIONS: &str = r#"
+CREATE TABLE token_generations (
+    user_id    TEXT PRIMARY KEY NOT NULL,
+    generation INTEGER NOT NULL CHECK (generation >= 0)
 ) STRICT, WITHOUT ROWID;
 "#;

@@ -484,6 +484,12 @@ pub struct Cli {
     #[arg(long, env = "VOICE_MAX_PENDING_PER_USER", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pending_per_user: u64,
+
+    /// Days a resume token stays good after it was issued (sliding: each visit issues a fresh
+    /// one); a user away longer comes back as a new user.
+    #[arg(long, env = "VOICE_RESUME_TOKEN_TTL_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub resume_token_ttl_days: u64,
 }
 
 /// Reads a secret from `path` (one line; a trailing newline is dropped).
@@ -561,6 +567,7 @@ impl Cli {
                 rooms_per_user: usize::try_from(self.max_rooms_per_user).unwrap_or(usize::MAX),
                 pending_per_room: usize::try_from(self.max_pending_per_room).unwrap_or(usize::MAX),
                 pending_per_user: usize::try_from(self.max_pending_per_user).unwrap_or(usize::MAX),
+                resume_ttl: Duration::from_secs(self.resume_token_ttl_days * 24 * 3600),
             },
             storage: if self.in_memory {
                 Storage::InMemory

@@ -29,6 +29,7 @@ pub const CHAT_ACTIONS: &[&str] = &[
     "removeMember",
     "banMember",
     "unbanMember",
+    "signOutEverywhere",
 ];
 
 /// Longest accepted `requestId`, in characters.
@@ -325,6 +326,10 @@ impl Dispatcher {
                     .map_err(|e| WireError::bad_request(format!("userId: {e}")))?;
                 let was = chat.unban_member(user, &room, &who).await?;
                 json!({"roomId": room.to_string(), "userId": who.to_string(), "wasBanned": was})
+            }
+            "signOutEverywhere" => {
+                chat.sign_out_everywhere(user).await?;
+                json!({})
             }
             "listMembers" => {
                 let f: InRoom = fields(value)?;

@@ -444,6 +444,7 @@ async fn quotas_bound_rooms_and_waiting_join_requests() {
             rooms_per_user: 2,
             pending_per_room: 2,
             pending_per_user: 2,
+            ..chat_domain::ChatLimits::default()
         };
     })
     .await;
@@ -504,4 +505,60 @@ async fn quotas_bound_rooms_and_waiting_join_requests() {
             .is_some_and(|m| m.contains("2 join requests waiting")),
         "{refused}"
     );
+}
+
+/// Resume tokens expire (sliding: each hello issues a fresh one) and `signOutEverywhere`
+/// revokes every token the user holds: a leaked token is not a permanent takeover.
+#[tokio::test]
+async fn resume_tokens_expire_and_sign_out_everywhere_revokes_them() {
+    let app = spawn_app().await;
+    let mut ada = app.connect().await;
+    let d = ada.ok("hello", json!({"name": "Ada"})).await;
+    let first = d["resumeToken"].as_str().unwrap().to_owned();
+    let mut tab = app.connect().await;
+    let d2 = tab
+        .ok("hello", json!({"name": "Ada", "resumeToken": first}))
+        .await;
+    assert_eq!(
+        (d2["resumed"].clone(), d2["userId"].clone()),
+        (json!(true), d["userId"].clone())
+    );
+    let second = d2["resumeToken"].as_str().unwrap().to_owned();
+
+    ada.ok("signOutEverywhere", json!({})).await;
+    for token in [first, second] {
+        let mut thief = app.connect().await;
+        let d3 = thief
+            .ok("hello", json!({"name": "Eve", "resumeToken": token}))
+            .await;
+        assert_eq!(d3["resumed"], false, "a revoked token resumes nobody");
+        assert_ne!(d3["userId"], d["userId"]);
+    }
+    // A token issued after the sign-out works.
+    let fresh = ada.ok("hello", json!({"name": "Ada"})).await["resumeToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut back = app.connect().await;
+    let d4 = back
+        .ok("hello", json!({"name": "Ada", "resumeToken": fresh}))
+        .await;
+    assert_eq!(d4["userId"], d["userId"]);
+    assert_eq!(d4["resumed"], true);
+}
+
+#[tokio::test]
+async fn an_expired_resume_token_gets_a_new_user() {
+    let app = spawn_app_with(|c| c.chat_limits.resume_ttl = Duration::from_secs(1)).await;
+    let mut ada = app.connect().await;
+    let d = ada.ok("hello", json!({"name": "Ada"})).await;
+    let token = d["resumeToken"].as_str().unwrap().to_owned();
+    // Not a timed assertion: the wait only makes sure the token is older than its 1 s life.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let mut later = app.connect().await;
+    let d2 = later
+        .ok("hello", json!({"name": "Ada", "resumeToken": token}))
+        .await;
+    assert_eq!(d2["resumed"], false);
+    assert_ne!(d2["userId"], d["userId"]);
 }
