@@ -897,6 +897,19 @@ function showApp() {
   scheduleRender();
 }
 
+/** Revokes every resume token of this user (a lost laptop, a shared computer), then signs out here. */
+async function signOutEverywhere() {
+  if (!window.confirm('Sign out on every browser and device? Anywhere you are still signed in will start over with a new name next time. You will be signed out here too.')) return;
+  try {
+    await app.request('signOutEverywhere');
+  } catch (e) {
+    toast(`Could not sign out everywhere. ${describeError(e)}`, 'error');
+    return;
+  }
+  await signOut();
+  toast('Signed out everywhere');
+}
+
 async function signOut() {
   const s = session;
   signedIn = false;
@@ -1035,6 +1048,7 @@ function wireUi() {
   $('#leave-voice').addEventListener('click', () => leaveVoice());
   $('#end-voice').addEventListener('click', () => endVoice(state.currentRoomId));
   $('#sign-out').addEventListener('click', () => signOut());
+  $('#sign-out').after(h('button', { type: 'button', id: 'sign-out-everywhere', className: 'small', hidden: true, textContent: 'Sign out everywhere', title: 'Forget you on every browser and device, e.g. after losing a laptop', onclick: () => signOutEverywhere() }));
   $('#enable-audio').addEventListener('click', () => {
     const s = session;
     if (s) {

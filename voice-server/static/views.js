@@ -74,6 +74,8 @@ function renderTop(state, ctx) {
   }
   const signOut = $('#sign-out');
   if (signOut) signOut.hidden = !ctx.signedIn || !ctx.features.hello;
+  const everywhere = $('#sign-out-everywhere');
+  if (everywhere) everywhere.hidden = !ctx.signedIn || !ctx.features.hello || !ctx.features.chat;
 }
 
 function renderRooms(state, ctx) {
