@@ -429,7 +429,7 @@ impl ChatService {
     /// `removeMember` / `banMember`: the admin removes a member or a pending requester; with
     /// `ban` they may not ask again (until `unbanMember`). The user and the room's approved
     /// members hear `memberRemoved`. Banning someone who holds no membership is allowed (a
-    /// pre-emptive ban); removing them is a no-op that still answers.
+    /// pre-emptive ban); removing them is a silent no-op that still answers.
     ///
     /// # Errors
     /// [`ChatError::ChatRoomNotFound`], [`ChatError::NotAdmin`],
@@ -453,11 +453,14 @@ impl ChatService {
             banned: ban,
         };
         let connections = self.ports.store.connections_of_user(user).await?;
-        let mut to = self.ports.store.connections_of(room).await?;
-        to.extend(connections.iter().cloned());
-        to.sort();
-        to.dedup();
-        self.ports.events.push(&to, &event).await;
+        // Nothing to tell when a stranger was "removed" (no membership, no ban).
+        if before != MemberState::None || ban {
+            let mut to = self.ports.store.connections_of(room).await?;
+            to.extend(connections.iter().cloned());
+            to.sort();
+            to.dedup();
+            self.ports.events.push(&to, &event).await;
+        }
         let voice_room = self
             .ports
             .voice
