@@ -9,7 +9,7 @@ use voice_domain::ports::{MemberState, Membership};
 use voice_domain::{ChatRoomId, ConnectionId, UserId};
 
 use crate::model::{ChatMessage, RoomRecord, MESSAGE_HISTORY};
-use crate::ports::{ChatStore, ChatStoreError};
+use crate::ports::{ChatStore, ChatStoreError, UserUsage};
 
 fn user(ns: &str, n: &str) -> UserId {
     UserId::parse(format!("{ns}-u-{n}")).expect("contract ids are valid")
@@ -49,6 +49,135 @@ pub async fn run_all(store: &dyn ChatStore, ns: &str) {
     connections_bind_and_unbind(store, &format!("{ns}-conn")).await;
     messages_keep_order_and_the_history(store, &format!("{ns}-msg")).await;
     racing_creators_of_one_name_get_one_room(store, &format!("{ns}-race")).await;
+    usage_counts_admined_rooms_and_pending_requests(store, &format!("{ns}-usage")).await;
+    removal_and_bans(store, &format!("{ns}-ban")).await;
+    token_generations_count_up_per_user(store, &format!("{ns}-gen")).await;
+}
+
+/// Token generations start at 0 and each bump raises one user's by one.
+pub async fn token_generations_count_up_per_user(store: &dyn ChatStore, ns: &str) {
+    let (a, b) = (user(ns, "a"), user(ns, "b"));
+    assert_eq!(store.token_generation(&a).await.expect("read"), 0);
+    assert_eq!(store.bump_token_generation(&a).await.expect("bump"), 1);
+    assert_eq!(store.bump_token_generation(&a).await.expect("bump"), 2);
+    assert_eq!(store.token_generation(&a).await.expect("read"), 2);
+    assert_eq!(store.token_generation(&b).await.expect("read"), 0);
+}
+
+/// `remove_member` deletes a membership or a request (the user may ask again); with `ban` the
+/// user's next request is refused until `unban`.
+pub async fn removal_and_bans(store: &dyn ChatStore, ns: &str) {
+    let (admin, member, asker) = (user(ns, "admin"), user(ns, "member"), user(ns, "asker"));
+    let room = record(ns, "1", &admin);
+    store.create_room(&room).await.expect("room");
+    let r = &room.id;
+    store.request_join(r, &member).await.expect("request");
+    store.decide_join(r, &member, true).await.expect("approve");
+    store.request_join(r, &asker).await.expect("request");
+
+    assert_eq!(
+        store
+            .remove_member(r, &member, false)
+            .await
+            .expect("remove"),
+        MemberState::Approved
+    );
+    assert_eq!(
+        store
+            .membership(r, &member)
+            .await
+            .expect("read")
+            .map(|m| m.state),
+        Some(MemberState::None)
+    );
+    assert_eq!(
+        store.request_join(r, &member).await.expect("may ask again"),
+        (MemberState::None, MemberState::Pending)
+    );
+
+    assert_eq!(
+        store.remove_member(r, &asker, true).await.expect("ban"),
+        MemberState::Pending
+    );
+    assert!(!store
+        .members(r)
+        .await
+        .expect("members")
+        .iter()
+        .any(|(u, _)| u == &asker));
+    assert_eq!(
+        store.request_join(r, &asker).await,
+        Err(ChatStoreError::Banned)
+    );
+    assert_eq!(
+        store.remove_member(r, &asker, true).await.expect("again"),
+        MemberState::None,
+        "banning twice is harmless"
+    );
+    assert!(store.unban(r, &asker).await.expect("unban"));
+    assert!(!store.unban(r, &asker).await.expect("unban twice"));
+    assert_eq!(
+        store
+            .request_join(r, &asker)
+            .await
+            .expect("may ask after unban"),
+        (MemberState::None, MemberState::Pending)
+    );
+    let nowhere = room_id(ns, "missing");
+    assert_eq!(
+        store.remove_member(&nowhere, &asker, true).await,
+        Err(ChatStoreError::NoSuchRoom)
+    );
+    assert_eq!(
+        store.unban(&nowhere, &asker).await,
+        Err(ChatStoreError::NoSuchRoom)
+    );
+}
+
+/// `usage_of` counts the rooms a user admins and their pending (not approved, not denied)
+/// requests, which is what the quotas are checked against.
+pub async fn usage_counts_admined_rooms_and_pending_requests(store: &dyn ChatStore, ns: &str) {
+    let (admin, asker) = (user(ns, "admin"), user(ns, "asker"));
+    assert_eq!(
+        store.usage_of(&admin).await.expect("usage"),
+        UserUsage::default(),
+        "a user never seen holds nothing"
+    );
+    for n in ["1", "2", "3"] {
+        store
+            .create_room(&record(ns, n, &admin))
+            .await
+            .expect("room");
+    }
+    for n in ["1", "2", "3"] {
+        store
+            .request_join(&room_id(ns, n), &asker)
+            .await
+            .expect("request");
+    }
+    store
+        .decide_join(&room_id(ns, "1"), &asker, true)
+        .await
+        .expect("approve");
+    store
+        .decide_join(&room_id(ns, "2"), &asker, false)
+        .await
+        .expect("deny");
+    assert_eq!(
+        store.usage_of(&admin).await.expect("usage"),
+        UserUsage {
+            rooms_admin: 3,
+            pending_requests: 0
+        }
+    );
+    assert_eq!(
+        store.usage_of(&asker).await.expect("usage"),
+        UserUsage {
+            rooms_admin: 0,
+            pending_requests: 1
+        },
+        "approved and denied requests are not pending"
+    );
 }
 
 /// A second room with the same id or a name differing only in case is refused, and nothing of

@@ -29,14 +29,24 @@ pub enum ChatError {
     )]
     NotApproved,
     /// Only the admin may do this.
-    #[error("only the chat room's admin can approve or deny join requests")]
+    #[error("only the chat room's admin can approve, deny, remove or ban members")]
     NotAdmin,
+    /// Banned from the room by its admin.
+    #[error("the admin of this chat room has banned you; you cannot ask to join it")]
+    Banned,
+    /// The admin tried to remove or ban themselves.
+    #[error("the admin cannot remove or ban themselves")]
+    CannotRemoveAdmin,
     /// Name taken.
     #[error("a chat room with this name exists; pick another name or join that one")]
     RoomExists,
     /// Nothing to approve or deny.
     #[error("this user has no pending join request in this chat room")]
     NoPendingRequest,
+    /// A quota ([`ChatLimits`](crate::ChatLimits)) is used up; the message says which and what
+    /// frees it.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A field is missing or invalid.
     #[error("{0}")]
     BadRequest(String),
@@ -62,7 +72,10 @@ impl ChatError {
             Self::NotApproved => "NOT_APPROVED",
             Self::NotAdmin => "NOT_ADMIN",
             Self::RoomExists => "ROOM_EXISTS",
+            Self::Banned => "BANNED",
+            Self::CannotRemoveAdmin => "BAD_REQUEST",
             Self::NoPendingRequest => "NO_PENDING_REQUEST",
+            Self::QuotaExceeded(_) => "QUOTA_EXCEEDED",
             Self::BadRequest(_) => "BAD_REQUEST",
             Self::TooLarge(_) => "TOO_LARGE",
             Self::Unavailable => "UNAVAILABLE",
@@ -82,6 +95,7 @@ impl From<ChatStoreError> for ChatError {
             ChatStoreError::RoomExists => Self::RoomExists,
             ChatStoreError::NoSuchRoom => Self::ChatRoomNotFound,
             ChatStoreError::NoPendingRequest => Self::NoPendingRequest,
+            ChatStoreError::Banned => Self::Banned,
             ChatStoreError::Unavailable(f) if !f.retryable => {
                 tracing::error!(error = %f, "chat storage failed and will not recover by itself (disk full? read-only?): operator action needed");
                 Self::StorageBroken

@@ -46,6 +46,16 @@ pub enum ChatEvent {
         /// Their name.
         name: String,
     },
+    /// To the removed user and the room's approved members: the admin removed (or banned)
+    /// a member or a pending requester. The removed user's page drops the room.
+    MemberRemoved {
+        /// The room.
+        room_id: String,
+        /// Who.
+        user_id: String,
+        /// Whether they are also banned (may not ask to join again).
+        banned: bool,
+    },
     /// To the approved members: a message.
     Message(ChatMessage),
     /// To every identified connection: a new room exists (the room list is live).

@@ -23,9 +23,21 @@ pub enum ChatStoreError {
     /// The user has no pending request to approve or deny.
     #[error("no pending join request")]
     NoPendingRequest,
+    /// The user is banned from the room and may not ask to join.
+    #[error("banned from this chat room")]
+    Banned,
     /// The storage could not answer (or is full); the caller may retry later.
     #[error(transparent)]
     Unavailable(#[from] PortFailure),
+}
+
+/// What one user holds in the store, counted for the quotas (`ChatLimits`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserUsage {
+    /// Rooms whose admin the user is.
+    pub rooms_admin: usize,
+    /// The user's join requests still pending, across all rooms.
+    pub pending_requests: usize,
 }
 
 /// Chat storage: users on connections, chat rooms, memberships, messages. It is also the voice
@@ -83,6 +95,26 @@ pub trait ChatStore: ChatDirectory {
     /// [`ChatStoreError::RoomExists`], [`ChatStoreError::Unavailable`].
     async fn create_room(&self, room: &RoomRecord) -> Result<(), ChatStoreError>;
 
+    /// How much `user` holds now, for the quotas: rooms whose admin they are, and join
+    /// requests of theirs still pending across all rooms.
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn usage_of(&self, user: &UserId) -> Result<UserUsage, ChatStoreError>;
+
+    /// The user's resume-token generation (0 for a user never signed out everywhere).
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn token_generation(&self, user: &UserId) -> Result<u64, ChatStoreError>;
+
+    /// Raises the user's resume-token generation by one (revoking every token issued before)
+    /// and returns the new one.
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn bump_token_generation(&self, user: &UserId) -> Result<u64, ChatStoreError>;
+
     /// Every room, in a stable order.
     ///
     /// # Errors
@@ -105,10 +137,11 @@ pub trait ChatStore: ChatDirectory {
     ) -> Result<Vec<(UserId, MemberState)>, ChatStoreError>;
 
     /// Records a join request; returns the state before and after (approved stays approved,
-    /// pending stays pending).
+    /// pending stays pending). A banned user is refused, atomically with the ban.
     ///
     /// # Errors
-    /// [`ChatStoreError::NoSuchRoom`], [`ChatStoreError::Unavailable`].
+    /// [`ChatStoreError::NoSuchRoom`], [`ChatStoreError::Banned`],
+    /// [`ChatStoreError::Unavailable`].
     async fn request_join(
         &self,
         room: &ChatRoomId,
@@ -126,6 +159,24 @@ pub trait ChatStore: ChatDirectory {
         user: &UserId,
         approve: bool,
     ) -> Result<(), ChatStoreError>;
+
+    /// Removes `user`'s membership or request in `room` (a no-op if they have none) and, with
+    /// `ban`, records in the same step that they may not ask again. Returns the state before.
+    ///
+    /// # Errors
+    /// [`ChatStoreError::NoSuchRoom`], [`ChatStoreError::Unavailable`].
+    async fn remove_member(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+        ban: bool,
+    ) -> Result<MemberState, ChatStoreError>;
+
+    /// Lifts a ban; returns whether there was one.
+    ///
+    /// # Errors
+    /// [`ChatStoreError::NoSuchRoom`], [`ChatStoreError::Unavailable`].
+    async fn unban(&self, room: &ChatRoomId, user: &UserId) -> Result<bool, ChatStoreError>;
 
     /// Appends a message. The store keeps at least the last
     /// [`MESSAGE_HISTORY`](crate::MESSAGE_HISTORY) per room and may drop older ones.
@@ -158,14 +209,26 @@ pub trait ChatEvents: Send + Sync + 'static {
     async fn push(&self, to: &[ConnectionId], event: &ChatEvent);
 }
 
+/// What a resume token says: whose it is, when it was issued (for the sliding expiry) and the
+/// user's token generation at the time (a `signOutEverywhere` raises it, revoking older ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeClaims {
+    /// The user the token resumes.
+    pub user: UserId,
+    /// When it was issued, in ms since the Unix epoch.
+    pub issued_at_ms: u64,
+    /// The user's token generation when it was issued.
+    pub generation: u64,
+}
+
 /// Resume tokens: what lets a reconnecting or reloaded client stay the same user without a
-/// password. Signing and checking are the adapter's (a keyed MAC), the rule only asks.
+/// password. Signing and checking are the adapter's (a keyed MAC); whether a genuine token is
+/// still good (expiry, revocation) is the rule's.
 pub trait SessionTokens: Send + Sync + 'static {
-    /// A token that [`SessionTokens::verify`] maps back to `user`.
-    fn issue(&self, user: &UserId) -> String;
-    /// The user a token was issued for, or `None` when it is malformed, forged or not valid
-    /// any more.
-    fn verify(&self, token: &str) -> Option<UserId>;
+    /// A token that [`SessionTokens::verify`] maps back to `claims`.
+    fn issue(&self, claims: &ResumeClaims) -> String;
+    /// The claims of a genuine token, or `None` when it is malformed or forged.
+    fn verify(&self, token: &str) -> Option<ResumeClaims>;
 }
 
 /// New ids for users and chat rooms (random in production, sequential in tests).

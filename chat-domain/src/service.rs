@@ -1,25 +1,79 @@
 //! The chat use cases: validation, the approved-member and admin gates, and who is told what.
 
+use std::time::Duration;
+
 use tracing::{info, warn};
 use voice_domain::ports::{MemberState, Membership};
-use voice_domain::{ChatRoomId, ConnectionId, UserId};
+use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoomId};
 
 use crate::errors::ChatError;
 use crate::events::{ChatEvent, HelloData, MemberView, RoomView};
 use crate::model::{clean_name, clean_text, ChatMessage, RoomRecord, MESSAGE_HISTORY};
-use crate::ports::ChatAdapters;
+use crate::ports::{ChatAdapters, ResumeClaims};
+
+/// The quotas: how much one user may make others store and read. Without them one user (or
+/// a script opening many anonymous connections) can create rooms without end, bloating
+/// `listRooms` for everyone, or flood a room's admin with join requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatLimits {
+    /// Rooms one user may be the admin of.
+    pub rooms_per_user: usize,
+    /// Join requests that may wait in one room for its admin's decision.
+    pub pending_per_room: usize,
+    /// Join requests one user may have waiting, across all rooms.
+    pub pending_per_user: usize,
+    /// How long a resume token stays good after it was issued. Sliding: every `hello` issues a
+    /// fresh one, so only a user away longer than this comes back as a new user.
+    pub resume_ttl: Duration,
+}
+
+impl Default for ChatLimits {
+    /// Generous for people, small for scripts: 10 rooms, 50 waiting requests per room, 20
+    /// waiting requests per user; resume tokens good for 30 days.
+    fn default() -> Self {
+        Self {
+            rooms_per_user: 10,
+            pending_per_room: 50,
+            pending_per_user: 20,
+            resume_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// What a removal changed, for the entrypoint to finish in voice: the removed user's
+/// connections must leave the room's active voice room at once (voice's own `leave` use case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The removed user's state in the room before (approved, pending, or none).
+    pub before: MemberState,
+    /// The removed user's open connections.
+    pub connections: Vec<ConnectionId>,
+    /// The chat room's active voice room, which those connections must leave.
+    pub voice_room: Option<VoiceRoomId>,
+}
 
 /// The chat rules over [`ChatAdapters`]. Cheap to clone (shared adapters): one per process,
 /// cloned into every connection's task.
 #[derive(Clone)]
 pub struct ChatService {
     ports: ChatAdapters,
+    limits: ChatLimits,
 }
 
 impl ChatService {
-    /// The rules over `ports`.
+    /// The rules over `ports`, with the default [`ChatLimits`].
     pub fn new(ports: ChatAdapters) -> Self {
-        Self { ports }
+        Self {
+            ports,
+            limits: ChatLimits::default(),
+        }
+    }
+
+    /// The same rules with other quotas (the operator's flags).
+    #[must_use]
+    pub fn with_limits(mut self, limits: ChatLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The adapters, for an entrypoint that also hands the store to voice as its directory.
@@ -100,8 +154,37 @@ impl ChatService {
         }
     }
 
-    /// `hello`: identifies the connection. A valid `resume_token` keeps the user id of an
-    /// earlier connection; otherwise a new user is created. Saying hello again renames.
+    /// A genuine resume token's user, unless it expired (issued longer than
+    /// [`ChatLimits::resume_ttl`] ago) or was revoked (issued before the user's last
+    /// `signOutEverywhere`).
+    async fn still_good(&self, c: ResumeClaims, now: u64) -> Result<Option<UserId>, ChatError> {
+        let ttl = u64::try_from(self.limits.resume_ttl.as_millis()).unwrap_or(u64::MAX);
+        if now.saturating_sub(c.issued_at_ms) > ttl {
+            info!(user_id = %c.user, "expired resume token: a new user");
+            return Ok(None);
+        }
+        if c.generation < self.ports.store.token_generation(&c.user).await? {
+            info!(user_id = %c.user, "revoked resume token: a new user");
+            return Ok(None);
+        }
+        Ok(Some(c.user))
+    }
+
+    /// `signOutEverywhere`: every resume token the user holds stops working (a leaked one
+    /// included); the next `hello` with one of them is a new user. Connections already open
+    /// stay identified until they close.
+    ///
+    /// # Errors
+    /// [`ChatError::Unavailable`].
+    pub async fn sign_out_everywhere(&self, user: &UserId) -> Result<(), ChatError> {
+        let generation = self.ports.store.bump_token_generation(user).await?;
+        info!(user_id = %user, generation, "signed out everywhere");
+        Ok(())
+    }
+
+    /// `hello`: identifies the connection. A valid `resume_token` (genuine, not expired, not
+    /// revoked) keeps the user id of an earlier connection; otherwise a new user is created.
+    /// Saying hello again renames. Every hello issues a fresh token (the expiry slides).
     ///
     /// # Errors
     /// [`ChatError::BadRequest`]/[`ChatError::TooLarge`] for a bad name,
@@ -114,7 +197,11 @@ impl ChatService {
     ) -> Result<HelloData, ChatError> {
         let name = clean_name("name", name)?;
         let existing = self.ports.store.user_of(connection).await?;
-        let resumed_user = resume_token.and_then(|t| self.ports.tokens.verify(t));
+        let now = self.ports.clock.now().as_millis();
+        let resumed_user = match resume_token.and_then(|t| self.ports.tokens.verify(t)) {
+            Some(c) => self.still_good(c, now).await?,
+            None => None,
+        };
         let resumed = existing.is_none() && resumed_user.is_some();
         let user = match (existing, resumed_user) {
             (Some(u), _) | (None, Some(u)) => u,
@@ -138,7 +225,11 @@ impl ChatService {
             user_id: user.to_string(),
             name,
             connection_id: connection.to_string(),
-            resume_token: self.ports.tokens.issue(&user),
+            resume_token: self.ports.tokens.issue(&ResumeClaims {
+                generation: self.ports.store.token_generation(&user).await?,
+                user: user.clone(),
+                issued_at_ms: now,
+            }),
             resumed,
         })
     }
@@ -147,9 +238,18 @@ impl ChatService {
     ///
     /// # Errors
     /// [`ChatError::BadRequest`]/[`ChatError::TooLarge`] for a bad name,
-    /// [`ChatError::RoomExists`], [`ChatError::Unavailable`].
+    /// [`ChatError::RoomExists`], [`ChatError::QuotaExceeded`] (the user already admins
+    /// [`ChatLimits::rooms_per_user`] rooms), [`ChatError::Unavailable`].
     pub async fn create_room(&self, user: &UserId, name: &str) -> Result<RoomRecord, ChatError> {
         let name = clean_name("room name", name)?;
+        let usage = self.ports.store.usage_of(user).await?;
+        if usage.rooms_admin >= self.limits.rooms_per_user {
+            info!(user_id = %user, limit = self.limits.rooms_per_user, "room quota reached");
+            return Err(ChatError::QuotaExceeded(format!(
+                "you already run {} chat rooms, the most this server allows one person",
+                self.limits.rooms_per_user
+            )));
+        }
         let room = RoomRecord {
             id: self.ports.ids.chat_room_id(),
             name,
@@ -211,7 +311,9 @@ impl ChatService {
     /// `requestJoin`: records a request and tells the admin (once, not on every repeat).
     ///
     /// # Errors
-    /// [`ChatError::ChatRoomNotFound`], [`ChatError::Unavailable`].
+    /// [`ChatError::ChatRoomNotFound`], [`ChatError::QuotaExceeded`] (a new request when the
+    /// room already has [`ChatLimits::pending_per_room`] waiting, or the user
+    /// [`ChatLimits::pending_per_user`]), [`ChatError::Unavailable`].
     pub async fn request_join(
         &self,
         user: &UserId,
@@ -223,6 +325,29 @@ impl ChatService {
             .room(room)
             .await?
             .ok_or(ChatError::ChatRoomNotFound)?;
+        let members = self.ports.store.members(room).await?;
+        let already = members.iter().any(|(u, _)| u == user) || &record.admin == user;
+        if !already {
+            let waiting = members
+                .iter()
+                .filter(|(_, s)| *s == MemberState::Pending)
+                .count();
+            if waiting >= self.limits.pending_per_room {
+                info!(chat_room_id = %room, limit = self.limits.pending_per_room, "pending-request quota of the room reached");
+                return Err(ChatError::QuotaExceeded(format!(
+                    "this chat room already has {} join requests waiting for its admin; try again after the admin has answered some",
+                    self.limits.pending_per_room
+                )));
+            }
+            let usage = self.ports.store.usage_of(user).await?;
+            if usage.pending_requests >= self.limits.pending_per_user {
+                info!(user_id = %user, limit = self.limits.pending_per_user, "pending-request quota of the user reached");
+                return Err(ChatError::QuotaExceeded(format!(
+                    "you already have {} join requests waiting; wait until some are answered before asking to join more rooms",
+                    self.limits.pending_per_user
+                )));
+            }
+        }
         let (before, after) = self.ports.store.request_join(room, user).await?;
         if before == MemberState::None && after == MemberState::Pending {
             info!(chat_room_id = %room, user_id = %user, "join requested");
@@ -286,6 +411,87 @@ impl ChatService {
                 .await?;
             Ok(MemberState::None)
         }
+    }
+
+    async fn require_admin(&self, admin: &UserId, room: &ChatRoomId) -> Result<(), ChatError> {
+        let record = self
+            .ports
+            .store
+            .room(room)
+            .await?
+            .ok_or(ChatError::ChatRoomNotFound)?;
+        if &record.admin != admin {
+            return Err(ChatError::NotAdmin);
+        }
+        Ok(())
+    }
+
+    /// `removeMember` / `banMember`: the admin removes a member or a pending requester; with
+    /// `ban` they may not ask again (until `unbanMember`). The user and the room's approved
+    /// members hear `memberRemoved`. Banning someone who holds no membership is allowed (a
+    /// pre-emptive ban); removing them is a silent no-op that still answers.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatRoomNotFound`], [`ChatError::NotAdmin`],
+    /// [`ChatError::CannotRemoveAdmin`], [`ChatError::Unavailable`].
+    pub async fn remove_member(
+        &self,
+        admin: &UserId,
+        room: &ChatRoomId,
+        user: &UserId,
+        ban: bool,
+    ) -> Result<Removal, ChatError> {
+        self.require_admin(admin, room).await?;
+        if user == admin {
+            return Err(ChatError::CannotRemoveAdmin);
+        }
+        let before = self.ports.store.remove_member(room, user, ban).await?;
+        info!(chat_room_id = %room, user_id = %user, ban, "member removed");
+        let event = ChatEvent::MemberRemoved {
+            room_id: room.to_string(),
+            user_id: user.to_string(),
+            banned: ban,
+        };
+        let connections = self.ports.store.connections_of_user(user).await?;
+        // Nothing to tell when a stranger was "removed" (no membership, no ban).
+        if before != MemberState::None || ban {
+            let mut to = self.ports.store.connections_of(room).await?;
+            to.extend(connections.iter().cloned());
+            to.sort();
+            to.dedup();
+            self.ports.events.push(&to, &event).await;
+        }
+        let voice_room = self
+            .ports
+            .voice
+            .active_voice_room(room)
+            .await
+            .map_err(|e| {
+                warn!(error = %e, "voice store failed");
+                ChatError::Unavailable
+            })?;
+        Ok(Removal {
+            before,
+            connections,
+            voice_room,
+        })
+    }
+
+    /// `unbanMember`: the admin lifts a ban (the user may ask to join again). Returns whether
+    /// there was one.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatRoomNotFound`], [`ChatError::NotAdmin`], [`ChatError::Unavailable`].
+    pub async fn unban_member(
+        &self,
+        admin: &UserId,
+        room: &ChatRoomId,
+        user: &UserId,
+    ) -> Result<bool, ChatError> {
+        self.require_admin(admin, room).await?;
+        let was = self.ports.store.unban(room, user).await?;
+        info!(chat_room_id = %room, user_id = %user, was, "ban lifted");
+        Ok(was)
     }
 
     /// `listMembers`: approved members only; the admin first, then by name.

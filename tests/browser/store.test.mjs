@@ -160,6 +160,32 @@ test('presenceChanged moves the online dot of that member only', () => {
   assert.equal(s.members[1].online, true);
 });
 
+test('memberRemoved: a removed member drops out of the list; when it is me, the room view and its voice go', () => {
+  let s = online();
+  s = reduce(s, { type: 'members', roomId: 'c1', members: [
+    { userId: 'u-admin', name: 'Ada', state: 'approved', isAdmin: true },
+    { userId: 'u-bo', name: 'Bo', state: 'approved', isAdmin: false },
+    { userId: ME.userId, name: 'Ann', state: 'approved', isAdmin: false },
+  ] });
+  s = reduce(s, { type: 'event', msg: { event: 'joinRequested', roomId: 'c1', userId: 'u-cy', name: 'Cy' } });
+  s = reduce(s, { type: 'event', msg: { event: 'memberRemoved', roomId: 'c1', userId: 'u-bo', banned: false } });
+  assert.deepEqual(s.members.map((m) => m.userId), ['u-admin', ME.userId]);
+  assert.equal(s.rooms[0].memberCount, 2);
+  assert.equal(s.currentRoomId, 'c1');
+  s = reduce(s, { type: 'event', msg: { event: 'memberRemoved', roomId: 'c1', userId: 'u-cy', banned: true } });
+  assert.deepEqual(s.requests.c1, {}, 'a banned requester leaves the pending list');
+
+  s = reduce(s, { type: 'voice', voice: { chatRoomId: 'c1', voiceRoomId: 'v1', phase: 'connected' } });
+  s = reduce(s, { type: 'event', msg: { event: 'memberRemoved', roomId: 'c1', userId: ME.userId, banned: false } });
+  assert.equal(s.currentRoomId, null, 'the room view is dropped');
+  assert.deepEqual(s.members, []);
+  assert.deepEqual(s.messages, []);
+  assert.equal(s.voice, null);
+  assert.equal(s.rooms[0].myState, 'none');
+  assert.equal(s.rooms[0].voiceRoomId, null);
+  assert.equal(s.voiceRooms.c1, null);
+});
+
 test('sign out forgets everything', () => {
   const s = reduce(reduce(online(), { type: 'voice', voice: { chatRoomId: 'c1', voiceRoomId: 'v1', phase: 'connected' } }), { type: 'signedOut' });
   assert.deepEqual(s, initialState());

@@ -2,11 +2,13 @@
 //! library user's chat without a database, and the tests' store. It runs the chat contract
 //! suite like every other store.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use chat_domain::{ChatIds, ChatMessage, ChatStore, ChatStoreError, RoomRecord, MESSAGE_HISTORY};
+use chat_domain::{
+    ChatIds, ChatMessage, ChatStore, ChatStoreError, RoomRecord, UserUsage, MESSAGE_HISTORY,
+};
 use voice_domain::ports::{ChatDirectory, DirectoryError, MemberState, Membership};
 use voice_domain::{ChatRoomId, ConnectionId, UserId};
 
@@ -18,6 +20,8 @@ struct Extra {
     names: HashMap<UserId, String>,
     rooms: BTreeMap<ChatRoomId, RoomRecord>,
     messages: HashMap<ChatRoomId, VecDeque<ChatMessage>>,
+    bans: HashSet<(ChatRoomId, UserId)>,
+    generations: HashMap<UserId, u64>,
 }
 
 /// [`ChatStore`] in memory: [`MemoryDirectory`] for users and memberships, plus names and
@@ -131,6 +135,36 @@ impl ChatStore for MemoryChat {
         Ok(())
     }
 
+    async fn usage_of(&self, user: &UserId) -> Result<UserUsage, ChatStoreError> {
+        let extra = self.lock();
+        let rooms_admin = extra.rooms.values().filter(|r| &r.admin == user).count();
+        let pending_requests = extra
+            .rooms
+            .keys()
+            .filter(|r| {
+                self.directory
+                    .members(r)
+                    .iter()
+                    .any(|(u, s)| u == user && *s == MemberState::Pending)
+            })
+            .count();
+        Ok(UserUsage {
+            rooms_admin,
+            pending_requests,
+        })
+    }
+
+    async fn token_generation(&self, user: &UserId) -> Result<u64, ChatStoreError> {
+        Ok(self.lock().generations.get(user).copied().unwrap_or(0))
+    }
+
+    async fn bump_token_generation(&self, user: &UserId) -> Result<u64, ChatStoreError> {
+        let mut extra = self.lock();
+        let g = extra.generations.entry(user.clone()).or_insert(0);
+        *g += 1;
+        Ok(*g)
+    }
+
     async fn rooms(&self) -> Result<Vec<RoomRecord>, ChatStoreError> {
         Ok(self.lock().rooms.values().cloned().collect())
     }
@@ -151,7 +185,13 @@ impl ChatStore for MemoryChat {
         room: &ChatRoomId,
         user: &UserId,
     ) -> Result<(MemberState, MemberState), ChatStoreError> {
-        let _extra = self.lock();
+        let extra = self.lock();
+        if !extra.rooms.contains_key(room) {
+            return Err(ChatStoreError::NoSuchRoom);
+        }
+        if extra.bans.contains(&(room.clone(), user.clone())) {
+            return Err(ChatStoreError::Banned);
+        }
         let before = self
             .directory
             .members(room)
@@ -177,6 +217,39 @@ impl ChatStore for MemoryChat {
             self.directory.deny(room, user)
         };
         r.map_err(change_err)
+    }
+
+    async fn remove_member(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+        ban: bool,
+    ) -> Result<MemberState, ChatStoreError> {
+        let mut extra = self.lock();
+        if !extra.rooms.contains_key(room) {
+            return Err(ChatStoreError::NoSuchRoom);
+        }
+        let before = self
+            .directory
+            .members(room)
+            .into_iter()
+            .find(|(u, _)| u == user)
+            .map_or(MemberState::None, |(_, s)| s);
+        self.directory
+            .set_state(room, user.clone(), MemberState::None)
+            .map_err(change_err)?;
+        if ban {
+            extra.bans.insert((room.clone(), user.clone()));
+        }
+        Ok(before)
+    }
+
+    async fn unban(&self, room: &ChatRoomId, user: &UserId) -> Result<bool, ChatStoreError> {
+        let mut extra = self.lock();
+        if !extra.rooms.contains_key(room) {
+            return Err(ChatStoreError::NoSuchRoom);
+        }
+        Ok(extra.bans.remove(&(room.clone(), user.clone())))
     }
 
     async fn append_message(

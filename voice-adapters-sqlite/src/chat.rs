@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use chat_domain::{ChatMessage, ChatStore, ChatStoreError, RoomRecord};
+use chat_domain::{ChatMessage, ChatStore, ChatStoreError, RoomRecord, UserUsage};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use voice_domain::ports::{ChatDirectory, DirectoryError, MemberState, Membership};
 use voice_domain::{ChatRoomId, ConnectionId, UserId};
@@ -354,6 +354,59 @@ impl ChatStore for SqliteChat {
             .map_err(|f: Failed| f.0)
     }
 
+    async fn usage_of(&self, user: &UserId) -> Result<UserUsage, ChatStoreError> {
+        let user = user.clone();
+        self.db
+            .run(move |c| {
+                let (rooms, pending): (i64, i64) = c.query_row(
+                    "SELECT (SELECT COUNT(*) FROM chat_rooms WHERE admin_user_id = ?1),
+                            (SELECT COUNT(*) FROM memberships WHERE user_id = ?1 AND state = 'pending')",
+                    [user.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                Ok(UserUsage {
+                    rooms_admin: usize::try_from(rooms).unwrap_or(usize::MAX),
+                    pending_requests: usize::try_from(pending).unwrap_or(usize::MAX),
+                })
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    async fn token_generation(&self, user: &UserId) -> Result<u64, ChatStoreError> {
+        let user = user.clone();
+        self.db
+            .run(move |c| {
+                let g: Option<i64> = c
+                    .query_row(
+                        "SELECT generation FROM token_generations WHERE user_id = ?1",
+                        [user.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                Ok(u64::try_from(g.unwrap_or(0)).unwrap_or(0))
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    async fn bump_token_generation(&self, user: &UserId) -> Result<u64, ChatStoreError> {
+        let user = user.clone();
+        self.db
+            .run(move |c| {
+                let g: i64 = c.query_row(
+                    "INSERT INTO token_generations (user_id, generation) VALUES (?1, 1)
+                     ON CONFLICT (user_id) DO UPDATE SET generation = generation + 1
+                     RETURNING generation",
+                    [user.as_str()],
+                    |r| r.get(0),
+                )?;
+                Ok(u64::try_from(g).unwrap_or(0))
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
     async fn rooms(&self) -> Result<Vec<RoomRecord>, ChatStoreError> {
         self.db
             .run(|c| {
@@ -424,6 +477,14 @@ impl ChatStore for SqliteChat {
                 if !room_exists(&tx, &room)? {
                     return Err(refused(ChatStoreError::NoSuchRoom));
                 }
+                let banned: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM bans WHERE chat_room_id = ?1 AND user_id = ?2)",
+                    [room.as_str(), user.as_str()],
+                    |r| r.get(0),
+                )?;
+                if banned {
+                    return Err(refused(ChatStoreError::Banned));
+                }
                 let before = state_of(&tx, &room, &user)?;
                 if before != MemberState::None {
                     return Ok((before, before));
@@ -470,6 +531,57 @@ impl ChatStore for SqliteChat {
                 }
                 tx.commit()?;
                 Ok(())
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    async fn remove_member(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+        ban: bool,
+    ) -> Result<MemberState, ChatStoreError> {
+        let (room, user) = (room.clone(), user.clone());
+        self.db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !room_exists(&tx, &room)? {
+                    return Err(refused(ChatStoreError::NoSuchRoom));
+                }
+                let before = state_of(&tx, &room, &user)?;
+                tx.execute(
+                    "DELETE FROM memberships WHERE chat_room_id = ?1 AND user_id = ?2",
+                    [room.as_str(), user.as_str()],
+                )?;
+                if ban {
+                    tx.execute(
+                        "INSERT INTO bans (chat_room_id, user_id, since_ms) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (chat_room_id, user_id) DO NOTHING",
+                        params![room.as_str(), user.as_str(), now_ms()],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(before)
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    async fn unban(&self, room: &ChatRoomId, user: &UserId) -> Result<bool, ChatStoreError> {
+        let (room, user) = (room.clone(), user.clone());
+        self.db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !room_exists(&tx, &room)? {
+                    return Err(refused(ChatStoreError::NoSuchRoom));
+                }
+                let n = tx.execute(
+                    "DELETE FROM bans WHERE chat_room_id = ?1 AND user_id = ?2",
+                    [room.as_str(), user.as_str()],
+                )?;
+                tx.commit()?;
+                Ok(n > 0)
             })
             .await
             .map_err(|f: Failed| f.0)

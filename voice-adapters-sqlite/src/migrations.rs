@@ -2,7 +2,13 @@
 //! to `i + 1`. Append only: never edit a migration that has shipped, add the next one.
 
 /// Every migration, oldest first. `MIGRATIONS.len()` is the schema version this build writes.
-pub const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_ENDED_AT];
+pub const MIGRATIONS: &[&str] = &[
+    V1_INITIAL,
+    V2_ENDED_AT,
+    V3_QUOTAS,
+    V4_BANS,
+    V5_TOKEN_GENERATIONS,
+];
 
 /// Voice rooms (a JSON blob of `VoiceRoomParts` plus the columns the store queries by), the
 /// chat directory (users, chat rooms, memberships, recent messages).
@@ -87,4 +93,31 @@ UPDATE voice_rooms
    SET ended_at_ms = COALESCE(json_extract(parts, '$.status.at'), created_at_ms)
  WHERE status = 'ended';
 CREATE INDEX voice_rooms_ended_at ON voice_rooms (ended_at_ms) WHERE status = 'ended';
+"#;
+
+/// The room quota counts a user's rooms on every `createRoom` (`ChatStore::usage_of`): an index
+/// on the admin keeps that one lookup instead of a scan of every room. (Pending requests are
+/// counted through `memberships_by_user`.)
+const V3_QUOTAS: &str = r#"
+CREATE INDEX chat_rooms_by_admin ON chat_rooms (admin_user_id);
+"#;
+
+/// Bans: who a chat room's admin has banned (`banMember`), so they may not ask to join again
+/// (until `unbanMember`). Deleted with the room.
+const V4_BANS: &str = r#"
+CREATE TABLE bans (
+    chat_room_id TEXT NOT NULL REFERENCES chat_rooms (id) ON DELETE CASCADE,
+    user_id      TEXT NOT NULL,
+    since_ms     INTEGER NOT NULL,
+    PRIMARY KEY (chat_room_id, user_id)
+) STRICT, WITHOUT ROWID;
+"#;
+
+/// Each user's resume-token generation: `signOutEverywhere` raises it, and tokens issued under
+/// an older one are refused. No row means generation 0.
+const V5_TOKEN_GENERATIONS: &str = r#"
+CREATE TABLE token_generations (
+    user_id    TEXT PRIMARY KEY NOT NULL,
+    generation INTEGER NOT NULL CHECK (generation >= 0)
+) STRICT, WITHOUT ROWID;
 "#;

@@ -202,6 +202,15 @@ pub async fn serve_voice(
         // the per-address and global connection caps (abuse limits) are out of scope here.
         max_connections: 1_000_000,
         max_connections_per_ip: 1_000_000,
+        // A fan-out room has up to thousands of members asking at once: the chat quotas (abuse
+        // limits) are out of scope here too.
+        chat_limits: {
+            let mut l = voice_server::Config::default().chat_limits;
+            l.rooms_per_user = 1_000_000;
+            l.pending_per_room = 1_000_000;
+            l.pending_per_user = 1_000_000;
+            l
+        },
         // Config::default() is the binary's SQLite in ./voice-data: every run would write to the
         // working directory, share its state and its lock with the previous run.
         storage: match data_dir {

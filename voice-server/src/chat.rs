@@ -3,8 +3,8 @@
 //! in `chat-domain`; the stores in `voice-adapters-memory` and `voice-adapters-sqlite`.
 
 use async_trait::async_trait;
-use chat_domain::{event_frame, ChatEvent, ChatEvents, SessionTokens};
-use voice_domain::{ConnectionId, UserId};
+use chat_domain::{event_frame, ChatEvent, ChatEvents, ResumeClaims, SessionTokens};
+use voice_domain::ConnectionId;
 
 use crate::hub::Hub;
 use crate::token::TokenKey;
@@ -33,13 +33,14 @@ impl ChatEvents for HubChatEvents {
     }
 }
 
-/// Resume tokens are HMACs of the user id under the server's key (see `token.rs`).
+/// Resume tokens are HMACs of the user id, issue time and token generation under the server's
+/// key (see `token.rs`).
 impl SessionTokens for TokenKey {
-    fn issue(&self, user: &UserId) -> String {
-        self.resume_token(user).expose().to_owned()
+    fn issue(&self, claims: &ResumeClaims) -> String {
+        self.resume_token(claims).expose().to_owned()
     }
 
-    fn verify(&self, token: &str) -> Option<UserId> {
-        self.resume_user(token)
+    fn verify(&self, token: &str) -> Option<ResumeClaims> {
+        self.resume_claims(token)
     }
 }

@@ -124,6 +124,8 @@ pub struct Config {
     /// How long shutdown waits for WebSockets to close and their clean-up (leaving voice rooms)
     /// to finish.
     pub shutdown_grace: Duration,
+    /// The chat quotas: rooms per user, waiting join requests per room and per user.
+    pub chat_limits: chat_domain::ChatLimits,
     /// Where state is kept.
     pub storage: Storage,
 }
@@ -155,6 +157,7 @@ impl Default for Config {
             public_hosts: Vec::new(),
             metrics_addr: None,
             shutdown_grace: Duration::from_secs(5),
+            chat_limits: chat_domain::ChatLimits::default(),
             storage: Storage::Sqlite {
                 data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             },
@@ -466,6 +469,27 @@ pub struct Cli {
     /// default; keep it off the public network.
     #[arg(long, env = "VOICE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+
+    /// Chat rooms one user may be the admin of (createRoom beyond it: QUOTA_EXCEEDED).
+    #[arg(long, env = "VOICE_MAX_ROOMS_PER_USER", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rooms_per_user: u64,
+
+    /// Join requests that may wait for one chat room's admin (more: QUOTA_EXCEEDED).
+    #[arg(long, env = "VOICE_MAX_PENDING_PER_ROOM", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pending_per_room: u64,
+
+    /// Join requests one user may have waiting across all chat rooms (more: QUOTA_EXCEEDED).
+    #[arg(long, env = "VOICE_MAX_PENDING_PER_USER", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pending_per_user: u64,
+
+    /// Days a resume token stays good after it was issued (sliding: each visit issues a fresh
+    /// one); a user away longer comes back as a new user.
+    #[arg(long, env = "VOICE_RESUME_TOKEN_TTL_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub resume_token_ttl_days: u64,
 }
 
 /// Reads a secret from `path` (one line; a trailing newline is dropped).
@@ -539,6 +563,12 @@ impl Cli {
                 .unwrap_or(usize::MAX),
             public_hosts: self.public_hosts,
             metrics_addr: self.metrics_addr,
+            chat_limits: chat_domain::ChatLimits {
+                rooms_per_user: usize::try_from(self.max_rooms_per_user).unwrap_or(usize::MAX),
+                pending_per_room: usize::try_from(self.max_pending_per_room).unwrap_or(usize::MAX),
+                pending_per_user: usize::try_from(self.max_pending_per_user).unwrap_or(usize::MAX),
+                resume_ttl: Duration::from_secs(self.resume_token_ttl_days * 24 * 3600),
+            },
             storage: if self.in_memory {
                 Storage::InMemory
             } else {

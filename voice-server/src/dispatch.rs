@@ -26,6 +26,10 @@ pub const CHAT_ACTIONS: &[&str] = &[
     "listMembers",
     "sendMessage",
     "getMessages",
+    "removeMember",
+    "banMember",
+    "unbanMember",
+    "signOutEverywhere",
 ];
 
 /// Longest accepted `requestId`, in characters.
@@ -305,6 +309,28 @@ impl Dispatcher {
                     .await?;
                 json!({"roomId": room.to_string(), "userId": who.to_string(), "state": state})
             }
+            "removeMember" | "banMember" => {
+                let f: Decide = fields(value)?;
+                let room = room_id(&f.room_id)?;
+                let who = UserId::parse(&f.user_id)
+                    .map_err(|e| WireError::bad_request(format!("userId: {e}")))?;
+                let ban = action == "banMember";
+                let removal = chat.remove_member(user, &room, &who, ban).await?;
+                self.leave_voice_after_removal(&removal).await;
+                json!({"roomId": room.to_string(), "userId": who.to_string(), "state": "none", "banned": ban})
+            }
+            "unbanMember" => {
+                let f: Decide = fields(value)?;
+                let room = room_id(&f.room_id)?;
+                let who = UserId::parse(&f.user_id)
+                    .map_err(|e| WireError::bad_request(format!("userId: {e}")))?;
+                let was = chat.unban_member(user, &room, &who).await?;
+                json!({"roomId": room.to_string(), "userId": who.to_string(), "wasBanned": was})
+            }
+            "signOutEverywhere" => {
+                chat.sign_out_everywhere(user).await?;
+                json!({})
+            }
             "listMembers" => {
                 let f: InRoom = fields(value)?;
                 json!({"members": chat.list_members(user, &room_id(&f.room_id)?).await?})
@@ -322,6 +348,27 @@ impl Dispatcher {
             }
             other => unreachable!("{other} is listed in CHAT_ACTIONS but not routed"),
         })
+    }
+
+    /// A removed member's connections leave the chat room's active voice room at once, through
+    /// voice's own `leave` use case (hand-over, channel deletion and events as for any leave).
+    /// Only the connection that is the participant succeeds; the others are not participants.
+    /// A participant whose connection already dropped (reconnecting) cannot resume (voice
+    /// checks membership on join) and is removed by the sweep after the reconnect grace.
+    async fn leave_voice_after_removal(&self, removal: &chat_domain::Removal) {
+        let Some(voice_room) = &removal.voice_room else {
+            return;
+        };
+        for conn in &removal.connections {
+            match self.voice.leave_voice(conn, voice_room).await {
+                Ok(_) => info!("removed member left the voice room"),
+                Err(
+                    voice_domain::errors::LeaveVoiceError::NotParticipant
+                    | voice_domain::errors::LeaveVoiceError::Ended,
+                ) => {}
+                Err(e) => warn!(error = %e, "removed member could not be taken out of voice"),
+            }
+        }
     }
 
     async fn voice(&self, conn: &ConnectionId, cmd: VoiceCommand) -> Result<Value, WireError> {

@@ -331,7 +331,8 @@ fn prepare(
             ids: Arc::new(UuidIds),
             voice: Arc::new(store.clone()),
             clock: clock.clone(),
-        }),
+        })
+        .with_limits(config.chat_limits),
         relay: Relay::new(key, store, directory, hub.clone(), clock),
     };
     let app = http::router(http::HttpState {

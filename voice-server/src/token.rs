@@ -7,11 +7,13 @@
 //! before the claims are even parsed, so a forged token learns nothing from timing or errors.
 //!
 //! The same key signs resume tokens (`hello` → same user id after a reload); those sign a
-//! different message shape (`resume:<userId>`, which a base64url payload can never be).
+//! different message shape (`resume2:<userId>:<issuedAtMs>:<generation>`, which a base64url
+//! payload can never be).
 
 use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use chat_domain::ResumeClaims;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -143,28 +145,48 @@ impl TokenKey {
         Ok(claims)
     }
 
-    /// A resume token for `user`: lets a reloaded page say `hello` as the same user.
-    pub fn resume_token(&self, user: &UserId) -> Secret {
+    fn resume_mac(&self, user: &str, issued_at_ms: u64, generation: u64) -> HmacSha256 {
         let mut mac = self.mac();
-        mac.update(b"resume:");
-        mac.update(user.as_str().as_bytes());
+        mac.update(b"resume2:");
+        mac.update(format!("{user}:{issued_at_ms}:{generation}").as_bytes());
+        mac
+    }
+
+    /// A resume token for `claims`: lets a reloaded page say `hello` as the same user, until
+    /// it expires or the user signs out everywhere (the chat rules decide, from its claims).
+    pub fn resume_token(&self, claims: &ResumeClaims) -> Secret {
+        let user = claims.user.as_str();
+        let mac = self.resume_mac(user, claims.issued_at_ms, claims.generation);
         let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         Secret::new(format!(
-            "{}.{sig}",
-            URL_SAFE_NO_PAD.encode(user.as_str().as_bytes())
+            "{}.{}.{}.{sig}",
+            URL_SAFE_NO_PAD.encode(user.as_bytes()),
+            claims.issued_at_ms,
+            claims.generation
         ))
     }
 
-    /// The user a resume token was issued to, if it is ours.
-    pub fn resume_user(&self, token: &str) -> Option<UserId> {
-        let (user, sig) = token.split_once('.')?;
+    /// The claims of a resume token, if it is ours (checked in constant time). Tokens of the
+    /// earlier `<user>.<sig>` shape (no issue time) are refused: their holders start anew.
+    pub fn resume_claims(&self, token: &str) -> Option<ResumeClaims> {
+        let mut parts = token.split('.');
+        let (user, issued, generation, sig) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
         let user = String::from_utf8(URL_SAFE_NO_PAD.decode(user).ok()?).ok()?;
+        let issued_at_ms: u64 = issued.parse().ok()?;
+        let generation: u64 = generation.parse().ok()?;
         let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
-        let mut mac = self.mac();
-        mac.update(b"resume:");
-        mac.update(user.as_bytes());
-        mac.verify_slice(&sig).ok()?;
-        UserId::parse(user).ok()
+        self.resume_mac(&user, issued_at_ms, generation)
+            .verify_slice(&sig)
+            .ok()?;
+        Some(ResumeClaims {
+            user: UserId::parse(user).ok()?,
+            issued_at_ms,
+            generation,
+        })
     }
 }
 
@@ -284,13 +306,25 @@ mod tests {
     #[test]
     fn resume_tokens_round_trip_and_cannot_be_forged() {
         let alice = UserId::parse("alice").unwrap();
-        let t = key().resume_token(&alice);
-        assert_eq!(key().resume_user(t.expose()), Some(alice));
-        let (_, sig) = t.expose().split_once('.').unwrap();
+        let resume = ResumeClaims {
+            user: alice.clone(),
+            issued_at_ms: 1_700_000_000_000,
+            generation: 3,
+        };
+        let t = key().resume_token(&resume);
+        assert_eq!(key().resume_claims(t.expose()), Some(resume));
+        let text = t.expose();
+        let (head, sig) = text.rsplit_once('.').unwrap();
+        let (user, rest) = head.split_once('.').unwrap();
         let bob = URL_SAFE_NO_PAD.encode("bob");
-        assert_eq!(key().resume_user(&format!("{bob}.{sig}")), None);
+        assert_eq!(key().resume_claims(&format!("{bob}.{rest}.{sig}")), None);
+        // A moved issue time or generation breaks the signature.
+        let later = rest.replace("1700000000000", "1800000000000");
+        assert_eq!(key().resume_claims(&format!("{user}.{later}.{sig}")), None);
+        let older = rest.replace(".3", ".9");
+        assert_eq!(key().resume_claims(&format!("{user}.{older}.{sig}")), None);
         // A voice token is not a resume token.
-        assert_eq!(key().resume_user(key().sign(&claims(1)).expose()), None);
+        assert_eq!(key().resume_claims(key().sign(&claims(1)).expose()), None);
     }
 
     #[test]

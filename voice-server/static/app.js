@@ -95,7 +95,7 @@ function scheduleRender() {
 }
 
 function viewCtx() {
-  return { features, session, signedIn, configError, openRoom, requestJoin, decide };
+  return { features, session, signedIn, configError, openRoom, requestJoin, decide, moderate };
 }
 
 const nameOf = (userId) => displayName(state, userId);
@@ -674,6 +674,16 @@ function wireEvents(conn) {
     dispatch({ type: 'event', msg: ev });
     if (ev.roomId === state.currentRoomId) refreshMembersSoon();
   });
+  conn.on('memberRemoved', (ev) => {
+    const mine = state.me && ev.userId === state.me.userId;
+    const room = roomName(state, ev.roomId);
+    if (mine && session && session.chatRoomId === ev.roomId) {
+      session.teardown(`You were removed from ${room}`);
+      session = null;
+    }
+    dispatch({ type: 'event', msg: ev });
+    if (mine) toast(`You were removed from ${room}${ev.banned ? ' and cannot ask to join again' : ''}`, 'error');
+  });
   conn.on('message', (ev) => {
     dispatch({ type: 'event', msg: ev });
     if (ev.roomId !== state.currentRoomId && ev.userId !== state.me.userId) toast(`${nameOf(ev.userId)} in ${roomName(state, ev.roomId)}: ${ev.text}`);
@@ -756,6 +766,22 @@ async function decide(roomId, userId, approve) {
     toast(`${approve ? 'Approved' : 'Denied'} ${nameOf(userId)}`);
   } catch (e) {
     toast(`Could not ${approve ? 'approve' : 'deny'}. ${describeError(e)}`, 'error');
+  }
+}
+
+/** The admin removes (or bans) a member, after a confirmation in plain words. */
+async function moderate(roomId, userId, ban) {
+  const who = nameOf(userId);
+  const room = roomName(state, roomId);
+  const question = ban
+    ? `Ban ${who} from ${room}? They will be removed now, leave any voice chat here, and cannot ask to join again until you unban them.`
+    : `Remove ${who} from ${room}? They will leave any voice chat here at once. They can ask to join again.`;
+  if (!window.confirm(question)) return;
+  try {
+    await app.request(ban ? 'banMember' : 'removeMember', { roomId, userId });
+    toast(`${ban ? 'Banned' : 'Removed'} ${who}`);
+  } catch (e) {
+    toast(`Could not ${ban ? 'ban' : 'remove'} ${who}. ${describeError(e)}`, 'error');
   }
 }
 
@@ -904,6 +930,19 @@ function showApp() {
   scheduleRender();
 }
 
+/** Revokes every resume token of this user (a lost laptop, a shared computer), then signs out here. */
+async function signOutEverywhere() {
+  if (!window.confirm('Sign out on every browser and device? Anywhere you are still signed in will start over with a new name next time. You will be signed out here too.')) return;
+  try {
+    await app.request('signOutEverywhere');
+  } catch (e) {
+    toast(`Could not sign out everywhere. ${describeError(e)}`, 'error');
+    return;
+  }
+  await signOut();
+  toast('Signed out everywhere');
+}
+
 async function signOut() {
   const s = session;
   signedIn = false;
@@ -1044,6 +1083,7 @@ function wireUi() {
   $('#leave-voice').addEventListener('click', () => leaveVoice());
   $('#end-voice').addEventListener('click', () => endVoice(state.currentRoomId));
   $('#sign-out').addEventListener('click', () => signOut());
+  $('#sign-out').after(h('button', { type: 'button', id: 'sign-out-everywhere', className: 'small', hidden: true, textContent: 'Sign out everywhere', title: 'Forget you on every browser and device, e.g. after losing a laptop', onclick: () => signOutEverywhere() }));
   $('#enable-audio').addEventListener('click', () => {
     const s = session;
     if (s) {

@@ -22,6 +22,8 @@ const PLAIN = {
   NOT_ADMIN: 'Only the room admin can do that.',
   ROOM_EXISTS: 'A room with that name already exists. Pick another name.',
   NO_PENDING_REQUEST: 'That request was already handled.',
+  BANNED: 'The admin of this room has banned you, so you cannot ask to join it.',
+  QUOTA_EXCEEDED: 'You have reached the limit the server sets for this. Wait for the admin to answer, or remove something first.',
   RATE_LIMITED: 'Too many actions at once. Wait a moment and try again.',
   TOO_LARGE: 'That is too long. Shorten it and try again.',
   DISCONNECTED: 'You are offline right now. The page reconnects by itself; try again in a moment.',

@@ -116,6 +116,24 @@ function applyEvent(state, ev) {
     case 'presenceChanged':
       // Someone's first connection opened or last one closed: the online dot follows at once.
       return { ...state, members: state.members.map((m) => (m.userId === ev.userId ? { ...m, online: !!ev.online } : m)) };
+    case 'memberRemoved': {
+      const reqs = { ...(state.requests[ev.roomId] || {}) };
+      delete reqs[ev.userId];
+      let s = { ...state, requests: { ...state.requests, [ev.roomId]: reqs } };
+      if (s.me && ev.userId === s.me.userId) {
+        // The admin removed me: the room is no longer mine to see, and its voice is gone for me.
+        s = { ...s, rooms: s.rooms.map((r) => (r.roomId === ev.roomId ? { ...r, myState: 'none', voiceRoomId: null } : r)), voiceRooms: { ...s.voiceRooms, [ev.roomId]: null } };
+        if (s.voice && s.voice.chatRoomId === ev.roomId) s = { ...s, voice: null, audioBlocked: false };
+        if (s.currentRoomId === ev.roomId) s = { ...s, currentRoomId: null, members: [], messages: [] };
+        return withNotice(s, ev.roomId, null);
+      }
+      if (ev.roomId === s.currentRoomId) {
+        const members = s.members.filter((m) => m.userId !== ev.userId);
+        const count = members.filter((m) => m.state === 'approved').length;
+        s = { ...s, members, rooms: s.rooms.map((r) => (r.roomId === ev.roomId ? { ...r, memberCount: count } : r)) };
+      }
+      return s;
+    }
     case 'message': {
       let s = ev.name ? { ...state, names: { ...state.names, [ev.userId]: ev.name } } : state;
       if (ev.roomId === s.currentRoomId) s = { ...s, messages: [...s.messages, ev].slice(-MAX_MESSAGES) };

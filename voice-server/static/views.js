@@ -74,6 +74,8 @@ function renderTop(state, ctx) {
   }
   const signOut = $('#sign-out');
   if (signOut) signOut.hidden = !ctx.signedIn || !ctx.features.hello;
+  const everywhere = $('#sign-out-everywhere');
+  if (everywhere) everywhere.hidden = !ctx.signedIn || !ctx.features.hello || !ctx.features.chat;
 }
 
 function renderRooms(state, ctx) {
@@ -139,6 +141,14 @@ function renderRoom(state, ctx) {
         h('span', { className: 'member-name', textContent: displayName(state, m.userId) }),
         state.me && m.userId === state.me.userId ? h('span', { className: 'muted', textContent: ' (you)' }) : null,
         m.isAdmin || m.userId === room.adminUserId ? h('span', { className: 'pill', textContent: 'admin' }) : null,
+        ctx.moderate && amAdmin(state, room.roomId) && !(m.isAdmin || m.userId === room.adminUserId)
+          ? h(
+              'span',
+              { className: 'buttons' },
+              h('button', { type: 'button', className: 'small', textContent: 'Remove', title: 'Remove from the room (they may ask to join again)', disabled: !online, onclick: () => ctx.moderate(room.roomId, m.userId, false) }),
+              h('button', { type: 'button', className: 'small danger', textContent: 'Ban', title: 'Remove from the room and refuse their requests to join', disabled: !online, onclick: () => ctx.moderate(room.roomId, m.userId, true) }),
+            )
+          : null,
       ),
     );
   }

@@ -502,7 +502,19 @@ async fn acknowledged_writes_survive_kill_9_under_load() {
     let started = Instant::now();
     let tmp = tempfile::tempdir().expect("temp dir");
     let data = tmp.path().join("voice-data");
-    let mut server = ServerProcess::start(&data, &[]).await;
+    let mut server = ServerProcess::start(
+        &data,
+        // The load creates rooms and join requests far beyond one person's quotas: lift them.
+        &[
+            "--max-rooms-per-user",
+            "100000",
+            "--max-pending-per-room",
+            "100000",
+            "--max-pending-per-user",
+            "100000",
+        ],
+    )
+    .await;
     let url = server.ws_url();
 
     let mut conns = Vec::new();

@@ -336,6 +336,8 @@ const CODES: &[&str] = &[
     "NOT_ADMIN",
     "ROOM_EXISTS",
     "NO_PENDING_REQUEST",
+    "QUOTA_EXCEEDED",
+    "BANNED",
     "RATE_LIMITED",
     "TOO_LARGE",
 ];
@@ -523,6 +525,19 @@ mod sweep {
 
     const SECRET: &str = "sweep-test-token-secret-0123";
 
+    /// A resume token for `user` as the server would issue it now (generation 0: never signed out
+    /// everywhere).
+    fn fresh_resume_token(user: &UserId) -> Secret {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970");
+        TokenKey::new(Secret::new(SECRET)).resume_token(&chat_domain::ResumeClaims {
+            user: user.clone(),
+            issued_at_ms: u64::try_from(now.as_millis()).expect("ms fit u64"),
+            generation: 0,
+        })
+    }
+
     fn ghost_channel(tag: &str) -> SignalingChannel {
         SignalingChannel {
             name: ChannelName::from_unique(tag).unwrap(),
@@ -608,7 +623,7 @@ mod sweep {
         .await;
 
         // Ada comes back (her page kept its resume token) and finds her voice room waiting.
-        let resume = TokenKey::new(Secret::new(SECRET)).resume_token(&ada);
+        let resume = fresh_resume_token(&ada);
         let mut c = Client::connect(&server.ws_url()).await;
         let d = c
             .ok(
@@ -694,7 +709,7 @@ mod sweep {
             Duration::ZERO,
         )
         .await;
-        let resume = TokenKey::new(Secret::new(SECRET)).resume_token(&ada);
+        let resume = fresh_resume_token(&ada);
         let mut c = Client::connect(&server.ws_url()).await;
         c.ok(
             "hello",

@@ -433,3 +433,132 @@ async fn members_hear_when_someone_comes_online_and_goes_offline() {
         .unwrap();
     assert_eq!(row["online"], false);
 }
+
+/// One user (or a script with many throw-away users) cannot make the server store rooms and
+/// join requests without end: each quota refuses with `QUOTA_EXCEEDED` in plain words, and
+/// what frees it (an answer from the admin) frees it.
+#[tokio::test]
+async fn quotas_bound_rooms_and_waiting_join_requests() {
+    let app = spawn_app_with(|c| {
+        c.chat_limits = chat_domain::ChatLimits {
+            rooms_per_user: 2,
+            pending_per_room: 2,
+            pending_per_user: 2,
+            ..chat_domain::ChatLimits::default()
+        };
+    })
+    .await;
+    let mut ada = app.user("Ada").await;
+    let mut rooms = Vec::new();
+    for name in ["One", "Two"] {
+        let r = ada.ok("createRoom", json!({ "name": name })).await;
+        rooms.push(r["roomId"].as_str().unwrap().to_owned());
+    }
+    let refused = ada.request("createRoom", json!({"name": "Three"})).await;
+    assert_eq!(refused["error"]["code"], "QUOTA_EXCEEDED", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("2 chat rooms")),
+        "{refused}"
+    );
+    assert_eq!(refused["error"]["retryable"], false);
+    let listed = ada.ok("listRooms", json!({})).await;
+    assert_eq!(
+        listed["rooms"].as_array().unwrap().len(),
+        2,
+        "nothing stored"
+    );
+
+    // Another user's rooms count for them, not for Ada.
+    let mut bo = app.user("Bo").await;
+    let third = bo.ok("createRoom", json!({"name": "Three"})).await;
+    let third = third["roomId"].as_str().unwrap().to_owned();
+
+    // Per room: two requests wait, the third requester is refused until the admin answers.
+    let mut cy = app.user("Cy").await;
+    let mut di = app.user("Di").await;
+    let mut ed = app.user("Ed").await;
+    assert_eq!(
+        cy.ok("requestJoin", json!({"roomId": rooms[0]})).await["state"],
+        "pending"
+    );
+    di.ok("requestJoin", json!({"roomId": rooms[0]})).await;
+    assert_eq!(
+        ed.err("requestJoin", json!({"roomId": rooms[0]})).await,
+        "QUOTA_EXCEEDED"
+    );
+    // Asking again while pending is not a new request: never refused.
+    cy.ok("requestJoin", json!({"roomId": rooms[0]})).await;
+    let cy_id = cy.user_id.clone();
+    ada.ok("denyJoin", json!({"roomId": rooms[0], "userId": cy_id}))
+        .await;
+    ed.ok("requestJoin", json!({"roomId": rooms[0]})).await;
+
+    // Per user: Ed has one waiting; a second is fine, a third is refused.
+    ed.ok("requestJoin", json!({"roomId": rooms[1]})).await;
+    let refused = ed.request("requestJoin", json!({"roomId": third})).await;
+    assert_eq!(refused["error"]["code"], "QUOTA_EXCEEDED", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("2 join requests waiting")),
+        "{refused}"
+    );
+}
+
+/// Resume tokens expire (sliding: each hello issues a fresh one) and `signOutEverywhere`
+/// revokes every token the user holds: a leaked token is not a permanent takeover.
+#[tokio::test]
+async fn resume_tokens_expire_and_sign_out_everywhere_revokes_them() {
+    let app = spawn_app().await;
+    let mut ada = app.connect().await;
+    let d = ada.ok("hello", json!({"name": "Ada"})).await;
+    let first = d["resumeToken"].as_str().unwrap().to_owned();
+    let mut tab = app.connect().await;
+    let d2 = tab
+        .ok("hello", json!({"name": "Ada", "resumeToken": first}))
+        .await;
+    assert_eq!(
+        (d2["resumed"].clone(), d2["userId"].clone()),
+        (json!(true), d["userId"].clone())
+    );
+    let second = d2["resumeToken"].as_str().unwrap().to_owned();
+
+    ada.ok("signOutEverywhere", json!({})).await;
+    for token in [first, second] {
+        let mut thief = app.connect().await;
+        let d3 = thief
+            .ok("hello", json!({"name": "Eve", "resumeToken": token}))
+            .await;
+        assert_eq!(d3["resumed"], false, "a revoked token resumes nobody");
+        assert_ne!(d3["userId"], d["userId"]);
+    }
+    // A token issued after the sign-out works.
+    let fresh = ada.ok("hello", json!({"name": "Ada"})).await["resumeToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut back = app.connect().await;
+    let d4 = back
+        .ok("hello", json!({"name": "Ada", "resumeToken": fresh}))
+        .await;
+    assert_eq!(d4["userId"], d["userId"]);
+    assert_eq!(d4["resumed"], true);
+}
+
+#[tokio::test]
+async fn an_expired_resume_token_gets_a_new_user() {
+    let app = spawn_app_with(|c| c.chat_limits.resume_ttl = Duration::from_secs(1)).await;
+    let mut ada = app.connect().await;
+    let d = ada.ok("hello", json!({"name": "Ada"})).await;
+    let token = d["resumeToken"].as_str().unwrap().to_owned();
+    // Not a timed assertion: the wait only makes sure the token is older than its 1 s life.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let mut later = app.connect().await;
+    let d2 = later
+        .ok("hello", json!({"name": "Ada", "resumeToken": token}))
+        .await;
+    assert_eq!(d2["resumed"], false);
+    assert_ne!(d2["userId"], d["userId"]);
+}

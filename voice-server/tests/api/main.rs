@@ -4,6 +4,7 @@
 mod chat;
 mod http;
 mod lifecycle;
+mod moderation;
 mod relay;
 mod support;
 mod voice;
