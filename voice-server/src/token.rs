@@ -26,6 +26,11 @@ use voice_domain::{ChannelRole, Timestamp, UserId};
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The issue time given to resume tokens of the earlier shape (which carry none): the day
+/// expiring tokens were released (2026-12-02T00:00:00Z), so those tokens stop working one token
+/// lifetime (`--resume-token-ttl-days`) later.
+pub const LEGACY_RESUME_ISSUED_AT_MS: u64 = 1_796_169_600_000;
+
 /// One (channel, role) pair a token allows, as serialised in its claims.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -145,6 +150,22 @@ impl TokenKey {
         Ok(claims)
     }
 
+    /// The user of a token of the earlier `base64url(user) "." base64url(HMAC("resume:" user))`
+    /// shape, if it is one of ours.
+    fn legacy_resume_user(&self, token: &str) -> Option<UserId> {
+        let (user, sig) = token.split_once('.')?;
+        if sig.contains('.') {
+            return None;
+        }
+        let user = String::from_utf8(URL_SAFE_NO_PAD.decode(user).ok()?).ok()?;
+        let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
+        let mut mac = self.mac();
+        mac.update(b"resume:");
+        mac.update(user.as_bytes());
+        mac.verify_slice(&sig).ok()?;
+        UserId::parse(user).ok()
+    }
+
     fn resume_mac(&self, user: &str, issued_at_ms: u64, generation: u64) -> HmacSha256 {
         let mut mac = self.mac();
         mac.update(b"resume2:");
@@ -166,9 +187,21 @@ impl TokenKey {
         ))
     }
 
-    /// The claims of a resume token, if it is ours (checked in constant time). Tokens of the
-    /// earlier `<user>.<sig>` shape (no issue time) are refused: their holders start anew.
+    /// The claims of a resume token, if it is ours (checked in constant time).
+    ///
+    /// Tokens of the earlier `<user>.<sig>` shape (before tokens expired) still identify their
+    /// user, as generation 0 issued at [`LEGACY_RESUME_ISSUED_AT_MS`]: an upgrade must not turn
+    /// every admin into a stranger to their own rooms. The next `hello` hands out a new-shape
+    /// token; the old one expires a token lifetime after the upgrade's release day, and "sign
+    /// out everywhere" revokes it at once (its generation 0 is then too old).
     pub fn resume_claims(&self, token: &str) -> Option<ResumeClaims> {
+        if let Some(user) = self.legacy_resume_user(token) {
+            return Some(ResumeClaims {
+                user,
+                issued_at_ms: LEGACY_RESUME_ISSUED_AT_MS,
+                generation: 0,
+            });
+        }
         let mut parts = token.split('.');
         let (user, issued, generation, sig) =
             (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -325,6 +358,27 @@ mod tests {
         assert_eq!(key().resume_claims(&format!("{user}.{older}.{sig}")), None);
         // A voice token is not a resume token.
         assert_eq!(key().resume_claims(key().sign(&claims(1)).expose()), None);
+    }
+
+    #[test]
+    fn resume_tokens_of_the_earlier_shape_still_name_their_user() {
+        // Built exactly as the previous release did: base64url(user) "." HMAC("resume:" user).
+        let mut mac = key().mac();
+        mac.update(b"resume:alice");
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let old = format!("{}.{sig}", URL_SAFE_NO_PAD.encode("alice"));
+        assert_eq!(
+            key().resume_claims(&old),
+            Some(ResumeClaims {
+                user: UserId::parse("alice").unwrap(),
+                issued_at_ms: LEGACY_RESUME_ISSUED_AT_MS,
+                generation: 0,
+            })
+        );
+        // Forged or for another user: refused as before.
+        let bob = URL_SAFE_NO_PAD.encode("bob");
+        assert_eq!(key().resume_claims(&format!("{bob}.{sig}")), None);
+        assert_eq!(key().resume_claims(&format!("{old}x")), None);
     }
 
     #[test]
