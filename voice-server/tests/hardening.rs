@@ -865,8 +865,8 @@ fn signatures_and_secrets_are_never_compared_with_eq() {
         .join("\n");
     assert_eq!(
         code.matches(".verify_slice(&sig)").count(),
-        2,
-        "voice tokens and resume tokens are both verified with verify_slice"
+        3,
+        "voice tokens and resume tokens (both shapes) are all verified with verify_slice"
     );
     let sources = [
         ("token.rs", token),
