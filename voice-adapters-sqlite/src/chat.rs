@@ -8,8 +8,9 @@
 //! and need a "clear at start-up" step that a crash could skip; a map in memory is empty at
 //! start-up by construction. That is also what makes start-up recovery work: every participant
 //! of a voice room left active by the previous process has a connection the directory does not
-//! know, so [`VoiceService::sweep`](voice_domain::VoiceService::sweep) ends those rooms as
-//! abandoned.
+//! know, so the server marks them reconnecting
+//! ([`VoiceService::restarted`](voice_domain::VoiceService::restarted)); they resume from new
+//! connections within the grace, or the sweep ends the room.
 //!
 //! # Shape
 //! [`SqliteChat`] implements the chat domain's [`ChatStore`] port directly (and so the voice
