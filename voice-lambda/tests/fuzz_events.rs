@@ -269,7 +269,9 @@ fn body() -> impl Strategy<Value = BodyGen> {
             0.7,
             prop_oneof![3 => any::<bool>().prop_map(Value::from), 1 => any_json()],
         ),
-        prop::option::of(any_json()),
+        // Mostly no requestId: a mistyped one is a 400 before any rule runs, and the refusals
+        // past the gate (403 above all) need the rest of the request to be right.
+        prop::option::weighted(0.2, any_json()),
         any::<bool>(),
     )
         .prop_map(|(action, room, vroom, muted, rid, with_action)| {
@@ -427,10 +429,29 @@ fn arbitrary_bytes_that_parse_as_json_always_get_a_reply() {
     );
 }
 
+/// [`config`] with a fixed seed (unless `PROPTEST_RNG_SEED` is set): this test also asserts
+/// that the generator reaches every status, and a 403 needs a rare combination (the pending
+/// user, a voice action its route agrees with, the right room id, a valid request id): about
+/// three in a thousand cases, so a random run of 1 000 missed it now and then. With the seed
+/// fixed the coverage check cannot flake; the property itself is still checked on every case.
+fn coverage_config() -> ProptestConfig {
+    let seed = std::env::var("PROPTEST_RNG_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SEED);
+    ProptestConfig {
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        ..config()
+    }
+}
+
+/// A seed whose first 100 cases already reach every status the coverage check names.
+const SEED: u64 = 6;
+
 #[test]
 fn near_miss_websocket_events_always_get_a_reply() {
     let h = harness();
-    proptest!(config(), |(event in near_miss_event())| {
+    proptest!(coverage_config(), |(event in near_miss_event())| {
         h.check(event)?;
     });
     let seen = h.seen.borrow();
