@@ -223,11 +223,14 @@ impl AwsClients {
 /// quota) with more attempts than the SDK's default 3, because KVS's per-channel limits are
 /// low (5 TPS for Describe/Delete/GetIceServerConfig, 3 TPS for ConnectAs*) and a busy room
 /// meets them: ten people joining at once all ask for ICE servers on the first participant's
-/// channel, which serves five a second. Eight attempts with backoff capped at 2 s wait at most
-/// ~7 s in all, well inside the function's 30 s timeout.
+/// channel, which serves five a second. The jitter is "full" (each wait is random between 0 and
+/// its cap), so a caller that keeps losing the race spends its attempts fast: eight were not
+/// always enough for 12 simultaneous callers on one channel (seen in CI). Twelve attempts with
+/// backoff capped at 2 s wait at most ~17 s in all (~8 s on average), inside the function's
+/// 30 s timeout.
 pub fn kvs_retry_config() -> aws_config::retry::RetryConfig {
     aws_config::retry::RetryConfig::standard()
-        .with_max_attempts(8)
+        .with_max_attempts(12)
         .with_initial_backoff(std::time::Duration::from_millis(100))
         .with_max_backoff(std::time::Duration::from_secs(2))
 }
