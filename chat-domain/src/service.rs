@@ -319,12 +319,7 @@ impl ChatService {
         user: &UserId,
         room: &ChatRoomId,
     ) -> Result<MemberState, ChatError> {
-        let record = self
-            .ports
-            .store
-            .room(room)
-            .await?
-            .ok_or(ChatError::ChatRoomNotFound)?;
+        let record = self.room_record(room).await?;
         let members = self.ports.store.members(room).await?;
         let already = members.iter().any(|(u, _)| u == user) || &record.admin == user;
         if !already {
@@ -374,15 +369,7 @@ impl ChatService {
         user: &UserId,
         approve: bool,
     ) -> Result<MemberState, ChatError> {
-        let record = self
-            .ports
-            .store
-            .room(room)
-            .await?
-            .ok_or(ChatError::ChatRoomNotFound)?;
-        if &record.admin != admin {
-            return Err(ChatError::NotAdmin);
-        }
+        self.require_admin(admin, room).await?;
         self.ports.store.decide_join(room, user, approve).await?;
         info!(chat_room_id = %room, user_id = %user, approve, "join request decided");
         let (room_id, user_id) = (room.to_string(), user.to_string());
@@ -413,17 +400,21 @@ impl ChatService {
         }
     }
 
+    /// The admin gate: `admin` is the room's admin.
     async fn require_admin(&self, admin: &UserId, room: &ChatRoomId) -> Result<(), ChatError> {
-        let record = self
-            .ports
-            .store
-            .room(room)
-            .await?
-            .ok_or(ChatError::ChatRoomNotFound)?;
-        if &record.admin != admin {
+        if &self.room_record(room).await?.admin != admin {
             return Err(ChatError::NotAdmin);
         }
         Ok(())
+    }
+
+    /// The room, or [`ChatError::ChatRoomNotFound`].
+    async fn room_record(&self, room: &ChatRoomId) -> Result<RoomRecord, ChatError> {
+        self.ports
+            .store
+            .room(room)
+            .await?
+            .ok_or(ChatError::ChatRoomNotFound)
     }
 
     /// `removeMember` / `banMember`: the admin removes a member or a pending requester; with
