@@ -11,12 +11,10 @@
 
 mod browser_support;
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use browser_support::{chromium_path, peak, prerequisites_present, read_all, repo_root, NodeRun};
+use browser_support::{peak, prerequisites_present, repo_root, run_node_script};
 use serde_json::Value;
-use tokio::process::Command;
 use voice_server::config::Config;
 
 /// Upper bound for the whole Node run; the script bounds each of its own waits far below this.
@@ -41,41 +39,8 @@ async fn cameras_and_screen_shares_reach_every_peer_on_the_existing_links() {
         .expect("server starts on 127.0.0.1:0");
     let url = server.http_url();
 
-    let started = Instant::now();
-    let mut child = Command::new("node")
-        .arg("video.mjs")
-        .arg(&url)
-        .current_dir(root.join("tests/browser"))
-        .env("CHROMIUM_PATH", chromium_path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node starts");
-    let stdout = read_all(child.stdout.take());
-    let stderr = read_all(child.stderr.take());
-    let mut run = NodeRun(Some(child));
-    let status =
-        tokio::time::timeout(NODE_TIMEOUT, run.0.as_mut().expect("child present").wait()).await;
-    let status = match status {
-        Ok(s) => s.expect("waiting for node"),
-        Err(_) => {
-            drop(run);
-            let err = stderr.await.unwrap_or_default();
-            panic!("video.mjs did not finish within {NODE_TIMEOUT:?}; its stderr:\n{err}");
-        }
-    };
-    let out = stdout.await.expect("stdout reader");
-    let err = stderr.await.expect("stderr reader");
-    eprintln!(
-        "video.mjs finished in {:.1} s with {status}\n--- stderr ---\n{err}\n--- summary ---\n{out}",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(status.success(), "the video run failed ({status}):\n{err}");
-
+    let summary = run_node_script(&root, "video.mjs", &[url], NODE_TIMEOUT).await;
     // Check the measurements themselves, not only the script's verdict.
-    let summary: Value = serde_json::from_str(&out).expect("the summary on stdout is JSON");
     assert_eq!(summary["ok"], true, "summary says not ok: {summary}");
     let video = &summary["video"];
     for (key, sender) in [

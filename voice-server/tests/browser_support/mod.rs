@@ -102,3 +102,47 @@ pub fn peak(v: &serde_json::Value, listener: &str, speaker: &str) -> f64 {
         .as_f64()
         .unwrap_or_else(|| panic!("summary lacks the level {listener} measured for {speaker}: {v}"))
 }
+
+/// Runs `node <script> <args…>` in tests/browser against Chromium, within `deadline` (killed
+/// on timeout or on drop), and asserts it succeeded; returns the JSON summary it printed on
+/// stdout, after echoing its stderr and summary for the log.
+pub async fn run_node_script(
+    root: &Path,
+    script: &str,
+    args: &[String],
+    deadline: std::time::Duration,
+) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    let mut child = tokio::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(root.join("tests/browser"))
+        .env("CHROMIUM_PATH", chromium_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
+    let mut run = NodeRun(Some(child));
+    let status =
+        tokio::time::timeout(deadline, run.0.as_mut().expect("child present").wait()).await;
+    let status = match status {
+        Ok(s) => s.expect("waiting for node"),
+        Err(_) => {
+            drop(run);
+            let err = stderr.await.unwrap_or_default();
+            panic!("{script} did not finish within {deadline:?}; its stderr:\n{err}");
+        }
+    };
+    let out = stdout.await.expect("stdout reader");
+    let err = stderr.await.expect("stderr reader");
+    eprintln!(
+        "{script} finished in {:.1} s with {status}\n--- stderr ---\n{err}\n--- summary ---\n{out}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(status.success(), "{script} failed ({status}):\n{err}");
+    serde_json::from_str(&out).expect("the summary on stdout is JSON")
+}
