@@ -11,8 +11,8 @@ use voice_domain::errors::ErrorClass;
 use voice_domain::protocol::{Reply, VoiceCommand, VoiceRequest, WireError, VOICE_ACTIONS};
 use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoomId, VoiceService};
 
-use crate::ports::ServerPorts;
-use crate::relay::{Relay, SignalError, SignalKind, SignalRequest};
+use crate::adapters::ports::ServerPorts;
+use crate::adapters::relay::{Relay, SignalError, SignalKind, SignalRequest};
 use chat_domain::ChatService;
 
 /// Chat actions (self-hosted only).

@@ -23,25 +23,18 @@
 //! - [`http`]: routes, static files with CSP, origin check.
 //! - [`ws`]: one connection's reader/writer tasks and clean-up.
 //! - [`dispatch`]: wire ⇄ services translation.
-//! - [`chat`]: the chat domain's event and resume-token adapters (its rules are
-//!   `chat_domain::ChatService`, its stores in the adapter crates).
-//! - [`relay`]: the signaling channels port and the signal relay.
-//! - [`token`]: HMAC voice tokens (the credentials port). [`ice`]: STUN/TURN with TURN REST
-//!   credentials. [`hub`]: per-connection queues (the notifier port). [`ports`]: the adapter set.
+//! - [`adapters`]: the domains' ports for one process: chat events and resume tokens, the
+//!   signal relay, HMAC voice tokens, STUN/TURN, per-connection queues, the adapter set (the
+//!   chat rules are `chat_domain::ChatService`, its stores in the adapter crates).
 #![warn(missing_docs)]
 
-pub mod chat;
+pub mod adapters;
 pub mod config;
 pub mod dispatch;
 pub mod http;
-pub mod hub;
-pub mod ice;
 pub mod listener;
 pub mod logsafe;
 pub mod metrics;
-pub mod ports;
-pub mod relay;
-pub mod token;
 pub mod ws;
 
 use std::future::Future;
@@ -62,13 +55,13 @@ pub use config::{Cli, Config, ConfigError, LogFormat, RateLimit, Storage};
 use chat_domain::{ChatAdapters, ChatService, ChatStore, StoreDirectory};
 use voice_adapters_memory::MemoryChat;
 
-use crate::chat::HubChatEvents;
+use crate::adapters::chat::HubChatEvents;
+use crate::adapters::hub::{Hub, HubNotifier, Trigger};
+use crate::adapters::ice::IceConfig;
+use crate::adapters::ports::{ServerPorts, ServerStore};
+use crate::adapters::relay::{Relay, RelayChannels};
+use crate::adapters::token::{TokenIssuer, TokenKey};
 use crate::dispatch::Dispatcher;
-use crate::hub::{Hub, HubNotifier, Trigger};
-use crate::ice::IceConfig;
-use crate::ports::{ServerPorts, ServerStore};
-use crate::relay::{Relay, RelayChannels};
-use crate::token::{TokenIssuer, TokenKey};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -342,7 +335,7 @@ fn prepare(
             shutdown: trigger,
             rate_limit: config.rate_limit,
             limits: ws::ConnectionLimits {
-                queue: hub::QueueLimit {
+                queue: adapters::hub::QueueLimit {
                     messages: config.queue_capacity,
                     bytes: config.queue_bytes,
                 },

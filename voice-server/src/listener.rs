@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
-use crate::hub::Trigger;
+use crate::adapters::hub::Trigger;
 
 /// The caps and deadline of the accept loop.
 #[derive(Debug, Clone, Copy)]

@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::hub::Trigger;
+use crate::adapters::hub::Trigger;
 
 type Labels = Vec<(&'static str, &'static str)>;
 

@@ -13,9 +13,9 @@ use tracing::{debug, info, warn, Instrument};
 use voice_domain::protocol::WireError;
 use voice_domain::ConnectionId;
 
+use crate::adapters::hub::{Hub, Outbox, QueueLimit, Trigger};
 use crate::config::RateLimit;
 use crate::dispatch::{parse_frame, reply_frame, Dispatcher, Envelope};
-use crate::hub::{Hub, Outbox, QueueLimit, Trigger};
 
 /// Largest accepted frame and message, in bytes.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use voice_domain::ports::Secret;
 use voice_domain::ChannelRole;
-use voice_server::token::{Claims, TokenGrant, TokenKey};
+use voice_server::adapters::token::{Claims, TokenGrant, TokenKey};
 
 use matrix::{cells, Action, Caller, Expect};
 use support::{approve, spawn_app_with, Client, TestApp};

@@ -517,8 +517,8 @@ mod sweep {
         Capacity, ChannelArn, ChannelName, ChatRoomId, ConnectionId, SignalingChannel, Timestamp,
         UserId, VoiceRoom, VoiceRoomId,
     };
-    use voice_server::ports::ServerStore;
-    use voice_server::token::TokenKey;
+    use voice_server::adapters::ports::ServerStore;
+    use voice_server::adapters::token::TokenKey;
     use voice_server::Backends;
 
     use super::support::{approve, Client};
@@ -857,7 +857,7 @@ mod sweep {
 /// source, so replacing `verify_slice` with a plain comparison fails here.
 #[test]
 fn signatures_and_secrets_are_never_compared_with_eq() {
-    let token = include_str!("../src/token.rs");
+    let token = include_str!("../src/adapters/token.rs");
     let code: String = token
         .lines()
         .filter(|l| !l.trim_start().starts_with("//"))
@@ -870,11 +870,11 @@ fn signatures_and_secrets_are_never_compared_with_eq() {
     );
     let sources = [
         ("token.rs", token),
-        ("relay.rs", include_str!("../src/relay.rs")),
-        ("chat.rs", include_str!("../src/chat.rs")),
+        ("relay.rs", include_str!("../src/adapters/relay.rs")),
+        ("chat.rs", include_str!("../src/adapters/chat.rs")),
         ("dispatch.rs", include_str!("../src/dispatch.rs")),
         ("http.rs", include_str!("../src/http.rs")),
-        ("ice.rs", include_str!("../src/ice.rs")),
+        ("ice.rs", include_str!("../src/adapters/ice.rs")),
         ("config.rs", include_str!("../src/config.rs")),
     ];
     for (file, src) in sources {

@@ -6,9 +6,9 @@ use voice_adapters_sqlite::SqliteStore;
 use voice_domain::ports::{Ports, StoreError, VoiceRoomStore};
 use voice_domain::{ChatRoomId, ConnectionId, VoiceRoom, VoiceRoomId};
 
-use crate::hub::HubNotifier;
-use crate::relay::RelayChannels;
-use crate::token::TokenIssuer;
+use crate::adapters::hub::HubNotifier;
+use crate::adapters::relay::RelayChannels;
+use crate::adapters::token::TokenIssuer;
 use chat_domain::StoreDirectory;
 
 /// Voice rooms in SQLite (the default, `--data-dir`) or in memory (`--in-memory`), the chat

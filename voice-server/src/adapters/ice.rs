@@ -87,7 +87,7 @@ mod tests {
         assert_eq!(c.expose(), REFERENCE);
     }
 
-    const REFERENCE: &str = include_str!("../tests/fixtures/turn_reference.txt");
+    const REFERENCE: &str = include_str!("../../tests/fixtures/turn_reference.txt");
 
     #[test]
     fn only_turn_urls_get_credentials() {

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chat_domain::{event_frame, ChatEvent, ChatEvents, ResumeClaims, SessionTokens};
 use voice_domain::ConnectionId;
 
-use crate::hub::Hub;
-use crate::token::TokenKey;
+use crate::adapters::hub::Hub;
+use crate::adapters::token::TokenKey;
 
 /// [`ChatEvents`] over the hub: each event serialised once and queued for every recipient.
 #[derive(Clone)]

@@ -23,10 +23,10 @@ use voice_domain::{
     VoiceRoomId,
 };
 
-use crate::hub::Hub;
-use crate::ice::IceConfig;
-use crate::ports::ServerStore;
-use crate::token::{TokenError, TokenKey};
+use crate::adapters::hub::Hub;
+use crate::adapters::ice::IceConfig;
+use crate::adapters::ports::ServerStore;
+use crate::adapters::token::{TokenError, TokenKey};
 use chat_domain::{event_frame, StoreDirectory};
 
 /// Largest signal `payload`, serialised, in bytes (the KVS limit, so clients behave the same on
