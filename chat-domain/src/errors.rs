@@ -4,7 +4,7 @@
 //! above all), and the wire codes are the protocol's contract (docs/protocol.md).
 
 use tracing::warn;
-use voice_domain::errors::ErrorClass;
+use voice_domain::errors::{AccessError, ErrorClass};
 use voice_domain::ports::DirectoryError;
 use voice_domain::protocol::WireError;
 
@@ -13,21 +13,18 @@ use crate::ports::ChatStoreError;
 /// A chat refusal, with its stable wire code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChatError {
-    /// No `hello` yet on this connection.
-    #[error(
-        "say hello first: send {{\"action\":\"hello\",\"name\":\"...\"}} before anything else"
-    )]
+    /// No `hello` yet on this connection. (The four gate refusals say what voice's say: one
+    /// set of messages, `voice_domain::errors::AccessError`'s.)
+    #[error("{}", AccessError::NotIdentified)]
     NotIdentified,
     /// No such room.
-    #[error("chat room not found; check the room id (listRooms shows them)")]
+    #[error("{}", AccessError::ChatRoomNotFound)]
     ChatRoomNotFound,
     /// Not a member.
-    #[error("you are not a member of this chat room; send requestJoin first")]
+    #[error("{}", AccessError::NotMember)]
     NotMember,
     /// Request still pending.
-    #[error(
-        "your request to join this chat room is still pending; wait for the admin to approve it"
-    )]
+    #[error("{}", AccessError::NotApproved)]
     NotApproved,
     /// Only the admin may do this.
     #[error("only the chat room's admin can approve, deny, remove or ban members")]
@@ -106,6 +103,17 @@ impl ChatError {
             }
             Self::Unavailable => ErrorClass::Unavailable,
             Self::StorageBroken => ErrorClass::Internal,
+        }
+    }
+}
+
+impl From<AccessError> for ChatError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::NotIdentified => Self::NotIdentified,
+            AccessError::ChatRoomNotFound => Self::ChatRoomNotFound,
+            AccessError::NotMember => Self::NotMember,
+            AccessError::NotApproved => Self::NotApproved,
         }
     }
 }

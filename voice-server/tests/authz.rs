@@ -345,7 +345,8 @@ fn frame(action: Action, fields: &Value, n: usize) -> String {
 /// action), through the Lambda handler over the running server's executor; the reply body.
 async fn lambda_reply(app: &TestApp, conn: &str, frame: &str) -> String {
     let lambda = VoiceLambda::new(app.server.executor().clone());
-    let route: Value = serde_json::from_str::<Value>(frame).expect("a JSON frame")["action"].clone();
+    let route: Value =
+        serde_json::from_str::<Value>(frame).expect("a JSON frame")["action"].clone();
     let event = json!({
         "requestContext": {
             "routeKey": route,
@@ -416,7 +417,8 @@ async fn run_cell(app: &TestApp, n: usize, caller: Caller, action: Action, expec
     };
     if let Some(lambda_body) = via_lambda {
         assert_eq!(
-            w.client(caller).last_text, lambda_body,
+            w.client(caller).last_text,
+            lambda_body,
             "{case}: the Lambda and the server answer the same request with different bytes"
         );
     }
