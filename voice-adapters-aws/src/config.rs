@@ -5,7 +5,7 @@
 //! pools and credential caches); the adapters only clone them.
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use voice_adapters_memory::{SystemClock, UuidIds};
+use voice_adapters_std::{SystemClock, UuidIds};
 use voice_domain::ports::{Adapters, Ports};
 
 use crate::channels::KvsChannels;

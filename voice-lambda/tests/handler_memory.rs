@@ -14,8 +14,9 @@ use serde_json::{json, Value};
 use voice_adapters_memory::faults::{Fault, Faults, Faulty};
 use voice_adapters_memory::{
     memory_service, MemoryChannels, MemoryCredentials, MemoryDirectory, MemoryHandles,
-    MemoryNotifier, MemoryPorts, MemoryStore, SystemClock, UuidIds,
+    MemoryNotifier, MemoryPorts, MemoryStore,
 };
+use voice_adapters_std::{SystemClock, UuidIds};
 use voice_domain::errors::PortName;
 use voice_domain::ports::{
     Adapters, ChannelTags, ChatDirectory, DirectoryError, Membership, Ports, SignalingChannels,
