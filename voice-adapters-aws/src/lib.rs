@@ -23,7 +23,8 @@
 //!   [`session_policy`](credentials::session_policy).
 //! - [`notifier`]: [`ApiGatewayNotifier`] (`Notifier`).
 //! - [`errors`]: [`ConfigError`], [`PolicyError`] and the shared SDK error mapping.
-//! - [`config`]: [`AwsConfig::from_env`], [`AwsClients`], [`AwsPorts`].
+//! - [`config`]: [`AwsConfig::from_env`] (the one parser of the AWS settings, errors in
+//!   [`EnvError`]), [`AwsClients`], [`AwsPorts`].
 //! - `testing` (feature `test-support`): moto_server, test tables, a fake KVS.
 //!
 //! See `docs/aws-adapters.md` for table layouts, IAM and what is tested how.
@@ -40,7 +41,7 @@ pub mod store;
 pub mod testing;
 
 pub use channels::KvsChannels;
-pub use config::{AwsClients, AwsConfig, AwsPorts};
+pub use config::{AwsClients, AwsConfig, AwsPorts, EnvError};
 pub use credentials::StsCredentials;
 pub use directory::{DirectorySchema, DynamoDirectory};
 pub use errors::{ConfigError, PolicyError};

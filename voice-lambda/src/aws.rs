@@ -38,23 +38,20 @@ impl Ports for LambdaPorts {
     type Ids = <AwsPorts as Ports>::Ids;
 }
 
-/// The adapters' configuration implied by the Lambda's. `endpoint_url` stays unset: the SDK
-/// honours `AWS_ENDPOINT_URL` (and per-service variants) by itself.
+/// The adapters' configuration for the Lambda's clients: its own, with `endpoint_url` left to
+/// the SDK (which honours `AWS_ENDPOINT_URL` and per-service variants by itself, see
+/// [`clients`]) and the management endpoint [`UNUSED_MANAGEMENT_ENDPOINT`] when unset.
 pub fn aws_config(config: &LambdaConfig) -> AwsConfig {
     AwsConfig {
-        connections_table: config.connections_table.clone(),
-        rooms_table: config.rooms_table.clone(),
-        voice_rooms_table: config.voice_rooms_table.clone(),
-        kvs_role_arn: config.kvs_role_arn.clone(),
-        region: config.region.clone(),
         endpoint_url: None,
-        stack_id: config.stack_id.clone(),
         management_endpoint: Some(
             config
+                .aws
                 .management_endpoint
                 .clone()
                 .unwrap_or_else(|| UNUSED_MANAGEMENT_ENDPOINT.to_owned()),
         ),
+        ..config.aws.clone()
     }
 }
 
@@ -105,7 +102,7 @@ pub fn service(clients: &AwsClients, config: &LambdaConfig) -> VoiceService<Lamb
         adapters(
             clients,
             &aws_config(config),
-            config.management_endpoint.clone(),
+            config.aws.management_endpoint.clone(),
         ),
         config.service_config(),
     )

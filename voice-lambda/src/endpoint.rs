@@ -128,7 +128,7 @@ impl<N: Notifier> Notifier for EndpointNotifier<N> {
         let Some(endpoint) = self.current_endpoint() else {
             return Err(NotifyError::Unavailable(PortFailure::permanent(format!(
                 "no API Gateway management endpoint known yet: set {} or handle a WebSocket event first",
-                crate::config::APIGW_MANAGEMENT_ENDPOINT
+                voice_adapters_aws::config::ENV_MANAGEMENT_ENDPOINT
             ))));
         };
         let inner = self.notifier_for(&endpoint);

@@ -12,7 +12,8 @@
 //!
 //! ## Layout
 //! - [`aws`]: the AWS port set ([`aws::LambdaPorts`]) and its wiring from SDK clients.
-//! - [`config`]: the environment variables, checked together at cold start.
+//! - [`config`]: the environment, checked together at cold start (the AWS settings by
+//!   `voice-adapters-aws`'s parser, plus the capacity).
 //! - [`event`]: recognising a WebSocket route event or a scheduled event in the raw payload.
 //! - [`endpoint`]: picking the API Gateway management endpoint for notifications.
 //! - [`VoiceLambda`]: the handler.
@@ -24,7 +25,7 @@ pub mod endpoint;
 pub mod event;
 mod handler;
 
-pub use config::{ConfigError, LambdaConfig};
+pub use config::LambdaConfig;
 pub use endpoint::EndpointNotifier;
 pub use handler::{
     status_of, ActiveVoiceRoomView, DisconnectView, HandlerError, LambdaOutput, SweepReportView,
