@@ -113,7 +113,7 @@ pub struct AwsConfig {
     pub endpoint_url: Option<String>,
     /// `APIGW_MANAGEMENT_ENDPOINT` (optional), without a trailing `/`:
     /// `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`. When unset, the caller
-    /// derives it from an event ([`management_endpoint`](crate::notifier::management_endpoint))
+    /// derives it from an event ([`derive_endpoint`](crate::notifier::derive_endpoint))
     /// or, in tests, `endpoint_url` is used (moto serves it at its root).
     pub management_endpoint: Option<String>,
     /// `VOICE_STACK_ID` (optional): the channels this deployment creates carry it as the

@@ -2,13 +2,14 @@
 //!
 //! Why not `voice_adapters_aws::AwsPorts` as is: its notifier posts to one management endpoint
 //! fixed at start-up, while a Lambda may have to learn the endpoint from its events. The
-//! Lambda's set is the same adapters with the notifier wrapped in an [`EndpointNotifier`], which
-//! builds one `apigatewaymanagement` client per endpoint (configured, or `https://{domainName}/{stage}`
-//! of the event) and caches it for the instance's life. Living in the library, this wiring is
+//! Lambda's set is the same adapters with the notifier wrapped in `voice-adapters-aws`'s
+//! [`EndpointNotifier`], which builds one `apigatewaymanagement` client per endpoint
+//! (configured, or `https://{domainName}/{stage}` of the event) and caches it for the
+//! instance's life. Living in the library, this wiring is
 //! what the end-to-end tests exercise, not a copy of it.
 
 use aws_config::SdkConfig;
-use voice_adapters_aws::{ApiGatewayNotifier, ConfigError as AwsConfigError};
+use voice_adapters_aws::{ApiGatewayNotifier, ConfigError as AwsConfigError, EndpointNotifier};
 use voice_adapters_aws::{
     AwsClients, AwsConfig, AwsPorts, DynamoDirectory, DynamoStore, KvsChannels, StsCredentials,
 };
@@ -16,7 +17,6 @@ use voice_domain::ports::{Adapters, Ports};
 use voice_domain::VoiceService;
 
 use crate::config::LambdaConfig;
-use crate::endpoint::EndpointNotifier;
 
 /// Where the adapters' own management client points when no endpoint is configured. That
 /// client is never used by the Lambda (the [`EndpointNotifier`] builds its own per endpoint);

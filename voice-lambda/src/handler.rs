@@ -26,8 +26,8 @@ use voice_domain::protocol::{
 use voice_domain::service::{DisconnectReport, SweepReport};
 use voice_domain::{ConnectionId, UseCaseError, VoiceService};
 
-use crate::endpoint::{derive_endpoint, with_request_endpoint};
 use crate::event::{classify, Invocation};
+use voice_adapters_aws::{derive_endpoint, with_request_endpoint};
 
 /// Route key of API Gateway's disconnect notification.
 pub const DISCONNECT_ROUTE: &str = "$disconnect";

@@ -15,18 +15,15 @@
 //! - [`config`]: the environment, checked together at cold start (the AWS settings by
 //!   `voice-adapters-aws`'s parser, plus the capacity).
 //! - [`event`]: recognising a WebSocket route event or a scheduled event in the raw payload.
-//! - [`endpoint`]: picking the API Gateway management endpoint for notifications.
 //! - [`VoiceLambda`]: the handler.
 #![warn(missing_docs)]
 
 pub mod aws;
 pub mod config;
-pub mod endpoint;
 pub mod event;
 mod handler;
 
 pub use config::LambdaConfig;
-pub use endpoint::EndpointNotifier;
 pub use handler::{
     status_of, ActiveVoiceRoomView, DisconnectView, HandlerError, LambdaOutput, SweepReportView,
     VoiceLambda, DEFAULT_ROUTE, DISCONNECT_ROUTE,
