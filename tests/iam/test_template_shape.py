@@ -72,10 +72,12 @@ def test_voice_rooms_table_matches_the_dynamodb_adapter(parsed_template):
 
 
 def test_environment_matches_what_the_lambda_reads(parsed_template):
-    consts = rust_consts("voice-lambda/src/config.rs")
+    # The AWS settings are parsed by voice-adapters-aws (one parser); the Lambda adds its own.
+    aws = {k: v for k, v in rust_consts("voice-adapters-aws/src/config.rs").items() if k.startswith("ENV_")}
+    consts = {**aws, **rust_consts("voice-lambda/src/config.rs")}
     env = props(parsed_template, "VoiceFunction")["Environment"]["Variables"]
     read_by_lambda = set(consts.values())
-    required = {consts[k] for k in ("CONNECTIONS_TABLE", "ROOMS_TABLE", "VOICE_ROOMS_TABLE", "KVS_ROLE_ARN")}
+    required = {consts[k] for k in ("ENV_CONNECTIONS_TABLE", "ENV_ROOMS_TABLE", "ENV_VOICE_ROOMS_TABLE", "ENV_KVS_ROLE_ARN")}
     assert required <= set(env), f"missing: {required - set(env)}"
     assert set(env) <= read_by_lambda, f"set but never read: {set(env) - read_by_lambda}"
     assert set(env) == required | {"VOICE_ROOM_CAPACITY", "APIGW_MANAGEMENT_ENDPOINT", "VOICE_STACK_ID"}

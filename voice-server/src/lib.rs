@@ -42,8 +42,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use tracing_subscriber::util::SubscriberInitExt as _;
-use voice_adapters_memory::{MemoryChannels, MemoryStore, SystemClock, UuidIds};
+use voice_adapters_memory::{MemoryChannels, MemoryStore};
 use voice_adapters_sqlite::{Database, OpenOptions, SqliteChat, SqliteError, SqliteStore};
+use voice_adapters_std::{HmacKey, ResumeTokens, SystemClock, UuidIds};
 use voice_domain::ports::{Adapters, ChannelTags, Clock, Secret, VoiceRoomStore as _};
 use voice_domain::{ServiceConfig, VoiceService};
 
@@ -216,7 +217,7 @@ impl Backends {
         let key = chat
             .setting_or_insert(
                 TOKEN_KEY_SETTING,
-                TokenKey::random_secret().expose().to_owned(),
+                HmacKey::random_secret().expose().to_owned(),
             )
             .await
             .map_err(|e| ServeError::StoredKey(e.to_string()))?;
@@ -266,14 +267,15 @@ fn prepare(
         addr: "listener".into(),
         source,
     })?;
-    let key = match (&config.token_secret, &backends.token_secret) {
-        (Some(s), _) => TokenKey::new(s.clone()),
-        (None, Some(kept)) => TokenKey::new(kept.clone()),
+    let secret = match (&config.token_secret, &backends.token_secret) {
+        (Some(s), _) => s.clone(),
+        (None, Some(kept)) => kept.clone(),
         (None, None) => {
             warn!("no --token-secret (VOICE_TOKEN_SECRET) set and state in memory: using a random one; voice and resume tokens will not survive a restart");
-            TokenKey::random()
+            HmacKey::random_secret()
         }
     };
+    let key = TokenKey::new(secret.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let hub = Hub::new();
     let store = backends.store;
@@ -317,7 +319,7 @@ fn prepare(
             ChatService::new(ChatAdapters {
                 store: chat_state,
                 events: Arc::new(HubChatEvents::new(hub.clone())),
-                tokens: Arc::new(key.clone()),
+                tokens: Arc::new(ResumeTokens::new(HmacKey::new(secret))),
                 ids: Arc::new(UuidIds),
                 voice: Arc::new(store.clone()),
                 clock: clock.clone(),
