@@ -335,33 +335,30 @@ impl DynamoChat {
     }
 
     /// An update of a user item that also creates its (empty) connections map if it has none,
-    /// so that later binds can set one entry of it. `set` adds `SET` clauses; `rest` is the
-    /// `ADD` / `DELETE` part. Names `#conns`, `#name`, `#gen`, `#adminRooms`, `#memberRooms`,
-    /// `#pendingRooms` are defined; values come from the caller.
+    /// so that later binds can set one entry of it. `rest` is the `ADD` / `DELETE` part. Names
+    /// `#conns`, `#name`, `#gen`, `#adminRooms`, `#memberRooms`, `#pendingRooms` are defined as
+    /// `rest` uses them; values come from the caller.
     fn user_update(
         &self,
         user: &UserId,
-        set: Option<&str>,
         rest: &str,
         values: Vec<(&str, AttributeValue)>,
     ) -> Result<Update, ChatStoreError> {
-        let set = set.map(|s| format!(", {s}")).unwrap_or_default();
         let mut b = Update::builder()
             .table_name(&self.tables.users_table)
             .key(attr::USER_ID, s(user.as_str()))
             .update_expression(format!(
-                "SET #conns = if_not_exists(#conns, :noconns){set} {rest}"
+                "SET #conns = if_not_exists(#conns, :noconns) {rest}"
             ))
+            .expression_attribute_names("#conns", attr::CONNECTIONS)
             .expression_attribute_values(":noconns", AttributeValue::M(HashMap::new()));
-        for (k, v) in user_names(&format!("{set} {rest}")) {
+        for (k, v) in user_names(rest) {
             b = b.expression_attribute_names(k, v);
         }
         for (k, v) in values {
             b = b.expression_attribute_values(k, v);
         }
-        b.expression_attribute_names("#conns", attr::CONNECTIONS)
-            .build()
-            .map_err(build_failed)
+        b.build().map_err(build_failed)
     }
 
     /// One update, outside a transaction.
@@ -387,7 +384,7 @@ impl DynamoChat {
     /// one already; this covers items written by hand).
     async fn ensure_connections_map(&self, user: &str) -> Result<(), ChatStoreError> {
         let user = parse::<UserId>(user, "user id")?;
-        let u = self.user_update(&user, None, "", Vec::new())?;
+        let u = self.user_update(&user, "", Vec::new())?;
         self.update_one(u, ReturnValue::None)
             .await
             .map_err(failed("dynamodb:UpdateItem"))?;
@@ -450,6 +447,32 @@ impl DynamoChat {
             }
         }
         Err(still_conflicting())
+    }
+
+    /// One membership change as one transaction of two updates: the room item (`room_expr`
+    /// under `condition`; `:u` is the user as a one-element set, `:uid` as a string) and the
+    /// user item (`user_expr`; `:r` is the room as a one-element set), so that the room's sets
+    /// and the user's counts never disagree.
+    async fn change_membership(
+        &self,
+        room: &ChatRoomId,
+        user: &UserId,
+        room_expr: &str,
+        condition: &str,
+        user_expr: &str,
+    ) -> Result<Outcome, ChatStoreError> {
+        let on_room = self.room_update(
+            room,
+            room_expr,
+            condition,
+            vec![(":u", ss(user.as_str())), (":uid", s(user.as_str()))],
+        )?;
+        let on_user = self.user_update(user, user_expr, vec![(":r", ss(room.as_str()))])?;
+        self.run_transaction(vec![
+            TransactWriteItem::builder().update(on_room).build(),
+            TransactWriteItem::builder().update(on_user).build(),
+        ])
+        .await
     }
 
     /// Removes expired entries from a user's connections map, each only if it still holds the
@@ -798,7 +821,6 @@ impl ChatStore for DynamoChat {
             .map_err(build_failed)?;
         let admin = self.user_update(
             &room.admin,
-            None,
             "ADD #adminRooms :r, #memberRooms :r",
             vec![(":r", ss(id))],
         )?;
@@ -846,7 +868,7 @@ impl ChatStore for DynamoChat {
 
     /// `ADD tokenGeneration 1`, atomic on the item, returning the new value.
     async fn bump_token_generation(&self, user: &UserId) -> Result<u64, ChatStoreError> {
-        let u = self.user_update(user, None, "ADD #gen :one", vec![(":one", n(1))])?;
+        let u = self.user_update(user, "ADD #gen :one", vec![(":one", n(1))])?;
         let out = self
             .update_one(u, ReturnValue::UpdatedNew)
             .await
@@ -944,24 +966,15 @@ impl ChatStore for DynamoChat {
             if before != MemberState::None {
                 return Ok((before, before));
             }
-            let on_room = self.room_update(
+            let change = self.change_membership(
                 room,
+                user,
                 "ADD #pending :u",
                 "#admin <> :uid AND NOT contains(#banned, :uid) AND NOT contains(#members, :uid) \
                  AND NOT contains(#pending, :uid)",
-                vec![(":u", ss(user.as_str())), (":uid", s(user.as_str()))],
-            )?;
-            let on_user = self.user_update(
-                user,
-                None,
                 "ADD #pendingRooms :r",
-                vec![(":r", ss(room.as_str()))],
-            )?;
-            let items = vec![
-                TransactWriteItem::builder().update(on_room).build(),
-                TransactWriteItem::builder().update(on_user).build(),
-            ];
-            match self.run_transaction(items).await? {
+            );
+            match change.await? {
                 Outcome::Done => return Ok((MemberState::None, MemberState::Pending)),
                 // Banned, approved, asked or deleted in between: read again.
                 Outcome::ConditionFailed(_) => {}
@@ -986,18 +999,9 @@ impl ChatStore for DynamoChat {
         } else {
             ("DELETE #pending :u", "DELETE #pendingRooms :r")
         };
-        let on_room = self.room_update(
-            room,
-            room_expr,
-            "contains(#pending, :uid)",
-            vec![(":u", ss(user.as_str())), (":uid", s(user.as_str()))],
-        )?;
-        let on_user = self.user_update(user, None, user_expr, vec![(":r", ss(room.as_str()))])?;
-        let items = vec![
-            TransactWriteItem::builder().update(on_room).build(),
-            TransactWriteItem::builder().update(on_user).build(),
-        ];
-        match self.run_transaction(items).await? {
+        let change =
+            self.change_membership(room, user, room_expr, "contains(#pending, :uid)", user_expr);
+        match change.await? {
             Outcome::Done => Ok(()),
             Outcome::ConditionFailed(_) => match self.room_item(room).await? {
                 Some(_) => Err(ChatStoreError::NoPendingRequest),
@@ -1038,23 +1042,14 @@ impl ChatStore for DynamoChat {
             } else {
                 "DELETE #members :u, #pending :u"
             };
-            let on_room = self.room_update(
+            let change = self.change_membership(
                 room,
+                user,
                 expr,
                 still,
-                vec![(":u", ss(user.as_str())), (":uid", s(user.as_str()))],
-            )?;
-            let on_user = self.user_update(
-                user,
-                None,
                 "DELETE #memberRooms :r, #pendingRooms :r",
-                vec![(":r", ss(room.as_str()))],
-            )?;
-            let items = vec![
-                TransactWriteItem::builder().update(on_room).build(),
-                TransactWriteItem::builder().update(on_user).build(),
-            ];
-            match self.run_transaction(items).await? {
+            );
+            match change.await? {
                 Outcome::Done => return Ok(m.state),
                 Outcome::ConditionFailed(_) => {}
             }
