@@ -344,3 +344,86 @@ async fn reserved_ids_and_missing_tables_fail_plainly() {
         other => panic!("{other:?}"),
     }
 }
+
+/// What a fake DynamoDB answers per operation (`X-Amz-Target`), in the JSON 1.0 error shape
+/// the SDK parses (`__type` with the service's namespace, HTTP status).
+async fn fake_dynamodb(headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let op = target.rsplit('.').next().unwrap_or("");
+    let (status, body) = match op {
+        "GetItem" => (
+            400,
+            serde_json::json!({"__type": "com.amazonaws.dynamodb.v20120810#ThrottlingException", "message": "Rate of requests exceeds the allowed throughput."}),
+        ),
+        "TransactWriteItems" => (
+            400,
+            serde_json::json!({
+                "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons [TransactionConflict, None, None, None]",
+                "CancellationReasons": [
+                    {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"},
+                    {"Code": "None"}, {"Code": "None"}, {"Code": "None"}
+                ]
+            }),
+        ),
+        "UpdateItem" => (
+            500,
+            serde_json::json!({"__type": "com.amazon.coral.service#InternalServerError", "message": "boom"}),
+        ),
+        _ => (
+            400,
+            serde_json::json!({"__type": "com.amazon.coral.service#AccessDeniedException", "Message": "not allowed"}),
+        ),
+    };
+    (
+        axum::http::StatusCode::from_u16(status).unwrap(),
+        [("content-type", "application/x-amz-json-1.0")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// SDK errors map as the crate maps them for the voice store: throttling, 5xx and transactions
+/// that keep conflicting are retryable `Unavailable`; access denied is permanent.
+#[tokio::test]
+async fn sdk_errors_map_to_retryable_or_permanent() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(fake_dynamodb);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client =
+        aws_sdk_dynamodb::Client::new(&voice_adapters_aws::testing::test_sdk_config(&endpoint));
+    let store = DynamoChat::new(client, ChatTables::new("C", "R", "U", "M"));
+    let failure = |r: Result<(), ChatStoreError>| match r {
+        Err(ChatStoreError::Unavailable(f)) => f,
+        other => panic!("expected Unavailable, got {other:?}"),
+    };
+    let throttled = failure(store.user_name(&user("ann")).await.map(drop));
+    assert!(throttled.retryable, "{throttled:?}");
+    assert!(
+        throttled.message.contains("ThrottlingException"),
+        "{}",
+        throttled.message
+    );
+    let conflict = failure(store.create_room(&record("r-1", "One", "ann")).await);
+    assert!(conflict.retryable, "{conflict:?}");
+    assert!(
+        conflict.message.contains("conflicting"),
+        "{}",
+        conflict.message
+    );
+    let internal = failure(store.bump_token_generation(&user("ann")).await.map(drop));
+    assert!(internal.retryable, "{internal:?}");
+    let denied = failure(store.recent_messages(&chat("r-1"), 10).await.map(drop));
+    assert!(!denied.retryable, "{denied:?}");
+    assert!(
+        denied.message.contains("AccessDeniedException"),
+        "{}",
+        denied.message
+    );
+    server.abort();
+}
