@@ -88,16 +88,20 @@ const TYPE_ROOM: &str = "chatRoom";
 /// `itemType` of a room-name item.
 const TYPE_NAME: &str = "roomName";
 /// Key prefix of room-name items in the rooms table; room ids never start with it.
-pub const NAME_PREFIX: &str = "name#";
-/// The longest an API Gateway WebSocket connection lives ("Connection duration for WebSocket
-/// APIs: 2 hours", API Gateway quotas page) plus a margin for clock skew. A connection item and
-/// the user's entry for it expire then, so a `$disconnect` that never came (API Gateway sends
-/// it on a best-effort basis) cannot leave a user online for ever.
+const NAME_PREFIX: &str = "name#";
+/// The longest an API Gateway WebSocket connection lives plus a margin for clock skew. A
+/// connection item and the user's entry for it expire then, so that a `$disconnect` that never
+/// came cannot leave a user online for ever.
+///
+/// "Connection duration for WebSocket APIs: 2 hours"
+/// (<https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html>); "`$disconnect`
+/// is a best-effort event"
+/// (<https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-websocket-api-route-keys-connect-disconnect.html>).
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(2 * 3600 + 600);
 /// Messages kept per room unless configured otherwise: the contract's
 /// [`MESSAGE_HISTORY`] twice over, so that a gap left by a failed append (a sequence number
 /// handed out, no message written) never brings the kept window under the history.
-pub const DEFAULT_MESSAGE_RETENTION: u64 = 2 * MESSAGE_HISTORY as u64;
+const DEFAULT_MESSAGE_RETENTION: u64 = 2 * MESSAGE_HISTORY as u64;
 /// BatchGetItem's limit on keys per call.
 const BATCH_GET_KEYS: usize = 100;
 
@@ -273,11 +277,6 @@ impl DynamoChat {
     pub fn with_message_retention(mut self, n: u64) -> Self {
         self.retention = n.max(MESSAGE_HISTORY as u64);
         self
-    }
-
-    /// The tables in use.
-    pub fn tables(&self) -> &ChatTables {
-        &self.tables
     }
 
     fn schema(&self) -> &DirectorySchema {
