@@ -427,3 +427,50 @@ async fn sdk_errors_map_to_retryable_or_permanent() {
     );
     server.abort();
 }
+
+/// A ban racing a join request: whichever wins, a banned user is never left pending, and the
+/// requester's count of pending requests matches the room (both change in one transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_racing_a_request_never_leaves_a_banned_user_pending() {
+    let Some((m, tables)) = chat_moto().await else {
+        return;
+    };
+    let store = DynamoChat::new(m.dynamodb.clone(), tables);
+    let r = chat("room-race");
+    store
+        .create_room(&record("room-race", "Race", "ada"))
+        .await
+        .unwrap();
+    let users: Vec<_> = (0..12).map(|i| user(&format!("u{i}"))).collect();
+    let races = users.iter().map(|u| {
+        let store = &store;
+        let r = &r;
+        async move {
+            let (asked, banned) =
+                tokio::join!(store.request_join(r, u), store.remove_member(r, u, true));
+            banned.expect("the ban always lands");
+            match asked {
+                Ok(_) | Err(ChatStoreError::Banned) => {}
+                Err(e) => panic!("request failed: {e:?}"),
+            }
+        }
+    });
+    futures::future::join_all(races).await;
+    let members = store.members(&r).await.unwrap();
+    for u in &users {
+        assert!(
+            !members.iter().any(|(m, _)| m == u),
+            "{u} is banned but listed: {members:?}"
+        );
+        assert_eq!(
+            store.request_join(&r, u).await,
+            Err(ChatStoreError::Banned),
+            "{u}"
+        );
+        assert_eq!(
+            store.usage_of(u).await.unwrap().pending_requests,
+            0,
+            "{u}'s count follows the room"
+        );
+    }
+}
