@@ -4,6 +4,7 @@
 //! above all), and the wire codes are the protocol's contract (docs/protocol.md).
 
 use tracing::warn;
+use voice_domain::errors::ErrorClass;
 use voice_domain::ports::DirectoryError;
 use voice_domain::protocol::WireError;
 
@@ -86,6 +87,26 @@ impl ChatError {
     /// Whether sending the same request again may work.
     pub fn retryable(&self) -> bool {
         matches!(self, Self::Unavailable)
+    }
+
+    /// The class an entrypoint maps to an HTTP status and a log level (the same classes as
+    /// voice's refusals, so both domains' refusals look alike at the edge).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::NotIdentified => ErrorClass::Unauthenticated,
+            Self::ChatRoomNotFound => ErrorClass::NotFound,
+            Self::NotMember | Self::NotApproved | Self::NotAdmin | Self::Banned => {
+                ErrorClass::Forbidden
+            }
+            Self::CannotRemoveAdmin | Self::BadRequest(_) | Self::TooLarge(_) => {
+                ErrorClass::BadRequest
+            }
+            Self::RoomExists | Self::NoPendingRequest | Self::QuotaExceeded(_) => {
+                ErrorClass::Conflict
+            }
+            Self::Unavailable => ErrorClass::Unavailable,
+            Self::StorageBroken => ErrorClass::Internal,
+        }
     }
 }
 

@@ -15,7 +15,9 @@ use voice_domain::ConnectionId;
 
 use crate::adapters::hub::{Hub, Outbox, QueueLimit, Trigger};
 use crate::config::RateLimit;
-use crate::dispatch::{parse_frame, reply_frame, Dispatcher, Envelope};
+use voice_executor::{binary_frame_reply, parse_frame, reply_frame, Executor};
+
+use crate::adapters::ports::ServerPorts;
 
 /// Largest accepted frame and message, in bytes.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -91,8 +93,8 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// Everything a connection task needs.
 #[derive(Clone)]
 pub struct ConnectionContext {
-    /// Request handling.
-    pub dispatcher: Dispatcher,
+    /// Request handling: the executor both entrypoints share.
+    pub executor: Executor<ServerPorts>,
     /// Outgoing queues.
     pub hub: Hub,
     /// Server shutdown.
@@ -194,13 +196,7 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
         let text = match frame {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
-                let env = Envelope::default();
-                let reply = reply_frame(
-                    &env,
-                    Err(WireError::bad_request(
-                        "binary frames are not supported; send JSON text",
-                    )),
-                );
+                let reply = binary_frame_reply();
                 if ctx.hub.send(&conn, reply).is_err() {
                     break ("dropped: too slow", None);
                 }
@@ -210,7 +206,7 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
             Some(Ok(Message::Close(_))) | None => break ("closed by client", None),
             Some(Err(e)) => {
                 let (close, error) = close_for_read_error(e);
-                info!(error = %crate::logsafe::text(&error), "socket error");
+                info!(error = %voice_executor::logsafe::text(&error), "socket error");
                 if close.is_some() {
                     crate::metrics::rejected("bad_frame");
                 }
@@ -218,11 +214,11 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
             }
         };
         let reply = if bucket.take(Instant::now()) {
-            let reply = ctx.dispatcher.handle(&conn, text.as_str()).await;
+            let handled = ctx.executor.handle(&conn, text.as_str()).await;
             if !identified {
-                identified = ctx.dispatcher.chat.identify(&conn).await.is_ok();
+                identified = ctx.executor.identified(&conn).await;
             }
-            reply
+            handled.frame
         } else {
             crate::metrics::rate_limited();
             let env = parse_frame(text.as_str()).map_or_else(|(env, _)| env, |(env, _)| env);
@@ -240,7 +236,7 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
             }
             if log {
                 warn!(
-                    action = %crate::logsafe::action(&env.action),
+                    action = %voice_executor::logsafe::action(&env.action),
                     "rate limited; further frames over the limit in the next 10 s are refused without a log line"
                 );
             }
@@ -265,8 +261,7 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
     // Order: no more frames to this connection, then it is no longer the user's, then voice
     // hears of the disconnect (so its events go only to live connections).
     ctx.hub.remove(&conn);
-    ctx.dispatcher.chat.disconnect(&conn).await;
-    match ctx.dispatcher.voice.on_disconnect(&conn).await {
+    match ctx.executor.disconnect(&conn).await {
         Ok(report) if !report.rooms_left.is_empty() => {
             info!(
                 rooms = report.rooms_left.len(),

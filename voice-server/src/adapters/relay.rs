@@ -11,27 +11,21 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::{debug, warn};
 use voice_adapters_memory::MemoryChannels;
 use voice_domain::ports::{
     ChannelEndpoints, ChannelError, ChannelTags, ChatDirectory, Clock, ListedChannel,
     SignalingChannels, VoiceRoomStore,
 };
-use voice_domain::{
-    ChannelName, ChannelRole, ClientId, ConnectionId, SignalingChannel, UserId, VoiceRoom,
-    VoiceRoomId,
-};
+use voice_domain::{ChannelName, ChannelRole, ClientId, ConnectionId, SignalingChannel, VoiceRoom};
 
 use crate::adapters::hub::Hub;
 use crate::adapters::ice::IceConfig;
 use crate::adapters::ports::ServerStore;
 use crate::adapters::token::{TokenError, TokenKey};
 use chat_domain::{event_frame, StoreDirectory};
-
-/// Largest signal `payload`, serialised, in bytes (the KVS limit, so clients behave the same on
-/// both deployments).
-pub const MAX_SIGNAL_PAYLOAD: usize = 10 * 1024;
+use voice_executor::{SignalError, SignalKind, SignalRelay, SignalRequest, MAX_SIGNAL_PAYLOAD};
 
 /// Recovers the connection id a [`ClientId`] was derived from (the inverse of
 /// [`ClientId::from_connection`]).
@@ -118,74 +112,6 @@ impl SignalingChannels for RelayChannels {
 
     async fn list(&self) -> Result<Vec<ListedChannel>, ChannelError> {
         self.inner.list().await
-    }
-}
-
-/// What a signal carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum SignalKind {
-    /// SDP offer: only from the link's viewer (later joiner) to its master.
-    Offer,
-    /// SDP answer: only from the link's master to its viewer.
-    Answer,
-    /// ICE candidate: either way.
-    Candidate,
-}
-
-/// A `signal` request with validated fields.
-#[derive(Debug, Clone)]
-pub struct SignalRequest {
-    /// The voice room.
-    pub voice_room: VoiceRoomId,
-    /// The sender's voice token.
-    pub token: String,
-    /// The peer.
-    pub to: UserId,
-    /// The kind.
-    pub kind: SignalKind,
-    /// The payload, forwarded untouched.
-    pub payload: serde_json::Value,
-}
-
-/// Why a signal was refused; nothing was relayed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignalError {
-    /// No `hello` on this connection.
-    #[error("say hello first")]
-    NotIdentified,
-    /// Payload over [`MAX_SIGNAL_PAYLOAD`].
-    #[error("signal payload is {size} bytes; the limit is {MAX_SIGNAL_PAYLOAD}")]
-    TooLarge {
-        /// Its size.
-        size: usize,
-    },
-    /// Token invalid, forged, expired, for another room or user, or not granting the link.
-    #[error("the voice token is invalid or expired; call getVoiceCredentials again")]
-    Unauthorized,
-    /// Outside the mesh plan, or the kind does not fit the sender's role.
-    #[error("{0}")]
-    NotPeer(&'static str),
-    /// The voice store failed.
-    #[error("the voice-room store is unavailable; try again in a moment")]
-    Unavailable,
-}
-
-impl SignalError {
-    /// The stable wire code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::NotIdentified => "NOT_IDENTIFIED",
-            Self::TooLarge { .. } => "TOO_LARGE",
-            Self::Unauthorized => "UNAUTHORIZED",
-            Self::NotPeer(_) => "NOT_PEER",
-            Self::Unavailable => "UNAVAILABLE",
-        }
-    }
-
-    /// Whether the same request may work later.
-    pub fn retryable(&self) -> bool {
-        matches!(self, Self::Unavailable)
     }
 }
 
@@ -327,6 +253,19 @@ impl Relay {
             .send(&to_conn, frame)
             .map_err(|_| SignalError::NotPeer("the recipient is not connected"))?;
         debug!(user_id = %user, to = %req.to, kind = ?req.kind, "signal relayed");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SignalRelay for Relay {
+    async fn relay(
+        &self,
+        sender: &ConnectionId,
+        request: &SignalRequest,
+    ) -> Result<(), SignalError> {
+        Relay::relay(self, sender, request).await?;
+        crate::metrics::signal_relayed();
         Ok(())
     }
 }
