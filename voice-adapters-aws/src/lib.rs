@@ -18,6 +18,8 @@
 //!   room per chat room, compare-and-set on `version`, TTL on ended rooms.
 //! - [`directory`]: [`DynamoDirectory`] (`ChatDirectory`) over `CONNECTIONS_TABLE` and
 //!   `ROOMS_TABLE`, attribute names in [`DirectorySchema`].
+//! - [`chat_store`]: [`DynamoChat`] (chat-domain's `ChatStore`, and so a `ChatDirectory`):
+//!   the built-in chat on four tables ([`ChatTables`]), readable by [`DynamoDirectory`] too.
 //! - [`channels`]: [`KvsChannels`] (`SignalingChannels`).
 //! - [`credentials`]: [`StsCredentials`] (`CredentialIssuer`) and the pure
 //!   [`session_policy`](credentials::session_policy).
@@ -32,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod channels;
+pub mod chat_store;
 pub mod config;
 pub mod credentials;
 pub mod directory;
@@ -42,6 +45,7 @@ pub mod store;
 pub mod testing;
 
 pub use channels::KvsChannels;
+pub use chat_store::{ChatTables, DynamoChat};
 pub use config::{AwsClients, AwsConfig, AwsPorts, EnvError};
 pub use credentials::StsCredentials;
 pub use directory::{DirectorySchema, DynamoDirectory};
