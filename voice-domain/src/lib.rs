@@ -15,6 +15,8 @@
 //! - `room`: the aggregate, its transitions and events, and the full-mesh connection plan.
 //! - `ports`: the traits adapters implement, each with its error contract.
 //! - `errors`: one error enum per use case, with stable wire codes.
+//! - `gate`: the approved-member gate (`Membership::require_approved`), which the chat domain
+//!   applies too.
 //! - `service`: the use cases.
 //! - `protocol`: the JSON shapes both entrypoints speak (serde only; the service never sees them).
 #![warn(missing_docs)]
@@ -22,6 +24,7 @@
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 pub mod errors;
+pub mod gate;
 pub mod ids;
 pub mod ports;
 pub mod protocol;

@@ -18,26 +18,10 @@ use voice_domain::protocol::{
 use voice_domain::service::DisconnectReport;
 use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoom, VoiceRoomId, VoiceService};
 
+use crate::actions::CHAT_ACTIONS;
 use crate::envelope::{parse_frame, reply_frame};
 use crate::logsafe;
 use crate::signal::{SignalError, SignalKind, SignalRelay, SignalRequest};
-
-/// The chat actions (served where the deployment runs the chat domain).
-pub const CHAT_ACTIONS: &[&str] = &[
-    "hello",
-    "createRoom",
-    "listRooms",
-    "requestJoin",
-    "approveJoin",
-    "denyJoin",
-    "listMembers",
-    "sendMessage",
-    "getMessages",
-    "removeMember",
-    "banMember",
-    "unbanMember",
-    "signOutEverywhere",
-];
 
 /// A refused request, ready for the wire: what the client is told, the class an entrypoint maps
 /// to a status or log level, and the cause for the log only (a client's message hides

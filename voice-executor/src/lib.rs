@@ -10,17 +10,20 @@
 //! It is as pure as the domains it serves (no tokio, AWS, axum or SQL): I/O stays behind the
 //! domains' ports and the [`SignalRelay`] port.
 //!
+//! - [`actions`]: the chat and executor action names.
 //! - [`envelope`]: parsing a frame's envelope and serialising replies.
 //! - [`executor`]: [`Executor`], the action table and its routing.
 //! - [`signal`]: the `signal` action's request and its port (the self-hosted relay).
 //! - [`logsafe`]: how user-controlled text may appear in a log line.
 #![warn(missing_docs)]
 
+pub mod actions;
 pub mod envelope;
 pub mod executor;
 pub mod logsafe;
 pub mod signal;
 
+pub use actions::CHAT_ACTIONS;
 pub use envelope::{binary_frame_reply, parse_frame, reply_frame, Envelope, MAX_REQUEST_ID_CHARS};
-pub use executor::{Executor, Handled, Refusal, CHAT_ACTIONS};
+pub use executor::{Executor, Handled, Refusal};
 pub use signal::{SignalError, SignalKind, SignalRelay, SignalRequest, MAX_SIGNAL_PAYLOAD};

@@ -4,7 +4,7 @@
 
 use voice_domain::protocol::VOICE_ACTIONS;
 
-use crate::executor::CHAT_ACTIONS;
+use crate::actions::{CHAT_ACTIONS, EXECUTOR_ACTIONS};
 
 /// Longest user-controlled value written to a log, in characters before escaping.
 pub const MAX_LOGGED_CHARS: usize = 64;
@@ -12,8 +12,7 @@ pub const MAX_LOGGED_CHARS: usize = 64;
 /// The action name as logged: the name itself when the server knows it, else `"<unknown>"`
 /// (an attacker chooses the `action` field; only names from the protocol reach the log).
 pub fn action(name: &str) -> &str {
-    if name == "signal"
-        || name == "ping"
+    if EXECUTOR_ACTIONS.contains(&name)
         || CHAT_ACTIONS.contains(&name)
         || VOICE_ACTIONS.contains(&name)
     {
