@@ -2,7 +2,14 @@
 // request deadlines, backoff with jitter. A fake WebSocket and mocked timers, no network.
 import { test, mock } from 'node:test';
 import assert from 'node:assert/strict';
-import { AppConnection, DEAD_AFTER_MS, HEARTBEAT_MS, reconnectDelayMs } from '../../voice-server/static/connection.js';
+import {
+  AppConnection,
+  DEAD_AFTER_MS,
+  HEARTBEAT_MS,
+  REQUEST_ATTEMPTS,
+  reconnectDelayMs,
+  retryDelayMs,
+} from '../../voice-server/static/connection.js';
 
 class FakeSocket {
   static last = null;
@@ -126,4 +133,76 @@ test('replies match their requests; a signal waits for its voice room subscriber
   c.onSignal('v1', (m) => got.push(m.from));
   assert.deepEqual(got, ['a']);
   c.close();
+});
+
+// Retries after a retryable refusal (issue: a KVS throttle reached the user as UNAVAILABLE).
+// The fake socket answers each request as the test says; sleeps are recorded, not waited.
+function retrying(clock, answer) {
+  const slept = [];
+  return {
+    slept,
+    opts: {
+      sleep: async (ms) => {
+        slept.push(ms);
+        clock.now += ms;
+      },
+      rand: () => 0.5,
+    },
+    serve(ws) {
+      ws.send = (t) => {
+        const req = JSON.parse(t);
+        ws.sent.push(req);
+        queueMicrotask(() => ws.reply({ type: 'reply', requestId: req.requestId, action: req.action, ...answer(req, ws.sent.length) }));
+      };
+    },
+  };
+}
+const refused = (code, retryable = true) => ({ ok: false, error: { code, message: code, retryable } });
+
+test('retry: a throttled getVoiceCredentials is sent again after jittered waits and succeeds', async () => {
+  const clock = { now: 0 };
+  const r = retrying(clock, (_req, n) => (n < 3 ? refused('UNAVAILABLE') : { ok: true, data: { granted: n } }));
+  const { c, ws } = await opened(clock, { heartbeatMs: null, ...r.opts });
+  r.serve(ws);
+  const data = await c.request('getVoiceCredentials', { voiceRoomId: 'v1' });
+  assert.deepEqual(data, { granted: 3 });
+  assert.equal(ws.sent.length, 3);
+  assert.deepEqual(r.slept, [retryDelayMs(1, () => 0.5), retryDelayMs(2, () => 0.5)]);
+  assert.ok(ws.sent.every((q) => q.voiceRoomId === 'v1' && q.action === 'getVoiceCredentials'));
+  assert.notEqual(ws.sent[0].requestId, ws.sent[1].requestId, 'each attempt is its own request');
+  c.close();
+});
+
+test('retry: gives up after REQUEST_ATTEMPTS with the last refusal', async () => {
+  const clock = { now: 0 };
+  const r = retrying(clock, () => refused('RATE_LIMITED'));
+  const { c, ws } = await opened(clock, { heartbeatMs: null, ...r.opts });
+  r.serve(ws);
+  await assert.rejects(c.request('setMute', { voiceRoomId: 'v1', muted: true }), (e) => e.code === 'RATE_LIMITED');
+  assert.equal(ws.sent.length, REQUEST_ATTEMPTS);
+  c.close();
+});
+
+test('retry: never for sendMessage, a non-retryable refusal, or past the deadline', async () => {
+  const clock = { now: 0 };
+  const r = retrying(clock, (req) => (req.action === 'getVoiceRoom' ? refused('NOT_MEMBER', false) : refused('UNAVAILABLE')));
+  const { c, ws } = await opened(clock, { heartbeatMs: null, ...r.opts });
+  r.serve(ws);
+  await assert.rejects(c.request('sendMessage', { roomId: 'r', text: 'hi' }), (e) => e.code === 'UNAVAILABLE');
+  assert.equal(ws.sent.length, 1, 'a message may have been stored: not sent twice');
+  await assert.rejects(c.request('getVoiceRoom', { roomId: 'r' }), (e) => e.code === 'NOT_MEMBER');
+  assert.equal(ws.sent.length, 2);
+  // A deadline shorter than the first wait: no retry.
+  await assert.rejects(c.request('listRooms', {}, 50), (e) => e.code === 'UNAVAILABLE');
+  assert.equal(ws.sent.length, 3);
+  assert.deepEqual(r.slept, []);
+  c.close();
+});
+
+test('retry delays: full jitter under a doubling cap of 2 s', () => {
+  assert.equal(retryDelayMs(1, () => 1), 250);
+  assert.equal(retryDelayMs(2, () => 1), 500);
+  assert.equal(retryDelayMs(4, () => 1), 2000);
+  assert.equal(retryDelayMs(9, () => 1), 2000);
+  assert.equal(retryDelayMs(3, () => 0), 0);
 });

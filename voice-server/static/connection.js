@@ -30,12 +30,39 @@ export function reconnectDelayMs(attempt, rand = Math.random) {
   return Math.round(base * (0.7 + 0.6 * rand()));
 }
 
+// Retries after a retryable refusal (docs/web-client.md, "Retries"): UNAVAILABLE (a dependency
+// such as KVS or DynamoDB throttled or failed) and RATE_LIMITED were refused before anything was
+// done, so the page sends the request again after a short random wait instead of showing the
+// error. Only for actions whose refusal leaves nothing behind and whose repetition is harmless:
+// the voice use cases undo a failed start/join (docs/protocol.md), the rest only read or set a
+// state. sendMessage, createRoom and the moderation actions are not retried (a lost reply could
+// mean they ran). TIMEOUT is never retried (the request may still run).
+export const RETRIED_ACTIONS = new Set([
+  'createVoiceRoom',
+  'getVoiceCredentials',
+  'leaveVoiceRoom',
+  'setMute',
+  'endVoiceRoom',
+  'getVoiceRoom',
+  'listRooms',
+  'listMembers',
+  'getMessages',
+]);
+export const RETRIED_CODES = new Set(['UNAVAILABLE', 'RATE_LIMITED']);
+/** Attempts in all (the first send and up to three retries). */
+export const REQUEST_ATTEMPTS = 4;
+
+/** Wait before retry `attempt` (1, 2, …): full jitter over 250 ms · 2^(attempt-1), at most 2 s. */
+export function retryDelayMs(attempt, rand = Math.random) {
+  return Math.round(rand() * Math.min(2000, 250 * 2 ** (attempt - 1)));
+}
+
 export class AppConnection {
   /**
    * @param {string} url
    * @param {object} opts  requestTimeoutMs; heartbeatMs/deadAfterMs (null = no heartbeat, e.g.
    *   on AWS where every request is a Lambda invocation); probe (the heartbeat request, default
-   *   `ping`); WebSocketImpl, now, log/warn (injectable for tests).
+   *   `ping`); WebSocketImpl, now, log/warn, sleep, rand (injectable for tests).
    */
   constructor(url, opts = {}) {
     this.url = url;
@@ -47,6 +74,8 @@ export class AppConnection {
     this.WebSocketImpl = opts.WebSocketImpl || globalThis.WebSocket;
     this.now = opts.now || (() => Date.now());
     this.warn = opts.warn || (() => {});
+    this.sleep = opts.sleep || ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+    this.rand = opts.rand || Math.random;
     this.apiGatewayErrorText = opts.apiGatewayErrorText || null;
     this.ws = null;
     this.nextId = 1;
@@ -135,8 +164,33 @@ export class AppConnection {
     return !this.closed && !!this.ws && this.ws.readyState === 1;
   }
 
-  /** Sends one request; resolves with its `data`, rejects with ApiError (code, never thrown raw). */
-  request(action, fields = {}, timeoutMs = this.requestTimeoutMs) {
+  /**
+   * Sends one request; resolves with its `data`, rejects with ApiError (code, never thrown raw).
+   * A retryable refusal of a RETRIED_ACTIONS action is retried (up to REQUEST_ATTEMPTS, with
+   * jittered waits) while the connection is open and the overall deadline `timeoutMs` allows.
+   */
+  async request(action, fields = {}, timeoutMs = this.requestTimeoutMs) {
+    const deadline = this.now() + timeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.requestOnce(action, fields, Math.max(1, deadline - this.now()));
+      } catch (e) {
+        const wait = retryDelayMs(attempt, this.rand);
+        const again =
+          RETRIED_ACTIONS.has(action) &&
+          RETRIED_CODES.has(e.code) &&
+          attempt < REQUEST_ATTEMPTS &&
+          this.now() + wait < deadline;
+        if (!again) throw e;
+        this.warn(`${action}: ${e.code}, retrying in ${wait} ms`);
+        await this.sleep(wait);
+        if (!this.isOpen()) throw e;
+      }
+    }
+  }
+
+  /** One send of a request, with its own reply deadline. */
+  requestOnce(action, fields, timeoutMs) {
     return new Promise((resolve, reject) => {
       if (!this.isOpen()) {
         reject(new ApiError(action, { code: 'DISCONNECTED', message: 'not connected to the server' }));
