@@ -10,7 +10,7 @@ use voice_adapters_sqlite::{Database, OpenOptions, SqliteChat, SqliteStore};
 use voice_adapters_std::HmacKey;
 use voice_domain::ports::Secret;
 
-use crate::adapters::ports::ServerStore;
+use crate::adapters::store::ServerStore;
 use crate::config::Storage;
 use crate::ServeError;
 

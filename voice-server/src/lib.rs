@@ -304,7 +304,10 @@ pub(crate) async fn run(
         trigger.clone(),
     ));
     info!(%addr, capacity = config.capacity.get(), ice_servers = config.ice_servers.len(), "voice-server listening");
-    let metrics = metrics_listener.map(|l| metrics::spawn(l, trigger.clone()));
+    let metrics = metrics_listener.map(|l| {
+        let stop = trigger.clone();
+        metrics::spawn(l, async move { stop.wait().await })
+    });
     let stop = trigger.clone();
     tokio::spawn(async move {
         tokio::select! {

@@ -17,8 +17,6 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::adapters::hub::Trigger;
-
 type Labels = Vec<(&'static str, &'static str)>;
 
 struct Metrics {
@@ -128,8 +126,11 @@ pub fn render() -> String {
     out
 }
 
-/// Serves `GET /metrics` on `listener` until `stop` fires.
-pub fn spawn(listener: TcpListener, stop: Trigger) -> tokio::task::JoinHandle<()> {
+/// Serves `GET /metrics` on `listener` until `stop` completes (the server's shutdown).
+pub fn spawn(
+    listener: TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     let bound = listener
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |a: SocketAddr| a.to_string());
@@ -149,7 +150,7 @@ pub fn spawn(listener: TcpListener, stop: Trigger) -> tokio::task::JoinHandle<()
     info!(addr = %bound, "metrics at /metrics");
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.wait().await })
+            .with_graceful_shutdown(stop)
             .await;
         if let Err(e) = served {
             warn!(error = %e, "metrics listener failed");

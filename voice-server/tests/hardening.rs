@@ -519,7 +519,7 @@ mod sweep {
         Capacity, ChannelArn, ChannelName, ChatRoomId, ConnectionId, SignalingChannel, Timestamp,
         UserId, VoiceRoom, VoiceRoomId,
     };
-    use voice_server::adapters::ports::ServerStore;
+    use voice_server::adapters::store::ServerStore;
     use voice_server::Backends;
 
     use super::support::{approve, Client};

@@ -3,6 +3,7 @@
 //! translates transport and the adapters only implement ports.
 //!
 //! - [`ports`]: the voice domain's adapter set ([`ports::ServerPorts`]).
+//! - [`store`]: the voice-room store the server runs on ([`store::ServerStore`]).
 //! - [`chat`]: the chat domain's events adapter.
 //! - [`relay`]: the signaling channels port and the signal relay.
 //! - [`token`]: HMAC voice tokens (the credentials port).
@@ -14,4 +15,5 @@ pub mod hub;
 pub mod ice;
 pub mod ports;
 pub mod relay;
+pub mod store;
 pub mod token;

@@ -22,7 +22,7 @@ use voice_domain::{ChannelName, ChannelRole, ClientId, ConnectionId, SignalingCh
 
 use crate::adapters::hub::Hub;
 use crate::adapters::ice::IceConfig;
-use crate::adapters::ports::ServerStore;
+use crate::adapters::store::ServerStore;
 use crate::adapters::token::{TokenError, TokenKey};
 use chat_domain::{event_frame, StoreDirectory};
 use voice_executor::{SignalError, SignalKind, SignalRelay, SignalRequest, MAX_SIGNAL_PAYLOAD};
