@@ -43,6 +43,11 @@ pub struct Report {
     pub latency: Summary,
     /// Server process figures.
     pub server: ServerFigures,
+    /// `pinned` (server and generator each on its own core, `taskset`) or `unpinned`.
+    pub pinning: String,
+    /// Server CPU time per unit of the headline rate (per relayed signal, per operation), µs;
+    /// `None` where the scenario has no such unit.
+    pub server_cpu_us_each: Option<f64>,
     /// The generator's own CPU in the window, % of one core (it shares the 2 cores).
     pub generator_cpu_pct: f64,
     /// 1-minute load average before and after (other builds on the box show up here).
@@ -57,11 +62,13 @@ impl Report {
     /// One line for a terminal.
     pub fn line(&self) -> String {
         format!(
-            "{:<7} {:<6} {:>12.0} {:<7} p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs  n {:>8}  server rss {:>7.1} MiB cpu {:>5.0}%  gen cpu {:>4.0}%  load {:.1}/{:.1}  errors {}",
+            "{:<7} {:<6} {:<8} {:>12.0} {:<7} cpu/each {:>6.1} µs  p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs  n {:>8}  server rss {:>7.1} MiB cpu {:>5.0}%  gen cpu {:>4.0}%  load {:.1}/{:.1}  errors {}",
             self.scenario,
             self.target,
+            self.pinning,
             self.throughput,
             self.unit,
+            self.server_cpu_us_each.unwrap_or(f64::NAN),
             self.latency.p50_us,
             self.latency.p99_us,
             self.latency.max_us,

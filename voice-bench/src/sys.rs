@@ -32,6 +32,35 @@ pub fn raise_nofile() -> u64 {
     }
 }
 
+/// Pins every thread of this process to `cpus` (a `taskset` list such as `1` or `0-1`) with
+/// `taskset -a -p`; threads started later inherit it from the thread that starts them.
+///
+/// # Errors
+/// `taskset` could not run or refused the list.
+pub fn pin_self(cpus: &str) -> anyhow::Result<()> {
+    let out = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+        .output()
+        .map_err(|e| anyhow::anyhow!("running taskset: {e}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "taskset -a -p -c {cpus} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Every online core as a `taskset` list (`0-1` on the reference box). Read from sysfs, not
+/// from `available_parallelism`, which only sees the cores this process is pinned to.
+pub fn all_cpus() -> String {
+    fs::read_to_string("/sys/devices/system/cpu/online")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "0".to_owned())
+}
+
 /// Clock ticks per second of `/proc/<pid>/stat` times.
 fn clk_tck() -> f64 {
     // SAFETY: sysconf has no preconditions.
