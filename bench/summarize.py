@@ -56,19 +56,20 @@ def runs(rs, unit):
 def medians(rs):
     targets = sorted({(r.get("pinning", ""), r["target"]) for r in rs})
     med = {}
-    print("| pinning | target | runs | median throughput | median server CPU µs each | median p50 (ms) | median p99 (ms) | median max (ms) |")
+    print("| pinning | target | runs | median throughput | median server CPU µs each (user) | median p50 (ms) | median p99 (ms) | median max (ms) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for p, t in targets:
         ts = [r for r in rs if r["target"] == t and r.get("pinning", "") == p]
         m = {k: statistics.median(f(r) for r in ts) for k, f in {
             "thr": lambda r: r["throughput"],
             "each": each,
+            "user": lambda r: each(r) * r["server"].get("user_cpu_secs", float("nan")) / max(r["server"]["cpu_secs"], 1e-9),
             "p50": lambda r: r["latency"]["p50_us"],
             "p99": lambda r: r["latency"]["p99_us"],
             "max": lambda r: r["latency"]["max_us"],
         }.items()}
         med[(p, t)] = m
-        print(f"| {p} | {t} | {len(ts)} | {m['thr']:.0f} {ts[0]['unit']} | {m['each']:.1f} | {ms(m['p50'])} | {ms(m['p99'])} | {ms(m['max'])} |")
+        print(f"| {p} | {t} | {len(ts)} | {m['thr']:.0f} {ts[0]['unit']} | {m['each']:.1f} ({m['user']:.1f}) | {ms(m['p50'])} | {ms(m['p99'])} | {ms(m['max'])} |")
     return med
 
 

@@ -468,10 +468,13 @@ fn summary(all: &[Report]) {
     println!("-- medians over {} runs", all.len());
     for (s, p, t) in &keys {
         println!(
-            "{s:<7} {t:<6} {p:<8} {:>12.0} {:<7} cpu/each {:>6.1} µs  p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs  server cpu {:>5.0}%",
+            "{s:<7} {t:<6} {p:<8} {:>12.0} {:<7} cpu/each {:>6.1} µs (user {:>5.1})  p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs  server cpu {:>5.0}%",
             med(s, p, t, &|r| r.throughput),
             all.iter().find(|r| &r.scenario == s).map_or("", |r| r.unit.as_str()),
             med(s, p, t, &|r| r.server_cpu_us_each.unwrap_or(f64::NAN)),
+            med(s, p, t, &|r| r.server_cpu_us_each.unwrap_or(f64::NAN)
+                * r.server.user_cpu_secs
+                / r.server.cpu_secs.max(1e-9)),
             med(s, p, t, &|r| r.latency.p50_us),
             med(s, p, t, &|r| r.latency.p99_us),
             med(s, p, t, &|r| r.latency.max_us),

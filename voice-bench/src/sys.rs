@@ -81,6 +81,8 @@ pub struct ProcSample {
     pub hwm_kib: u64,
     /// User + system CPU time, seconds.
     pub cpu_secs: f64,
+    /// User CPU time alone, seconds (the rest is the kernel: mostly the loopback TCP path).
+    pub user_secs: f64,
     /// Threads.
     pub threads: u64,
 }
@@ -107,6 +109,7 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
         rss_kib: field("VmRSS:"),
         hwm_kib: field("VmHWM:"),
         cpu_secs: (utime + stime) / clk_tck(),
+        user_secs: utime / clk_tck(),
         threads: field("Threads:"),
     })
 }
