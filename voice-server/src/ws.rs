@@ -265,6 +265,7 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
     // Order: no more frames to this connection, then it is no longer the user's, then voice
     // hears of the disconnect (so its events go only to live connections).
     ctx.hub.remove(&conn);
+    ctx.dispatcher.relay.forget(&conn);
     ctx.dispatcher.chat.disconnect(&conn).await;
     match ctx.dispatcher.voice.on_disconnect(&conn).await {
         Ok(report) if !report.rooms_left.is_empty() => {

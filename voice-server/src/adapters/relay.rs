@@ -7,8 +7,15 @@
 //! - [`Relay`]: checks a `signal` and forwards it. Who may talk to whom, and in which role, is
 //!   the domain's decision ([`VoiceRoom::link_between`]); the relay only checks that the
 //!   sender's token grants that link's channel in that role and that the kind fits the role.
+//!
+//! Per signal the relay reads no more than it must: a connection's voice token is verified
+//! (HMAC, then its claims parsed) once and its claims kept until they expire or the connection
+//! presents another token or closes ([`Relay::forget`]). Every check still runs on every
+//! signal against those: the token's expiry, room and user, the sender's current connection,
+//! the mesh link, the grant, the role.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -26,7 +33,7 @@ use voice_domain::{
 use crate::adapters::hub::Hub;
 use crate::adapters::ice::IceConfig;
 use crate::adapters::ports::ServerStore;
-use crate::adapters::token::{TokenError, TokenKey};
+use crate::adapters::token::{Claims, TokenError, TokenKey};
 use chat_domain::{event_frame, StoreDirectory};
 
 /// Largest signal `payload`, serialised, in bytes (the KVS limit, so clients behave the same on
@@ -199,6 +206,12 @@ struct SignalEvent<'a> {
     payload: &'a serde_json::Value,
 }
 
+/// A connection's last verified voice token and its claims.
+struct VerifiedToken {
+    token: Box<str>,
+    claims: Arc<Claims>,
+}
+
 /// Checks and forwards signals.
 #[derive(Clone)]
 pub struct Relay {
@@ -207,6 +220,8 @@ pub struct Relay {
     directory: StoreDirectory,
     hub: Hub,
     clock: Arc<dyn Clock>,
+    /// By connection: the token it signals with, verified once (see the module doc).
+    tokens: Arc<Mutex<HashMap<ConnectionId, VerifiedToken>>>,
 }
 
 impl Relay {
@@ -224,7 +239,47 @@ impl Relay {
             directory,
             hub,
             clock,
+            tokens: Arc::default(),
         }
+    }
+
+    fn tokens(&self) -> MutexGuard<'_, HashMap<ConnectionId, VerifiedToken>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets what was cached for `conn` (it closed).
+    pub fn forget(&self, conn: &ConnectionId) {
+        self.tokens().remove(conn);
+    }
+
+    /// The claims of `token` sent by `sender`: verified (signature, then expiry) the first time
+    /// the connection presents it, from the cache afterwards with the expiry checked again.
+    fn claims(
+        &self,
+        sender: &ConnectionId,
+        token: &str,
+        now: voice_domain::Timestamp,
+    ) -> Result<Arc<Claims>, TokenError> {
+        use subtle::ConstantTimeEq as _;
+        let cached = self.tokens().get(sender).and_then(|v| {
+            bool::from(v.token.as_bytes().ct_eq(token.as_bytes())).then(|| v.claims.clone())
+        });
+        if let Some(claims) = cached {
+            if now.as_millis() >= claims.exp.saturating_mul(1000) {
+                self.forget(sender);
+                return Err(TokenError::Expired);
+            }
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.key.verify(token, now)?);
+        self.tokens().insert(
+            sender.clone(),
+            VerifiedToken {
+                token: token.into(),
+                claims: claims.clone(),
+            },
+        );
+        Ok(claims)
     }
 
     /// Checks `req` from `sender` and forwards it to the peer's connection in the room.
@@ -253,8 +308,7 @@ impl Relay {
             return Err(SignalError::TooLarge { size });
         }
         let claims = self
-            .key
-            .verify(&req.token, self.clock.now())
+            .claims(sender, &req.token, self.clock.now())
             .map_err(|e: TokenError| {
                 warn!(reason = %e, user_id = %user, voice_room_id = %req.voice_room, "signal refused: bad token");
                 SignalError::Unauthorized
@@ -334,6 +388,59 @@ impl Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use voice_domain::ports::Secret;
+    use voice_domain::Timestamp;
+
+    #[test]
+    fn a_token_is_verified_once_per_connection_and_still_expires() {
+        let key = TokenKey::new(Secret::new("k".repeat(32)));
+        let relay = Relay::new(
+            key.clone(),
+            ServerStore::default(),
+            StoreDirectory(Arc::new(voice_adapters_memory::MemoryChat::new())),
+            Hub::new(),
+            Arc::new(voice_adapters_memory::SystemClock),
+        );
+        let claims = Claims {
+            voice_room_id: "v".into(),
+            user_id: "u".into(),
+            grants: vec![],
+            exp: 100,
+        };
+        let token = key.sign(&claims);
+        let conn = ConnectionId::parse("c1").unwrap();
+        let at = |secs: u64| Timestamp::from_millis(secs * 1000);
+        assert_eq!(
+            *relay.claims(&conn, token.expose(), at(10)).unwrap(),
+            claims
+        );
+        assert!(
+            relay.tokens().contains_key(&conn),
+            "kept after the first check"
+        );
+        assert_eq!(
+            *relay.claims(&conn, token.expose(), at(11)).unwrap(),
+            claims
+        );
+        // Another token on the same connection is verified, never taken from the cache.
+        let forged = TokenKey::new(Secret::new("f".repeat(32))).sign(&claims);
+        assert_eq!(
+            relay.claims(&conn, forged.expose(), at(12)).unwrap_err(),
+            TokenError::BadSignature
+        );
+        assert!(relay.claims(&conn, "x.y", at(12)).is_err());
+        // The cached claims still expire.
+        relay.claims(&conn, token.expose(), at(99)).unwrap();
+        assert_eq!(
+            relay.claims(&conn, token.expose(), at(100)).unwrap_err(),
+            TokenError::Expired
+        );
+        relay
+            .claims(&ConnectionId::parse("c2").unwrap(), token.expose(), at(50))
+            .unwrap();
+        relay.forget(&ConnectionId::parse("c2").unwrap());
+        assert!(relay.tokens().is_empty());
+    }
 
     #[test]
     fn client_ids_decode_back_to_connections() {
