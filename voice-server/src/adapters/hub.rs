@@ -14,6 +14,8 @@ use voice_domain::ports::{Notifier, NotifyError};
 use voice_domain::protocol::EventEnvelope;
 use voice_domain::{ConnectionId, VoiceEvent};
 
+use crate::adapters::relay::RoomCache;
+
 /// A one-shot, many-waiter signal: "stop now". Used for one connection (dropped as too slow)
 /// and for the whole server (shutdown).
 #[derive(Clone, Default, Debug)]
@@ -134,6 +136,9 @@ pub struct Hub {
     inner: Arc<Mutex<HashMap<ConnectionId, Entry>>>,
     count_changed: Arc<Notify>,
     sessions: Arc<AtomicUsize>,
+    /// The relay's voice rooms, here because the notifier, which sees every voice event,
+    /// must clear them.
+    voice_rooms: RoomCache,
 }
 
 /// Held by a connection task for its whole life, clean-up included (see [`Hub::session`]).
@@ -154,6 +159,11 @@ impl Hub {
     /// No connections.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The relay's cache of voice rooms, cleared by [`HubNotifier`] on every voice event.
+    pub fn voice_rooms(&self) -> &RoomCache {
+        &self.voice_rooms
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<ConnectionId, Entry>> {
@@ -325,6 +335,9 @@ impl HubNotifier {
 #[async_trait]
 impl Notifier for HubNotifier {
     async fn send(&self, to: &ConnectionId, event: &VoiceEvent) -> Result<(), NotifyError> {
+        // The room changed (every voice event is about a stored change): the relay reads it
+        // again before the next signal, at the latest before anyone hears of the change.
+        self.hub.voice_rooms().invalidate_all();
         // A dropped connection is gone as far as voice is concerned: the service removes it
         // from its room right away instead of waiting for the socket to close.
         self.hub

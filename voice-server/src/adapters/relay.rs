@@ -10,12 +10,15 @@
 //!
 //! Per signal the relay reads no more than it must: a connection's voice token is verified
 //! (HMAC, then its claims parsed) once and its claims kept until they expire or the connection
-//! presents another token or closes ([`Relay::forget`]). Every check still runs on every
-//! signal against those: the token's expiry, room and user, the sender's current connection,
-//! the mesh link, the grant, the role.
+//! presents another token or closes ([`Relay::forget`]); the voice room is read from the store
+//! once and shared ([`RoomCache`]) until a voice event about any room, or [`ROOM_CACHE_TTL`],
+//! whichever comes first. Every check still runs on every signal against those: the token's
+//! expiry, room and user, the sender's current connection, the mesh link, the grant, the role.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -206,6 +209,73 @@ struct SignalEvent<'a> {
     payload: &'a serde_json::Value,
 }
 
+/// The longest a cached voice room is used without reading the store again. Every voice event
+/// (join, leave, resume, reconnecting, end, ...) clears the cache at once; this bounds the case
+/// where a change reached no connection at all (nobody left in the chat room to tell), which
+/// is then no longer stale than a signal racing the change would be by this much.
+pub const ROOM_CACHE_TTL: Duration = Duration::from_millis(100);
+
+/// Above this many cached rooms, a new entry first drops the expired ones (rooms nobody
+/// signals in any more go away without an event).
+const ROOM_CACHE_SWEEP_AT: usize = 1024;
+
+/// Voice rooms as the relay last read them, shared by every connection: one store read (and
+/// one clone of the room) per room per change instead of one per signal. Cleared by the
+/// notifier on every voice event ([`RoomCache::invalidate_all`]).
+#[derive(Clone, Default)]
+pub struct RoomCache(Arc<RoomCacheInner>);
+
+#[derive(Default)]
+struct RoomCacheInner {
+    rooms: Mutex<HashMap<VoiceRoomId, (Arc<VoiceRoom>, Instant)>>,
+    /// Bumped by every invalidation: a read that started before one is not cached.
+    epoch: AtomicU64,
+}
+
+impl RoomCache {
+    fn lock(&self) -> MutexGuard<'_, HashMap<VoiceRoomId, (Arc<VoiceRoom>, Instant)>> {
+        self.0.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets every room: something changed (a voice event is about to be sent).
+    pub fn invalidate_all(&self) {
+        self.0.epoch.fetch_add(1, Ordering::SeqCst);
+        self.lock().clear();
+    }
+
+    fn fresh(&self, id: &VoiceRoomId, now: Instant) -> Option<Arc<VoiceRoom>> {
+        let rooms = self.lock();
+        let (room, at) = rooms.get(id)?;
+        (now.saturating_duration_since(*at) < ROOM_CACHE_TTL).then(|| room.clone())
+    }
+
+    /// The room from the cache, or read from `store` and cached (unless an invalidation came
+    /// in while it was read: then it is used for this signal only).
+    async fn get(
+        &self,
+        store: &ServerStore,
+        id: &VoiceRoomId,
+    ) -> Result<Option<Arc<VoiceRoom>>, voice_domain::ports::StoreError> {
+        let now = Instant::now();
+        if let Some(room) = self.fresh(id, now) {
+            return Ok(Some(room));
+        }
+        let epoch = self.0.epoch.load(Ordering::SeqCst);
+        let Some(room) = store.get(id).await? else {
+            return Ok(None);
+        };
+        let room = Arc::new(room);
+        let mut rooms = self.lock();
+        if self.0.epoch.load(Ordering::SeqCst) == epoch {
+            if rooms.len() >= ROOM_CACHE_SWEEP_AT {
+                rooms.retain(|_, (_, at)| now.saturating_duration_since(*at) < ROOM_CACHE_TTL);
+            }
+            rooms.insert(id.clone(), (room.clone(), now));
+        }
+        Ok(Some(room))
+    }
+}
+
 /// A connection's last verified voice token and its claims.
 struct VerifiedToken {
     token: Box<str>,
@@ -317,12 +387,13 @@ impl Relay {
             warn!(user_id = %user, voice_room_id = %req.voice_room, "signal refused: token is for another room or user");
             return Err(SignalError::Unauthorized);
         }
-        let room: VoiceRoom = self
-            .store
-            .get(&req.voice_room)
+        let room: Arc<VoiceRoom> = self
+            .hub
+            .voice_rooms()
+            .get(&self.store, &req.voice_room)
             .await
             .map_err(|_| SignalError::Unavailable)?
-            .filter(VoiceRoom::is_active)
+            .filter(|r| r.is_active())
             .ok_or(SignalError::NotPeer("this voice room is not active"))?;
         let me = room.participant(&user).ok_or(SignalError::NotPeer(
             "you are not a participant of this voice room",
@@ -389,7 +460,61 @@ impl Relay {
 mod tests {
     use super::*;
     use voice_domain::ports::Secret;
-    use voice_domain::Timestamp;
+    use voice_domain::{Timestamp, VoiceEvent};
+
+    #[tokio::test]
+    async fn a_cached_room_is_read_again_after_any_voice_event() {
+        use voice_domain::ports::{Notifier as _, NotifyError};
+        use voice_domain::{Capacity, ChannelArn, ChatRoomId};
+        let memory = voice_adapters_memory::MemoryStore::new();
+        let store = ServerStore::Memory(memory.clone());
+        let (room, _) = VoiceRoom::start(
+            VoiceRoomId::parse("v1").unwrap(),
+            ChatRoomId::parse("r1").unwrap(),
+            UserId::parse("u1").unwrap(),
+            ConnectionId::parse("c1").unwrap(),
+            SignalingChannel {
+                name: ChannelName::from_unique("t-1").unwrap(),
+                arn: ChannelArn::parse("arn:local:voice:channel/voice-t-1").unwrap(),
+            },
+            Capacity::default(),
+            Timestamp::from_millis(1),
+        );
+        memory.create_if_none_active(&room).await.unwrap();
+        let hub = Hub::new();
+        let cache = hub.voice_rooms().clone();
+        let first = cache.get(&store, room.id()).await.unwrap().unwrap();
+        let again = cache.get(&store, room.id()).await.unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "one store read while nothing changed"
+        );
+        let mut next = room.clone();
+        next.bump_version();
+        memory.update(&next).await.unwrap();
+        // The service tells the chat room's connections of every change; telling even a
+        // connection that is gone drops the cached rooms.
+        let event = VoiceEvent::VoiceEnded {
+            voice_room_id: room.id().clone(),
+            chat_room_id: ChatRoomId::parse("r1").unwrap(),
+            reason: voice_domain::room::EndReason::Abandoned,
+        };
+        let notifier = crate::adapters::hub::HubNotifier::new(hub.clone());
+        assert_eq!(
+            notifier
+                .send(&ConnectionId::parse("gone").unwrap(), &event)
+                .await,
+            Err(NotifyError::Gone)
+        );
+        let fresh = cache.get(&store, room.id()).await.unwrap().unwrap();
+        assert_eq!(fresh.version(), next.version());
+        // Without any event, the entry still lives no longer than the TTL.
+        next.bump_version();
+        memory.update(&next).await.unwrap();
+        tokio::time::sleep(ROOM_CACHE_TTL).await;
+        let aged = cache.get(&store, room.id()).await.unwrap().unwrap();
+        assert_eq!(aged.version(), next.version());
+    }
 
     #[test]
     fn a_token_is_verified_once_per_connection_and_still_expires() {
