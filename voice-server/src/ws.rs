@@ -218,9 +218,12 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
             }
         };
         let reply = if bucket.take(Instant::now()) {
-            let reply = ctx.dispatcher.handle(&conn, text.as_str()).await;
+            // Boxed: a task is allocated at the size of its largest state, and handling a
+            // request (any use case) is far larger than waiting for a frame. Inline, every idle
+            // connection would carry that space for its whole life.
+            let reply = Box::pin(ctx.dispatcher.handle(&conn, text.as_str())).await;
             if !identified {
-                identified = ctx.dispatcher.chat.identify(&conn).await.is_ok();
+                identified = Box::pin(ctx.dispatcher.chat.identify(&conn)).await.is_ok();
             }
             reply
         } else {
@@ -266,8 +269,8 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
     // hears of the disconnect (so its events go only to live connections).
     ctx.hub.remove(&conn);
     ctx.dispatcher.relay.forget(&conn);
-    ctx.dispatcher.chat.disconnect(&conn).await;
-    match ctx.dispatcher.voice.on_disconnect(&conn).await {
+    Box::pin(ctx.dispatcher.chat.disconnect(&conn)).await;
+    match Box::pin(ctx.dispatcher.voice.on_disconnect(&conn)).await {
         Ok(report) if !report.rooms_left.is_empty() => {
             info!(
                 rooms = report.rooms_left.len(),
