@@ -4,6 +4,7 @@
 //! above all), and the wire codes are the protocol's contract (docs/protocol.md).
 
 use tracing::warn;
+use voice_domain::errors::{AccessError, ErrorClass};
 use voice_domain::ports::DirectoryError;
 use voice_domain::protocol::WireError;
 
@@ -12,21 +13,18 @@ use crate::ports::ChatStoreError;
 /// A chat refusal, with its stable wire code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChatError {
-    /// No `hello` yet on this connection.
-    #[error(
-        "say hello first: send {{\"action\":\"hello\",\"name\":\"...\"}} before anything else"
-    )]
+    /// No `hello` yet on this connection. (The four gate refusals say what voice's say: one
+    /// set of messages, `voice_domain::errors::AccessError`'s.)
+    #[error("{}", AccessError::NotIdentified)]
     NotIdentified,
     /// No such room.
-    #[error("chat room not found; check the room id (listRooms shows them)")]
+    #[error("{}", AccessError::ChatRoomNotFound)]
     ChatRoomNotFound,
     /// Not a member.
-    #[error("you are not a member of this chat room; send requestJoin first")]
+    #[error("{}", AccessError::NotMember)]
     NotMember,
     /// Request still pending.
-    #[error(
-        "your request to join this chat room is still pending; wait for the admin to approve it"
-    )]
+    #[error("{}", AccessError::NotApproved)]
     NotApproved,
     /// Only the admin may do this.
     #[error("only the chat room's admin can approve, deny, remove or ban members")]
@@ -86,6 +84,37 @@ impl ChatError {
     /// Whether sending the same request again may work.
     pub fn retryable(&self) -> bool {
         matches!(self, Self::Unavailable)
+    }
+
+    /// The class an entrypoint maps to an HTTP status and a log level (the same classes as
+    /// voice's refusals, so both domains' refusals look alike at the edge).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::NotIdentified => ErrorClass::Unauthenticated,
+            Self::ChatRoomNotFound => ErrorClass::NotFound,
+            Self::NotMember | Self::NotApproved | Self::NotAdmin | Self::Banned => {
+                ErrorClass::Forbidden
+            }
+            Self::CannotRemoveAdmin | Self::BadRequest(_) | Self::TooLarge(_) => {
+                ErrorClass::BadRequest
+            }
+            Self::RoomExists | Self::NoPendingRequest | Self::QuotaExceeded(_) => {
+                ErrorClass::Conflict
+            }
+            Self::Unavailable => ErrorClass::Unavailable,
+            Self::StorageBroken => ErrorClass::Internal,
+        }
+    }
+}
+
+impl From<AccessError> for ChatError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::NotIdentified => Self::NotIdentified,
+            AccessError::ChatRoomNotFound => Self::ChatRoomNotFound,
+            AccessError::NotMember => Self::NotMember,
+            AccessError::NotApproved => Self::NotApproved,
+        }
     }
 }
 

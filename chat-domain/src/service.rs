@@ -131,7 +131,8 @@ impl ChatService {
             .unwrap_or_else(|| user.to_string()))
     }
 
-    /// The approved-member gate: `user` is the admin or an approved member of `room`.
+    /// The approved-member gate (`Membership::require_approved`, the rule voice applies too):
+    /// `user` is the admin or an approved member of `room`.
     ///
     /// # Errors
     /// [`ChatError::ChatRoomNotFound`], [`ChatError::NotApproved`] (pending),
@@ -141,17 +142,8 @@ impl ChatService {
         room: &ChatRoomId,
         user: &UserId,
     ) -> Result<Membership, ChatError> {
-        let m = self
-            .ports
-            .store
-            .membership(room, user)
-            .await?
-            .ok_or(ChatError::ChatRoomNotFound)?;
-        match (m.is_admin, m.state) {
-            (true, _) | (false, MemberState::Approved) => Ok(m),
-            (false, MemberState::Pending) => Err(ChatError::NotApproved),
-            (false, MemberState::None) => Err(ChatError::NotMember),
-        }
+        let m = self.ports.store.membership(room, user).await?;
+        Ok(Membership::require_approved(m)?)
     }
 
     /// A genuine resume token's user, unless it expired (issued longer than

@@ -321,8 +321,8 @@ const MAIN: &str = "chat-1";
 
 fn run(w: &World, vr: &VoiceRoomId, action: Action) -> Outcome {
     use voice_domain::errors::{
-        DisconnectError, EndVoiceError, JoinVoiceError, LeaveVoiceError, SetMuteError,
-        StartVoiceError, SweepError,
+        DisconnectError, EndVoiceError, GetVoiceRoomError, JoinVoiceError, LeaveVoiceError,
+        SetMuteError, StartVoiceError, SweepError,
     };
     let s = &w.service;
     let c = |who: &str| conn(&format!("c-{who}"));
@@ -361,7 +361,7 @@ fn run(w: &World, vr: &VoiceRoomId, action: Action) -> Outcome {
         }),
         Action::ActiveVoice { who, chat: ch } => {
             outcome(block_on(s.active_voice(&c(who), &chat(ch))), |e| match e {
-                StartVoiceError::Dependency(d) => Some(d),
+                GetVoiceRoomError::Dependency(d) => Some(d),
                 _ => None,
             })
         }

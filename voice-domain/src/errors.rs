@@ -160,13 +160,15 @@ impl From<NotifyError> for DependencyError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
     /// The connection is unknown to the chat app.
-    #[error("this connection is not identified; connect to the chat first, then retry")]
+    #[error(
+        "this connection is not identified; sign in to the chat first (send hello), then retry"
+    )]
     NotIdentified,
     /// The chat room does not exist.
-    #[error("chat room not found; check the room id")]
+    #[error("chat room not found; check the room id (listRooms shows them)")]
     ChatRoomNotFound,
     /// The user is not in the chat room.
-    #[error("you are not a member of this chat room; ask to join it first")]
+    #[error("you are not a member of this chat room; ask to join it first (requestJoin)")]
     NotMember,
     /// The user asked to join but the admin has not approved yet.
     #[error(
@@ -176,7 +178,8 @@ pub enum AccessError {
 }
 
 impl AccessError {
-    fn code(&self) -> &'static str {
+    /// The stable wire code (the chat domain's refusals use the same).
+    pub fn code(&self) -> &'static str {
         match self {
             AccessError::NotIdentified => "NOT_IDENTIFIED",
             AccessError::ChatRoomNotFound => "CHAT_ROOM_NOT_FOUND",
@@ -185,7 +188,8 @@ impl AccessError {
         }
     }
 
-    fn class(&self) -> ErrorClass {
+    /// The class an entrypoint maps to a status.
+    pub fn class(&self) -> ErrorClass {
         match self {
             AccessError::NotIdentified => ErrorClass::Unauthenticated,
             AccessError::ChatRoomNotFound => ErrorClass::NotFound,
@@ -238,7 +242,7 @@ pub enum JoinVoiceError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeaveVoiceError {
     /// The connection is unknown.
-    #[error("this connection is not identified; connect to the chat first, then retry")]
+    #[error("{}", AccessError::NotIdentified)]
     NotIdentified,
     /// No such voice room.
     #[error("voice room not found; check the voice room id")]
@@ -258,7 +262,7 @@ pub enum LeaveVoiceError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SetMuteError {
     /// The connection is unknown.
-    #[error("this connection is not identified; connect to the chat first, then retry")]
+    #[error("{}", AccessError::NotIdentified)]
     NotIdentified,
     /// No such voice room.
     #[error("voice room not found; check the voice room id")]
@@ -278,7 +282,7 @@ pub enum SetMuteError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndVoiceError {
     /// The connection is unknown.
-    #[error("this connection is not identified; connect to the chat first, then retry")]
+    #[error("{}", AccessError::NotIdentified)]
     NotIdentified,
     /// No such voice room.
     #[error("voice room not found; check the voice room id")]
@@ -289,6 +293,17 @@ pub enum EndVoiceError {
     /// The caller is neither the room's master nor the chat room's admin.
     #[error("only the voice room's master or the chat room's admin can end it; use leaveVoiceRoom to leave")]
     NotAllowed,
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+/// `getVoiceRoom` refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GetVoiceRoomError {
+    /// Caller unknown or not an approved member.
+    #[error(transparent)]
+    Access(#[from] AccessError),
     /// A dependency failed.
     #[error(transparent)]
     Dependency(#[from] DependencyError),
@@ -384,67 +399,84 @@ impl UseCaseError for JoinVoiceError {
     }
 }
 
-/// Codes shared by the participant-only use cases (leave, mute, end).
-fn participant_code(
-    not_identified: bool,
-    not_found: bool,
-    ended: bool,
-) -> Option<(&'static str, ErrorClass)> {
-    if not_identified {
-        Some(("NOT_IDENTIFIED", ErrorClass::Unauthenticated))
-    } else if not_found {
-        Some(("VOICE_ROOM_NOT_FOUND", ErrorClass::NotFound))
-    } else if ended {
-        Some(("VOICE_ROOM_ENDED", ErrorClass::Conflict))
-    } else {
-        None
+// Leave, mute and end each map their own cases, exhaustively: a new variant cannot fall through
+// to another's code.
+
+impl UseCaseError for LeaveVoiceError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NotIdentified => "NOT_IDENTIFIED",
+            Self::VoiceRoomNotFound => "VOICE_ROOM_NOT_FOUND",
+            Self::Ended => "VOICE_ROOM_ENDED",
+            Self::NotParticipant => "NOT_PARTICIPANT",
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::NotIdentified => ErrorClass::Unauthenticated,
+            Self::VoiceRoomNotFound => ErrorClass::NotFound,
+            Self::Ended | Self::NotParticipant => ErrorClass::Conflict,
+            Self::Dependency(d) => d.class(),
+        }
     }
 }
 
-macro_rules! participant_use_case_error {
-    ($err:ident, $other:ident, $other_code:literal, $other_class:expr) => {
-        impl $err {
-            fn code_and_class(&self) -> (&'static str, ErrorClass) {
-                if let Self::Dependency(d) = self {
-                    return (d.code(), d.class());
-                }
-                participant_code(
-                    matches!(self, Self::NotIdentified),
-                    matches!(self, Self::VoiceRoomNotFound),
-                    matches!(self, Self::Ended),
-                )
-                .unwrap_or(($other_code, $other_class))
-            }
+impl UseCaseError for SetMuteError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NotIdentified => "NOT_IDENTIFIED",
+            Self::VoiceRoomNotFound => "VOICE_ROOM_NOT_FOUND",
+            Self::Ended => "VOICE_ROOM_ENDED",
+            Self::NotParticipant => "NOT_PARTICIPANT",
+            Self::Dependency(d) => d.code(),
         }
-        impl UseCaseError for $err {
-            fn code(&self) -> &'static str {
-                self.code_and_class().0
-            }
-            fn class(&self) -> ErrorClass {
-                self.code_and_class().1
-            }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::NotIdentified => ErrorClass::Unauthenticated,
+            Self::VoiceRoomNotFound => ErrorClass::NotFound,
+            Self::Ended | Self::NotParticipant => ErrorClass::Conflict,
+            Self::Dependency(d) => d.class(),
         }
-    };
+    }
 }
 
-participant_use_case_error!(
-    LeaveVoiceError,
-    NotParticipant,
-    "NOT_PARTICIPANT",
-    ErrorClass::Conflict
-);
-participant_use_case_error!(
-    SetMuteError,
-    NotParticipant,
-    "NOT_PARTICIPANT",
-    ErrorClass::Conflict
-);
-participant_use_case_error!(
-    EndVoiceError,
-    NotAllowed,
-    "NOT_ALLOWED",
-    ErrorClass::Forbidden
-);
+impl UseCaseError for EndVoiceError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NotIdentified => "NOT_IDENTIFIED",
+            Self::VoiceRoomNotFound => "VOICE_ROOM_NOT_FOUND",
+            Self::Ended => "VOICE_ROOM_ENDED",
+            Self::NotAllowed => "NOT_ALLOWED",
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::NotIdentified => ErrorClass::Unauthenticated,
+            Self::VoiceRoomNotFound => ErrorClass::NotFound,
+            Self::Ended => ErrorClass::Conflict,
+            Self::NotAllowed => ErrorClass::Forbidden,
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
+
+impl UseCaseError for GetVoiceRoomError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Access(a) => a.code(),
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Access(a) => a.class(),
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
 
 impl UseCaseError for DisconnectError {
     fn code(&self) -> &'static str {

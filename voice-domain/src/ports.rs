@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::errors::AccessError;
 use crate::ids::{ChannelName, ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
 use crate::room::{
     ChannelGrant, ChannelRole, CorruptRoom, SignalingChannel, VoiceEvent, VoiceRoom,
@@ -139,6 +140,24 @@ pub struct Membership {
     pub state: MemberState,
     /// Whether the user is the chat room's admin (its creator). An admin is always approved.
     pub is_admin: bool,
+}
+
+impl Membership {
+    /// The approved-member gate, the one rule both domains apply before a chat room's content or
+    /// voice: the admin or an approved member passes; a pending requester, a stranger and an
+    /// unknown room are refused, each with its own reason.
+    ///
+    /// # Errors
+    /// [`AccessError::ChatRoomNotFound`] (`None`: no such room), [`AccessError::NotApproved`],
+    /// [`AccessError::NotMember`].
+    pub fn require_approved(membership: Option<Membership>) -> Result<Membership, AccessError> {
+        let m = membership.ok_or(AccessError::ChatRoomNotFound)?;
+        match (m.is_admin, m.state) {
+            (true, _) | (false, MemberState::Approved) => Ok(m),
+            (false, MemberState::Pending) => Err(AccessError::NotApproved),
+            (false, MemberState::None) => Err(AccessError::NotMember),
+        }
+    }
 }
 
 /// Errors of the [`ChatDirectory`].

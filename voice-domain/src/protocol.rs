@@ -2,7 +2,7 @@
 //! self-hosted server), so that one web client speaks to both deployments.
 //!
 //! This module is the domain's edge: it only defines serde shapes and converts them to and
-//! from domain types. The service never sees these types. Every message is documented with
+//! from domain types. The service never sees these types; `voice-executor` runs them. Every message is documented with
 //! examples in `docs/protocol.md`.
 //!
 //! - Requests: `{"action": "...", "requestId": "...", ...fields}` ([`VoiceRequest`]).
@@ -12,11 +12,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::errors::{ErrorClass, UseCaseError};
-use crate::ids::{ChatRoomId, ClientId, ConnectionId, IdError, VoiceRoomId};
-use crate::ports::{Credentials, IceServer, Ports};
+use crate::errors::UseCaseError;
+use crate::ids::{ChatRoomId, ClientId, IdError, VoiceRoomId};
+use crate::ports::{Credentials, IceServer};
 use crate::room::{ChannelRole, EndReason, RoomStatus, VoiceEvent, VoiceRoom};
-use crate::service::{ChannelAccess, VoiceGrant, VoiceService};
+use crate::service::{ChannelAccess, VoiceGrant};
 
 /// Action names of the voice routes; the original's three plus `leaveVoiceRoom`, `setMute` and
 /// `getVoiceRoom`.
@@ -154,18 +154,6 @@ impl WireError {
         Self {
             code: "BAD_REQUEST".into(),
             message: message.into(),
-            retryable: false,
-        }
-    }
-
-    /// An action this endpoint does not know.
-    pub fn unknown_action(action: &str) -> Self {
-        Self {
-            code: "UNKNOWN_ACTION".into(),
-            message: format!(
-                "unknown action {action:?}; voice actions are {}",
-                VOICE_ACTIONS.join(", ")
-            ),
             retryable: false,
         }
     }
@@ -478,92 +466,6 @@ impl From<&VoiceGrant> for VoiceGrantView {
 pub struct ActiveVoiceRoomView {
     /// The chat room's active voice room, if any.
     pub voice_room: Option<VoiceRoomView>,
-}
-
-/// What a voice command returns on success: the reply's `data`, the same on every entrypoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum VoiceReplyData {
-    /// createVoiceRoom, endVoiceRoom, leaveVoiceRoom, setMute.
-    Room(VoiceRoomView),
-    /// getVoiceCredentials.
-    Grant(Box<VoiceGrantView>),
-    /// getVoiceRoom.
-    Active(ActiveVoiceRoomView),
-}
-
-/// A refused voice command, ready for the wire: the error the client gets, the class the
-/// entrypoint maps to a status or log level, and the full cause for the log (the client's
-/// message hides dependency details; the log keeps them, never with secrets).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VoiceRefusal {
-    /// For the HTTP status and the log level.
-    pub class: ErrorClass,
-    /// What the client is told.
-    pub error: WireError,
-    /// The cause chain, for the log only.
-    pub detail: String,
-}
-
-impl VoiceRefusal {
-    fn from_use_case<E: UseCaseError + std::fmt::Debug>(e: E) -> Self {
-        Self {
-            class: e.class(),
-            error: WireError::from_use_case(&e),
-            detail: format!("{e:?}"),
-        }
-    }
-}
-
-impl<P: Ports> VoiceService<P> {
-    /// Runs one voice command for `caller` and shapes the outcome for the wire. Both entrypoints
-    /// call this, so a command means the same thing, with the same reply, on every deployment.
-    ///
-    /// # Errors
-    /// [`VoiceRefusal`] with the use case's code, message and class.
-    pub async fn execute(
-        &self,
-        caller: &ConnectionId,
-        command: VoiceCommand,
-    ) -> Result<VoiceReplyData, VoiceRefusal> {
-        let room = |r: VoiceRoom| VoiceReplyData::Room(VoiceRoomView::from(&r));
-        match command {
-            VoiceCommand::Create(chat) => self
-                .start_voice(caller, &chat)
-                .await
-                .map(room)
-                .map_err(VoiceRefusal::from_use_case),
-            VoiceCommand::GetCredentials(id) => self
-                .join_voice(caller, &id)
-                .await
-                .map(|g| VoiceReplyData::Grant(Box::new(VoiceGrantView::from(&g))))
-                .map_err(VoiceRefusal::from_use_case),
-            VoiceCommand::End(id) => self
-                .end_voice(caller, &id)
-                .await
-                .map(room)
-                .map_err(VoiceRefusal::from_use_case),
-            VoiceCommand::Leave(id) => self
-                .leave_voice(caller, &id)
-                .await
-                .map(room)
-                .map_err(VoiceRefusal::from_use_case),
-            VoiceCommand::SetMute(id, muted) => self
-                .set_mute(caller, &id, muted)
-                .await
-                .map(room)
-                .map_err(VoiceRefusal::from_use_case),
-            VoiceCommand::Get(chat) => self
-                .active_voice(caller, &chat)
-                .await
-                .map(|r| {
-                    VoiceReplyData::Active(ActiveVoiceRoomView {
-                        voice_room: r.as_ref().map(VoiceRoomView::from),
-                    })
-                })
-                .map_err(VoiceRefusal::from_use_case),
-        }
-    }
 }
 
 #[cfg(test)]

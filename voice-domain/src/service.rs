@@ -21,14 +21,15 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use crate::errors::{
-    AccessError, DependencyError, DisconnectError, EndVoiceError, JoinVoiceError, LeaveVoiceError,
-    PortName, RestartError, SetMuteError, StartVoiceError, SweepError,
+    AccessError, DependencyError, DisconnectError, EndVoiceError, GetVoiceRoomError,
+    JoinVoiceError, LeaveVoiceError, PortName, RestartError, SetMuteError, StartVoiceError,
+    SweepError,
 };
 use crate::ids::{ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
 use crate::ports::{
     Adapters, ChannelEndpoints, ChannelError, ChannelTags, ChatDirectory, Clock, CredentialIssuer,
-    CredentialRequest, IdGenerator, IssuedCredentials, MemberState, Membership, Notifier,
-    NotifyError, PortFailure, Ports, SignalingChannels, StoreError, VoiceRoomStore,
+    CredentialRequest, IdGenerator, IssuedCredentials, Membership, Notifier, NotifyError,
+    PortFailure, Ports, SignalingChannels, StoreError, VoiceRoomStore,
 };
 use crate::room::{
     Capacity, ChannelRole, JoinOutcome, LeaveReason, SignalingChannel, TransitionError, VoiceEvent,
@@ -159,6 +160,15 @@ impl From<DependencyError> for GateError {
 }
 
 impl From<GateError> for StartVoiceError {
+    fn from(e: GateError) -> Self {
+        match e {
+            GateError::Access(a) => Self::Access(a),
+            GateError::Dependency(d) => Self::Dependency(d),
+        }
+    }
+}
+
+impl From<GateError> for GetVoiceRoomError {
     fn from(e: GateError) -> Self {
         match e {
             GateError::Access(a) => Self::Access(a),
@@ -671,14 +681,18 @@ impl<P: Ports> VoiceService<P> {
     /// "Join Voice"). Only approved members may ask.
     ///
     /// # Errors
-    /// [`StartVoiceError::Access`] or [`StartVoiceError::Dependency`]; never `AlreadyActive`.
+    /// [`GetVoiceRoomError`].
     pub async fn active_voice(
         &self,
         caller: &ConnectionId,
         chat_room: &ChatRoomId,
-    ) -> Result<Option<VoiceRoom>, StartVoiceError> {
+    ) -> Result<Option<VoiceRoom>, GetVoiceRoomError> {
         self.approved_member(caller, chat_room).await?;
-        Ok(self.ports.store.active_in_chat_room(chat_room).await?)
+        self.ports
+            .store
+            .active_in_chat_room(chat_room)
+            .await
+            .map_err(|e| GetVoiceRoomError::Dependency(e.into()))
     }
 
     /// `$disconnect`: the connection went away. Its participant in any voice room becomes
@@ -947,13 +961,8 @@ impl<P: Ports> VoiceService<P> {
             .directory
             .membership(chat_room, user)
             .await
-            .map_err(DependencyError::from)?
-            .ok_or(GateError::Access(AccessError::ChatRoomNotFound))?;
-        match (membership.is_admin, membership.state) {
-            (true, _) | (false, MemberState::Approved) => Ok(membership),
-            (false, MemberState::Pending) => Err(GateError::Access(AccessError::NotApproved)),
-            (false, MemberState::None) => Err(GateError::Access(AccessError::NotMember)),
-        }
+            .map_err(DependencyError::from)?;
+        Membership::require_approved(membership).map_err(GateError::Access)
     }
 
     /// Identifies the caller and checks it is an approved member of `chat_room`.

@@ -20,8 +20,8 @@ use futures::executor::block_on;
 use mockall::mock;
 use mockall::predicate::{always, eq};
 use voice_domain::errors::{
-    DependencyError, DisconnectError, EndVoiceError, JoinVoiceError, LeaveVoiceError, PortName,
-    SetMuteError, StartVoiceError, SweepError, UseCaseError,
+    DependencyError, DisconnectError, EndVoiceError, GetVoiceRoomError, JoinVoiceError,
+    LeaveVoiceError, PortName, SetMuteError, StartVoiceError, SweepError, UseCaseError,
 };
 use voice_domain::ports::{
     Adapters, ChannelEndpoints, ChannelError, ChannelTags, ChatDirectory, Clock, CredentialError,
@@ -354,6 +354,7 @@ macro_rules! dep_for {
 }
 dep_for!(
     StartVoiceError,
+    GetVoiceRoomError,
     JoinVoiceError,
     LeaveVoiceError,
     SetMuteError,
@@ -2407,7 +2408,7 @@ fn active_voice_answers_members_only_and_fails_cleanly_at_each_step() {
         let svc = m.service();
         let err = block_on(svc.active_voice(&conn("c-bob"), &chat())).unwrap_err();
         assert_eq!(err.code(), code);
-        assert!(matches!(err, StartVoiceError::Access(_)), "{code}");
+        assert!(matches!(err, GetVoiceRoomError::Access(_)), "{code}");
         drop(svc);
     }
     // Each step failing.

@@ -89,7 +89,7 @@ fn main() {
         h.directory.create_room(chat.clone(), alice).unwrap();
         h.directory.request_join(&chat, bob.clone()).unwrap();
         h.directory.approve(&chat, &bob).unwrap();
-        let lambda = VoiceLambda::new(Arc::new(service));
+        let lambda = VoiceLambda::new(voice_executor::Executor::new(Arc::new(service)));
         let mut lat: Vec<Vec<u64>> = vec![Vec::new(); ROUTES.len()];
         let start = Instant::now();
         let mut done = 0;

@@ -1,11 +1,13 @@
-//! The handler: translates API Gateway WebSocket route events and scheduled events into
-//! [`VoiceService`] calls, and their results into [`Reply`] JSON with an HTTP status.
+//! The handler: adapts API Gateway WebSocket route events and scheduled events to the shared
+//! [`Executor`] (the same one the self-hosted server calls), and its reply frames to proxy
+//! responses with an HTTP status.
 //!
-//! It holds no logic of its own beyond that translation: parsing goes through
-//! [`VoiceRequest`]/[`VoiceCommand`], refusals through [`UseCaseError`]/[`WireError`], data
-//! through the protocol's views. Every outcome of a WebSocket event, including a malformed event
-//! and a panic below, is a response with a status and a `{code, message}`; only a failed sweep
-//! fails the invocation, so that it shows in the function's error metrics.
+//! It holds no logic of its own beyond that translation: the body of every route but
+//! `$connect`/`$disconnect` is handed to [`Executor::handle`] as a text frame, so a request gets
+//! the same reply bytes as on the self-hosted server. Every outcome of a WebSocket event,
+//! including a malformed event and a panic below, is a response with a status and a reply
+//! frame; only a failed sweep fails the invocation, so that it shows in the function's error
+//! metrics.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,19 +18,20 @@ use http::header::CONTENT_TYPE;
 use http::HeaderValue;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
-use serde_json::{Map, Value};
-use tracing::{error, info, warn, Instrument, Span};
+use serde_json::Value;
+use tracing::{error, info, Instrument, Span};
 use voice_domain::errors::{ErrorClass, SweepError};
 use voice_domain::ports::Ports;
-use voice_domain::protocol::{
-    Reply, VoiceCommand, VoiceGrantView, VoiceRequest, VoiceRoomView, WireError, VOICE_ACTIONS,
-};
+use voice_domain::protocol::{Reply, WireError};
 use voice_domain::service::{DisconnectReport, SweepReport};
-use voice_domain::{ConnectionId, UseCaseError, VoiceService};
+use voice_domain::{ConnectionId, UseCaseError as _};
+use voice_executor::{binary_frame_reply, Executor};
 
 use crate::endpoint::{derive_endpoint, with_request_endpoint};
 use crate::event::{classify, Invocation};
 
+/// Route key of API Gateway's connect notification.
+pub const CONNECT_ROUTE: &str = "$connect";
 /// Route key of API Gateway's disconnect notification.
 pub const DISCONNECT_ROUTE: &str = "$disconnect";
 /// Route key API Gateway uses when no route matches the body's `action`.
@@ -96,14 +99,6 @@ impl From<&DisconnectReport> for DisconnectView {
     }
 }
 
-/// `getVoiceRoom` reply data: `{"voiceRoom": VoiceRoomView | null}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ActiveVoiceRoomView {
-    /// The chat room's active voice room, or `null`.
-    pub voice_room: Option<VoiceRoomView>,
-}
-
 /// Why an invocation failed instead of replying. Only scheduled sweeps fail invocations:
 /// WebSocket callers always get a reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,28 +137,23 @@ pub fn status_of(class: ErrorClass) -> u16 {
     }
 }
 
-/// The Lambda function over one set of adapters. Cheap to clone (one `Arc`).
+/// The Lambda function over one set of adapters. Cheap to clone.
 pub struct VoiceLambda<P: Ports> {
-    service: Arc<VoiceService<P>>,
+    executor: Executor<P>,
 }
 
 impl<P: Ports> Clone for VoiceLambda<P> {
     fn clone(&self) -> Self {
         Self {
-            service: Arc::clone(&self.service),
+            executor: self.executor.clone(),
         }
     }
 }
 
 impl<P: Ports> VoiceLambda<P> {
-    /// A handler over `service`, which is built once per instance (cold start).
-    pub fn new(service: Arc<VoiceService<P>>) -> Self {
-        Self { service }
-    }
-
-    /// The service, for callers that need it directly.
-    pub fn service(&self) -> &Arc<VoiceService<P>> {
-        &self.service
+    /// A handler over `executor`, which is built once per instance (cold start).
+    pub fn new(executor: Executor<P>) -> Self {
+        Self { executor }
     }
 
     /// Handles one invocation.
@@ -187,8 +177,8 @@ impl<P: Ports> VoiceLambda<P> {
         match invocation {
             Invocation::Scheduled => {
                 info!(aws_request_id = %context.request_id, "scheduled sweep");
-                let service = Arc::clone(&self.service);
-                match guarded(async move { service.sweep().await }).await {
+                let voice = Arc::clone(self.executor.voice());
+                match guarded(async move { voice.sweep().await }).await {
                     Some(Ok(report)) => {
                         info!(
                             rooms_ended = report.rooms_ended.len(),
@@ -213,8 +203,8 @@ impl<P: Ports> VoiceLambda<P> {
                     .route_key
                     .clone()
                     .unwrap_or_default();
-                let service = Arc::clone(&self.service);
-                let response = guarded(async move { websocket(&service, *request).await })
+                let executor = self.executor.clone();
+                let response = guarded(async move { websocket(&executor, *request).await })
                     .await
                     .unwrap_or_else(|| {
                         refuse(
@@ -252,71 +242,34 @@ where
     }
 }
 
-/// The body as a JSON object, or why it is not one.
-fn body_object(request: &ApiGatewayWebsocketProxyRequest) -> Result<Map<String, Value>, String> {
-    if request.is_base64_encoded {
-        return Err(
-            "binary frames are not supported; send the request as a JSON text frame".into(),
-        );
-    }
-    let body = request.body.as_deref().unwrap_or_default();
-    if body.trim().is_empty() {
-        return Err(
-            "the body is missing; send a JSON object such as {\"action\":\"createVoiceRoom\",\"roomId\":\"...\"}"
-                .into(),
-        );
-    }
-    match serde_json::from_str::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err("the body must be a JSON object".into()),
-        Err(e) => Err(format!("the body is not valid JSON: {e}")),
-    }
-}
-
-/// The body's `requestId`, to echo (only when the body is an object and it is a string).
+/// The body's `requestId`, to echo in a refusal the executor never saw (only when the body is
+/// an object and it is a string).
 fn body_request_id(request: &ApiGatewayWebsocketProxyRequest) -> Option<String> {
-    body_object(request)
-        .ok()?
-        .get("requestId")?
-        .as_str()
-        .map(str::to_owned)
+    let body: Value = serde_json::from_str(request.body.as_deref()?).ok()?;
+    body.get("requestId")?.as_str().map(str::to_owned)
 }
 
 async fn websocket<P: Ports>(
-    service: &VoiceService<P>,
+    executor: &Executor<P>,
     request: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {
-    let body = body_object(&request);
-    let request_id = body
-        .as_ref()
-        .ok()
-        .and_then(|m| m.get("requestId"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let body_action = body
-        .as_ref()
-        .ok()
-        .and_then(|m| m.get("action"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
     let context = &request.request_context;
     let Some(route) = context.route_key.clone().filter(|r| !r.is_empty()) else {
         return refuse(
-            request_id,
-            body_action.unwrap_or_default(),
+            body_request_id(&request),
+            String::new(),
             400,
-            WireError::bad_request(format!(
+            WireError::bad_request(
                 "requestContext.routeKey is missing: this function serves API Gateway WebSocket \
-                 routes ({}, {DISCONNECT_ROUTE}, {DEFAULT_ROUTE}); invoke it through the \
-                 WebSocket API or put the route in requestContext.routeKey",
-                VOICE_ACTIONS.join(", ")
-            )),
+                 routes; invoke it through the WebSocket API or put the route in \
+                 requestContext.routeKey",
+            ),
         );
     };
     let caller = match context.connection_id.as_deref() {
         None | Some("") => {
             return refuse(
-                request_id,
+                body_request_id(&request),
                 route,
                 400,
                 WireError::bad_request(
@@ -329,7 +282,7 @@ async fn websocket<P: Ports>(
             Ok(c) => c,
             Err(e) => {
                 return refuse(
-                    request_id,
+                    body_request_id(&request),
                     route,
                     400,
                     WireError::bad_request(format!("requestContext.connectionId is invalid: {e}")),
@@ -338,132 +291,40 @@ async fn websocket<P: Ports>(
         },
     };
     let endpoint = derive_endpoint(context.domain_name.as_deref(), context.stage.as_deref());
-    let span = tracing::info_span!("route", route = %route, connection_id = %caller);
+    let span = tracing::info_span!("route", connection_id = %caller);
     let work = async {
-        if route == DISCONNECT_ROUTE {
-            return match service.on_disconnect(&caller).await {
-                Ok(report) => accept(request_id, route, &DisconnectView::from(&report)),
-                Err(e) => refuse_use_case(request_id, route, &e),
-            };
+        match route.as_str() {
+            // Accepting the socket; who the caller is comes with `hello` (chat) or from the
+            // chat app's connections table (voice only).
+            CONNECT_ROUTE => respond(200, &Reply::ok(None, route.clone(), serde_json::json!({}))),
+            DISCONNECT_ROUTE => match executor.disconnect(&caller).await {
+                Ok(report) => {
+                    info!(
+                        rooms_reconnecting = report.rooms_reconnecting.len(),
+                        rooms_left = report.rooms_left.len(),
+                        "disconnected"
+                    );
+                    respond(
+                        200,
+                        &Reply::ok(None, route.clone(), DisconnectView::from(&report)),
+                    )
+                }
+                Err(e) => {
+                    error!(error = %e, "disconnect clean-up failed; the sweep will finish it");
+                    refuse(None, route, 503, WireError::from_use_case(&e))
+                }
+            },
+            // Every other route (an action's own route or `$default`) carries a request frame.
+            _ if request.is_base64_encoded => text_response(400, binary_frame_reply()),
+            _ => {
+                let body = request.body.as_deref().unwrap_or_default();
+                let handled = executor.handle(&caller, body).await;
+                let status = handled.refused.map_or(200, status_of);
+                text_response(status, handled.frame)
+            }
         }
-        if !VOICE_ACTIONS.contains(&route.as_str()) {
-            // `$default` (no route matched the body's action) or a route this function does not
-            // serve: name what the caller asked for.
-            let asked = if route == DEFAULT_ROUTE {
-                body_action.unwrap_or(route)
-            } else {
-                route
-            };
-            return refuse(
-                request_id,
-                asked.clone(),
-                400,
-                WireError::unknown_action(&asked),
-            );
-        }
-        let command = match parse_command(&route, body) {
-            Ok(c) => c,
-            Err(message) => return refuse(request_id, route, 400, WireError::bad_request(message)),
-        };
-        execute(service, &caller, request_id, command).await
     };
     with_request_endpoint(endpoint, work.instrument(span)).await
-}
-
-/// The body of a voice route as a validated command. The body's `action` may be absent (the
-/// route says it) but must not contradict the route.
-fn parse_command(
-    route: &str,
-    body: Result<Map<String, Value>, String>,
-) -> Result<VoiceCommand, String> {
-    let mut body = body?;
-    match body.get("action") {
-        None | Some(Value::Null) => {
-            body.insert("action".into(), Value::from(route));
-        }
-        Some(Value::String(a)) if a == route => {}
-        Some(other) => {
-            return Err(format!(
-                "the body's action {other} does not match the route {route:?}; omit it or send {route:?}"
-            ))
-        }
-    }
-    let request: VoiceRequest = serde_json::from_value(Value::Object(body))
-        .map_err(|e| format!("invalid {route} request: {e}"))?;
-    request
-        .try_into_command()
-        .map_err(|e| format!("invalid {route} request: {e}"))
-}
-
-async fn execute<P: Ports>(
-    service: &VoiceService<P>,
-    caller: &ConnectionId,
-    request_id: Option<String>,
-    command: VoiceCommand,
-) -> ApiGatewayProxyResponse {
-    let action = command.action().to_owned();
-    match command {
-        VoiceCommand::Create(chat_room) => match service.start_voice(caller, &chat_room).await {
-            Ok(room) => accept(request_id, action, &VoiceRoomView::from(&room)),
-            Err(e) => refuse_use_case(request_id, action, &e),
-        },
-        VoiceCommand::GetCredentials(voice_room) => {
-            match service.join_voice(caller, &voice_room).await {
-                Ok(grant) => accept(request_id, action, &VoiceGrantView::from(&grant)),
-                Err(e) => refuse_use_case(request_id, action, &e),
-            }
-        }
-        VoiceCommand::End(voice_room) => match service.end_voice(caller, &voice_room).await {
-            Ok(room) => accept(request_id, action, &VoiceRoomView::from(&room)),
-            Err(e) => refuse_use_case(request_id, action, &e),
-        },
-        VoiceCommand::Leave(voice_room) => match service.leave_voice(caller, &voice_room).await {
-            Ok(room) => accept(request_id, action, &VoiceRoomView::from(&room)),
-            Err(e) => refuse_use_case(request_id, action, &e),
-        },
-        VoiceCommand::SetMute(voice_room, muted) => {
-            match service.set_mute(caller, &voice_room, muted).await {
-                Ok(room) => accept(request_id, action, &VoiceRoomView::from(&room)),
-                Err(e) => refuse_use_case(request_id, action, &e),
-            }
-        }
-        VoiceCommand::Get(chat_room) => match service.active_voice(caller, &chat_room).await {
-            Ok(room) => accept(
-                request_id,
-                action,
-                &ActiveVoiceRoomView {
-                    voice_room: room.as_ref().map(VoiceRoomView::from),
-                },
-            ),
-            Err(e) => refuse_use_case(request_id, action, &e),
-        },
-    }
-}
-
-fn accept<T: Serialize>(
-    request_id: Option<String>,
-    action: String,
-    data: &T,
-) -> ApiGatewayProxyResponse {
-    info!(action = %action, status = 200, "ok");
-    respond(200, &Reply::ok(request_id, action, data))
-}
-
-fn refuse_use_case<E: UseCaseError>(
-    request_id: Option<String>,
-    action: String,
-    e: &E,
-) -> ApiGatewayProxyResponse {
-    if let ErrorClass::Internal | ErrorClass::Unavailable = e.class() {
-        // The use case's message hides the port's; the log keeps it (never with secrets).
-        warn!(detail = ?e, "dependency failure");
-    }
-    refuse(
-        request_id,
-        action,
-        status_of(e.class()),
-        WireError::from_use_case(e),
-    )
 }
 
 fn refuse(
@@ -472,30 +333,31 @@ fn refuse(
     status: u16,
     error: WireError,
 ) -> ApiGatewayProxyResponse {
+    let logged = voice_executor::logsafe::text(&action);
     match status {
-        500.. => {
-            error!(action = %action, status, code = %error.code, message = %error.message, "refused")
-        }
-        _ => {
-            info!(action = %action, status, code = %error.code, message = %error.message, "refused")
-        }
+        500.. => error!(action = %logged, status, code = %error.code, "refused"),
+        _ => info!(action = %logged, status, code = %error.code, "refused"),
     }
     respond(status, &Reply::<()>::err(request_id, action, error))
 }
 
 /// A proxy response with a JSON body; falls back to a fixed 500 body if serialisation fails.
 fn respond<T: Serialize>(status: u16, reply: &Reply<T>) -> ApiGatewayProxyResponse {
-    let (status, body) = match serde_json::to_string(reply) {
-        Ok(body) => (status, body),
+    match serde_json::to_string(reply) {
+        Ok(body) => text_response(status, body),
         Err(e) => {
             error!(error = %e, "could not serialise the reply");
-            (
+            text_response(
                 500,
                 r#"{"type":"reply","action":"","ok":false,"error":{"code":"INTERNAL","message":"the reply could not be encoded","retryable":false}}"#
                     .to_owned(),
             )
         }
-    };
+    }
+}
+
+/// A proxy response carrying `body`, a JSON reply frame.
+fn text_response(status: u16, body: String) -> ApiGatewayProxyResponse {
     let mut response = ApiGatewayProxyResponse::default();
     response.status_code = i64::from(status);
     response

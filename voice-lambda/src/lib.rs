@@ -27,6 +27,6 @@ mod handler;
 pub use config::{ConfigError, LambdaConfig};
 pub use endpoint::EndpointNotifier;
 pub use handler::{
-    status_of, ActiveVoiceRoomView, DisconnectView, HandlerError, LambdaOutput, SweepReportView,
-    VoiceLambda, DEFAULT_ROUTE, DISCONNECT_ROUTE,
+    status_of, DisconnectView, HandlerError, LambdaOutput, SweepReportView, VoiceLambda,
+    CONNECT_ROUTE, DEFAULT_ROUTE, DISCONNECT_ROUTE,
 };

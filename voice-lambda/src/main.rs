@@ -32,7 +32,9 @@ async fn main() -> anyhow::Result<()> {
     let clients = aws::clients(&sdk, &config)
         .inspect_err(|e| tracing::error!(error = %e, "cannot start"))
         .context("building the AWS clients")?;
-    let lambda = VoiceLambda::new(Arc::new(aws::service(&clients, &config)));
+    let lambda = VoiceLambda::new(voice_executor::Executor::new(Arc::new(aws::service(
+        &clients, &config,
+    ))));
     tracing::info!(
         region = %config.region,
         voice_rooms_table = %config.voice_rooms_table,

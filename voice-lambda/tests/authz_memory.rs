@@ -119,7 +119,7 @@ async fn world() -> World {
         .request_join(&chat(CHAT_A), user("pat"))
         .unwrap();
     h.directory.create_room(chat(CHAT_B), user("oz")).unwrap();
-    let lambda = VoiceLambda::new(Arc::new(service));
+    let lambda = VoiceLambda::new(voice_executor::Executor::new(Arc::new(service)));
 
     let vb = ok(&lambda, "createVoiceRoom", "oz", json!({"roomId": CHAT_B})).await;
     ok(

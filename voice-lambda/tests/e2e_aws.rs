@@ -200,7 +200,9 @@ impl World {
         // behaves as KVS documents it: channels CREATING before ACTIVE, per-channel TPS limits.
         clients.kvs = kvs.deployed_kvs_client();
         clients.kvs_signaling = kvs.deployed_signaling_client();
-        let lambda = VoiceLambda::new(Arc::new(voice_lambda::aws::service(&clients, &config)));
+        let lambda = VoiceLambda::new(voice_executor::Executor::new(Arc::new(
+            voice_lambda::aws::service(&clients, &config),
+        )));
         let world = Self {
             lambda,
             kvs,

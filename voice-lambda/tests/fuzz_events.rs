@@ -98,7 +98,7 @@ fn harness() -> Harness {
             .enable_all()
             .build()
             .unwrap(),
-        lambda: VoiceLambda::new(Arc::new(service)),
+        lambda: VoiceLambda::new(voice_executor::Executor::new(Arc::new(service))),
         seen: RefCell::default(),
     }
 }

@@ -217,7 +217,7 @@ async fn edge_headers(
     let mut resp = match host {
         Some(h) if !state.hosts.allows(&h) => {
             crate::metrics::rejected("unknown_host");
-            info!(host = %crate::logsafe::text(&h), "request refused: unknown Host");
+            info!(host = %voice_executor::logsafe::text(&h), "request refused: unknown Host");
             (
                 StatusCode::MISDIRECTED_REQUEST,
                 Json(json!({

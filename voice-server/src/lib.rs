@@ -22,7 +22,6 @@
 //! - [`config`]: [`Config`], [`Cli`] (every option also from `VOICE_*` env).
 //! - [`http`]: routes, static files with CSP, origin check.
 //! - [`ws`]: one connection's reader/writer tasks and clean-up.
-//! - [`dispatch`]: wire ⇄ services translation.
 //! - [`adapters`]: the domains' ports for one process: chat events and resume tokens, the
 //!   signal relay, HMAC voice tokens, STUN/TURN, per-connection queues, the adapter set (the
 //!   chat rules are `chat_domain::ChatService`, its stores in the adapter crates).
@@ -30,10 +29,8 @@
 
 pub mod adapters;
 pub mod config;
-pub mod dispatch;
 pub mod http;
 pub mod listener;
-pub mod logsafe;
 pub mod metrics;
 pub mod ws;
 
@@ -61,7 +58,7 @@ use crate::adapters::ice::IceConfig;
 use crate::adapters::ports::{ServerPorts, ServerStore};
 use crate::adapters::relay::{Relay, RelayChannels};
 use crate::adapters::token::{TokenIssuer, TokenKey};
-use crate::dispatch::Dispatcher;
+use voice_executor::Executor;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +250,7 @@ pub async fn serve_with(
 
 struct Ready {
     app: axum::Router,
-    voice: Arc<VoiceService<ServerPorts>>,
+    executor: Executor<ServerPorts>,
     hub: Hub,
     config: Config,
     addr: SocketAddr,
@@ -318,22 +315,28 @@ fn prepare(
             ..ServiceConfig::default()
         },
     ));
-    let dispatcher = Dispatcher {
-        voice: voice.clone(),
-        chat: ChatService::new(ChatAdapters {
-            store: chat_state,
-            events: Arc::new(HubChatEvents::new(hub.clone())),
-            tokens: Arc::new(key.clone()),
-            ids: Arc::new(UuidIds),
-            voice: Arc::new(store.clone()),
-            clock: clock.clone(),
-        })
-        .with_limits(config.chat_limits),
-        relay: Relay::new(key, store, directory, hub.clone(), clock),
-    };
+    let executor = Executor::new(voice.clone())
+        .with_chat(
+            ChatService::new(ChatAdapters {
+                store: chat_state,
+                events: Arc::new(HubChatEvents::new(hub.clone())),
+                tokens: Arc::new(key.clone()),
+                ids: Arc::new(UuidIds),
+                voice: Arc::new(store.clone()),
+                clock: clock.clone(),
+            })
+            .with_limits(config.chat_limits),
+        )
+        .with_signals(Arc::new(Relay::new(
+            key,
+            store,
+            directory,
+            hub.clone(),
+            clock,
+        )));
     let app = http::router(http::HttpState {
         ws: ws::ConnectionContext {
-            dispatcher,
+            executor: executor.clone(),
             hub: hub.clone(),
             shutdown: trigger,
             rate_limit: config.rate_limit,
@@ -369,7 +372,7 @@ fn prepare(
     });
     Ok(Ready {
         app,
-        voice,
+        executor,
         hub,
         config,
         addr,
@@ -400,12 +403,13 @@ async fn run(
 ) -> Result<(), ServeError> {
     let Ready {
         app,
-        voice,
+        executor,
         hub,
         config,
         addr,
         relay_channels,
     } = ready;
+    let voice = Arc::clone(executor.voice());
     keep_rooms_of_previous_process(&voice, &relay_channels).await;
     let sweeper = tokio::spawn(sweep_loop(
         voice,
@@ -610,6 +614,7 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 /// shutdown; [`RunningServer::shutdown`] also waits for it.
 pub struct RunningServer {
     addr: SocketAddr,
+    executor: Executor<ServerPorts>,
     metrics_addr: Option<SocketAddr>,
     stop: Trigger,
     task: Option<JoinHandle<Result<(), ServeError>>>,
@@ -624,6 +629,13 @@ impl RunningServer {
     /// Where `/metrics` is served, when `Config::metrics_addr` was set (the real port).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The executor the server's connections call: what another transport in the same process
+    /// (a test's Lambda event, an embedder's own socket) hands frames to, with the same
+    /// services and the same replies as `/ws`.
+    pub fn executor(&self) -> &Executor<ServerPorts> {
+        &self.executor
     }
 
     /// `http://<addr>`: the web client, `/healthz`.
@@ -691,6 +703,7 @@ pub async fn spawn_with(
     let stop = Trigger::new();
     let ready = prepare(config, &listener, backends, stop.clone())?;
     let addr = ready.addr;
+    let executor = ready.executor.clone();
     let metrics = bind_metrics(&ready.config).await?;
     let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
     let task = tokio::spawn(run(
@@ -702,6 +715,7 @@ pub async fn spawn_with(
     ));
     Ok(RunningServer {
         addr,
+        executor,
         metrics_addr,
         stop,
         task: Some(task),

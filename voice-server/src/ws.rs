@@ -15,7 +15,9 @@ use voice_domain::ConnectionId;
 
 use crate::adapters::hub::{Hub, Outbox, QueueLimit, Trigger};
 use crate::config::RateLimit;
-use crate::dispatch::{parse_frame, reply_frame, Dispatcher, Envelope};
+use voice_executor::{binary_frame_reply, parse_frame, reply_frame, Executor};
+
+use crate::adapters::ports::ServerPorts;
 
 /// Largest accepted frame and message, in bytes.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -91,8 +93,8 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// Everything a connection task needs.
 #[derive(Clone)]
 pub struct ConnectionContext {
-    /// Request handling.
-    pub dispatcher: Dispatcher,
+    /// Request handling: the executor both entrypoints share.
+    pub executor: Executor<ServerPorts>,
     /// Outgoing queues.
     pub hub: Hub,
     /// Server shutdown.
@@ -194,13 +196,7 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
         let text = match frame {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
-                let env = Envelope::default();
-                let reply = reply_frame(
-                    &env,
-                    Err(WireError::bad_request(
-                        "binary frames are not supported; send JSON text",
-                    )),
-                );
+                let reply = binary_frame_reply();
                 if ctx.hub.send(&conn, reply).is_err() {
                     break ("dropped: too slow", None);
                 }
@@ -210,7 +206,7 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
             Some(Ok(Message::Close(_))) | None => break ("closed by client", None),
             Some(Err(e)) => {
                 let (close, error) = close_for_read_error(e);
-                info!(error = %crate::logsafe::text(&error), "socket error");
+                info!(error = %voice_executor::logsafe::text(&error), "socket error");
                 if close.is_some() {
                     crate::metrics::rejected("bad_frame");
                 }
@@ -221,11 +217,11 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
             // Boxed: a task is allocated at the size of its largest state, and handling a
             // request (any use case) is far larger than waiting for a frame. Inline, every idle
             // connection would carry that space for its whole life.
-            let reply = Box::pin(ctx.dispatcher.handle(&conn, text.as_str())).await;
+            let handled = Box::pin(ctx.executor.handle(&conn, text.as_str())).await;
             if !identified {
-                identified = Box::pin(ctx.dispatcher.chat.identify(&conn)).await.is_ok();
+                identified = Box::pin(ctx.executor.identified(&conn)).await;
             }
-            reply
+            handled.frame
         } else {
             crate::metrics::rate_limited();
             let env = parse_frame(text.as_str()).map_or_else(|(env, _)| env, |(env, _)| env);
@@ -243,7 +239,7 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
             }
             if log {
                 warn!(
-                    action = %crate::logsafe::action(&env.action),
+                    action = %voice_executor::logsafe::action(&env.action),
                     "rate limited; further frames over the limit in the next 10 s are refused without a log line"
                 );
             }
@@ -268,9 +264,7 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
     // Order: no more frames to this connection, then it is no longer the user's, then voice
     // hears of the disconnect (so its events go only to live connections).
     ctx.hub.remove(&conn);
-    ctx.dispatcher.relay.forget(&conn);
-    Box::pin(ctx.dispatcher.chat.disconnect(&conn)).await;
-    match Box::pin(ctx.dispatcher.voice.on_disconnect(&conn)).await {
+    match Box::pin(ctx.executor.disconnect(&conn)).await {
         Ok(report) if !report.rooms_left.is_empty() => {
             info!(
                 rooms = report.rooms_left.len(),

@@ -4,6 +4,11 @@
 //!   action), each on a fresh world. An allowed call must do what it says (checked through the
 //!   reply and a fresh `getVoiceRoom`); a refused one must carry exactly the table's code and
 //!   change nothing: the room reads the same afterwards and no voice event reaches anyone.
+//! - Both entrypoints, byte for byte: every refused cell, and every `getVoiceRoom`, is also sent
+//!   as an API Gateway WebSocket event through the Lambda handler (`voice_lambda::VoiceLambda`)
+//!   over this same server's executor and state, and the Lambda's reply body must equal the
+//!   socket's reply frame exactly. The Lambda and the server share one executor; this proves
+//!   neither entrypoint's transport adaptation changes a reply.
 //! - The signaling relay, the one place tokens exist: every sender kind with its own or a
 //!   borrowed token, expired, forged, tampered, malformed tokens, tokens of another room or of
 //!   another role, and signals addressed outside the mesh plan. A refused signal is dropped
@@ -23,6 +28,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use voice_domain::ports::Secret;
 use voice_domain::ChannelRole;
+use voice_lambda::{LambdaOutput, VoiceLambda};
 use voice_server::adapters::token::{Claims, TokenGrant, TokenKey};
 
 use matrix::{cells, Action, Caller, Expect};
@@ -327,6 +333,50 @@ async fn check_effect(w: &mut World, caller: Caller, action: Action, before: &Va
     }
 }
 
+/// The request frame of a cell, with a fixed `requestId` (both entrypoints echo it).
+fn frame(action: Action, fields: &Value, n: usize) -> String {
+    let mut frame = fields.clone();
+    frame["action"] = json!(action.wire());
+    frame["requestId"] = json!(format!("same-{n}"));
+    frame.to_string()
+}
+
+/// `frame` from connection `conn`, as API Gateway hands it to the Lambda (route = the body's
+/// action), through the Lambda handler over the running server's executor; the reply body.
+async fn lambda_reply(app: &TestApp, conn: &str, frame: &str) -> String {
+    let lambda = VoiceLambda::new(app.server.executor().clone());
+    let route: Value =
+        serde_json::from_str::<Value>(frame).expect("a JSON frame")["action"].clone();
+    let event = json!({
+        "requestContext": {
+            "routeKey": route,
+            "eventType": "MESSAGE",
+            "messageDirection": "IN",
+            "stage": "prod",
+            "requestId": "Xk2IbF_doAMFhDg=",
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "connectionId": conn,
+            "apiId": "abc123"
+        },
+        "isBase64Encoded": false,
+        "body": frame,
+    });
+    let out = lambda
+        .handle(lambda_runtime::LambdaEvent::new(
+            event,
+            lambda_runtime::Context::default(),
+        ))
+        .await
+        .expect("a WebSocket event always gets a response");
+    let LambdaOutput::WebSocket(response) = out else {
+        panic!("a WebSocket event got a sweep report")
+    };
+    match response.body {
+        Some(aws_lambda_events::encodings::Body::Text(t)) => t,
+        other => panic!("the Lambda replied without a text body: {other:?}"),
+    }
+}
+
 /// One cell on a fresh world; returns whether it was allowed.
 async fn run_cell(app: &TestApp, n: usize, caller: Caller, action: Action, expect: Expect) -> bool {
     let case = format!("{caller:?} × {action:?}");
@@ -341,7 +391,37 @@ async fn run_cell(app: &TestApp, n: usize, caller: Caller, action: Action, expec
     }
     let before = w.active().await;
     let fields = w.fields(action);
-    let reply = w.client(caller).request(action.wire(), fields).await;
+    // A request that changes nothing is also sent through the Lambda first (same executor, same
+    // state), and both replies must be the same bytes.
+    let via_lambda = if matches!(expect, Expect::Refuse(_)) || !action.mutates() {
+        let client = w.client(caller);
+        let conn = if client.connection_id.is_empty() {
+            // The anonymous caller never said hello: an unknown connection on both sides.
+            "never-said-hello".to_owned()
+        } else {
+            client.connection_id.clone()
+        };
+        Some(lambda_reply(app, &conn, &frame(action, &fields, n)).await)
+    } else {
+        None
+    };
+    let reply = match &via_lambda {
+        Some(_) => {
+            let c = w.client(caller);
+            c.send_text(frame(action, &fields, n)).await;
+            let reply = c.next_reply().await;
+            assert_eq!(reply["requestId"], format!("same-{n}"), "{case}");
+            reply
+        }
+        None => w.client(caller).request(action.wire(), fields).await,
+    };
+    if let Some(lambda_body) = via_lambda {
+        assert_eq!(
+            w.client(caller).last_text,
+            lambda_body,
+            "{case}: the Lambda and the server answer the same request with different bytes"
+        );
+    }
     match expect {
         Expect::Allow => {
             assert_eq!(reply["ok"], true, "{case}: expected allowed, got {reply}");

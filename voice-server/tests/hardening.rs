@@ -872,7 +872,10 @@ fn signatures_and_secrets_are_never_compared_with_eq() {
         ("token.rs", token),
         ("relay.rs", include_str!("../src/adapters/relay.rs")),
         ("chat.rs", include_str!("../src/adapters/chat.rs")),
-        ("dispatch.rs", include_str!("../src/dispatch.rs")),
+        (
+            "executor.rs",
+            include_str!("../../voice-executor/src/executor.rs"),
+        ),
         ("http.rs", include_str!("../src/http.rs")),
         ("ice.rs", include_str!("../src/adapters/ice.rs")),
         ("config.rs", include_str!("../src/config.rs")),

@@ -28,7 +28,14 @@ pub fn ws_event(route: &str, connection: &str, body: Option<Value>) -> Value {
         },
         "isBase64Encoded": false
     });
-    if let Some(b) = body {
+    if let Some(mut b) = body {
+        // API Gateway picks the route from the body's `action` (the API's route selection
+        // expression is `$request.body.action`), so a body on an action's route names it.
+        if !route.starts_with('$') && b.get("action").is_none() {
+            if let Some(obj) = b.as_object_mut() {
+                obj.insert("action".into(), Value::from(route));
+            }
+        }
         event["body"] = Value::String(b.to_string());
     }
     event

@@ -14,7 +14,7 @@ use voice_domain::ports::{Notifier, NotifyError};
 use voice_domain::protocol::EventEnvelope;
 use voice_domain::{ConnectionId, VoiceEvent};
 
-use crate::adapters::relay::RoomCache;
+use crate::adapters::relay::{RoomCache, TokenCache};
 
 /// A one-shot, many-waiter signal: "stop now". Used for one connection (dropped as too slow)
 /// and for the whole server (shutdown).
@@ -139,6 +139,9 @@ pub struct Hub {
     /// The relay's voice rooms, here because the notifier, which sees every voice event,
     /// must clear them.
     voice_rooms: RoomCache,
+    /// The relay's verified voice tokens by connection, here so that [`Hub::remove`] forgets
+    /// a closed connection's.
+    voice_tokens: TokenCache,
 }
 
 /// Held by a connection task for its whole life, clean-up included (see [`Hub::session`]).
@@ -164,6 +167,11 @@ impl Hub {
     /// The relay's cache of voice rooms, cleared by [`HubNotifier`] on every voice event.
     pub fn voice_rooms(&self) -> &RoomCache {
         &self.voice_rooms
+    }
+
+    /// The relay's verified voice tokens, forgotten by [`Hub::remove`].
+    pub fn voice_tokens(&self) -> &TokenCache {
+        &self.voice_tokens
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<ConnectionId, Entry>> {
@@ -199,6 +207,7 @@ impl Hub {
     /// Forgets a connection (its socket closed).
     pub fn remove(&self, id: &ConnectionId) {
         self.lock().remove(id);
+        self.voice_tokens.forget(id);
         self.count_changed.notify_waiters();
     }
 

@@ -10,7 +10,7 @@
 //!
 //! Per signal the relay reads no more than it must: a connection's voice token is verified
 //! (HMAC, then its claims parsed) once and its claims kept until they expire or the connection
-//! presents another token or closes ([`Relay::forget`]); the voice room is read from the store
+//! presents another token or closes ([`TokenCache`]); the voice room is read from the store
 //! once and shared ([`RoomCache`]) until a voice event about any room, or [`ROOM_CACHE_TTL`],
 //! whichever comes first. Every check still runs on every signal against those: the token's
 //! expiry, room and user, the sender's current connection, the mesh link, the grant, the role.
@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::{debug, warn};
 use voice_adapters_memory::MemoryChannels;
 use voice_domain::ports::{
@@ -29,8 +29,7 @@ use voice_domain::ports::{
     SignalingChannels, VoiceRoomStore,
 };
 use voice_domain::{
-    ChannelName, ChannelRole, ClientId, ConnectionId, SignalingChannel, UserId, VoiceRoom,
-    VoiceRoomId,
+    ChannelName, ChannelRole, ClientId, ConnectionId, SignalingChannel, VoiceRoom, VoiceRoomId,
 };
 
 use crate::adapters::hub::Hub;
@@ -38,10 +37,7 @@ use crate::adapters::ice::IceConfig;
 use crate::adapters::ports::ServerStore;
 use crate::adapters::token::{Claims, TokenError, TokenKey};
 use chat_domain::{event_frame, StoreDirectory};
-
-/// Largest signal `payload`, serialised, in bytes (the KVS limit, so clients behave the same on
-/// both deployments).
-pub const MAX_SIGNAL_PAYLOAD: usize = 10 * 1024;
+use voice_executor::{SignalError, SignalKind, SignalRelay, SignalRequest, MAX_SIGNAL_PAYLOAD};
 
 /// Recovers the connection id a [`ClientId`] was derived from (the inverse of
 /// [`ClientId::from_connection`]).
@@ -128,74 +124,6 @@ impl SignalingChannels for RelayChannels {
 
     async fn list(&self) -> Result<Vec<ListedChannel>, ChannelError> {
         self.inner.list().await
-    }
-}
-
-/// What a signal carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum SignalKind {
-    /// SDP offer: only from the link's viewer (later joiner) to its master.
-    Offer,
-    /// SDP answer: only from the link's master to its viewer.
-    Answer,
-    /// ICE candidate: either way.
-    Candidate,
-}
-
-/// A `signal` request with validated fields.
-#[derive(Debug, Clone)]
-pub struct SignalRequest {
-    /// The voice room.
-    pub voice_room: VoiceRoomId,
-    /// The sender's voice token.
-    pub token: String,
-    /// The peer.
-    pub to: UserId,
-    /// The kind.
-    pub kind: SignalKind,
-    /// The payload, forwarded untouched.
-    pub payload: serde_json::Value,
-}
-
-/// Why a signal was refused; nothing was relayed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignalError {
-    /// No `hello` on this connection.
-    #[error("say hello first")]
-    NotIdentified,
-    /// Payload over [`MAX_SIGNAL_PAYLOAD`].
-    #[error("signal payload is {size} bytes; the limit is {MAX_SIGNAL_PAYLOAD}")]
-    TooLarge {
-        /// Its size.
-        size: usize,
-    },
-    /// Token invalid, forged, expired, for another room or user, or not granting the link.
-    #[error("the voice token is invalid or expired; call getVoiceCredentials again")]
-    Unauthorized,
-    /// Outside the mesh plan, or the kind does not fit the sender's role.
-    #[error("{0}")]
-    NotPeer(&'static str),
-    /// The voice store failed.
-    #[error("the voice-room store is unavailable; try again in a moment")]
-    Unavailable,
-}
-
-impl SignalError {
-    /// The stable wire code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::NotIdentified => "NOT_IDENTIFIED",
-            Self::TooLarge { .. } => "TOO_LARGE",
-            Self::Unauthorized => "UNAUTHORIZED",
-            Self::NotPeer(_) => "NOT_PEER",
-            Self::Unavailable => "UNAVAILABLE",
-        }
-    }
-
-    /// Whether the same request may work later.
-    pub fn retryable(&self) -> bool {
-        matches!(self, Self::Unavailable)
     }
 }
 
@@ -304,6 +232,23 @@ struct VerifiedToken {
     claims: Arc<Claims>,
 }
 
+/// By connection: the voice token it signals with, verified once, and its claims (see the
+/// module doc). Held by the [`Hub`], whose [`Hub::remove`] forgets a closed connection's entry,
+/// so it holds no more entries than there are open connections.
+#[derive(Clone, Default)]
+pub struct TokenCache(Arc<Mutex<HashMap<ConnectionId, VerifiedToken>>>);
+
+impl TokenCache {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ConnectionId, VerifiedToken>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets `conn`'s token (it closed, or its token expired).
+    pub fn forget(&self, conn: &ConnectionId) {
+        self.lock().remove(conn);
+    }
+}
+
 /// Checks and forwards signals.
 #[derive(Clone)]
 pub struct Relay {
@@ -312,8 +257,6 @@ pub struct Relay {
     directory: StoreDirectory,
     hub: Hub,
     clock: Arc<dyn Clock>,
-    /// By connection: the token it signals with, verified once (see the module doc).
-    tokens: Arc<Mutex<HashMap<ConnectionId, VerifiedToken>>>,
 }
 
 impl Relay {
@@ -331,17 +274,11 @@ impl Relay {
             directory,
             hub,
             clock,
-            tokens: Arc::default(),
         }
     }
 
     fn tokens(&self) -> MutexGuard<'_, HashMap<ConnectionId, VerifiedToken>> {
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Forgets what was cached for `conn` (it closed).
-    pub fn forget(&self, conn: &ConnectionId) {
-        self.tokens().remove(conn);
+        self.hub.voice_tokens().lock()
     }
 
     /// The claims of `token` sent by `sender`: verified (signature, then expiry) the first time
@@ -358,7 +295,7 @@ impl Relay {
             .and_then(|v| same_token(&v.token, token).then(|| v.claims.clone()));
         if let Some(claims) = cached {
             if now.as_millis() >= claims.exp.saturating_mul(1000) {
-                self.forget(sender);
+                self.hub.voice_tokens().forget(sender);
                 return Err(TokenError::Expired);
             }
             return Ok(claims);
@@ -478,11 +415,24 @@ impl Relay {
     }
 }
 
+#[async_trait]
+impl SignalRelay for Relay {
+    async fn relay(
+        &self,
+        sender: &ConnectionId,
+        request: &SignalRequest,
+    ) -> Result<(), SignalError> {
+        Relay::relay(self, sender, request).await?;
+        crate::metrics::signal_relayed();
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use voice_domain::ports::Secret;
-    use voice_domain::{Timestamp, VoiceEvent};
+    use voice_domain::{Timestamp, UserId, VoiceEvent};
 
     #[tokio::test]
     async fn a_cached_room_is_read_again_after_any_voice_event() {
@@ -598,8 +548,11 @@ mod tests {
         relay
             .claims(&ConnectionId::parse("c2").unwrap(), token.expose(), at(50))
             .unwrap();
-        relay.forget(&ConnectionId::parse("c2").unwrap());
-        assert!(relay.tokens().is_empty());
+        relay.hub.remove(&ConnectionId::parse("c2").unwrap());
+        assert!(
+            relay.tokens().is_empty(),
+            "an expired token and a closed connection's are forgotten"
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ impl TestApp {
         let mut c = self.connect().await;
         let d = c.ok("hello", json!({ "name": name })).await;
         c.user_id = d["userId"].as_str().expect("userId").to_owned();
+        c.connection_id = d["connectionId"].as_str().unwrap_or_default().to_owned();
         c.name = name.to_owned();
         c
     }
@@ -71,6 +72,10 @@ pub struct Client {
     events: VecDeque<Value>,
     pub user_id: String,
     pub name: String,
+    /// The connection id the server gave this socket (from `hello`; empty before).
+    pub connection_id: String,
+    /// The last text frame read, byte for byte (for comparing replies across entrypoints).
+    pub last_text: String,
 }
 
 impl Client {
@@ -85,6 +90,8 @@ impl Client {
             events: VecDeque::new(),
             user_id: String::new(),
             name: String::new(),
+            connection_id: String::new(),
+            last_text: String::new(),
         }
     }
 
@@ -122,7 +129,8 @@ impl Client {
                 .expect("a frame arrives in time");
             match msg {
                 Some(Ok(Message::Text(t))) => {
-                    return Some(serde_json::from_str(t.as_str()).expect("server sends JSON"))
+                    self.last_text = t.as_str().to_owned();
+                    return Some(serde_json::from_str(t.as_str()).expect("server sends JSON"));
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,

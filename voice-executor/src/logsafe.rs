@@ -1,10 +1,10 @@
 //! What user-controlled text may look like in a log line: escaped (no newline, control or
 //! bidi character can forge or hide a line) and truncated (a 64 KiB frame cannot become a
-//! 64 KiB line). Action names are logged only when they are ones the server knows.
+//! 64 KiB line). Action names are logged only when they are ones the protocol knows.
 
 use voice_domain::protocol::VOICE_ACTIONS;
 
-use crate::dispatch::CHAT_ACTIONS;
+use crate::executor::CHAT_ACTIONS;
 
 /// Longest user-controlled value written to a log, in characters before escaping.
 pub const MAX_LOGGED_CHARS: usize = 64;

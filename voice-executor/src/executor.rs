@@ -1,0 +1,490 @@
+//! [`Executor`]: one request frame in, one reply frame out, for every action of the protocol
+//! (`docs/protocol.md`). Both entrypoints call [`Executor::handle`]; each only adapts its
+//! transport. No rule lives here: every refusal comes from a domain (or the signal relay) and is
+//! only mapped to its wire code here, once.
+
+use std::sync::Arc;
+
+use chat_domain::{ChatError, ChatService, Removal};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::{info, warn, Instrument};
+use voice_domain::errors::{DisconnectError, ErrorClass, LeaveVoiceError, UseCaseError};
+use voice_domain::ports::Ports;
+use voice_domain::protocol::{
+    ActiveVoiceRoomView, VoiceCommand, VoiceGrantView, VoiceRequest, VoiceRoomView, WireError,
+    VOICE_ACTIONS,
+};
+use voice_domain::service::DisconnectReport;
+use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoom, VoiceRoomId, VoiceService};
+
+use crate::envelope::{parse_frame, reply_frame};
+use crate::logsafe;
+use crate::signal::{SignalError, SignalKind, SignalRelay, SignalRequest};
+
+/// The chat actions (served where the deployment runs the chat domain).
+pub const CHAT_ACTIONS: &[&str] = &[
+    "hello",
+    "createRoom",
+    "listRooms",
+    "requestJoin",
+    "approveJoin",
+    "denyJoin",
+    "listMembers",
+    "sendMessage",
+    "getMessages",
+    "removeMember",
+    "banMember",
+    "unbanMember",
+    "signOutEverywhere",
+];
+
+/// A refused request, ready for the wire: what the client is told, the class an entrypoint maps
+/// to a status or log level, and the cause for the log only (a client's message hides
+/// dependency details; the log keeps them, never with secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// For the HTTP status and the log level.
+    pub class: ErrorClass,
+    /// What the client is told.
+    pub error: WireError,
+    /// The cause chain, for the log only.
+    pub detail: Option<String>,
+}
+
+impl Refusal {
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            class: ErrorClass::BadRequest,
+            error: WireError::bad_request(message),
+            detail: None,
+        }
+    }
+
+    fn use_case<E: UseCaseError + std::fmt::Debug>(e: E) -> Self {
+        Self {
+            class: e.class(),
+            error: WireError::from_use_case(&e),
+            detail: Some(format!("{e:?}")),
+        }
+    }
+}
+
+impl From<ChatError> for Refusal {
+    fn from(e: ChatError) -> Self {
+        Self {
+            class: e.class(),
+            error: e.into(),
+            detail: None,
+        }
+    }
+}
+
+impl From<SignalError> for Refusal {
+    fn from(e: SignalError) -> Self {
+        Self {
+            class: e.class(),
+            error: e.into(),
+            detail: None,
+        }
+    }
+}
+
+/// What [`Executor::handle`] produced: the reply frame to send back, and, when the request was
+/// refused, the refusal's class (the Lambda turns it into an HTTP status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handled {
+    /// The reply frame (JSON text), the same bytes on every deployment.
+    pub frame: String,
+    /// `None` when the request succeeded.
+    pub refused: Option<ErrorClass>,
+}
+
+/// The services one deployment runs, behind the protocol. Cheap to clone.
+pub struct Executor<P: Ports> {
+    voice: Arc<VoiceService<P>>,
+    chat: Option<ChatService>,
+    signals: Option<Arc<dyn SignalRelay>>,
+}
+
+impl<P: Ports> Clone for Executor<P> {
+    fn clone(&self) -> Self {
+        Self {
+            voice: Arc::clone(&self.voice),
+            chat: self.chat.clone(),
+            signals: self.signals.clone(),
+        }
+    }
+}
+
+fn fields<T: for<'de> Deserialize<'de>>(value: Value) -> Result<T, Refusal> {
+    serde_json::from_value(value).map_err(|e| Refusal::bad_request(format!("invalid fields: {e}")))
+}
+
+fn data(v: impl serde::Serialize) -> Value {
+    // Views are strings, numbers and lists of them: they always serialise.
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn room_id(s: &str) -> Result<ChatRoomId, Refusal> {
+    ChatRoomId::parse(s).map_err(|e| Refusal::bad_request(format!("roomId: {e}")))
+}
+
+fn user_id(s: &str) -> Result<UserId, Refusal> {
+    UserId::parse(s).map_err(|e| Refusal::bad_request(format!("userId: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Hello {
+    name: String,
+    #[serde(default)]
+    resume_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InRoom {
+    room_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Decide {
+    room_id: String,
+    user_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Send {
+    room_id: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Signal {
+    voice_room_id: String,
+    token: String,
+    to: String,
+    kind: SignalKind,
+    payload: Value,
+}
+
+impl<P: Ports> Executor<P> {
+    /// An executor serving the voice actions (and `ping`) over `voice`, built once per process
+    /// (per Lambda instance). Add the chat with [`Executor::with_chat`] and the signal relay
+    /// with [`Executor::with_signals`] where the deployment runs them.
+    pub fn new(voice: Arc<VoiceService<P>>) -> Self {
+        Self {
+            voice,
+            chat: None,
+            signals: None,
+        }
+    }
+
+    /// Serves the chat actions too (the self-hosted server; the Lambda with a built-in chat).
+    #[must_use]
+    pub fn with_chat(mut self, chat: ChatService) -> Self {
+        self.chat = Some(chat);
+        self
+    }
+
+    /// Serves `signal` through `relay` (the self-hosted server: on AWS, browsers signal
+    /// through Kinesis Video Streams).
+    #[must_use]
+    pub fn with_signals(mut self, relay: Arc<dyn SignalRelay>) -> Self {
+        self.signals = Some(relay);
+        self
+    }
+
+    /// The voice service, for what is not a request: the sweep, start-up recovery.
+    pub fn voice(&self) -> &Arc<VoiceService<P>> {
+        &self.voice
+    }
+
+    /// Whether `connection` has said hello (always `false` without a chat).
+    pub async fn identified(&self, connection: &ConnectionId) -> bool {
+        match &self.chat {
+            Some(chat) => chat.identify(connection).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// `connection` is gone: it is no longer its user's, then voice hears of it (its
+    /// participant becomes reconnecting, so its events go only to live connections).
+    ///
+    /// # Errors
+    /// [`DisconnectError`] when voice could not record it; the sweep finishes it later.
+    pub async fn disconnect(
+        &self,
+        connection: &ConnectionId,
+    ) -> Result<DisconnectReport, DisconnectError> {
+        if let Some(chat) = &self.chat {
+            chat.disconnect(connection).await;
+        }
+        self.voice.on_disconnect(connection).await
+    }
+
+    /// Handles one request frame from `connection` and returns the reply frame.
+    pub async fn handle(&self, connection: &ConnectionId, text: &str) -> Handled {
+        let (env, value) = match parse_frame(text) {
+            Ok(parsed) => parsed,
+            Err((env, e)) => {
+                info!(code = %e.code, "malformed request refused");
+                return Handled {
+                    frame: reply_frame(&env, Err(e)),
+                    refused: Some(ErrorClass::BadRequest),
+                };
+            }
+        };
+        // Everything from the frame is user-controlled: only known action names are logged, and
+        // ids are escaped and truncated (a newline in them cannot forge a log line).
+        let span = tracing::info_span!(
+            "request",
+            action = %logsafe::action(&env.action),
+            request_id = %logsafe::text(env.request_id.as_deref().unwrap_or("")),
+            chat_room_id = tracing::field::Empty,
+            voice_room_id = tracing::field::Empty,
+        );
+        if let Some(id) = value.get("roomId").and_then(Value::as_str) {
+            span.record("chat_room_id", logsafe::text(id));
+        }
+        if let Some(id) = value.get("voiceRoomId").and_then(Value::as_str) {
+            span.record("voice_room_id", logsafe::text(id));
+        }
+        let result = self
+            .route(connection, &env.action, value)
+            .instrument(span.clone())
+            .await;
+        let refused = match &result {
+            Ok(_) => None,
+            Err(r) => {
+                let _g = span.enter();
+                match r.class {
+                    ErrorClass::Internal | ErrorClass::Unavailable => {
+                        warn!(code = %r.error.code, detail = r.detail.as_deref().unwrap_or(""), "request failed");
+                    }
+                    _ => info!(code = %r.error.code, "request refused"),
+                }
+                Some(r.class)
+            }
+        };
+        Handled {
+            frame: reply_frame(&env, result.map_err(|r| r.error)),
+            refused,
+        }
+    }
+
+    /// Every action this executor serves, for the unknown-action message.
+    fn served(&self) -> String {
+        let mut served: Vec<&str> = Vec::new();
+        if self.chat.is_some() {
+            served.extend(CHAT_ACTIONS);
+        }
+        served.extend(VOICE_ACTIONS);
+        if self.signals.is_some() {
+            served.push("signal");
+        }
+        served.push("ping");
+        served.join(", ")
+    }
+
+    async fn route(
+        &self,
+        connection: &ConnectionId,
+        action: &str,
+        value: Value,
+    ) -> Result<Value, Refusal> {
+        if VOICE_ACTIONS.contains(&action) {
+            let req: VoiceRequest = fields(value)?;
+            let cmd = req
+                .try_into_command()
+                .map_err(|e| Refusal::bad_request(e.to_string()))?;
+            return self.voice_command(connection, cmd).await;
+        }
+        match (action, &self.chat, &self.signals) {
+            // Liveness for clients that cannot see WebSocket pings (browsers): allowed before
+            // `hello`, answered at once.
+            ("ping", _, _) => Ok(json!({})),
+            ("hello", Some(chat), _) => {
+                let f: Hello = fields(value)?;
+                let d = chat
+                    .hello(connection, &f.name, f.resume_token.as_deref())
+                    .await?;
+                Ok(data(d))
+            }
+            ("signal", _, Some(relay)) => {
+                let f: Signal = fields(value)?;
+                let req = SignalRequest {
+                    voice_room: VoiceRoomId::parse(&f.voice_room_id)
+                        .map_err(|e| Refusal::bad_request(format!("voiceRoomId: {e}")))?,
+                    token: f.token,
+                    to: UserId::parse(&f.to)
+                        .map_err(|e| Refusal::bad_request(format!("to: {e}")))?,
+                    kind: f.kind,
+                    payload: f.payload,
+                };
+                relay.relay(connection, &req).await?;
+                Ok(json!({}))
+            }
+            (a, Some(chat), _) if CHAT_ACTIONS.contains(&a) => {
+                let user = chat.identify(connection).await?;
+                self.chat_action(chat, &user, a, value).await
+            }
+            (other, _, _) => Err(Refusal {
+                class: ErrorClass::BadRequest,
+                error: WireError {
+                    code: "UNKNOWN_ACTION".into(),
+                    message: format!("unknown action {other:?}; actions are {}", self.served()),
+                    retryable: false,
+                },
+                detail: None,
+            }),
+        }
+    }
+
+    async fn chat_action(
+        &self,
+        chat: &ChatService,
+        user: &UserId,
+        action: &str,
+        value: Value,
+    ) -> Result<Value, Refusal> {
+        Ok(match action {
+            "createRoom" => {
+                let f: Named = fields(value)?;
+                let r = chat.create_room(user, &f.name).await?;
+                json!({"roomId": r.id.to_string(), "name": r.name})
+            }
+            "listRooms" => json!({"rooms": chat.list_rooms(user).await?}),
+            "requestJoin" => {
+                let f: InRoom = fields(value)?;
+                let state = chat.request_join(user, &room_id(&f.room_id)?).await?;
+                json!({"state": state})
+            }
+            "approveJoin" | "denyJoin" => {
+                let f: Decide = fields(value)?;
+                let (room, who) = (room_id(&f.room_id)?, user_id(&f.user_id)?);
+                let state = chat
+                    .decide_join(user, &room, &who, action == "approveJoin")
+                    .await?;
+                json!({"roomId": room.to_string(), "userId": who.to_string(), "state": state})
+            }
+            "removeMember" | "banMember" => {
+                let f: Decide = fields(value)?;
+                let (room, who) = (room_id(&f.room_id)?, user_id(&f.user_id)?);
+                let ban = action == "banMember";
+                let removal = chat.remove_member(user, &room, &who, ban).await?;
+                self.leave_voice_after_removal(&removal).await;
+                json!({"roomId": room.to_string(), "userId": who.to_string(), "state": "none", "banned": ban})
+            }
+            "unbanMember" => {
+                let f: Decide = fields(value)?;
+                let (room, who) = (room_id(&f.room_id)?, user_id(&f.user_id)?);
+                let was = chat.unban_member(user, &room, &who).await?;
+                json!({"roomId": room.to_string(), "userId": who.to_string(), "wasBanned": was})
+            }
+            "signOutEverywhere" => {
+                chat.sign_out_everywhere(user).await?;
+                json!({})
+            }
+            "listMembers" => {
+                let f: InRoom = fields(value)?;
+                json!({"members": chat.list_members(user, &room_id(&f.room_id)?).await?})
+            }
+            "sendMessage" => {
+                let f: Send = fields(value)?;
+                data(
+                    chat.send_message(user, &room_id(&f.room_id)?, &f.text)
+                        .await?,
+                )
+            }
+            "getMessages" => {
+                let f: InRoom = fields(value)?;
+                json!({"messages": chat.messages(user, &room_id(&f.room_id)?).await?})
+            }
+            other => {
+                return Err(Refusal {
+                    class: ErrorClass::Internal,
+                    error: WireError {
+                        code: "INTERNAL".into(),
+                        message: format!("the action {other:?} is not implemented"),
+                        retryable: false,
+                    },
+                    detail: Some(format!("{other} is listed in CHAT_ACTIONS but not routed")),
+                })
+            }
+        })
+    }
+
+    /// A removed member's connections leave the chat room's active voice room at once, through
+    /// voice's own `leave` use case (hand-over, channel deletion and events as for any leave).
+    /// Only the connection that is the participant succeeds; the others are not participants.
+    /// A participant whose connection already dropped (reconnecting) cannot resume (voice
+    /// checks membership on join) and is removed by the sweep after the reconnect grace.
+    async fn leave_voice_after_removal(&self, removal: &Removal) {
+        let Some(voice_room) = &removal.voice_room else {
+            return;
+        };
+        for conn in &removal.connections {
+            match self.voice.leave_voice(conn, voice_room).await {
+                Ok(_) => info!("removed member left the voice room"),
+                Err(LeaveVoiceError::NotParticipant | LeaveVoiceError::Ended) => {}
+                Err(e) => warn!(error = %e, "removed member could not be taken out of voice"),
+            }
+        }
+    }
+
+    /// Runs one voice command and shapes its outcome for the wire.
+    async fn voice_command(
+        &self,
+        caller: &ConnectionId,
+        command: VoiceCommand,
+    ) -> Result<Value, Refusal> {
+        let voice = &self.voice;
+        let room = |r: VoiceRoom| data(VoiceRoomView::from(&r));
+        match command {
+            VoiceCommand::Create(chat) => voice
+                .start_voice(caller, &chat)
+                .await
+                .map(room)
+                .map_err(Refusal::use_case),
+            VoiceCommand::GetCredentials(id) => voice
+                .join_voice(caller, &id)
+                .await
+                .map(|g| data(VoiceGrantView::from(&g)))
+                .map_err(Refusal::use_case),
+            VoiceCommand::End(id) => voice
+                .end_voice(caller, &id)
+                .await
+                .map(room)
+                .map_err(Refusal::use_case),
+            VoiceCommand::Leave(id) => voice
+                .leave_voice(caller, &id)
+                .await
+                .map(room)
+                .map_err(Refusal::use_case),
+            VoiceCommand::SetMute(id, muted) => voice
+                .set_mute(caller, &id, muted)
+                .await
+                .map(room)
+                .map_err(Refusal::use_case),
+            VoiceCommand::Get(chat) => voice
+                .active_voice(caller, &chat)
+                .await
+                .map(|r| {
+                    data(ActiveVoiceRoomView {
+                        voice_room: r.as_ref().map(VoiceRoomView::from),
+                    })
+                })
+                .map_err(Refusal::use_case),
+        }
+    }
+}
