@@ -134,7 +134,7 @@ struct SignalEvent<'a> {
     voice_room_id: &'a str,
     from: &'a str,
     kind: SignalKind,
-    payload: &'a serde_json::Value,
+    payload: &'a serde_json::value::RawValue,
 }
 
 /// The longest a cached voice room is used without reading the store again. Every voice event
@@ -330,9 +330,7 @@ impl Relay {
             .await
             .map_err(|_| SignalError::Unavailable)?
             .ok_or(SignalError::NotIdentified)?;
-        let size = serde_json::to_string(&req.payload)
-            .map(|s| s.len())
-            .unwrap_or(usize::MAX);
+        let size = req.payload.get().len();
         if size > MAX_SIGNAL_PAYLOAD {
             return Err(SignalError::TooLarge { size });
         }
