@@ -585,9 +585,12 @@ mod tests {
     use voice_adapters_memory::memory_service;
     use voice_domain::ServiceConfig;
 
+    /// One relayed request: voice room, token, recipient, kind, payload.
+    type Seen = (String, String, String, SignalKind, String);
+
     /// Records what it is asked to relay.
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<(String, String, String, SignalKind, String)>>);
+    struct Recorder(Mutex<Vec<Seen>>);
 
     #[async_trait::async_trait]
     impl SignalRelay for Recorder {
