@@ -439,6 +439,28 @@ def granted_actions(policy_doc: dict) -> dict[str, list]:
     return out
 
 
+def dynamodb_scope_problems(doc: dict, where: str) -> list[str]:
+    """DynamoDB grants name tables: no ``dynamodb:*``, no ``Resource "*"``, and no ARN with a
+    wildcard (``table/*``, ``.../index/*``): every Allow of a dynamodb action is on table ARNs
+    (``!GetAtt X.Arn`` or an ``arn:...:table/${Name}`` pattern without ``*``)."""
+    problems: list[str] = []
+    for i, st in enumerate(_as_list(doc.get("Statement"))):
+        if not isinstance(st, dict) or st.get("Effect") != "Allow":
+            continue
+        actions = [a for a in _as_list(st.get("Action")) if isinstance(a, str) and a.startswith("dynamodb:")]
+        if not actions:
+            continue
+        for a in actions:
+            if "*" in a:
+                problems.append(f"{where}.Statement[{i}]: action wildcard {a!r}")
+        for r in _candidates(st.get("Resource")):
+            if r == "*" or "*" in r:
+                problems.append(f"{where}.Statement[{i}]: {actions[0]} on a wildcard table {r!r}")
+            elif not (r.startswith("<GetAtt ") or ":dynamodb:" in r and ":table/" in r):
+                problems.append(f"{where}.Statement[{i}]: {actions[0]} on {r!r}, not a table ARN")
+    return problems
+
+
 def matches_arn_pattern(arn: str, pattern: str) -> bool:
     """IAM-style match (``*`` any run of characters, ``?`` one) of a concrete ARN."""
     return fnmatch.fnmatchcase(arn, pattern)

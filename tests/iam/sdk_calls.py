@@ -83,12 +83,15 @@ def calls_in(text: str) -> set[str]:
     ops = _operations()
     code = _without_tests(text)
     actions: set[str] = set()
+    # A module may build transaction items and hand them to a shared helper that sends them
+    # (the chat store uses the voice store's): its items count wherever the call itself is.
+    for item in re.findall(r"TransactWriteItem::builder\(\)\s*\.(\w+)\(", code):
+        actions.add(TRANSACTION_ITEMS[item])
     for method in set(re.findall(r"\.([a-z_]+)\(\)", code)) & set(ops):
         for service, op in ops[method]:
             prefix = SERVICES[service]
             if op == "TransactWriteItems":
-                for item in re.findall(r"TransactWriteItem::builder\(\)\s*\.(\w+)\(", code):
-                    actions.add(TRANSACTION_ITEMS[item])
+                continue
             elif service == "apigatewaymanagementapi":
                 actions.add(f"execute-api:ManageConnections/{MANAGEMENT_METHODS[op]}")
             else:
@@ -157,3 +160,58 @@ def rust_str_array(path: Path, name: str) -> list[str]:
     if not m:
         raise AssertionError(f"{path} has no const {name}")
     return re.findall(r'"([^"]*)"', m.group(1))
+
+
+# The chat store's DynamoDB actions, table by table, as docs/aws-adapters.md ("Chat tables")
+# lists them. Which call reaches which table cannot be read from the source reliably; this map
+# is that reading, and the tests check it against the source (its union is exactly the module's
+# calls) and against the template (ChatStorePolicy grants exactly this, each on its table only).
+CHAT_STORE_TABLE_ACTIONS = {
+    "ChatConnectionsTable": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Scan"},
+    "ChatRoomsTable": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Scan"},
+    "ChatUsersTable": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem"},
+    "ChatMessagesTable": {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"},
+}
+
+
+def chat_store_policy_problems(template: dict, required: dict[str, set[str]]) -> list[str]:
+    """ChatStorePolicy vs. chat_store.rs: only in builtin mode, one statement per chat table
+    granting exactly :data:`CHAT_STORE_TABLE_ACTIONS` on exactly that table's ARN (no index, no
+    wildcard), and together exactly the DynamoDB calls the module makes."""
+    problems: list[str] = []
+    res = template["Resources"].get("ChatStorePolicy")
+    if res is None:
+        return ["no ChatStorePolicy resource"]
+    if res.get("Condition") != "BuiltinChat":
+        problems.append("ChatStorePolicy must exist only with ChatMode=builtin (Condition: BuiltinChat)")
+    doc = res["Properties"]["PolicyDocument"]
+    granted_total: set[str] = set()
+    seen_tables: set[str] = set()
+    for st in pc._as_list(doc.get("Statement")):
+        sid = st.get("Sid", "?")
+        resource = st.get("Resource")
+        table = None
+        if isinstance(resource, dict) and list(resource) == ["Fn::GetAtt"]:
+            target = resource["Fn::GetAtt"]
+            target = target if isinstance(target, list) else str(target).split(".")
+            if len(target) == 2 and target[1] == "Arn":
+                table = target[0]
+        if table not in CHAT_STORE_TABLE_ACTIONS:
+            problems.append(f"statement {sid} is on {resource!r}, not exactly one chat table's ARN")
+            continue
+        seen_tables.add(table)
+        actions = set(pc._as_list(st.get("Action")))
+        granted_total |= actions
+        for a in sorted(CHAT_STORE_TABLE_ACTIONS[table] - actions):
+            problems.append(f"statement {sid} lacks {a} on {table}")
+        for a in sorted(actions - CHAT_STORE_TABLE_ACTIONS[table]):
+            problems.append(f"statement {sid} grants {a} on {table}, which the chat store never calls there")
+    for table in sorted(set(CHAT_STORE_TABLE_ACTIONS) - seen_tables):
+        problems.append(f"ChatStorePolicy has no statement for {table}")
+    calls = {a for a in required.get("chat_store.rs", set()) if a.startswith("dynamodb:")}
+    mapped = set().union(*CHAT_STORE_TABLE_ACTIONS.values())
+    for a in sorted(calls - mapped):
+        problems.append(f"chat_store.rs calls {a}, which no chat table grants")
+    for a in sorted(mapped - calls):
+        problems.append(f"the chat tables are granted {a}, which chat_store.rs never calls")
+    return problems

@@ -15,6 +15,20 @@ import sdk_calls
 
 REPO = pc.REPO
 
+# The variables the template sets for the chat store (not read by voice-lambda yet).
+CHAT_STORE_ENV = {
+    "CHAT_MODE",
+    "USERS_TABLE",
+    "MESSAGES_TABLE",
+    "CHAT_CONNECTION_ID_ATTR",
+    "CHAT_CONNECTION_USER_ATTR",
+    "CHAT_ROOM_ID_ATTR",
+    "CHAT_ROOM_ADMIN_ATTR",
+    "CHAT_ROOM_MEMBERS_ATTR",
+    "CHAT_ROOM_PENDING_ATTR",
+}
+CHAT_TABLES = ("ChatConnectionsTable", "ChatRoomsTable", "ChatUsersTable", "ChatMessagesTable")
+
 # ------------------------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------------------------
@@ -72,13 +86,20 @@ def test_voice_rooms_table_matches_the_dynamodb_adapter(parsed_template):
 
 
 def test_environment_matches_what_the_lambda_reads(parsed_template):
-    consts = rust_consts("voice-lambda/src/config.rs")
+    # The AWS settings are parsed by voice-adapters-aws (one parser); the Lambda adds its own.
+    aws = {k: v for k, v in rust_consts("voice-adapters-aws/src/config.rs").items() if k.startswith("ENV_")}
+    consts = {**aws, **rust_consts("voice-lambda/src/config.rs")}
     env = props(parsed_template, "VoiceFunction")["Environment"]["Variables"]
     read_by_lambda = set(consts.values())
-    required = {consts[k] for k in ("CONNECTIONS_TABLE", "ROOMS_TABLE", "VOICE_ROOMS_TABLE", "KVS_ROLE_ARN")}
+    required = {consts[k] for k in ("ENV_CONNECTIONS_TABLE", "ENV_ROOMS_TABLE", "ENV_VOICE_ROOMS_TABLE", "ENV_KVS_ROLE_ARN")}
     assert required <= set(env), f"missing: {required - set(env)}"
-    assert set(env) <= read_by_lambda, f"set but never read: {set(env) - read_by_lambda}"
-    assert set(env) == required | {"VOICE_ROOM_CAPACITY", "APIGW_MANAGEMENT_ENDPOINT", "VOICE_STACK_ID"}
+    # Set for the chat store (DynamoChat) ahead of voice-lambda reading them; documented in
+    # docs/aws-adapters.md ("Environment") so that the wiring is one step.
+    assert set(env) - read_by_lambda <= CHAT_STORE_ENV, f"set but never read: {set(env) - read_by_lambda}"
+    assert set(env) == required | {"VOICE_ROOM_CAPACITY", "APIGW_MANAGEMENT_ENDPOINT", "VOICE_STACK_ID"} | CHAT_STORE_ENV
+    doc = (REPO / "docs" / "aws-adapters.md").read_text(encoding="utf-8")
+    for name in CHAT_STORE_ENV:
+        assert f"`{name}`" in doc, f"{name} is not documented in docs/aws-adapters.md"
     # Lambda sets AWS_REGION itself; defining it is rejected at deploy time (reserved key).
     assert "AWS_REGION" not in env and "AWS_REGION" in read_by_lambda
 
@@ -300,7 +321,9 @@ def test_the_adapters_calls_are_found():
     # Guards against a vacuous comparison below: the scan must see the calls we know exist.
     required = sdk_calls.required_by_module()
     assert "testing.rs" not in required, "test helpers must not count as production calls"
-    assert {"store.rs", "directory.rs", "channels.rs", "credentials.rs", "notifier.rs"} <= set(required)
+    assert {"store.rs", "directory.rs", "chat_store.rs", "channels.rs", "credentials.rs", "notifier.rs"} <= set(required)
+    # The chat store's transaction items count although the call that sends them is store.rs's.
+    assert {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} <= required["chat_store.rs"]
     assert "dynamodb:PutItem" in required["store.rs"] and "dynamodb:DeleteItem" in required["store.rs"]
     assert "kinesisvideo:CreateSignalingChannel" in required["channels.rs"]
     assert "kinesisvideo:GetIceServerConfig" in required["channels.rs"]
@@ -447,3 +470,137 @@ def test_the_config_output_is_the_documented_config_json(parsed_template):
         "webSocketUrl": "wss://abc123defg.execute-api.us-east-1.amazonaws.com/production",
         "region": "us-east-1",
     }
+
+
+# ------------------------------------------------------------------------------------------------
+# Chat modes: builtin creates the chat tables and may write exactly them; existing creates none
+# ------------------------------------------------------------------------------------------------
+
+
+def test_chat_mode_is_builtin_by_default_and_existing_is_the_only_other(parsed_template):
+    p = parsed_template["Parameters"]["ChatMode"]
+    assert p["Default"] == "builtin"
+    assert p["AllowedValues"] == ["builtin", "existing"]
+    assert parsed_template["Conditions"]["BuiltinChat"] == {"Fn::Equals": [{"Ref": "ChatMode"}, "builtin"]}
+    assert parsed_template["Conditions"]["ExistingChat"] == {"Fn::Equals": [{"Ref": "ChatMode"}, "existing"]}
+    # existing mode must be told its tables: an empty name fails the deploy before anything is made.
+    rule = parsed_template["Rules"]["ExistingChatNamesItsTables"]
+    asserted = json.dumps(rule["Assertions"])
+    assert "ExistingConnectionsTable" in asserted and "ExistingRoomsTable" in asserted
+
+
+def test_existing_mode_creates_no_chat_table(parsed_template):
+    tables = of_type(parsed_template, "AWS::DynamoDB::Table")
+    assert set(tables) == {"VoiceRoomsTable", *CHAT_TABLES}
+    for name in CHAT_TABLES:
+        assert tables[name].get("Condition") == "BuiltinChat", name
+    assert "Condition" not in tables["VoiceRoomsTable"]
+
+
+def test_chat_tables_match_the_chat_store(parsed_template):
+    chat = rust_consts("voice-adapters-aws/src/chat_store.rs")
+    directory = (REPO / "voice-adapters-aws/src/directory.rs").read_text(encoding="utf-8")
+    # The shared tables' keys are DirectorySchema's defaults (what both adapters use).
+    assert 'connection_id_attr: "connectionId".into()' in directory
+    assert 'room_id_attr: "roomId".into()' in directory
+    keys = {
+        "ChatConnectionsTable": [("connectionId", "S", "HASH")],
+        "ChatRoomsTable": [("roomId", "S", "HASH")],
+        "ChatUsersTable": [(chat["USER_ID"], "S", "HASH")],
+        "ChatMessagesTable": [(chat["ROOM_ID"], "S", "HASH"), (chat["SEQ"], "N", "RANGE")],
+    }
+    for name, want in keys.items():
+        t = props(parsed_template, name)
+        assert t["BillingMode"] == "PAY_PER_REQUEST", name
+        assert t["SSESpecification"] == {"SSEEnabled": True}, name
+        assert [(k["AttributeName"], k["KeyType"]) for k in t["KeySchema"]] == [(a, k) for a, _, k in want], name
+        types = {d["AttributeName"]: d["AttributeType"] for d in t["AttributeDefinitions"]}
+        assert types == {a: ty for a, ty, _ in want}, name
+        # No index: the store never queries one, and an index would be paid for on every write.
+        assert "GlobalSecondaryIndexes" not in t, name
+    # TTL where data expires: connections (the store writes expiresAt); nothing else expires by age.
+    assert props(parsed_template, "ChatConnectionsTable")["TimeToLiveSpecification"] == {
+        "AttributeName": chat["EXPIRES_AT"],
+        "Enabled": True,
+    }
+    for name in ("ChatRoomsTable", "ChatUsersTable", "ChatMessagesTable"):
+        assert "TimeToLiveSpecification" not in props(parsed_template, name), name
+    # Point-in-time recovery as the voice table has it (it has none).
+    for name in ("VoiceRoomsTable", *CHAT_TABLES):
+        assert "PointInTimeRecoverySpecification" not in props(parsed_template, name), name
+
+
+def test_chat_table_names_reach_the_function(parsed_template):
+    env = props(parsed_template, "VoiceFunction")["Environment"]["Variables"]
+    assert env["CONNECTIONS_TABLE"] == {
+        "Fn::If": ["BuiltinChat", {"Ref": "ChatConnectionsTable"}, {"Ref": "ExistingConnectionsTable"}]
+    }
+    assert env["ROOMS_TABLE"] == {"Fn::If": ["BuiltinChat", {"Ref": "ChatRoomsTable"}, {"Ref": "ExistingRoomsTable"}]}
+    assert env["USERS_TABLE"] == {"Fn::If": ["BuiltinChat", {"Ref": "ChatUsersTable"}, {"Ref": "AWS::NoValue"}]}
+    assert env["MESSAGES_TABLE"] == {"Fn::If": ["BuiltinChat", {"Ref": "ChatMessagesTable"}, {"Ref": "AWS::NoValue"}]}
+    assert env["CHAT_MODE"] == {"Ref": "ChatMode"}
+    # existing mode's attribute names, each from its parameter, defaulting to DirectorySchema's.
+    directory = (REPO / "voice-adapters-aws/src/directory.rs").read_text(encoding="utf-8")
+    for var, param, field in [
+        ("CHAT_CONNECTION_ID_ATTR", "ExistingConnectionIdAttribute", "connection_id_attr"),
+        ("CHAT_CONNECTION_USER_ATTR", "ExistingConnectionUserAttribute", "connection_user_attr"),
+        ("CHAT_ROOM_ID_ATTR", "ExistingRoomIdAttribute", "room_id_attr"),
+        ("CHAT_ROOM_ADMIN_ATTR", "ExistingRoomAdminAttribute", "room_admin_attr"),
+        ("CHAT_ROOM_MEMBERS_ATTR", "ExistingRoomMembersAttribute", "room_members_attr"),
+        ("CHAT_ROOM_PENDING_ATTR", "ExistingRoomPendingAttribute", "room_pending_attr"),
+    ]:
+        assert env[var] == {"Fn::If": ["ExistingChat", {"Ref": param}, {"Ref": "AWS::NoValue"}]}, var
+        default = parsed_template["Parameters"][param]["Default"]
+        assert f'{field}: "{default}".into()' in directory, (param, default)
+
+
+def test_the_chat_store_policy_grants_exactly_its_calls_per_table(parsed_template):
+    assert sdk_calls.chat_store_policy_problems(parsed_template, sdk_calls.required_by_module()) == []
+
+
+def test_no_dynamodb_grant_is_wider_than_a_named_table(parsed_template):
+    for where, doc in pc.iter_policy_documents(parsed_template["Resources"], "R"):
+        assert pc.dynamodb_scope_problems(doc, where) == []
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda st: st.__setitem__("Action", ["dynamodb:*"]), "action wildcard 'dynamodb:*'"),
+        (lambda st: st.__setitem__("Resource", "*"), "Resource '*' for dynamodb:GetItem"),
+        (
+            lambda st: st.__setitem__(
+                "Resource", {"Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/*"}
+            ),
+            "dynamodb:GetItem on a wildcard table",
+        ),
+        (
+            lambda st: st.__setitem__(
+                "Resource", [{"Fn::GetAtt": ["ChatUsersTable", "Arn"]}, {"Fn::Sub": "${ChatUsersTable.Arn}/index/*"}]
+            ),
+            "dynamodb:GetItem on a wildcard table",
+        ),
+    ],
+)
+def test_a_wider_chat_grant_is_caught(template, mutate, expected):
+    doc = props(template, "ChatStorePolicy")["PolicyDocument"]
+    mutate(doc["Statement"][0])
+    problems = pc.check_policy(doc, "broken") + pc.dynamodb_scope_problems(doc, "broken")
+    assert any(expected in p for p in problems), problems
+    assert sdk_calls.chat_store_policy_problems(template, sdk_calls.required_by_module()) != []
+
+
+def test_a_chat_grant_on_the_wrong_table_or_without_a_call_is_caught(template):
+    doc = props(template, "ChatStorePolicy")["PolicyDocument"]
+    users = next(s for s in doc["Statement"] if s["Sid"] == "ChatUsersReadWrite")
+    users["Action"].append("dynamodb:PutItem")
+    messages = next(s for s in doc["Statement"] if s["Sid"] == "ChatMessagesReadWrite")
+    messages["Resource"] = {"Fn::GetAtt": ["ChatRoomsTable", "Arn"]}
+    required = sdk_calls.required_by_module()
+    required["chat_store.rs"] = required["chat_store.rs"] | {"dynamodb:BatchWriteItem"}
+    problems = sdk_calls.chat_store_policy_problems(template, required)
+    assert "statement ChatUsersReadWrite grants dynamodb:PutItem on ChatUsersTable, which the chat store never calls there" in problems
+    assert "ChatStorePolicy has no statement for ChatMessagesTable" in problems
+    assert "chat_store.rs calls dynamodb:BatchWriteItem, which no chat table grants" in problems
+    del template["Resources"]["ChatStorePolicy"]["Condition"]
+    assert any("Condition: BuiltinChat" in p for p in sdk_calls.chat_store_policy_problems(template, sdk_calls.required_by_module()))

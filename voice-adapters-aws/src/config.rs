@@ -1,11 +1,20 @@
 //! Configuration from the Lambda environment, the SDK clients built once from it, and the
 //! [`AwsPorts`] port set.
 //!
+//! [`AwsConfig::from_lookup`] is the one parser of the AWS settings: the Lambda reads its
+//! environment through it (adding only what is Lambda-only), so each variable has one rule.
+//! Why a function of a lookup closure instead of `std::env` directly: the rules must be testable
+//! without mutating the process environment (tests run in parallel), and every missing or
+//! invalid variable is reported at once, so that an operator fixes the function configuration
+//! in one deploy instead of one variable per failed cold start.
+//!
 //! Clients are built once per cold start and shared by every invocation (they hold connection
 //! pools and credential caches); the adapters only clone them.
 
+use std::fmt;
+
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use voice_adapters_memory::{SystemClock, UuidIds};
+use voice_adapters_std::{SystemClock, UuidIds};
 use voice_domain::ports::{Adapters, Ports};
 
 use crate::channels::KvsChannels;
@@ -15,25 +24,76 @@ use crate::errors::{ConfigError, KvsThrottleClassifier};
 use crate::notifier::ApiGatewayNotifier;
 use crate::store::DynamoStore;
 
-/// Environment variable: the chat app's connections table.
+/// Environment variable: the chat app's connections table (the original's `ChatConnections`:
+/// WebSocket `connectionId` → user).
 pub const ENV_CONNECTIONS_TABLE: &str = "CONNECTIONS_TABLE";
-/// Environment variable: the chat app's rooms table.
+/// Environment variable: the chat app's rooms table (the original's `ChatRooms`: rooms, admins,
+/// join requests, members).
 pub const ENV_ROOMS_TABLE: &str = "ROOMS_TABLE";
-/// Environment variable: the voice rooms table.
+/// Environment variable: the voice rooms table (the original's `VoiceRooms`, partition key
+/// `voiceRoomId`).
 pub const ENV_VOICE_ROOMS_TABLE: &str = "VOICE_ROOMS_TABLE";
-/// Environment variable: the role participants' credentials are assumed from.
+/// Environment variable: the role assumed (with a session policy) to mint participants' scoped
+/// KVS credentials.
 pub const ENV_KVS_ROLE_ARN: &str = "KVS_ROLE_ARN";
-/// Environment variable: the region (Lambda always sets it).
+/// Environment variable: the region of the tables and channels (Lambda always sets it).
 pub const ENV_REGION: &str = "AWS_REGION";
 /// Environment variable: one endpoint for every service (tests against moto).
 pub const ENV_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
-/// Environment variable: the WebSocket API stage's management endpoint.
+/// Environment variable: the WebSocket API stage's management endpoint events are posted to
+/// (`https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`). When unset the Lambda
+/// derives it from each event; set it when the API is reached through a custom domain, and so
+/// that the scheduled sweep can notify on a cold instance.
 pub const ENV_MANAGEMENT_ENDPOINT: &str = "APIGW_MANAGEMENT_ENDPOINT";
 /// Environment variable: this deployment's id, tagged on every channel it creates (see
-/// [`KvsChannels::with_stack_id`]).
+/// [`KvsChannels::with_stack_id`]), so that the sweep deletes only this stack's channels.
 pub const ENV_STACK_ID: &str = "VOICE_STACK_ID";
 /// The region when `AWS_REGION` is unset, as in the original guide.
 pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// The AWS settings in the environment are incomplete or wrong. Lists every problem, so one
+/// fix suffices; each names its variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+pub struct EnvError {
+    /// Required variables that are unset or empty.
+    pub missing: Vec<&'static str>,
+    /// Variables that are set to something unusable: (name, why, in words).
+    pub invalid: Vec<(&'static str, String)>,
+}
+
+impl fmt::Display for EnvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the configuration is incomplete:")?;
+        let mut sep = " ";
+        if !self.missing.is_empty() {
+            write!(
+                f,
+                " missing environment variable(s) {}",
+                self.missing.join(", ")
+            )?;
+            sep = "; ";
+        }
+        for (name, why) in &self.invalid {
+            write!(f, "{sep}{name} is invalid: {why}")?;
+            sep = "; ";
+        }
+        f.write_str(". Set them on the function (see docs/lambda.md for every variable)")
+    }
+}
+
+impl EnvError {
+    /// `Ok(value)` when nothing is wrong, else this error.
+    ///
+    /// # Errors
+    /// `self`, when it names a problem.
+    pub fn or_ok<T>(self, value: T) -> Result<T, Self> {
+        if self.missing.is_empty() && self.invalid.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+}
 
 /// What the AWS adapters need to know about their deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,9 +111,9 @@ pub struct AwsConfig {
     /// `AWS_ENDPOINT_URL` (optional): every client goes there (moto in tests). The SDK also
     /// honours service-specific `AWS_ENDPOINT_URL_<SERVICE>` variables by itself.
     pub endpoint_url: Option<String>,
-    /// `APIGW_MANAGEMENT_ENDPOINT` (optional):
+    /// `APIGW_MANAGEMENT_ENDPOINT` (optional), without a trailing `/`:
     /// `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`. When unset, the caller
-    /// derives it from an event ([`management_endpoint`](crate::notifier::management_endpoint))
+    /// derives it from an event ([`derive_endpoint`](crate::notifier::derive_endpoint))
     /// or, in tests, `endpoint_url` is used (moto serves it at its root).
     pub management_endpoint: Option<String>,
     /// `VOICE_STACK_ID` (optional): the channels this deployment creates carry it as the
@@ -61,65 +121,163 @@ pub struct AwsConfig {
     pub stack_id: Option<String>,
 }
 
+/// Why `value` is not a DynamoDB table, if it is not: a table name is 3 to 255 letters, digits,
+/// `_`, `-` or `.`, and every data-plane call also takes the table's ARN in its place
+/// (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/HowItWorks.NamingRulesDataTypes.html>;
+/// `TableName` in the API reference: "You can also provide the Amazon Resource Name (ARN) of
+/// the table in this parameter", at most 1024 characters).
+fn table_problem(value: &str) -> Option<String> {
+    if value.starts_with("arn:") {
+        let ok = value.len() <= 1024 && value.split(':').nth(2) == Some("dynamodb");
+        return (!(ok && value.contains(":table/"))).then(|| {
+            format!(
+                "{value:?} is not a table ARN (arn:aws:dynamodb:<region>:<account>:table/<name>)"
+            )
+        });
+    }
+    let ok = (3..=255).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    (!ok).then(|| {
+        format!("{value:?} is not a table name (3 to 255 letters, digits, `_`, `-` or `.`) or table ARN")
+    })
+}
+
+/// Why `value` is not an IAM role ARN, if it is not: `arn:<partition>:iam::<12-digit
+/// account>:role/<path and name>`
+/// (<https://docs.aws.amazon.com/IAM/latest/UserGuide/reference-arns.html>: IAM ARNs have no
+/// region, and a role's resource is `role/` then its path and name). STS `AssumeRole` would
+/// refuse anything else, but only at the first join; this says so at cold start.
+fn role_arn_problem(value: &str) -> Option<String> {
+    let parts: Vec<&str> = value.splitn(6, ':').collect();
+    let ok = matches!(
+        parts.as_slice(),
+        ["arn", partition, "iam", "", account, resource]
+            if !partition.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && resource.strip_prefix("role/").is_some_and(|name| !name.is_empty())
+    );
+    (!ok).then(|| {
+        format!("{value:?} is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)")
+    })
+}
+
+/// Why `value` is not an `http(s)://` URL with a host, if it is not.
+fn url_problem(value: &str, example: &str) -> Option<String> {
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        && !value
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
+    (!ok).then(|| format!("{value:?} is not an http(s) URL ({example})"))
+}
+
+/// Why `value` is not a region name (lower-case letters, digits and `-`, as `eu-west-1`), if it
+/// is not: it becomes part of every endpoint's host name.
+fn region_problem(value: &str) -> Option<String> {
+    let ok = value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    (!ok).then(|| format!("{value:?} is not a region name (such as us-east-1)"))
+}
+
+/// Why `value` cannot be the `voiceStack` tag value, if it cannot: at most 256 of letters,
+/// digits and `_.:/=+-@` (the KVS tag value rule,
+/// <https://docs.aws.amazon.com/kinesisvideostreams/latest/dg/API_Tag.html>, narrowed to ASCII
+/// without spaces so the value can be written unquoted in an IAM condition).
+fn stack_id_problem(value: &str) -> Option<String> {
+    let ok = value.len() <= 256
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:/=+-@".contains(&b));
+    (!ok).then(|| "must be at most 256 letters, digits or _.:/=+-@ (a KVS tag value)".to_owned())
+}
+
 impl AwsConfig {
     /// Reads the process environment.
     ///
     /// # Errors
-    /// [`ConfigError::Missing`] naming every required variable that is unset or empty;
-    /// [`ConfigError::Invalid`] for a `KVS_ROLE_ARN` that is not a role ARN.
-    pub fn from_env() -> Result<Self, ConfigError> {
+    /// [`EnvError`] naming every required variable that is unset or empty and every variable
+    /// whose value breaks its rule.
+    pub fn from_env() -> Result<Self, EnvError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads variables through `get`, so that tests need not touch the process environment.
+    /// Reads variables through `lookup` (the environment in production, a map in tests). Empty
+    /// and whitespace-only values count as unset; values are trimmed.
     ///
     /// # Errors
     /// As [`AwsConfig::from_env`].
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
         let get = |name: &str| {
-            get(name)
+            lookup(name)
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
         let mut missing = Vec::new();
-        let mut required = |name: &'static str| {
-            get(name).unwrap_or_else(|| {
-                missing.push(name);
-                String::new()
-            })
-        };
-        let connections_table = required(ENV_CONNECTIONS_TABLE);
-        let rooms_table = required(ENV_ROOMS_TABLE);
-        let voice_rooms_table = required(ENV_VOICE_ROOMS_TABLE);
-        let kvs_role_arn = required(ENV_KVS_ROLE_ARN);
-        if !missing.is_empty() {
-            return Err(ConfigError::Missing { names: missing });
-        }
-        if !(kvs_role_arn.starts_with("arn:") && kvs_role_arn.contains(":role/")) {
-            return Err(ConfigError::Invalid {
-                name: ENV_KVS_ROLE_ARN,
-                reason: "expected an IAM role ARN (arn:aws:iam::<account>:role/<name>)".into(),
-            });
-        }
-        for name in [ENV_ENDPOINT_URL, ENV_MANAGEMENT_ENDPOINT] {
-            if let Some(url) = get(name) {
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(ConfigError::Invalid {
-                        name,
-                        reason: "expected an http(s):// URL".into(),
-                    });
-                }
+        let mut invalid = Vec::new();
+        let mut check = |name: &'static str, problem: Option<String>| {
+            if let Some(why) = problem {
+                invalid.push((name, why));
             }
+        };
+        let mut required = Vec::new();
+        for name in [
+            ENV_CONNECTIONS_TABLE,
+            ENV_ROOMS_TABLE,
+            ENV_VOICE_ROOMS_TABLE,
+            ENV_KVS_ROLE_ARN,
+        ] {
+            let value = get(name).unwrap_or_default();
+            if value.is_empty() {
+                missing.push(name);
+            } else if name == ENV_KVS_ROLE_ARN {
+                check(name, role_arn_problem(&value));
+            } else {
+                check(name, table_problem(&value));
+            }
+            required.push(value);
         }
-        Ok(Self {
+        let region = get(ENV_REGION).unwrap_or_else(|| DEFAULT_REGION.to_owned());
+        check(ENV_REGION, region_problem(&region));
+        let endpoint_url = get(ENV_ENDPOINT_URL);
+        if let Some(url) = &endpoint_url {
+            check(
+                ENV_ENDPOINT_URL,
+                url_problem(url, "such as http://localhost:5000"),
+            );
+        }
+        let management_endpoint =
+            get(ENV_MANAGEMENT_ENDPOINT).map(|e| e.trim_end_matches('/').to_owned());
+        if let Some(url) = &management_endpoint {
+            check(
+                ENV_MANAGEMENT_ENDPOINT,
+                url_problem(
+                    url,
+                    "https://{api-id}.execute-api.{region}.amazonaws.com/{stage}",
+                ),
+            );
+        }
+        let stack_id = get(ENV_STACK_ID);
+        if let Some(id) = &stack_id {
+            check(ENV_STACK_ID, stack_id_problem(id));
+        }
+        let [connections_table, rooms_table, voice_rooms_table, kvs_role_arn]: [String; 4] =
+            required.try_into().expect("four required variables");
+        EnvError { missing, invalid }.or_ok(Self {
             connections_table,
             rooms_table,
             voice_rooms_table,
             kvs_role_arn,
-            region: get(ENV_REGION).unwrap_or_else(|| DEFAULT_REGION.to_owned()),
-            endpoint_url: get(ENV_ENDPOINT_URL),
-            management_endpoint: get(ENV_MANAGEMENT_ENDPOINT),
-            stack_id: get(ENV_STACK_ID),
+            region,
+            endpoint_url,
+            management_endpoint,
+            stack_id,
         })
     }
 
@@ -290,62 +448,221 @@ mod tests {
     }
 
     const FULL: &[(&str, &str)] = &[
-        ("CONNECTIONS_TABLE", "ChatConnections"),
-        ("ROOMS_TABLE", "ChatRooms"),
-        ("VOICE_ROOMS_TABLE", "VoiceRooms"),
-        ("KVS_ROLE_ARN", "arn:aws:iam::123456789012:role/kvs"),
+        (ENV_CONNECTIONS_TABLE, "ChatConnections"),
+        (ENV_ROOMS_TABLE, "ChatRooms"),
+        (ENV_VOICE_ROOMS_TABLE, "VoiceRooms"),
+        (ENV_KVS_ROLE_ARN, "arn:aws:iam::123456789012:role/kvs"),
     ];
 
+    fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut vars: Vec<_> = FULL
+            .iter()
+            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+            .copied()
+            .collect();
+        vars.extend_from_slice(extra);
+        vars
+    }
+
+    /// The variables `vars` is refused for, in order.
+    fn invalid(vars: &[(&str, &str)]) -> Vec<&'static str> {
+        match AwsConfig::from_lookup(lookup(vars)) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.invalid.iter().map(|(n, _)| *n).collect(),
+        }
+    }
+
     #[test]
-    fn every_missing_variable_is_named() {
-        let err =
-            AwsConfig::from_lookup(lookup(&[("ROOMS_TABLE", "R"), ("CONNECTIONS_TABLE", " ")]))
-                .unwrap_err();
+    fn the_originals_variables_suffice_with_defaults_for_the_rest() {
+        let cfg = AwsConfig::from_lookup(lookup(FULL)).unwrap();
+        assert_eq!(cfg.connections_table, "ChatConnections");
+        assert_eq!(cfg.rooms_table, "ChatRooms");
+        assert_eq!(cfg.voice_rooms_table, "VoiceRooms");
+        assert_eq!(cfg.kvs_role_arn, "arn:aws:iam::123456789012:role/kvs");
+        assert_eq!(cfg.region, "us-east-1");
+        assert_eq!(cfg.endpoint_url, None);
+        assert_eq!(cfg.management_endpoint, None);
+        assert_eq!(cfg.stack_id, None);
+    }
+
+    #[test]
+    fn optional_variables_are_read_and_trimmed() {
+        let cfg = AwsConfig::from_lookup(lookup(&with(&[
+            (ENV_REGION, " eu-central-1 "),
+            (ENV_ENDPOINT_URL, "http://127.0.0.1:5000"),
+            (
+                ENV_MANAGEMENT_ENDPOINT,
+                "https://x.execute-api.eu-central-1.amazonaws.com/prod/",
+            ),
+            (
+                ENV_STACK_ID,
+                "arn:aws:cloudformation:eu-central-1:1:stack/v/1",
+            ),
+        ])))
+        .unwrap();
+        assert_eq!(cfg.region, "eu-central-1");
+        assert_eq!(cfg.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
         assert_eq!(
-            err,
-            ConfigError::Missing {
-                names: vec!["CONNECTIONS_TABLE", "VOICE_ROOMS_TABLE", "KVS_ROLE_ARN"]
-            }
+            cfg.management_endpoint.as_deref(),
+            Some("https://x.execute-api.eu-central-1.amazonaws.com/prod"),
+            "the trailing / is dropped"
+        );
+        assert_eq!(
+            cfg.stack_id.as_deref(),
+            Some("arn:aws:cloudformation:eu-central-1:1:stack/v/1")
         );
     }
 
     #[test]
-    fn defaults_and_optionals() {
-        let cfg = AwsConfig::from_lookup(lookup(FULL)).unwrap();
-        assert_eq!(cfg.region, "us-east-1");
-        assert_eq!(cfg.endpoint_url, None);
-        assert_eq!(cfg.management_endpoint, None);
-        let mut vars = FULL.to_vec();
-        vars.push(("AWS_REGION", "eu-central-1"));
-        vars.push((
-            "APIGW_MANAGEMENT_ENDPOINT",
-            "https://x.execute-api.eu-central-1.amazonaws.com/prod",
-        ));
-        let cfg = AwsConfig::from_lookup(lookup(&vars)).unwrap();
-        assert_eq!(cfg.region, "eu-central-1");
-        assert!(cfg.management_endpoint.unwrap().ends_with("/prod"));
+    fn every_missing_variable_is_named_and_empty_counts_as_missing() {
+        let err = AwsConfig::from_lookup(lookup(&[
+            (ENV_ROOMS_TABLE, "ChatRooms"),
+            (ENV_CONNECTIONS_TABLE, " "),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.missing,
+            vec![
+                ENV_CONNECTIONS_TABLE,
+                ENV_VOICE_ROOMS_TABLE,
+                ENV_KVS_ROLE_ARN
+            ]
+        );
+        assert!(err.invalid.is_empty());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("missing environment variable(s) CONNECTIONS_TABLE, VOICE_ROOMS_TABLE, KVS_ROLE_ARN"),
+            "{msg}"
+        );
+        assert!(msg.contains("docs/lambda.md"), "{msg}");
+        assert!(!msg.contains("ROOMS_TABLE is"), "{msg}");
     }
 
     #[test]
-    fn bad_values_are_refused() {
-        let mut vars = FULL.to_vec();
-        vars[3] = ("KVS_ROLE_ARN", "kvs-role");
-        assert!(matches!(
-            AwsConfig::from_lookup(lookup(&vars)),
-            Err(ConfigError::Invalid {
-                name: "KVS_ROLE_ARN",
-                ..
-            })
-        ));
-        let mut vars = FULL.to_vec();
-        vars.push(("AWS_ENDPOINT_URL", "localhost:5000"));
-        assert!(matches!(
-            AwsConfig::from_lookup(lookup(&vars)),
-            Err(ConfigError::Invalid {
-                name: "AWS_ENDPOINT_URL",
-                ..
-            })
-        ));
+    fn the_role_must_be_an_iam_role_arn() {
+        for ok in [
+            "arn:aws:iam::123456789012:role/kvs",
+            "arn:aws:iam::123456789012:role/service-role/voice/kvs",
+            "arn:aws-cn:iam::123456789012:role/kvs",
+        ] {
+            assert_eq!(
+                invalid(&with(&[(ENV_KVS_ROLE_ARN, ok)])),
+                Vec::<&str>::new(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "kvs-role",
+            "arn:kvs",
+            "arn:aws:iam::123456789012:user/kvs",
+            "arn:aws:iam::123456789012:role/",
+            "arn:aws:iam::1234:role/kvs",
+            "arn:aws:iam:us-east-1:123456789012:role/kvs",
+            "arn:aws:sts::123456789012:assumed-role/kvs/s",
+            "arn:aws:s3:::bucket/role/x",
+        ] {
+            assert_eq!(
+                invalid(&with(&[(ENV_KVS_ROLE_ARN, bad)])),
+                vec![ENV_KVS_ROLE_ARN],
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn tables_are_names_or_table_arns() {
+        for ok in [
+            "abc",
+            "Chat.Rooms-2_x",
+            "arn:aws:dynamodb:eu-west-1:123456789012:table/ChatRooms",
+        ] {
+            assert_eq!(
+                invalid(&with(&[(ENV_ROOMS_TABLE, ok)])),
+                Vec::<&str>::new(),
+                "{ok}"
+            );
+        }
+        let long = "t".repeat(256);
+        for bad in [
+            "ab",
+            "chat rooms",
+            "rooms/1",
+            long.as_str(),
+            "arn:aws:s3:::table/x",
+        ] {
+            assert_eq!(
+                invalid(&with(&[(ENV_ROOMS_TABLE, bad)])),
+                vec![ENV_ROOMS_TABLE],
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn endpoints_must_be_http_urls() {
+        for name in [ENV_ENDPOINT_URL, ENV_MANAGEMENT_ENDPOINT] {
+            for ok in ["https://a.example/prod", "http://localhost:5000"] {
+                assert_eq!(
+                    invalid(&with(&[(name, ok)])),
+                    Vec::<&str>::new(),
+                    "{name}={ok}"
+                );
+            }
+            for bad in [
+                "localhost:5000",
+                "abc.execute-api",
+                "https://",
+                "https:///x",
+                "ftp://a",
+            ] {
+                assert_eq!(invalid(&with(&[(name, bad)])), vec![name], "{name}={bad}");
+            }
+        }
+    }
+
+    #[test]
+    fn region_and_stack_id_follow_their_aws_rules() {
+        assert_eq!(
+            invalid(&with(&[(ENV_REGION, "us-gov-west-1")])),
+            Vec::<&str>::new()
+        );
+        assert_eq!(invalid(&with(&[(ENV_REGION, "EU West")])), vec![ENV_REGION]);
+        let long = "s".repeat(257);
+        for bad in ["my stack", "stack#1", long.as_str()] {
+            assert_eq!(
+                invalid(&with(&[(ENV_STACK_ID, bad)])),
+                vec![ENV_STACK_ID],
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            invalid(&with(&[(ENV_STACK_ID, &"s".repeat(256))])),
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_reported_together_with_missing_ones() {
+        let err = AwsConfig::from_lookup(lookup(&[
+            (ENV_CONNECTIONS_TABLE, "ChatConnections"),
+            (ENV_ROOMS_TABLE, "ChatRooms"),
+            (ENV_KVS_ROLE_ARN, "KvsVoice"),
+            (ENV_MANAGEMENT_ENDPOINT, "abc.execute-api"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.missing, vec![ENV_VOICE_ROOMS_TABLE]);
+        let names: Vec<_> = err.invalid.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, vec![ENV_KVS_ROLE_ARN, ENV_MANAGEMENT_ENDPOINT]);
+        let msg = err.to_string();
+        assert!(msg.contains("VOICE_ROOMS_TABLE"), "{msg}");
+        assert!(
+            msg.contains("KVS_ROLE_ARN is invalid: \"KvsVoice\" is not an IAM role ARN"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("APIGW_MANAGEMENT_ENDPOINT is invalid"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -53,6 +53,12 @@ pub struct DirectorySchema {
     pub room_members_attr: String,
     /// Users who asked to join and wait for approval (default `pendingRequests`).
     pub room_pending_attr: String,
+    /// The room's display name (default `roomName`). Only the built-in chat store
+    /// ([`DynamoChat`](crate::DynamoChat)) reads and writes it; voice never needs it.
+    pub room_name_attr: String,
+    /// Users banned from the room (default `bannedUsers`, a string set). Only the built-in chat
+    /// store reads and writes it.
+    pub room_banned_attr: String,
 }
 
 impl DirectorySchema {
@@ -68,6 +74,8 @@ impl DirectorySchema {
             room_admin_attr: "creatorId".into(),
             room_members_attr: "members".into(),
             room_pending_attr: "pendingRequests".into(),
+            room_name_attr: "roomName".into(),
+            room_banned_attr: "bannedUsers".into(),
         }
     }
 }
@@ -79,11 +87,30 @@ pub struct DynamoDirectory {
     schema: DirectorySchema,
 }
 
-/// A chat room as far as voice needs it.
-struct ChatRoom {
-    admin: Option<String>,
-    members: BTreeSet<String>,
-    pending: BTreeSet<String>,
+/// A chat room as far as voice needs it (also what the built-in chat store reads back, so that
+/// both read a room item the same way).
+pub(crate) struct ChatRoom {
+    /// The admin's user id, if the item has one.
+    pub(crate) admin: Option<String>,
+    /// Approved members (the admin may or may not be listed).
+    pub(crate) members: BTreeSet<String>,
+    /// Users waiting for approval.
+    pub(crate) pending: BTreeSet<String>,
+}
+
+impl ChatRoom {
+    /// What `user` is in this room: the admin is always approved, then members, then pending.
+    pub(crate) fn membership_of(&self, user: &str) -> Membership {
+        let is_admin = self.admin.as_deref() == Some(user);
+        let state = if is_admin || self.members.contains(user) {
+            MemberState::Approved
+        } else if self.pending.contains(user) {
+            MemberState::Pending
+        } else {
+            MemberState::None
+        };
+        Membership { state, is_admin }
+    }
 }
 
 impl DynamoDirectory {
@@ -97,7 +124,10 @@ impl DynamoDirectory {
         &self.schema
     }
 
-    async fn chat_room(&self, id: &ChatRoomId) -> Result<Option<ChatRoom>, DirectoryError> {
+    pub(crate) async fn chat_room(
+        &self,
+        id: &ChatRoomId,
+    ) -> Result<Option<ChatRoom>, DirectoryError> {
         let out = self
             .client
             .get_item()
@@ -113,6 +143,16 @@ impl DynamoDirectory {
         let Some(item) = out.item else {
             return Ok(None);
         };
+        self.parse_room(id, &item).map(Some)
+    }
+
+    /// Reads a room item as [`ChatRoom`]: the admin, the approved and the pending users, in any
+    /// of the collection shapes [`user_ids`] accepts.
+    pub(crate) fn parse_room(
+        &self,
+        id: &ChatRoomId,
+        item: &HashMap<String, AttributeValue>,
+    ) -> Result<ChatRoom, DirectoryError> {
         let admin = match item
             .get(&self.schema.room_admin_attr)
             .map(AttributeValue::as_s)
@@ -127,14 +167,14 @@ impl DynamoDirectory {
             .map_err(|e| self.malformed(id, &self.schema.room_members_attr, e))?;
         let pending = user_ids(item.get(&self.schema.room_pending_attr))
             .map_err(|e| self.malformed(id, &self.schema.room_pending_attr, e))?;
-        Ok(Some(ChatRoom {
+        Ok(ChatRoom {
             admin,
             members,
             pending,
-        }))
+        })
     }
 
-    fn malformed(&self, id: &ChatRoomId, attribute: &str, what: &str) -> DirectoryError {
+    pub(crate) fn malformed(&self, id: &ChatRoomId, attribute: &str, what: &str) -> DirectoryError {
         warn!(chat_room_id = %id, attribute, what, "chat room item does not have the expected shape");
         DirectoryError::Unavailable(PortFailure::permanent(format!(
             "chat room {id}: attribute {attribute} {what}; see DirectorySchema in docs/aws-adapters.md"
@@ -256,7 +296,7 @@ impl DynamoDirectory {
 
 /// User ids from a string set, a list of strings or of `{userId: S}` maps, or a map keyed by
 /// user id. A missing attribute is an empty collection.
-fn user_ids(v: Option<&AttributeValue>) -> Result<BTreeSet<String>, &'static str> {
+pub(crate) fn user_ids(v: Option<&AttributeValue>) -> Result<BTreeSet<String>, &'static str> {
     let Some(v) = v else {
         return Ok(BTreeSet::new());
     };
@@ -322,15 +362,7 @@ impl ChatDirectory for DynamoDirectory {
         let Some(room) = self.chat_room(chat_room).await? else {
             return Ok(None);
         };
-        let is_admin = room.admin.as_deref() == Some(user.as_str());
-        let state = if is_admin || room.members.contains(user.as_str()) {
-            MemberState::Approved
-        } else if room.pending.contains(user.as_str()) {
-            MemberState::Pending
-        } else {
-            MemberState::None
-        };
-        Ok(Some(Membership { state, is_admin }))
+        Ok(Some(room.membership_of(user.as_str())))
     }
 
     async fn connections_of(

@@ -16,24 +16,10 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use voice_domain::ports::PortFailure;
 
-/// Why [`AwsConfig`](crate::config::AwsConfig) could not be read, or the adapters not built.
+/// Why the adapters could not be built from an [`AwsConfig`](crate::config::AwsConfig) (reading
+/// one fails with [`EnvError`](crate::config::EnvError)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// Required environment variables are unset or empty. Every one of them is named, so that a
-    /// deployment is fixed in one go rather than one variable per cold start.
-    #[error("missing required environment variables: {}", .names.join(", "))]
-    Missing {
-        /// The variables' names.
-        names: Vec<&'static str>,
-    },
-    /// A variable is set but unusable.
-    #[error("environment variable {name} is invalid: {reason}")]
-    Invalid {
-        /// The variable's name.
-        name: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
     /// The notifier needs the API Gateway management endpoint, and none was configured or derived.
     #[error(
         "no API Gateway management endpoint: set APIGW_MANAGEMENT_ENDPOINT \
@@ -224,16 +210,5 @@ mod tests {
             Some(400)
         ));
         assert!(!is_retryable_code(None, None));
-    }
-
-    #[test]
-    fn config_error_names_every_missing_variable() {
-        let e = ConfigError::Missing {
-            names: vec!["CONNECTIONS_TABLE", "KVS_ROLE_ARN"],
-        };
-        assert_eq!(
-            e.to_string(),
-            "missing required environment variables: CONNECTIONS_TABLE, KVS_ROLE_ARN"
-        );
     }
 }

@@ -18,18 +18,23 @@
 //!   room per chat room, compare-and-set on `version`, TTL on ended rooms.
 //! - [`directory`]: [`DynamoDirectory`] (`ChatDirectory`) over `CONNECTIONS_TABLE` and
 //!   `ROOMS_TABLE`, attribute names in [`DirectorySchema`].
+//! - [`chat_store`]: [`DynamoChat`] (chat-domain's `ChatStore`, and so a `ChatDirectory`):
+//!   the built-in chat on four tables ([`ChatTables`]), readable by [`DynamoDirectory`] too.
 //! - [`channels`]: [`KvsChannels`] (`SignalingChannels`).
 //! - [`credentials`]: [`StsCredentials`] (`CredentialIssuer`) and the pure
 //!   [`session_policy`](credentials::session_policy).
-//! - [`notifier`]: [`ApiGatewayNotifier`] (`Notifier`).
+//! - [`notifier`]: [`ApiGatewayNotifier`] (`Notifier`), and [`EndpointNotifier`], which picks
+//!   the management endpoint per send (configured, or [`derive_endpoint`] of the event).
 //! - [`errors`]: [`ConfigError`], [`PolicyError`] and the shared SDK error mapping.
-//! - [`config`]: [`AwsConfig::from_env`], [`AwsClients`], [`AwsPorts`].
+//! - [`config`]: [`AwsConfig::from_env`] (the one parser of the AWS settings, errors in
+//!   [`EnvError`]), [`AwsClients`], [`AwsPorts`].
 //! - `testing` (feature `test-support`): moto_server, test tables, a fake KVS.
 //!
 //! See `docs/aws-adapters.md` for table layouts, IAM and what is tested how.
 #![warn(missing_docs)]
 
 pub mod channels;
+pub mod chat_store;
 pub mod config;
 pub mod credentials;
 pub mod directory;
@@ -40,9 +45,10 @@ pub mod store;
 pub mod testing;
 
 pub use channels::KvsChannels;
-pub use config::{AwsClients, AwsConfig, AwsPorts};
+pub use chat_store::{ChatTables, DynamoChat};
+pub use config::{AwsClients, AwsConfig, AwsPorts, EnvError};
 pub use credentials::StsCredentials;
 pub use directory::{DirectorySchema, DynamoDirectory};
 pub use errors::{ConfigError, PolicyError};
-pub use notifier::{management_endpoint, ApiGatewayNotifier};
+pub use notifier::{derive_endpoint, with_request_endpoint, ApiGatewayNotifier, EndpointNotifier};
 pub use store::DynamoStore;

@@ -89,7 +89,7 @@ pub const DEFAULT_ENDED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600)
 /// Attempts at a transaction that DynamoDB cancels because another transaction touched the same
 /// item at the same moment (`TransactionConflict`), or whose lock vanished between the failed
 /// write and the read of the winner.
-const TRANSACTION_ATTEMPTS: u32 = 8;
+pub(crate) const TRANSACTION_ATTEMPTS: u32 = 8;
 
 /// The key of the lock item of a chat room.
 pub fn lock_key(chat_room: &ChatRoomId) -> String {
@@ -245,55 +245,62 @@ impl DynamoStore {
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), Transaction> {
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            // Idempotent: the SDK resends the same token when it retries this call (timeout,
-            // 5xx), so a transaction that committed before its response was lost is not applied
-            // twice nor reported as conflicting with its own lock (valid for 10 minutes).
-            .client_request_token(uuid::Uuid::new_v4().to_string())
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(se)) => match se.err() {
-                TransactWriteItemsError::TransactionCanceledException(c) => {
-                    Err(Transaction::Cancelled(c.cancellation_reasons().to_vec()))
-                }
-                _ => Err(Transaction::Failed(sdk_failure(
-                    "dynamodb:TransactWriteItems",
-                    &SdkError::ServiceError(se),
-                ))),
-            },
-            Err(e) => Err(Transaction::Failed(sdk_failure(
+        transact(&self.client, items).await
+    }
+}
+
+/// One `TransactWriteItems` call (shared with the chat store), its cancellation reasons kept.
+pub(crate) async fn transact(
+    client: &Client,
+    items: Vec<TransactWriteItem>,
+) -> Result<(), Transaction> {
+    match client
+        .transact_write_items()
+        .set_transact_items(Some(items))
+        // Idempotent: the SDK resends the same token when it retries this call (timeout,
+        // 5xx), so a transaction that committed before its response was lost is not applied
+        // twice nor reported as conflicting with its own lock (valid for 10 minutes).
+        .client_request_token(uuid::Uuid::new_v4().to_string())
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(SdkError::ServiceError(se)) => match se.err() {
+            TransactWriteItemsError::TransactionCanceledException(c) => {
+                Err(Transaction::Cancelled(c.cancellation_reasons().to_vec()))
+            }
+            _ => Err(Transaction::Failed(sdk_failure(
                 "dynamodb:TransactWriteItems",
-                &e,
+                &SdkError::ServiceError(se),
             ))),
-        }
+        },
+        Err(e) => Err(Transaction::Failed(sdk_failure(
+            "dynamodb:TransactWriteItems",
+            &e,
+        ))),
     }
 }
 
 /// How a `TransactWriteItems` went wrong.
-enum Transaction {
+pub(crate) enum Transaction {
     /// DynamoDB cancelled it; one reason per item, in order (may be empty on a conflict).
     Cancelled(Vec<CancellationReason>),
     /// The call itself failed.
     Failed(PortFailure),
 }
 
-fn reason_code(reasons: &[CancellationReason], i: usize) -> Option<&str> {
+pub(crate) fn reason_code(reasons: &[CancellationReason], i: usize) -> Option<&str> {
     reasons.get(i).and_then(|r| r.code())
 }
 
-fn is_ccf(code: Option<&str>) -> bool {
+pub(crate) fn is_ccf(code: Option<&str>) -> bool {
     code == Some("ConditionalCheckFailed")
 }
 
 /// After a cancellation that no condition of ours caused: `Ok` if trying again may work (a
 /// concurrent transaction on the same item, throttling), else the permanent failure naming the
 /// reasons (an item too large, a validation error: trying again cannot help).
-fn retryable_cancellation(reasons: &[CancellationReason]) -> Result<(), StoreError> {
+pub(crate) fn retryable_cancellation(reasons: &[CancellationReason]) -> Result<(), StoreError> {
     let codes: Vec<&str> = reasons
         .iter()
         .filter_map(CancellationReason::code)
@@ -317,7 +324,7 @@ fn retryable_cancellation(reasons: &[CancellationReason]) -> Result<(), StoreErr
 
 /// Short random pause between transaction attempts, so that retries of conflicting
 /// transactions do not collide again in lock step.
-async fn backoff(attempt: u32) {
+pub(crate) async fn backoff(attempt: u32) {
     let jitter = u64::try_from(uuid::Uuid::new_v4().as_u128() % 20).unwrap_or(0);
     let ms = 10 * u64::from(attempt + 1) + jitter;
     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -487,17 +494,17 @@ impl VoiceRoomStore for DynamoStore {
 }
 
 /// A DynamoDB item.
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
-fn s(v: &str) -> AttributeValue {
+pub(crate) fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
 }
 
-fn n(v: u64) -> AttributeValue {
+pub(crate) fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn is_type(item: &Item, t: &str) -> bool {
+pub(crate) fn is_type(item: &Item, t: &str) -> bool {
     item.get(attr::ITEM_TYPE)
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)

@@ -5,12 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use voice_adapters_std::SystemClock;
 use voice_domain::ports::{
     ChannelEndpoints, ChannelError, ChannelTags, Clock, IceServer, ListedChannel, SignalingChannels,
 };
 use voice_domain::{ChannelArn, ChannelName, ChannelRole, ClientId, SignalingChannel};
-
-use crate::clock::SystemClock;
 
 #[derive(Default)]
 struct Inner {

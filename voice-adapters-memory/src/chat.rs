@@ -13,7 +13,7 @@ use voice_domain::ports::{ChatDirectory, DirectoryError, MemberState, Membership
 use voice_domain::{ChatRoomId, ConnectionId, UserId};
 
 use crate::directory::{DirectoryChangeError, MemoryDirectory};
-use crate::ids::{SequentialIds, UuidIds};
+use crate::ids::SequentialIds;
 
 #[derive(Default)]
 struct Extra {
@@ -283,16 +283,6 @@ impl ChatStore for MemoryChat {
                 .collect()
         })
         .unwrap_or_default())
-    }
-}
-
-impl ChatIds for UuidIds {
-    fn user_id(&self) -> UserId {
-        UserId::parse(uuid::Uuid::new_v4().to_string()).expect("a uuid is a valid user id")
-    }
-
-    fn chat_room_id(&self) -> ChatRoomId {
-        ChatRoomId::parse(uuid::Uuid::new_v4().to_string()).expect("a uuid is a valid room id")
     }
 }
 

@@ -1,25 +1,11 @@
-//! Clocks: the real one, and one a test moves by hand.
+//! A clock a test moves by hand (the real one is `voice_adapters_std::SystemClock`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use voice_domain::ports::Clock;
 use voice_domain::Timestamp;
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        Timestamp::from_millis(ms)
-    }
-}
 
 /// A clock that only moves when told to; clones share the same time.
 #[derive(Debug, Clone, Default)]

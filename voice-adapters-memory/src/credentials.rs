@@ -4,12 +4,11 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use voice_adapters_std::SystemClock;
 use voice_domain::ports::{
     Clock, CredentialError, CredentialIssuer, CredentialRequest, Credentials, IssuedCredentials,
     Secret,
 };
-
-use crate::clock::SystemClock;
 
 /// Issues opaque tokens and remembers what each allows. Clones share the record.
 #[derive(Clone)]

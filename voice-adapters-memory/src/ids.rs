@@ -1,25 +1,11 @@
-//! Id generators: random uuids for real use, sequential ones for readable tests.
+//! Sequential ids, for readable tests (random ones for real use are
+//! `voice_adapters_std::UuidIds`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use voice_domain::ports::IdGenerator;
 use voice_domain::{ChannelName, VoiceRoomId};
-
-/// Random (v4) uuids: unique across processes, so channel names never collide in an account.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UuidIds;
-
-impl IdGenerator for UuidIds {
-    fn voice_room_id(&self) -> VoiceRoomId {
-        VoiceRoomId::parse(uuid::Uuid::new_v4().to_string()).expect("a uuid is a valid id")
-    }
-
-    fn channel_name(&self) -> ChannelName {
-        ChannelName::from_unique(&uuid::Uuid::new_v4().to_string())
-            .expect("a uuid is a valid channel name suffix")
-    }
-}
 
 /// `vr-1`, `vr-2`, ... and `voice-ch-1`, ...; clones share the counter.
 #[derive(Debug, Clone, Default)]

@@ -14,7 +14,8 @@
 //! - `channels`: signaling channels (existence, tags, endpoints).
 //! - `credentials`: opaque tokens that record their scope.
 //! - `notifier`: an outbox per connection; connections can be marked gone.
-//! - [`clock`], [`ids`]: system and manual clocks, uuid and sequential ids.
+//! - [`clock`], [`ids`]: a manual clock and sequential ids (the real ones, which
+//!   [`MemoryPorts`] runs on, are `voice-adapters-std`'s).
 //! - `faults`: a wrapper that makes any port fail at its N-th call.
 //! - [`MemoryPorts`] and [`memory_service`]: everything wired together.
 #![warn(missing_docs)]
@@ -29,15 +30,16 @@ pub mod ids;
 pub mod notifier;
 pub mod store;
 
+use voice_adapters_std::{SystemClock, UuidIds};
 use voice_domain::ports::{Adapters, Ports};
 use voice_domain::{ServiceConfig, VoiceService};
 
 pub use channels::MemoryChannels;
 pub use chat::MemoryChat;
-pub use clock::{ManualClock, SystemClock};
+pub use clock::ManualClock;
 pub use credentials::MemoryCredentials;
 pub use directory::MemoryDirectory;
-pub use ids::{SequentialIds, UuidIds};
+pub use ids::SequentialIds;
 pub use notifier::MemoryNotifier;
 pub use store::MemoryStore;
 

@@ -120,8 +120,8 @@ opaque_id!(
 opaque_id!(
     /// A WebSocket connection (API Gateway connection id, or the self-hosted server's own).
     /// One user may have several connections (tabs); voice participation is per connection.
-    /// At most 85 characters so that its [`ClientId`] encoding (at most 3 bytes per character)
-    /// always fits KVS's 256; API Gateway's are 16.
+    /// At most 85 characters so that the [`ClientId`] encoding of an ASCII one (at most 3
+    /// characters per byte) always fits KVS's 256; API Gateway's and the server's are ASCII.
     ConnectionId, "connection id", 85
 );
 opaque_id!(
@@ -267,6 +267,30 @@ impl ClientId {
         Self::parse(out)
     }
 
+    /// The connection id this client id was encoded from by [`ClientId::from_connection`], so
+    /// that an adapter handed a client id (the self-hosted relay resolving who asks for TURN
+    /// credentials) can find its connection. `None` if this client id is not such an encoding
+    /// (it was chosen by a client, or a `.` is not followed by two upper-case hex digits).
+    pub fn connection(&self) -> Option<ConnectionId> {
+        let s = self.0.as_bytes();
+        let mut out = Vec::with_capacity(s.len());
+        let mut i = 0;
+        while i < s.len() {
+            if s[i] == b'.' {
+                let hex = std::str::from_utf8(s.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            } else {
+                out.push(s[i]);
+                i += 1;
+            }
+        }
+        let connection = ConnectionId::parse(String::from_utf8(out).ok()?).ok()?;
+        // Only the one canonical encoding decodes (`.41` is not `A`, `.3d` is not `.3D`): then
+        // no two client ids name the same connection.
+        (Self::from_connection(&connection).ok()? == *self).then_some(connection)
+    }
+
     /// The client id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -339,6 +363,54 @@ mod tests {
         ));
         let enc = ClientId::from_connection(&ConnectionId::parse("AWS_x").unwrap()).unwrap();
         assert_eq!(enc.as_str(), "AWS.5Fx");
+    }
+
+    #[test]
+    fn client_ids_decode_back_to_connections() {
+        for raw in [
+            "0f8fad5bd9cb469fa16570867728950e",
+            "L0SM9cOFvHcCIhw=",
+            "a.b_c",
+        ] {
+            let conn = ConnectionId::parse(raw).unwrap();
+            let client = ClientId::from_connection(&conn).unwrap();
+            assert_eq!(client.connection(), Some(conn));
+        }
+    }
+
+    #[test]
+    fn client_ids_that_are_not_an_encoding_do_not_decode() {
+        for raw in ["bad.Z", "a.", "a.4", "a.41", "a.3d", "a_b", "a.20b"] {
+            assert_eq!(ClientId::parse(raw).unwrap().connection(), None, "{raw}");
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// decode(encode(c)) == c for every connection id: printable ASCII up to the 85
+            /// characters that always fit, any printable characters up to 21 (a 4-byte
+            /// character encodes to 12), and encode(decode(x)) == x whenever x decodes.
+            #[test]
+            fn client_id_decoding_inverts_the_encoding(
+                raw in prop_oneof!["[!-~]{1,85}", "[^\\s\\p{Cc}]{1,21}"]
+            ) {
+                let conn = ConnectionId::parse(&raw).unwrap();
+                let client = ClientId::from_connection(&conn).unwrap();
+                prop_assert_eq!(client.connection(), Some(conn));
+            }
+
+            #[test]
+            fn only_encodings_decode(raw in "[a-zA-Z0-9_.-]{1,40}") {
+                if let Ok(client) = ClientId::parse(&raw) {
+                    if let Some(conn) = client.connection() {
+                        prop_assert_eq!(ClientId::from_connection(&conn).unwrap(), client);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //!
 //! Why not `voice_adapters_aws::AwsPorts` as is: its notifier posts to one management endpoint
 //! fixed at start-up, while a Lambda may have to learn the endpoint from its events. The
-//! Lambda's set is the same adapters with the notifier wrapped in an [`EndpointNotifier`], which
-//! builds one `apigatewaymanagement` client per endpoint (configured, or `https://{domainName}/{stage}`
-//! of the event) and caches it for the instance's life. Living in the library, this wiring is
+//! Lambda's set is the same adapters with the notifier wrapped in `voice-adapters-aws`'s
+//! [`EndpointNotifier`], which builds one `apigatewaymanagement` client per endpoint
+//! (configured, or `https://{domainName}/{stage}` of the event) and caches it for the
+//! instance's life. Living in the library, this wiring is
 //! what the end-to-end tests exercise, not a copy of it.
 
 use aws_config::SdkConfig;
-use voice_adapters_aws::{ApiGatewayNotifier, ConfigError as AwsConfigError};
+use voice_adapters_aws::{ApiGatewayNotifier, ConfigError as AwsConfigError, EndpointNotifier};
 use voice_adapters_aws::{
     AwsClients, AwsConfig, AwsPorts, DynamoDirectory, DynamoStore, KvsChannels, StsCredentials,
 };
@@ -16,7 +17,6 @@ use voice_domain::ports::{Adapters, Ports};
 use voice_domain::VoiceService;
 
 use crate::config::LambdaConfig;
-use crate::endpoint::EndpointNotifier;
 
 /// Where the adapters' own management client points when no endpoint is configured. That
 /// client is never used by the Lambda (the [`EndpointNotifier`] builds its own per endpoint);
@@ -38,23 +38,20 @@ impl Ports for LambdaPorts {
     type Ids = <AwsPorts as Ports>::Ids;
 }
 
-/// The adapters' configuration implied by the Lambda's. `endpoint_url` stays unset: the SDK
-/// honours `AWS_ENDPOINT_URL` (and per-service variants) by itself.
+/// The adapters' configuration for the Lambda's clients: its own, with `endpoint_url` left to
+/// the SDK (which honours `AWS_ENDPOINT_URL` and per-service variants by itself, see
+/// [`clients`]) and the management endpoint [`UNUSED_MANAGEMENT_ENDPOINT`] when unset.
 pub fn aws_config(config: &LambdaConfig) -> AwsConfig {
     AwsConfig {
-        connections_table: config.connections_table.clone(),
-        rooms_table: config.rooms_table.clone(),
-        voice_rooms_table: config.voice_rooms_table.clone(),
-        kvs_role_arn: config.kvs_role_arn.clone(),
-        region: config.region.clone(),
         endpoint_url: None,
-        stack_id: config.stack_id.clone(),
         management_endpoint: Some(
             config
+                .aws
                 .management_endpoint
                 .clone()
                 .unwrap_or_else(|| UNUSED_MANAGEMENT_ENDPOINT.to_owned()),
         ),
+        ..config.aws.clone()
     }
 }
 
@@ -105,7 +102,7 @@ pub fn service(clients: &AwsClients, config: &LambdaConfig) -> VoiceService<Lamb
         adapters(
             clients,
             &aws_config(config),
-            config.management_endpoint.clone(),
+            config.aws.management_endpoint.clone(),
         ),
         config.service_config(),
     )

@@ -27,8 +27,8 @@ use voice_domain::service::{DisconnectReport, SweepReport};
 use voice_domain::{ConnectionId, UseCaseError as _};
 use voice_executor::{binary_frame_reply, Executor};
 
-use crate::endpoint::{derive_endpoint, with_request_endpoint};
 use crate::event::{classify, Invocation};
+use voice_adapters_aws::{derive_endpoint, with_request_endpoint};
 
 /// Route key of API Gateway's connect notification.
 pub const CONNECT_ROUTE: &str = "$connect";

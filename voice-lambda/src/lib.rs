@@ -12,20 +12,18 @@
 //!
 //! ## Layout
 //! - [`aws`]: the AWS port set ([`aws::LambdaPorts`]) and its wiring from SDK clients.
-//! - [`config`]: the environment variables, checked together at cold start.
+//! - [`config`]: the environment, checked together at cold start (the AWS settings by
+//!   `voice-adapters-aws`'s parser, plus the capacity).
 //! - [`event`]: recognising a WebSocket route event or a scheduled event in the raw payload.
-//! - [`endpoint`]: picking the API Gateway management endpoint for notifications.
 //! - [`VoiceLambda`]: the handler.
 #![warn(missing_docs)]
 
 pub mod aws;
 pub mod config;
-pub mod endpoint;
 pub mod event;
 mod handler;
 
-pub use config::{ConfigError, LambdaConfig};
-pub use endpoint::EndpointNotifier;
+pub use config::LambdaConfig;
 pub use handler::{
     status_of, DisconnectView, HandlerError, LambdaOutput, SweepReportView, VoiceLambda,
     CONNECT_ROUTE, DEFAULT_ROUTE, DISCONNECT_ROUTE,

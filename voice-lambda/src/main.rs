@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let config =
         LambdaConfig::from_env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
     let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(config.region.clone()))
+        .region(Region::new(config.aws.region.clone()))
         .load()
         .await;
     let clients = aws::clients(&sdk, &config)
@@ -36,9 +36,9 @@ async fn main() -> anyhow::Result<()> {
         &clients, &config,
     ))));
     tracing::info!(
-        region = %config.region,
-        voice_rooms_table = %config.voice_rooms_table,
-        management_endpoint = config.management_endpoint.as_deref().unwrap_or("derived per event"),
+        region = %config.aws.region,
+        voice_rooms_table = %config.aws.voice_rooms_table,
+        management_endpoint = config.aws.management_endpoint.as_deref().unwrap_or("derived per event"),
         "voice-lambda ready"
     );
 

@@ -30,9 +30,9 @@ use async_trait::async_trait;
 use voice_adapters_aws::testing::{create_tables, FakeKvs, MotoServer, TestTables};
 use voice_adapters_aws::{DynamoStore, KvsChannels};
 use voice_adapters_memory::{
-    MemoryChannels, MemoryCredentials, MemoryDirectory, MemoryNotifier, MemoryStore, SystemClock,
-    UuidIds,
+    MemoryChannels, MemoryCredentials, MemoryDirectory, MemoryNotifier, MemoryStore,
 };
+use voice_adapters_std::{SystemClock, UuidIds};
 use voice_domain::errors::{JoinVoiceError, StartVoiceError};
 use voice_domain::ports::{
     Adapters, ChannelEndpoints, ChannelError, ChannelTags, ListedChannel, MemberState, Ports,

@@ -11,11 +11,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::*;
 use serde_json::{json, Value};
+use voice_adapters_aws::EndpointNotifier;
 use voice_adapters_memory::faults::{Fault, Faults, Faulty};
 use voice_adapters_memory::{
     memory_service, MemoryChannels, MemoryCredentials, MemoryDirectory, MemoryHandles,
-    MemoryNotifier, MemoryPorts, MemoryStore, SystemClock, UuidIds,
+    MemoryNotifier, MemoryPorts, MemoryStore,
 };
+use voice_adapters_std::{SystemClock, UuidIds};
 use voice_domain::errors::PortName;
 use voice_domain::ports::{
     Adapters, ChannelTags, ChatDirectory, DirectoryError, Membership, Ports, SignalingChannels,
@@ -24,7 +26,7 @@ use voice_domain::{
     Capacity, ChatRoomId, ConnectionId, ServiceConfig, UserId, VoiceEvent, VoiceRoomId,
     VoiceService,
 };
-use voice_lambda::{EndpointNotifier, HandlerError, LambdaOutput, VoiceLambda};
+use voice_lambda::{HandlerError, LambdaOutput, VoiceLambda};
 
 const ALICE: &str = "L0SM9cOFvHcCIhw="; // API Gateway connection ids end in '='
 const BOB: &str = "L0SNEdbXvHcCFxQ=";

@@ -507,10 +507,12 @@ mod sweep {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use chat_domain::SessionTokens as _;
     use chat_domain::{ChatStore as _, RoomRecord};
     use serde_json::json;
     use voice_adapters_memory::MemoryChat;
     use voice_adapters_memory::MemoryStore;
+    use voice_adapters_std::{HmacKey, ResumeTokens};
     use voice_domain::ports::{Secret, VoiceRoomStore as _};
     use voice_domain::room::EndReason;
     use voice_domain::{
@@ -518,7 +520,6 @@ mod sweep {
         UserId, VoiceRoom, VoiceRoomId,
     };
     use voice_server::adapters::ports::ServerStore;
-    use voice_server::adapters::token::TokenKey;
     use voice_server::Backends;
 
     use super::support::{approve, Client};
@@ -531,11 +532,12 @@ mod sweep {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock after 1970");
-        TokenKey::new(Secret::new(SECRET)).resume_token(&chat_domain::ResumeClaims {
+        let tokens = ResumeTokens::new(HmacKey::new(Secret::new(SECRET)));
+        Secret::new(tokens.issue(&chat_domain::ResumeClaims {
             user: user.clone(),
             issued_at_ms: u64::try_from(now.as_millis()).expect("ms fit u64"),
             generation: 0,
-        })
+        }))
     }
 
     fn ghost_channel(tag: &str) -> SignalingChannel {
@@ -858,18 +860,30 @@ mod sweep {
 #[test]
 fn signatures_and_secrets_are_never_compared_with_eq() {
     let token = include_str!("../src/adapters/token.rs");
-    let code: String = token
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let resume = include_str!("../../voice-adapters-std/src/resume.rs");
+    let code = |src: &str| -> String {
+        src.lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert_eq!(
-        code.matches(".verify_slice(&sig)").count(),
-        3,
-        "voice tokens and resume tokens (both shapes) are all verified with verify_slice"
+        code(token).matches(".verify_slice(&sig)").count(),
+        1,
+        "voice tokens are verified with verify_slice"
+    );
+    assert_eq!(
+        code(resume).matches(".verify_slice(&sig)").count(),
+        2,
+        "resume tokens (both shapes) are verified with verify_slice"
     );
     let sources = [
         ("token.rs", token),
+        ("voice-adapters-std resume.rs", resume),
+        (
+            "voice-adapters-std key.rs",
+            include_str!("../../voice-adapters-std/src/key.rs"),
+        ),
         ("relay.rs", include_str!("../src/adapters/relay.rs")),
         ("chat.rs", include_str!("../src/adapters/chat.rs")),
         (

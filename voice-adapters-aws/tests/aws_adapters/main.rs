@@ -3,6 +3,7 @@
 //! (no emulator exists). One binary, one module per adapter; `support` holds the shared setup.
 
 mod channels;
+mod chat_store;
 mod credentials;
 mod directory;
 mod notifier;

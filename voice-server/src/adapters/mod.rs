@@ -3,7 +3,7 @@
 //! translates transport and the adapters only implement ports.
 //!
 //! - [`ports`]: the voice domain's adapter set ([`ports::ServerPorts`]).
-//! - [`chat`]: the chat domain's event and resume-token adapters.
+//! - [`chat`]: the chat domain's events adapter.
 //! - [`relay`]: the signaling channels port and the signal relay.
 //! - [`token`]: HMAC voice tokens (the credentials port).
 //! - [`ice`]: STUN/TURN servers with TURN REST credentials.

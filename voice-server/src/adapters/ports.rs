@@ -1,8 +1,9 @@
 //! The self-hosted server's adapter set for the voice domain.
 
 use async_trait::async_trait;
-use voice_adapters_memory::{MemoryStore, SystemClock, UuidIds};
+use voice_adapters_memory::MemoryStore;
 use voice_adapters_sqlite::SqliteStore;
+use voice_adapters_std::{SystemClock, UuidIds};
 use voice_domain::ports::{Ports, StoreError, VoiceRoomStore};
 use voice_domain::{ChatRoomId, ConnectionId, VoiceRoom, VoiceRoomId};
 

@@ -39,25 +39,6 @@ use crate::adapters::token::{Claims, TokenError, TokenKey};
 use chat_domain::{event_frame, StoreDirectory};
 use voice_executor::{SignalError, SignalKind, SignalRelay, SignalRequest, MAX_SIGNAL_PAYLOAD};
 
-/// Recovers the connection id a [`ClientId`] was derived from (the inverse of
-/// [`ClientId::from_connection`]).
-fn connection_of_client(client: &ClientId) -> Option<ConnectionId> {
-    let s = client.as_str().as_bytes();
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'.' {
-            let hex = std::str::from_utf8(s.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    ConnectionId::parse(String::from_utf8(out).ok()?).ok()
-}
-
 /// The [`SignalingChannels`] port of the self-hosted server.
 #[derive(Clone)]
 pub struct RelayChannels {
@@ -110,7 +91,7 @@ impl SignalingChannels for RelayChannels {
     ) -> Result<ChannelEndpoints, ChannelError> {
         // Existence check (NotFound) stays the inner adapter's.
         self.inner.endpoints(channel, role, client_id).await?;
-        let user = match connection_of_client(client_id) {
+        let user = match client_id.connection() {
             Some(conn) => self.directory.user_of(&conn).await.ok().flatten(),
             None => None,
         };
@@ -507,7 +488,7 @@ mod tests {
             ServerStore::default(),
             StoreDirectory(Arc::new(voice_adapters_memory::MemoryChat::new())),
             Hub::new(),
-            Arc::new(voice_adapters_memory::SystemClock),
+            Arc::new(voice_adapters_std::SystemClock),
         );
         let claims = Claims {
             voice_room_id: "v".into(),
@@ -550,23 +531,6 @@ mod tests {
         assert!(
             relay.tokens().is_empty(),
             "an expired token and a closed connection's are forgotten"
-        );
-    }
-
-    #[test]
-    fn client_ids_decode_back_to_connections() {
-        for raw in [
-            "0f8fad5bd9cb469fa16570867728950e",
-            "L0SM9cOFvHcCIhw=",
-            "a.b_c",
-        ] {
-            let conn = ConnectionId::parse(raw).unwrap();
-            let client = ClientId::from_connection(&conn).unwrap();
-            assert_eq!(connection_of_client(&client), Some(conn));
-        }
-        assert_eq!(
-            connection_of_client(&ClientId::parse("bad.Z").unwrap()),
-            None
         );
     }
 }

@@ -6,30 +6,21 @@
 //! seconds since the Unix epoch. The signature is checked in constant time (`Mac::verify_slice`)
 //! before the claims are even parsed, so a forged token learns nothing from timing or errors.
 //!
-//! The same key signs resume tokens (`hello` → same user id after a reload); those sign a
-//! different message shape (`resume2:<userId>:<issuedAtMs>:<generation>`, which a base64url
-//! payload can never be).
+//! The same [`HmacKey`] signs resume tokens (`hello` → same user id after a reload; the
+//! `voice_adapters_std::ResumeTokens` adapter); those sign a different message shape
+//! (`resume2:<userId>:<issuedAtMs>:<generation>`, which a base64url payload can never be).
 
 use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use chat_domain::ResumeClaims;
-use hmac::{Hmac, Mac};
+use hmac::Mac as _;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-use voice_adapters_memory::SystemClock;
+use voice_adapters_std::{HmacKey, SystemClock};
 use voice_domain::ports::{
     Clock, CredentialError, CredentialIssuer, CredentialRequest, Credentials, IssuedCredentials,
     Secret,
 };
-use voice_domain::{ChannelRole, Timestamp, UserId};
-
-type HmacSha256 = Hmac<Sha256>;
-
-/// The issue time given to resume tokens of the earlier shape (which carry none): the day
-/// expiring tokens were released (2026-12-02T00:00:00Z), so those tokens stop working one token
-/// lifetime (`--resume-token-ttl-days`) later.
-pub const LEGACY_RESUME_ISSUED_AT_MS: u64 = 1_796_169_600_000;
+use voice_domain::{ChannelRole, Timestamp};
 
 /// One (channel, role) pair a token allows, as serialised in its claims.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,48 +70,25 @@ pub enum TokenError {
     Expired,
 }
 
-/// The HMAC key, shared by the issuer and the relay.
-#[derive(Clone)]
+/// The voice-token key, shared by the issuer and the relay: the server's [`HmacKey`].
+#[derive(Clone, Debug)]
 pub struct TokenKey {
-    key: Secret,
-}
-
-impl std::fmt::Debug for TokenKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenKey([redacted])")
-    }
+    key: HmacKey,
 }
 
 impl TokenKey {
     /// A key from the configured secret.
     pub fn new(secret: Secret) -> Self {
-        Self { key: secret }
-    }
-
-    /// A fresh random 256-bit key (tokens then die with the process).
-    pub fn random() -> Self {
-        Self::new(Self::random_secret())
-    }
-
-    /// A fresh random 256-bit key as text, for storing it (the data directory keeps one so
-    /// resume tokens survive restarts).
-    pub fn random_secret() -> Secret {
-        use rand::RngCore as _;
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        Secret::new(URL_SAFE_NO_PAD.encode(bytes))
-    }
-
-    fn mac(&self) -> HmacSha256 {
-        HmacSha256::new_from_slice(self.key.expose().as_bytes())
-            .expect("HMAC accepts keys of any length")
+        Self {
+            key: HmacKey::new(secret),
+        }
     }
 
     /// Signs `claims` into a token.
     pub fn sign(&self, claims: &Claims) -> Secret {
         let json = serde_json::to_vec(claims).expect("claims always serialise");
         let payload = URL_SAFE_NO_PAD.encode(json);
-        let mut mac = self.mac();
+        let mut mac = self.key.mac();
         mac.update(payload.as_bytes());
         let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         Secret::new(format!("{payload}.{sig}"))
@@ -136,7 +104,7 @@ impl TokenKey {
         let sig = URL_SAFE_NO_PAD
             .decode(sig)
             .map_err(|_| TokenError::Malformed)?;
-        let mut mac = self.mac();
+        let mut mac = self.key.mac();
         mac.update(payload.as_bytes());
         mac.verify_slice(&sig)
             .map_err(|_| TokenError::BadSignature)?;
@@ -148,78 +116,6 @@ impl TokenKey {
             return Err(TokenError::Expired);
         }
         Ok(claims)
-    }
-
-    /// The user of a token of the earlier `base64url(user) "." base64url(HMAC("resume:" user))`
-    /// shape, if it is one of ours.
-    fn legacy_resume_user(&self, token: &str) -> Option<UserId> {
-        let (user, sig) = token.split_once('.')?;
-        if sig.contains('.') {
-            return None;
-        }
-        let user = String::from_utf8(URL_SAFE_NO_PAD.decode(user).ok()?).ok()?;
-        let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
-        let mut mac = self.mac();
-        mac.update(b"resume:");
-        mac.update(user.as_bytes());
-        mac.verify_slice(&sig).ok()?;
-        UserId::parse(user).ok()
-    }
-
-    fn resume_mac(&self, user: &str, issued_at_ms: u64, generation: u64) -> HmacSha256 {
-        let mut mac = self.mac();
-        mac.update(b"resume2:");
-        mac.update(format!("{user}:{issued_at_ms}:{generation}").as_bytes());
-        mac
-    }
-
-    /// A resume token for `claims`: lets a reloaded page say `hello` as the same user, until
-    /// it expires or the user signs out everywhere (the chat rules decide, from its claims).
-    pub fn resume_token(&self, claims: &ResumeClaims) -> Secret {
-        let user = claims.user.as_str();
-        let mac = self.resume_mac(user, claims.issued_at_ms, claims.generation);
-        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        Secret::new(format!(
-            "{}.{}.{}.{sig}",
-            URL_SAFE_NO_PAD.encode(user.as_bytes()),
-            claims.issued_at_ms,
-            claims.generation
-        ))
-    }
-
-    /// The claims of a resume token, if it is ours (checked in constant time).
-    ///
-    /// Tokens of the earlier `<user>.<sig>` shape (before tokens expired) still identify their
-    /// user, as generation 0 issued at [`LEGACY_RESUME_ISSUED_AT_MS`]: an upgrade must not turn
-    /// every admin into a stranger to their own rooms. The next `hello` hands out a new-shape
-    /// token; the old one expires a token lifetime after the upgrade's release day, and "sign
-    /// out everywhere" revokes it at once (its generation 0 is then too old).
-    pub fn resume_claims(&self, token: &str) -> Option<ResumeClaims> {
-        if let Some(user) = self.legacy_resume_user(token) {
-            return Some(ResumeClaims {
-                user,
-                issued_at_ms: LEGACY_RESUME_ISSUED_AT_MS,
-                generation: 0,
-            });
-        }
-        let mut parts = token.split('.');
-        let (user, issued, generation, sig) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() {
-            return None;
-        }
-        let user = String::from_utf8(URL_SAFE_NO_PAD.decode(user).ok()?).ok()?;
-        let issued_at_ms: u64 = issued.parse().ok()?;
-        let generation: u64 = generation.parse().ok()?;
-        let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
-        self.resume_mac(&user, issued_at_ms, generation)
-            .verify_slice(&sig)
-            .ok()?;
-        Some(ResumeClaims {
-            user: UserId::parse(user).ok()?,
-            issued_at_ms,
-            generation,
-        })
     }
 }
 
@@ -337,48 +233,12 @@ mod tests {
     }
 
     #[test]
-    fn resume_tokens_round_trip_and_cannot_be_forged() {
-        let alice = UserId::parse("alice").unwrap();
-        let resume = ResumeClaims {
-            user: alice.clone(),
-            issued_at_ms: 1_700_000_000_000,
-            generation: 3,
-        };
-        let t = key().resume_token(&resume);
-        assert_eq!(key().resume_claims(t.expose()), Some(resume));
-        let text = t.expose();
-        let (head, sig) = text.rsplit_once('.').unwrap();
-        let (user, rest) = head.split_once('.').unwrap();
-        let bob = URL_SAFE_NO_PAD.encode("bob");
-        assert_eq!(key().resume_claims(&format!("{bob}.{rest}.{sig}")), None);
-        // A moved issue time or generation breaks the signature.
-        let later = rest.replace("1700000000000", "1800000000000");
-        assert_eq!(key().resume_claims(&format!("{user}.{later}.{sig}")), None);
-        let older = rest.replace(".3", ".9");
-        assert_eq!(key().resume_claims(&format!("{user}.{older}.{sig}")), None);
-        // A voice token is not a resume token.
-        assert_eq!(key().resume_claims(key().sign(&claims(1)).expose()), None);
-    }
-
-    #[test]
-    fn resume_tokens_of_the_earlier_shape_still_name_their_user() {
-        // Built exactly as the previous release did: base64url(user) "." HMAC("resume:" user).
-        let mut mac = key().mac();
-        mac.update(b"resume:alice");
-        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        let old = format!("{}.{sig}", URL_SAFE_NO_PAD.encode("alice"));
-        assert_eq!(
-            key().resume_claims(&old),
-            Some(ResumeClaims {
-                user: UserId::parse("alice").unwrap(),
-                issued_at_ms: LEGACY_RESUME_ISSUED_AT_MS,
-                generation: 0,
-            })
-        );
-        // Forged or for another user: refused as before.
-        let bob = URL_SAFE_NO_PAD.encode("bob");
-        assert_eq!(key().resume_claims(&format!("{bob}.{sig}")), None);
-        assert_eq!(key().resume_claims(&format!("{old}x")), None);
+    fn a_voice_token_is_not_a_resume_token() {
+        use chat_domain::SessionTokens as _;
+        let resume = voice_adapters_std::ResumeTokens::new(HmacKey::new(Secret::new(
+            "0123456789abcdef0123456789abcdef",
+        )));
+        assert_eq!(resume.verify(key().sign(&claims(1)).expose()), None);
     }
 
     #[test]
