@@ -8,12 +8,16 @@
 # Needs: a release build (`cargo build --release -p voice-bench -p voice-lambda`) and the Node
 # baseline (`cd bench/node-relay && npm ci`). IDLE_N overrides the idle sizes (default
 # 1000,10000,19000: the fd hard limit of the reference box is 20 000 and could not be raised).
+# PINNING (relay; default off,on) and BEFORE_EXE (an earlier target/release/voice-bench copied
+# aside: measured as voice-before next to voice in every round) are optional.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/voice-bench}
 OUT=${OUT:-bench/results/$(date +%Y%m%d-%H%M%S).jsonl}
 IDLE_N=${IDLE_N:-1000,10000,19000}
 REPEAT=${REPEAT:-3}
+PINNING=${PINNING:-off,on}         # relay: unpinned and pinned (server on core 0, generator on 1)
+BEFORE=${BEFORE_EXE:+--before-exe $BEFORE_EXE}   # an earlier voice-bench: voice-before in the same run
 mkdir -p "$(dirname "$OUT")"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 parts=${*:-machine idle rooms relay fanout criterion lambda}
@@ -32,13 +36,15 @@ for p in $parts; do
       run node --version
       ;;
     idle)
-      run "$BIN" --json "$OUT" idle --n "$IDLE_N" --targets voice,node --concurrency 64
+      # shellcheck disable=SC2086
+      run "$BIN" --json "$OUT" $BEFORE idle --n "$IDLE_N" --targets voice,node --concurrency 64
       ;;
     rooms)
       run "$BIN" --json "$OUT" rooms --rooms 100 --passive 3 --secs 10 --repeat "$REPEAT"
       ;;
     relay)
-      run "$BIN" --json "$OUT" relay --targets voice,node,echo --rooms 20 --per-room 10 --secs 10 --repeat "$REPEAT"
+      # shellcheck disable=SC2086
+      run "$BIN" --json "$OUT" $BEFORE relay --pinning "$PINNING" --targets voice,node,echo --rooms 20 --per-room 10 --secs 10 --repeat "$REPEAT"
       ;;
     fanout)
       run "$BIN" --json "$OUT" fanout --members 1000 --runs 20 --repeat "$REPEAT"

@@ -34,31 +34,42 @@ def idle(rs):
               f"{r['load'][0]:.1f}/{r['load'][1]:.1f} |")
 
 
+def each(r):
+    v = r.get("server_cpu_us_each")
+    if v is not None:
+        return v
+    if r["throughput"] and "secs" in r["params"]:
+        return r["server"]["cpu_secs"] / (r["throughput"] * r["params"]["secs"]) * 1e6
+    return float("nan")
+
+
 def runs(rs, unit):
-    print(f"| run | target | {unit} | p50 (ms) | p99 (ms) | max (ms) | server CPU % | server CPU µs each | generator CPU % | server RSS (MiB) | errors | load before/after |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print(f"| run | pinning | target | {unit} | p50 (ms) | p99 (ms) | max (ms) | server CPU % | server CPU µs each | generator CPU % | server RSS (MiB) | errors | load before/after |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for i, r in enumerate(rs):
-        per = (r["server"]["cpu_secs"] / (r["throughput"] * r["params"].get("secs", 1)) * 1e6) if r["throughput"] and "secs" in r["params"] else float("nan")
-        print(f"| {i + 1} | {r['target']} | {r['throughput']:.0f} | {ms(r['latency']['p50_us'])} | {ms(r['latency']['p99_us'])} | "
+        per = each(r)
+        print(f"| {i + 1} | {r.get('pinning', '')} | {r['target']} | {r['throughput']:.0f} | {ms(r['latency']['p50_us'])} | {ms(r['latency']['p99_us'])} | "
               f"{ms(r['latency']['max_us'])} | {r['server']['cpu_pct']:.0f} | {per:.1f} | {r['generator_cpu_pct']:.0f} | "
               f"{r['server']['rss_end_mib']:.1f} | {r['errors']} | {r['load'][0]:.1f}/{r['load'][1]:.1f} |")
 
 
 def medians(rs):
-    targets = sorted({r["target"] for r in rs})
+    targets = sorted({(r.get("pinning", ""), r["target"]) for r in rs})
     med = {}
-    print("| target | runs | median throughput | median p50 (ms) | median p99 (ms) | median max (ms) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for t in targets:
-        ts = [r for r in rs if r["target"] == t]
+    print("| pinning | target | runs | median throughput | median server CPU µs each (user) | median p50 (ms) | median p99 (ms) | median max (ms) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for p, t in targets:
+        ts = [r for r in rs if r["target"] == t and r.get("pinning", "") == p]
         m = {k: statistics.median(f(r) for r in ts) for k, f in {
             "thr": lambda r: r["throughput"],
+            "each": each,
+            "user": lambda r: each(r) * r["server"].get("user_cpu_secs", float("nan")) / max(r["server"]["cpu_secs"], 1e-9),
             "p50": lambda r: r["latency"]["p50_us"],
             "p99": lambda r: r["latency"]["p99_us"],
             "max": lambda r: r["latency"]["max_us"],
         }.items()}
-        med[t] = m
-        print(f"| {t} | {len(ts)} | {m['thr']:.0f} {ts[0]['unit']} | {ms(m['p50'])} | {ms(m['p99'])} | {ms(m['max'])} |")
+        med[(p, t)] = m
+        print(f"| {p} | {t} | {len(ts)} | {m['thr']:.0f} {ts[0]['unit']} | {m['each']:.1f} ({m['user']:.1f}) | {ms(m['p50'])} | {ms(m['p99'])} | {ms(m['max'])} |")
     return med
 
 
@@ -77,13 +88,19 @@ def main():
         runs(by[s], unit)
         print()
         med = medians(by[s])
-        if s == "relay" and {"voice", "node"} <= med.keys():
-            v, n = med["voice"], med["node"]
-            print(f"\nvoice / node: throughput {v['thr'] / n['thr']:.2f}x, p99 {v['p99'] / n['p99']:.2f}x (lower is better)", end="")
-            if "echo" in med:
-                e = med["echo"]
-                print(f"; voice / echo throughput {v['thr'] / e['thr']:.2f}, node / echo {n['thr'] / e['thr']:.2f}", end="")
-            print()
+        if s == "relay":
+            for p in sorted({k[0] for k in med}):
+                n = med.get((p, "node"))
+                for vt in ("voice", "voice-before"):
+                    v = med.get((p, vt))
+                    if not (v and n):
+                        continue
+                    print(f"\n{p or 'relay'}: {vt} / node: CPU per signal {v['each'] / n['each']:.2f}x, p99 {v['p99'] / n['p99']:.2f}x, "
+                          f"throughput {v['thr'] / n['thr']:.2f}x (lower is better for the first two)", end="")
+                    e = med.get((p, "echo"))
+                    if e:
+                        print(f"; {vt} / echo throughput {v['thr'] / e['thr']:.2f}", end="")
+                print()
         if s == "fanout":
             for r in by[s]:
                 e = r["extra"]

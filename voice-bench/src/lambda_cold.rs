@@ -216,6 +216,8 @@ pub async fn cold_start(bootstrap: &Path, runs: usize) -> anyhow::Result<Report>
             rss_end_mib: hwm as f64 / 1024.0,
             ..ServerFigures::default()
         },
+        pinning: String::new(),
+        server_cpu_us_each: None,
         generator_cpu_pct: 0.0,
         load: (load0, crate::sys::loadavg()),
         errors: 0,

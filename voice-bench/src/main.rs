@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use voice_bench::report::Report;
 use voice_bench::scenarios::{self, FanoutOpts, IdleOpts, RelayOpts, RoomsOpts};
 use voice_bench::stats::median;
-use voice_bench::targets::{self, Kind, Launcher};
+use voice_bench::targets::{self, Kind, Launcher, Pinning};
 use voice_bench::{lambda_cold, sys};
 
 #[derive(Parser)]
@@ -39,6 +39,23 @@ struct Cli {
     /// Run voice-server on SQLite in this (fresh) directory instead of in memory.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Affinity modes to run each scenario in (comma-separated): `off` (both processes anywhere)
+    /// and/or `on` (server and generator each on its own core, see --pin-cpus).
+    #[arg(long, global = true, value_delimiter = ',', default_value = "off")]
+    pinning: Vec<Pinning>,
+    /// Also measure `serve-voice` of this earlier voice-bench binary, as target `voice-before`,
+    /// right after `voice` in every round (idle and relay): before/after in the same run.
+    #[arg(long, global = true)]
+    before_exe: Option<PathBuf>,
+    /// With `--pinning on`: the server's core, then the generator's.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "0,1",
+        num_args = 2
+    )]
+    pin_cpus: Vec<usize>,
 }
 
 #[derive(Subcommand)]
@@ -158,10 +175,12 @@ enum Cmd {
 struct Out {
     json: Option<std::fs::File>,
     all: Vec<Report>,
+    pinning: Pinning,
 }
 
 impl Out {
-    fn emit(&mut self, r: Report) -> anyhow::Result<()> {
+    fn emit(&mut self, mut r: Report) -> anyhow::Result<()> {
+        r.pinning = self.pinning.name().to_owned();
         println!("{}", r.line());
         if let Some(f) = &mut self.json {
             writeln!(f, "{}", serde_json::to_string(&r)?)?;
@@ -186,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         launcher.queue_capacity = q;
     }
     launcher.data_dir.clone_from(&cli.data_dir);
+    launcher.before_exe.clone_from(&cli.before_exe);
     let mut out = Out {
         json: match &cli.json {
             Some(p) => Some(
@@ -198,8 +218,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             None => None,
         },
         all: Vec::new(),
+        pinning: Pinning::Off,
     };
     let sources = cli.sources;
+    let cpus = (
+        cli.pin_cpus.first().copied().unwrap_or(0),
+        cli.pin_cpus.get(1).copied().unwrap_or(1),
+    );
+    let modes = cli.pinning.clone();
+    let pin = |launcher: &mut Launcher, out: &mut Out, mode: Pinning| {
+        out.pinning = mode;
+        launcher.pin(mode, cpus)
+    };
     match cli.cmd {
         Cmd::ServeVoice {
             addr,
@@ -214,19 +244,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             hold_secs,
             targets,
         } => {
-            for kind in targets {
-                for &n in &n {
-                    let t = launcher.start(kind).await?;
-                    let o = IdleOpts {
-                        n,
-                        group,
-                        concurrency,
-                        sources,
-                        hold_secs,
-                    };
-                    let r = scenarios::idle(&t, &o).await;
-                    t.stop().await;
-                    out.emit(r?)?;
+            for &mode in &modes {
+                pin(&mut launcher, &mut out, mode)?;
+                for &(kind, before) in &with_before(&targets, &launcher) {
+                    for &n in &n {
+                        let t = start(&launcher, kind, before).await?;
+                        let o = IdleOpts {
+                            n,
+                            group,
+                            concurrency,
+                            sources,
+                            hold_secs,
+                        };
+                        let r = scenarios::idle(&t, &o).await;
+                        t.stop().await;
+                        out.emit(r?)?;
+                    }
                 }
             }
         }
@@ -239,18 +272,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             repeat,
         } => {
             for _ in 0..repeat {
-                let t = launcher.start(Kind::Voice).await?;
-                let o = RoomsOpts {
-                    rooms,
-                    passive,
-                    warmup_secs: warmup,
-                    secs,
-                    background,
-                    sources,
-                };
-                let r = scenarios::rooms(&t, &o).await;
-                t.stop().await;
-                out.emit(r?)?;
+                for &mode in &modes {
+                    pin(&mut launcher, &mut out, mode)?;
+                    let t = launcher.start(Kind::Voice).await?;
+                    let o = RoomsOpts {
+                        rooms,
+                        passive,
+                        warmup_secs: warmup,
+                        secs,
+                        background,
+                        sources,
+                    };
+                    let r = scenarios::rooms(&t, &o).await;
+                    t.stop().await;
+                    out.emit(r?)?;
+                }
             }
             summary(&out.all);
         }
@@ -265,20 +301,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             repeat,
         } => {
             for _ in 0..repeat {
-                for &kind in &targets {
-                    let t = launcher.start(kind).await?;
-                    let o = RelayOpts {
-                        rooms,
-                        per_room,
-                        window,
-                        sdp_every,
-                        warmup_secs: warmup,
-                        secs,
-                        sources,
-                    };
-                    let r = scenarios::relay(&t, &o).await;
-                    t.stop().await;
-                    out.emit(r?)?;
+                for &mode in &modes {
+                    pin(&mut launcher, &mut out, mode)?;
+                    for &(kind, before) in &with_before(&targets, &launcher) {
+                        let t = start(&launcher, kind, before).await?;
+                        let o = RelayOpts {
+                            rooms,
+                            per_room,
+                            window,
+                            sdp_every,
+                            warmup_secs: warmup,
+                            secs,
+                            sources,
+                        };
+                        let r = scenarios::relay(&t, &o).await;
+                        t.stop().await;
+                        out.emit(r?)?;
+                    }
                 }
             }
             summary(&out.all);
@@ -289,18 +328,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             repeat,
         } => {
             for _ in 0..repeat {
-                let t = launcher.start(Kind::Voice).await?;
-                let r = scenarios::fanout(
-                    &t,
-                    &FanoutOpts {
-                        members,
-                        runs,
-                        sources,
-                    },
-                )
-                .await;
-                t.stop().await;
-                out.emit(r?)?;
+                for &mode in &modes {
+                    pin(&mut launcher, &mut out, mode)?;
+                    let t = launcher.start(Kind::Voice).await?;
+                    let r = scenarios::fanout(
+                        &t,
+                        &FanoutOpts {
+                            members,
+                            runs,
+                            sources,
+                        },
+                    )
+                    .await;
+                    t.stop().await;
+                    out.emit(r?)?;
+                }
             }
             summary(&out.all);
         }
@@ -310,6 +352,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Tiny { no_node } => tiny(&launcher, &mut out, no_node).await?,
     }
     Ok(())
+}
+
+/// `targets`, with `voice` followed by `voice-before` when an earlier binary was given.
+fn with_before(targets: &[Kind], launcher: &Launcher) -> Vec<(Kind, bool)> {
+    let mut out = Vec::new();
+    for &k in targets {
+        out.push((k, false));
+        if k == Kind::Voice && launcher.before_exe.is_some() {
+            out.push((k, true));
+        }
+    }
+    out
+}
+
+async fn start(launcher: &Launcher, kind: Kind, before: bool) -> anyhow::Result<targets::Target> {
+    if before {
+        launcher.start_before().await
+    } else {
+        launcher.start(kind).await
+    }
 }
 
 /// Every scenario, small: a few connections, a second of load.
@@ -386,44 +448,58 @@ async fn tiny(launcher: &Launcher, out: &mut Out, no_node: bool) -> anyhow::Resu
     Ok(())
 }
 
-/// Medians over repeats, per scenario and target, and relay ratios to the Node baseline.
+/// Medians over repeats, per scenario, target and pinning, and relay ratios to the Node
+/// baseline in each pinning mode.
 fn summary(all: &[Report]) {
-    let mut keys: Vec<(String, String)> = all
+    let mut keys: Vec<(String, String, String)> = all
         .iter()
-        .map(|r| (r.scenario.clone(), r.target.clone()))
+        .map(|r| (r.scenario.clone(), r.pinning.clone(), r.target.clone()))
         .collect();
-    keys.dedup();
     keys.sort();
     keys.dedup();
-    let med = |s: &str, t: &str, f: &dyn Fn(&Report) -> f64| {
+    let med = |s: &str, p: &str, t: &str, f: &dyn Fn(&Report) -> f64| {
         median(
             all.iter()
-                .filter(|r| r.scenario == s && r.target == t)
+                .filter(|r| r.scenario == s && r.pinning == p && r.target == t)
                 .map(f)
                 .collect(),
         )
     };
     println!("-- medians over {} runs", all.len());
-    for (s, t) in &keys {
+    for (s, p, t) in &keys {
         println!(
-            "{s:<7} {t:<6} {:>12.0} {:<7} p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs  server cpu {:>5.0}%",
-            med(s, t, &|r| r.throughput),
+            "{s:<7} {t:<6} {p:<8} {:>12.0} {:<7} cpu/each {:>6.1} µs (user {:>5.1})  p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs  server cpu {:>5.0}%",
+            med(s, p, t, &|r| r.throughput),
             all.iter().find(|r| &r.scenario == s).map_or("", |r| r.unit.as_str()),
-            med(s, t, &|r| r.latency.p50_us),
-            med(s, t, &|r| r.latency.p99_us),
-            med(s, t, &|r| r.latency.max_us),
-            med(s, t, &|r| r.server.cpu_pct),
+            med(s, p, t, &|r| r.server_cpu_us_each.unwrap_or(f64::NAN)),
+            med(s, p, t, &|r| r.server_cpu_us_each.unwrap_or(f64::NAN)
+                * r.server.user_cpu_secs
+                / r.server.cpu_secs.max(1e-9)),
+            med(s, p, t, &|r| r.latency.p50_us),
+            med(s, p, t, &|r| r.latency.p99_us),
+            med(s, p, t, &|r| r.latency.max_us),
+            med(s, p, t, &|r| r.server.cpu_pct),
         );
     }
-    let node = med("relay", "node", &|r| r.throughput);
-    let voice = med("relay", "voice", &|r| r.throughput);
-    let echo = med("relay", "echo", &|r| r.throughput);
-    if node > 0.0 && voice > 0.0 {
-        println!(
-            "relay: voice/node throughput {:.2}x, p99 voice/node {:.2}; voice/echo throughput {:.2}",
-            voice / node,
-            med("relay", "voice", &|r| r.latency.p99_us) / med("relay", "node", &|r| r.latency.p99_us),
-            if echo > 0.0 { voice / echo } else { 0.0 }
-        );
+    let mut modes: Vec<&str> = all.iter().map(|r| r.pinning.as_str()).collect();
+    modes.sort_unstable();
+    modes.dedup();
+    for p in modes {
+        let m = |t: &str, f: &dyn Fn(&Report) -> f64| med("relay", p, t, f);
+        let each = |t: &str| m(t, &|r| r.server_cpu_us_each.unwrap_or(f64::NAN));
+        let node = m("node", &|r| r.throughput);
+        let echo = m("echo", &|r| r.throughput);
+        for v in ["voice", "voice-before"] {
+            let voice = m(v, &|r| r.throughput);
+            if node > 0.0 && voice > 0.0 {
+                println!(
+                    "relay {p}: {v}/node CPU per signal {:.2}x, p99 {:.2}x, msg/s {:.2}x; {v}/echo msg/s {:.2}",
+                    each(v) / each("node"),
+                    m(v, &|r| r.latency.p99_us) / m("node", &|r| r.latency.p99_us),
+                    voice / node,
+                    if echo > 0.0 { voice / echo } else { 0.0 }
+                );
+            }
+        }
     }
 }

@@ -20,6 +20,9 @@ pub struct ServerFigures {
     pub rss_peak_mib: f64,
     /// CPU seconds (user + system) spent in the window.
     pub cpu_secs: f64,
+    /// Of which user CPU seconds (the server's own code and libraries; the rest is the
+    /// kernel).
+    pub user_cpu_secs: f64,
     /// CPU use in the window, % of one core (200 % = both cores of the reference box).
     pub cpu_pct: f64,
     /// Threads at the end.
@@ -43,6 +46,11 @@ pub struct Report {
     pub latency: Summary,
     /// Server process figures.
     pub server: ServerFigures,
+    /// `pinned` (server and generator each on its own core, `taskset`) or `unpinned`.
+    pub pinning: String,
+    /// Server CPU time per unit of the headline rate (per relayed signal, per operation), µs;
+    /// `None` where the scenario has no such unit.
+    pub server_cpu_us_each: Option<f64>,
     /// The generator's own CPU in the window, % of one core (it shares the 2 cores).
     pub generator_cpu_pct: f64,
     /// 1-minute load average before and after (other builds on the box show up here).
@@ -57,17 +65,20 @@ impl Report {
     /// One line for a terminal.
     pub fn line(&self) -> String {
         format!(
-            "{:<7} {:<6} {:>12.0} {:<7} p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs  n {:>8}  server rss {:>7.1} MiB cpu {:>5.0}%  gen cpu {:>4.0}%  load {:.1}/{:.1}  errors {}",
+            "{:<7} {:<6} {:<8} {:>12.0} {:<7} cpu/each {:>6.1} µs  p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs  n {:>8}  server rss {:>7.1} MiB cpu {:>5.0}% (user {:>3.0}%)  gen cpu {:>4.0}%  load {:.1}/{:.1}  errors {}",
             self.scenario,
             self.target,
+            self.pinning,
             self.throughput,
             self.unit,
+            self.server_cpu_us_each.unwrap_or(f64::NAN),
             self.latency.p50_us,
             self.latency.p99_us,
             self.latency.max_us,
             self.latency.n,
             self.server.rss_end_mib,
             self.server.cpu_pct,
+            100.0 * self.server.user_cpu_secs / self.server.cpu_secs.max(1e-9),
             self.generator_cpu_pct,
             self.load.0,
             self.load.1,
@@ -116,6 +127,7 @@ impl Meter {
             rss_end_mib: mib(s1.rss_kib),
             rss_peak_mib: mib(s1.hwm_kib),
             cpu_secs: s1.cpu_secs - self.server0.cpu_secs,
+            user_cpu_secs: s1.user_secs - self.server0.user_secs,
             cpu_pct: 100.0 * (s1.cpu_secs - self.server0.cpu_secs) / wall,
             threads: s1.threads,
         };

@@ -19,6 +19,15 @@ use crate::report::{Meter, Report};
 use crate::stats::summarize;
 use crate::targets::{Kind, Target};
 
+/// Server CPU µs per unit of work (`n` units in the window); `NaN` when there were none.
+fn per_unit(server: &crate::report::ServerFigures, n: f64) -> f64 {
+    if n > 0.0 {
+        server.cpu_secs * 1e6 / n
+    } else {
+        f64::NAN
+    }
+}
+
 /// A unique-enough tag so that chat room names never collide within one server process.
 fn tag() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -211,12 +220,14 @@ pub async fn idle(target: &Target, o: &IdleOpts) -> anyhow::Result<Report> {
     let gen_rss = crate::sys::sample(std::process::id()).unwrap_or_default();
     let report = Report {
         scenario: "idle".into(),
-        target: target.kind.name().into(),
+        target: target.name.clone(),
         params: serde_json::to_value(o)?,
         throughput: conns as f64 / setup_secs,
         unit: "conn/s".into(),
         latency: summarize(lat),
         server,
+        pinning: String::new(),
+        server_cpu_us_each: None,
         generator_cpu_pct: gen,
         load,
         errors: 0,
@@ -395,14 +406,17 @@ pub async fn rooms(target: &Target, o: &RoomsOpts) -> anyhow::Result<Report> {
             h.abort();
         }
     }
+    let cpu_each = per_unit(&server, ops as f64);
     Ok(Report {
         scenario: "rooms".into(),
-        target: target.kind.name().into(),
+        target: target.name.clone(),
         params: serde_json::to_value(o)?,
         throughput: ops as f64 / o.secs,
         unit: "ops/s".into(),
         latency: summarize(all),
         server,
+        pinning: String::new(),
+        server_cpu_us_each: Some(cpu_each),
         generator_cpu_pct: gen,
         load,
         errors,
@@ -646,14 +660,17 @@ pub async fn relay(target: &Target, o: &RelayOpts) -> anyhow::Result<Report> {
     } else {
         sent.saturating_sub(delivered)
     };
+    let cpu_each = per_unit(&server, delivered as f64);
     Ok(Report {
         scenario: "relay".into(),
-        target: kind.name().into(),
+        target: target.name.clone(),
         params: serde_json::to_value(o)?,
         throughput: delivered as f64 / o.secs,
         unit: "msg/s".into(),
         latency: summarize(lat),
         server,
+        pinning: String::new(),
+        server_cpu_us_each: Some(cpu_each),
         generator_cpu_pct: gen,
         load,
         errors: errors + missing,
@@ -804,7 +821,7 @@ pub async fn fanout(target: &Target, o: &FanoutOpts) -> anyhow::Result<Report> {
     let all = summarize(all_delivered);
     Ok(Report {
         scenario: "fanout".into(),
-        target: target.kind.name().into(),
+        target: target.name.clone(),
         params: serde_json::to_value(o)?,
         throughput: if all.mean_us > 0.0 {
             others as f64 / (all.mean_us / 1e6)
@@ -814,6 +831,8 @@ pub async fn fanout(target: &Target, o: &FanoutOpts) -> anyhow::Result<Report> {
         unit: "ev/s".into(),
         latency: all,
         server,
+        pinning: String::new(),
+        server_cpu_us_each: None,
         generator_cpu_pct: gen,
         load,
         errors: 0,

@@ -32,6 +32,35 @@ pub fn raise_nofile() -> u64 {
     }
 }
 
+/// Pins every thread of this process to `cpus` (a `taskset` list such as `1` or `0-1`) with
+/// `taskset -a -p`; threads started later inherit it from the thread that starts them.
+///
+/// # Errors
+/// `taskset` could not run or refused the list.
+pub fn pin_self(cpus: &str) -> anyhow::Result<()> {
+    let out = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+        .output()
+        .map_err(|e| anyhow::anyhow!("running taskset: {e}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "taskset -a -p -c {cpus} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Every online core as a `taskset` list (`0-1` on the reference box). Read from sysfs, not
+/// from `available_parallelism`, which only sees the cores this process is pinned to.
+pub fn all_cpus() -> String {
+    fs::read_to_string("/sys/devices/system/cpu/online")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "0".to_owned())
+}
+
 /// Clock ticks per second of `/proc/<pid>/stat` times.
 fn clk_tck() -> f64 {
     // SAFETY: sysconf has no preconditions.
@@ -52,6 +81,8 @@ pub struct ProcSample {
     pub hwm_kib: u64,
     /// User + system CPU time, seconds.
     pub cpu_secs: f64,
+    /// User CPU time alone, seconds (the rest is the kernel: mostly the loopback TCP path).
+    pub user_secs: f64,
     /// Threads.
     pub threads: u64,
 }
@@ -78,6 +109,7 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
         rss_kib: field("VmRSS:"),
         hwm_kib: field("VmHWM:"),
         cpu_secs: (utime + stime) / clk_tck(),
+        user_secs: utime / clk_tck(),
         threads: field("Threads:"),
     })
 }

@@ -52,6 +52,33 @@ pub struct Launcher {
     /// instead of in memory (the default here: nothing written to disk, no data-dir lock
     /// shared between runs).
     pub data_dir: Option<PathBuf>,
+    /// Start servers under `taskset -c <cpu>` (every thread of the server on that core), so
+    /// that the generator, pinned to another core, does not compete with it ([`Pinning`]).
+    pub server_cpu: Option<usize>,
+    /// An earlier voice-bench binary whose `serve-voice` is measured as `voice-before` next to
+    /// this one's, in the same run (before/after figures under the same load).
+    pub before_exe: Option<PathBuf>,
+}
+
+/// Where the server and the generator run: anywhere (the scheduler shares both cores between
+/// them), or each on its own core (`taskset`), so that the server's figures are the server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Pinning {
+    /// No affinity: both processes may use every core.
+    Off,
+    /// The server on one core, the generator on another.
+    On,
+}
+
+impl Pinning {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Off => "unpinned",
+            Self::On => "pinned",
+        }
+    }
 }
 
 impl Launcher {
@@ -62,7 +89,27 @@ impl Launcher {
             node_dir: default_node_dir(),
             queue_capacity: voice_server::Config::default().queue_capacity,
             data_dir: None,
+            server_cpu: None,
+            before_exe: None,
         })
+    }
+
+    /// Applies `pinning` to the servers started from now on and to this generator process
+    /// (`cpus`: the server's core, then the generator's). `Off` lets both run anywhere again.
+    ///
+    /// # Errors
+    /// `taskset` failed (not installed, or a core that does not exist).
+    pub fn pin(&mut self, pinning: Pinning, cpus: (usize, usize)) -> anyhow::Result<()> {
+        match pinning {
+            Pinning::On => {
+                self.server_cpu = Some(cpus.0);
+                sys::pin_self(&cpus.1.to_string())
+            }
+            Pinning::Off => {
+                self.server_cpu = None;
+                sys::pin_self(&sys::all_cpus())
+            }
+        }
     }
 
     /// Starts a `kind` server on an ephemeral loopback port and waits until it listens.
@@ -70,9 +117,30 @@ impl Launcher {
     /// # Errors
     /// The process would not start or did not announce its address in 30 s.
     pub async fn start(&self, kind: Kind) -> anyhow::Result<Target> {
+        self.start_from(kind, &self.exe, kind.name()).await
+    }
+
+    /// Starts voice-server from [`Launcher::before_exe`], reported as `voice-before`.
+    ///
+    /// # Errors
+    /// No `before_exe`, or as [`Launcher::start`].
+    pub async fn start_before(&self) -> anyhow::Result<Target> {
+        let exe = self
+            .before_exe
+            .as_ref()
+            .ok_or_else(|| anyhow!("no --before-exe given"))?;
+        self.start_from(Kind::Voice, exe, "voice-before").await
+    }
+
+    async fn start_from(
+        &self,
+        kind: Kind,
+        exe: &std::path::Path,
+        name: &str,
+    ) -> anyhow::Result<Target> {
         let mut cmd = match kind {
             Kind::Voice => {
-                let mut c = Command::new(&self.exe);
+                let mut c = Command::new(exe);
                 c.args([
                     "serve-voice",
                     "--addr",
@@ -107,6 +175,22 @@ impl Launcher {
                 c
             }
         };
+        if let Some(cpu) = self.server_cpu {
+            // taskset execs the server: the pid (and so /proc/<pid>) is the server's own.
+            let std = cmd.as_std();
+            let mut pinned = Command::new("taskset");
+            pinned
+                .arg("-c")
+                .arg(cpu.to_string())
+                .arg(std.get_program())
+                .args(std.get_args());
+            for (k, v) in std.get_envs() {
+                if let Some(v) = v {
+                    pinned.env(k, v);
+                }
+            }
+            cmd = pinned;
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -131,6 +215,7 @@ impl Launcher {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Target {
             kind,
+            name: name.to_owned(),
             addr,
             pid,
             child,
@@ -147,6 +232,8 @@ pub fn default_node_dir() -> PathBuf {
 pub struct Target {
     /// Which.
     pub kind: Kind,
+    /// Its name in reports (`voice`, `voice-before`, `node`, `echo`).
+    pub name: String,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its pid, for `/proc`.

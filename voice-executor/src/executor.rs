@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use chat_domain::{ChatError, ChatService, Removal};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tracing::{info, warn, Instrument};
 use voice_domain::errors::{DisconnectError, ErrorClass, LeaveVoiceError, UseCaseError};
@@ -19,7 +20,7 @@ use voice_domain::service::DisconnectReport;
 use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoom, VoiceRoomId, VoiceService};
 
 use crate::actions::CHAT_ACTIONS;
-use crate::envelope::{parse_frame, reply_frame};
+use crate::envelope::{parse_frame, reply_frame, Envelope, MAX_REQUEST_ID_CHARS};
 use crate::logsafe;
 use crate::signal::{SignalError, SignalKind, SignalRelay, SignalRequest};
 
@@ -161,6 +162,50 @@ struct Signal {
     payload: Value,
 }
 
+/// A `signal` frame read straight from its text, the relay's hot path: the envelope and the
+/// fields at once, the payload kept as the raw JSON it was sent as. Only a frame that parses
+/// here exactly as [`parse_frame`] + [`Signal`] would read it takes this path (a plain
+/// `action` and `requestId`, no escapes in them, no duplicate field, every field of the right
+/// type); any other frame goes the general way and gets its usual reply or refusal.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignalFrame<'a> {
+    action: &'a str,
+    #[serde(default)]
+    request_id: Option<&'a str>,
+    #[serde(default)]
+    room_id: Option<&'a str>,
+    voice_room_id: String,
+    token: String,
+    to: String,
+    kind: SignalKind,
+    #[serde(borrow)]
+    payload: &'a RawValue,
+}
+
+/// A request's body: the general JSON tree, or a `signal` read on the hot path.
+enum Body<'a> {
+    Tree(Value),
+    Signal(SignalFrame<'a>),
+}
+
+/// `text` as a `signal` frame for the hot path, with its envelope, if it is a plain one.
+fn signal_frame(text: &str) -> Option<(Envelope, SignalFrame<'_>)> {
+    let frame: SignalFrame<'_> = serde_json::from_str(text).ok()?;
+    if frame.action != "signal"
+        || frame
+            .request_id
+            .is_some_and(|id| id.chars().count() > MAX_REQUEST_ID_CHARS)
+    {
+        return None;
+    }
+    let env = Envelope {
+        request_id: frame.request_id.map(str::to_owned),
+        action: "signal".to_owned(),
+    };
+    Some((env, frame))
+}
+
 impl<P: Ports> Executor<P> {
     /// An executor serving the voice actions (and `ping`) over `voice`, built once per process
     /// (per Lambda instance). Add the chat with [`Executor::with_chat`] and the signal relay
@@ -218,15 +263,23 @@ impl<P: Ports> Executor<P> {
 
     /// Handles one request frame from `connection` and returns the reply frame.
     pub async fn handle(&self, connection: &ConnectionId, text: &str) -> Handled {
-        let (env, value) = match parse_frame(text) {
-            Ok(parsed) => parsed,
-            Err((env, e)) => {
-                info!(code = %e.code, "malformed request refused");
-                return Handled {
-                    frame: reply_frame(&env, Err(e)),
-                    refused: Some(ErrorClass::BadRequest),
-                };
-            }
+        let fast = if self.signals.is_some() {
+            signal_frame(text)
+        } else {
+            None
+        };
+        let (env, body) = match fast {
+            Some((env, frame)) => (env, Body::Signal(frame)),
+            None => match parse_frame(text) {
+                Ok((env, value)) => (env, Body::Tree(value)),
+                Err((env, e)) => {
+                    info!(code = %e.code, "malformed request refused");
+                    return Handled {
+                        frame: reply_frame(&env, Err(e)),
+                        refused: Some(ErrorClass::BadRequest),
+                    };
+                }
+            },
         };
         // Everything from the frame is user-controlled: only known action names are logged, and
         // ids are escaped and truncated (a newline in them cannot forge a log line).
@@ -237,16 +290,34 @@ impl<P: Ports> Executor<P> {
             chat_room_id = tracing::field::Empty,
             voice_room_id = tracing::field::Empty,
         );
-        if let Some(id) = value.get("roomId").and_then(Value::as_str) {
-            span.record("chat_room_id", logsafe::text(id));
+        if !span.is_disabled() {
+            let (chat_room, voice_room) = match &body {
+                Body::Tree(value) => (
+                    value.get("roomId").and_then(Value::as_str),
+                    value.get("voiceRoomId").and_then(Value::as_str),
+                ),
+                Body::Signal(f) => (f.room_id, Some(f.voice_room_id.as_str())),
+            };
+            if let Some(id) = chat_room {
+                span.record("chat_room_id", logsafe::text(id));
+            }
+            if let Some(id) = voice_room {
+                span.record("voice_room_id", logsafe::text(id));
+            }
         }
-        if let Some(id) = value.get("voiceRoomId").and_then(Value::as_str) {
-            span.record("voice_room_id", logsafe::text(id));
-        }
-        let result = self
-            .route(connection, &env.action, value)
-            .instrument(span.clone())
-            .await;
+        let result = match body {
+            Body::Tree(value) => {
+                self.route(connection, &env.action, value)
+                    .instrument(span.clone())
+                    .await
+            }
+            Body::Signal(f) => {
+                let payload = f.payload.to_owned();
+                self.signal(connection, f.voice_room_id, f.token, &f.to, f.kind, payload)
+                    .instrument(span.clone())
+                    .await
+            }
+        };
         let refused = match &result {
             Ok(_) => None,
             Err(r) => {
@@ -264,6 +335,31 @@ impl<P: Ports> Executor<P> {
             frame: reply_frame(&env, result.map_err(|r| r.error)),
             refused,
         }
+    }
+
+    /// `signal`: validates the ids and hands the request to the relay.
+    async fn signal(
+        &self,
+        connection: &ConnectionId,
+        voice_room_id: String,
+        token: String,
+        to: &str,
+        kind: SignalKind,
+        payload: Box<RawValue>,
+    ) -> Result<Value, Refusal> {
+        let Some(relay) = &self.signals else {
+            return Err(Refusal::bad_request("signal is not served here"));
+        };
+        let req = SignalRequest {
+            voice_room: VoiceRoomId::parse(&voice_room_id)
+                .map_err(|e| Refusal::bad_request(format!("voiceRoomId: {e}")))?,
+            token,
+            to: UserId::parse(to).map_err(|e| Refusal::bad_request(format!("to: {e}")))?,
+            kind,
+            payload,
+        };
+        relay.relay(connection, &req).await?;
+        Ok(json!({}))
     }
 
     /// Every action this executor serves, for the unknown-action message.
@@ -304,19 +400,12 @@ impl<P: Ports> Executor<P> {
                     .await?;
                 Ok(data(d))
             }
-            ("signal", _, Some(relay)) => {
+            ("signal", _, Some(_)) => {
                 let f: Signal = fields(value)?;
-                let req = SignalRequest {
-                    voice_room: VoiceRoomId::parse(&f.voice_room_id)
-                        .map_err(|e| Refusal::bad_request(format!("voiceRoomId: {e}")))?,
-                    token: f.token,
-                    to: UserId::parse(&f.to)
-                        .map_err(|e| Refusal::bad_request(format!("to: {e}")))?,
-                    kind: f.kind,
-                    payload: f.payload,
-                };
-                relay.relay(connection, &req).await?;
-                Ok(json!({}))
+                let payload = serde_json::value::to_raw_value(&f.payload)
+                    .map_err(|e| Refusal::bad_request(format!("payload: {e}")))?;
+                self.signal(connection, f.voice_room_id, f.token, &f.to, f.kind, payload)
+                    .await
             }
             (a, Some(chat), _) if CHAT_ACTIONS.contains(&a) => {
                 let user = chat.identify(connection).await?;
@@ -470,5 +559,99 @@ impl<P: Ports> Executor<P> {
                 })
                 .map_err(Refusal::use_case),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use voice_adapters_memory::memory_service;
+    use voice_domain::ServiceConfig;
+
+    /// One relayed request: voice room, token, recipient, kind, payload.
+    type Seen = (String, String, String, SignalKind, String);
+
+    /// Records what it is asked to relay.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Seen>>);
+
+    #[async_trait::async_trait]
+    impl SignalRelay for Recorder {
+        async fn relay(&self, _: &ConnectionId, r: &SignalRequest) -> Result<(), SignalError> {
+            self.0.lock().unwrap().push((
+                r.voice_room.to_string(),
+                r.token.clone(),
+                r.to.to_string(),
+                r.kind,
+                r.payload.get().to_owned(),
+            ));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn signal_frames_reach_the_relay_alike_on_the_hot_path_and_the_general_one() {
+        let recorder = Arc::new(Recorder::default());
+        let (service, _) = memory_service(ServiceConfig::default());
+        let ex = Executor::new(Arc::new(service)).with_signals(recorder.clone());
+        let conn = ConnectionId::parse("c1").unwrap();
+        let payload = r#"{"type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1"}"#;
+        let plain = format!(
+            r#"{{"action":"signal","requestId":"r1","voiceRoomId":"v1","token":"t.s","to":"bob","kind":"offer","payload":{payload}}}"#
+        );
+        // Escapes in the action, a numeric-looking extra field: the general path.
+        let escaped = format!(
+            r#"{{"action":"sig\u006eal","requestId":"r1","extra":1,"voiceRoomId":"v1","token":"t.s","to":"bob","kind":"offer","payload":{payload}}}"#
+        );
+        assert!(
+            signal_frame(&plain).is_some(),
+            "a plain frame takes the hot path"
+        );
+        assert!(signal_frame(&escaped).is_none());
+        for frame in [&plain, &escaped] {
+            let h = ex.handle(&conn, frame).await;
+            assert_eq!(h.refused, None, "{}", h.frame);
+            let reply: Value = serde_json::from_str(&h.frame).unwrap();
+            assert_eq!(
+                reply,
+                json!({"type":"reply","requestId":"r1","action":"signal","ok":true,"data":{}})
+            );
+        }
+        let seen = recorder.0.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2);
+        // The hot path forwards the payload exactly as sent; the general one re-serialises the
+        // same value.
+        assert_eq!(seen[0].4, payload);
+        assert_eq!(
+            serde_json::from_str::<Value>(&seen[0].4).unwrap(),
+            serde_json::from_str::<Value>(&seen[1].4).unwrap()
+        );
+        assert_eq!(seen[0].0, seen[1].0);
+        assert_eq!(
+            (&seen[0].1, &seen[0].2, seen[0].3),
+            (&seen[1].1, &seen[1].2, seen[1].3)
+        );
+        // Refusals are the general path's: a bad id, a long requestId, a wrong type.
+        for (frame, code) in [
+            (plain.replace("\"bob\"", "\"b ob\""), "BAD_REQUEST"),
+            (
+                plain.replace("\"r1\"", &format!("\"{}\"", "r".repeat(200))),
+                "BAD_REQUEST",
+            ),
+            (
+                plain.replace("\"offer\",\"payload\"", "\"shout\",\"payload\""),
+                "BAD_REQUEST",
+            ),
+        ] {
+            let h = ex.handle(&conn, &frame).await;
+            let reply: Value = serde_json::from_str(&h.frame).unwrap();
+            assert_eq!(reply["error"]["code"], code, "{frame}");
+        }
+        assert_eq!(
+            recorder.0.lock().unwrap().len(),
+            2,
+            "nothing refused was relayed"
+        );
     }
 }

@@ -10,8 +10,8 @@ use voice_domain::errors::ErrorClass;
 use voice_domain::protocol::WireError;
 use voice_domain::{ConnectionId, UserId, VoiceRoomId};
 
-/// Largest signal `payload`, serialised, in bytes (the KVS limit, so clients behave the same on
-/// both deployments).
+/// Largest signal `payload`, in bytes of JSON as sent (the KVS limit, so clients behave the same
+/// on both deployments).
 pub const MAX_SIGNAL_PAYLOAD: usize = 10 * 1024;
 
 /// What a signal carries.
@@ -37,8 +37,9 @@ pub struct SignalRequest {
     pub to: UserId,
     /// The kind.
     pub kind: SignalKind,
-    /// The payload, forwarded untouched.
-    pub payload: serde_json::Value,
+    /// The payload, forwarded untouched: the JSON text exactly as the sender wrote it, never
+    /// parsed into a tree nor serialised again.
+    pub payload: Box<serde_json::value::RawValue>,
 }
 
 /// Why a signal was refused; nothing was relayed.

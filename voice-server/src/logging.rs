@@ -57,6 +57,9 @@ where
         LogFormat::Json => layer.json().flatten_event(true).boxed(),
     };
     Box::new(
-        tracing_subscriber::registry().with(layer.with_filter(filter).with_filter(no_payloads)),
+        // The level filter outermost: its level is then the subscriber's maximum, so that
+        // disabled spans and events (tungstenite's per-frame `log` traces above all) are
+        // skipped at their call site instead of being dispatched and refused on every frame.
+        tracing_subscriber::registry().with(layer.with_filter(no_payloads).with_filter(filter)),
     )
 }

@@ -214,9 +214,12 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
             }
         };
         let reply = if bucket.take(Instant::now()) {
-            let handled = ctx.executor.handle(&conn, text.as_str()).await;
+            // Boxed: a task is allocated at the size of its largest state, and handling a
+            // request (any use case) is far larger than waiting for a frame. Inline, every idle
+            // connection would carry that space for its whole life.
+            let handled = Box::pin(ctx.executor.handle(&conn, text.as_str())).await;
             if !identified {
-                identified = ctx.executor.identified(&conn).await;
+                identified = Box::pin(ctx.executor.identified(&conn)).await;
             }
             handled.frame
         } else {
@@ -261,7 +264,7 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
     // Order: no more frames to this connection, then it is no longer the user's, then voice
     // hears of the disconnect (so its events go only to live connections).
     ctx.hub.remove(&conn);
-    match ctx.executor.disconnect(&conn).await {
+    match Box::pin(ctx.executor.disconnect(&conn)).await {
         Ok(report) if !report.rooms_left.is_empty() => {
             info!(
                 rooms = report.rooms_left.len(),

@@ -14,6 +14,8 @@ use voice_domain::ports::{Notifier, NotifyError};
 use voice_domain::protocol::EventEnvelope;
 use voice_domain::{ConnectionId, VoiceEvent};
 
+use crate::adapters::relay_cache::{RoomCache, TokenCache};
+
 /// A one-shot, many-waiter signal: "stop now". Used for one connection (dropped as too slow)
 /// and for the whole server (shutdown).
 #[derive(Clone, Default, Debug)]
@@ -134,6 +136,12 @@ pub struct Hub {
     inner: Arc<Mutex<HashMap<ConnectionId, Entry>>>,
     count_changed: Arc<Notify>,
     sessions: Arc<AtomicUsize>,
+    /// The relay's voice rooms, here because the notifier, which sees every voice event,
+    /// must clear them.
+    voice_rooms: RoomCache,
+    /// The relay's verified voice tokens by connection, here so that [`Hub::remove`] forgets
+    /// a closed connection's.
+    voice_tokens: TokenCache,
 }
 
 /// Held by a connection task for its whole life, clean-up included (see [`Hub::session`]).
@@ -154,6 +162,16 @@ impl Hub {
     /// No connections.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The relay's cache of voice rooms, cleared by [`HubNotifier`] on every voice event.
+    pub fn voice_rooms(&self) -> &RoomCache {
+        &self.voice_rooms
+    }
+
+    /// The relay's verified voice tokens, forgotten by [`Hub::remove`].
+    pub fn voice_tokens(&self) -> &TokenCache {
+        &self.voice_tokens
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<ConnectionId, Entry>> {
@@ -189,6 +207,7 @@ impl Hub {
     /// Forgets a connection (its socket closed).
     pub fn remove(&self, id: &ConnectionId) {
         self.lock().remove(id);
+        self.voice_tokens.forget(id);
         self.count_changed.notify_waiters();
     }
 
@@ -325,6 +344,9 @@ impl HubNotifier {
 #[async_trait]
 impl Notifier for HubNotifier {
     async fn send(&self, to: &ConnectionId, event: &VoiceEvent) -> Result<(), NotifyError> {
+        // The room changed (every voice event is about a stored change): the relay reads it
+        // again before the next signal, at the latest before anyone hears of the change.
+        self.hub.voice_rooms().invalidate_all();
         // A dropped connection is gone as far as voice is concerned: the service removes it
         // from its room right away instead of waiting for the socket to close.
         self.hub

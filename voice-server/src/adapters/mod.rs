@@ -5,7 +5,8 @@
 //! - [`ports`]: the voice domain's adapter set ([`ports::ServerPorts`]).
 //! - [`store`]: the voice-room store the server runs on ([`store::ServerStore`]).
 //! - [`chat`]: the chat domain's events adapter.
-//! - [`relay`]: the signaling channels port and the signal relay.
+//! - [`relay`]: the signaling channels port and the signal relay; [`relay_cache`]: what it
+//!   keeps between signals (verified tokens, rooms as last read).
 //! - [`token`]: HMAC voice tokens (the credentials port).
 //! - [`ice`]: STUN/TURN servers with TURN REST credentials.
 //! - [`hub`]: per-connection byte-bounded queues (the notifier port).
@@ -15,5 +16,6 @@ pub mod hub;
 pub mod ice;
 pub mod ports;
 pub mod relay;
+pub mod relay_cache;
 pub mod store;
 pub mod token;

@@ -7,8 +7,16 @@
 //! - [`Relay`]: checks a `signal` and forwards it. Who may talk to whom, and in which role, is
 //!   the domain's decision ([`VoiceRoom::link_between`]); the relay only checks that the
 //!   sender's token grants that link's channel in that role and that the kind fits the role.
+//!
+//! Per signal the relay reads no more than it must: a connection's voice token is verified
+//! (HMAC, then its claims parsed) once and its claims kept until they expire or the connection
+//! presents another token or closes ([`TokenCache`]); the voice room is read from the store
+//! once and shared ([`RoomCache`]) until a voice event about any room, or [`ROOM_CACHE_TTL`],
+//! whichever comes first. Every check still runs on every signal against those: the token's
+//! expiry, room and user, the sender's current connection, the mesh link, the grant, the role.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, MutexGuard};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -16,14 +24,15 @@ use tracing::{debug, warn};
 use voice_adapters_memory::MemoryChannels;
 use voice_domain::ports::{
     ChannelEndpoints, ChannelError, ChannelTags, ChatDirectory, Clock, ListedChannel,
-    SignalingChannels, VoiceRoomStore,
+    SignalingChannels,
 };
 use voice_domain::{ChannelName, ChannelRole, ClientId, ConnectionId, SignalingChannel, VoiceRoom};
 
 use crate::adapters::hub::Hub;
 use crate::adapters::ice::IceConfig;
+use crate::adapters::relay_cache::{same_token, VerifiedToken};
 use crate::adapters::store::ServerStore;
-use crate::adapters::token::{TokenError, TokenKey};
+use crate::adapters::token::{Claims, TokenError, TokenKey};
 use chat_domain::{event_frame, StoreDirectory};
 use voice_executor::{SignalError, SignalKind, SignalRelay, SignalRequest, MAX_SIGNAL_PAYLOAD};
 
@@ -103,7 +112,7 @@ struct SignalEvent<'a> {
     voice_room_id: &'a str,
     from: &'a str,
     kind: SignalKind,
-    payload: &'a serde_json::Value,
+    payload: &'a serde_json::value::RawValue,
 }
 
 /// Checks and forwards signals.
@@ -134,6 +143,40 @@ impl Relay {
         }
     }
 
+    fn tokens(&self) -> MutexGuard<'_, HashMap<ConnectionId, VerifiedToken>> {
+        self.hub.voice_tokens().lock()
+    }
+
+    /// The claims of `token` sent by `sender`: verified (signature, then expiry) the first time
+    /// the connection presents it, from the cache afterwards with the expiry checked again.
+    fn claims(
+        &self,
+        sender: &ConnectionId,
+        token: &str,
+        now: voice_domain::Timestamp,
+    ) -> Result<Arc<Claims>, TokenError> {
+        let cached = self
+            .tokens()
+            .get(sender)
+            .and_then(|v| same_token(&v.token, token).then(|| v.claims.clone()));
+        if let Some(claims) = cached {
+            if now.as_millis() >= claims.exp.saturating_mul(1000) {
+                self.hub.voice_tokens().forget(sender);
+                return Err(TokenError::Expired);
+            }
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.key.verify(token, now)?);
+        self.tokens().insert(
+            sender.clone(),
+            VerifiedToken {
+                token: token.into(),
+                claims: claims.clone(),
+            },
+        );
+        Ok(claims)
+    }
+
     /// Checks `req` from `sender` and forwards it to the peer's connection in the room.
     ///
     /// Order of checks: identified, size, token (signature, expiry, room, user), the mesh link
@@ -153,15 +196,12 @@ impl Relay {
             .await
             .map_err(|_| SignalError::Unavailable)?
             .ok_or(SignalError::NotIdentified)?;
-        let size = serde_json::to_string(&req.payload)
-            .map(|s| s.len())
-            .unwrap_or(usize::MAX);
+        let size = req.payload.get().len();
         if size > MAX_SIGNAL_PAYLOAD {
             return Err(SignalError::TooLarge { size });
         }
         let claims = self
-            .key
-            .verify(&req.token, self.clock.now())
+            .claims(sender, &req.token, self.clock.now())
             .map_err(|e: TokenError| {
                 warn!(reason = %e, user_id = %user, voice_room_id = %req.voice_room, "signal refused: bad token");
                 SignalError::Unauthorized
@@ -170,12 +210,13 @@ impl Relay {
             warn!(user_id = %user, voice_room_id = %req.voice_room, "signal refused: token is for another room or user");
             return Err(SignalError::Unauthorized);
         }
-        let room: VoiceRoom = self
-            .store
-            .get(&req.voice_room)
+        let room: Arc<VoiceRoom> = self
+            .hub
+            .voice_rooms()
+            .get(&self.store, &req.voice_room)
             .await
             .map_err(|_| SignalError::Unavailable)?
-            .filter(VoiceRoom::is_active)
+            .filter(|r| r.is_active())
             .ok_or(SignalError::NotPeer("this voice room is not active"))?;
         let me = room.participant(&user).ok_or(SignalError::NotPeer(
             "you are not a participant of this voice room",
@@ -248,5 +289,136 @@ impl SignalRelay for Relay {
         Relay::relay(self, sender, request).await?;
         crate::metrics::signal_relayed();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::relay_cache::ROOM_CACHE_TTL;
+    use voice_domain::ports::Secret;
+    use voice_domain::ports::VoiceRoomStore as _;
+    use voice_domain::VoiceRoomId;
+    use voice_domain::{Timestamp, UserId, VoiceEvent};
+
+    #[tokio::test]
+    async fn a_cached_room_is_read_again_after_any_voice_event() {
+        use voice_domain::ports::{Notifier as _, NotifyError};
+        use voice_domain::{Capacity, ChannelArn, ChatRoomId};
+        let memory = voice_adapters_memory::MemoryStore::new();
+        let store = ServerStore::Memory(memory.clone());
+        let (room, _) = VoiceRoom::start(
+            VoiceRoomId::parse("v1").unwrap(),
+            ChatRoomId::parse("r1").unwrap(),
+            UserId::parse("u1").unwrap(),
+            ConnectionId::parse("c1").unwrap(),
+            SignalingChannel {
+                name: ChannelName::from_unique("t-1").unwrap(),
+                arn: ChannelArn::parse("arn:local:voice:channel/voice-t-1").unwrap(),
+            },
+            Capacity::default(),
+            Timestamp::from_millis(1),
+        );
+        memory.create_if_none_active(&room).await.unwrap();
+        let hub = Hub::new();
+        let cache = hub.voice_rooms().clone();
+        let first = cache.get(&store, room.id()).await.unwrap().unwrap();
+        let again = cache.get(&store, room.id()).await.unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "one store read while nothing changed"
+        );
+        let mut next = room.clone();
+        next.bump_version();
+        memory.update(&next).await.unwrap();
+        // The service tells the chat room's connections of every change; telling even a
+        // connection that is gone drops the cached rooms.
+        let event = VoiceEvent::VoiceEnded {
+            voice_room_id: room.id().clone(),
+            chat_room_id: ChatRoomId::parse("r1").unwrap(),
+            reason: voice_domain::room::EndReason::Abandoned,
+        };
+        let notifier = crate::adapters::hub::HubNotifier::new(hub.clone());
+        assert_eq!(
+            notifier
+                .send(&ConnectionId::parse("gone").unwrap(), &event)
+                .await,
+            Err(NotifyError::Gone)
+        );
+        let fresh = cache.get(&store, room.id()).await.unwrap().unwrap();
+        assert_eq!(fresh.version(), next.version());
+        // Without any event, the entry still lives no longer than the TTL.
+        next.bump_version();
+        memory.update(&next).await.unwrap();
+        tokio::time::sleep(ROOM_CACHE_TTL).await;
+        let aged = cache.get(&store, room.id()).await.unwrap().unwrap();
+        assert_eq!(aged.version(), next.version());
+    }
+
+    #[test]
+    fn tokens_compare_equal_only_when_every_byte_is() {
+        let t = "abcdefghij.klmnopqrstuvwxyz0123456789";
+        assert!(same_token(t, t));
+        assert!(same_token("", ""));
+        for i in 0..t.len() {
+            let mut b = t.as_bytes().to_vec();
+            b[i] ^= 1;
+            assert!(!same_token(t, std::str::from_utf8(&b).unwrap()), "byte {i}");
+        }
+        assert!(!same_token(t, &t[..t.len() - 1]));
+    }
+
+    #[test]
+    fn a_token_is_verified_once_per_connection_and_still_expires() {
+        let key = TokenKey::new(Secret::new("k".repeat(32)));
+        let relay = Relay::new(
+            key.clone(),
+            ServerStore::default(),
+            StoreDirectory(Arc::new(voice_adapters_memory::MemoryChat::new())),
+            Hub::new(),
+            Arc::new(voice_adapters_std::SystemClock),
+        );
+        let claims = Claims {
+            voice_room_id: "v".into(),
+            user_id: "u".into(),
+            grants: vec![],
+            exp: 100,
+        };
+        let token = key.sign(&claims);
+        let conn = ConnectionId::parse("c1").unwrap();
+        let at = |secs: u64| Timestamp::from_millis(secs * 1000);
+        assert_eq!(
+            *relay.claims(&conn, token.expose(), at(10)).unwrap(),
+            claims
+        );
+        assert!(
+            relay.tokens().contains_key(&conn),
+            "kept after the first check"
+        );
+        assert_eq!(
+            *relay.claims(&conn, token.expose(), at(11)).unwrap(),
+            claims
+        );
+        // Another token on the same connection is verified, never taken from the cache.
+        let forged = TokenKey::new(Secret::new("f".repeat(32))).sign(&claims);
+        assert_eq!(
+            relay.claims(&conn, forged.expose(), at(12)).unwrap_err(),
+            TokenError::BadSignature
+        );
+        assert!(relay.claims(&conn, "x.y", at(12)).is_err());
+        // The cached claims still expire.
+        relay.claims(&conn, token.expose(), at(99)).unwrap();
+        assert_eq!(
+            relay.claims(&conn, token.expose(), at(100)).unwrap_err(),
+            TokenError::Expired
+        );
+        relay
+            .claims(&ConnectionId::parse("c2").unwrap(), token.expose(), at(50))
+            .unwrap();
+        relay.hub.remove(&ConnectionId::parse("c2").unwrap());
+        assert!(
+            relay.tokens().is_empty(),
+            "an expired token and a closed connection's are forgotten"
+        );
     }
 }
