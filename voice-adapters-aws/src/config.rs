@@ -18,6 +18,7 @@ use voice_adapters_std::{SystemClock, UuidIds};
 use voice_domain::ports::{Adapters, Ports};
 
 use crate::channels::KvsChannels;
+use crate::chat_store::ChatTables;
 use crate::credentials::StsCredentials;
 use crate::directory::{DirectorySchema, DynamoDirectory};
 use crate::errors::{ConfigError, KvsThrottleClassifier};
@@ -48,6 +49,19 @@ pub const ENV_MANAGEMENT_ENDPOINT: &str = "APIGW_MANAGEMENT_ENDPOINT";
 /// Environment variable: this deployment's id, tagged on every channel it creates (see
 /// [`KvsChannels::with_stack_id`]), so that the sweep deletes only this stack's channels.
 pub const ENV_STACK_ID: &str = "VOICE_STACK_ID";
+/// Environment variable: `builtin` (default: the stack's own chat on its four tables, served by
+/// the Lambda too) or `existing` (voice attached to an existing chat app's tables, which that
+/// app keeps serving). The template's `ChatMode` parameter sets it.
+pub const ENV_CHAT_MODE: &str = "CHAT_MODE";
+/// Environment variable (`CHAT_MODE=builtin`, required there): the built-in chat's users table.
+pub const ENV_USERS_TABLE: &str = "USERS_TABLE";
+/// Environment variable (`CHAT_MODE=builtin`, required there): the built-in chat's messages
+/// table.
+pub const ENV_MESSAGES_TABLE: &str = "MESSAGES_TABLE";
+/// Environment variable (`CHAT_MODE=builtin`, required there): the ARN of the Secrets Manager
+/// secret whose value is the resume-token signing key. Only the ARN is in the environment; the
+/// key is read once per cold start, so it never sits in the function's configuration.
+pub const ENV_RESUME_KEY_SECRET_ARN: &str = "RESUME_KEY_SECRET_ARN";
 /// The region when `AWS_REGION` is unset, as in the original guide.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
@@ -95,6 +109,23 @@ impl EnvError {
     }
 }
 
+/// Which chat the deployment runs (`CHAT_MODE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatMode {
+    /// The stack's own chat: the Lambda serves the chat actions on these tables (plus
+    /// `CONNECTIONS_TABLE` and `ROOMS_TABLE`, which voice reads too).
+    Builtin {
+        /// `USERS_TABLE`.
+        users_table: String,
+        /// `MESSAGES_TABLE`.
+        messages_table: String,
+        /// `RESUME_KEY_SECRET_ARN`: where the resume-token key is kept.
+        resume_key_secret_arn: String,
+    },
+    /// An existing chat app owns the chat tables and actions; the Lambda serves voice only.
+    Existing,
+}
+
 /// What the AWS adapters need to know about their deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsConfig {
@@ -119,6 +150,8 @@ pub struct AwsConfig {
     /// `VOICE_STACK_ID` (optional): the channels this deployment creates carry it as the
     /// `voiceStack` tag, and the sweep lists only those.
     pub stack_id: Option<String>,
+    /// `CHAT_MODE` and, when built in, its tables and key.
+    pub chat: ChatMode,
 }
 
 /// Why `value` is not a DynamoDB table, if it is not: a table name is 3 to 255 letters, digits,
@@ -161,6 +194,22 @@ fn role_arn_problem(value: &str) -> Option<String> {
     );
     (!ok).then(|| {
         format!("{value:?} is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)")
+    })
+}
+
+/// Why `value` is not a Secrets Manager secret ARN, if it is not:
+/// `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`
+/// (<https://docs.aws.amazon.com/secretsmanager/latest/userguide/reference_iam-permissions.html#iam-resources>).
+fn secret_arn_problem(value: &str) -> Option<String> {
+    let parts: Vec<&str> = value.splitn(7, ':').collect();
+    let ok = matches!(
+        parts.as_slice(),
+        ["arn", partition, "secretsmanager", region, account, "secret", name]
+            if !partition.is_empty() && !region.is_empty() && !name.is_empty()
+                && account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())
+    ) && value.len() <= 2048;
+    (!ok).then(|| {
+        format!("{value:?} is not a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>)")
     })
 }
 
@@ -267,6 +316,32 @@ impl AwsConfig {
         if let Some(id) = &stack_id {
             check(ENV_STACK_ID, stack_id_problem(id));
         }
+        let chat = match get(ENV_CHAT_MODE).as_deref() {
+            None | Some("builtin") => {
+                let mut builtin = |name: &'static str, problem: fn(&str) -> Option<String>| {
+                    let value = get(name).unwrap_or_default();
+                    if value.is_empty() {
+                        missing.push(name);
+                    } else if let Some(why) = problem(&value) {
+                        invalid.push((name, why));
+                    }
+                    value
+                };
+                ChatMode::Builtin {
+                    users_table: builtin(ENV_USERS_TABLE, table_problem),
+                    messages_table: builtin(ENV_MESSAGES_TABLE, table_problem),
+                    resume_key_secret_arn: builtin(ENV_RESUME_KEY_SECRET_ARN, secret_arn_problem),
+                }
+            }
+            Some("existing") => ChatMode::Existing,
+            Some(other) => {
+                invalid.push((
+                    ENV_CHAT_MODE,
+                    format!("{other:?} is neither builtin nor existing"),
+                ));
+                ChatMode::Existing
+            }
+        };
         let [connections_table, rooms_table, voice_rooms_table, kvs_role_arn]: [String; 4] =
             required.try_into().expect("four required variables");
         EnvError { missing, invalid }.or_ok(Self {
@@ -278,7 +353,26 @@ impl AwsConfig {
             endpoint_url,
             management_endpoint,
             stack_id,
+            chat,
         })
+    }
+
+    /// The built-in chat's four tables (default attribute names), or `None` in `existing`
+    /// mode.
+    pub fn chat_tables(&self) -> Option<ChatTables> {
+        match &self.chat {
+            ChatMode::Builtin {
+                users_table,
+                messages_table,
+                ..
+            } => Some(ChatTables::new(
+                &self.connections_table,
+                &self.rooms_table,
+                users_table,
+                messages_table,
+            )),
+            ChatMode::Existing => None,
+        }
     }
 
     /// The chat tables with the default attribute names; adjust fields if the chat app differs.
@@ -452,7 +546,101 @@ mod tests {
         (ENV_ROOMS_TABLE, "ChatRooms"),
         (ENV_VOICE_ROOMS_TABLE, "VoiceRooms"),
         (ENV_KVS_ROLE_ARN, "arn:aws:iam::123456789012:role/kvs"),
+        (ENV_CHAT_MODE, "existing"),
     ];
+
+    const SECRET_ARN: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:resume-key-AbCdEf";
+
+    fn builtin() -> Vec<(&'static str, &'static str)> {
+        with(&[
+            (ENV_CHAT_MODE, "builtin"),
+            (ENV_USERS_TABLE, "ChatUsers"),
+            (ENV_MESSAGES_TABLE, "ChatMessages"),
+            (ENV_RESUME_KEY_SECRET_ARN, SECRET_ARN),
+        ])
+    }
+
+    #[test]
+    fn builtin_chat_is_the_default_and_needs_its_tables_and_key() {
+        let without_mode: Vec<_> = FULL
+            .iter()
+            .filter(|(k, _)| *k != ENV_CHAT_MODE)
+            .copied()
+            .collect();
+        let err = AwsConfig::from_lookup(lookup(&without_mode)).unwrap_err();
+        assert_eq!(
+            err.missing,
+            vec![
+                ENV_USERS_TABLE,
+                ENV_MESSAGES_TABLE,
+                ENV_RESUME_KEY_SECRET_ARN
+            ]
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("USERS_TABLE, MESSAGES_TABLE, RESUME_KEY_SECRET_ARN"),
+            "{msg}"
+        );
+
+        let cfg = AwsConfig::from_lookup(lookup(&builtin())).unwrap();
+        assert_eq!(
+            cfg.chat,
+            ChatMode::Builtin {
+                users_table: "ChatUsers".into(),
+                messages_table: "ChatMessages".into(),
+                resume_key_secret_arn: SECRET_ARN.into(),
+            }
+        );
+        assert_eq!(
+            cfg.chat_tables(),
+            Some(ChatTables::new(
+                "ChatConnections",
+                "ChatRooms",
+                "ChatUsers",
+                "ChatMessages"
+            ))
+        );
+        let existing = AwsConfig::from_lookup(lookup(FULL)).unwrap();
+        assert_eq!(existing.chat, ChatMode::Existing);
+        assert_eq!(existing.chat_tables(), None);
+    }
+
+    #[test]
+    fn chat_mode_and_the_builtin_values_follow_their_rules() {
+        let mut vars = builtin();
+        vars.retain(|(k, _)| *k != ENV_CHAT_MODE);
+        vars.push((ENV_CHAT_MODE, "Builtin!"));
+        let err = AwsConfig::from_lookup(lookup(&vars)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CHAT_MODE is invalid: \"Builtin!\" is neither builtin nor existing"),
+            "{err}"
+        );
+        for (name, bad) in [
+            (ENV_USERS_TABLE, "a b"),
+            (ENV_MESSAGES_TABLE, "x"),
+            (ENV_RESUME_KEY_SECRET_ARN, "resume-key"),
+            (
+                ENV_RESUME_KEY_SECRET_ARN,
+                "arn:aws:ssm:us-east-1:123456789012:parameter/resume-key",
+            ),
+            (
+                ENV_RESUME_KEY_SECRET_ARN,
+                "arn:aws:secretsmanager:us-east-1:1:secret:k",
+            ),
+        ] {
+            let mut vars = builtin();
+            vars.retain(|(k, _)| *k != name);
+            vars.push((name, bad));
+            assert_eq!(invalid(&vars), vec![name], "{name}={bad}");
+        }
+        // In existing mode the built-in variables are not read at all.
+        assert_eq!(
+            invalid(&with(&[(ENV_USERS_TABLE, "a b")])),
+            Vec::<&str>::new()
+        );
+    }
 
     fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         let mut vars: Vec<_> = FULL
@@ -518,6 +706,7 @@ mod tests {
         let err = AwsConfig::from_lookup(lookup(&[
             (ENV_ROOMS_TABLE, "ChatRooms"),
             (ENV_CONNECTIONS_TABLE, " "),
+            (ENV_CHAT_MODE, "existing"),
         ]))
         .unwrap_err();
         assert_eq!(
@@ -648,6 +837,7 @@ mod tests {
             (ENV_ROOMS_TABLE, "ChatRooms"),
             (ENV_KVS_ROLE_ARN, "KvsVoice"),
             (ENV_MANAGEMENT_ENDPOINT, "abc.execute-api"),
+            (ENV_CHAT_MODE, "existing"),
         ]))
         .unwrap_err();
         assert_eq!(err.missing, vec![ENV_VOICE_ROOMS_TABLE]);

@@ -46,7 +46,7 @@ pub mod testing;
 
 pub use channels::KvsChannels;
 pub use chat_store::{ChatTables, DynamoChat};
-pub use config::{AwsClients, AwsConfig, AwsPorts, EnvError};
+pub use config::{AwsClients, AwsConfig, AwsPorts, ChatMode, EnvError};
 pub use credentials::StsCredentials;
 pub use directory::{DirectorySchema, DynamoDirectory};
 pub use errors::{ConfigError, PolicyError};

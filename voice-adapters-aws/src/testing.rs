@@ -33,7 +33,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-use crate::config::{AwsClients, AwsConfig, DEFAULT_REGION};
+use crate::config::{AwsClients, AwsConfig, ChatMode, DEFAULT_REGION};
 use crate::store::attr;
 
 /// Environment variable that turns a missing prerequisite into a failure (CI sets it).
@@ -250,6 +250,7 @@ impl MotoServer {
             endpoint_url: Some(self.endpoint.clone()),
             management_endpoint: Some(self.endpoint.clone()),
             stack_id: None,
+            chat: ChatMode::Existing,
         }
     }
 
