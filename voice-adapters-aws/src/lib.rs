@@ -24,7 +24,8 @@
 //! - [`credentials`]: [`StsCredentials`] (`CredentialIssuer`) and the pure
 //!   [`session_policy`](credentials::session_policy).
 //! - [`notifier`]: [`ApiGatewayNotifier`] (`Notifier`), and [`EndpointNotifier`], which picks
-//!   the management endpoint per send (configured, or [`derive_endpoint`] of the event).
+//!   the management endpoint per send (configured, or [`derive_endpoint`] of the event), and
+//!   [`ApiGatewayChatEvents`] (chat-domain's `ChatEvents`) through the same machinery.
 //! - [`errors`]: [`ConfigError`], [`PolicyError`] and the shared SDK error mapping.
 //! - [`config`]: [`AwsConfig::from_env`] (the one parser of the AWS settings, errors in
 //!   [`EnvError`]), [`AwsClients`], [`AwsPorts`].
@@ -50,5 +51,8 @@ pub use config::{AwsClients, AwsConfig, AwsPorts, ChatMode, EnvError};
 pub use credentials::StsCredentials;
 pub use directory::{DirectorySchema, DynamoDirectory};
 pub use errors::{ConfigError, PolicyError};
-pub use notifier::{derive_endpoint, with_request_endpoint, ApiGatewayNotifier, EndpointNotifier};
+pub use notifier::{
+    derive_endpoint, with_request_endpoint, ApiGatewayChatEvents, ApiGatewayNotifier,
+    EndpointNotifier,
+};
 pub use store::DynamoStore;
