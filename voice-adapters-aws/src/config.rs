@@ -395,6 +395,8 @@ pub struct AwsClients {
     pub sts: aws_sdk_sts::Client,
     /// API Gateway Management API, on the stage's endpoint.
     pub apigw: aws_sdk_apigatewaymanagement::Client,
+    /// Secrets Manager: the built-in chat's resume-token key, read once at cold start.
+    pub secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl AwsClients {
@@ -447,6 +449,7 @@ impl AwsClients {
             kvs: kvs_client(&with_region, endpoint.as_deref()),
             kvs_signaling: kvs_signaling_client(&with_region, endpoint.as_deref()),
             sts: client!(aws_sdk_sts),
+            secrets: client!(aws_sdk_secretsmanager),
             apigw: aws_sdk_apigatewaymanagement::Client::from_conf(
                 aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
                     .region(region.clone())

@@ -26,6 +26,8 @@
 //! - [`notifier`]: [`ApiGatewayNotifier`] (`Notifier`), and [`EndpointNotifier`], which picks
 //!   the management endpoint per send (configured, or [`derive_endpoint`] of the event), and
 //!   [`ApiGatewayChatEvents`] (chat-domain's `ChatEvents`) through the same machinery.
+//! - [`secrets`]: [`read_resume_key`], the built-in chat's resume-token key from Secrets
+//!   Manager (once per cold start).
 //! - [`errors`]: [`ConfigError`], [`PolicyError`] and the shared SDK error mapping.
 //! - [`config`]: [`AwsConfig::from_env`] (the one parser of the AWS settings, errors in
 //!   [`EnvError`]), [`AwsClients`], [`AwsPorts`].
@@ -41,6 +43,7 @@ pub mod credentials;
 pub mod directory;
 pub mod errors;
 pub mod notifier;
+pub mod secrets;
 pub mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -55,4 +58,5 @@ pub use notifier::{
     derive_endpoint, with_request_endpoint, ApiGatewayChatEvents, ApiGatewayNotifier,
     EndpointNotifier,
 };
+pub use secrets::{read_resume_key, ResumeKeyError};
 pub use store::DynamoStore;

@@ -1,4 +1,4 @@
-//! End to end over the AWS wiring the binary uses ([`voice_lambda::aws::service`]): DynamoDB
+//! End to end over the AWS wiring the binary uses ([`voice_lambda::aws::executor`]): DynamoDB
 //! and STS on a real `moto_server`, Kinesis Video Streams on the AWS adapters' fake KVS server
 //! (nothing emulates KVS signaling), and `PostToConnection` on a small recording stand-in of the
 //! API Gateway Management API (moto accepts posts but exposes neither what was posted nor a
@@ -189,6 +189,8 @@ impl World {
                 "VOICE_ROOMS_TABLE" => tables.voice_rooms.clone(),
                 "KVS_ROLE_ARN" => TEST_ROLE_ARN.to_owned(),
                 "APIGW_MANAGEMENT_ENDPOINT" => mgmt.endpoint("prod"),
+                // Voice attached to an existing chat app's tables (filled in below).
+                "CHAT_MODE" => "existing".to_owned(),
                 _ => return None,
             })
         })
@@ -200,9 +202,11 @@ impl World {
         // behaves as KVS documents it: channels CREATING before ACTIVE, per-channel TPS limits.
         clients.kvs = kvs.deployed_kvs_client();
         clients.kvs_signaling = kvs.deployed_signaling_client();
-        let lambda = VoiceLambda::new(voice_executor::Executor::new(Arc::new(
-            voice_lambda::aws::service(&clients, &config),
-        )));
+        let lambda = VoiceLambda::new(
+            voice_lambda::aws::executor(&clients, &config)
+                .await
+                .expect("existing mode reads no key"),
+        );
         let world = Self {
             lambda,
             kvs,
