@@ -11,12 +11,11 @@
 mod common;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use common::management::FakeManagement;
+use common::aws_world::{AwsWorld, Chat};
+use common::management::names;
 use common::*;
 use serde_json::{json, Value};
-use voice_adapters_aws::testing::{create_tables, FakeKvs, MotoServer, TestTables, TEST_ROLE_ARN};
-use voice_lambda::aws::LambdaPorts;
-use voice_lambda::{LambdaConfig, LambdaOutput, VoiceLambda};
+use voice_lambda::LambdaOutput;
 
 const ALICE: &str = "L0SM9cOFvHcCIhw=";
 const BOB: &str = "L0SNEdbXvHcCFxQ=";
@@ -24,73 +23,26 @@ const BOB_TAB2: &str = "L0SZZZZZvHcCFxQ=";
 const CAROL: &str = "L0SNdc0LvHcCF2Q=";
 const CHAT: &str = "room-1";
 
-fn names(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| {
-            assert_eq!(e["type"], "event", "{e}");
-            e["event"].as_str().unwrap_or_default().to_owned()
-        })
-        .collect()
-}
-
 // ---------------------------------------------------------------------------------------------
 // The world: moto, fake KVS, recording management API, the chat tables filled in
 // ---------------------------------------------------------------------------------------------
 
 struct World {
-    lambda: VoiceLambda<LambdaPorts>,
-    kvs: FakeKvs,
-    mgmt: FakeManagement,
-    ddb: aws_sdk_dynamodb::Client,
-    tables: TestTables,
-    // Dropped last: kills moto_server.
-    _moto: MotoServer,
+    aws: AwsWorld,
+}
+
+impl std::ops::Deref for World {
+    type Target = AwsWorld;
+    fn deref(&self) -> &AwsWorld {
+        &self.aws
+    }
 }
 
 impl World {
     async fn start() -> Option<Self> {
-        init_logs();
-        let moto = MotoServer::start_or_skip()?;
-        let tables = TestTables::unique();
-        let ddb = moto.dynamodb();
-        create_tables(&ddb, &tables).await.unwrap();
-        let kvs = FakeKvs::start().await;
-        let mgmt = FakeManagement::start().await;
-
-        // The configuration the binary would read from the environment.
-        let config = LambdaConfig::from_lookup(|name| {
-            Some(match name {
-                "CONNECTIONS_TABLE" => tables.connections.clone(),
-                "ROOMS_TABLE" => tables.rooms.clone(),
-                "VOICE_ROOMS_TABLE" => tables.voice_rooms.clone(),
-                "KVS_ROLE_ARN" => TEST_ROLE_ARN.to_owned(),
-                "APIGW_MANAGEMENT_ENDPOINT" => mgmt.endpoint("prod"),
-                // Voice attached to an existing chat app's tables (filled in below).
-                "CHAT_MODE" => "existing".to_owned(),
-                _ => return None,
-            })
-        })
-        .unwrap();
-        // The clients as `main` builds them, from an SdkConfig whose endpoint is moto (as
-        // `AWS_ENDPOINT_URL` would set it); KVS is not in moto, so its two clients go to the fake.
-        let mut clients = voice_lambda::aws::clients(&moto.sdk_config(), &config).unwrap();
-        // The KVS clients as deployed (retries, the throttling classifier), on the fake, which
-        // behaves as KVS documents it: channels CREATING before ACTIVE, per-channel TPS limits.
-        clients.kvs = kvs.deployed_kvs_client();
-        clients.kvs_signaling = kvs.deployed_signaling_client();
-        let lambda = VoiceLambda::new(
-            voice_lambda::aws::executor(&clients, &config)
-                .await
-                .expect("existing mode reads no key"),
-        );
+        // Voice attached to an existing chat app's tables (filled in below).
         let world = Self {
-            lambda,
-            kvs,
-            mgmt,
-            ddb,
-            tables,
-            _moto: moto,
+            aws: AwsWorld::start(Chat::Existing).await?,
         };
         // The chat app's data: alice created room-1, bob is approved, carol waits.
         for (conn, user) in [(ALICE, "alice"), (BOB, "bob"), (CAROL, "carol")] {

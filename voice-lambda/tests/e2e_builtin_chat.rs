@@ -11,247 +11,154 @@
 
 mod common;
 
-use common::management::FakeManagement;
+use common::aws_world::{AwsWorld, Chat};
+use common::management::names;
 use common::*;
 use serde_json::{json, Value};
-use voice_adapters_aws::testing::{
-    create_chat_tables, create_tables, FakeKvs, MotoServer, TestTables, TEST_ROLE_ARN,
-};
-use voice_adapters_aws::ChatTables;
-use voice_lambda::aws::LambdaPorts;
-use voice_lambda::{LambdaConfig, VoiceLambda};
+use voice_adapters_aws::testing::{MotoServer, TestTables, TEST_ROLE_ARN};
+use voice_lambda::LambdaConfig;
 
 const ADA: &str = "L0SM9cOFvHcCIhw=";
 const BO: &str = "L0SNEdbXvHcCFxQ=";
 const BO_TAB2: &str = "L0SZZZZZvHcCFxQ=";
 
-struct World {
-    lambda: VoiceLambda<LambdaPorts>,
-    mgmt: FakeManagement,
-    ddb: aws_sdk_dynamodb::Client,
-    chat: ChatTables,
-    _kvs: FakeKvs,
-    // Dropped last: kills moto_server.
-    _moto: MotoServer,
+/// A request frame on `$default` (the route API Gateway picks for an action without a
+/// route of its own), as the web client sends it.
+async fn send(w: &AwsWorld, connection: &str, frame: Value) -> Response {
+    call(&w.lambda, ws_event("$default", connection, Some(frame))).await
 }
 
-impl World {
-    async fn start() -> Option<Self> {
-        init_logs();
-        let moto = MotoServer::start_or_skip()?;
-        let tables = TestTables::unique();
-        let ddb = moto.dynamodb();
-        create_tables(&ddb, &tables).await.unwrap();
-        let chat = create_chat_tables(&ddb, &tables).await.unwrap();
-        let kvs = FakeKvs::start().await;
-        let mgmt = FakeManagement::start().await;
-        let unconfigured = LambdaConfig::from_lookup(|name| {
-            Some(match name {
-                "CONNECTIONS_TABLE" => tables.connections.clone(),
-                "ROOMS_TABLE" => tables.rooms.clone(),
-                "VOICE_ROOMS_TABLE" => tables.voice_rooms.clone(),
-                "KVS_ROLE_ARN" => TEST_ROLE_ARN.to_owned(),
-                "CHAT_MODE" => "existing".to_owned(),
-                _ => return None,
-            })
-        })
+/// The names of the events posted to `connection` since the last look.
+fn events(w: &AwsWorld, connection: &str) -> Vec<String> {
+    names(&w.mgmt.take(connection))
+}
+
+/// The connection ids in the chat's connections table.
+async fn connection_items(w: &AwsWorld) -> Vec<String> {
+    let out = w
+        .ddb
+        .scan()
+        .table_name(&w.tables.connections)
+        .send()
+        .await
         .unwrap();
-        // The stack's secret, as the template's GenerateSecretString makes it (64 characters).
-        let clients = voice_lambda::aws::clients(&moto.sdk_config(), &unconfigured).unwrap();
-        let secret = clients
-            .secrets
-            .create_secret()
-            .name(format!("voice-resume-key-{}", tables.rooms))
-            .secret_string("k".repeat(64))
-            .send()
-            .await
-            .expect("moto creates the secret");
-        let secret_arn = secret.arn().expect("an ARN").to_owned();
-
-        // The configuration the binary would read from the environment in builtin mode.
-        let config = LambdaConfig::from_lookup(|name| {
-            Some(match name {
-                "CONNECTIONS_TABLE" => tables.connections.clone(),
-                "ROOMS_TABLE" => tables.rooms.clone(),
-                "VOICE_ROOMS_TABLE" => tables.voice_rooms.clone(),
-                "USERS_TABLE" => chat.users_table.clone(),
-                "MESSAGES_TABLE" => chat.messages_table.clone(),
-                "RESUME_KEY_SECRET_ARN" => secret_arn.clone(),
-                "KVS_ROLE_ARN" => TEST_ROLE_ARN.to_owned(),
-                "APIGW_MANAGEMENT_ENDPOINT" => mgmt.endpoint("prod"),
-                _ => return None,
-            })
-        })
-        .expect("builtin is the default mode");
-        let mut clients = voice_lambda::aws::clients(&moto.sdk_config(), &config).unwrap();
-        clients.kvs = kvs.deployed_kvs_client();
-        clients.kvs_signaling = kvs.deployed_signaling_client();
-        let lambda = VoiceLambda::new(
-            voice_lambda::aws::executor(&clients, &config)
-                .await
-                .expect("the key is read from Secrets Manager"),
-        );
-        Some(Self {
-            lambda,
-            mgmt,
-            ddb,
-            chat,
-            _kvs: kvs,
-            _moto: moto,
-        })
-    }
-
-    /// A request frame on `$default` (the route API Gateway picks for an action without a
-    /// route of its own), as the web client sends it.
-    async fn send(&self, connection: &str, frame: Value) -> Response {
-        call(&self.lambda, ws_event("$default", connection, Some(frame))).await
-    }
-
-    /// The names of the events posted to `connection` since the last look.
-    fn events(&self, connection: &str) -> Vec<String> {
-        self.mgmt
-            .take(connection)
-            .iter()
-            .map(|e| {
-                assert_eq!(e["type"], "event", "{e}");
-                e["event"].as_str().unwrap_or_default().to_owned()
-            })
-            .collect()
-    }
-
-    async fn connection_items(&self) -> Vec<String> {
-        let out = self
-            .ddb
-            .scan()
-            .table_name(&self.chat.directory.connections_table)
-            .send()
-            .await
-            .unwrap();
-        let mut ids: Vec<String> = out
-            .items()
-            .iter()
-            .filter_map(|i| i.get("connectionId")?.as_s().ok().cloned())
-            .collect();
-        ids.sort();
-        ids
-    }
+    let mut ids: Vec<String> = out
+        .items()
+        .iter()
+        .filter_map(|i| i.get("connectionId")?.as_s().ok().cloned())
+        .collect();
+    ids.sort();
+    ids
 }
 
 #[tokio::test]
 async fn two_people_sign_in_chat_and_start_voice_through_the_lambda() {
-    let Some(w) = World::start().await else {
+    let Some(w) = AwsWorld::start(Chat::Builtin).await else {
         return;
     };
 
     // Before hello: NOT_IDENTIFIED, as on the self-hosted server.
-    let r = w
-        .send(ADA, json!({"action": "createRoom", "name": "General"}))
-        .await;
+    let r = send(&w, ADA, json!({"action": "createRoom", "name": "General"})).await;
     assert_refused(&r, 401, "NOT_IDENTIFIED");
 
     // Sign-in: a user id and a resume token signed with the stack's key.
-    let r = w
-        .send(
-            ADA,
-            json!({"action": "hello", "requestId": "h1", "name": "Ada"}),
-        )
-        .await;
+    let r = send(
+        &w,
+        ADA,
+        json!({"action": "hello", "requestId": "h1", "name": "Ada"}),
+    )
+    .await;
     assert_ok(&r, "hello");
     let ada = r.data()["userId"].as_str().unwrap().to_owned();
     assert_eq!(r.data()["resumed"], false);
-    let r = w.send(BO, json!({"action": "hello", "name": "Bo"})).await;
+    let r = send(&w, BO, json!({"action": "hello", "name": "Bo"})).await;
     assert_ok(&r, "hello");
     let bo = r.data()["userId"].as_str().unwrap().to_owned();
     let bo_token = r.data()["resumeToken"].as_str().unwrap().to_owned();
 
     // A room; every identified connection hears of it.
-    let r = w
-        .send(ADA, json!({"action": "createRoom", "name": "General"}))
-        .await;
+    let r = send(&w, ADA, json!({"action": "createRoom", "name": "General"})).await;
     assert_ok(&r, "createRoom");
     let room = r.data()["roomId"].as_str().unwrap().to_owned();
-    assert_eq!(w.events(ADA), vec!["roomCreated"]);
-    assert_eq!(w.events(BO), vec!["roomCreated"]);
+    assert_eq!(events(&w, ADA), vec!["roomCreated"]);
+    assert_eq!(events(&w, BO), vec!["roomCreated"]);
 
     // Bo asks; Ada (the admin) hears it and approves.
-    let r = w
-        .send(BO, json!({"action": "requestJoin", "roomId": room}))
-        .await;
+    let r = send(&w, BO, json!({"action": "requestJoin", "roomId": room})).await;
     assert_ok(&r, "requestJoin");
     assert_eq!(r.data()["state"], "pending");
-    assert_eq!(w.events(ADA), vec!["joinRequested"]);
-    let r = w
-        .send(
-            ADA,
-            json!({"action": "approveJoin", "roomId": room, "userId": bo}),
-        )
-        .await;
+    assert_eq!(events(&w, ADA), vec!["joinRequested"]);
+    let r = send(
+        &w,
+        ADA,
+        json!({"action": "approveJoin", "roomId": room, "userId": bo}),
+    )
+    .await;
     assert_ok(&r, "approveJoin");
-    let mut bo_events = w.events(BO);
+    let mut bo_events = events(&w, BO);
     bo_events.sort();
     assert_eq!(bo_events, vec!["joinApproved", "memberJoined"]);
-    assert_eq!(w.events(ADA), vec!["memberJoined"]);
+    assert_eq!(events(&w, ADA), vec!["memberJoined"]);
 
     // Messages reach both; history is kept.
-    let r = w
-        .send(
-            BO,
-            json!({"action": "sendMessage", "roomId": room, "text": "hi Ada"}),
-        )
-        .await;
+    let r = send(
+        &w,
+        BO,
+        json!({"action": "sendMessage", "roomId": room, "text": "hi Ada"}),
+    )
+    .await;
     assert_ok(&r, "sendMessage");
-    assert_eq!(w.events(ADA), vec!["message"]);
-    assert_eq!(w.events(BO), vec!["message"]);
-    let r = w
-        .send(ADA, json!({"action": "getMessages", "roomId": room}))
-        .await;
+    assert_eq!(events(&w, ADA), vec!["message"]);
+    assert_eq!(events(&w, BO), vec!["message"]);
+    let r = send(&w, ADA, json!({"action": "getMessages", "roomId": room})).await;
     assert_ok(&r, "getMessages");
     let messages = r.data()["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["text"], "hi Ada");
     assert_eq!(messages[0]["userId"], bo.as_str());
-    let r = w
-        .send(BO, json!({"action": "listMembers", "roomId": room}))
-        .await;
+    let r = send(&w, BO, json!({"action": "listMembers", "roomId": room})).await;
     assert_ok(&r, "listMembers");
     let members = r.data()["members"].as_array().unwrap();
     assert_eq!(members.len(), 2);
     assert_eq!(members[0]["userId"], ada.as_str());
 
     // Voice over the same identities: Ada starts it, both get credentials.
-    let r = w
-        .send(ADA, json!({"action": "createVoiceRoom", "roomId": room}))
-        .await;
+    let r = send(
+        &w,
+        ADA,
+        json!({"action": "createVoiceRoom", "roomId": room}),
+    )
+    .await;
     assert_ok(&r, "createVoiceRoom");
     let vr = r.data()["voiceRoomId"].as_str().unwrap().to_owned();
     assert_eq!(r.data()["masterUserId"], ada.as_str());
-    let r = w
-        .send(
-            ADA,
-            json!({"action": "getVoiceCredentials", "voiceRoomId": vr}),
-        )
-        .await;
+    let r = send(
+        &w,
+        ADA,
+        json!({"action": "getVoiceCredentials", "voiceRoomId": vr}),
+    )
+    .await;
     assert_ok(&r, "getVoiceCredentials");
     assert_eq!(r.data()["role"], "MASTER");
-    let r = w
-        .send(
-            BO,
-            json!({"action": "getVoiceCredentials", "voiceRoomId": vr}),
-        )
-        .await;
+    let r = send(
+        &w,
+        BO,
+        json!({"action": "getVoiceCredentials", "voiceRoomId": vr}),
+    )
+    .await;
     assert_ok(&r, "getVoiceCredentials");
     assert_eq!(r.data()["peers"].as_array().unwrap().len(), 1);
-    let r = w.send(BO, json!({"action": "listRooms"})).await;
+    let r = send(&w, BO, json!({"action": "listRooms"})).await;
     assert_ok(&r, "listRooms");
     assert_eq!(r.data()["rooms"][0]["voiceRoomId"], vr.as_str());
 
     // A second tab resumes Bo with his token: the same user, not a new one.
-    let r = w
-        .send(
-            BO_TAB2,
-            json!({"action": "hello", "name": "Bo", "resumeToken": bo_token}),
-        )
-        .await;
+    let r = send(
+        &w,
+        BO_TAB2,
+        json!({"action": "hello", "name": "Bo", "resumeToken": bo_token}),
+    )
+    .await;
     assert_ok(&r, "hello");
     assert_eq!(r.data()["userId"], bo.as_str());
     assert_eq!(r.data()["resumed"], true);
@@ -262,18 +169,21 @@ async fn two_people_sign_in_chat_and_start_voice_through_the_lambda() {
     w.mgmt.take(BO);
     w.mgmt.take(BO_TAB2);
     w.mgmt.take(ADA);
-    assert!(w.connection_items().await.contains(&BO.to_owned()));
+    assert!(connection_items(&w).await.contains(&BO.to_owned()));
     w.mgmt.mark_gone(BO);
-    let r = w
-        .send(
-            ADA,
-            json!({"action": "sendMessage", "roomId": room, "text": "still there?"}),
-        )
-        .await;
+    let r = send(
+        &w,
+        ADA,
+        json!({"action": "sendMessage", "roomId": room, "text": "still there?"}),
+    )
+    .await;
     assert_ok(&r, "sendMessage");
-    assert_eq!(w.events(BO_TAB2), vec!["message"]);
-    assert!(w.events(BO).is_empty(), "a gone connection records nothing");
-    let left = w.connection_items().await;
+    assert_eq!(events(&w, BO_TAB2), vec!["message"]);
+    assert!(
+        events(&w, BO).is_empty(),
+        "a gone connection records nothing"
+    );
+    let left = connection_items(&w).await;
     assert!(
         !left.contains(&BO.to_owned()),
         "the gone connection is unbound: {left:?}"

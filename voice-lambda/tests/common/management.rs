@@ -126,3 +126,14 @@ fn gone() -> Response {
     )
         .into_response()
 }
+
+/// The event names of posted frames, checking each is an event frame.
+pub fn names(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            assert_eq!(e["type"], "event", "{e}");
+            e["event"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
