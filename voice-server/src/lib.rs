@@ -21,17 +21,25 @@
 //! ## Layout
 //! - [`config`]: [`Config`], [`Cli`] (every option also from `VOICE_*` env).
 //! - [`http`]: routes, static files with CSP, origin check.
-//! - [`ws`]: one connection's reader/writer tasks and clean-up.
+//! - [`ws`]: one connection's reader/writer tasks and clean-up; it hands each frame to the
+//!   shared `voice_executor::Executor` (the Lambda calls the same one).
+//! - `backends` ([`Backends`]): SQLite or memory; `running` ([`spawn`], [`RunningServer`]);
+//!   `lifecycle`: rooms kept across a restart, the sweep, stop signals; `logging`.
+//! - this file: the wiring (adapters → services → executor → router) and the serve loop.
 //! - [`adapters`]: the domains' ports for one process: chat events and resume tokens, the
 //!   signal relay, HMAC voice tokens, STUN/TURN, per-connection queues, the adapter set (the
 //!   chat rules are `chat_domain::ChatService`, its stores in the adapter crates).
 #![warn(missing_docs)]
 
 pub mod adapters;
+mod backends;
 pub mod config;
 pub mod http;
+mod lifecycle;
 pub mod listener;
+mod logging;
 pub mod metrics;
+mod running;
 pub mod ws;
 
 use std::future::Future;
@@ -39,24 +47,26 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tracing::{info, warn};
-use tracing_subscriber::util::SubscriberInitExt as _;
-use voice_adapters_memory::{MemoryChannels, MemoryStore};
-use voice_adapters_sqlite::{Database, OpenOptions, SqliteChat, SqliteError, SqliteStore};
+
+use crate::lifecycle::{keep_rooms_of_previous_process, shutdown_signal, sweep_every, sweep_loop};
+use voice_adapters_memory::MemoryChannels;
+use voice_adapters_sqlite::SqliteError;
 use voice_adapters_std::{HmacKey, ResumeTokens, SystemClock, UuidIds};
-use voice_domain::ports::{Adapters, ChannelTags, Clock, Secret, VoiceRoomStore as _};
+use voice_domain::ports::{Adapters, Clock};
 use voice_domain::{ServiceConfig, VoiceService};
 
+pub use backends::{Backends, STORED_MESSAGES_PER_ROOM, TOKEN_KEY_SETTING};
 pub use config::{Cli, Config, ConfigError, LogFormat, RateLimit, Storage};
+pub use logging::{init_tracing, log_subscriber};
+pub use running::{spawn, spawn_on, spawn_with, RunningServer};
 
-use chat_domain::{ChatAdapters, ChatService, ChatStore, StoreDirectory};
-use voice_adapters_memory::MemoryChat;
+use chat_domain::{ChatAdapters, ChatService, StoreDirectory};
 
 use crate::adapters::chat::HubChatEvents;
 use crate::adapters::hub::{Hub, HubNotifier, Trigger};
 use crate::adapters::ice::IceConfig;
-use crate::adapters::ports::{ServerPorts, ServerStore};
+use crate::adapters::ports::ServerPorts;
 use crate::adapters::relay::{Relay, RelayChannels};
 use crate::adapters::token::{TokenIssuer, TokenKey};
 use voice_executor::Executor;
@@ -86,62 +96,6 @@ pub enum ServeError {
     StoredKey(String),
 }
 
-/// Sets up `tracing` output (text or JSON lines; level from `RUST_LOG`, default `info`).
-/// Call once, from the binary.
-pub fn init_tracing(format: LogFormat) {
-    let spec = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV)
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "info".to_owned());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    if log_subscriber(format, &spec, ansi, std::io::stdout)
-        .try_init()
-        .is_err()
-    {
-        // Already initialised (tests, embedders): keep theirs.
-    }
-}
-
-/// Log targets whose `trace` lines carry whole WebSocket frames, i.e. voice tokens, resume
-/// tokens and TURN credentials. [`log_subscriber`] drops their `trace` lines whatever the
-/// filter says; their `debug` and above (handshakes, close frames) still pass.
-pub const FRAME_PAYLOAD_TARGETS: &[&str] = &["tungstenite", "tokio_tungstenite"];
-
-/// The subscriber [`init_tracing`] installs, writing to `writer`: `spec` is a `RUST_LOG`
-/// filter (an invalid one falls back to `info`), `ansi` colours text lines (for a terminal),
-/// and frame payloads are never logged (see [`FRAME_PAYLOAD_TARGETS`]), so that even
-/// `RUST_LOG=trace` puts no secret in the logs.
-pub fn log_subscriber<W>(
-    format: LogFormat,
-    spec: &str,
-    ansi: bool,
-    writer: W,
-) -> Box<dyn tracing::Subscriber + Send + Sync>
-where
-    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
-{
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::Layer as _;
-    let filter = tracing_subscriber::EnvFilter::try_new(spec)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let no_payloads = tracing_subscriber::filter::filter_fn(|meta| {
-        *meta.level() < tracing::Level::TRACE
-            || !FRAME_PAYLOAD_TARGETS.iter().any(|t| {
-                meta.target()
-                    .strip_prefix(t)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
-            })
-    });
-    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
-    let layer = match format {
-        LogFormat::Text => layer.with_ansi(ansi).boxed(),
-        LogFormat::Json => layer.json().flatten_event(true).boxed(),
-    };
-    Box::new(
-        tracing_subscriber::registry().with(layer.with_filter(filter).with_filter(no_payloads)),
-    )
-}
-
 /// Serves on `listener` until SIGINT or SIGTERM, then closes every WebSocket and returns.
 ///
 /// # Errors
@@ -164,72 +118,6 @@ pub async fn serve_with_shutdown(
     serve_with(config, listener, backends, shutdown).await
 }
 
-/// Messages kept per room on disk: more than `getMessages` shows
-/// ([`chat_domain::MESSAGE_HISTORY`]), so a longer history can be offered later without having
-/// lost it.
-pub const STORED_MESSAGES_PER_ROOM: usize = 5 * chat_domain::MESSAGE_HISTORY;
-
-/// The settings key of the token-signing key generated when `--token-secret` is not given.
-pub const TOKEN_KEY_SETTING: &str = "token_secret";
-
-/// The storage the server runs on. `Default` is everything in memory; [`Backends::open`]
-/// gives the one `config.storage` names (SQLite in the data directory by default). A durable
-/// chat state plugs in here without touching the protocol code.
-#[derive(Clone)]
-pub struct Backends {
-    /// Users, chat rooms, memberships and messages; also the voice domain's chat directory.
-    pub chat: Arc<dyn ChatStore>,
-    /// Voice rooms.
-    pub store: ServerStore,
-    /// A token-signing key kept by the storage, used when `--token-secret` is not given, so
-    /// that resume tokens (and users' identities) survive a restart.
-    pub token_secret: Option<Secret>,
-}
-
-impl Default for Backends {
-    fn default() -> Self {
-        Self {
-            chat: Arc::new(MemoryChat::new()),
-            store: ServerStore::Memory(MemoryStore::new()),
-            token_secret: None,
-        }
-    }
-}
-
-impl Backends {
-    /// Opens the storage `storage` names: in memory, or the SQLite database in the data
-    /// directory (created if missing, locked against a second process, migrated), whose chat
-    /// state and voice rooms share one file.
-    ///
-    /// # Errors
-    /// [`ServeError::Storage`] naming the directory and what to do.
-    pub async fn open(storage: &Storage) -> Result<Self, ServeError> {
-        let data_dir = match storage {
-            Storage::InMemory => return Ok(Self::default()),
-            Storage::Sqlite { data_dir } => data_dir.clone(),
-        };
-        let db = tokio::task::spawn_blocking(move || {
-            Database::open_dir(&data_dir, OpenOptions::default())
-        })
-        .await
-        .map_err(|e| ServeError::Task(e.to_string()))??;
-        let chat = SqliteChat::new(db.clone()).with_message_retention(STORED_MESSAGES_PER_ROOM);
-        let key = chat
-            .setting_or_insert(
-                TOKEN_KEY_SETTING,
-                HmacKey::random_secret().expose().to_owned(),
-            )
-            .await
-            .map_err(|e| ServeError::StoredKey(e.to_string()))?;
-        info!(path = ?db.path(), "state is kept in SQLite");
-        Ok(Self {
-            chat: Arc::new(chat),
-            store: ServerStore::Sqlite(SqliteStore::new(db)),
-            token_secret: Some(Secret::new(key)),
-        })
-    }
-}
-
 /// [`serve_with_shutdown`] over the given [`Backends`].
 ///
 /// # Errors
@@ -246,7 +134,7 @@ pub async fn serve_with(
     run(ready, listener, metrics, trigger, shutdown).await
 }
 
-struct Ready {
+pub(crate) struct Ready {
     app: axum::Router,
     executor: Executor<ServerPorts>,
     hub: Hub,
@@ -256,7 +144,7 @@ struct Ready {
     relay_channels: MemoryChannels,
 }
 
-fn prepare(
+pub(crate) fn prepare(
     config: Config,
     listener: &TcpListener,
     backends: Backends,
@@ -380,7 +268,7 @@ fn prepare(
 }
 
 /// Binds `--metrics-addr` when set, before serving (so a bad address stops start-up).
-async fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, ServeError> {
+pub(crate) async fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, ServeError> {
     match config.metrics_addr {
         Some(maddr) => TcpListener::bind(maddr)
             .await
@@ -393,7 +281,7 @@ async fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, ServeError
     }
 }
 
-async fn run(
+pub(crate) async fn run(
     ready: Ready,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
@@ -463,260 +351,4 @@ fn url_authority(url: &str) -> Option<String> {
     let (_, rest) = url.split_once("://")?;
     let authority = rest.split('/').next()?;
     (!authority.is_empty()).then(|| authority.to_ascii_lowercase())
-}
-
-/// Voice rooms stored as active by a previous process (SQLite) lost every participant's
-/// connection with it, and this process has no connection yet. A restart must be a blip, not the
-/// end of the calls: every participant becomes reconnecting as of now, so those who come back
-/// within the reconnect grace resume into the same voice room, and the sweep removes the others
-/// (ending rooms nobody came back to). Runs before the first connection is served; a failure is
-/// logged and left to the periodic sweep, which marks the participants of dead connections
-/// reconnecting in turn.
-async fn keep_rooms_of_previous_process(
-    voice: &VoiceService<ServerPorts>,
-    relay_channels: &MemoryChannels,
-) {
-    if voice.config().reconnect_grace.is_zero() {
-        // No resume: the sweep ends the rooms at once (reason `abandoned`, channels deleted),
-        // since none of their participants' connections is known to this process.
-        match voice.sweep().await {
-            Ok(r) if r.rooms_ended.is_empty() => {}
-            Ok(r) => info!(
-                rooms_ended = r.rooms_ended.len(),
-                "ended voice rooms left active by the previous process"
-            ),
-            Err(e) => {
-                warn!(error = %e, "could not end voice rooms left by the previous process; the periodic sweep will retry")
-            }
-        }
-        return;
-    }
-    // The relay's channels lived in the previous process's memory: re-register those of the
-    // rooms kept, so that participants resume on their own channel (the mesh plan is unchanged).
-    match voice.ports().store.list_active().await {
-        Ok(rooms) => {
-            for room in &rooms {
-                for p in room.participants() {
-                    relay_channels.adopt(
-                        p.channel.clone(),
-                        ChannelTags {
-                            chat_room: room.chat_room().clone(),
-                            voice_room: room.id().clone(),
-                            owner: p.user.clone(),
-                        },
-                    );
-                }
-            }
-        }
-        Err(e) => {
-            warn!(error = %e, "could not list the voice rooms of the previous process; the periodic sweep will end them");
-            return;
-        }
-    }
-    match voice.restarted().await {
-        Ok(kept) if kept.is_empty() => {}
-        Ok(kept) => info!(
-            rooms = kept.len(),
-            "voice rooms of the previous process kept; their participants may resume"
-        ),
-        Err(e) => {
-            warn!(error = %e, "could not keep the voice rooms of the previous process; the periodic sweep will handle them")
-        }
-    }
-}
-
-/// How often to sweep: the configured interval, but at least four times per reconnect grace, so
-/// that a participant who does not come back leaves at most a quarter-grace after it (never
-/// more often than every 100 ms).
-fn sweep_every(interval: std::time::Duration, grace: std::time::Duration) -> std::time::Duration {
-    if grace.is_zero() {
-        return interval;
-    }
-    interval
-        .min(grace / 4)
-        .max(std::time::Duration::from_millis(100))
-}
-
-async fn sweep_loop(
-    voice: Arc<VoiceService<ServerPorts>>,
-    every: std::time::Duration,
-    stop: Trigger,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            () = stop.wait() => return,
-            _ = tick.tick() => {}
-        }
-        match voice.sweep().await {
-            Ok(r)
-                if r.rooms_ended.is_empty()
-                    && r.participants_removed == 0
-                    && r.participants_reconnecting == 0
-                    && r.channels_deleted == 0
-                    && r.failures == 0 => {}
-            Ok(r) => info!(
-                rooms_ended = r.rooms_ended.len(),
-                participants_removed = r.participants_removed,
-                participants_reconnecting = r.participants_reconnecting,
-                channels_deleted = r.channels_deleted,
-                failures = r.failures,
-                "sweep"
-            ),
-            Err(e) => warn!(error = %e, "sweep failed"),
-        }
-    }
-}
-
-/// Installs the SIGINT and SIGTERM handlers now, and returns a future that completes on
-/// either. Installing them eagerly (in `serve`, before the storage is opened and long before
-/// "voice-server listening" is logged) matters: tokio only installs a handler when its stream
-/// is created, and a SIGTERM that arrived before would take the default action and kill the
-/// process without a clean stop (a supervisor that stops the server as soon as it listens hit
-/// this).
-fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    let (int, term) = {
-        use tokio::signal::unix::{signal, SignalKind};
-        (
-            signal(SignalKind::interrupt()).ok(),
-            signal(SignalKind::terminate()).ok(),
-        )
-    };
-    #[cfg(unix)]
-    return async move {
-        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
-            match s {
-                Some(mut s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            () = wait(int) => info!("SIGINT received"),
-            () = wait(term) => info!("SIGTERM received"),
-        }
-    };
-    #[cfg(not(unix))]
-    return async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        info!("SIGINT received");
-    };
-}
-
-/// A server running in the background, from [`spawn`] / [`spawn_on`]. Dropping it starts a
-/// shutdown; [`RunningServer::shutdown`] also waits for it.
-pub struct RunningServer {
-    addr: SocketAddr,
-    executor: Executor<ServerPorts>,
-    metrics_addr: Option<SocketAddr>,
-    stop: Trigger,
-    task: Option<JoinHandle<Result<(), ServeError>>>,
-}
-
-impl RunningServer {
-    /// The bound address (the real port when `Config::addr` had port 0).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Where `/metrics` is served, when `Config::metrics_addr` was set (the real port).
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr
-    }
-
-    /// The executor the server's connections call: what another transport in the same process
-    /// (a test's Lambda event, an embedder's own socket) hands frames to, with the same
-    /// services and the same replies as `/ws`.
-    pub fn executor(&self) -> &Executor<ServerPorts> {
-        &self.executor
-    }
-
-    /// `http://<addr>`: the web client, `/healthz`.
-    pub fn http_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// `ws://<addr>/ws`: the WebSocket API.
-    pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    /// Stops the server (WebSockets get close code 1001) and waits for it.
-    ///
-    /// # Errors
-    /// [`ServeError`] if serving had failed.
-    pub async fn shutdown(mut self) -> Result<(), ServeError> {
-        self.stop.fire();
-        match self.task.take() {
-            Some(t) => t.await.map_err(|e| ServeError::Task(e.to_string()))?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        self.stop.fire();
-    }
-}
-
-/// Binds `config.addr` and serves in the background (no signal handling: stop it through the
-/// returned handle).
-///
-/// # Errors
-/// [`ServeError`] if the config is invalid or the address cannot be bound.
-pub async fn spawn(config: Config) -> Result<RunningServer, ServeError> {
-    let listener = TcpListener::bind(config.addr)
-        .await
-        .map_err(|source| ServeError::Io {
-            addr: config.addr.to_string(),
-            source,
-        })?;
-    spawn_on(config, listener).await
-}
-
-/// Serves on an already bound `listener` in the background.
-///
-/// # Errors
-/// [`ServeError`] if the config is invalid.
-pub async fn spawn_on(config: Config, listener: TcpListener) -> Result<RunningServer, ServeError> {
-    let backends = Backends::open(&config.storage).await?;
-    spawn_with(config, listener, backends).await
-}
-
-/// Serves on `listener` in the background over the given [`Backends`].
-///
-/// # Errors
-/// [`ServeError`] if the config is invalid.
-pub async fn spawn_with(
-    config: Config,
-    listener: TcpListener,
-    backends: Backends,
-) -> Result<RunningServer, ServeError> {
-    let stop = Trigger::new();
-    let ready = prepare(config, &listener, backends, stop.clone())?;
-    let addr = ready.addr;
-    let executor = ready.executor.clone();
-    let metrics = bind_metrics(&ready.config).await?;
-    let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
-    let task = tokio::spawn(run(
-        ready,
-        listener,
-        metrics,
-        stop.clone(),
-        std::future::pending(),
-    ));
-    Ok(RunningServer {
-        addr,
-        executor,
-        metrics_addr,
-        stop,
-        task: Some(task),
-    })
 }
