@@ -15,8 +15,8 @@ import sdk_calls
 
 REPO = pc.REPO
 
-# The chat variables: the mode and builtin's tables and key (read by voice-adapters-aws's
-# parser), and existing mode's attribute names (not read yet).
+# The chat variables, read by voice-adapters-aws's parser: the mode, builtin's tables and key,
+# and existing mode's attribute names (ENV_ATTRIBUTES, an array the const scan does not see).
 CHAT_STORE_ENV = {
     "CHAT_MODE",
     "USERS_TABLE",
@@ -98,6 +98,9 @@ def test_environment_matches_what_the_lambda_reads(parsed_template):
     # Set for the chat store (DynamoChat) ahead of voice-lambda reading them; documented in
     # docs/aws-adapters.md ("Environment") so that the wiring is one step.
     assert set(env) - read_by_lambda <= CHAT_STORE_ENV, f"set but never read: {set(env) - read_by_lambda}"
+    config_rs = (REPO / "voice-adapters-aws" / "src" / "config.rs").read_text(encoding="utf-8")
+    for name in CHAT_STORE_ENV - read_by_lambda:
+        assert f'"{name}"' in config_rs, f"{name} is set but voice-adapters-aws never reads it"
     assert set(env) == required | {"VOICE_ROOM_CAPACITY", "APIGW_MANAGEMENT_ENDPOINT", "VOICE_STACK_ID"} | CHAT_STORE_ENV
     doc = (REPO / "docs" / "aws-adapters.md").read_text(encoding="utf-8")
     for name in CHAT_STORE_ENV:

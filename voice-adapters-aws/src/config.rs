@@ -62,6 +62,18 @@ pub const ENV_MESSAGES_TABLE: &str = "MESSAGES_TABLE";
 /// secret whose value is the resume-token signing key. Only the ARN is in the environment; the
 /// key is read once per cold start, so it never sits in the function's configuration.
 pub const ENV_RESUME_KEY_SECRET_ARN: &str = "RESUME_KEY_SECRET_ARN";
+/// Environment variables (`CHAT_MODE=existing` only, each optional): the existing chat app's
+/// attribute names, in this order: the connections table's partition key and user attribute,
+/// the rooms table's partition key, admin, approved members and pending requests. Unset: the
+/// defaults of [`DirectorySchema::new`] (the original guide's names).
+pub const ENV_ATTRIBUTES: [&str; 6] = [
+    "CHAT_CONNECTION_ID_ATTR",
+    "CHAT_CONNECTION_USER_ATTR",
+    "CHAT_ROOM_ID_ATTR",
+    "CHAT_ROOM_ADMIN_ATTR",
+    "CHAT_ROOM_MEMBERS_ATTR",
+    "CHAT_ROOM_PENDING_ATTR",
+];
 /// The region when `AWS_REGION` is unset, as in the original guide.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
@@ -123,7 +135,35 @@ pub enum ChatMode {
         resume_key_secret_arn: String,
     },
     /// An existing chat app owns the chat tables and actions; the Lambda serves voice only.
-    Existing,
+    Existing(ExistingAttributes),
+}
+
+/// The existing chat app's attribute names that differ from the defaults (`CHAT_*_ATTR`, see
+/// [`ENV_ATTRIBUTES`]); `None` keeps [`DirectorySchema::new`]'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExistingAttributes {
+    /// `CHAT_CONNECTION_ID_ATTR`.
+    pub connection_id: Option<String>,
+    /// `CHAT_CONNECTION_USER_ATTR`.
+    pub connection_user: Option<String>,
+    /// `CHAT_ROOM_ID_ATTR`.
+    pub room_id: Option<String>,
+    /// `CHAT_ROOM_ADMIN_ATTR`.
+    pub room_admin: Option<String>,
+    /// `CHAT_ROOM_MEMBERS_ATTR`.
+    pub room_members: Option<String>,
+    /// `CHAT_ROOM_PENDING_ATTR`.
+    pub room_pending: Option<String>,
+}
+
+/// Why `value` cannot be an attribute name, if it cannot: 1 to 255 bytes (DynamoDB's limit for
+/// key attributes, <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html#limits-attributes>,
+/// applied to all six for one rule), no control characters.
+fn attribute_problem(value: &str) -> Option<String> {
+    let ok = (1..=255).contains(&value.len()) && !value.chars().any(char::is_control);
+    (!ok).then(|| {
+        format!("{value:?} is not an attribute name (1 to 255 bytes, no control characters)")
+    })
 }
 
 /// What the AWS adapters need to know about their deployment.
@@ -333,13 +373,30 @@ impl AwsConfig {
                     resume_key_secret_arn: builtin(ENV_RESUME_KEY_SECRET_ARN, secret_arn_problem),
                 }
             }
-            Some("existing") => ChatMode::Existing,
+            Some("existing") => {
+                let mut names = ENV_ATTRIBUTES.map(|name| {
+                    let value = get(name);
+                    if let Some(why) = value.as_deref().and_then(attribute_problem) {
+                        invalid.push((name, why));
+                    }
+                    value
+                });
+                let mut take = |i: usize| names[i].take();
+                ChatMode::Existing(ExistingAttributes {
+                    connection_id: take(0),
+                    connection_user: take(1),
+                    room_id: take(2),
+                    room_admin: take(3),
+                    room_members: take(4),
+                    room_pending: take(5),
+                })
+            }
             Some(other) => {
                 invalid.push((
                     ENV_CHAT_MODE,
                     format!("{other:?} is neither builtin nor existing"),
                 ));
-                ChatMode::Existing
+                ChatMode::Existing(ExistingAttributes::default())
             }
         };
         let [connections_table, rooms_table, voice_rooms_table, kvs_role_arn]: [String; 4] =
@@ -371,13 +428,30 @@ impl AwsConfig {
                 users_table,
                 messages_table,
             )),
-            ChatMode::Existing => None,
+            ChatMode::Existing(_) => None,
         }
     }
 
-    /// The chat tables with the default attribute names; adjust fields if the chat app differs.
+    /// The chat tables as voice reads them: the default attribute names, with existing mode's
+    /// `CHAT_*_ATTR` overrides applied.
     pub fn directory_schema(&self) -> DirectorySchema {
-        DirectorySchema::new(&self.connections_table, &self.rooms_table)
+        let mut schema = DirectorySchema::new(&self.connections_table, &self.rooms_table);
+        if let ChatMode::Existing(names) = &self.chat {
+            let overrides = [
+                (&names.connection_id, &mut schema.connection_id_attr),
+                (&names.connection_user, &mut schema.connection_user_attr),
+                (&names.room_id, &mut schema.room_id_attr),
+                (&names.room_admin, &mut schema.room_admin_attr),
+                (&names.room_members, &mut schema.room_members_attr),
+                (&names.room_pending, &mut schema.room_pending_attr),
+            ];
+            for (name, attr) in overrides {
+                if let Some(name) = name {
+                    name.clone_into(attr);
+                }
+            }
+        }
+        schema
     }
 }
 
@@ -605,8 +679,47 @@ mod tests {
             ))
         );
         let existing = AwsConfig::from_lookup(lookup(FULL)).unwrap();
-        assert_eq!(existing.chat, ChatMode::Existing);
+        assert_eq!(
+            existing.chat,
+            ChatMode::Existing(ExistingAttributes::default())
+        );
+        assert_eq!(
+            existing.directory_schema(),
+            DirectorySchema::new("ChatConnections", "ChatRooms")
+        );
         assert_eq!(existing.chat_tables(), None);
+    }
+
+    #[test]
+    fn existing_mode_reads_the_chat_apps_attribute_names() {
+        let cfg = AwsConfig::from_lookup(lookup(&with(&[
+            ("CHAT_CONNECTION_ID_ATTR", "connId"),
+            ("CHAT_ROOM_ADMIN_ATTR", " owner "),
+            ("CHAT_ROOM_PENDING_ATTR", ""),
+        ])))
+        .unwrap();
+        let schema = cfg.directory_schema();
+        assert_eq!(schema.connection_id_attr, "connId");
+        assert_eq!(schema.room_admin_attr, "owner", "trimmed");
+        let defaults = DirectorySchema::new("ChatConnections", "ChatRooms");
+        assert_eq!(schema.connection_user_attr, defaults.connection_user_attr);
+        assert_eq!(
+            schema.room_pending_attr, defaults.room_pending_attr,
+            "empty is unset"
+        );
+        assert_eq!(schema.room_members_attr, defaults.room_members_attr);
+        let long = "a".repeat(256);
+        for (name, bad) in [
+            ("CHAT_ROOM_MEMBERS_ATTR", long.as_str()),
+            ("CHAT_ROOM_ID_ATTR", "room\u{7}id"),
+        ] {
+            assert_eq!(invalid(&with(&[(name, bad)])), vec![name], "{name}={bad:?}");
+        }
+        // Builtin mode writes its own schema: the overrides are not read there.
+        let mut vars = builtin();
+        vars.push(("CHAT_CONNECTION_ID_ATTR", "connId"));
+        let cfg = AwsConfig::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(cfg.directory_schema().connection_id_attr, "connectionId");
     }
 
     #[test]

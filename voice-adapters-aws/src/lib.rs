@@ -50,7 +50,7 @@ pub mod testing;
 
 pub use channels::KvsChannels;
 pub use chat_store::{ChatTables, DynamoChat};
-pub use config::{AwsClients, AwsConfig, AwsPorts, ChatMode, EnvError};
+pub use config::{AwsClients, AwsConfig, AwsPorts, ChatMode, EnvError, ExistingAttributes};
 pub use credentials::StsCredentials;
 pub use directory::{DirectorySchema, DynamoDirectory};
 pub use errors::{ConfigError, PolicyError};

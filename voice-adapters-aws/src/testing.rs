@@ -34,7 +34,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use crate::chat_store::ChatTables;
-use crate::config::{AwsClients, AwsConfig, ChatMode, DEFAULT_REGION};
+use crate::config::{AwsClients, AwsConfig, ChatMode, ExistingAttributes, DEFAULT_REGION};
 use crate::store::attr;
 
 /// Environment variable that turns a missing prerequisite into a failure (CI sets it).
@@ -251,7 +251,7 @@ impl MotoServer {
             endpoint_url: Some(self.endpoint.clone()),
             management_endpoint: Some(self.endpoint.clone()),
             stack_id: None,
-            chat: ChatMode::Existing,
+            chat: ChatMode::Existing(ExistingAttributes::default()),
         }
     }
 

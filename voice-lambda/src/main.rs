@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let lambda = VoiceLambda::new(executor);
     tracing::info!(
         region = %config.aws.region,
-        chat = if matches!(config.aws.chat, ChatMode::Existing) { "existing" } else { "builtin" },
+        chat = if matches!(config.aws.chat, ChatMode::Existing(_)) { "existing" } else { "builtin" },
         voice_rooms_table = %config.aws.voice_rooms_table,
         management_endpoint = config.aws.management_endpoint.as_deref().unwrap_or("derived per event"),
         "voice-lambda ready"
