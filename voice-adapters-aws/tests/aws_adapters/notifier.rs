@@ -87,21 +87,35 @@ async fn fake_management(
     )
 }
 
-#[tokio::test]
-async fn gone_and_other_errors_map_to_the_port_contract() {
-    let seen: Seen = Arc::default();
+/// Serves `app` on 127.0.0.1 as a management API stage: its endpoint (`/prod`), an SDK config
+/// pointing there without retries (each post is seen once), and the server task.
+async fn serve_management(
+    app: Router,
+) -> (
+    String,
+    aws_config::SdkConfig,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new()
-        .route("/prod/@connections/{id}", post(fake_management))
-        .with_state(seen.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-
     let endpoint = format!("http://{addr}/prod");
     let sdk = test_sdk_config(&endpoint)
         .to_builder()
         .retry_config(RetryConfig::disabled())
         .build();
+    (endpoint, sdk, server)
+}
+
+#[tokio::test]
+async fn gone_and_other_errors_map_to_the_port_contract() {
+    let seen: Seen = Arc::default();
+    let (_, sdk, server) = serve_management(
+        Router::new()
+            .route("/prod/@connections/{id}", post(fake_management))
+            .with_state(seen.clone()),
+    )
+    .await;
     let notifier = ApiGatewayNotifier::new(aws_sdk_apigatewaymanagement::Client::new(&sdk));
 
     notifier.send(&conn("live"), &event()).await.unwrap();
@@ -178,18 +192,12 @@ async fn holding_management(
 #[tokio::test]
 async fn chat_events_fan_out_with_bounded_concurrency() {
     let state: Arc<(Mutex<InFlight>, tokio::sync::Notify)> = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new()
-        .route("/prod/@connections/{id}", post(holding_management))
-        .with_state(Arc::clone(&state));
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let endpoint = format!("http://{addr}/prod");
-    let sdk = test_sdk_config(&endpoint)
-        .to_builder()
-        .retry_config(RetryConfig::disabled())
-        .build();
+    let (endpoint, sdk, server) = serve_management(
+        Router::new()
+            .route("/prod/@connections/{id}", post(holding_management))
+            .with_state(Arc::clone(&state)),
+    )
+    .await;
     let notifier = EndpointNotifier::new(Some(endpoint), move |_: &str| {
         ApiGatewayNotifier::new(aws_sdk_apigatewaymanagement::Client::new(&sdk))
     });
