@@ -24,6 +24,7 @@ SERVICES = {
     "kinesis-video-signaling": "kinesisvideo",
     "sts": "sts",
     "apigatewaymanagementapi": "execute-api",
+    "secretsmanager": "secretsmanager",
 }
 
 # DynamoDB transactions are authorized item by item, as the item's own action.
@@ -129,7 +130,8 @@ def function_policy_problems(template: dict, required: dict[str, set[str]]) -> l
         for a in sorted(have - want):
             problems.append(f"statement {sid} grants {a}, which {module} never calls")
 
-    others = {a for a in all_required if not a.startswith("dynamodb:")}
+    # Secrets Manager calls are granted by ResumeKeyPolicy (see resume_key_policy_problems).
+    others = {a for a in all_required if not a.startswith(("dynamodb:", "secretsmanager:"))}
     for a in sorted(others):
         if a.startswith("execute-api:ManageConnections/"):
             method = a.rsplit("/", 1)[1]
@@ -150,6 +152,38 @@ def function_policy_problems(template: dict, required: dict[str, set[str]]) -> l
             continue
         if a not in others and a not in IMPLIED:
             problems.append(f"the function policy grants {a}, which no adapter calls")
+    return problems
+
+
+def resume_key_policy_problems(template: dict, required: dict[str, set[str]]) -> list[str]:
+    """ResumeKeyPolicy vs. secrets.rs: only in builtin mode, exactly the Secrets Manager calls
+    the adapters make, on exactly the stack's ResumeKeySecret (no other secret, no wildcard)."""
+    problems: list[str] = []
+    want = {a for acts in required.values() for a in acts if a.startswith("secretsmanager:")}
+    res = template["Resources"].get("ResumeKeyPolicy")
+    if res is None:
+        return ["no ResumeKeyPolicy resource"]
+    if res.get("Condition") != "BuiltinChat":
+        problems.append("ResumeKeyPolicy must exist only with ChatMode=builtin (Condition: BuiltinChat)")
+    if template["Resources"].get("ResumeKeySecret", {}).get("Condition") != "BuiltinChat":
+        problems.append("ResumeKeySecret must exist only with ChatMode=builtin (Condition: BuiltinChat)")
+    doc = res["Properties"]["PolicyDocument"]
+    have: set[str] = set()
+    for st in doc["Statement"]:
+        actions = set(pc._as_list(st.get("Action")))
+        have |= actions
+        if st.get("Resource") != {"Ref": "ResumeKeySecret"}:
+            problems.append(f"ResumeKeyPolicy grants {sorted(actions)} on {st.get('Resource')!r}, not exactly ResumeKeySecret")
+    for a in sorted(want - have):
+        problems.append(f"secrets.rs calls {a}, but ResumeKeyPolicy does not grant it")
+    for a in sorted(have - want):
+        problems.append(f"ResumeKeyPolicy grants {a}, which no adapter calls")
+    for name, other in template["Resources"].items():
+        if name == "ResumeKeyPolicy":
+            continue
+        for where, d in pc.iter_policy_documents({name: other}, "R"):
+            if any(a.startswith("secretsmanager:") for a in pc.granted_actions(d)):
+                problems.append(f"{where} grants Secrets Manager actions; only ResumeKeyPolicy may")
     return problems
 
 

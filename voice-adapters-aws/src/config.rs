@@ -18,6 +18,7 @@ use voice_adapters_std::{SystemClock, UuidIds};
 use voice_domain::ports::{Adapters, Ports};
 
 use crate::channels::KvsChannels;
+use crate::chat_store::ChatTables;
 use crate::credentials::StsCredentials;
 use crate::directory::{DirectorySchema, DynamoDirectory};
 use crate::errors::{ConfigError, KvsThrottleClassifier};
@@ -48,6 +49,31 @@ pub const ENV_MANAGEMENT_ENDPOINT: &str = "APIGW_MANAGEMENT_ENDPOINT";
 /// Environment variable: this deployment's id, tagged on every channel it creates (see
 /// [`KvsChannels::with_stack_id`]), so that the sweep deletes only this stack's channels.
 pub const ENV_STACK_ID: &str = "VOICE_STACK_ID";
+/// Environment variable: `builtin` (default: the stack's own chat on its four tables, served by
+/// the Lambda too) or `existing` (voice attached to an existing chat app's tables, which that
+/// app keeps serving). The template's `ChatMode` parameter sets it.
+pub const ENV_CHAT_MODE: &str = "CHAT_MODE";
+/// Environment variable (`CHAT_MODE=builtin`, required there): the built-in chat's users table.
+pub const ENV_USERS_TABLE: &str = "USERS_TABLE";
+/// Environment variable (`CHAT_MODE=builtin`, required there): the built-in chat's messages
+/// table.
+pub const ENV_MESSAGES_TABLE: &str = "MESSAGES_TABLE";
+/// Environment variable (`CHAT_MODE=builtin`, required there): the ARN of the Secrets Manager
+/// secret whose value is the resume-token signing key. Only the ARN is in the environment; the
+/// key is read once per cold start, so it never sits in the function's configuration.
+pub const ENV_RESUME_KEY_SECRET_ARN: &str = "RESUME_KEY_SECRET_ARN";
+/// Environment variables (`CHAT_MODE=existing` only, each optional): the existing chat app's
+/// attribute names, in this order: the connections table's partition key and user attribute,
+/// the rooms table's partition key, admin, approved members and pending requests. Unset: the
+/// defaults of [`DirectorySchema::new`] (the original guide's names).
+pub const ENV_ATTRIBUTES: [&str; 6] = [
+    "CHAT_CONNECTION_ID_ATTR",
+    "CHAT_CONNECTION_USER_ATTR",
+    "CHAT_ROOM_ID_ATTR",
+    "CHAT_ROOM_ADMIN_ATTR",
+    "CHAT_ROOM_MEMBERS_ATTR",
+    "CHAT_ROOM_PENDING_ATTR",
+];
 /// The region when `AWS_REGION` is unset, as in the original guide.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
@@ -95,6 +121,51 @@ impl EnvError {
     }
 }
 
+/// Which chat the deployment runs (`CHAT_MODE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatMode {
+    /// The stack's own chat: the Lambda serves the chat actions on these tables (plus
+    /// `CONNECTIONS_TABLE` and `ROOMS_TABLE`, which voice reads too).
+    Builtin {
+        /// `USERS_TABLE`.
+        users_table: String,
+        /// `MESSAGES_TABLE`.
+        messages_table: String,
+        /// `RESUME_KEY_SECRET_ARN`: where the resume-token key is kept.
+        resume_key_secret_arn: String,
+    },
+    /// An existing chat app owns the chat tables and actions; the Lambda serves voice only.
+    Existing(ExistingAttributes),
+}
+
+/// The existing chat app's attribute names that differ from the defaults (`CHAT_*_ATTR`, see
+/// [`ENV_ATTRIBUTES`]); `None` keeps [`DirectorySchema::new`]'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExistingAttributes {
+    /// `CHAT_CONNECTION_ID_ATTR`.
+    pub connection_id: Option<String>,
+    /// `CHAT_CONNECTION_USER_ATTR`.
+    pub connection_user: Option<String>,
+    /// `CHAT_ROOM_ID_ATTR`.
+    pub room_id: Option<String>,
+    /// `CHAT_ROOM_ADMIN_ATTR`.
+    pub room_admin: Option<String>,
+    /// `CHAT_ROOM_MEMBERS_ATTR`.
+    pub room_members: Option<String>,
+    /// `CHAT_ROOM_PENDING_ATTR`.
+    pub room_pending: Option<String>,
+}
+
+/// Why `value` cannot be an attribute name, if it cannot: 1 to 255 bytes (DynamoDB's limit for
+/// key attributes, <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html#limits-attributes>,
+/// applied to all six for one rule), no control characters.
+fn attribute_problem(value: &str) -> Option<String> {
+    let ok = (1..=255).contains(&value.len()) && !value.chars().any(char::is_control);
+    (!ok).then(|| {
+        format!("{value:?} is not an attribute name (1 to 255 bytes, no control characters)")
+    })
+}
+
 /// What the AWS adapters need to know about their deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsConfig {
@@ -119,6 +190,8 @@ pub struct AwsConfig {
     /// `VOICE_STACK_ID` (optional): the channels this deployment creates carry it as the
     /// `voiceStack` tag, and the sweep lists only those.
     pub stack_id: Option<String>,
+    /// `CHAT_MODE` and, when built in, its tables and key.
+    pub chat: ChatMode,
 }
 
 /// Why `value` is not a DynamoDB table, if it is not: a table name is 3 to 255 letters, digits,
@@ -161,6 +234,22 @@ fn role_arn_problem(value: &str) -> Option<String> {
     );
     (!ok).then(|| {
         format!("{value:?} is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)")
+    })
+}
+
+/// Why `value` is not a Secrets Manager secret ARN, if it is not:
+/// `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`
+/// (<https://docs.aws.amazon.com/secretsmanager/latest/userguide/reference_iam-permissions.html#iam-resources>).
+fn secret_arn_problem(value: &str) -> Option<String> {
+    let parts: Vec<&str> = value.splitn(7, ':').collect();
+    let ok = matches!(
+        parts.as_slice(),
+        ["arn", partition, "secretsmanager", region, account, "secret", name]
+            if !partition.is_empty() && !region.is_empty() && !name.is_empty()
+                && account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())
+    ) && value.len() <= 2048;
+    (!ok).then(|| {
+        format!("{value:?} is not a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>)")
     })
 }
 
@@ -267,6 +356,49 @@ impl AwsConfig {
         if let Some(id) = &stack_id {
             check(ENV_STACK_ID, stack_id_problem(id));
         }
+        let chat = match get(ENV_CHAT_MODE).as_deref() {
+            None | Some("builtin") => {
+                let mut builtin = |name: &'static str, problem: fn(&str) -> Option<String>| {
+                    let value = get(name).unwrap_or_default();
+                    if value.is_empty() {
+                        missing.push(name);
+                    } else if let Some(why) = problem(&value) {
+                        invalid.push((name, why));
+                    }
+                    value
+                };
+                ChatMode::Builtin {
+                    users_table: builtin(ENV_USERS_TABLE, table_problem),
+                    messages_table: builtin(ENV_MESSAGES_TABLE, table_problem),
+                    resume_key_secret_arn: builtin(ENV_RESUME_KEY_SECRET_ARN, secret_arn_problem),
+                }
+            }
+            Some("existing") => {
+                let mut names = ENV_ATTRIBUTES.map(|name| {
+                    let value = get(name);
+                    if let Some(why) = value.as_deref().and_then(attribute_problem) {
+                        invalid.push((name, why));
+                    }
+                    value
+                });
+                let mut take = |i: usize| names[i].take();
+                ChatMode::Existing(ExistingAttributes {
+                    connection_id: take(0),
+                    connection_user: take(1),
+                    room_id: take(2),
+                    room_admin: take(3),
+                    room_members: take(4),
+                    room_pending: take(5),
+                })
+            }
+            Some(other) => {
+                invalid.push((
+                    ENV_CHAT_MODE,
+                    format!("{other:?} is neither builtin nor existing"),
+                ));
+                ChatMode::Existing(ExistingAttributes::default())
+            }
+        };
         let [connections_table, rooms_table, voice_rooms_table, kvs_role_arn]: [String; 4] =
             required.try_into().expect("four required variables");
         EnvError { missing, invalid }.or_ok(Self {
@@ -278,12 +410,48 @@ impl AwsConfig {
             endpoint_url,
             management_endpoint,
             stack_id,
+            chat,
         })
     }
 
-    /// The chat tables with the default attribute names; adjust fields if the chat app differs.
+    /// The built-in chat's four tables (default attribute names), or `None` in `existing`
+    /// mode.
+    pub fn chat_tables(&self) -> Option<ChatTables> {
+        match &self.chat {
+            ChatMode::Builtin {
+                users_table,
+                messages_table,
+                ..
+            } => Some(ChatTables::new(
+                &self.connections_table,
+                &self.rooms_table,
+                users_table,
+                messages_table,
+            )),
+            ChatMode::Existing(_) => None,
+        }
+    }
+
+    /// The chat tables as voice reads them: the default attribute names, with existing mode's
+    /// `CHAT_*_ATTR` overrides applied.
     pub fn directory_schema(&self) -> DirectorySchema {
-        DirectorySchema::new(&self.connections_table, &self.rooms_table)
+        let mut schema = DirectorySchema::new(&self.connections_table, &self.rooms_table);
+        if let ChatMode::Existing(names) = &self.chat {
+            let overrides = [
+                (&names.connection_id, &mut schema.connection_id_attr),
+                (&names.connection_user, &mut schema.connection_user_attr),
+                (&names.room_id, &mut schema.room_id_attr),
+                (&names.room_admin, &mut schema.room_admin_attr),
+                (&names.room_members, &mut schema.room_members_attr),
+                (&names.room_pending, &mut schema.room_pending_attr),
+            ];
+            for (name, attr) in overrides {
+                if let Some(name) = name {
+                    name.clone_into(attr);
+                }
+            }
+        }
+        schema
     }
 }
 
@@ -301,6 +469,8 @@ pub struct AwsClients {
     pub sts: aws_sdk_sts::Client,
     /// API Gateway Management API, on the stage's endpoint.
     pub apigw: aws_sdk_apigatewaymanagement::Client,
+    /// Secrets Manager: the built-in chat's resume-token key, read once at cold start.
+    pub secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl AwsClients {
@@ -353,6 +523,7 @@ impl AwsClients {
             kvs: kvs_client(&with_region, endpoint.as_deref()),
             kvs_signaling: kvs_signaling_client(&with_region, endpoint.as_deref()),
             sts: client!(aws_sdk_sts),
+            secrets: client!(aws_sdk_secretsmanager),
             apigw: aws_sdk_apigatewaymanagement::Client::from_conf(
                 aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
                     .region(region.clone())
@@ -452,7 +623,140 @@ mod tests {
         (ENV_ROOMS_TABLE, "ChatRooms"),
         (ENV_VOICE_ROOMS_TABLE, "VoiceRooms"),
         (ENV_KVS_ROLE_ARN, "arn:aws:iam::123456789012:role/kvs"),
+        (ENV_CHAT_MODE, "existing"),
     ];
+
+    const SECRET_ARN: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:resume-key-AbCdEf";
+
+    fn builtin() -> Vec<(&'static str, &'static str)> {
+        with(&[
+            (ENV_CHAT_MODE, "builtin"),
+            (ENV_USERS_TABLE, "ChatUsers"),
+            (ENV_MESSAGES_TABLE, "ChatMessages"),
+            (ENV_RESUME_KEY_SECRET_ARN, SECRET_ARN),
+        ])
+    }
+
+    #[test]
+    fn builtin_chat_is_the_default_and_needs_its_tables_and_key() {
+        let without_mode: Vec<_> = FULL
+            .iter()
+            .filter(|(k, _)| *k != ENV_CHAT_MODE)
+            .copied()
+            .collect();
+        let err = AwsConfig::from_lookup(lookup(&without_mode)).unwrap_err();
+        assert_eq!(
+            err.missing,
+            vec![
+                ENV_USERS_TABLE,
+                ENV_MESSAGES_TABLE,
+                ENV_RESUME_KEY_SECRET_ARN
+            ]
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("USERS_TABLE, MESSAGES_TABLE, RESUME_KEY_SECRET_ARN"),
+            "{msg}"
+        );
+
+        let cfg = AwsConfig::from_lookup(lookup(&builtin())).unwrap();
+        assert_eq!(
+            cfg.chat,
+            ChatMode::Builtin {
+                users_table: "ChatUsers".into(),
+                messages_table: "ChatMessages".into(),
+                resume_key_secret_arn: SECRET_ARN.into(),
+            }
+        );
+        assert_eq!(
+            cfg.chat_tables(),
+            Some(ChatTables::new(
+                "ChatConnections",
+                "ChatRooms",
+                "ChatUsers",
+                "ChatMessages"
+            ))
+        );
+        let existing = AwsConfig::from_lookup(lookup(FULL)).unwrap();
+        assert_eq!(
+            existing.chat,
+            ChatMode::Existing(ExistingAttributes::default())
+        );
+        assert_eq!(
+            existing.directory_schema(),
+            DirectorySchema::new("ChatConnections", "ChatRooms")
+        );
+        assert_eq!(existing.chat_tables(), None);
+    }
+
+    #[test]
+    fn existing_mode_reads_the_chat_apps_attribute_names() {
+        let cfg = AwsConfig::from_lookup(lookup(&with(&[
+            ("CHAT_CONNECTION_ID_ATTR", "connId"),
+            ("CHAT_ROOM_ADMIN_ATTR", " owner "),
+            ("CHAT_ROOM_PENDING_ATTR", ""),
+        ])))
+        .unwrap();
+        let schema = cfg.directory_schema();
+        assert_eq!(schema.connection_id_attr, "connId");
+        assert_eq!(schema.room_admin_attr, "owner", "trimmed");
+        let defaults = DirectorySchema::new("ChatConnections", "ChatRooms");
+        assert_eq!(schema.connection_user_attr, defaults.connection_user_attr);
+        assert_eq!(
+            schema.room_pending_attr, defaults.room_pending_attr,
+            "empty is unset"
+        );
+        assert_eq!(schema.room_members_attr, defaults.room_members_attr);
+        let long = "a".repeat(256);
+        for (name, bad) in [
+            ("CHAT_ROOM_MEMBERS_ATTR", long.as_str()),
+            ("CHAT_ROOM_ID_ATTR", "room\u{7}id"),
+        ] {
+            assert_eq!(invalid(&with(&[(name, bad)])), vec![name], "{name}={bad:?}");
+        }
+        // Builtin mode writes its own schema: the overrides are not read there.
+        let mut vars = builtin();
+        vars.push(("CHAT_CONNECTION_ID_ATTR", "connId"));
+        let cfg = AwsConfig::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(cfg.directory_schema().connection_id_attr, "connectionId");
+    }
+
+    #[test]
+    fn chat_mode_and_the_builtin_values_follow_their_rules() {
+        let mut vars = builtin();
+        vars.retain(|(k, _)| *k != ENV_CHAT_MODE);
+        vars.push((ENV_CHAT_MODE, "Builtin!"));
+        let err = AwsConfig::from_lookup(lookup(&vars)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CHAT_MODE is invalid: \"Builtin!\" is neither builtin nor existing"),
+            "{err}"
+        );
+        for (name, bad) in [
+            (ENV_USERS_TABLE, "a b"),
+            (ENV_MESSAGES_TABLE, "x"),
+            (ENV_RESUME_KEY_SECRET_ARN, "resume-key"),
+            (
+                ENV_RESUME_KEY_SECRET_ARN,
+                "arn:aws:ssm:us-east-1:123456789012:parameter/resume-key",
+            ),
+            (
+                ENV_RESUME_KEY_SECRET_ARN,
+                "arn:aws:secretsmanager:us-east-1:1:secret:k",
+            ),
+        ] {
+            let mut vars = builtin();
+            vars.retain(|(k, _)| *k != name);
+            vars.push((name, bad));
+            assert_eq!(invalid(&vars), vec![name], "{name}={bad}");
+        }
+        // In existing mode the built-in variables are not read at all.
+        assert_eq!(
+            invalid(&with(&[(ENV_USERS_TABLE, "a b")])),
+            Vec::<&str>::new()
+        );
+    }
 
     fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         let mut vars: Vec<_> = FULL
@@ -518,6 +822,7 @@ mod tests {
         let err = AwsConfig::from_lookup(lookup(&[
             (ENV_ROOMS_TABLE, "ChatRooms"),
             (ENV_CONNECTIONS_TABLE, " "),
+            (ENV_CHAT_MODE, "existing"),
         ]))
         .unwrap_err();
         assert_eq!(
@@ -648,6 +953,7 @@ mod tests {
             (ENV_ROOMS_TABLE, "ChatRooms"),
             (ENV_KVS_ROLE_ARN, "KvsVoice"),
             (ENV_MANAGEMENT_ENDPOINT, "abc.execute-api"),
+            (ENV_CHAT_MODE, "existing"),
         ]))
         .unwrap_err();
         assert_eq!(err.missing, vec![ENV_VOICE_ROOMS_TABLE]);

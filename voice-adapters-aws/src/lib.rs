@@ -24,7 +24,10 @@
 //! - [`credentials`]: [`StsCredentials`] (`CredentialIssuer`) and the pure
 //!   [`session_policy`](credentials::session_policy).
 //! - [`notifier`]: [`ApiGatewayNotifier`] (`Notifier`), and [`EndpointNotifier`], which picks
-//!   the management endpoint per send (configured, or [`derive_endpoint`] of the event).
+//!   the management endpoint per send (configured, or [`derive_endpoint`] of the event), and
+//!   [`ApiGatewayChatEvents`] (chat-domain's `ChatEvents`) through the same machinery.
+//! - [`secrets`]: [`read_resume_key`], the built-in chat's resume-token key from Secrets
+//!   Manager (once per cold start).
 //! - [`errors`]: [`ConfigError`], [`PolicyError`] and the shared SDK error mapping.
 //! - [`config`]: [`AwsConfig::from_env`] (the one parser of the AWS settings, errors in
 //!   [`EnvError`]), [`AwsClients`], [`AwsPorts`].
@@ -40,15 +43,20 @@ pub mod credentials;
 pub mod directory;
 pub mod errors;
 pub mod notifier;
+pub mod secrets;
 pub mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
 pub use channels::KvsChannels;
 pub use chat_store::{ChatTables, DynamoChat};
-pub use config::{AwsClients, AwsConfig, AwsPorts, EnvError};
+pub use config::{AwsClients, AwsConfig, AwsPorts, ChatMode, EnvError, ExistingAttributes};
 pub use credentials::StsCredentials;
 pub use directory::{DirectorySchema, DynamoDirectory};
 pub use errors::{ConfigError, PolicyError};
-pub use notifier::{derive_endpoint, with_request_endpoint, ApiGatewayNotifier, EndpointNotifier};
+pub use notifier::{
+    derive_endpoint, with_request_endpoint, ApiGatewayChatEvents, ApiGatewayNotifier,
+    EndpointNotifier,
+};
+pub use secrets::{read_resume_key, ResumeKeyError};
 pub use store::DynamoStore;

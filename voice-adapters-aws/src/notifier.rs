@@ -16,12 +16,15 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::error::SdkError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_sdk_apigatewaymanagement::Client;
-use tracing::debug;
+use chat_domain::{event_frame, ChatEvent, ChatEvents, ChatStore};
+use futures::StreamExt as _;
+use tracing::{debug, info, warn};
 use voice_domain::ports::{Notifier, NotifyError, PortFailure};
 use voice_domain::protocol::EventEnvelope;
 use voice_domain::{ConnectionId, VoiceEvent};
@@ -74,21 +77,19 @@ impl ApiGatewayNotifier {
     pub fn new(client: Client) -> Self {
         Self { client }
     }
-}
 
-#[async_trait]
-impl Notifier for ApiGatewayNotifier {
-    async fn send(&self, to: &ConnectionId, event: &VoiceEvent) -> Result<(), NotifyError> {
-        let body = serde_json::to_vec(&EventEnvelope::new(event)).map_err(|e| {
-            NotifyError::Unavailable(PortFailure::permanent(format!(
-                "could not serialize event: {e}"
-            )))
-        })?;
+    /// `PostToConnection` of one ready frame: the one call both the voice [`Notifier`] and
+    /// [`ApiGatewayChatEvents`] make, so a closed socket maps to [`NotifyError::Gone`] once.
+    ///
+    /// # Errors
+    /// [`NotifyError::Gone`] on `GoneException` (410: the socket is closed), else
+    /// [`NotifyError::Unavailable`].
+    pub async fn post(&self, to: &ConnectionId, frame: Vec<u8>) -> Result<(), NotifyError> {
         match self
             .client
             .post_to_connection()
             .connection_id(to.as_str())
-            .data(Blob::new(body))
+            .data(Blob::new(frame))
             .send()
             .await
         {
@@ -102,6 +103,18 @@ impl Notifier for ApiGatewayNotifier {
                 &e,
             ))),
         }
+    }
+}
+
+#[async_trait]
+impl Notifier for ApiGatewayNotifier {
+    async fn send(&self, to: &ConnectionId, event: &VoiceEvent) -> Result<(), NotifyError> {
+        let body = serde_json::to_vec(&EventEnvelope::new(event)).map_err(|e| {
+            NotifyError::Unavailable(PortFailure::permanent(format!(
+                "could not serialize event: {e}"
+            )))
+        })?;
+        self.post(to, body).await
     }
 }
 
@@ -181,19 +194,103 @@ impl<N: Notifier> EndpointNotifier<N> {
         let mut state = self.lock();
         Arc::clone(state.notifiers.entry(endpoint.to_owned()).or_insert(built))
     }
-}
 
-#[async_trait]
-impl<N: Notifier> Notifier for EndpointNotifier<N> {
-    async fn send(&self, to: &ConnectionId, event: &VoiceEvent) -> Result<(), NotifyError> {
+    /// The inner notifier for the endpoint a send right now goes to.
+    ///
+    /// # Errors
+    /// [`NotifyError::Unavailable`] when no endpoint is configured or known yet.
+    pub fn route(&self) -> Result<Arc<N>, NotifyError> {
         let Some(endpoint) = self.current_endpoint() else {
             return Err(NotifyError::Unavailable(PortFailure::permanent(format!(
                 "no API Gateway management endpoint known yet: set {} or handle a WebSocket event first",
                 ENV_MANAGEMENT_ENDPOINT
             ))));
         };
-        let inner = self.notifier_for(&endpoint);
-        inner.send(to, event).await
+        Ok(self.notifier_for(&endpoint))
+    }
+}
+
+#[async_trait]
+impl<N: Notifier> Notifier for EndpointNotifier<N> {
+    async fn send(&self, to: &ConnectionId, event: &VoiceEvent) -> Result<(), NotifyError> {
+        self.route()?.send(to, event).await
+    }
+}
+
+/// Posts at most this many frames of one chat event at once: a room's fan-out must not open
+/// a connection per member at the same time (the SDK's pool and API Gateway's per-account
+/// rate are shared with every other invocation of the instance).
+pub const CHAT_FAN_OUT_CONCURRENCY: usize = 8;
+/// One chat event's whole fan-out ends by then; posts still running are abandoned (and
+/// logged), so a slow endpoint cannot hold the request past its reply.
+pub const CHAT_FAN_OUT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The chat domain's [`ChatEvents`] on API Gateway: each event is serialised once with the
+/// wire's one event format ([`event_frame`]) and posted through the same
+/// [`EndpointNotifier`] (endpoint choice, one client per endpoint) as voice's events. A
+/// connection API Gateway calls gone (`GoneException`: the socket closed without a
+/// `$disconnect` reaching us yet) is unbound from the chat store, as `$disconnect` would
+/// have done, so that later fan-outs stop posting to it.
+#[derive(Clone)]
+pub struct ApiGatewayChatEvents {
+    notifier: EndpointNotifier<ApiGatewayNotifier>,
+    store: Arc<dyn ChatStore>,
+}
+
+impl ApiGatewayChatEvents {
+    /// Chat events through `notifier` (a clone of voice's, sharing its clients), cleaning up
+    /// gone connections in `store`.
+    pub fn new(notifier: EndpointNotifier<ApiGatewayNotifier>, store: Arc<dyn ChatStore>) -> Self {
+        Self { notifier, store }
+    }
+
+    async fn post_one(&self, inner: &ApiGatewayNotifier, to: &ConnectionId, frame: Vec<u8>) {
+        match inner.post(to, frame).await {
+            Ok(()) => {}
+            Err(NotifyError::Gone) => {
+                info!(connection_id = %to, "chat event: the connection is gone; unbinding it");
+                if let Err(e) = self.store.unbind_connection(to).await {
+                    warn!(connection_id = %to, error = %e, "could not unbind a gone connection");
+                }
+            }
+            Err(e) => warn!(connection_id = %to, error = %e, "chat event not delivered"),
+        }
+    }
+}
+
+#[async_trait]
+impl ChatEvents for ApiGatewayChatEvents {
+    async fn push(&self, to: &[ConnectionId], event: &ChatEvent) {
+        if to.is_empty() {
+            return;
+        }
+        let inner = match self.notifier.route() {
+            Ok(inner) => inner,
+            Err(e) => {
+                warn!(error = %e, recipients = to.len(), "chat event not delivered");
+                return;
+            }
+        };
+        let frame = event_frame(event).into_bytes();
+        // Built eagerly (not polled yet) so the stream holds plain futures, not a closure over
+        // borrowed ids; at most CHAT_FAN_OUT_CONCURRENCY of them run at once.
+        let posts: Vec<_> = to
+            .iter()
+            .map(|c| self.post_one(&inner, c, frame.clone()))
+            .collect();
+        let posts = futures::stream::iter(posts)
+            .buffer_unordered(CHAT_FAN_OUT_CONCURRENCY)
+            .collect::<Vec<()>>();
+        if tokio::time::timeout(CHAT_FAN_OUT_DEADLINE, posts)
+            .await
+            .is_err()
+        {
+            warn!(
+                recipients = to.len(),
+                deadline_ms = CHAT_FAN_OUT_DEADLINE.as_millis() as u64,
+                "chat event fan-out cut off at its deadline"
+            );
+        }
     }
 }
 

@@ -33,7 +33,8 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-use crate::config::{AwsClients, AwsConfig, DEFAULT_REGION};
+use crate::chat_store::ChatTables;
+use crate::config::{AwsClients, AwsConfig, ChatMode, ExistingAttributes, DEFAULT_REGION};
 use crate::store::attr;
 
 /// Environment variable that turns a missing prerequisite into a failure (CI sets it).
@@ -250,6 +251,7 @@ impl MotoServer {
             endpoint_url: Some(self.endpoint.clone()),
             management_endpoint: Some(self.endpoint.clone()),
             stack_id: None,
+            chat: ChatMode::Existing(ExistingAttributes::default()),
         }
     }
 
@@ -393,6 +395,82 @@ pub async fn create_tables(
         .await
         .map_err(|e| fail(&tables.voice_rooms)(e.into()))?;
     Ok(())
+}
+
+/// The built-in chat's four tables over `tables`' connections and rooms, laid out as
+/// deploy/aws/template.yaml creates them: [`create_tables`] must have run; this adds the users
+/// table (`userId`), the messages table (`roomId` + numeric `seq`) and TTL on the connections'
+/// `expiresAt`.
+///
+/// # Errors
+/// [`TestSupportError::Table`] naming the table that failed.
+pub async fn create_chat_tables(
+    client: &aws_sdk_dynamodb::Client,
+    tables: &TestTables,
+) -> Result<ChatTables, TestSupportError> {
+    use crate::chat_store::attr as chat;
+    let suffix = tables.rooms.trim_start_matches("ChatRooms-");
+    let chat_tables = ChatTables::new(
+        &tables.connections,
+        &tables.rooms,
+        format!("ChatUsers-{suffix}"),
+        format!("ChatMessages-{suffix}"),
+    );
+    let fail = |table: &str| {
+        let table = table.to_owned();
+        move |e: aws_sdk_dynamodb::Error| TestSupportError::Table {
+            table,
+            message: aws_smithy_types::error::display::DisplayErrorContext(e).to_string(),
+        }
+    };
+    let (d, k) = key(chat::USER_ID);
+    client
+        .create_table()
+        .table_name(&chat_tables.users_table)
+        .attribute_definitions(d)
+        .key_schema(k)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .map_err(|e| fail(&chat_tables.users_table)(e.into()))?;
+    let (d1, k1) = key(chat::ROOM_ID);
+    client
+        .create_table()
+        .table_name(&chat_tables.messages_table)
+        .attribute_definitions(d1)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(chat::SEQ)
+                .attribute_type(ScalarAttributeType::N)
+                .build()
+                .expect("name and type are set"),
+        )
+        .key_schema(k1)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(chat::SEQ)
+                .key_type(KeyType::Range)
+                .build()
+                .expect("name and type are set"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .map_err(|e| fail(&chat_tables.messages_table)(e.into()))?;
+    client
+        .update_time_to_live()
+        .table_name(&tables.connections)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name(chat::EXPIRES_AT)
+                .enabled(true)
+                .build()
+                .expect("name and flag are set"),
+        )
+        .send()
+        .await
+        .map_err(|e| fail(&tables.connections)(e.into()))?;
+    Ok(chat_tables)
 }
 
 // ---------------------------------------------------------------------------------------------

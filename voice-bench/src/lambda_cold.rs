@@ -142,6 +142,7 @@ async fn once(bootstrap: &Path) -> anyhow::Result<(Duration, Duration, String, u
         .env("CONNECTIONS_TABLE", "ChatConnections")
         .env("ROOMS_TABLE", "ChatRooms")
         .env("VOICE_ROOMS_TABLE", "VoiceRooms")
+        .env("CHAT_MODE", "existing")
         .env(
             "KVS_ROLE_ARN",
             "arn:aws:iam::123456789012:role/voice-kvs-client",

@@ -8,13 +8,21 @@
 //! instance's life. Living in the library, this wiring is
 //! what the end-to-end tests exercise, not a copy of it.
 
+use std::sync::Arc;
+
 use aws_config::SdkConfig;
+use chat_domain::{ChatAdapters, ChatService, ChatStore};
+use voice_adapters_aws::{
+    read_resume_key, ApiGatewayChatEvents, ChatMode, DynamoChat, ResumeKeyError,
+};
 use voice_adapters_aws::{ApiGatewayNotifier, ConfigError as AwsConfigError, EndpointNotifier};
 use voice_adapters_aws::{
     AwsClients, AwsConfig, AwsPorts, DynamoDirectory, DynamoStore, KvsChannels, StsCredentials,
 };
+use voice_adapters_std::{HmacKey, ResumeTokens, SystemClock, UuidIds};
 use voice_domain::ports::{Adapters, Ports};
 use voice_domain::VoiceService;
+use voice_executor::Executor;
 
 use crate::config::LambdaConfig;
 
@@ -96,14 +104,57 @@ pub fn adapters(
     }
 }
 
-/// The service the Lambda runs: what `main` builds once at cold start.
-pub fn service(clients: &AwsClients, config: &LambdaConfig) -> VoiceService<LambdaPorts> {
-    VoiceService::new(
-        adapters(
-            clients,
-            &aws_config(config),
-            config.aws.management_endpoint.clone(),
-        ),
+/// What the Lambda serves, built once at cold start by `main` (and by the end-to-end tests,
+/// so they exercise this wiring, not a copy): voice always; with `CHAT_MODE=builtin` the chat
+/// too, over [`DynamoChat`] on the stack's tables, its events through the same
+/// [`EndpointNotifier`] as voice's, resume tokens signed with the key read here from Secrets
+/// Manager (one `GetSecretValue` per cold start), and voice's store answering which voice room
+/// is active. Voice's directory is [`DynamoDirectory`] in both modes: in builtin mode it reads
+/// the same connections and rooms tables, in the same schema, that [`DynamoChat`] writes.
+///
+/// # Errors
+/// [`ResumeKeyError`] when the built-in chat's key cannot be read: the function refuses to
+/// start rather than issue tokens it could not verify after the next cold start.
+pub async fn executor(
+    clients: &AwsClients,
+    config: &LambdaConfig,
+) -> Result<Executor<LambdaPorts>, ResumeKeyError> {
+    let adapters = adapters(
+        clients,
+        &aws_config(config),
+        config.aws.management_endpoint.clone(),
+    );
+    let chat = match (&config.aws.chat, config.aws.chat_tables()) {
+        (
+            ChatMode::Builtin {
+                resume_key_secret_arn,
+                ..
+            },
+            Some(tables),
+        ) => {
+            let key = read_resume_key(&clients.secrets, resume_key_secret_arn).await?;
+            let store: Arc<dyn ChatStore> =
+                Arc::new(DynamoChat::new(clients.dynamodb.clone(), tables));
+            Some(ChatService::new(ChatAdapters {
+                events: Arc::new(ApiGatewayChatEvents::new(
+                    adapters.notifier.clone(),
+                    Arc::clone(&store),
+                )),
+                store,
+                tokens: Arc::new(ResumeTokens::new(HmacKey::new(key))),
+                ids: Arc::new(UuidIds),
+                voice: Arc::new(adapters.store.clone()),
+                clock: Arc::new(SystemClock),
+            }))
+        }
+        _ => None,
+    };
+    let voice = Executor::new(Arc::new(VoiceService::new(
+        adapters,
         config.service_config(),
-    )
+    )));
+    Ok(match chat {
+        Some(chat) => voice.with_chat(chat),
+        None => voice,
+    })
 }

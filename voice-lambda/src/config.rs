@@ -90,6 +90,7 @@ mod tests {
         ("ROOMS_TABLE", "ChatRooms"),
         ("VOICE_ROOMS_TABLE", "VoiceRooms"),
         ("KVS_ROLE_ARN", "arn:aws:iam::123456789012:role/KvsVoice"),
+        ("CHAT_MODE", "existing"),
     ];
 
     #[test]
@@ -130,6 +131,7 @@ mod tests {
             ("ROOMS_TABLE", "ChatRooms"),
             ("KVS_ROLE_ARN", "KvsVoice"),
             (VOICE_ROOM_CAPACITY, "11"),
+            ("CHAT_MODE", "existing"),
         ]))
         .unwrap_err();
         assert_eq!(e.missing, vec!["CONNECTIONS_TABLE", "VOICE_ROOMS_TABLE"]);

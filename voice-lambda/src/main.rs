@@ -2,13 +2,12 @@
 //! service once per instance (cold start), then hands every invocation to
 //! [`voice_lambda::VoiceLambda`]. Everything else lives in the library, where it is tested.
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
 use aws_config::{BehaviorVersion, Region};
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 use tracing_subscriber::EnvFilter;
+use voice_adapters_aws::ChatMode;
 use voice_lambda::{aws, LambdaConfig, VoiceLambda};
 
 #[tokio::main]
@@ -32,11 +31,14 @@ async fn main() -> anyhow::Result<()> {
     let clients = aws::clients(&sdk, &config)
         .inspect_err(|e| tracing::error!(error = %e, "cannot start"))
         .context("building the AWS clients")?;
-    let lambda = VoiceLambda::new(voice_executor::Executor::new(Arc::new(aws::service(
-        &clients, &config,
-    ))));
+    let executor = aws::executor(&clients, &config)
+        .await
+        .inspect_err(|e| tracing::error!(error = %e, "cannot start"))
+        .context("reading the resume-token key")?;
+    let lambda = VoiceLambda::new(executor);
     tracing::info!(
         region = %config.aws.region,
+        chat = if matches!(config.aws.chat, ChatMode::Existing(_)) { "existing" } else { "builtin" },
         voice_rooms_table = %config.aws.voice_rooms_table,
         management_endpoint = config.aws.management_endpoint.as_deref().unwrap_or("derived per event"),
         "voice-lambda ready"

@@ -167,6 +167,8 @@ const FULL_ENV: &[(&str, &str)] = &[
         "arn:aws:iam::123456789012:role/voice-kvs-client",
     ),
     ("APIGW_MANAGEMENT_ENDPOINT", "http://127.0.0.1:9/prod"),
+    // Voice only: the built-in chat would read its key from Secrets Manager at cold start.
+    ("CHAT_MODE", "existing"),
 ];
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! End to end over the AWS wiring the binary uses ([`voice_lambda::aws::service`]): DynamoDB
+//! End to end over the AWS wiring the binary uses ([`voice_lambda::aws::executor`]): DynamoDB
 //! and STS on a real `moto_server`, Kinesis Video Streams on the AWS adapters' fake KVS server
 //! (nothing emulates KVS signaling), and `PostToConnection` on a small recording stand-in of the
 //! API Gateway Management API (moto accepts posts but exposes neither what was posted nor a
@@ -10,19 +10,12 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
-
 use aws_sdk_dynamodb::types::AttributeValue;
-use axum::body::Bytes;
-use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
+use common::aws_world::{AwsWorld, Chat};
+use common::management::names;
 use common::*;
 use serde_json::{json, Value};
-use voice_adapters_aws::testing::{create_tables, FakeKvs, MotoServer, TestTables, TEST_ROLE_ARN};
-use voice_lambda::aws::LambdaPorts;
-use voice_lambda::{LambdaConfig, LambdaOutput, VoiceLambda};
+use voice_lambda::LambdaOutput;
 
 const ALICE: &str = "L0SM9cOFvHcCIhw=";
 const BOB: &str = "L0SNEdbXvHcCFxQ=";
@@ -31,185 +24,25 @@ const CAROL: &str = "L0SNdc0LvHcCF2Q=";
 const CHAT: &str = "room-1";
 
 // ---------------------------------------------------------------------------------------------
-// A recording API Gateway Management API
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Default)]
-struct Posts {
-    /// (request path, connection id, event JSON)
-    received: Vec<(String, String, Value)>,
-    gone: HashSet<String>,
-}
-
-/// `POST /{stage}/@connections/{connectionId}` with the event as body; 410 `GoneException` for
-/// connections marked gone, as API Gateway answers for a closed socket.
-struct FakeManagement {
-    addr: std::net::SocketAddr,
-    posts: Arc<Mutex<Posts>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeManagement {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| char::from(b).to_digit(16);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-impl FakeManagement {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let posts: Arc<Mutex<Posts>> = Arc::default();
-        let state = Arc::clone(&posts);
-        let app = Router::new().fallback(move |uri: Uri, body: Bytes| {
-            let state = Arc::clone(&state);
-            async move {
-                let path = percent_decode(uri.path());
-                let Some((_, conn)) = path.split_once("/@connections/") else {
-                    return (StatusCode::NOT_FOUND, "no such route").into_response();
-                };
-                let conn = conn.to_owned();
-                let mut st = state.lock().unwrap();
-                if st.gone.contains(&conn) {
-                    return gone();
-                }
-                let event = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                st.received.push((path.clone(), conn, event));
-                StatusCode::OK.into_response()
-            }
-        });
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self { addr, posts, task }
-    }
-
-    fn endpoint(&self, stage: &str) -> String {
-        format!("http://{}/{stage}", self.addr)
-    }
-
-    /// Takes the events posted to `connection` so far: (event name, full event).
-    fn take(&self, connection: &str) -> Vec<Value> {
-        let mut st = self.posts.lock().unwrap();
-        let (mine, rest): (Vec<_>, Vec<_>) =
-            st.received.drain(..).partition(|(_, c, _)| c == connection);
-        st.received = rest;
-        mine.into_iter().map(|(_, _, e)| e).collect()
-    }
-
-    fn paths(&self) -> Vec<String> {
-        self.posts
-            .lock()
-            .unwrap()
-            .received
-            .iter()
-            .map(|(p, _, _)| p.clone())
-            .collect()
-    }
-
-    fn mark_gone(&self, connection: &str) {
-        self.posts
-            .lock()
-            .unwrap()
-            .gone
-            .insert(connection.to_owned());
-    }
-}
-
-fn gone() -> Response {
-    (
-        StatusCode::GONE,
-        [
-            ("x-amzn-ErrorType", "GoneException"),
-            ("content-type", "application/json"),
-        ],
-        r#"{"message":"connection is gone"}"#,
-    )
-        .into_response()
-}
-
-fn names(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| {
-            assert_eq!(e["type"], "event", "{e}");
-            e["event"].as_str().unwrap_or_default().to_owned()
-        })
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
 // The world: moto, fake KVS, recording management API, the chat tables filled in
 // ---------------------------------------------------------------------------------------------
 
 struct World {
-    lambda: VoiceLambda<LambdaPorts>,
-    kvs: FakeKvs,
-    mgmt: FakeManagement,
-    ddb: aws_sdk_dynamodb::Client,
-    tables: TestTables,
-    // Dropped last: kills moto_server.
-    _moto: MotoServer,
+    aws: AwsWorld,
+}
+
+impl std::ops::Deref for World {
+    type Target = AwsWorld;
+    fn deref(&self) -> &AwsWorld {
+        &self.aws
+    }
 }
 
 impl World {
     async fn start() -> Option<Self> {
-        init_logs();
-        let moto = MotoServer::start_or_skip()?;
-        let tables = TestTables::unique();
-        let ddb = moto.dynamodb();
-        create_tables(&ddb, &tables).await.unwrap();
-        let kvs = FakeKvs::start().await;
-        let mgmt = FakeManagement::start().await;
-
-        // The configuration the binary would read from the environment.
-        let config = LambdaConfig::from_lookup(|name| {
-            Some(match name {
-                "CONNECTIONS_TABLE" => tables.connections.clone(),
-                "ROOMS_TABLE" => tables.rooms.clone(),
-                "VOICE_ROOMS_TABLE" => tables.voice_rooms.clone(),
-                "KVS_ROLE_ARN" => TEST_ROLE_ARN.to_owned(),
-                "APIGW_MANAGEMENT_ENDPOINT" => mgmt.endpoint("prod"),
-                _ => return None,
-            })
-        })
-        .unwrap();
-        // The clients as `main` builds them, from an SdkConfig whose endpoint is moto (as
-        // `AWS_ENDPOINT_URL` would set it); KVS is not in moto, so its two clients go to the fake.
-        let mut clients = voice_lambda::aws::clients(&moto.sdk_config(), &config).unwrap();
-        // The KVS clients as deployed (retries, the throttling classifier), on the fake, which
-        // behaves as KVS documents it: channels CREATING before ACTIVE, per-channel TPS limits.
-        clients.kvs = kvs.deployed_kvs_client();
-        clients.kvs_signaling = kvs.deployed_signaling_client();
-        let lambda = VoiceLambda::new(voice_executor::Executor::new(Arc::new(
-            voice_lambda::aws::service(&clients, &config),
-        )));
+        // Voice attached to an existing chat app's tables (filled in below).
         let world = Self {
-            lambda,
-            kvs,
-            mgmt,
-            ddb,
-            tables,
-            _moto: moto,
+            aws: AwsWorld::start(Chat::Existing).await?,
         };
         // The chat app's data: alice created room-1, bob is approved, carol waits.
         for (conn, user) in [(ALICE, "alice"), (BOB, "bob"), (CAROL, "carol")] {

@@ -4,80 +4,22 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TimeToLiveSpecification,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chat_domain::{ChatMessage, ChatStore, ChatStoreError, RoomRecord, MESSAGE_HISTORY};
 use voice_adapters_aws::chat_store::{attr, CONNECTION_LIFETIME};
-use voice_adapters_aws::testing::CONNECTIONS_BY_USER_INDEX;
+use voice_adapters_aws::testing::{create_chat_tables, CONNECTIONS_BY_USER_INDEX};
 use voice_adapters_aws::{ChatTables, DynamoChat, DynamoDirectory};
 use voice_domain::ports::{ChatDirectory, MemberState};
 
 use crate::support::*;
 
-fn key(name: &str, t: ScalarAttributeType, k: KeyType) -> (AttributeDefinition, KeySchemaElement) {
-    (
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(t)
-            .build()
-            .unwrap(),
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(k)
-            .build()
-            .unwrap(),
-    )
-}
-
-/// Moto with the voice tables of `support::moto` plus the users and messages tables, laid out
-/// as deploy/aws/template.yaml creates them (TTL on the connections' `expiresAt`).
+/// Moto with the voice tables of `support::moto` plus the built-in chat's tables, as
+/// deploy/aws/template.yaml creates them.
 async fn chat_moto() -> Option<(Moto, ChatTables)> {
     let m = moto().await?;
-    let suffix = m.tables.rooms.trim_start_matches("ChatRooms-").to_owned();
-    let tables = ChatTables::new(
-        &m.tables.connections,
-        &m.tables.rooms,
-        format!("ChatUsers-{suffix}"),
-        format!("ChatMessages-{suffix}"),
-    );
-    let (d, k) = key(attr::USER_ID, ScalarAttributeType::S, KeyType::Hash);
-    m.dynamodb
-        .create_table()
-        .table_name(&tables.users_table)
-        .attribute_definitions(d)
-        .key_schema(k)
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
+    let tables = create_chat_tables(&m.dynamodb, &m.tables)
         .await
-        .expect("users table");
-    let (d1, k1) = key(attr::ROOM_ID, ScalarAttributeType::S, KeyType::Hash);
-    let (d2, k2) = key(attr::SEQ, ScalarAttributeType::N, KeyType::Range);
-    m.dynamodb
-        .create_table()
-        .table_name(&tables.messages_table)
-        .attribute_definitions(d1)
-        .attribute_definitions(d2)
-        .key_schema(k1)
-        .key_schema(k2)
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("messages table");
-    m.dynamodb
-        .update_time_to_live()
-        .table_name(&m.tables.connections)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .attribute_name(attr::EXPIRES_AT)
-                .enabled(true)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("connections TTL");
+        .expect("chat tables");
     Some((m, tables))
 }
 

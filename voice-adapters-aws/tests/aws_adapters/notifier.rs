@@ -11,8 +11,12 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
+use chat_domain::{ChatEvent, ChatEvents};
+use voice_adapters_aws::notifier::CHAT_FAN_OUT_CONCURRENCY;
 use voice_adapters_aws::testing::test_sdk_config;
-use voice_adapters_aws::ApiGatewayNotifier;
+use voice_adapters_aws::{
+    ApiGatewayChatEvents, ApiGatewayNotifier, ChatTables, DynamoChat, EndpointNotifier,
+};
 use voice_domain::ports::{Notifier, NotifyError};
 use voice_domain::protocol::EventEnvelope;
 use voice_domain::VoiceEvent;
@@ -83,21 +87,35 @@ async fn fake_management(
     )
 }
 
-#[tokio::test]
-async fn gone_and_other_errors_map_to_the_port_contract() {
-    let seen: Seen = Arc::default();
+/// Serves `app` on 127.0.0.1 as a management API stage: its endpoint (`/prod`), an SDK config
+/// pointing there without retries (each post is seen once), and the server task.
+async fn serve_management(
+    app: Router,
+) -> (
+    String,
+    aws_config::SdkConfig,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new()
-        .route("/prod/@connections/{id}", post(fake_management))
-        .with_state(seen.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-
     let endpoint = format!("http://{addr}/prod");
     let sdk = test_sdk_config(&endpoint)
         .to_builder()
         .retry_config(RetryConfig::disabled())
         .build();
+    (endpoint, sdk, server)
+}
+
+#[tokio::test]
+async fn gone_and_other_errors_map_to_the_port_contract() {
+    let seen: Seen = Arc::default();
+    let (_, sdk, server) = serve_management(
+        Router::new()
+            .route("/prod/@connections/{id}", post(fake_management))
+            .with_state(seen.clone()),
+    )
+    .await;
     let notifier = ApiGatewayNotifier::new(aws_sdk_apigatewaymanagement::Client::new(&sdk));
 
     notifier.send(&conn("live"), &event()).await.unwrap();
@@ -127,5 +145,84 @@ async fn gone_and_other_errors_map_to_the_port_contract() {
         ["live", "gone=", "busy", "broken", "forbidden"],
         "stage path and id encoding"
     );
+    server.abort();
+}
+
+/// How many posts the slow management API below holds at once, and the most it ever held.
+#[derive(Default)]
+struct InFlight {
+    now: usize,
+    max: usize,
+    done: usize,
+}
+
+/// A management API that holds each post until `CHAT_FAN_OUT_CONCURRENCY` are in flight (or a
+/// 2 s safety deadline passes), so the bound, not the machine's speed, decides the maximum.
+async fn holding_management(
+    State(state): State<Arc<(Mutex<InFlight>, tokio::sync::Notify)>>,
+) -> impl IntoResponse {
+    let (counts, changed) = &*state;
+    {
+        let mut c = counts.lock().unwrap();
+        c.now += 1;
+        c.max = c.max.max(c.now);
+    }
+    changed.notify_waiters();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let notified = changed.notified();
+        if counts.lock().unwrap().now >= CHAT_FAN_OUT_CONCURRENCY
+            || tokio::time::Instant::now() >= deadline
+        {
+            break;
+        }
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+    }
+    {
+        let mut c = counts.lock().unwrap();
+        c.now -= 1;
+        c.done += 1;
+    }
+    changed.notify_waiters();
+    (StatusCode::OK, [("content-type", "application/json")], "{}")
+}
+
+/// One chat event to 24 connections (three batches of the bound): every one gets it, never more than
+/// `CHAT_FAN_OUT_CONCURRENCY` posts at once (and that many do run together).
+#[tokio::test]
+async fn chat_events_fan_out_with_bounded_concurrency() {
+    let state: Arc<(Mutex<InFlight>, tokio::sync::Notify)> = Arc::default();
+    let (endpoint, sdk, server) = serve_management(
+        Router::new()
+            .route("/prod/@connections/{id}", post(holding_management))
+            .with_state(Arc::clone(&state)),
+    )
+    .await;
+    let notifier = EndpointNotifier::new(Some(endpoint), move |_: &str| {
+        ApiGatewayNotifier::new(aws_sdk_apigatewaymanagement::Client::new(&sdk))
+    });
+    // Never called here (no connection is gone): a store on a closed port.
+    let store = DynamoChat::new(
+        aws_sdk_dynamodb::Client::new(&test_sdk_config("http://127.0.0.1:9")),
+        ChatTables::new("Conns", "Rooms", "Users", "Messages"),
+    );
+    let events = ApiGatewayChatEvents::new(notifier, Arc::new(store));
+    let to: Vec<_> = (0..24).map(|i| conn(&format!("c{i:02}"))).collect();
+    events
+        .push(
+            &to,
+            &ChatEvent::JoinDenied {
+                room_id: "room-1".into(),
+                user_id: "bob".into(),
+            },
+        )
+        .await;
+    let c = state.0.lock().unwrap();
+    assert_eq!(c.done, 24, "every connection got the event");
+    assert_eq!(
+        c.max, CHAT_FAN_OUT_CONCURRENCY,
+        "at most the bound at once, and the bound is used"
+    );
+    drop(c);
     server.abort();
 }

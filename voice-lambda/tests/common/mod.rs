@@ -2,6 +2,9 @@
 //! EventBridge send them, and reading the handler's output.
 #![allow(dead_code)]
 
+pub mod aws_world;
+pub mod management;
+
 use aws_lambda_events::encodings::Body;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
