@@ -29,7 +29,6 @@ use voice_domain::ports::{Notifier, NotifyError, PortFailure};
 use voice_domain::protocol::EventEnvelope;
 use voice_domain::{ConnectionId, VoiceEvent};
 
-use crate::config::ENV_MANAGEMENT_ENDPOINT;
 use crate::errors::sdk_failure;
 
 /// The management endpoint of a WebSocket API stage, from the request context of any event it
@@ -201,10 +200,10 @@ impl<N: Notifier> EndpointNotifier<N> {
     /// [`NotifyError::Unavailable`] when no endpoint is configured or known yet.
     pub fn route(&self) -> Result<Arc<N>, NotifyError> {
         let Some(endpoint) = self.current_endpoint() else {
-            return Err(NotifyError::Unavailable(PortFailure::permanent(format!(
-                "no API Gateway management endpoint known yet: set {} or handle a WebSocket event first",
-                ENV_MANAGEMENT_ENDPOINT
-            ))));
+            return Err(NotifyError::Unavailable(PortFailure::permanent(
+                "no API Gateway management endpoint known yet: configure one (APIGW_MANAGEMENT_ENDPOINT, \
+                 docs/lambda.md) or handle a WebSocket event first",
+            )));
         };
         Ok(self.notifier_for(&endpoint))
     }

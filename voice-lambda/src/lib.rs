@@ -1,9 +1,9 @@
 //! # voice-lambda
 //!
-//! The AWS Lambda entrypoint of the voice rooms: API Gateway WebSocket routes
-//! (`createVoiceRoom`, `getVoiceCredentials`, `endVoiceRoom`, `leaveVoiceRoom`, `setMute`,
-//! `getVoiceRoom`, `$disconnect`, `$default`) and the EventBridge schedule that runs the sweep,
-//! translated into [`VoiceService`](voice_domain::VoiceService) calls.
+//! The AWS Lambda entrypoint of the voice rooms: API Gateway WebSocket events (`$connect`,
+//! `$disconnect`, each voice action's route and `$default`) handed to the shared
+//! `voice_executor::Executor` — voice actions always, the chat actions too with
+//! `CHAT_MODE=builtin` — and the EventBridge schedule that runs the sweep.
 //!
 //! Why a library plus a thin binary: the handler is generic over
 //! [`Ports`](voice_domain::ports::Ports), so the same code is tested over the in-memory adapters
