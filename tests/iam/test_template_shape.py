@@ -101,7 +101,7 @@ def test_environment_matches_what_the_lambda_reads(parsed_template):
     config_rs = (REPO / "voice-adapters-aws" / "src" / "config.rs").read_text(encoding="utf-8")
     for name in CHAT_STORE_ENV - read_by_lambda:
         assert f'"{name}"' in config_rs, f"{name} is set but voice-adapters-aws never reads it"
-    assert set(env) == required | {"VOICE_ROOM_CAPACITY", "APIGW_MANAGEMENT_ENDPOINT", "VOICE_STACK_ID"} | CHAT_STORE_ENV
+    assert set(env) == required | {"VOICE_ROOM_CAPACITY", "VOICE_RECONNECT_GRACE_SECS", "APIGW_MANAGEMENT_ENDPOINT", "VOICE_STACK_ID"} | CHAT_STORE_ENV
     doc = (REPO / "docs" / "aws-adapters.md").read_text(encoding="utf-8")
     for name in CHAT_STORE_ENV:
         assert f"`{name}`" in doc, f"{name} is not documented in docs/aws-adapters.md"

@@ -6,12 +6,21 @@
 //! the Lambda's own (the voice room capacity) and reports its problems in the same error, so
 //! that every missing or invalid variable is named at once.
 
+use std::time::Duration;
 use voice_adapters_aws::{AwsConfig, EnvError};
 use voice_domain::room::MAX_CAPACITY;
+
 use voice_domain::{Capacity, ServiceConfig};
 
 /// Optional: participants per voice room, 1..=10 (default 10, the KVS viewer limit).
 pub const VOICE_ROOM_CAPACITY: &str = "VOICE_ROOM_CAPACITY";
+/// Environment variable: how long a participant whose connection dropped keeps its place
+/// (seconds, 0–600; default `voice_domain::DEFAULT_RECONNECT_GRACE`). The same setting as the
+/// self-hosted server's `--reconnect-grace-secs` / `VOICE_RECONNECT_GRACE_SECS`.
+pub const VOICE_RECONNECT_GRACE_SECS: &str = "VOICE_RECONNECT_GRACE_SECS";
+/// The longest reconnect grace accepted: longer, and a dead participant holds a place (and its
+/// channel) for longer than a user would wait for them.
+pub const MAX_RECONNECT_GRACE_SECS: u64 = 600;
 
 /// What the Lambda needs to build its adapters, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +29,8 @@ pub struct LambdaConfig {
     pub aws: AwsConfig,
     /// `VOICE_ROOM_CAPACITY`, if set.
     pub capacity: Option<Capacity>,
+    /// `VOICE_RECONNECT_GRACE_SECS`, if set.
+    pub reconnect_grace: Option<Duration>,
 }
 
 impl LambdaConfig {
@@ -52,21 +63,43 @@ impl LambdaConfig {
                     )
                 }),
         };
-        match (aws, capacity) {
-            (Ok(aws), Ok(capacity)) => Ok(Self { aws, capacity }),
-            (aws, capacity) => {
+        let reconnect_grace = match lookup(VOICE_RECONNECT_GRACE_SECS).as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= MAX_RECONNECT_GRACE_SECS)
+                .map(|n| Some(Duration::from_secs(n)))
+                .ok_or_else(|| {
+                    (
+                        VOICE_RECONNECT_GRACE_SECS,
+                        format!(
+                            "{v:?} is not a whole number of seconds from 0 to {MAX_RECONNECT_GRACE_SECS}"
+                        ),
+                    )
+                }),
+        };
+        match (aws, capacity, reconnect_grace) {
+            (Ok(aws), Ok(capacity), Ok(reconnect_grace)) => Ok(Self {
+                aws,
+                capacity,
+                reconnect_grace,
+            }),
+            (aws, capacity, reconnect_grace) => {
                 let mut error = aws.err().unwrap_or_default();
                 error.invalid.extend(capacity.err());
+                error.invalid.extend(reconnect_grace.err());
                 Err(error)
             }
         }
     }
 
-    /// The service tunables this configuration implies (capacity; the rest default).
     pub fn service_config(&self) -> ServiceConfig {
+        let defaults = ServiceConfig::default();
         ServiceConfig {
             capacity: self.capacity.unwrap_or_default(),
-            ..ServiceConfig::default()
+            reconnect_grace: self.reconnect_grace.unwrap_or(defaults.reconnect_grace),
+            ..defaults
         }
     }
 }
@@ -122,6 +155,34 @@ mod tests {
                 "{e}"
             );
             assert!(e.to_string().contains("1 to 10"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_reconnect_grace_is_read_bounded_and_defaults_to_the_domains() {
+        let c = LambdaConfig::from_lookup(lookup(COMPLETE)).unwrap();
+        assert_eq!(
+            c.service_config().reconnect_grace,
+            voice_domain::DEFAULT_RECONNECT_GRACE
+        );
+        for (v, secs) in [("0", 0), (" 45 ", 45), ("600", 600)] {
+            let mut p = COMPLETE.to_vec();
+            p.push((VOICE_RECONNECT_GRACE_SECS, v));
+            let c = LambdaConfig::from_lookup(lookup(&p)).unwrap();
+            assert_eq!(
+                c.service_config().reconnect_grace,
+                Duration::from_secs(secs)
+            );
+        }
+        for bad in ["601", "-1", "1.5", "soon"] {
+            let mut p = COMPLETE.to_vec();
+            p.push((VOICE_RECONNECT_GRACE_SECS, bad));
+            let e = LambdaConfig::from_lookup(lookup(&p)).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("VOICE_RECONNECT_GRACE_SECS is invalid"),
+                "{bad}: {e}"
+            );
         }
     }
 
