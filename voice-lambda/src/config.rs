@@ -94,6 +94,8 @@ impl LambdaConfig {
         }
     }
 
+    /// The service tunables this configuration implies (capacity, reconnect grace; the rest
+    /// default).
     pub fn service_config(&self) -> ServiceConfig {
         let defaults = ServiceConfig::default();
         ServiceConfig {
