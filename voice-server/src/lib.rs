@@ -53,7 +53,7 @@ use crate::lifecycle::{keep_rooms_of_previous_process, shutdown_signal, sweep_ev
 use voice_adapters_memory::MemoryChannels;
 use voice_adapters_sqlite::SqliteError;
 use voice_adapters_std::{HmacKey, ResumeTokens, SystemClock, UuidIds};
-use voice_domain::ports::{Adapters, Clock};
+use voice_domain::ports::{Adapters, Clock, VoiceRoomStore as _};
 use voice_domain::{ServiceConfig, VoiceService};
 
 pub use backends::{Backends, STORED_MESSAGES_PER_ROOM, TOKEN_KEY_SETTING};
@@ -267,6 +267,32 @@ pub(crate) fn prepare(
     })
 }
 
+/// The voice gauges of `/metrics`, read from this server's voice store at each scrape.
+fn voice_gauges(executor: &Executor<ServerPorts>) -> metrics::VoiceGaugesFn {
+    let voice = Arc::clone(executor.voice());
+    Arc::new(move || {
+        let voice = Arc::clone(&voice);
+        Box::pin(async move {
+            let rooms = voice
+                .ports()
+                .store
+                .list_active()
+                .await
+                .inspect_err(|e| warn!(error = %e, "metrics: could not list the voice rooms"))
+                .ok()?;
+            let mut g = metrics::VoiceGauges {
+                active_rooms: rooms.len(),
+                ..metrics::VoiceGauges::default()
+            };
+            for p in rooms.iter().flat_map(|r| r.participants()) {
+                g.participants += 1;
+                g.reconnecting += usize::from(p.is_reconnecting());
+            }
+            Some(g)
+        })
+    })
+}
+
 /// Binds `--metrics-addr` when set, before serving (so a bad address stops start-up).
 pub(crate) async fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, ServeError> {
     match config.metrics_addr {
@@ -306,7 +332,7 @@ pub(crate) async fn run(
     info!(%addr, capacity = config.capacity.get(), ice_servers = config.ice_servers.len(), "voice-server listening");
     let metrics = metrics_listener.map(|l| {
         let stop = trigger.clone();
-        metrics::spawn(l, async move { stop.wait().await })
+        metrics::spawn(l, voice_gauges(&executor), async move { stop.wait().await })
     });
     let stop = trigger.clone();
     tokio::spawn(async move {

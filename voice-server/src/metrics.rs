@@ -1,10 +1,14 @@
 //! Operator visibility: Prometheus metrics of this process (open connections, refusals by
 //! reason, relayed signals, rate-limited frames, slow-reader closes, queued bytes), encoded by
 //! the `prometheus-client` crate and served on `--metrics-addr` (off by default) so that they
-//! never share the public listener.
+//! never share the public listener. Voice gauges (active rooms, participants, reconnecting
+//! participants) are read from this server's voice store at each scrape.
 
+use std::fmt::Write as _;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::LazyLock;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
 
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -119,16 +123,62 @@ pub fn queued_bytes(delta: i64) {
     METRICS.queued_bytes.inc_by(delta);
 }
 
-/// The metrics in the Prometheus text exposition format.
-pub fn render() -> String {
+/// What a scrape reads from the voice rooms: this server's, at scrape time (`None`: the store
+/// could not be read; the gauges are left out rather than reported as zero).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VoiceGauges {
+    /// Active voice rooms.
+    pub active_rooms: usize,
+    /// Participants in them (reconnecting ones included).
+    pub participants: usize,
+    /// Participants whose connection dropped and who may still resume.
+    pub reconnecting: usize,
+}
+
+/// Reads [`VoiceGauges`] for a scrape.
+pub type VoiceGaugesFn =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<VoiceGauges>> + Send>> + Send + Sync>;
+
+/// The Prometheus (OpenMetrics) text of every metric, with `voice`'s gauges when given.
+pub fn render(voice: Option<VoiceGauges>) -> String {
     let mut out = String::new();
     encode(&mut out, &METRICS.registry).expect("writing to a String cannot fail");
+    if let Some(v) = voice {
+        let body = out.strip_suffix("# EOF\n").map(str::to_owned);
+        if let Some(mut body) = body {
+            for (name, help, value) in [
+                (
+                    "voice_active_voice_rooms",
+                    "Active voice rooms",
+                    v.active_rooms,
+                ),
+                (
+                    "voice_participants",
+                    "Participants in active voice rooms",
+                    v.participants,
+                ),
+                (
+                    "voice_reconnecting_participants",
+                    "Participants whose connection dropped, within their reconnect grace",
+                    v.reconnecting,
+                ),
+            ] {
+                let _ = write!(
+                    body,
+                    "# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {value}\n"
+                );
+            }
+            body.push_str("# EOF\n");
+            out = body;
+        }
+    }
     out
 }
 
 /// Serves `GET /metrics` on `listener` until `stop` completes (the server's shutdown).
 pub fn spawn(
     listener: TcpListener,
+    voice: VoiceGaugesFn,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     let bound = listener
@@ -136,15 +186,18 @@ pub fn spawn(
         .map_or_else(|_| "?".to_owned(), |a: SocketAddr| a.to_string());
     let app = axum::Router::new().route(
         "/metrics",
-        get(|| async {
-            (
-                [(
-                    header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )],
-                render(),
-            )
-                .into_response()
+        get(move || {
+            let voice = Arc::clone(&voice);
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    render(voice().await),
+                )
+                    .into_response()
+            }
         }),
     );
     info!(addr = %bound, "metrics at /metrics");

@@ -329,7 +329,7 @@ fn sample(metrics: &str, name: &str) -> f64 {
 }
 
 /// Operator visibility: `/metrics` on its own address (not on the public one) counts open
-/// connections, refusals by reason and slow-reader closes.
+/// connections, refusals by reason and slow-reader closes, and shows this server's voice rooms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_connections_refusals_and_slow_readers_on_their_own_address() {
     let app = spawn_app_with(|c| {
@@ -341,11 +341,33 @@ async fn metrics_count_connections_refusals_and_slow_readers_on_their_own_addres
     let maddr = app.server.metrics_addr().expect("metrics are served");
     assert_eq!(support::http_get(app.addr(), "/metrics").await.status, 404);
     let before = scrape(maddr).await;
-    let _a = app.user("Ada").await;
+    assert_eq!(sample(&before, "voice_active_voice_rooms"), 0.0, "{before}");
+    assert!(before.contains("voice_participants 0"), "{before}");
+    let (mut ada, mut bo, room_id) = room_with_member(&app).await;
+    let vr = ada.ok("createVoiceRoom", json!({"roomId": room_id})).await["voiceRoomId"].clone();
+    ada.ok("getVoiceCredentials", json!({"voiceRoomId": vr}))
+        .await;
+    bo.ok("getVoiceCredentials", json!({"voiceRoomId": vr}))
+        .await;
     let during = scrape(maddr).await;
-    assert!(sample(&during, "voice_open_websockets") >= 1.0, "{during}");
+    assert!(sample(&during, "voice_open_websockets") >= 2.0, "{during}");
+    assert_eq!(sample(&during, "voice_active_voice_rooms"), 1.0, "{during}");
+    assert_eq!(sample(&during, "voice_participants"), 2.0, "{during}");
+    assert_eq!(
+        sample(&during, "voice_reconnecting_participants"),
+        0.0,
+        "{during}"
+    );
+    assert!(
+        during.ends_with("# EOF\n"),
+        "still one OpenMetrics document:\n{during}"
+    );
+    ada.ok("endVoiceRoom", json!({"voiceRoomId": vr})).await;
+    let ended = scrape(maddr).await;
+    assert_eq!(sample(&ended, "voice_active_voice_rooms"), 0.0, "{ended}");
+    // Ada's and Bo's sockets and two bare ones fill the per-address cap of 4.
     let mut held = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..2 {
         held.push(tokio::net::TcpStream::connect(app.addr()).await.unwrap());
     }
     assert_eq!(support::http_get(app.addr(), "/healthz").await.status, 503);
