@@ -183,10 +183,11 @@ struct SignalFrame<'a> {
     payload: &'a RawValue,
 }
 
-/// A request's body: the general JSON tree, or a `signal` read on the hot path.
+/// A request's body: the general JSON tree, or a `signal` read on the hot path (with the relay
+/// that serves it).
 enum Body<'a> {
     Tree(Value),
-    Signal(SignalFrame<'a>),
+    Signal(&'a Arc<dyn SignalRelay>, SignalFrame<'a>),
 }
 
 /// `text` as a `signal` frame for the hot path, with its envelope, if it is a plain one.
@@ -204,6 +205,28 @@ fn signal_frame(text: &str) -> Option<(Envelope, SignalFrame<'_>)> {
         action: "signal".to_owned(),
     };
     Some((env, frame))
+}
+
+/// `signal`: validates the ids and hands the request to the relay.
+async fn signal(
+    relay: &Arc<dyn SignalRelay>,
+    connection: &ConnectionId,
+    voice_room_id: String,
+    token: String,
+    to: &str,
+    kind: SignalKind,
+    payload: Box<RawValue>,
+) -> Result<Value, Refusal> {
+    let req = SignalRequest {
+        voice_room: VoiceRoomId::parse(&voice_room_id)
+            .map_err(|e| Refusal::bad_request(format!("voiceRoomId: {e}")))?,
+        token,
+        to: UserId::parse(to).map_err(|e| Refusal::bad_request(format!("to: {e}")))?,
+        kind,
+        payload,
+    };
+    relay.relay(connection, &req).await?;
+    Ok(json!({}))
 }
 
 impl<P: Ports> Executor<P> {
@@ -263,13 +286,12 @@ impl<P: Ports> Executor<P> {
 
     /// Handles one request frame from `connection` and returns the reply frame.
     pub async fn handle(&self, connection: &ConnectionId, text: &str) -> Handled {
-        let fast = if self.signals.is_some() {
-            signal_frame(text)
-        } else {
-            None
-        };
+        let fast = self
+            .signals
+            .as_ref()
+            .and_then(|relay| Some((relay, signal_frame(text)?)));
         let (env, body) = match fast {
-            Some((env, frame)) => (env, Body::Signal(frame)),
+            Some((relay, (env, frame))) => (env, Body::Signal(relay, frame)),
             None => match parse_frame(text) {
                 Ok((env, value)) => (env, Body::Tree(value)),
                 Err((env, e)) => {
@@ -296,7 +318,7 @@ impl<P: Ports> Executor<P> {
                     value.get("roomId").and_then(Value::as_str),
                     value.get("voiceRoomId").and_then(Value::as_str),
                 ),
-                Body::Signal(f) => (f.room_id, Some(f.voice_room_id.as_str())),
+                Body::Signal(_, f) => (f.room_id, Some(f.voice_room_id.as_str())),
             };
             if let Some(id) = chat_room {
                 span.record("chat_room_id", logsafe::text(id));
@@ -311,11 +333,19 @@ impl<P: Ports> Executor<P> {
                     .instrument(span.clone())
                     .await
             }
-            Body::Signal(f) => {
+            Body::Signal(relay, f) => {
                 let payload = f.payload.to_owned();
-                self.signal(connection, f.voice_room_id, f.token, &f.to, f.kind, payload)
-                    .instrument(span.clone())
-                    .await
+                signal(
+                    relay,
+                    connection,
+                    f.voice_room_id,
+                    f.token,
+                    &f.to,
+                    f.kind,
+                    payload,
+                )
+                .instrument(span.clone())
+                .await
             }
         };
         let refused = match &result {
@@ -335,31 +365,6 @@ impl<P: Ports> Executor<P> {
             frame: reply_frame(&env, result.map_err(|r| r.error)),
             refused,
         }
-    }
-
-    /// `signal`: validates the ids and hands the request to the relay.
-    async fn signal(
-        &self,
-        connection: &ConnectionId,
-        voice_room_id: String,
-        token: String,
-        to: &str,
-        kind: SignalKind,
-        payload: Box<RawValue>,
-    ) -> Result<Value, Refusal> {
-        let Some(relay) = &self.signals else {
-            return Err(Refusal::bad_request("signal is not served here"));
-        };
-        let req = SignalRequest {
-            voice_room: VoiceRoomId::parse(&voice_room_id)
-                .map_err(|e| Refusal::bad_request(format!("voiceRoomId: {e}")))?,
-            token,
-            to: UserId::parse(to).map_err(|e| Refusal::bad_request(format!("to: {e}")))?,
-            kind,
-            payload,
-        };
-        relay.relay(connection, &req).await?;
-        Ok(json!({}))
     }
 
     /// Every action this executor serves, for the unknown-action message.
@@ -400,12 +405,20 @@ impl<P: Ports> Executor<P> {
                     .await?;
                 Ok(data(d))
             }
-            ("signal", _, Some(_)) => {
+            ("signal", _, Some(relay)) => {
                 let f: Signal = fields(value)?;
                 let payload = serde_json::value::to_raw_value(&f.payload)
                     .map_err(|e| Refusal::bad_request(format!("payload: {e}")))?;
-                self.signal(connection, f.voice_room_id, f.token, &f.to, f.kind, payload)
-                    .await
+                signal(
+                    relay,
+                    connection,
+                    f.voice_room_id,
+                    f.token,
+                    &f.to,
+                    f.kind,
+                    payload,
+                )
+                .await
             }
             (a, Some(chat), _) if CHAT_ACTIONS.contains(&a) => {
                 let user = chat.identify(connection).await?;
