@@ -143,34 +143,32 @@ pub type VoiceGaugesFn =
 pub fn render(voice: Option<VoiceGauges>) -> String {
     let mut out = String::new();
     encode(&mut out, &METRICS.registry).expect("writing to a String cannot fail");
-    if let Some(v) = voice {
-        let body = out.strip_suffix("# EOF\n").map(str::to_owned);
-        if let Some(mut body) = body {
-            for (name, help, value) in [
-                (
-                    "voice_active_voice_rooms",
-                    "Active voice rooms",
-                    v.active_rooms,
-                ),
-                (
-                    "voice_participants",
-                    "Participants in active voice rooms",
-                    v.participants,
-                ),
-                (
-                    "voice_reconnecting_participants",
-                    "Participants whose connection dropped, within their reconnect grace",
-                    v.reconnecting,
-                ),
-            ] {
-                let _ = write!(
-                    body,
-                    "# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {value}\n"
-                );
-            }
-            body.push_str("# EOF\n");
-            out = body;
+    if let (Some(v), Some(body)) = (voice, out.strip_suffix("# EOF\n")) {
+        let mut body = body.to_owned();
+        for (name, help, value) in [
+            (
+                "voice_active_voice_rooms",
+                "Active voice rooms",
+                v.active_rooms,
+            ),
+            (
+                "voice_participants",
+                "Participants in active voice rooms",
+                v.participants,
+            ),
+            (
+                "voice_reconnecting_participants",
+                "Participants whose connection dropped, within their reconnect grace",
+                v.reconnecting,
+            ),
+        ] {
+            let _ = write!(
+                body,
+                "# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {value}\n"
+            );
         }
+        body.push_str("# EOF\n");
+        out = body;
     }
     out
 }
