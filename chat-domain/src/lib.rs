@@ -30,7 +30,7 @@ pub use errors::ChatError;
 pub use events::{event_frame, ChatEvent, HelloData, MemberView, RoomView};
 pub use model::{ChatMessage, RoomRecord, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MESSAGE_HISTORY};
 pub use ports::{
-    ActiveVoiceRooms, ChatAdapters, ChatEvents, ChatIds, ChatStore, ChatStoreError, ResumeClaims,
-    SessionTokens, StoreDirectory, UserUsage,
+    ActiveVoiceRooms, AdmitAll, ChatAdapters, ChatEvents, ChatIds, ChatStore, ChatStoreError,
+    ResumeClaims, SessionTokens, SignUpGate, StoreDirectory, UserUsage,
 };
 pub use service::{ChatLimits, ChatService, Removal};

@@ -231,6 +231,27 @@ pub trait SessionTokens: Send + Sync + 'static {
     fn verify(&self, token: &str) -> Option<ResumeClaims>;
 }
 
+/// Whether a `hello` may create a new user. Every anonymous connection that says `hello` without
+/// a usable resume token becomes a user row kept forever, so a script opening throw-away
+/// connections can create users (and join requests, one per user) without end. Where the
+/// connection comes from (its address, say) is the adapter's to know; that a new identity
+/// needs the gate's consent, and nothing is stored when it refuses, is the rule's.
+pub trait SignUpGate: Send + Sync + 'static {
+    /// Consumes one new-user allowance of `connection`'s origin: `false` when none is left.
+    fn admit(&self, connection: &ConnectionId) -> bool;
+}
+
+/// The gate of a deployment that does not limit sign-ups (the Lambda: API Gateway throttles
+/// per account and route instead).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdmitAll;
+
+impl SignUpGate for AdmitAll {
+    fn admit(&self, _connection: &ConnectionId) -> bool {
+        true
+    }
+}
+
 /// New ids for users and chat rooms (random in production, sequential in tests).
 pub trait ChatIds: Send + Sync + 'static {
     /// A new user id, never used before.

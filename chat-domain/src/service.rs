@@ -9,7 +9,9 @@ use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoomId};
 use crate::errors::ChatError;
 use crate::events::{ChatEvent, HelloData, MemberView, RoomView};
 use crate::model::{clean_name, clean_text, ChatMessage, RoomRecord, MESSAGE_HISTORY};
-use crate::ports::{ChatAdapters, ResumeClaims};
+use std::sync::Arc;
+
+use crate::ports::{AdmitAll, ChatAdapters, ResumeClaims, SignUpGate};
 
 /// The quotas: how much one user may make others store and read. Without them one user (or
 /// a script opening many anonymous connections) can create rooms without end, bloating
@@ -58,6 +60,7 @@ pub struct Removal {
 pub struct ChatService {
     ports: ChatAdapters,
     limits: ChatLimits,
+    sign_ups: Arc<dyn SignUpGate>,
 }
 
 impl ChatService {
@@ -66,7 +69,16 @@ impl ChatService {
         Self {
             ports,
             limits: ChatLimits::default(),
+            sign_ups: Arc::new(AdmitAll),
         }
+    }
+
+    /// The same rules with new users admitted only by `gate` (the self-hosted server's
+    /// per-address quota). Without it every sign-up is admitted.
+    #[must_use]
+    pub fn with_sign_ups(mut self, gate: Arc<dyn SignUpGate>) -> Self {
+        self.sign_ups = gate;
+        self
     }
 
     /// The same rules with other quotas (the operator's flags).
@@ -180,7 +192,8 @@ impl ChatService {
     ///
     /// # Errors
     /// [`ChatError::BadRequest`]/[`ChatError::TooLarge`] for a bad name,
-    /// [`ChatError::Unavailable`].
+    /// [`ChatError::QuotaExceeded`] when a new user would be created and the [`SignUpGate`]
+    /// refuses (nothing is stored), [`ChatError::Unavailable`].
     pub async fn hello(
         &self,
         connection: &ConnectionId,
@@ -197,7 +210,18 @@ impl ChatService {
         let resumed = existing.is_none() && resumed_user.is_some();
         let user = match (existing, resumed_user) {
             (Some(u), _) | (None, Some(u)) => u,
-            (None, None) => self.ports.ids.user_id(),
+            (None, None) => {
+                // Checked before anything is stored: a refused sign-up leaves no user row.
+                if !self.sign_ups.admit(connection) {
+                    info!("sign-up refused: the origin's new-user quota is used up");
+                    return Err(ChatError::QuotaExceeded(
+                        "too many new users were created from your network recently; sign in \
+                         with a saved session (the same browser) or try again later"
+                            .into(),
+                    ));
+                }
+                self.ports.ids.user_id()
+            }
         };
         let was_online = !self
             .ports

@@ -289,6 +289,18 @@ pub async fn serve_voice(
         // the per-address and global connection caps (abuse limits) are out of scope here.
         max_connections: 1_000_000,
         max_connections_per_ip: 1_000_000,
+        // One generator user per connection, all from 127.0.0.1: the per-user budgets and the
+        // new-users-per-address quota are abuse limits, out of scope like the ones above (the
+        // per-user budget check itself still runs on every frame).
+        user_rate_limit: voice_server::RateLimit {
+            burst: 1_000_000_000,
+            per_second: 1e9,
+        },
+        user_byte_limit: voice_server::RateLimit {
+            burst: u32::MAX,
+            per_second: 1e12,
+        },
+        new_users_per_ip_per_hour: u32::MAX,
         // A fan-out room has up to thousands of members asking at once: the chat quotas (abuse
         // limits) are out of scope here too.
         chat_limits: {

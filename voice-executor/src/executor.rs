@@ -261,11 +261,12 @@ impl<P: Ports> Executor<P> {
         &self.voice
     }
 
-    /// Whether `connection` has said hello (always `false` without a chat).
-    pub async fn identified(&self, connection: &ConnectionId) -> bool {
+    /// The user `connection` said hello as (always `None` without a chat): what an entrypoint
+    /// keys per-user limits by, so more connections do not buy a user more capacity.
+    pub async fn identity(&self, connection: &ConnectionId) -> Option<UserId> {
         match &self.chat {
-            Some(chat) => chat.identify(connection).await.is_ok(),
-            None => false,
+            Some(chat) => chat.identify(connection).await.ok(),
+            None => None,
         }
     }
 

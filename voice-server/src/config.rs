@@ -44,6 +44,13 @@ pub enum Storage {
     },
 }
 
+/// How often the server pings each WebSocket by default: often enough that a dead link is
+/// noticed within [`DEFAULT_IDLE_TIMEOUT`] even if one pong is lost.
+const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(4);
+
+/// Silence after which a WebSocket is closed by default: two missed pongs and a margin.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A per-connection token bucket for incoming frames, so one client cannot flood the relay.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
@@ -95,6 +102,13 @@ pub struct Config {
     pub reconnect_grace: Duration,
     /// Per-connection rate limit on incoming frames.
     pub rate_limit: RateLimit,
+    /// Frames per user across all of the user's connections (more connections buy no more).
+    pub user_rate_limit: RateLimit,
+    /// Bytes per user across all of the user's connections; `burst` is at least one largest
+    /// frame ([`crate::ws::MAX_FRAME_BYTES`]).
+    pub user_byte_limit: RateLimit,
+    /// New users (a `hello` without a usable resume token) per IP address per hour.
+    pub new_users_per_ip_per_hour: u32,
     /// Outgoing messages queued per connection before it is dropped as too slow.
     pub queue_capacity: usize,
     /// Outgoing bytes queued per connection before it is dropped as too slow (close 1008).
@@ -145,11 +159,24 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(60),
             reconnect_grace: voice_domain::DEFAULT_RECONNECT_GRACE,
             rate_limit: RateLimit::default(),
+            // Twice one busy connection's rate: two tabs joining voice at once still pass, a
+            // fourth and fifth connection add nothing.
+            user_rate_limit: RateLimit {
+                burst: 400,
+                per_second: 100.0,
+            },
+            // 128 KiB/s after a 512 KiB burst: a 10-person join's offers and candidates are
+            // ~100 KB; a chat flood of large messages is held to this, whatever it fans out to.
+            user_byte_limit: RateLimit {
+                burst: 512 * 1024,
+                per_second: 128.0 * 1024.0,
+            },
+            new_users_per_ip_per_hour: 30,
             queue_capacity: 256,
             queue_bytes: 1024 * 1024,
             write_timeout: Duration::from_secs(10),
-            ping_interval: Duration::from_secs(4),
-            idle_timeout: Duration::from_secs(10),
+            ping_interval: DEFAULT_PING_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             hello_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
@@ -218,6 +245,17 @@ impl Config {
         if self.rate_limit.burst == 0 || self.rate_limit.per_second <= 0.0 {
             return Err(ConfigError::RateLimit);
         }
+        if self.user_rate_limit.burst == 0 || self.user_rate_limit.per_second <= 0.0 {
+            return Err(ConfigError::UserRateLimit);
+        }
+        if (self.user_byte_limit.burst as usize) < crate::ws::MAX_FRAME_BYTES
+            || self.user_byte_limit.per_second <= 0.0
+        {
+            return Err(ConfigError::UserByteLimit);
+        }
+        if self.new_users_per_ip_per_hour == 0 {
+            return Err(ConfigError::NewUsersPerIp);
+        }
         if self.queue_capacity == 0 || self.queue_bytes == 0 {
             return Err(ConfigError::QueueCapacity);
         }
@@ -280,6 +318,15 @@ pub enum ConfigError {
     /// A rate limit of zero.
     #[error("the rate limit must allow at least one frame")]
     RateLimit,
+    /// A per-user frame limit of zero.
+    #[error("--user-frames-per-sec must allow at least one frame")]
+    UserRateLimit,
+    /// A per-user byte limit below one largest frame.
+    #[error("--user-bytes-per-sec must be at least 16384 (its burst, 4 s of it, must hold one 64 KiB frame)")]
+    UserByteLimit,
+    /// No new users at all.
+    #[error("--max-new-users-per-ip-per-hour must be at least 1")]
+    NewUsersPerIp,
     /// A queue of zero.
     #[error(
         "the per-connection queue must hold at least one message and one byte (--queue-bytes)"
@@ -379,7 +426,8 @@ pub struct Cli {
     /// How long, in seconds, a voice participant whose connection dropped (or who was in a
     /// voice room when the server restarted) keeps its place, to resume without a click from a
     /// new connection. 0: a drop is a leave at once, and a restart ends the voice rooms.
-    #[arg(long, env = "VOICE_RECONNECT_GRACE_SECS", default_value_t = 30,
+    #[arg(long, env = "VOICE_RECONNECT_GRACE_SECS",
+          default_value_t = voice_domain::DEFAULT_RECONNECT_GRACE.as_secs(),
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub reconnect_grace_secs: u64,
 
@@ -423,13 +471,13 @@ pub struct Cli {
     pub write_timeout_secs: u64,
 
     /// Seconds between the server's WebSocket pings.
-    #[arg(long, env = "VOICE_PING_INTERVAL_SECS", default_value_t = 10,
+    #[arg(long, env = "VOICE_PING_INTERVAL_SECS", default_value_t = DEFAULT_PING_INTERVAL.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub ping_interval_secs: u64,
 
     /// Seconds without any frame from a client (pongs included) before its WebSocket is closed
     /// and it leaves voice, as on a disconnect. Must exceed --ping-interval-secs.
-    #[arg(long, env = "VOICE_IDLE_TIMEOUT_SECS", default_value_t = 25,
+    #[arg(long, env = "VOICE_IDLE_TIMEOUT_SECS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_secs: u64,
 
@@ -490,6 +538,25 @@ pub struct Cli {
     #[arg(long, env = "VOICE_RESUME_TOKEN_TTL_DAYS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub resume_token_ttl_days: u64,
+
+    /// Frames per second one user may send across all their connections (burst: 4 s of it);
+    /// each connection also has its own limit of 50/s.
+    #[arg(long, env = "VOICE_USER_FRAMES_PER_SEC", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub user_frames_per_sec: u32,
+
+    /// Bytes per second one user may send across all their connections (burst: 4 s of it; at
+    /// least 16384 so the burst holds one largest frame).
+    #[arg(long, env = "VOICE_USER_BYTES_PER_SEC", default_value_t = 128 * 1024,
+          value_parser = clap::value_parser!(u32).range(16384..))]
+    pub user_bytes_per_sec: u32,
+
+    /// New users (a `hello` without a saved session) one IP address may create per hour;
+    /// beyond it `hello` answers QUOTA_EXCEEDED. Behind a reverse proxy every client has the
+    /// proxy's address: raise it there.
+    #[arg(long, env = "VOICE_MAX_NEW_USERS_PER_IP_PER_HOUR", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_new_users_per_ip_per_hour: u32,
 }
 
 /// Reads a secret from `path` (one line; a trailing newline is dropped).
@@ -563,6 +630,15 @@ impl Cli {
                 .unwrap_or(usize::MAX),
             public_hosts: self.public_hosts,
             metrics_addr: self.metrics_addr,
+            user_rate_limit: RateLimit {
+                burst: self.user_frames_per_sec.saturating_mul(4),
+                per_second: f64::from(self.user_frames_per_sec),
+            },
+            user_byte_limit: RateLimit {
+                burst: self.user_bytes_per_sec.saturating_mul(4),
+                per_second: f64::from(self.user_bytes_per_sec),
+            },
+            new_users_per_ip_per_hour: self.max_new_users_per_ip_per_hour,
             chat_limits: chat_domain::ChatLimits {
                 rooms_per_user: usize::try_from(self.max_rooms_per_user).unwrap_or(usize::MAX),
                 pending_per_room: usize::try_from(self.max_pending_per_room).unwrap_or(usize::MAX),
@@ -611,6 +687,122 @@ mod tests {
                 data_dir: PathBuf::from("./voice-data")
             }
         );
+    }
+
+    /// The binary's defaults are the embedding's (`Config::default`), which the README and
+    /// SECURITY.md document: one set of numbers, not two that drift apart.
+    #[test]
+    fn the_binarys_defaults_are_the_configs_defaults() {
+        let cli = parse(&[]).unwrap();
+        let lib = Config::default();
+        let pairs: [(&str, String, String); 20] = [
+            (
+                "capacity",
+                format!("{:?}", cli.capacity),
+                format!("{:?}", lib.capacity),
+            ),
+            (
+                "credential_ttl",
+                format!("{:?}", cli.credential_ttl),
+                format!("{:?}", lib.credential_ttl),
+            ),
+            (
+                "turn_ttl",
+                format!("{:?}", cli.turn_ttl),
+                format!("{:?}", lib.turn_ttl),
+            ),
+            (
+                "reconnect_grace",
+                format!("{:?}", cli.reconnect_grace),
+                format!("{:?}", lib.reconnect_grace),
+            ),
+            (
+                "rate_limit",
+                format!("{:?}", cli.rate_limit),
+                format!("{:?}", lib.rate_limit),
+            ),
+            (
+                "user_rate_limit",
+                format!("{:?}", cli.user_rate_limit),
+                format!("{:?}", lib.user_rate_limit),
+            ),
+            (
+                "user_byte_limit",
+                format!("{:?}", cli.user_byte_limit),
+                format!("{:?}", lib.user_byte_limit),
+            ),
+            (
+                "new_users_per_ip_per_hour",
+                format!("{:?}", cli.new_users_per_ip_per_hour),
+                format!("{:?}", lib.new_users_per_ip_per_hour),
+            ),
+            (
+                "queue_capacity",
+                format!("{:?}", cli.queue_capacity),
+                format!("{:?}", lib.queue_capacity),
+            ),
+            (
+                "queue_bytes",
+                format!("{:?}", cli.queue_bytes),
+                format!("{:?}", lib.queue_bytes),
+            ),
+            (
+                "write_timeout",
+                format!("{:?}", cli.write_timeout),
+                format!("{:?}", lib.write_timeout),
+            ),
+            (
+                "ping_interval",
+                format!("{:?}", cli.ping_interval),
+                format!("{:?}", lib.ping_interval),
+            ),
+            (
+                "idle_timeout",
+                format!("{:?}", cli.idle_timeout),
+                format!("{:?}", lib.idle_timeout),
+            ),
+            (
+                "hello_timeout",
+                format!("{:?}", cli.hello_timeout),
+                format!("{:?}", lib.hello_timeout),
+            ),
+            (
+                "header_read_timeout",
+                format!("{:?}", cli.header_read_timeout),
+                format!("{:?}", lib.header_read_timeout),
+            ),
+            (
+                "max_connections",
+                format!("{:?}", cli.max_connections),
+                format!("{:?}", lib.max_connections),
+            ),
+            (
+                "max_connections_per_ip",
+                format!("{:?}", cli.max_connections_per_ip),
+                format!("{:?}", lib.max_connections_per_ip),
+            ),
+            (
+                "chat_limits",
+                format!("{:?}", cli.chat_limits),
+                format!("{:?}", lib.chat_limits),
+            ),
+            (
+                "sweep_interval",
+                format!("{:?}", cli.sweep_interval),
+                format!("{:?}", lib.sweep_interval),
+            ),
+            (
+                "shutdown_grace",
+                format!("{:?}", cli.shutdown_grace),
+                format!("{:?}", lib.shutdown_grace),
+            ),
+        ];
+        let differ: Vec<String> = pairs
+            .iter()
+            .filter(|(_, a, b)| a != b)
+            .map(|(n, a, b)| format!("{n}: binary {a}, Config::default {b}"))
+            .collect();
+        assert!(differ.is_empty(), "{differ:#?}");
     }
 
     #[test]

@@ -266,6 +266,7 @@ pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[Strin
 
 async fn websocket(
     State(state): State<HttpState>,
+    peer: Option<axum::Extension<crate::listener::PeerIp>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -295,7 +296,7 @@ async fn websocket(
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_failed_upgrade(|e| warn!(error = %e, "WebSocket upgrade failed"))
-        .on_upgrade(move |socket| ws::run(ctx, socket))
+        .on_upgrade(move |socket| ws::run(ctx, socket, peer.map(|p| p.0 .0)))
 }
 
 /// The application's routes.

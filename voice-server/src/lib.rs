@@ -39,6 +39,7 @@ mod lifecycle;
 pub mod listener;
 mod logging;
 pub mod metrics;
+pub mod quota;
 mod running;
 pub mod ws;
 
@@ -202,6 +203,7 @@ pub(crate) fn prepare(
             ..ServiceConfig::default()
         },
     ));
+    let sign_ups = Arc::new(quota::SignUps::new(config.new_users_per_ip_per_hour));
     let executor = Executor::new(voice.clone())
         .with_chat(
             ChatService::new(ChatAdapters {
@@ -212,7 +214,8 @@ pub(crate) fn prepare(
                 voice: Arc::new(store.clone()),
                 clock: clock.clone(),
             })
-            .with_limits(config.chat_limits),
+            .with_limits(config.chat_limits)
+            .with_sign_ups(sign_ups.clone()),
         )
         .with_signals(Arc::new(Relay::new(
             key,
@@ -237,6 +240,11 @@ pub(crate) fn prepare(
                 idle_timeout: config.idle_timeout,
                 hello_timeout: config.hello_timeout,
             },
+            budgets: Arc::new(quota::UserBudgets::new(
+                config.user_rate_limit,
+                config.user_byte_limit,
+            )),
+            sign_ups,
         },
         allowed_origins: config
             .allowed_origins

@@ -167,6 +167,10 @@ async fn refuse(mut stream: TcpStream, refusal: Refusal, peer: SocketAddr) {
     .await;
 }
 
+/// The IP address a request came from (a request extension set by [`serve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerIp(pub IpAddr);
+
 /// Accepts and serves connections with `app` until `stop` fires; then stops accepting and
 /// asks every HTTP connection to finish (WebSockets are closed by their own tasks).
 pub async fn serve(listener: TcpListener, app: axum::Router, limits: ListenLimits, stop: Trigger) {
@@ -215,7 +219,16 @@ pub async fn serve(listener: TcpListener, app: axum::Router, limits: ListenLimit
             stream,
             _slot: slot,
         });
-        let service = TowerToHyperService::new(app.clone());
+        // The peer's address travels with each request, for limits kept per address (new
+        // users per hour) beyond the connection caps enforced here.
+        let ip = PeerIp(peer.ip());
+        let service = TowerToHyperService::new(tower::util::MapRequest::new(
+            app.clone(),
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ip);
+                req
+            },
+        ));
         let builder = builder.clone();
         let stop = stop.clone();
         tokio::spawn(async move {

@@ -4,6 +4,8 @@
 //! `hello_timeout`, some frame (a pong at least) within `idle_timeout`, each write within
 //! `write_timeout`; missing one closes the connection like any disconnect.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -15,6 +17,7 @@ use voice_domain::ConnectionId;
 
 use crate::adapters::hub::{Hub, Outbox, QueueLimit, Trigger};
 use crate::config::RateLimit;
+use crate::quota::{OverBudget, SignUps, UserBudgets};
 use voice_executor::{binary_frame_reply, parse_frame, reply_frame, Executor};
 
 use crate::adapters::ports::ServerPorts;
@@ -52,18 +55,40 @@ impl Bucket {
         }
     }
 
-    /// Takes one token if there is one.
-    pub fn take(&mut self, now: Instant) -> bool {
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens =
             (self.tokens + elapsed * self.limit.per_second).min(f64::from(self.limit.burst));
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
         }
+    }
+
+    /// Whether `n` tokens are there (taking none).
+    pub fn can_take(&mut self, n: u32, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= f64::from(n)
+    }
+
+    /// Takes `n` tokens; call after [`Bucket::can_take`] said they are there.
+    pub fn take_n(&mut self, n: u32, now: Instant) {
+        self.refill(now);
+        self.tokens -= f64::from(n);
+    }
+
+    /// Whether the bucket has refilled to its burst (forgetting it loses nothing).
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= f64::from(self.limit.burst)
     }
 }
 
@@ -103,14 +128,25 @@ pub struct ConnectionContext {
     pub rate_limit: RateLimit,
     /// Per-connection deadlines and queue bounds.
     pub limits: ConnectionLimits,
+    /// Frames and bytes per user, across the user's connections.
+    pub budgets: Arc<UserBudgets>,
+    /// New users per address: each connection's address is recorded here while it is open.
+    pub sign_ups: Arc<SignUps>,
 }
 
-/// Runs one connection to its end.
-pub async fn run(ctx: ConnectionContext, socket: WebSocket) {
+/// Runs one connection from `peer` to its end.
+pub async fn run(ctx: ConnectionContext, socket: WebSocket, peer: Option<IpAddr>) {
     let conn = ConnectionId::parse(uuid::Uuid::new_v4().simple().to_string())
         .expect("a uuid is a valid connection id");
     let span = tracing::info_span!("connection", connection_id = %conn);
-    run_connection(ctx, socket, conn).instrument(span).await;
+    if let Some(ip) = peer {
+        ctx.sign_ups.attach(&conn, ip);
+    }
+    let sign_ups = Arc::clone(&ctx.sign_ups);
+    run_connection(ctx, socket, conn.clone())
+        .instrument(span)
+        .await;
+    sign_ups.detach(&conn);
 }
 
 /// The close code for a read error: 1009 for a frame over [`MAX_FRAME_BYTES`], 1007 for text
@@ -173,7 +209,7 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
         count: 0,
     };
     let opened = tokio::time::Instant::now();
-    let mut identified = false;
+    let mut user: Option<voice_domain::UserId> = None;
     let mut last_seen = opened;
     let (reason, close_with): (&str, Option<(u16, &'static str)>) = loop {
         let hello_due = opened + limits.hello_timeout;
@@ -182,7 +218,7 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
             biased;
             () = kill.wait() => break ("dropped: too slow", None),
             () = ctx.shutdown.wait() => break ("server shutting down", None),
-            () = tokio::time::sleep_until(hello_due), if !identified => {
+            () = tokio::time::sleep_until(hello_due), if user.is_none() => {
                 crate::metrics::rejected("hello_timeout");
                 break ("no hello in time", Some((close::POLICY, "identify with hello first")));
             }
@@ -213,44 +249,63 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
                 break ("socket error", close);
             }
         };
-        let reply = if bucket.take(Instant::now()) {
-            // Boxed: a task is allocated at the size of its largest state, and handling a
-            // request (any use case) is far larger than waiting for a frame. Inline, every idle
-            // connection would carry that space for its whole life.
-            let handled = Box::pin(ctx.executor.handle(&conn, text.as_str())).await;
-            if !identified {
-                identified = Box::pin(ctx.executor.identified(&conn)).await;
-            }
-            handled.frame
+        let now = Instant::now();
+        let admitted = if !bucket.take(now) {
+            Err("too many requests on this connection; slow down and retry")
+        } else if let Some(u) = &user {
+            ctx.budgets.take(u, text.len(), now).map_err(|over| match over {
+                OverBudget::Frames => {
+                    "too many requests from your account (all your connections together); slow down and retry"
+                }
+                OverBudget::Bytes => {
+                    "too much data from your account (all your connections together); slow down and retry"
+                }
+            })
         } else {
-            crate::metrics::rate_limited();
-            let env = parse_frame(text.as_str()).map_or_else(|(env, _)| env, |(env, _)| env);
-            let (log, disconnect) = offences.record(Instant::now());
-            if disconnect {
-                crate::metrics::rejected("rate_limit_abuse");
-                warn!(
-                    limited = offences.count,
-                    "closing: kept sending far over the rate limit"
-                );
-                break (
-                    "flooding over the rate limit",
-                    Some((close::POLICY, "too many requests")),
-                );
+            Ok(())
+        };
+        let reply = match admitted {
+            Ok(()) => {
+                // Boxed: a task is allocated at the size of its largest state, and handling a
+                // request (any use case) is far larger than waiting for a frame. Inline, every
+                // idle connection would carry that space for its whole life.
+                let handled = Box::pin(ctx.executor.handle(&conn, text.as_str())).await;
+                if user.is_none() {
+                    user = Box::pin(ctx.executor.identity(&conn)).await;
+                }
+                handled.frame
             }
-            if log {
-                warn!(
-                    action = %voice_executor::logsafe::action(&env.action),
-                    "rate limited; further frames over the limit in the next 10 s are refused without a log line"
-                );
+            Err(message) => {
+                crate::metrics::rate_limited();
+                let env = parse_frame(text.as_str()).map_or_else(|(env, _)| env, |(env, _)| env);
+                let (log, disconnect) = offences.record(now);
+                if disconnect {
+                    crate::metrics::rejected("rate_limit_abuse");
+                    warn!(
+                        limited = offences.count,
+                        "closing: kept sending far over the rate limit"
+                    );
+                    break (
+                        "flooding over the rate limit",
+                        Some((close::POLICY, "too many requests")),
+                    );
+                }
+                if log {
+                    warn!(
+                        action = %voice_executor::logsafe::action(&env.action),
+                        reason = message,
+                        "rate limited; further frames over the limit in the next 10 s are refused without a log line"
+                    );
+                }
+                reply_frame(
+                    &env,
+                    Err(WireError {
+                        code: "RATE_LIMITED".into(),
+                        message: message.into(),
+                        retryable: true,
+                    }),
+                )
             }
-            reply_frame(
-                &env,
-                Err(WireError {
-                    code: "RATE_LIMITED".into(),
-                    message: "too many requests on this connection; slow down and retry".into(),
-                    retryable: true,
-                }),
-            )
         };
         if ctx.hub.send(&conn, reply).is_err() {
             break ("dropped: too slow", None);

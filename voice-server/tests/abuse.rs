@@ -451,3 +451,124 @@ async fn measure_memory_under_a_one_address_slow_reader_attack() {
     );
     server.terminate();
 }
+
+/// Finding 4: a per-connection limit is bypassed by opening more connections. The frames and
+/// bytes of all of one user's connections come out of one budget; another user's is their own.
+#[tokio::test]
+async fn a_users_connections_share_one_frame_and_byte_budget() {
+    let app = spawn_app_with(|c| {
+        c.user_rate_limit = voice_server::RateLimit {
+            burst: 12,
+            per_second: 0.001,
+        };
+    })
+    .await;
+    let mut first = app.user("Mallory").await;
+    let token = first.ok("hello", json!({ "name": "Mallory" })).await["resumeToken"]
+        .as_str()
+        .expect("a resume token")
+        .to_owned();
+    // Two more tabs of the same user. A connection's frames count for its user from the frame
+    // after its `hello`, so of these only the re-hello above (on an identified tab) was charged.
+    let mut tabs = vec![first];
+    for _ in 0..2 {
+        let mut c = app.connect().await;
+        c.ok("hello", json!({ "name": "Mallory", "resumeToken": token }))
+            .await;
+        tabs.push(c);
+    }
+    // 12 - 1 = 11 frames left for the user, whichever tab sends them.
+    let (mut passed, mut limited) = (0, 0);
+    for round in 0..5 {
+        for tab in &mut tabs {
+            let reply = tab.request("ping", json!({ "round": round })).await;
+            if reply["ok"] == json!(true) {
+                passed += 1;
+            } else {
+                assert_eq!(reply["error"]["code"], "RATE_LIMITED", "{reply}");
+                let message = reply["error"]["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.contains("all your connections together"),
+                    "{message}"
+                );
+                limited += 1;
+            }
+        }
+    }
+    assert_eq!(
+        (passed, limited),
+        (11, 4),
+        "one budget across three connections"
+    );
+    let mut other = app.user("Bystander").await;
+    other.ok("ping", json!({})).await;
+
+    // Bytes: two 40 KB frames from two connections of one user pass one connection's
+    // limit each, but not the user's 64 KiB.
+    let app = spawn_app_with(|c| {
+        c.user_byte_limit = voice_server::RateLimit {
+            burst: 64 * 1024,
+            per_second: 1.0,
+        };
+    })
+    .await;
+    let mut a = app.user("Big").await;
+    let token = a.ok("hello", json!({ "name": "Big" })).await["resumeToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut b = app.connect().await;
+    b.ok("hello", json!({ "name": "Big", "resumeToken": token }))
+        .await;
+    let pad = "x".repeat(40_000);
+    a.ok("ping", json!({ "pad": pad })).await;
+    let reply = b.request("ping", json!({ "pad": pad })).await;
+    assert_eq!(reply["error"]["code"], "RATE_LIMITED", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("too much data")),
+        "{reply}"
+    );
+}
+
+/// Finding 5: every `hello` without a resume token made a user row forever, so one address
+/// could mint users (and a join request per user) without end. Past the per-address quota a
+/// new user is refused and nothing is stored; a returning user with a saved session still
+/// signs in.
+#[tokio::test]
+async fn new_users_per_address_are_capped_and_returning_users_are_not() {
+    let app = spawn_app_with(|c| c.new_users_per_ip_per_hour = 2).await;
+    let mut ann = app.user("Ann").await;
+    let token = ann.ok("hello", json!({ "name": "Ann" })).await["resumeToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.user("Bob").await;
+    let mut third = app.connect().await;
+    assert_eq!(
+        third.err("hello", json!({ "name": "Eve" })).await,
+        "QUOTA_EXCEEDED"
+    );
+    assert_eq!(
+        third.err("listRooms", json!({})).await,
+        "NOT_IDENTIFIED",
+        "a refused sign-up leaves the connection anonymous"
+    );
+    // A forged or stale token is no way around it: it would make a new user too.
+    assert_eq!(
+        third
+            .err("hello", json!({ "name": "Eve", "resumeToken": "forged" }))
+            .await,
+        "QUOTA_EXCEEDED"
+    );
+    let mut back = app.connect().await;
+    let d = back
+        .ok("hello", json!({ "name": "Ann", "resumeToken": token }))
+        .await;
+    assert_eq!(
+        d["userId"],
+        json!(ann.user_id),
+        "a saved session is not a sign-up"
+    );
+}

@@ -58,6 +58,15 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     config.token_secret = Some(voice_domain::ports::Secret::new(
         "integration-test-token-secret-0123",
     ));
+    // Every test client comes from 127.0.0.1, and the tests' traffic is not what the
+    // cross-connection abuse limits are about: those are off unless a test sets them
+    // (abuse.rs does; the browser tests run the binary with the defaults).
+    config.new_users_per_ip_per_hour = u32::MAX;
+    config.user_rate_limit = voice_server::RateLimit {
+        burst: u32::MAX,
+        per_second: 1e12,
+    };
+    config.user_byte_limit = config.user_rate_limit;
     tweak(&mut config);
     let server = voice_server::spawn(config).await.expect("server starts");
     TestApp { server }

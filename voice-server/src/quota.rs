@@ -1,0 +1,203 @@
+//! Limits that span connections (issue 13, finding 4 and 5): a per-connection rate limit is
+//! bypassed by opening more connections, and a `hello` without a resume token creates a user
+//! row forever. Two budgets close that:
+//!
+//! - [`UserBudgets`]: frames and bytes per *user*, shared by all of that user's connections,
+//!   charged after the per-connection bucket (so one user with three tabs gets what one heavy
+//!   tab gets, not three times it).
+//! - [`SignUps`]: new users per IP address per hour, the [`SignUpGate`] the chat rules ask
+//!   before creating a user (nothing is stored when it refuses).
+//!
+//! Both are bounded maps: entries whose budget has refilled are dropped when the map grows past
+//! its cap, so a stream of fresh addresses or users cannot grow them without end.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chat_domain::SignUpGate;
+use voice_domain::{ConnectionId, UserId};
+
+use crate::config::RateLimit;
+use crate::ws::Bucket;
+
+/// Entries kept before refilled ones are pruned (each is a few dozen bytes).
+const MAX_ENTRIES: usize = 65_536;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Why a frame was refused by a [`UserBudgets`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverBudget {
+    /// More frames than the user's connections may send together.
+    Frames,
+    /// More bytes than the user's connections may send together.
+    Bytes,
+}
+
+/// Per-user frame and byte buckets, shared by every connection of the user.
+#[derive(Debug)]
+pub struct UserBudgets {
+    frames: RateLimit,
+    bytes: RateLimit,
+    users: Mutex<HashMap<UserId, (Bucket, Bucket)>>,
+}
+
+impl UserBudgets {
+    /// Budgets of `frames` and `bytes` per user.
+    pub fn new(frames: RateLimit, bytes: RateLimit) -> Self {
+        Self {
+            frames,
+            bytes,
+            users: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Charges one frame of `len` bytes to `user`.
+    ///
+    /// # Errors
+    /// [`OverBudget`] when the user's connections together are over either budget; nothing is
+    /// charged then.
+    pub fn take(&self, user: &UserId, len: usize, now: Instant) -> Result<(), OverBudget> {
+        let mut users = lock(&self.users);
+        if users.len() >= MAX_ENTRIES && !users.contains_key(user) {
+            users.retain(|_, (f, b)| !(f.is_full(now) && b.is_full(now)));
+        }
+        let (frames, bytes) = users
+            .entry(user.clone())
+            .or_insert_with(|| (Bucket::new(self.frames), Bucket::new(self.bytes)));
+        let cost = u32::try_from(len).unwrap_or(u32::MAX);
+        if !bytes.can_take(cost, now) {
+            return Err(OverBudget::Bytes);
+        }
+        if !frames.take(now) {
+            return Err(OverBudget::Frames);
+        }
+        bytes.take_n(cost, now);
+        Ok(())
+    }
+}
+
+/// New users per IP address per hour: the self-hosted server's [`SignUpGate`].
+#[derive(Debug)]
+pub struct SignUps {
+    per_hour: u32,
+    inner: Mutex<SignUpState>,
+}
+
+#[derive(Debug, Default)]
+struct SignUpState {
+    /// Where each open connection comes from.
+    origins: HashMap<ConnectionId, IpAddr>,
+    /// The allowance left per address.
+    allowances: HashMap<IpAddr, Bucket>,
+}
+
+impl SignUps {
+    /// At most `per_hour` new users per address in any hour (a burst of `per_hour`, refilled
+    /// evenly over the hour).
+    pub fn new(per_hour: u32) -> Self {
+        Self {
+            per_hour,
+            inner: Mutex::new(SignUpState::default()),
+        }
+    }
+
+    fn limit(&self) -> RateLimit {
+        RateLimit {
+            burst: self.per_hour,
+            per_second: f64::from(self.per_hour) / Duration::from_secs(3600).as_secs_f64(),
+        }
+    }
+
+    /// Records that `connection` comes from `ip`, until [`SignUps::detach`].
+    pub fn attach(&self, connection: &ConnectionId, ip: IpAddr) {
+        lock(&self.inner).origins.insert(connection.clone(), ip);
+    }
+
+    /// `connection` closed.
+    pub fn detach(&self, connection: &ConnectionId) {
+        lock(&self.inner).origins.remove(connection);
+    }
+}
+
+impl SignUpGate for SignUps {
+    fn admit(&self, connection: &ConnectionId) -> bool {
+        let now = Instant::now();
+        let limit = self.limit();
+        let mut st = lock(&self.inner);
+        let Some(ip) = st.origins.get(connection).copied() else {
+            // Not from a socket this server accepted (an embedding's own transport): no address
+            // to charge, so the embedding's own limits apply.
+            return true;
+        };
+        if st.allowances.len() >= MAX_ENTRIES && !st.allowances.contains_key(&ip) {
+            st.allowances.retain(|_, b| !b.is_full(now));
+        }
+        st.allowances
+            .entry(ip)
+            .or_insert_with(|| Bucket::new(limit))
+            .take(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(n: u32) -> ConnectionId {
+        ConnectionId::parse(format!("c{n}")).unwrap()
+    }
+
+    #[test]
+    fn sign_ups_are_counted_per_address_not_per_connection() {
+        let gate = SignUps::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for n in 0..3 {
+            gate.attach(&conn(n), a);
+        }
+        gate.attach(&conn(9), b);
+        assert!(gate.admit(&conn(0)));
+        assert!(gate.admit(&conn(1)));
+        assert!(
+            !gate.admit(&conn(2)),
+            "a third new user from one address in an hour"
+        );
+        assert!(
+            gate.admit(&conn(9)),
+            "another address has its own allowance"
+        );
+        assert!(
+            gate.admit(&conn(77)),
+            "a connection of no known address is not charged"
+        );
+    }
+
+    #[test]
+    fn a_user_budget_is_shared_and_refused_frames_cost_nothing() {
+        let budgets = UserBudgets::new(
+            RateLimit {
+                burst: 3,
+                per_second: 0.001,
+            },
+            RateLimit {
+                burst: 100,
+                per_second: 0.001,
+            },
+        );
+        let now = Instant::now();
+        let ann = UserId::parse("ann").unwrap();
+        let bob = UserId::parse("bob").unwrap();
+        assert_eq!(budgets.take(&ann, 200, now), Err(OverBudget::Bytes));
+        assert_eq!(budgets.take(&ann, 60, now), Ok(()));
+        assert_eq!(budgets.take(&ann, 60, now), Err(OverBudget::Bytes));
+        assert_eq!(budgets.take(&ann, 10, now), Ok(()));
+        assert_eq!(budgets.take(&ann, 10, now), Ok(()));
+        assert_eq!(budgets.take(&ann, 10, now), Err(OverBudget::Frames));
+        assert_eq!(budgets.take(&bob, 10, now), Ok(()), "budgets are per user");
+    }
+}
