@@ -60,6 +60,15 @@ pub enum SignalError {
     /// Outside the mesh plan, or the kind does not fit the sender's role.
     #[error("{0}")]
     NotPeer(&'static str),
+    /// Too many offers and answers on one link: a peer that keeps offering makes the other
+    /// build connection after connection (issue 13, finding 3).
+    #[error("too many offers and answers to this participant; at most {burst} at once, then {per_minute} a minute")]
+    RateLimited {
+        /// Descriptions allowed at once on a link.
+        burst: u32,
+        /// Descriptions per minute after that.
+        per_minute: u32,
+    },
     /// The voice store failed.
     #[error("the voice-room store is unavailable; try again in a moment")]
     Unavailable,
@@ -73,13 +82,14 @@ impl SignalError {
             Self::TooLarge { .. } => "TOO_LARGE",
             Self::Unauthorized => "UNAUTHORIZED",
             Self::NotPeer(_) => "NOT_PEER",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             Self::Unavailable => "UNAVAILABLE",
         }
     }
 
     /// Whether the same request may work later.
     pub fn retryable(&self) -> bool {
-        matches!(self, Self::Unavailable)
+        matches!(self, Self::Unavailable | Self::RateLimited { .. })
     }
 
     /// The class an entrypoint maps to a status or log level.
@@ -88,6 +98,8 @@ impl SignalError {
             Self::NotIdentified | Self::Unauthorized => ErrorClass::Unauthenticated,
             Self::TooLarge { .. } => ErrorClass::BadRequest,
             Self::NotPeer(_) => ErrorClass::Forbidden,
+            // Not Unavailable: nothing failed, and a flood must not log a warning per frame.
+            Self::RateLimited { .. } => ErrorClass::Conflict,
             Self::Unavailable => ErrorClass::Unavailable,
         }
     }

@@ -51,24 +51,7 @@ const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(4);
 /// Silence after which a WebSocket is closed by default: two missed pongs and a margin.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A per-connection token bucket for incoming frames, so one client cannot flood the relay.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimit {
-    /// Frames a connection may send in a burst.
-    pub burst: u32,
-    /// Frames per second refilled after a burst.
-    pub per_second: f64,
-}
-
-impl Default for RateLimit {
-    fn default() -> Self {
-        // A browser joining a full room trickles tens of ICE candidates per peer at once.
-        Self {
-            burst: 200,
-            per_second: 50.0,
-        }
-    }
-}
+pub use crate::quota::RateLimit;
 
 /// Everything the server needs to run. `Default` is the documented default of every option
 /// (listen on 127.0.0.1:8080, random token secret, no ICE servers, capacity 10, 1 h credentials).

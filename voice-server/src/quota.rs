@@ -19,14 +19,85 @@ use std::time::{Duration, Instant};
 use chat_domain::SignUpGate;
 use voice_domain::{ConnectionId, UserId};
 
-use crate::config::RateLimit;
-use crate::ws::Bucket;
-
 /// Entries kept before refilled ones are pruned (each is a few dozen bytes).
 const MAX_ENTRIES: usize = 65_536;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A per-connection token bucket for incoming frames, so one client cannot flood the relay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Frames a connection may send in a burst.
+    pub burst: u32,
+    /// Frames per second refilled after a burst.
+    pub per_second: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        // A browser joining a full room trickles tens of ICE candidates per peer at once.
+        Self {
+            burst: 200,
+            per_second: 50.0,
+        }
+    }
+}
+
+/// A token bucket: `burst` frames at once, refilled at `per_second`.
+#[derive(Debug)]
+pub struct Bucket {
+    limit: RateLimit,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn new(limit: RateLimit) -> Self {
+        Self {
+            limit,
+            tokens: f64::from(limit.burst),
+            last: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens =
+            (self.tokens + elapsed * self.limit.per_second).min(f64::from(self.limit.burst));
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether `n` tokens are there (taking none).
+    pub fn can_take(&mut self, n: u32, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= f64::from(n)
+    }
+
+    /// Takes `n` tokens; call after [`Bucket::can_take`] said they are there.
+    pub fn take_n(&mut self, n: u32, now: Instant) {
+        self.refill(now);
+        self.tokens -= f64::from(n);
+    }
+
+    /// Whether the bucket has refilled to its burst (forgetting it loses nothing).
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= f64::from(self.limit.burst)
+    }
 }
 
 /// Why a frame was refused by a [`UserBudgets`].

@@ -16,8 +16,7 @@ use voice_domain::protocol::WireError;
 use voice_domain::ConnectionId;
 
 use crate::adapters::hub::{Hub, Outbox, QueueLimit, Trigger};
-use crate::config::RateLimit;
-use crate::quota::{OverBudget, SignUps, UserBudgets};
+use crate::quota::{Bucket, OverBudget, RateLimit, SignUps, UserBudgets};
 use voice_executor::{binary_frame_reply, parse_frame, reply_frame, Executor};
 
 use crate::adapters::ports::ServerPorts;
@@ -35,61 +34,6 @@ mod close {
     pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
-}
-
-/// A token bucket: `burst` frames at once, refilled at `per_second`.
-#[derive(Debug)]
-pub struct Bucket {
-    limit: RateLimit,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    /// A full bucket.
-    pub fn new(limit: RateLimit) -> Self {
-        Self {
-            limit,
-            tokens: f64::from(limit.burst),
-            last: Instant::now(),
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens =
-            (self.tokens + elapsed * self.limit.per_second).min(f64::from(self.limit.burst));
-    }
-
-    /// Takes one token if there is one.
-    pub fn take(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Whether `n` tokens are there (taking none).
-    pub fn can_take(&mut self, n: u32, now: Instant) -> bool {
-        self.refill(now);
-        self.tokens >= f64::from(n)
-    }
-
-    /// Takes `n` tokens; call after [`Bucket::can_take`] said they are there.
-    pub fn take_n(&mut self, n: u32, now: Instant) {
-        self.refill(now);
-        self.tokens -= f64::from(n);
-    }
-
-    /// Whether the bucket has refilled to its burst (forgetting it loses nothing).
-    pub fn is_full(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        self.tokens >= f64::from(self.limit.burst)
-    }
 }
 
 /// The deadlines and bounds of one connection (from [`crate::Config`]).

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use support::{room_with_member, spawn_app_with, TestApp, WAIT};
+use support::{room_with_member, spawn_app, spawn_app_with, TestApp, WAIT};
 
 fn unlimited() -> voice_server::RateLimit {
     voice_server::RateLimit {
@@ -309,6 +309,64 @@ async fn signal_floods_are_rate_limited_and_nothing_over_the_limit_is_relayed() 
     )
     .await;
     assert_eq!(ada.event("signal").await["payload"]["candidate"], "after");
+}
+
+/// Issue 13, finding 3: legal offers at 40/s made the victim's page build a peer connection per
+/// offer until Chromium's cap. The relay passes at most 5 offers/answers at once per link and
+/// then one a second; the rest get `RATE_LIMITED` (retryable) and never reach the victim, while
+/// ICE candidates on the same link still flow.
+#[tokio::test]
+async fn offer_floods_on_one_link_are_paced_and_candidates_still_flow() {
+    let app = spawn_app().await;
+    let (mut ada, mut bo, room) = room_with_member(&app).await;
+    let vr = ada.ok("createVoiceRoom", json!({"roomId": room})).await["voiceRoomId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ada.ok("getVoiceCredentials", json!({"voiceRoomId": vr}))
+        .await;
+    let token = bo
+        .ok("getVoiceCredentials", json!({"voiceRoomId": vr}))
+        .await["credentials"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    const FLOOD: usize = 40;
+    for i in 0..FLOOD {
+        bo.send_text(
+            json!({"action": "signal", "requestId": format!("o{i}"), "voiceRoomId": vr,
+                   "token": token, "to": ada.user_id, "kind": "offer",
+                   "payload": {"type": "offer", "sdp": format!("v=0 {i}")}})
+            .to_string(),
+        )
+        .await;
+    }
+    let mut accepted = 0;
+    for _ in 0..FLOOD {
+        let r = bo.next_reply().await;
+        if r["ok"] == true {
+            accepted += 1;
+        } else {
+            assert_eq!(r["error"]["code"], "RATE_LIMITED", "{r}");
+            assert_eq!(r["error"]["retryable"], true);
+        }
+    }
+    // Five at once, plus at most one or two refilled while the flood went out.
+    assert!(
+        (5..=7).contains(&accepted),
+        "accepted {accepted} of {FLOOD} offers"
+    );
+    for _ in 0..accepted {
+        ada.event("signal").await;
+    }
+    ada.no_event("signal", Duration::from_millis(50)).await;
+    bo.ok(
+        "signal",
+        json!({"voiceRoomId": vr, "token": token, "to": ada.user_id, "kind": "candidate",
+               "payload": {"candidate": "still"}}),
+    )
+    .await;
+    assert_eq!(ada.event("signal").await["payload"]["candidate"], "still");
 }
 
 // ---------------------------------------------------------------------------------------------

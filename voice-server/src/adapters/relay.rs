@@ -16,7 +16,8 @@
 //! expiry, room and user, the sender's current connection, the mesh link, the grant, the role.
 
 use std::collections::HashMap;
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -26,13 +27,17 @@ use voice_domain::ports::{
     ChannelEndpoints, ChannelError, ChannelTags, ChatDirectory, Clock, ListedChannel,
     SignalingChannels,
 };
-use voice_domain::{ChannelName, ChannelRole, ClientId, ConnectionId, SignalingChannel, VoiceRoom};
+use voice_domain::{
+    ChannelName, ChannelRole, ClientId, ConnectionId, SignalingChannel, UserId, VoiceRoom,
+    VoiceRoomId,
+};
 
 use crate::adapters::hub::Hub;
 use crate::adapters::ice::IceConfig;
 use crate::adapters::relay_cache::{same_token, VerifiedToken};
 use crate::adapters::store::ServerStore;
 use crate::adapters::token::{Claims, TokenError, TokenKey};
+use crate::quota::{Bucket, RateLimit};
 use chat_domain::{event_frame, StoreDirectory};
 use voice_executor::{SignalError, SignalKind, SignalRelay, SignalRequest, MAX_SIGNAL_PAYLOAD};
 
@@ -123,6 +128,48 @@ pub struct Relay {
     directory: StoreDirectory,
     hub: Hub,
     clock: Arc<dyn Clock>,
+    descriptions: Arc<LinkPacing>,
+}
+
+/// Offers and answers one participant may send another at once, and then per second: a
+/// change of tracks or an ICE restart is one offer and one answer, so five covers a burst of
+/// renegotiation; a peer offering 40 a second (issue 13, finding 3) gets one a second through.
+/// Kinesis Video Streams paces the same traffic at 5 per second per socket.
+const LINK_DESCRIPTIONS: RateLimit = RateLimit {
+    burst: 5,
+    per_second: 1.0,
+};
+
+/// Links remembered before refilled ones are forgotten.
+const MAX_PACED_LINKS: usize = 65_536;
+
+/// The offer/answer budget of each (room, sender, recipient) link.
+#[derive(Default)]
+struct LinkPacing(Mutex<HashMap<(VoiceRoomId, UserId, UserId), Bucket>>);
+
+impl LinkPacing {
+    /// Takes one description from the link's budget.
+    fn take(&self, room: &VoiceRoomId, from: &UserId, to: &UserId) -> Result<(), SignalError> {
+        let now = Instant::now();
+        let mut links = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (room.clone(), from.clone(), to.clone());
+        if links.len() >= MAX_PACED_LINKS && !links.contains_key(&key) {
+            links.retain(|_, b| !b.is_full(now));
+        }
+        if links
+            .entry(key)
+            .or_insert_with(|| Bucket::new(LINK_DESCRIPTIONS))
+            .take(now)
+        {
+            Ok(())
+        } else {
+            Err(SignalError::RateLimited {
+                burst: LINK_DESCRIPTIONS.burst,
+                // Whole descriptions per minute, for the message (the rate is a whole number).
+                per_minute: (LINK_DESCRIPTIONS.per_second * 60.0) as u32,
+            })
+        }
+    }
 }
 
 impl Relay {
@@ -140,6 +187,7 @@ impl Relay {
             directory,
             hub,
             clock,
+            descriptions: Arc::default(),
         }
     }
 
@@ -255,6 +303,9 @@ impl Relay {
                 ))
             }
             _ => {}
+        }
+        if matches!(req.kind, SignalKind::Offer | SignalKind::Answer) {
+            self.descriptions.take(&req.voice_room, &user, &req.to)?;
         }
         let to = room
             .participant(&req.to)
