@@ -28,7 +28,10 @@ pub mod service;
 
 pub use errors::ChatError;
 pub use events::{event_frame, ChatEvent, HelloData, MemberView, RoomView};
-pub use model::{ChatMessage, RoomRecord, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MESSAGE_HISTORY};
+pub use model::{
+    ChatMessage, RoomRecord, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MESSAGE_HISTORY,
+    MESSAGE_HISTORY_BYTES,
+};
 pub use ports::{
     ActiveVoiceRooms, AdmitAll, ChatAdapters, ChatEvents, ChatIds, ChatStore, ChatStoreError,
     ResumeClaims, SessionTokens, SignUpGate, StoreDirectory, UserUsage,

@@ -7,6 +7,12 @@ use crate::errors::ChatError;
 
 /// How many messages `getMessages` returns (a store may keep more).
 pub const MESSAGE_HISTORY: usize = 100;
+/// The default most bytes of messages (as JSON, escapes included) one `getMessages` reply
+/// carries (`ChatLimits::history_bytes`): the newest messages that fit. Without it 100 messages of 2 000 characters that JSON
+/// escapes to 6 bytes each make a 1.2 MB reply, which one socket can ask for again and again
+/// (issue 13, finding 1). 96 KiB holds the full 100 messages of ordinary chat and keeps the
+/// reply, envelope included, under API Gateway's 128 KB message limit on AWS.
+pub const MESSAGE_HISTORY_BYTES: usize = 96 * 1024;
 /// Longest display or room name, in characters: long enough for real names, short enough
 /// that a list of them stays readable.
 pub const MAX_NAME_CHARS: usize = 64;

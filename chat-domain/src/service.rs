@@ -8,7 +8,9 @@ use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoomId};
 
 use crate::errors::ChatError;
 use crate::events::{ChatEvent, HelloData, MemberView, RoomView};
-use crate::model::{clean_name, clean_text, ChatMessage, RoomRecord, MESSAGE_HISTORY};
+use crate::model::{
+    clean_name, clean_text, ChatMessage, RoomRecord, MESSAGE_HISTORY, MESSAGE_HISTORY_BYTES,
+};
 use std::sync::Arc;
 
 use crate::ports::{AdmitAll, ChatAdapters, ResumeClaims, SignUpGate};
@@ -27,17 +29,22 @@ pub struct ChatLimits {
     /// How long a resume token stays good after it was issued. Sliding: every `hello` issues a
     /// fresh one, so only a user away longer than this comes back as a new user.
     pub resume_ttl: Duration,
+    /// The most bytes of messages (as JSON, escapes included) one `getMessages` reply
+    /// carries: the newest that fit. Default [`MESSAGE_HISTORY_BYTES`].
+    pub history_bytes: usize,
 }
 
 impl Default for ChatLimits {
     /// Generous for people, small for scripts: 10 rooms, 50 waiting requests per room, 20
-    /// waiting requests per user; resume tokens good for 30 days.
+    /// waiting requests per user; resume tokens good for 30 days; 96 KiB of history per
+    /// `getMessages` reply.
     fn default() -> Self {
         Self {
             rooms_per_user: 10,
             pending_per_room: 50,
             pending_per_user: 20,
             resume_ttl: Duration::from_secs(30 * 24 * 3600),
+            history_bytes: MESSAGE_HISTORY_BYTES,
         }
     }
 }
@@ -557,7 +564,8 @@ impl ChatService {
         Ok(message)
     }
 
-    /// `getMessages`: the last [`MESSAGE_HISTORY`], approved members only.
+    /// `getMessages`: the last [`MESSAGE_HISTORY`] messages, oldest first, approved members
+    /// only; only the newest that fit in [`ChatLimits::history_bytes`] of JSON.
     ///
     /// # Errors
     /// The approved-member gate's, [`ChatError::Unavailable`].
@@ -567,11 +575,16 @@ impl ChatService {
         room: &ChatRoomId,
     ) -> Result<Vec<ChatMessage>, ChatError> {
         self.approved(room, user).await?;
-        Ok(self
+        let mut recent = self
             .ports
             .store
             .recent_messages(room, MESSAGE_HISTORY)
-            .await?)
+            .await?;
+        let keep = newest_within(&recent, self.limits.history_bytes);
+        if keep < recent.len() {
+            info!(chat_room_id = %room, kept = keep, of = recent.len(), "history reply cut to its byte budget");
+        }
+        Ok(recent.split_off(recent.len() - keep))
     }
 
     /// The connection closed: it is no longer the user's, and when it was the user's last one
@@ -597,4 +610,18 @@ impl ChatService {
             }
         }
     }
+}
+
+/// How many of the last `messages` fit in `budget` bytes of JSON (each message as it goes on
+/// the wire, escapes included, plus its comma).
+fn newest_within(messages: &[ChatMessage], budget: usize) -> usize {
+    let mut used = 0usize;
+    messages
+        .iter()
+        .rev()
+        .take_while(|m| {
+            used += serde_json::to_string(m).map_or(usize::MAX / 2, |j| j.len() + 1);
+            used <= budget
+        })
+        .count()
 }

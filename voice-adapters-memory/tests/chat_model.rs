@@ -5,7 +5,8 @@
 //! display and room names from a small set (so names collide case-insensitively, and some are
 //! refused as empty or invisible-laden), resume tokens kept from every `hello` (and a forged
 //! one), a manual clock, and tight quotas (2 rooms per user, 1 waiting request per room, 2 per
-//! user, resume tokens good for 10 minutes) so that every quota is reached.
+//! user, resume tokens good for 10 minutes, 16 KiB of history per reply) so that every
+//! quota is reached.
 //!
 //! After every step:
 //! - the answer (success, or the error's wire code) is the one the model predicts, in the
@@ -27,8 +28,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_domain::{
-    ChatAdapters, ChatError, ChatEvent, ChatEvents, ChatLimits, ChatService, ChatStore,
-    ResumeClaims, SessionTokens, MESSAGE_HISTORY,
+    ChatAdapters, ChatError, ChatEvent, ChatEvents, ChatLimits, ChatMessage, ChatService,
+    ChatStore, ResumeClaims, SessionTokens, MESSAGE_HISTORY,
 };
 use futures::executor::block_on;
 use proptest::prelude::*;
@@ -42,7 +43,10 @@ const LIMITS: ChatLimits = ChatLimits {
     pending_per_room: 1,
     pending_per_user: 2,
     resume_ttl: Duration::from_secs(600),
+    history_bytes: HISTORY_BYTES,
 };
+/// One message of 2 000 escaped characters (12 KB as JSON) and a few short ones.
+const HISTORY_BYTES: usize = 16_384;
 /// Names offered to `hello` and `createRoom`: two that collide case-insensitively, one with a
 /// zero-width space (refused), one blank (refused).
 const NAMES: [&str; 5] = ["Kim", "kim", "Sam", "bad\u{200B}name", "   "];
@@ -124,10 +128,13 @@ enum Cmd {
         room: usize,
         user: usize,
     },
+    /// A message of `len` characters; `wide` and long ones are U+0001, which JSON escapes to 6
+    /// bytes (so a few reach the history budget).
     Send {
         conn: usize,
         room: usize,
         len: usize,
+        wide: bool,
     },
     Messages {
         conn: usize,
@@ -158,7 +165,7 @@ enum Tok {
 fn cmd() -> impl Strategy<Value = Cmd> {
     let conn = 0..CONNS;
     // Room and user indexes beyond what exists pick "no such room" / an unknown user.
-    let room = 0usize..4;
+    let room = 0usize..3;
     let user = 0usize..6;
     prop_oneof![
         4 => (conn.clone(), 0..NAMES.len(), prop_oneof![
@@ -173,9 +180,9 @@ fn cmd() -> impl Strategy<Value = Cmd> {
             .prop_map(|(conn, room, user, ban)| Cmd::Remove { conn, room, user, ban }),
         1 => (conn.clone(), room.clone(), user.clone())
             .prop_map(|(conn, room, user)| Cmd::Unban { conn, room, user }),
-        3 => (conn.clone(), room.clone(), prop_oneof![Just(0usize), 1usize..20, Just(2001)])
-            .prop_map(|(conn, room, len)| Cmd::Send { conn, room, len }),
-        1 => (conn.clone(), room.clone()).prop_map(|(conn, room)| Cmd::Messages { conn, room }),
+        6 => (conn.clone(), room.clone(), prop_oneof![1 => Just(0usize), 4 => 1usize..20, 3 => 1900usize..=2000, 1 => Just(2001)], any::<bool>())
+            .prop_map(|(conn, room, len, wide)| Cmd::Send { conn, room, len, wide }),
+        3 => (conn.clone(), room.clone()).prop_map(|(conn, room)| Cmd::Messages { conn, room }),
         1 => (conn.clone(), room.clone()).prop_map(|(conn, room)| Cmd::ListMembers { conn, room }),
         1 => conn.clone().prop_map(|conn| Cmd::ListRooms { conn }),
         1 => conn.prop_map(|conn| Cmd::SignOutEverywhere { conn }),
@@ -190,7 +197,7 @@ struct RoomM {
     admin: UserId,
     members: BTreeMap<UserId, MemberState>,
     bans: BTreeSet<UserId>,
-    messages: Vec<(UserId, String)>,
+    messages: Vec<ChatMessage>,
 }
 
 #[derive(Default)]
@@ -481,10 +488,15 @@ impl World {
                     self.model.rooms[i].bans.remove(&target);
                 }
             }
-            Cmd::Send { conn, room, len } => {
+            Cmd::Send {
+                conn,
+                room,
+                len,
+                wide,
+            } => {
                 let Ok(user) = self.who(conn) else { return };
                 let (id, idx) = self.room(room);
-                let text = "m".repeat(len);
+                let text = if wide || len >= 1900 { "\u{1}" } else { "m" }.repeat(len);
                 let got = block_on(self.service.send_message(&user, &id, &text));
                 let room_m = idx.map(|i| &self.model.rooms[i]);
                 let text_ok = match len {
@@ -502,7 +514,7 @@ impl World {
                     let to = self.model.approved_conns(&self.model.rooms[i]);
                     self.expect_event(|e| matches!(e, ChatEvent::Message(_)), &to);
                     let msgs = &mut self.model.rooms[i].messages;
-                    msgs.push((user, text));
+                    msgs.push(m);
                     if msgs.len() > MESSAGE_HISTORY {
                         msgs.remove(0);
                     }
@@ -515,16 +527,24 @@ impl World {
                 let want = self.model.gate(idx.map(|i| &self.model.rooms[i]), &user);
                 assert_eq!(code(&got), want.err().unwrap_or("OK"), "{cmd:?}");
                 if let (Ok(got), Some(i)) = (got, idx) {
-                    let got: Vec<_> = got
-                        .iter()
-                        .map(|m| (m.user_id.clone(), m.text.clone()))
-                        .collect();
-                    let want: Vec<_> = self.model.rooms[i]
-                        .messages
-                        .iter()
-                        .map(|(u, t)| (u.to_string(), t.clone()))
-                        .collect();
-                    assert_eq!(got, want);
+                    // The newest messages, oldest first, as many as fit in the byte budget.
+                    let all = &self.model.rooms[i].messages;
+                    assert!(got.len() <= all.len());
+                    assert_eq!(got, all[all.len() - got.len()..], "the newest, in order");
+                    let size = |ms: &[ChatMessage]| -> usize {
+                        ms.iter()
+                            .map(|m| serde_json::to_string(m).unwrap().len() + 1)
+                            .sum()
+                    };
+                    assert!(size(&got) <= HISTORY_BYTES, "within the budget");
+                    assert!(
+                        !got.is_empty() || all.is_empty(),
+                        "the newest message always fits"
+                    );
+                    if got.len() < all.len() {
+                        let one_more = &all[all.len() - got.len() - 1..];
+                        assert!(size(one_more) > HISTORY_BYTES, "no room for one more");
+                    }
                 }
             }
             Cmd::ListMembers { conn, room } => {
@@ -694,6 +714,36 @@ impl World {
     }
 }
 
+/// Every history starts from a small chat: three users (one connection each), a room of the
+/// first with the second approved, so that random commands mostly act in a living room.
+fn setup() -> Vec<Cmd> {
+    vec![
+        Cmd::Hello {
+            conn: 0,
+            name: 0,
+            token: Tok::None,
+        },
+        Cmd::Hello {
+            conn: 1,
+            name: 2,
+            token: Tok::None,
+        },
+        Cmd::Hello {
+            conn: 2,
+            name: 1,
+            token: Tok::None,
+        },
+        Cmd::CreateRoom { conn: 0, name: 2 },
+        Cmd::RequestJoin { conn: 1, room: 0 },
+        Cmd::Decide {
+            conn: 0,
+            room: 0,
+            user: 1,
+            approve: true,
+        },
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256),
@@ -704,7 +754,7 @@ proptest! {
     #[test]
     fn chat_rules_match_the_model(cmds in proptest::collection::vec(cmd(), 1..80)) {
         let mut w = world();
-        for c in &cmds {
+        for c in setup().iter().chain(&cmds) {
             w.step(c);
         }
     }

@@ -522,6 +522,12 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub resume_token_ttl_days: u64,
 
+    /// Bytes of chat history (as JSON) one getMessages reply carries at most: the newest
+    /// messages that fit (up to 100). At least 16 KiB, so the longest message always fits.
+    #[arg(long, env = "VOICE_MAX_HISTORY_REPLY_BYTES", default_value_t = 96 * 1024,
+          value_parser = clap::value_parser!(u64).range(16384..))]
+    pub max_history_reply_bytes: u64,
+
     /// Frames per second one user may send across all their connections (burst: 4 s of it);
     /// each connection also has its own limit of 50/s.
     #[arg(long, env = "VOICE_USER_FRAMES_PER_SEC", default_value_t = 100,
@@ -627,6 +633,7 @@ impl Cli {
                 pending_per_room: usize::try_from(self.max_pending_per_room).unwrap_or(usize::MAX),
                 pending_per_user: usize::try_from(self.max_pending_per_user).unwrap_or(usize::MAX),
                 resume_ttl: Duration::from_secs(self.resume_token_ttl_days * 24 * 3600),
+                history_bytes: usize::try_from(self.max_history_reply_bytes).unwrap_or(usize::MAX),
             },
             storage: if self.in_memory {
                 Storage::InMemory

@@ -32,9 +32,12 @@ fn unlimited() -> voice_server::RateLimit {
     }
 }
 
-/// A WebSocket on a socket with a 4 KiB receive buffer, identified, owning a room with 100
-/// messages of 2 000 `\u0001` (each JSON-escaped to 6 bytes: one `getMessages` reply is
-/// ~1.2 MB), as in issue 13 finding 1.
+/// `getMessages` a slow reader sends: ~24 MB of replies in all. Issue 13 finding 1 asked for
+/// 240 replies of 1.2 MB; a reply is now cut to the newest messages within 96 KiB
+/// (`ChatLimits::history_bytes`), so it takes more asks to pile up as much.
+const ASKS: usize = 250;
+
+/// Sends `frame` and returns the next reply (events in between are skipped).
 async fn request(ws: &mut WebSocketStream<TcpStream>, frame: Value) -> Value {
     ws.send(Message::text(frame.to_string())).await.unwrap();
     loop {
@@ -52,6 +55,8 @@ async fn request(ws: &mut WebSocketStream<TcpStream>, frame: Value) -> Value {
     }
 }
 
+/// A WebSocket on a socket with a 4 KiB receive buffer, identified, owning a room with 100
+/// messages of 2 000 `\u0001` (each JSON-escaped to 6 bytes), as in issue 13 finding 1.
 async fn heavy_reader(app: &TestApp) -> (WebSocketStream<TcpStream>, String) {
     heavy_reader_at(app.addr(), &app.ws_url()).await
 }
@@ -121,23 +126,64 @@ async fn drain_until_closed(ws: &mut WebSocketStream<TcpStream>) -> (usize, Opti
     }
 }
 
-/// Finding 1: 20 replies of 1.2 MB for a client that reads nothing. The queue used to be bounded
-/// only in messages (256), so all 20 (24 MB) stayed queued for as long as the client wished; now
+/// Finding 1: ~24 MB of replies for a client that reads nothing. The queue used to be bounded
+/// only in messages (256), so all of it stayed queued for as long as the client wished; now
 /// a queue over 1 MiB closes the connection, and the client gets at most what was already
 /// being written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_never_reads_is_closed_once_its_queue_passes_the_byte_limit() {
     let app = spawn_app_with(|c| c.rate_limit = unlimited()).await;
     let (mut ws, room_id) = heavy_reader(&app).await;
-    ask_for_history(&mut ws, &room_id, 20).await;
+    ask_for_history(&mut ws, &room_id, ASKS).await;
     // Let the replies pile up before reading anything.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (replies, _) = drain_until_closed(&mut ws).await;
     assert!(
-        replies < 20,
+        replies < ASKS,
         "the slow reader got all {replies} replies: its queue was never bounded in bytes"
     );
-    eprintln!("slow reader closed after {replies} of 20 replies of ~1.2 MB");
+    eprintln!("slow reader closed after {replies} of {ASKS} replies of ~96 KiB");
+}
+
+/// Finding 1, the reply itself: a room of 100 heavily escaped messages answers `getMessages`
+/// with the newest that fit in the history budget (default 96 KiB), oldest first, not 1.2 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_reply_carries_the_newest_messages_within_its_byte_budget() {
+    let app = spawn_app_with(|c| c.rate_limit = unlimited()).await;
+    let (mut ws, room_id) = heavy_reader(&app).await;
+    request(
+        &mut ws,
+        json!({"action": "sendMessage", "roomId": room_id, "text": "the newest"}),
+    )
+    .await;
+    let frame = json!({"action": "getMessages", "roomId": room_id, "requestId": "h"});
+    ws.send(Message::text(frame.to_string())).await.unwrap();
+    let reply = loop {
+        let m = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = m {
+            if t.as_str().contains("\"requestId\":\"h\"") {
+                break t.as_str().to_owned();
+            }
+        }
+    };
+    let budget = chat_domain::MESSAGE_HISTORY_BYTES;
+    assert!(
+        reply.len() <= budget + 1024,
+        "a getMessages reply of {} bytes (budget {budget})",
+        reply.len()
+    );
+    let v: Value = serde_json::from_str(&reply).unwrap();
+    let msgs = v["data"]["messages"].as_array().unwrap();
+    assert!(
+        (2..100).contains(&msgs.len()),
+        "{} messages in the reply",
+        msgs.len()
+    );
+    assert_eq!(msgs.last().unwrap()["text"], "the newest", "newest last");
 }
 
 /// A client whose queue stays under the byte limit but that stops reading: the write makes no
@@ -154,12 +200,12 @@ async fn a_write_that_makes_no_progress_closes_the_connection() {
     .await;
     let (mut ws, room_id) = heavy_reader(&app).await;
     // ~24 MB: far more than the kernel buffers between the two sockets hold.
-    ask_for_history(&mut ws, &room_id, 20).await;
+    ask_for_history(&mut ws, &room_id, ASKS).await;
     // Read nothing for a while: the server's write is stuck.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (replies, _) = drain_until_closed(&mut ws).await;
     assert!(
-        replies < 20,
+        replies < ASKS,
         "the stalled connection was kept open: all {replies} replies arrived once it read"
     );
 }
@@ -384,7 +430,7 @@ async fn metrics_count_connections_refusals_and_slow_readers_on_their_own_addres
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (mut ws, room_id) = heavy_reader(&app).await;
-    ask_for_history(&mut ws, &room_id, 20).await;
+    ask_for_history(&mut ws, &room_id, ASKS).await;
     drain_until_closed(&mut ws).await;
     let end = scrape(maddr).await;
     for name in [
@@ -419,7 +465,7 @@ fn rss_mib(pid: u32) -> (f64, f64) {
 
 /// A measurement, not a check (run with `--ignored --nocapture`; figures go to SECURITY.md):
 /// the real binary's memory while the per-address maximum of slow readers (64, less the one
-/// connection the cap leaves) each ask for 20 replies of ~1.2 MB and never read.
+/// connection the cap leaves) each ask for ~24 MB of history and never read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement for SECURITY.md"]
 async fn measure_memory_under_a_one_address_slow_reader_attack() {
@@ -435,7 +481,7 @@ async fn measure_memory_under_a_one_address_slow_reader_attack() {
     }
     let (loaded, _) = rss_mib(pid);
     for (ws, room) in &mut socks {
-        ask_for_history(ws, room, 20).await;
+        ask_for_history(ws, room, ASKS).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (attacked, _) = rss_mib(pid);
