@@ -180,8 +180,8 @@ pub async fn usage_counts_admined_rooms_and_pending_requests(store: &dyn ChatSto
     );
 }
 
-/// A second room with the same id or a name differing only in case is refused, and nothing of
-/// it is stored.
+/// A second room with the same id, or a name differing only in case or by look-alike letters,
+/// is refused, and nothing of it is stored.
 pub async fn rooms_are_unique_by_id_and_by_name_ignoring_case(store: &dyn ChatStore, ns: &str) {
     let admin = user(ns, "admin");
     let first = record(ns, "1", &admin);
@@ -196,6 +196,31 @@ pub async fn rooms_are_unique_by_id_and_by_name_ignoring_case(store: &dyn ChatSt
         Err(ChatStoreError::RoomExists)
     );
     assert_eq!(store.room(&same_name.id).await.expect("read"), None);
+    // The same name in look-alike letters (Cyrillic capitals for T, E, A, M ... where ASCII
+    // has them) is the same name too: the domain's `room_name_key`.
+    let look_alike = RoomRecord {
+        id: room_id(ns, "3"),
+        name: first
+            .name
+            .chars()
+            .map(|c| match c {
+                'o' => '\u{043E}',
+                'e' => '\u{0435}',
+                'a' => '\u{0430}',
+                other => other,
+            })
+            .collect(),
+        admin: admin.clone(),
+    };
+    assert_ne!(
+        look_alike.name, first.name,
+        "the name has letters to disguise"
+    );
+    assert_eq!(
+        store.create_room(&look_alike).await,
+        Err(ChatStoreError::RoomExists)
+    );
+    assert_eq!(store.room(&look_alike.id).await.expect("read"), None);
     let same_id = RoomRecord {
         name: format!("{ns} another name"),
         ..first.clone()

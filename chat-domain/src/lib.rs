@@ -29,7 +29,7 @@ pub mod service;
 pub use errors::ChatError;
 pub use events::{event_frame, ChatEvent, HelloData, MemberView, RoomView};
 pub use model::{
-    ChatMessage, RoomRecord, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MESSAGE_HISTORY,
+    room_name_key, ChatMessage, RoomRecord, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MESSAGE_HISTORY,
     MESSAGE_HISTORY_BYTES,
 };
 pub use ports::{

@@ -1,6 +1,7 @@
 //! What the chat stores, and the rules for the text people type into it.
 
 use serde::Serialize;
+use unicode_normalization::UnicodeNormalization;
 use voice_domain::{ChatRoomId, UserId};
 
 use crate::errors::ChatError;
@@ -75,6 +76,40 @@ pub fn is_invisible(c: char) -> bool {
         | '\u{E0100}'..='\u{E01EF}')
 }
 
+/// The key under which chat room names are unique: two names with the same key are "the same
+/// name". Case does not count ("Team" = "team"), and neither do look-alike characters from
+/// other scripts or widths: every non-ASCII character is replaced by its prototype from
+/// Unicode's compatibility form when that is ASCII (full-width "Ｔｅａｍ" is "Team"), else by
+/// its prototype from Unicode's confusables table (UTS #39 skeleton: "Тeam" with a Cyrillic
+/// Т is "Team"), so a look-alike cannot pose as the real room. ASCII characters are kept
+/// as they are (only lower-cased), so a name's key never changes because it is compared with
+/// a look-alike, and the keys stores already hold for ASCII names stay valid. Known gap:
+/// ASCII look-alikes ("rn" and "m", "l" and "I") still count as different.
+///
+/// Every store makes room names unique by this key; none has its own rule.
+pub fn room_name_key(name: &str) -> String {
+    if name.is_ascii() {
+        return name.to_lowercase();
+    }
+    let mut folded = String::with_capacity(name.len());
+    let mut buf = [0u8; 4];
+    for c in name.chars() {
+        if c.is_ascii() {
+            folded.push(c);
+            continue;
+        }
+        // Width and compatibility forms first ("Ｔ" is "T"), so that a character with an
+        // ASCII equivalent folds to exactly that; the rest to their confusable prototype.
+        let compatible: String = std::iter::once(c).nfkc().collect();
+        if compatible.is_ascii() {
+            folded.push_str(&compatible);
+        } else {
+            folded.extend(unicode_security::skeleton(c.encode_utf8(&mut buf)));
+        }
+    }
+    folded.to_lowercase()
+}
+
 /// A display or room name as typed, trimmed and checked: not empty, at most
 /// [`MAX_NAME_CHARS`], no control characters (they would break a list or a log line) and no
 /// invisible or bidi-control characters ([`is_invisible`]: they make two names look alike).
@@ -125,6 +160,28 @@ pub fn clean_text(raw: &str) -> Result<String, ChatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_name_keys_fold_case_and_look_alikes_but_keep_ascii() {
+        assert_eq!(room_name_key("Team"), "team");
+        assert_eq!(room_name_key("\u{0422}eam"), "team", "Cyrillic capital Te");
+        assert_eq!(
+            room_name_key("p\u{0430}yp\u{0430}l"),
+            room_name_key("PayPal")
+        );
+        assert_eq!(
+            room_name_key("\u{FF34}\u{FF45}\u{FF41}\u{FF4D}"),
+            "team",
+            "full width"
+        );
+        assert_eq!(room_name_key("room1"), "room1", "ASCII digits are kept");
+        assert_ne!(room_name_key("Team A"), room_name_key("Team B"));
+        assert_ne!(
+            room_name_key("Caf\u{E9}"),
+            room_name_key("Cafe"),
+            "accents count"
+        );
+    }
 
     #[test]
     fn names_are_trimmed_and_bounded() {

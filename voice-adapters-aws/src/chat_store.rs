@@ -230,10 +230,10 @@ where
     T::try_from(raw.to_owned()).map_err(|e| corrupt(format!("stored {what} {raw:?}: {e}")))
 }
 
-/// The unique key of a room name: the same rule as the other stores (names compare without
-/// regard to case).
+/// The unique key of a room name: the chat domain's rule (case and look-alikes folded), under
+/// the name-claim prefix.
 fn name_key(name: &str) -> String {
-    format!("{NAME_PREFIX}{}", name.to_lowercase())
+    format!("{NAME_PREFIX}{}", chat_domain::room_name_key(name))
 }
 
 /// The user's connections that have not expired, and the expired entries (name, stored value)

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chat_domain::{
-    ChatIds, ChatMessage, ChatStore, ChatStoreError, RoomRecord, UserUsage, MESSAGE_HISTORY,
+    room_name_key, ChatIds, ChatMessage, ChatStore, ChatStoreError, RoomRecord, UserUsage,
+    MESSAGE_HISTORY,
 };
 use voice_domain::ports::{ChatDirectory, DirectoryError, MemberState, Membership};
 use voice_domain::{ChatRoomId, ConnectionId, UserId};
@@ -120,11 +121,11 @@ impl ChatStore for MemoryChat {
     async fn create_room(&self, room: &RoomRecord) -> Result<(), ChatStoreError> {
         // Lock order everywhere: `extra`, then the directory's own lock.
         let mut extra = self.lock();
-        let wanted = room.name.to_lowercase();
+        let wanted = room_name_key(&room.name);
         if extra
             .rooms
             .values()
-            .any(|r| r.name.to_lowercase() == wanted)
+            .any(|r| room_name_key(&r.name) == wanted)
         {
             return Err(ChatStoreError::RoomExists);
         }

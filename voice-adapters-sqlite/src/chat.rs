@@ -74,10 +74,9 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The key that makes room names unique regardless of case (Unicode lower case, as the
-/// in-memory chat compares them).
+/// The key that makes room names unique: the chat domain's rule (case and look-alikes folded).
 fn name_key(name: &str) -> String {
-    name.to_lowercase()
+    chat_domain::room_name_key(name)
 }
 
 fn parse_id<T: TryFrom<String>>(s: String, what: &str) -> Result<T, SqliteError>
