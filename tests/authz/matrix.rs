@@ -63,18 +63,21 @@ pub enum Action {
     Leave,
     /// `setMute {voiceRoomId: V, muted: true}`.
     SetMute,
+    /// `serverMute {voiceRoomId: V, userId: Pia, muted: true}`: mute Pia for everyone.
+    ServerMute,
     /// `getVoiceRoom {roomId: A}`.
     GetVoiceRoom,
 }
 
 /// Every action, in table order (the columns of [`MATRIX`]).
-pub const ACTIONS: [Action; 7] = [
+pub const ACTIONS: [Action; 8] = [
     Action::CreateWhileActive,
     Action::CreateWhenIdle,
     Action::GetCredentials,
     Action::End,
     Action::Leave,
     Action::SetMute,
+    Action::ServerMute,
     Action::GetVoiceRoom,
 ];
 
@@ -87,6 +90,7 @@ impl Action {
             Self::End => "endVoiceRoom",
             Self::Leave => "leaveVoiceRoom",
             Self::SetMute => "setMute",
+            Self::ServerMute => "serverMute",
             Self::GetVoiceRoom => "getVoiceRoom",
         }
     }
@@ -117,16 +121,16 @@ const ALREADY_ACTIVE: Expect = Refuse("ALREADY_ACTIVE");
 
 /// Rows: callers. Columns: [`ACTIONS`].
 #[rustfmt::skip]
-pub const MATRIX: [(Caller, [Expect; 7]); 8] = [
-    //                          create (active)  create (idle)  getVoiceCredentials  endVoiceRoom  leaveVoiceRoom   setMute          getVoiceRoom
-    (Caller::NoIdentity,      [NOT_IDENTIFIED,  NOT_IDENTIFIED, NOT_IDENTIFIED,      NOT_IDENTIFIED, NOT_IDENTIFIED, NOT_IDENTIFIED, NOT_IDENTIFIED]),
-    (Caller::NotMember,       [NOT_MEMBER,      NOT_MEMBER,     NOT_MEMBER,          NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_MEMBER]),
-    (Caller::Pending,         [NOT_APPROVED,    NOT_APPROVED,   NOT_APPROVED,        NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_APPROVED]),
-    (Caller::ApprovedMember,  [ALREADY_ACTIVE,  Allow,          Allow,               NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, Allow]),
-    (Caller::ChatAdmin,       [ALREADY_ACTIVE,  Allow,          Allow,               Allow,          NOT_PARTICIPANT, NOT_PARTICIPANT, Allow]),
-    (Caller::VoiceMaster,     [ALREADY_ACTIVE,  Allow,          Allow,               Allow,          Allow,           Allow,           Allow]),
-    (Caller::Participant,     [ALREADY_ACTIVE,  Allow,          Allow,               NOT_ALLOWED,    Allow,           Allow,           Allow]),
-    (Caller::OtherChatMember, [NOT_MEMBER,      NOT_MEMBER,     NOT_MEMBER,          NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_MEMBER]),
+pub const MATRIX: [(Caller, [Expect; 8]); 8] = [
+    //                          create (active)  create (idle)  getVoiceCredentials  endVoiceRoom  leaveVoiceRoom   setMute          serverMute      getVoiceRoom
+    (Caller::NoIdentity,      [NOT_IDENTIFIED,  NOT_IDENTIFIED, NOT_IDENTIFIED,      NOT_IDENTIFIED, NOT_IDENTIFIED, NOT_IDENTIFIED, NOT_IDENTIFIED, NOT_IDENTIFIED]),
+    (Caller::NotMember,       [NOT_MEMBER,      NOT_MEMBER,     NOT_MEMBER,          NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_ALLOWED,    NOT_MEMBER]),
+    (Caller::Pending,         [NOT_APPROVED,    NOT_APPROVED,   NOT_APPROVED,        NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_ALLOWED,    NOT_APPROVED]),
+    (Caller::ApprovedMember,  [ALREADY_ACTIVE,  Allow,          Allow,               NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_ALLOWED,    Allow]),
+    (Caller::ChatAdmin,       [ALREADY_ACTIVE,  Allow,          Allow,               Allow,          NOT_PARTICIPANT, NOT_PARTICIPANT, Allow,          Allow]),
+    (Caller::VoiceMaster,     [ALREADY_ACTIVE,  Allow,          Allow,               Allow,          Allow,           Allow,           Allow,          Allow]),
+    (Caller::Participant,     [ALREADY_ACTIVE,  Allow,          Allow,               NOT_ALLOWED,    Allow,           Allow,           NOT_ALLOWED,    Allow]),
+    (Caller::OtherChatMember, [NOT_MEMBER,      NOT_MEMBER,     NOT_MEMBER,          NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_ALLOWED,    NOT_MEMBER]),
 ];
 
 /// Every (caller, action, expected) cell, row by row.

@@ -70,6 +70,9 @@ pub mod attr {
     pub const END_REASON: &str = "endReason";
     /// (S) Who ended it, for the two "ended by" reasons.
     pub const ENDED_BY: &str = "endedBy";
+    /// (L of S) Users a moderator muted (sorted); absent when nobody is, and in items written
+    /// before server mute existed.
+    pub const SERVER_MUTED: &str = "serverMuted";
     /// (SS) Participants' connection ids, for `active_with_connection`; absent when empty.
     pub const CONNECTION_IDS: &str = "connectionIds";
     /// (N, epoch seconds) DynamoDB TTL attribute, set when the room ends.
@@ -567,6 +570,12 @@ pub fn room_to_item(
                 .collect(),
         ),
     );
+    if !p.server_muted.is_empty() {
+        item.insert(
+            attr::SERVER_MUTED.into(),
+            AttributeValue::L(p.server_muted.iter().map(|u| s(u.as_str())).collect()),
+        );
+    }
     if !p.participants.is_empty() {
         let mut conns: Vec<String> = p
             .participants
@@ -713,6 +722,20 @@ pub fn room_from_item(item: &HashMap<String, AttributeValue>) -> Result<VoiceRoo
             },
         });
     }
+    let server_muted = match item.get(attr::SERVER_MUTED) {
+        None => Vec::new(),
+        Some(v) => v
+            .as_l()
+            .map_err(|_| corrupt("attribute serverMuted is not a list"))?
+            .iter()
+            .map(|u| {
+                let u = u
+                    .as_s()
+                    .map_err(|_| corrupt("serverMuted holds a non-string"))?;
+                parse_id(attr::SERVER_MUTED, u, UserId::parse)
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     Ok(VoiceRoom::from_parts(VoiceRoomParts {
         id,
         chat_room,
@@ -722,6 +745,7 @@ pub fn room_from_item(item: &HashMap<String, AttributeValue>) -> Result<VoiceRoo
         capacity,
         version,
         created_at,
+        server_muted,
     })?)
 }
 

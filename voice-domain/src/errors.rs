@@ -273,6 +273,33 @@ pub enum SetMuteError {
     /// The caller is not in it.
     #[error("you are not in this voice room; join it before changing your mute state")]
     NotParticipant,
+    /// A moderator muted the caller; only a moderator can lift it.
+    #[error("the voice room's master or the chat room's admin muted you; you can unmute once they lift it")]
+    ServerMuted,
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+/// `serverMute` refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerMuteError {
+    /// The connection is unknown.
+    #[error("{}", AccessError::NotIdentified)]
+    NotIdentified,
+    /// No such voice room.
+    #[error("voice room not found; check the voice room id")]
+    VoiceRoomNotFound,
+    /// The room has ended.
+    #[error("this voice room has ended")]
+    Ended,
+    /// The caller does not moderate this room (or the target is the chat room's admin and the
+    /// caller is not).
+    #[error("only the voice room's master or the chat room's admin can mute others, and only the admin can mute the admin")]
+    NotAllowed,
+    /// The person to mute is not in the voice room.
+    #[error("that person is not in this voice room")]
+    NotParticipant,
     /// A dependency failed.
     #[error(transparent)]
     Dependency(#[from] DependencyError),
@@ -356,6 +383,7 @@ dependency_from!(
     JoinVoiceError,
     LeaveVoiceError,
     SetMuteError,
+    ServerMuteError,
     EndVoiceError,
     DisconnectError,
     SweepError,
@@ -399,7 +427,7 @@ impl UseCaseError for JoinVoiceError {
     }
 }
 
-// Leave, mute and end each map their own cases, exhaustively: a new variant cannot fall through
+// Leave, mute, server mute and end each map their own cases, exhaustively: a new variant cannot fall through
 // to another's code.
 
 impl UseCaseError for LeaveVoiceError {
@@ -422,12 +450,13 @@ impl UseCaseError for LeaveVoiceError {
     }
 }
 
-impl UseCaseError for SetMuteError {
+impl UseCaseError for ServerMuteError {
     fn code(&self) -> &'static str {
         match self {
             Self::NotIdentified => "NOT_IDENTIFIED",
             Self::VoiceRoomNotFound => "VOICE_ROOM_NOT_FOUND",
             Self::Ended => "VOICE_ROOM_ENDED",
+            Self::NotAllowed => "NOT_ALLOWED",
             Self::NotParticipant => "NOT_PARTICIPANT",
             Self::Dependency(d) => d.code(),
         }
@@ -437,6 +466,29 @@ impl UseCaseError for SetMuteError {
             Self::NotIdentified => ErrorClass::Unauthenticated,
             Self::VoiceRoomNotFound => ErrorClass::NotFound,
             Self::Ended | Self::NotParticipant => ErrorClass::Conflict,
+            Self::NotAllowed => ErrorClass::Forbidden,
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
+
+impl UseCaseError for SetMuteError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NotIdentified => "NOT_IDENTIFIED",
+            Self::VoiceRoomNotFound => "VOICE_ROOM_NOT_FOUND",
+            Self::Ended => "VOICE_ROOM_ENDED",
+            Self::NotParticipant => "NOT_PARTICIPANT",
+            Self::ServerMuted => "SERVER_MUTED",
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::NotIdentified => ErrorClass::Unauthenticated,
+            Self::VoiceRoomNotFound => ErrorClass::NotFound,
+            Self::Ended | Self::NotParticipant => ErrorClass::Conflict,
+            Self::ServerMuted => ErrorClass::Forbidden,
             Self::Dependency(d) => d.class(),
         }
     }

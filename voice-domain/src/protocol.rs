@@ -13,19 +13,20 @@
 use serde::{Deserialize, Serialize};
 
 use crate::errors::UseCaseError;
-use crate::ids::{ChatRoomId, ClientId, IdError, VoiceRoomId};
+use crate::ids::{ChatRoomId, ClientId, IdError, UserId, VoiceRoomId};
 use crate::ports::{Credentials, IceServer};
 use crate::room::{ChannelRole, EndReason, RoomStatus, VoiceEvent, VoiceRoom};
 use crate::service::{ChannelAccess, VoiceGrant};
 
-/// Action names of the voice routes; the original's three plus `leaveVoiceRoom`, `setMute` and
-/// `getVoiceRoom`.
+/// Action names of the voice routes; the original's three plus `leaveVoiceRoom`, `setMute`,
+/// `serverMute` and `getVoiceRoom`.
 pub const VOICE_ACTIONS: &[&str] = &[
     "createVoiceRoom",
     "getVoiceCredentials",
     "endVoiceRoom",
     "leaveVoiceRoom",
     "setMute",
+    "serverMute",
     "getVoiceRoom",
 ];
 
@@ -64,6 +65,15 @@ pub enum VoiceRequest {
         /// The new state.
         muted: bool,
     },
+    /// A moderator mutes a participant for everyone, or lifts it.
+    ServerMute {
+        /// The voice room.
+        voice_room_id: String,
+        /// Who.
+        user_id: String,
+        /// Mute (true) or lift (false).
+        muted: bool,
+    },
     /// The active voice room of a chat room, if any.
     GetVoiceRoom {
         /// The chat room.
@@ -84,6 +94,8 @@ pub enum VoiceCommand {
     Leave(VoiceRoomId),
     /// `setMute`.
     SetMute(VoiceRoomId, bool),
+    /// `serverMute`: room, target, on or off.
+    ServerMute(VoiceRoomId, UserId, bool),
     /// `getVoiceRoom`.
     Get(ChatRoomId),
 }
@@ -109,6 +121,15 @@ impl VoiceRequest {
                 voice_room_id,
                 muted,
             } => VoiceCommand::SetMute(VoiceRoomId::parse(voice_room_id)?, muted),
+            Self::ServerMute {
+                voice_room_id,
+                user_id,
+                muted,
+            } => VoiceCommand::ServerMute(
+                VoiceRoomId::parse(voice_room_id)?,
+                UserId::parse(user_id)?,
+                muted,
+            ),
             Self::GetVoiceRoom { room_id } => VoiceCommand::Get(ChatRoomId::parse(room_id)?),
         })
     }
@@ -123,6 +144,7 @@ impl VoiceCommand {
             Self::End(_) => "endVoiceRoom",
             Self::Leave(_) => "leaveVoiceRoom",
             Self::SetMute(..) => "setMute",
+            Self::ServerMute(..) => "serverMute",
             Self::Get(_) => "getVoiceRoom",
         }
     }
@@ -237,6 +259,10 @@ pub struct ParticipantView {
     pub user_id: String,
     /// Muted or not.
     pub muted: bool,
+    /// Muted by a moderator (the master or the chat room's admin): the participant cannot
+    /// unmute until a moderator lifts it, and clients do not play its audio meanwhile.
+    #[serde(default)]
+    pub server_muted: bool,
     /// Join time, ms since epoch.
     pub joined_at: u64,
     /// Its own channel's ARN (the mesh plan is built from these).
@@ -288,6 +314,7 @@ impl From<&VoiceRoom> for VoiceRoomView {
                 .map(|p| ParticipantView {
                     user_id: p.user.to_string(),
                     muted: p.muted,
+                    server_muted: r.is_server_muted(&p.user),
                     joined_at: p.joined_at.as_millis(),
                     channel_arn: p.channel.arn.to_string(),
                     client_id: ClientId::from_connection(&p.connection)
@@ -506,11 +533,12 @@ mod tests {
             chat_room_id: ChatRoomId::parse("c1").unwrap(),
             user: crate::ids::UserId::parse("bob").unwrap(),
             muted: true,
+            server_muted: false,
         };
         let v = serde_json::to_value(EventEnvelope::new(&ev)).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"type":"event","event":"muteChanged","voiceRoomId":"v1","chatRoomId":"c1","user":"bob","muted":true})
+            serde_json::json!({"type":"event","event":"muteChanged","voiceRoomId":"v1","chatRoomId":"c1","user":"bob","muted":true,"serverMuted":false})
         );
         for (ev, name) in [
             (

@@ -213,6 +213,8 @@ pub enum VoiceEvent {
         user: UserId,
         /// The new state.
         muted: bool,
+        /// Whether a moderator holds it muted (only a moderator can lift it).
+        server_muted: bool,
     },
     /// A participant's connection went away; it keeps its place for the reconnect grace and
     /// peers should show it as reconnecting (its media links are down) rather than gone.
@@ -296,6 +298,13 @@ pub enum TransitionError {
     /// The user may not end the room.
     #[error("only the voice room's master or the chat room's admin may end it")]
     NotAllowedToEnd,
+    /// The user may not mute others: only the master and the chat room's admin moderate, and
+    /// the master does not moderate the admin.
+    #[error("only the voice room's master or the chat room's admin may mute others")]
+    NotAllowedToModerate,
+    /// A moderator muted the user; they may not unmute themselves.
+    #[error("a moderator muted this participant")]
+    ServerMuted,
     /// The channel given to a joiner is already someone else's.
     #[error("the signaling channel is already used by another participant")]
     ChannelInUse,
@@ -328,6 +337,12 @@ pub struct VoiceRoomParts {
     pub version: u64,
     /// When it started.
     pub created_at: Timestamp,
+    /// Users a moderator (the master or the chat room's admin) has muted, sorted: they join
+    /// muted and cannot unmute themselves until a moderator lifts it. Kept on the room, not
+    /// the participant, so leaving and joining again does not lift it. Absent in rooms stored
+    /// before server mute existed, which read as nobody muted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_muted: Vec<UserId>,
 }
 
 /// A voice room. Fields are private so that every change goes through a transition that keeps
@@ -445,6 +460,7 @@ impl VoiceRoom {
                 capacity,
                 version: 1,
                 created_at: now,
+                server_muted: Vec::new(),
             },
         };
         let events = vec![
@@ -494,6 +510,11 @@ impl VoiceRoom {
                     p.user
                 )));
             }
+        }
+        if parts.server_muted.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(CorruptRoom(
+                "the server-muted users are not sorted and unique".into(),
+            ));
         }
         Ok(Self { parts })
     }
@@ -620,19 +641,20 @@ impl VoiceRoom {
         {
             return Err(TransitionError::ChannelInUse);
         }
+        let muted = self.is_server_muted(&user);
         self.parts.participants.push(Participant {
             user: user.clone(),
             connection,
             channel,
             joined_at: now,
-            muted: false,
+            muted,
             reconnecting_since: None,
         });
         Ok(JoinOutcome::Joined(vec![VoiceEvent::ParticipantJoined {
             voice_room_id: self.parts.id.clone(),
             chat_room_id: self.parts.chat_room.clone(),
             user,
-            muted: false,
+            muted,
         }]))
     }
 
@@ -693,7 +715,8 @@ impl VoiceRoom {
     /// Sets `user`'s mute state. Returns no event when nothing changed.
     ///
     /// # Errors
-    /// [`TransitionError::Ended`] or [`TransitionError::NotParticipant`].
+    /// [`TransitionError::Ended`], [`TransitionError::NotParticipant`], or
+    /// [`TransitionError::ServerMuted`] for an unmute while a moderator holds the user muted.
     pub fn set_muted(
         &mut self,
         user: &UserId,
@@ -701,6 +724,10 @@ impl VoiceRoom {
     ) -> Result<Vec<VoiceEvent>, TransitionError> {
         if !self.is_active() {
             return Err(TransitionError::Ended);
+        }
+        let server_muted = self.is_server_muted(user);
+        if server_muted && !muted && self.participant(user).is_some() {
+            return Err(TransitionError::ServerMuted);
         }
         let p = self
             .parts
@@ -717,6 +744,70 @@ impl VoiceRoom {
             chat_room_id: self.parts.chat_room.clone(),
             user: user.clone(),
             muted,
+            server_muted,
+        }])
+    }
+
+    /// Whether a moderator holds `user` muted in this room.
+    pub fn is_server_muted(&self, user: &UserId) -> bool {
+        self.parts.server_muted.binary_search(user).is_ok()
+    }
+
+    /// A moderator mutes `target` for everyone (`on`), or lifts it. Muting also mutes the
+    /// target's microphone state; lifting it leaves the target muted: nobody but the user
+    /// turns their microphone on (as Discord's server mute and Zoom's "ask to unmute"). The
+    /// mute outlives a leave and a rejoin. Moderators: the master and the chat room's admin
+    /// (`moderator_is_admin`); the master does not moderate the admin (`target_is_admin`).
+    /// Returns no event when nothing changed.
+    ///
+    /// # Errors
+    /// [`TransitionError::Ended`], [`TransitionError::NotAllowedToModerate`],
+    /// [`TransitionError::NotParticipant`] (muting someone not in the room).
+    pub fn set_server_muted(
+        &mut self,
+        moderator: &UserId,
+        moderator_is_admin: bool,
+        target: &UserId,
+        target_is_admin: bool,
+        on: bool,
+    ) -> Result<Vec<VoiceEvent>, TransitionError> {
+        if !self.is_active() {
+            return Err(TransitionError::Ended);
+        }
+        let is_master = &self.parts.master == moderator;
+        let allowed = moderator_is_admin || (is_master && !target_is_admin);
+        if !allowed {
+            return Err(TransitionError::NotAllowedToModerate);
+        }
+        let slot = self.parts.server_muted.binary_search(target);
+        let participant = self
+            .parts
+            .participants
+            .iter_mut()
+            .find(|p| &p.user == target);
+        let muted = match (on, slot, participant) {
+            (true, _, None) => return Err(TransitionError::NotParticipant),
+            (true, Ok(_), Some(_)) | (false, Err(_), _) => return Ok(Vec::new()),
+            (true, Err(at), Some(p)) => {
+                self.parts.server_muted.insert(at, target.clone());
+                p.muted = true;
+                true
+            }
+            (false, Ok(at), p) => {
+                self.parts.server_muted.remove(at);
+                match p {
+                    Some(p) => p.muted,
+                    // Lifted for someone who left: nothing to show in the room.
+                    None => return Ok(Vec::new()),
+                }
+            }
+        };
+        Ok(vec![VoiceEvent::MuteChanged {
+            voice_room_id: self.parts.id.clone(),
+            chat_room_id: self.parts.chat_room.clone(),
+            user: target.clone(),
+            muted,
+            server_muted: on,
         }])
     }
 
@@ -1394,6 +1485,70 @@ mod tests {
     }
 
     #[test]
+    fn moderators_mute_others_and_only_they_lift_it() {
+        let mut room = room_with(4, &["b", "c"]);
+        let muted_event = |u: &str, muted: bool, server_muted: bool| VoiceEvent::MuteChanged {
+            voice_room_id: vr(),
+            chat_room_id: chat(),
+            user: user(u),
+            muted,
+            server_muted,
+        };
+        // Not a moderator: a participant who is neither master nor admin.
+        assert_eq!(
+            room.set_server_muted(&user("b"), false, &user("c"), false, true),
+            Err(TransitionError::NotAllowedToModerate)
+        );
+        // The master does not moderate the chat room's admin; the admin moderates anyone.
+        assert_eq!(
+            room.set_server_muted(&user("a"), false, &user("c"), true, true),
+            Err(TransitionError::NotAllowedToModerate)
+        );
+        assert_eq!(
+            room.set_server_muted(&user("a"), false, &user("x"), false, true),
+            Err(TransitionError::NotParticipant)
+        );
+        assert_eq!(
+            room.set_server_muted(&user("a"), false, &user("b"), false, true),
+            Ok(vec![muted_event("b", true, true)])
+        );
+        assert_eq!(
+            room.set_server_muted(&user("a"), false, &user("b"), false, true),
+            Ok(vec![]),
+            "already muted: nothing to announce"
+        );
+        assert_eq!(
+            room.set_muted(&user("b"), false),
+            Err(TransitionError::ServerMuted),
+            "the muted cannot unmute themselves"
+        );
+        assert_eq!(room.set_muted(&user("b"), true), Ok(vec![]));
+        // Leaving and joining again does not lift it.
+        room.leave(&user("b"), LeaveReason::Left, at(5_000))
+            .unwrap();
+        assert!(room.is_server_muted(&user("b")));
+        room.join(user("b"), conn("c-b2"), chan("b2"), at(6_000))
+            .unwrap();
+        assert!(room.participant(&user("b")).unwrap().muted, "rejoins muted");
+        // The admin lifts it; the microphone stays off until its owner turns it on.
+        assert_eq!(
+            room.set_server_muted(&user("c"), true, &user("b"), false, false),
+            Ok(vec![muted_event("b", true, false)])
+        );
+        assert!(room.participant(&user("b")).unwrap().muted);
+        assert_eq!(
+            room.set_muted(&user("b"), false),
+            Ok(vec![muted_event("b", false, false)])
+        );
+        let parts = room.clone().into_parts();
+        assert_eq!(
+            VoiceRoom::from_parts(parts).unwrap(),
+            room,
+            "survives storage"
+        );
+    }
+
+    #[test]
     fn set_muted_changes_and_announces_once() {
         let mut room = room_with(3, &["b"]);
         assert_eq!(
@@ -1403,6 +1558,7 @@ mod tests {
                 chat_room_id: chat(),
                 user: user("b"),
                 muted: true,
+                server_muted: false,
             }]
         );
         assert!(room.participant(&user("b")).unwrap().muted);

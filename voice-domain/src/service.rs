@@ -22,8 +22,8 @@ use tracing::{debug, info, warn};
 
 use crate::errors::{
     AccessError, DependencyError, DisconnectError, EndVoiceError, GetVoiceRoomError,
-    JoinVoiceError, LeaveVoiceError, PortName, RestartError, SetMuteError, StartVoiceError,
-    SweepError,
+    JoinVoiceError, LeaveVoiceError, PortName, RestartError, ServerMuteError, SetMuteError,
+    StartVoiceError, SweepError,
 };
 use crate::ids::{ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
 use crate::ports::{
@@ -617,9 +617,72 @@ impl<P: Ports> VoiceService<P> {
             .map_err(|e| match e {
                 ModifyError::NotFound => SetMuteError::VoiceRoomNotFound,
                 ModifyError::Rejected(TransitionError::Ended) => SetMuteError::Ended,
+                ModifyError::Rejected(TransitionError::ServerMuted) => SetMuteError::ServerMuted,
                 ModifyError::Rejected(_) => SetMuteError::NotParticipant,
                 ModifyError::Dependency(d) => SetMuteError::Dependency(d),
             })?;
+        self.publish(events.unwrap_or_default()).await;
+        Ok(room)
+    }
+
+    /// `serverMute`: a moderator (the room's master from its current connection, or the chat
+    /// room's admin) mutes `target` for everyone, or lifts it (`muted` false). See
+    /// [`VoiceRoom::set_server_muted`] for the rule; the chat room hears `muteChanged`.
+    ///
+    /// # Errors
+    /// [`ServerMuteError`].
+    #[tracing::instrument(skip(self), fields(connection_id = %caller, voice_room_id = %voice_room))]
+    pub async fn server_mute(
+        &self,
+        caller: &ConnectionId,
+        voice_room: &VoiceRoomId,
+        target: &UserId,
+        muted: bool,
+    ) -> Result<VoiceRoom, ServerMuteError> {
+        let user = self
+            .identify(caller)
+            .await?
+            .ok_or(ServerMuteError::NotIdentified)?;
+        let room = self
+            .ports
+            .store
+            .get(voice_room)
+            .await?
+            .ok_or(ServerMuteError::VoiceRoomNotFound)?;
+        let is_admin = |u: &UserId| {
+            let chat_room = room.chat_room().clone();
+            let u = u.clone();
+            async move {
+                self.ports
+                    .directory
+                    .membership(&chat_room, &u)
+                    .await
+                    .map(|m| m.is_some_and(|m| m.is_admin))
+            }
+        };
+        let (caller_is_admin, target_is_admin) = (is_admin(&user).await?, is_admin(target).await?);
+        let (room, events) = self
+            .modify(voice_room, |r| {
+                // A master's old connection (replaced by a resume) no longer moderates.
+                let master_here = acting_on(r, &user, caller).is_ok();
+                let moderator_is_admin = caller_is_admin;
+                if !moderator_is_admin && !master_here {
+                    return Err(TransitionError::NotAllowedToModerate);
+                }
+                r.set_server_muted(&user, moderator_is_admin, target, target_is_admin, muted)
+                    .map(|ev| (!ev.is_empty()).then_some(ev))
+            })
+            .await
+            .map_err(|e| match e {
+                ModifyError::NotFound => ServerMuteError::VoiceRoomNotFound,
+                ModifyError::Rejected(TransitionError::Ended) => ServerMuteError::Ended,
+                ModifyError::Rejected(TransitionError::NotParticipant) => {
+                    ServerMuteError::NotParticipant
+                }
+                ModifyError::Rejected(_) => ServerMuteError::NotAllowed,
+                ModifyError::Dependency(d) => ServerMuteError::Dependency(d),
+            })?;
+        info!(user_id = %user, target = %target, muted, "server mute");
         self.publish(events.unwrap_or_default()).await;
         Ok(room)
     }

@@ -1567,6 +1567,7 @@ fn set_mute_records_and_announces() {
             chat_room_id: chat(),
             user: user("bob"),
             muted: true,
+            server_muted: false,
         }]
     );
 }

@@ -563,6 +563,11 @@ impl<P: Ports> Executor<P> {
                 .await
                 .map(room)
                 .map_err(Refusal::use_case),
+            VoiceCommand::ServerMute(id, target, muted) => voice
+                .server_mute(caller, &id, &target, muted)
+                .await
+                .map(room)
+                .map_err(Refusal::use_case),
             VoiceCommand::Get(chat) => voice
                 .active_voice(caller, &chat)
                 .await

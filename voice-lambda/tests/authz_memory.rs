@@ -215,6 +215,7 @@ impl World {
             }
             Action::GetCredentials | Action::End | Action::Leave => json!({"voiceRoomId": self.vr}),
             Action::SetMute => json!({"voiceRoomId": self.vr, "muted": true}),
+            Action::ServerMute => json!({"voiceRoomId": self.vr, "userId": "pia", "muted": true}),
         }
     }
 
@@ -369,6 +370,21 @@ fn check_effect(w: &World, caller: Caller, action: Action, before: &Snapshot, da
                 )));
             }
         }
+        Action::ServerMute => {
+            let room = w.room(&w.vr);
+            assert!(room.participant(&user("pia")).unwrap().muted, "{case}");
+            assert!(room.is_server_muted(&user("pia")), "{case}");
+            for u in HEAR {
+                assert!(told(&events, u, |e| matches!(
+                    e,
+                    VoiceEvent::MuteChanged {
+                        muted: true,
+                        server_muted: true,
+                        ..
+                    }
+                )));
+            }
+        }
         Action::GetVoiceRoom => {
             assert_eq!(data["voiceRoom"]["voiceRoomId"], w.vr.as_str(), "{case}");
             assert_eq!(&w.snapshot(), before, "{case}: reading changes nothing");
@@ -428,7 +444,7 @@ async fn every_caller_kind_gets_the_tables_answer_for_every_voice_action() {
         "authz matrix (Lambda, memory adapters): {} cells, {allowed} allowed, {refused} refused",
         allowed + refused
     );
-    assert_eq!((allowed, refused), (18, 38));
+    assert_eq!((allowed, refused), (20, 44));
 }
 
 /// The same refusals whatever the voice room id names: an unknown one is "not found" for every

@@ -183,6 +183,9 @@ impl World {
                 json!({"voiceRoomId": self.vr})
             }
             Action::SetMute => json!({"voiceRoomId": self.vr, "muted": true}),
+            Action::ServerMute => {
+                json!({"voiceRoomId": self.vr, "userId": self.pia.user_id, "muted": true})
+            }
         }
     }
 
@@ -320,6 +323,37 @@ async fn check_effect(w: &mut World, caller: Caller, action: Action, before: &Va
             assert_eq!(
                 (ev["user"].as_str(), ev["muted"].as_bool()),
                 (Some(me.as_str()), Some(true))
+            );
+        }
+        Action::ServerMute => {
+            for view in [data, &after] {
+                let p = participant(view, &pia).unwrap();
+                assert_eq!(
+                    (&p["muted"], &p["serverMuted"]),
+                    (&json!(true), &json!(true)),
+                    "{case}"
+                );
+            }
+            for c in [&mut w.ada, &mut w.mo, &mut w.pia, &mut w.bo] {
+                let ev = c.event("muteChanged").await;
+                assert_eq!(
+                    (
+                        ev["user"].as_str(),
+                        ev["muted"].as_bool(),
+                        ev["serverMuted"].as_bool()
+                    ),
+                    (Some(pia.as_str()), Some(true), Some(true)),
+                    "{case}"
+                );
+            }
+            // Pia cannot unmute herself while it holds.
+            let vr = w.vr.clone();
+            assert_eq!(
+                w.pia
+                    .err("setMute", json!({"voiceRoomId": vr, "muted": false}))
+                    .await,
+                "SERVER_MUTED",
+                "{case}"
             );
         }
         Action::GetVoiceRoom => {
@@ -468,7 +502,7 @@ async fn every_caller_kind_gets_the_tables_answer_for_every_voice_action() {
         outcomes.len(),
         started.elapsed()
     );
-    assert_eq!((allowed, refused), (18, 38));
+    assert_eq!((allowed, refused), (20, 44));
 }
 
 // ---------------------------------------------------------------------------------------------

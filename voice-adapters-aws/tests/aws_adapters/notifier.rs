@@ -29,6 +29,7 @@ fn event() -> VoiceEvent {
         chat_room_id: chat("chat-1"),
         user: user("bob"),
         muted: true,
+        server_muted: false,
     }
 }
 
