@@ -26,135 +26,10 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { accept, kvsSignaling, refuse, serveStatic, templateCsp } from './aws-stand-ins.mjs';
 
-const STATIC_DIR = fileURLToPath(new URL('../../voice-server/static/', import.meta.url));
-const TEMPLATE = fileURLToPath(new URL('../../deploy/aws/template.yaml', import.meta.url));
+export { templateCsp };
 
-/**
- * The Content-Security-Policy the deployed distribution sends (deploy/aws/template.yaml,
- * WebClientResponseHeadersPolicy), with its !Sub variables filled in for a made-up API in
- * `region`. Served on every static response, so the page is tested under the policy it really
- * gets; this stand-in is one origin, so its own wss:// URLs pass as 'self' and the AWS host
- * entries are only carried along (the template test checks those).
- */
-export function templateCsp(region = 'us-east-1') {
-  const lines = fs.readFileSync(TEMPLATE, 'utf8').split('\n');
-  const at = lines.findIndex((l) => /^\s*ContentSecurityPolicy: !Sub\s*$/.test(l));
-  if (at < 0 || !/^\s*- >-\s*$/.test(lines[at + 1] || '')) throw new Error(`no "ContentSecurityPolicy: !Sub" / "- >-" block in ${TEMPLATE}`);
-  const body = [];
-  const indent = (l) => l.length - l.trimStart().length;
-  const first = at + 2;
-  for (let i = first; i < lines.length && lines[i].trim() && indent(lines[i]) >= indent(lines[first]); i++) body.push(lines[i].trim());
-  const csp = body.join(' ')
-    .replaceAll('${ApiId}', 'fakeapi123')
-    .replaceAll('${AWS::Region}', region)
-    .replaceAll('${AWS::URLSuffix}', 'amazonaws.com');
-  if (!/connect-src/.test(csp) || /\$\{/.test(csp)) throw new Error(`could not read the template's CSP: ${csp}`);
-  return csp;
-}
-const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
-const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.json': 'application/json' };
-
-// ---------------------------------------------------------------------------------------------
-// A minimal RFC 6455 server side (text frames, ping, close), enough for a browser client.
-
-class Socket {
-  constructor(raw) {
-    this.raw = raw;
-    this.buf = Buffer.alloc(0);
-    this.parts = [];
-    this.onmessage = () => {};
-    this.onclose = () => {};
-    this.closed = false;
-    raw.on('data', (d) => this.feed(d));
-    raw.on('close', () => this.gone());
-    raw.on('error', () => this.gone());
-  }
-
-  feed(data) {
-    this.buf = Buffer.concat([this.buf, data]);
-    for (;;) {
-      if (this.buf.length < 2) return;
-      const fin = (this.buf[0] & 0x80) !== 0;
-      const op = this.buf[0] & 0x0f;
-      const masked = (this.buf[1] & 0x80) !== 0;
-      let len = this.buf[1] & 0x7f;
-      let off = 2;
-      if (len === 126) {
-        if (this.buf.length < 4) return;
-        len = this.buf.readUInt16BE(2);
-        off = 4;
-      } else if (len === 127) {
-        if (this.buf.length < 10) return;
-        len = Number(this.buf.readBigUInt64BE(2));
-        off = 10;
-      }
-      const maskLen = masked ? 4 : 0;
-      if (this.buf.length < off + maskLen + len) return;
-      const mask = masked ? this.buf.subarray(off, off + 4) : null;
-      const payload = Buffer.from(this.buf.subarray(off + maskLen, off + maskLen + len));
-      if (mask) for (let i = 0; i < payload.length; i += 1) payload[i] ^= mask[i % 4];
-      this.buf = this.buf.subarray(off + maskLen + len);
-      if (op === 0x8) {
-        this.close();
-        return;
-      }
-      if (op === 0x9) this.frame(0xa, payload);
-      else if (op === 0x1 || op === 0x0) {
-        this.parts.push(payload);
-        if (fin) {
-          const text = Buffer.concat(this.parts).toString('utf8');
-          this.parts = [];
-          this.onmessage(text);
-        }
-      }
-    }
-  }
-
-  frame(op, payload) {
-    if (this.closed) return;
-    const n = payload.length;
-    const head = n < 126 ? Buffer.from([0x80 | op, n]) : n < 65536 ? Buffer.alloc(4) : Buffer.alloc(10);
-    if (n >= 126 && n < 65536) {
-      head[0] = 0x80 | op;
-      head[1] = 126;
-      head.writeUInt16BE(n, 2);
-    } else if (n >= 65536) {
-      head[0] = 0x80 | op;
-      head[1] = 127;
-      head.writeBigUInt64BE(BigInt(n), 2);
-    }
-    this.raw.write(Buffer.concat([head, payload]));
-  }
-
-  send(obj) {
-    this.frame(0x1, Buffer.from(typeof obj === 'string' ? obj : JSON.stringify(obj), 'utf8'));
-  }
-
-  close() {
-    if (this.closed) return;
-    this.frame(0x8, Buffer.alloc(0));
-    this.raw.end();
-    this.gone();
-  }
-
-  gone() {
-    if (this.closed) return;
-    this.closed = true;
-    this.onclose();
-  }
-}
-
-function accept(req, rawSocket) {
-  const key = req.headers['sec-websocket-key'];
-  const acceptKey = crypto.createHash('sha1').update(key + WS_GUID).digest('base64');
-  rawSocket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptKey}\r\n\r\n`);
-  return new Socket(rawSocket);
-}
-
-function refuse(rawSocket, status, text) {
-  rawSocket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
-}
 
 // ---------------------------------------------------------------------------------------------
 // The stack
@@ -177,7 +52,6 @@ export async function startFakeStack({ port = 0, credentialTtlMs = 3600e3, regio
   const voiceRooms = new Map(); // voiceRoomId -> room
   const activeByChat = new Map(); // chatRoomId -> voiceRoomId
   const keys = new Map(); // accessKeyId -> {grants: Map(channelArn -> role), expiresAt}
-  const channels = new Map(); // channelArn -> {master: Socket|null, viewers: Map(clientId -> Socket)}
   let seq = 0;
 
   const arnOf = (name) => `arn:aws:kinesisvideo:${region}:123456789012:channel/${name}/1700000000000`;
@@ -195,13 +69,7 @@ export async function startFakeStack({ port = 0, credentialTtlMs = 3600e3, regio
     const members = chatRooms.get(chatRoomId) || new Set();
     for (const c of connections.values()) if (members.has(c.user)) c.socket.send({ type: 'event', ...ev });
   };
-  const deleteChannel = (arn) => {
-    const ch = channels.get(arn);
-    if (!ch) return;
-    if (ch.master) ch.master.close();
-    for (const v of ch.viewers.values()) v.close();
-    channels.delete(arn);
-  };
+  const deleteChannel = (arn) => relay.close(arn);
 
   class Refusal extends Error {
     constructor(code, message, status = 400) {
@@ -365,76 +233,25 @@ export async function startFakeStack({ port = 0, credentialTtlMs = 3600e3, regio
     };
   }
 
-  function kvs(req, raw, url) {
-    const arn = url.searchParams.get('X-Amz-ChannelARN');
-    const clientId = url.searchParams.get('X-Amz-ClientId');
-    const credential = url.searchParams.get('X-Amz-Credential') || '';
-    const accessKeyId = credential.split('/')[0];
-    const role = clientId ? 'VIEWER' : 'MASTER';
-    const key = keys.get(accessKeyId);
-    const why = !url.searchParams.get('X-Amz-Signature')
-      ? 'unsigned'
-      : !key
-        ? 'unknown access key'
-        : key.expiresAt <= Date.now()
-          ? 'expired credentials'
-          : key.grants.get(arn) !== role
-            ? `credentials do not grant ${role} on ${arn}`
-            : !channels.has(arn) && ![...voiceRooms.values()].some((r) => r.participants.some((p) => p.channelArn === arn))
-              ? 'no such channel'
-              : null;
-    if (why) {
-      stats.kvsRefused.push({ arn, role, accessKeyId, why });
-      log(`kvs refused ${role} ${arn}: ${why}`);
-      refuse(raw, 403, 'Forbidden');
-      return;
-    }
-    const socket = accept(req, raw);
-    stats.kvsConnections.push({ arn, role, clientId, accessKeyId, user: key.user });
-    if (!channels.has(arn)) channels.set(arn, { master: null, viewers: new Map() });
-    const ch = channels.get(arn);
-    // A new connection with the same role (and client id) replaces the old one, as KVS does.
-    if (role === 'MASTER') {
-      if (ch.master) ch.master.close();
-      ch.master = socket;
-    } else {
-      if (ch.viewers.get(clientId)) ch.viewers.get(clientId).close();
-      ch.viewers.set(clientId, socket);
-    }
-    socket.onclose = () => {
-      if (role === 'MASTER' && ch.master === socket) ch.master = null;
-      if (role === 'VIEWER' && ch.viewers.get(clientId) === socket) ch.viewers.delete(clientId);
-    };
-    socket.onmessage = (text) => {
-      const m = JSON.parse(text);
-      stats.relayed += 1;
-      if (role === 'VIEWER') {
-        if (ch.master) ch.master.send({ messageType: m.action, messagePayload: m.messagePayload, senderClientId: clientId });
-      } else {
-        const v = ch.viewers.get(m.recipientClientId);
-        if (v) v.send({ messageType: m.action, messagePayload: m.messagePayload });
-      }
-    };
-  }
+  // The KVS signaling side (aws-stand-ins.mjs): what the real session policy would allow is
+  // checked against the grants this model handed out with each access key.
+  const relay = kvsSignaling({
+    stats,
+    log,
+    authorize({ arn, role, scope }) {
+      const key = keys.get(scope.accessKeyId);
+      if (!key) return { why: 'unknown access key' };
+      if (key.expiresAt <= Date.now()) return { why: 'expired credentials' };
+      if (key.grants.get(arn) !== role) return { why: `credentials do not grant ${role} on ${arn}` };
+      if (!relay.has(arn) && ![...voiceRooms.values()].some((r) => r.participants.some((p) => p.channelArn === arn))) return { why: 'no such channel' };
+      return { user: key.user };
+    },
+  });
+  const kvs = relay.handle;
 
   const csp = templateCsp(region);
   const server = https.createServer(tls, (req, res) => {
-    const url = new URL(req.url, 'https://127.0.0.1');
-    if (url.pathname === '/config.json') {
-      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-      res.end(JSON.stringify({ mode: 'aws', webSocketUrl: `${origin.replace('https:', 'wss:')}/production`, region }));
-      return;
-    }
-    const rel = url.pathname === '/' ? 'index.html' : decodeURIComponent(url.pathname.slice(1));
-    const file = path.join(STATIC_DIR, rel);
-    if (!file.startsWith(STATIC_DIR) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
-      // S3 behind CloudFront with Origin Access Control: a missing object is a 403.
-      res.writeHead(403, { 'content-type': 'application/xml' });
-      res.end('<Error><Code>AccessDenied</Code></Error>');
-      return;
-    }
-    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream', 'cache-control': 'no-store', 'content-security-policy': csp });
-    res.end(fs.readFileSync(file));
+    serveStatic(req, res, { csp, config: { mode: 'aws', webSocketUrl: `${origin.replace('https:', 'wss:')}/production`, region } });
   });
   server.on('upgrade', (req, raw) => {
     const url = new URL(req.url, 'https://127.0.0.1');
@@ -456,7 +273,7 @@ export async function startFakeStack({ port = 0, credentialTtlMs = 3600e3, regio
     close: () =>
       new Promise((resolve) => {
         for (const c of connections.values()) c.socket.close();
-        for (const arn of [...channels.keys()]) deleteChannel(arn);
+        relay.closeAll();
         server.close(() => resolve());
         server.closeAllConnections && server.closeAllConnections();
       }),
