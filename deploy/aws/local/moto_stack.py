@@ -269,6 +269,28 @@ def function_environment(stack):
     return {k: str(v) for k, v in env.items()}
 
 
+def api_routes(stack):
+    """The WebSocket API's routes whose Condition holds: route key, and whether the Lambda's reply
+    goes back to the caller (a RouteResponseSelectionExpression and a RouteResponse for it)."""
+    resources = stack.t["Resources"]
+    answered = set()
+    for res in resources.values():
+        if res.get("Type") == "AWS::ApiGatewayV2::RouteResponse" and stack.enabled(res):
+            route = res["Properties"]["RouteId"]
+            answered.add(route.value if isinstance(route, Tag) else route.get("Ref"))
+    routes = []
+    for logical, res in resources.items():
+        if res.get("Type") == "AWS::ApiGatewayV2::Route" and stack.enabled(res):
+            p = res["Properties"]
+            two_way = "RouteResponseSelectionExpression" in p and logical in answered
+            routes.append({"routeKey": p["RouteKey"], "twoWay": two_way})
+    return routes
+
+
+def outputs(stack, names):
+    return {n: stack.value(stack.t["Outputs"][n]["Value"]) for n in names if n in stack.t.get("Outputs", {})}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--api-domain", required=True, help="host:port of the local API Gateway stand-in")
@@ -295,8 +317,19 @@ def main():
     made_secrets = create_secrets(stack, session.client("secretsmanager", endpoint_url=endpoint))
     roles = name_roles(stack)
     env = function_environment(stack)
+    fn = stack.t["Resources"]["VoiceFunction"]["Properties"]
+    api = next(r for r in stack.t["Resources"].values() if r.get("Type") == "AWS::ApiGatewayV2::Api")
 
-    print(json.dumps({"endpoint": endpoint, "stackId": stack.id, "environment": env, "tables": tables, "secrets": made_secrets, "roles": roles}), flush=True)
+    print(json.dumps({"endpoint": endpoint, "stackId": stack.id, "environment": env, "tables": tables, "secrets": made_secrets, "roles": roles,
+        "routes": api_routes(stack),
+        "routeSelectionExpression": api["Properties"]["RouteSelectionExpression"],
+        "stage": stack.params["StageName"],
+        "function": {"timeout": fn["Timeout"], "memorySize": fn["MemorySize"], "handler": fn["Handler"]},
+        "outputs": outputs(stack, ["WebSocketUrl", "WebClientConfig"]),
+        # The ceiling of the browsers' sessions: KvsClientRole's own policy (the session policy
+        # can only narrow it).
+        "kvsClientRolePolicies": [stack.value(p["PolicyDocument"]) for p in stack.t["Resources"]["KvsClientRole"]["Properties"]["Policies"]],
+    }), flush=True)
     # Serve until whoever started us closes our stdin (or exits).
     sys.stdin.read()
     server.shutdown()
