@@ -86,7 +86,7 @@ export async function until(fn, what, ms = 15000) {
  * invocations concurrently. `params`: template parameters (e.g. {ChatMode: 'builtin'}).
  * `kvsActivationMs`: how long a new channel stays CREATING.
  */
-export async function startLocalStack({ workers = 3, params = {}, log = () => {}, kvsActivationMs = 300, stackName = 'voice-local' } = {}) {
+export async function startLocalStack({ workers = 3, params = {}, log = () => {}, kvsActivationMs = 300, stackName = 'voice-local', port: frontPort = 0 } = {}) {
   if (!fs.existsSync(BOOTSTRAP)) throw new Error(`no bootstrap at ${BOOTSTRAP}: run cargo build -p voice-lambda --locked`);
   const certs = makeCertificates();
   const children = [];
@@ -225,7 +225,7 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
   // The HTTPS front: every AWS endpoint the page and the function reach.
   const front = https.createServer({ key: certs.key, cert: certs.cert });
   servers.push(front);
-  await new Promise((r) => front.listen(0, '127.0.0.1', r));
+  await new Promise((r) => front.listen(frontPort, '127.0.0.1', r));
   const port = front.address().port;
   const origin = `https://127.0.0.1:${port}`;
   const domainName = `127.0.0.1:${port}`;
@@ -720,12 +720,13 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
   };
 }
 
-// By hand: node tests/browser/aws-local-stack.mjs
+// By hand: node tests/browser/aws-local-stack.mjs [port]
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
-  const stack = await startLocalStack({ log: process.env.VERBOSE ? (m) => console.log(m) : () => {} });
+  const stack = await startLocalStack({ port: Number(process.argv[2] || 0), log: process.env.VERBOSE ? (m) => console.log(m) : () => {} });
   console.log(`local AWS stack (real voice-lambda bootstrap, moto, stand-ins) at ${stack.url}`);
   console.log(`  API: ${stack.webSocketUrl}   tables: ${Object.values(stack.tables).join(', ')}`);
-  console.log('  open the URL in two browser profiles (self-signed certificate); Ctrl-C stops everything');
+  console.log(`  function: ${BOOTSTRAP} x3, CHAT_MODE=${stack.env.CHAT_MODE}, stack id ${stack.env.VOICE_STACK_ID}`);
+  console.log('  open the URL in two browser profiles (test certificate: accept the warning); Ctrl-C stops everything');
   const stop = async () => {
     await stack.close();
     process.exit(0);

@@ -316,15 +316,20 @@ export function policyAllows(policy, action, resource) {
  * recipientClientId). Rules, from "Amazon Kinesis Video Streams with WebRTC service quotas"
  * (kvs-fakes.mjs, KVS_LIMITS): one master per channel (a new one replaces the old), at most 10
  * viewers, a viewer client id replaces its own earlier connection; per connection at most 5 SDP
- * offers/answers and 20 ICE candidates per second and 10 KB per message (over them the message
+ * offers/answers and 20 ICE candidates per second, measured on arrival; messagePayload (the
+ * base64 text, as SendSdpOffer's reference gives its "Maximum length of 10K") at most 10 KB
+ * (over them the message
  * is not delivered and the sender gets a status response naming the error; every such refusal
  * is counted in `stats.kvsOverLimit`).
+ *
+ * With `enforce: false` an over-limit message is still delivered (and still counted): for tests
+ * that must observe the page without KVS's refusals changing its behaviour.
  *
  * `authorize({url, arn, role, clientId, scope})` returns `{ user }` or `{ why }` (refused 403).
  * `stats` gets kvsConnections, kvsRefused, relayed, kvsOverLimit and, per connection, the most
  * SDP and ICE messages it sent within any one second (kvsPeakRates).
  */
-export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LIMITS }) {
+export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LIMITS, enforce = true }) {
   const channels = new Map(); // channelArn -> {master: Socket|null, viewers: Map(clientId -> Socket)}
   stats.kvsConnections ||= [];
   stats.kvsRefused ||= [];
@@ -384,9 +389,11 @@ export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LI
       const size = Buffer.byteLength(m.messagePayload || '', 'utf8');
       if (times.length >= limit || size > limits.payloadBytes) {
         const errorType = size > limits.payloadBytes ? 'InvalidArgumentException' : 'ClientLimitExceededException';
-        stats.kvsOverLimit.push({ arn, role, user: verdict.user, kind, errorType });
-        socket.send({ messageType: 'STATUS_RESPONSE', statusResponse: { correlationId: m.correlationId || '', errorType, statusCode: '400', description: `${m.action} refused` } });
-        return;
+        stats.kvsOverLimit.push({ arn, role, user: verdict.user, kind, errorType, size, inLastSecond: times.length + 1 });
+        if (enforce) {
+          socket.send({ messageType: 'STATUS_RESPONSE', statusResponse: { correlationId: m.correlationId || '', errorType, statusCode: '400', description: `${m.action} refused` } });
+          return;
+        }
       }
       times.push(now);
       peak[kind] = Math.max(peak[kind], times.length);
