@@ -223,8 +223,46 @@ test('AWS stack, locally in its deployed shape: sign in, rooms, approval, messag
   assert.deepEqual(stack.stats.initErrors, []);
   const errors = stack.stats.lambdaLog.filter((l) => l.level === 'ERROR' || l.raw);
   assert.deepEqual(errors, [], 'the function logged errors');
-  const workersUsed = new Set(stack.stats.lambdaLog.filter((l) => l.fields && l.fields.message === 'voice-lambda ready').map((l) => l.worker));
-  assert.equal(workersUsed.size, 3, 'three execution environments started');
+  const started3 = new Set(stack.stats.lambdaLog.filter((l) => l.fields && l.fields.message === 'voice-lambda ready').map((l) => l.worker));
+  assert.equal(started3.size, 3, 'three execution environments started (cold start: config, clients, resume key)');
   const ms = stack.stats.invocations.map((i) => i.ms).sort((a, b) => a - b);
   t.diagnostic(`stack up in ${bootMs} ms; ${ms.length} invocations, median ${ms[Math.floor(ms.length / 2)]} ms, max ${ms.at(-1)} ms; ${stack.stats.posts.length} posts; ${stack.stats.kvsCalls.length} KVS calls (${stack.stats.kvsCalls.filter((c) => c.status !== 200).length} refused: ${[...new Set(stack.stats.kvsCalls.filter((c) => c.error).map((c) => c.error))].join(', ')})`);
+});
+
+test('AWS stack, locally: ten people join one voice room at once through three function instances', { skip, timeout: 180000 }, async (t) => {
+  const stack = await startLocalStack({ workers: 3, params: { ChatMode: 'builtin' } });
+  t.after(() => stack.close());
+  const users = await Promise.all([...Array(10)].map((_, i) => client(stack, `u${i}`)));
+  const hellos = await Promise.all(users.map((u, i) => u.ok('hello', { name: `User ${i}` })));
+  const [admin] = users;
+  const { roomId } = await admin.ok('createRoom', { name: 'All hands' });
+  await Promise.all(users.slice(1).map((u) => u.ok('requestJoin', { roomId })));
+  await Promise.all(hellos.slice(1).map((h) => admin.ok('approveJoin', { roomId, userId: h.userId })));
+  const { voiceRoomId } = await admin.ok('createVoiceRoom', { roomId });
+
+  const started = Date.now();
+  const grants = await Promise.all(users.map((u) => u.request('getVoiceCredentials', { voiceRoomId })));
+  const joinMs = Date.now() - started;
+  assert.deepEqual(grants.filter((g) => !g.ok).map((g) => g.error), [], 'every join succeeds (KVS throttles are retried)');
+  // The mesh plan: in join order, the k-th participant views the k-1 earlier channels.
+  assert.deepEqual(grants.map((g) => g.data.peers.length).sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  const { voiceRoom } = await admin.ok('getVoiceRoom', { roomId });
+  assert.equal(voiceRoom.participants.length, 10);
+  assert.equal(stack.channels().length, 10);
+  assert.equal(new Set(grants.map((g) => g.data.self.channelArn)).size, 10, 'one channel each');
+
+  // The scheduled sweep through the real runtime: nothing to remove in a live room.
+  const report = await stack.sweep();
+  assert.deepEqual(report, { roomsEnded: [], participantsRemoved: 0, participantsReconnecting: 0, channelsDeleted: 0, failures: 0 });
+
+  await admin.ok('endVoiceRoom', { voiceRoomId });
+  await until(() => stack.channels().length === 0, 'every channel deleted');
+  assert.deepEqual(stack.stats.exits, []);
+  assert.deepEqual(stack.stats.lambdaLog.filter((l) => l.level === 'ERROR' || l.raw), []);
+  // Log lines inside a request's span (the runtime's "Lambda runtime invoke", then "route"):
+  // every instance served some of the requests.
+  const served = new Set(stack.stats.lambdaLog.filter((l) => (l.spans || []).some((s) => s.name === 'route')).map((l) => l.worker));
+  assert.equal(served.size, 3, 'all three instances served requests');
+  const by = (p) => stack.stats.kvsCalls.filter((c) => c.path === p);
+  t.diagnostic(`10 simultaneous joins: ${joinMs} ms; ${by('/v1/get-ice-server-config').length} GetIceServerConfig (${by('/v1/get-ice-server-config').filter((c) => c.error).length} throttled), ${by('/getSignalingChannelEndpoint').length} GetSignalingChannelEndpoint, ${stack.stats.assumeRole.length} AssumeRole`);
 });
