@@ -177,10 +177,23 @@ test('AWS stack, locally in its deployed shape: sign in, rooms, approval, messag
   assert.equal(await kvs(presigned(boGrant, { ...boGrant.peers[0] }, 'MASTER')), 403, 'Bo may not master Ada\'s channel');
   assert.equal(await kvs(presigned(adaGrant, boGrant.self, 'VIEWER')), 403, 'Ada (the earlier participant) has no grant on Bo\'s channel');
 
-  // Bo leaves: Ada hears it; his channel is deleted.
+  // Bo leaves: Ada hears it; his channel is deleted, after she was told (deleting a channel
+  // closes its signaling connections: told first, her page drops the link instead of
+  // reconnecting to a closing channel).
+  const tellsBeforeDeleting = (event, since) => {
+    const posted = stack.stats.posts.slice(since.posts).filter((p) => p.event === event);
+    const deletes = stack.stats.kvsCalls.slice(since.kvs).filter((c) => c.path === '/deleteSignalingChannel');
+    assert.ok(posted.length && deletes.length, `${event} posted (${posted.length}) and channels deleted (${deletes.length})`);
+    const lastPost = posted.reduce((m, p) => (p.at > m ? p.at : m), 0n);
+    const firstDelete = deletes.reduce((m, c) => (c.at < m ? c.at : m), deletes[0].at);
+    assert.ok(lastPost < firstDelete, `every ${event} was posted before the first DeleteSignalingChannel (${Number(firstDelete - lastPost) / 1e6} ms)`);
+  };
+  const mark = () => ({ posts: stack.stats.posts.length, kvs: stack.stats.kvsCalls.length });
+  const beforeLeave = mark();
   await bo.ok('leaveVoiceRoom', { voiceRoomId });
   assert.equal((await ada.event('participantLeft', (e) => e.user === boHello.userId)).reason, 'left');
   await until(() => stack.channels().length === 1, 'Bo\'s channel deleted');
+  tellsBeforeDeleting('participantLeft', beforeLeave);
 
   // Reconnect: Bo's socket closes ($disconnect reaches the function), a new connection resumes
   // with the token: the same user, still an approved member.
@@ -210,11 +223,13 @@ test('AWS stack, locally in its deployed shape: sign in, rooms, approval, messag
   }, 'Bo shown as reconnecting after GoneException');
   assert.equal(seen.participants.length, 2);
 
-  // Ada (master) ends the room: every channel goes.
+  // Ada (master) ends the room: every channel goes, after everyone was told.
+  const beforeEnd = mark();
   const ended = await ada.ok('endVoiceRoom', { voiceRoomId });
   assert.equal(ended.status, 'ended');
   await ada.event('voiceEnded');
   await until(() => stack.channels().length === 0, 'every channel deleted');
+  tellsBeforeDeleting('voiceEnded', beforeEnd);
 
   // Nothing failed underneath: every invocation answered, no bootstrap died, no ERROR logged.
   const failed = stack.stats.invocations.filter((i) => i.error || !i.status);

@@ -93,10 +93,10 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
   const servers = [];
   const stats = {
     invocations: [], // {routeKey, connectionId, status, ms, error}
-    posts: [], // {connectionId, status, bytes}
+    posts: [], // {connectionId, status, bytes, event, at (hrtime ns)}
     deletes: [],
     assumeRole: [], // {roleArn, sessionName, seconds, policyChars, status}
-    kvsCalls: [], // {path, status, caller}
+    kvsCalls: [], // {path, status, caller, error, at (hrtime ns)}
     initErrors: [],
     lambdaLog: [], // parsed JSON log lines of every bootstrap
     exits: [],
@@ -400,7 +400,13 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     const id = decodeURIComponent(m[1]);
     const conn = connections.get(id);
     if (req.method === 'POST') {
-      stats.posts.push({ connectionId: id, status: conn ? 200 : 410, bytes: body.length });
+      let event = null;
+      try {
+        event = JSON.parse(body.toString()).event || null;
+      } catch {
+        // not JSON: recorded without an event name
+      }
+      stats.posts.push({ connectionId: id, status: conn ? 200 : 410, bytes: body.length, event, at: process.hrtime.bigint() });
       if (!conn) return error(410, 'GoneException', null);
       if (body.length > 128 * 1024) return error(413, 'PayloadTooLargeException', 'data exceeds 128 KB');
       conn.socket.send(body.toString('utf8'));
@@ -510,7 +516,7 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     } catch {
       input = null;
     }
-    const record = { path: p, status: 200, caller: scope.accessKeyId === FUNCTION_KEY.id ? 'function' : 'session' };
+    const record = { path: p, status: 200, caller: scope.accessKeyId === FUNCTION_KEY.id ? 'function' : 'session', at: process.hrtime.bigint() };
     stats.kvsCalls.push(record);
     const error = (status, type, message) => {
       record.status = status;
