@@ -9,6 +9,7 @@ import {
   appSocketUrl,
   awsRefusalHint,
   ConfigError,
+  keepaliveRequest,
   loadClientConfig,
   modeFeatures,
   parseClientConfig,
@@ -16,8 +17,12 @@ import {
   SELF_HOSTED,
 } from '../../voice-server/static/config.js';
 
-/** Exactly the stack output WebClientConfig (deploy/aws/template.yaml, tests/iam). */
-const STACK_OUTPUT = '{"mode":"aws","webSocketUrl":"wss://abc123defg.execute-api.us-east-1.amazonaws.com/production","region":"us-east-1"}';
+/** Exactly the stack output WebClientConfig (deploy/aws/template.yaml, tests/iam), ChatMode=builtin. */
+const STACK_OUTPUT = '{"mode":"aws","webSocketUrl":"wss://abc123defg.execute-api.us-east-1.amazonaws.com/production","region":"us-east-1","chat":"builtin"}';
+/** The same with ChatMode=existing. */
+const STACK_OUTPUT_EXISTING = STACK_OUTPUT.replace('"builtin"', '"existing"');
+/** What stacks wrote before the "chat" field: the page did voice only then. */
+const OLD_STACK_OUTPUT = '{"mode":"aws","webSocketUrl":"wss://abc123defg.execute-api.us-east-1.amazonaws.com/production","region":"us-east-1"}';
 
 /** A fetch that answers one status and body, recording what was asked. */
 function fakeFetch(status, body = '', { fail } = {}) {
@@ -38,11 +43,26 @@ test('the stack output WebClientConfig parses into the AWS mode', () => {
     mode: 'aws',
     webSocketUrl: 'wss://abc123defg.execute-api.us-east-1.amazonaws.com/production',
     region: 'us-east-1',
+    chat: 'builtin',
   });
+  assert.equal(parseClientConfig(STACK_OUTPUT_EXISTING).chat, 'existing');
   // Extra fields are ignored; other regions and a loopback ws:// (a local stand-in) are fine.
-  const c = parseClientConfig('{"mode":"aws","webSocketUrl":"ws://127.0.0.1:9001/dev","region":"us-gov-west-1","note":"x"}');
-  assert.deepEqual(c, { mode: 'aws', webSocketUrl: 'ws://127.0.0.1:9001/dev', region: 'us-gov-west-1' });
+  const c = parseClientConfig('{"mode":"aws","webSocketUrl":"ws://127.0.0.1:9001/dev","region":"us-gov-west-1","note":"x","chat":"existing"}');
+  assert.deepEqual(c, { mode: 'aws', webSocketUrl: 'ws://127.0.0.1:9001/dev', region: 'us-gov-west-1', chat: 'existing' });
   assert.equal(parseClientConfig('{"mode":"self-hosted"}'), SELF_HOSTED);
+});
+
+test('"chat": missing is "existing" (a config.json from before the field); anything but builtin/existing is refused in plain words', () => {
+  assert.equal(parseClientConfig(OLD_STACK_OUTPUT).chat, 'existing');
+  assert.deepEqual(modeFeatures(parseClientConfig(OLD_STACK_OUTPUT)), modeFeatures(parseClientConfig(STACK_OUTPUT_EXISTING)));
+  for (const bad of ['"Builtin"', '"self-hosted"', '""', 'true', 'null', '1', '["builtin"]']) {
+    const text = OLD_STACK_OUTPUT.replace(/}$/, `,"chat":${bad}}`);
+    assert.throws(
+      () => parseClientConfig(text),
+      (e) => e instanceof ConfigError && e.message.includes(`"chat" is ${JSON.stringify(JSON.parse(bad))}`) && /"builtin".*ChatMode=builtin.*"existing"/.test(e.message) && /WebClientConfig/.test(e.message),
+      text,
+    );
+  }
 });
 
 test('a malformed config.json is a clear error, never a silent fallback', () => {
@@ -109,13 +129,26 @@ test('what each mode offers the UI', () => {
   assert.equal(self.chat, true);
   assert.equal(self.knowsAdmins, true);
   assert.equal(self.keepaliveMs, null);
-  const aws = modeFeatures(parseClientConfig(STACK_OUTPUT));
-  assert.equal(aws.hello, false, 'no hello on AWS: the chat app identifies the connection');
-  assert.equal(aws.chat, false, 'the Lambda serves no chat actions (docs/lambda.md)');
+  assert.equal(self.heartbeat, true);
+  const aws = modeFeatures(parseClientConfig(STACK_OUTPUT_EXISTING));
+  assert.equal(aws.mode, 'aws');
+  assert.equal(aws.hello, false, 'no hello on AWS with an existing chat app: it identifies the connection');
+  assert.equal(aws.chat, false, 'the Lambda serves no chat actions in existing mode (docs/lambda.md)');
   assert.equal(aws.knowsAdmins, false);
-  // API Gateway: 29 s integration timeout, 10 min idle timeout.
+  // API Gateway: 29 s integration timeout, 10 min idle timeout; no 10 s ping (a Lambda invocation each).
   assert.ok(aws.requestTimeoutMs > 29000);
   assert.ok(aws.keepaliveMs > 0 && aws.keepaliveMs < 10 * 60e3);
+  assert.equal(aws.heartbeat, false);
+  // Built-in chat: the self-hosted page's chat UI (hello, rooms, admins), AWS's timeouts.
+  const builtin = modeFeatures(parseClientConfig(STACK_OUTPUT));
+  assert.equal(builtin.mode, 'aws');
+  assert.equal(builtin.hello, true, 'the Lambda serves hello with resume tokens');
+  assert.equal(builtin.chat, true, 'and the chat actions');
+  assert.equal(builtin.knowsAdmins, true, 'listRooms names the admin');
+  assert.equal(builtin.heartbeat, false);
+  assert.ok(builtin.requestTimeoutMs > 29000);
+  assert.ok(builtin.keepaliveMs > 0 && builtin.keepaliveMs < 10 * 60e3);
+  assert.ok(builtin.pollMs >= 60000, 'room list polls are Lambda invocations: not every 15 s');
   assert.equal(modeFeatures(undefined).mode, 'self-hosted');
 });
 

@@ -206,3 +206,90 @@ test('retry delays: full jitter under a doubling cap of 2 s', () => {
   assert.equal(retryDelayMs(9, () => 1), 2000);
   assert.equal(retryDelayMs(3, () => 0), 0);
 });
+
+test('AWS keepalive: a ping every 5 min while open (API Gateway closes a socket idle for 10 min), none after close; unanswered = dead', async () => {
+  const { keepaliveRequest, modeFeatures, parseClientConfig } = await import('../../voice-server/static/config.js');
+  const cfg = (chat) => parseClientConfig(JSON.stringify({ mode: 'aws', webSocketUrl: 'wss://a.execute-api.us-east-1.amazonaws.com/p', region: 'us-east-1', chat }));
+  const IDLE_CLOSE_MS = 10 * 60e3;
+  mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  try {
+    const builtin = modeFeatures(cfg('builtin'));
+    const clock = { now: 0 };
+    // As app.js builds the AWS connection: no 10 s heartbeat, the keepalive instead.
+    const { c, ws } = await opened(clock, { heartbeatMs: builtin.heartbeat ? undefined : null, requestTimeoutMs: builtin.requestTimeoutMs });
+    c.startKeepalive(builtin.keepaliveMs, () => {
+      const req = keepaliveRequest(builtin, null);
+      return req && c.request(req.action, req.fields);
+    });
+    let lost = null;
+    c.onclose = (why) => (lost = why);
+    const tick = (ms) => {
+      clock.now += ms;
+      mock.timers.tick(ms);
+    };
+    // Answer every frame at once; record when the client sent something.
+    const sentAt = [];
+    const answer = () => {
+      while (ws.sent.length) {
+        const f = ws.sent.shift();
+        sentAt.push({ at: clock.now, action: f.action });
+        ws.reply({ type: 'reply', requestId: f.requestId, action: f.action, ok: true, data: {} });
+      }
+    };
+    for (let t = 0; t < 3 * IDLE_CLOSE_MS; t += 10e3) {
+      tick(10e3);
+      answer();
+    }
+    await new Promise((r) => setImmediate(r));
+    assert.ok(sentAt.length >= 5, `keepalives sent: ${JSON.stringify(sentAt)}`);
+    assert.ok(sentAt.every((s) => s.action === 'ping'), 'builtin: ping, the cheapest frame the Lambda answers');
+    const gaps = sentAt.map((s, i) => s.at - (i ? sentAt[i - 1].at : 0));
+    assert.ok(Math.max(...gaps) < IDLE_CLOSE_MS, `never 10 min without a frame: gaps ${gaps}`);
+    assert.ok(Math.min(...gaps) >= 60e3, `not a heartbeat: gaps ${gaps}`);
+    assert.equal(lost, null);
+
+    // A keepalive nobody answers: the connection is declared dead when its request times out.
+    tick(builtin.keepaliveMs);
+    assert.equal(ws.sent.filter((f) => f.action === 'ping').length, 1);
+    tick(builtin.requestTimeoutMs);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(lost, 'keepalive unanswered');
+    ws.sent.length = 0;
+    tick(3 * builtin.keepaliveMs);
+    assert.deepEqual(ws.sent, [], 'nothing sent after the connection is over');
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+test('AWS keepalive beside an existing chat app: getVoiceRoom for the open room (a voice route), nothing without one', async () => {
+  const { keepaliveRequest, modeFeatures, parseClientConfig, SELF_HOSTED } = await import('../../voice-server/static/config.js');
+  const existing = modeFeatures(parseClientConfig('{"mode":"aws","webSocketUrl":"wss://a.execute-api.us-east-1.amazonaws.com/p","region":"us-east-1"}'));
+  assert.deepEqual(keepaliveRequest(existing, 'room-1'), { action: 'getVoiceRoom', fields: { roomId: 'room-1' } });
+  assert.equal(keepaliveRequest(existing, null), null);
+  assert.equal(keepaliveRequest(modeFeatures(SELF_HOSTED), 'room-1'), null, 'self-hosted has its 10 s heartbeat instead');
+  mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  try {
+    const clock = { now: 0 };
+    const { c, ws } = await opened(clock, { heartbeatMs: null });
+    let room = null;
+    c.startKeepalive(existing.keepaliveMs, () => {
+      const req = keepaliveRequest(existing, room);
+      return req && c.request(req.action, req.fields);
+    });
+    mock.timers.tick(existing.keepaliveMs);
+    assert.deepEqual(ws.sent, []);
+    room = 'room-1';
+    mock.timers.tick(existing.keepaliveMs);
+    assert.deepEqual(ws.sent.map((f) => [f.action, f.roomId]), [['getVoiceRoom', 'room-1']]);
+    // A refusal is not death (the chat app may not know us yet): only a timeout is.
+    let lost = null;
+    c.onclose = (why) => (lost = why);
+    ws.reply({ type: 'reply', requestId: ws.sent[0].requestId, action: 'getVoiceRoom', ok: false, error: { code: 'NOT_IDENTIFIED', message: 'x' } });
+    await new Promise((r) => setImmediate(r));
+    assert.equal(lost, null);
+    c.close();
+  } finally {
+    mock.timers.reset();
+  }
+});

@@ -469,12 +469,16 @@ def test_outputs_name_everything_an_operator_needs(parsed_template):
 
 def test_the_config_output_is_the_documented_config_json(parsed_template):
     value = parsed_template["Outputs"]["WebClientConfig"]["Value"]
-    config = json.loads(substitute(sub_pattern(value), ApiId="abc123defg", StageName="production"))
-    assert config == {
-        "mode": "aws",
-        "webSocketUrl": "wss://abc123defg.execute-api.us-east-1.amazonaws.com/production",
-        "region": "us-east-1",
-    }
+    # "chat" tells the web client whether this stack serves the chat (builtin: the page signs in
+    # with hello and shows rooms) or an existing chat app does (the page does voice only).
+    for chat_mode in parsed_template["Parameters"]["ChatMode"]["AllowedValues"]:
+        config = json.loads(substitute(sub_pattern(value), ApiId="abc123defg", StageName="production", ChatMode=chat_mode))
+        assert config == {
+            "mode": "aws",
+            "webSocketUrl": "wss://abc123defg.execute-api.us-east-1.amazonaws.com/production",
+            "region": "us-east-1",
+            "chat": chat_mode,
+        }
 
 
 # ------------------------------------------------------------------------------------------------

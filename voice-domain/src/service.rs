@@ -587,8 +587,10 @@ impl<P: Ports> VoiceService<P> {
                 ModifyError::Dependency(d) => LeaveVoiceError::Dependency(d),
             })?
             .expect_changed();
-        self.delete_channels(&released).await;
+        // Tell first, then delete (as `end_voice`): the others drop their link to the leaver on
+        // `participantLeft` instead of reconnecting to its closing channel.
         self.publish(events).await;
+        self.delete_channels(&released).await;
         Ok(room)
     }
 
@@ -735,8 +737,11 @@ impl<P: Ports> VoiceService<P> {
             })?
             .expect_changed();
         info!(user_id = %user, "voice room ended");
-        self.delete_channels(&released).await;
+        // Tell first, then delete: deleting a channel closes its signaling connections, and a
+        // page that sees its connection close before it hears `voiceEnded` reconnects to a
+        // channel that is going away (refused, and counted against KVS's ConnectAs* rate).
         self.publish(events).await;
+        self.delete_channels(&released).await;
         Ok(room)
     }
 
@@ -1090,12 +1095,15 @@ impl<P: Ports> VoiceService<P> {
 
     /// Deletes channels no participant holds any more. A failure is logged, not returned: the
     /// channel is tagged, and the sweep deletes it later.
+    /// Deletes `channels` concurrently (independent calls: ending a room of ten is one round
+    /// trip, not ten).
     async fn delete_channels(&self, channels: &[SignalingChannel]) {
-        for ch in channels {
+        futures_util::future::join_all(channels.iter().map(|ch| async move {
             if let Err(e) = self.ports.channels.delete(ch).await {
                 warn!(error = %e, channel = %ch.name, "could not delete channel; the sweep will retry");
             }
-        }
+        }))
+        .await;
     }
 
     /// Tells every connection of each event's chat room. Connections reported gone are removed

@@ -65,19 +65,18 @@ pub fn aws_config(config: &LambdaConfig) -> AwsConfig {
 
 /// Every SDK client, built once per instance from the loaded `SdkConfig`.
 ///
-/// An endpoint in `sdk` (`AWS_ENDPOINT_URL`, e.g. moto when run locally) is handed to the
-/// adapters as their `endpoint_url` rather than left in `sdk`: `AwsClients::from_sdk_config`
-/// applies `endpoint_url` only to an `SdkConfig` without one, and with one it currently resets
-/// the clients' endpoint to the default, so `AWS_ENDPOINT_URL` would be ignored.
+/// The endpoints are the SDK's own resolution, untouched: a per-service
+/// `AWS_ENDPOINT_URL_<SERVICE>` (e.g. `AWS_ENDPOINT_URL_KINESIS_VIDEO`) wins over the global
+/// `AWS_ENDPOINT_URL`, which wins over the default AWS endpoint (the SDK's "service-specific
+/// endpoints" rules, applied by each client's `Builder::from(&SdkConfig)`). An earlier version
+/// copied the global endpoint onto every client explicitly, which silently overrode every
+/// per-service setting (a local stack with moto for DynamoDB and another stand-in for KVS/STS
+/// sent everything to moto); `tests/bootstrap.rs` runs the real binary with both set.
 ///
 /// # Errors
 /// [`AwsConfigError`] if the adapters refuse the configuration.
 pub fn clients(sdk: &SdkConfig, config: &LambdaConfig) -> Result<AwsClients, AwsConfigError> {
-    let mut aws = aws_config(config);
-    aws.endpoint_url = sdk.endpoint_url().map(str::to_owned);
-    let mut without_endpoint = sdk.to_builder();
-    without_endpoint.set_endpoint_url(None);
-    AwsClients::from_sdk_config(&without_endpoint.build(), &aws)
+    AwsClients::from_sdk_config(sdk, &aws_config(config))
 }
 
 /// The adapters over `clients`, with notifications routed to `management_endpoint` when set,

@@ -293,3 +293,114 @@ async fn bad_events_get_json_refusals_through_the_real_runtime() {
     assert_eq!(s, 400, "{b}");
     assert!(code(&b).is_some(), "{b}");
 }
+
+/// A Secrets Manager stand-in (awsJson1_1, `POST /` with `X-Amz-Target`): answers
+/// `GetSecretValue` with a 64-character key and records the target and the SigV4 credential
+/// scope of each request.
+async fn secrets_manager() -> (SocketAddr, Arc<Mutex<Vec<String>>>, Server) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = Router::new()
+        .route(
+            "/",
+            post(
+                |State(seen): State<Arc<Mutex<Vec<String>>>>, headers: HeaderMap| async move {
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    let auth = header("authorization");
+                    let scope = auth
+                        .split("Credential=")
+                        .nth(1)
+                        .and_then(|c| c.split(',').next())
+                        .unwrap_or("")
+                        .to_owned();
+                    lock(&seen).push(format!("{} {scope}", header("x-amz-target")));
+                    let body = json!({
+                        "ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:resume-key-AbCdEf",
+                        "Name": "resume-key",
+                        "VersionId": "v1",
+                        "SecretString": "k".repeat(64),
+                        "VersionStages": ["AWSCURRENT"],
+                        "CreatedDate": 1_795_000_000
+                    });
+                    (
+                        StatusCode::OK,
+                        [("content-type", "application/x-amz-json-1.1")],
+                        body.to_string(),
+                    )
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, seen, Server(task))
+}
+
+/// A per-service endpoint (`AWS_ENDPOINT_URL_SECRETS_MANAGER`) wins over the global
+/// `AWS_ENDPOINT_URL`, as the SDK documents ("service-specific endpoints"). It once did not: the
+/// Lambda copied the global endpoint onto every client, so a local stack with moto for DynamoDB
+/// and its own stand-ins for the rest sent every call to moto. Here the global endpoint is a
+/// closed port: the builtin cold start (which reads its resume key from Secrets Manager before
+/// taking any event) only succeeds if the per-service one is used.
+#[tokio::test]
+async fn a_per_service_endpoint_overrides_the_global_aws_endpoint_url() {
+    let (runtime, api, _runtime_server) = runtime_api(vec![]).await;
+    let (secrets, seen, _secrets_server) = secrets_manager().await;
+    let secrets_url = format!("http://{secrets}");
+    let mut env: Vec<(&str, &str)> = FULL_ENV
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "CHAT_MODE")
+        .collect();
+    env.extend([
+        ("CHAT_MODE", "builtin"),
+        ("USERS_TABLE", "ChatUsers"),
+        ("MESSAGES_TABLE", "ChatMessages"),
+        (
+            "RESUME_KEY_SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:resume-key-AbCdEf",
+        ),
+        // bootstrap() sets AWS_ENDPOINT_URL to a closed port.
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", secrets_url.as_str()),
+    ]);
+    let mut child = bootstrap(runtime, &env).spawn().expect("start bootstrap");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let mut log = String::new();
+    let ready = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("voice-lambda ready") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let _ = child.kill().await;
+    assert!(
+        matches!(ready, Ok(true)),
+        "the cold start did not get ready (init error {:?}); log:\n{log}",
+        lock(&api.init_error)
+    );
+    let seen = lock(&seen).clone();
+    assert_eq!(
+        seen.len(),
+        1,
+        "exactly one GetSecretValue, at the per-service endpoint: {seen:?}"
+    );
+    assert!(
+        seen[0].starts_with("secretsmanager.GetSecretValue AKIDTESTONLY/")
+            && seen[0].ends_with("/us-east-1/secretsmanager/aws4_request"),
+        "a SigV4-signed GetSecretValue for us-east-1: {seen:?}"
+    );
+}

@@ -17,7 +17,7 @@
 // No inline scripts or handlers anywhere (the server's CSP forbids them).
 
 import { createTransport, refreshDelayMs } from './signaling.js';
-import { apiGatewayErrorText, appSocketUrl, awsRefusalHint, loadClientConfig, modeFeatures, roomFromHash, SELF_HOSTED } from './config.js';
+import { apiGatewayErrorText, appSocketUrl, awsRefusalHint, keepaliveRequest, loadClientConfig, modeFeatures, roomFromHash, SELF_HOSTED } from './config.js';
 import { AppConnection, reconnectDelayMs } from './connection.js';
 import { describeError as describe } from './messages.js';
 import { amAdmin, displayName, initialState, reduce, roomName } from './store.js';
@@ -151,21 +151,40 @@ function wsUrl() {
 }
 
 function newConnection() {
-  const aws = !features.hello;
   return new AppConnection(wsUrl(), {
     requestTimeoutMs: features.requestTimeoutMs,
-    // AWS: every request is a Lambda invocation; the keepalive below doubles as the heartbeat.
-    heartbeatMs: aws ? null : undefined,
+    // AWS: every request is a Lambda invocation; the keepalive (startKeepalive) doubles as the heartbeat.
+    heartbeatMs: features.heartbeat ? undefined : null,
     warn,
     apiGatewayErrorText,
   });
 }
 
-/** Self-hosted: socket + hello (with the stored resume token, so we stay the same user). */
+/**
+ * AWS: API Gateway closes a connection idle for 10 minutes. The keepalive keeps it open, and
+ * one without an answer means the connection is dead (reconnect). `ping` where the Lambda
+ * serves it (builtin chat), else `getVoiceRoom` for the room on screen (config.js
+ * keepaliveRequest).
+ */
+function startKeepalive(conn) {
+  conn.startKeepalive(features.keepaliveMs, () => {
+    const room = (session && session.chatRoomId) || state.currentRoomId;
+    const req = app === conn ? keepaliveRequest(features, room) : null;
+    if (!req) return null;
+    const p = conn.request(req.action, req.fields);
+    return req.action === 'getVoiceRoom' ? p.then((r) => setVoiceRoom(room, r.voiceRoom)) : p;
+  });
+}
+
+/** Self-hosted and AWS with the built-in chat: socket + hello (with the stored resume token, so we stay the same user). */
 async function connectSelfHosted(name) {
   dispatch({ type: 'connecting' });
   const conn = newConnection();
   await conn.open();
+  if (features.mode === 'aws') {
+    conn.on('apiError', (ev) => toast(ev.text, 'error'));
+    startKeepalive(conn);
+  }
   const ident = loadJson(IDENTITY_KEY);
   const token = ident && ident.resumeToken;
   const me = await conn.request('hello', token ? { name: ident.name || name, resumeToken: token } : { name });
@@ -466,7 +485,7 @@ async function enterVoice(chatRoomId, voiceRoomIdOrCreate, { rejoin = false } = 
  */
 function onSignalingError(e) {
   const s = session;
-  if (features.hello || !s || s.ended) return;
+  if (features.mode !== 'aws' || !s || s.ended) return;
   if (['SIGNALING_UNAVAILABLE', 'KVS_STATUS', 'SIGNALING'].includes(e.code)) {
     notice(s.chatRoomId, `Trouble reaching the voice signaling service${e.retryable ? '; retrying' : ''}. Others may not hear you until it is back.`, 'error', 'signaling');
   }
@@ -785,13 +804,19 @@ async function moderate(roomId, userId, ban) {
   }
 }
 
-/** While signed in: the room list and the open room's members every 15 s (no push for either). */
-const POLL_MS = 15000;
+/**
+ * While signed in: the room list and the open room's members re-read every `features.pollMs`
+ * (15 s self-hosted; 60 s on AWS, where each read is a Lambda invocation), a safety net beside
+ * the events that carry those changes.
+ */
+let lastPollAt = 0;
 setInterval(() => {
-  if (!signedIn || !app || !features.chat || document.hidden) return;
+  if (!signedIn || !app || !features.chat || !features.pollMs || document.hidden) return;
+  if (Date.now() - lastPollAt < features.pollMs - 1000) return;
+  lastPollAt = Date.now();
   loadRooms().catch(() => {});
   if (state.currentRoomId) loadMembers(state.currentRoomId);
-}, POLL_MS);
+}, 15000);
 
 // ---------------------------------------------------------------------------------------------
 // AWS mode: no hello, no room list; chat rooms are opened by id and probed with getVoiceRoom.
@@ -813,22 +838,8 @@ async function ensureAwsConnection() {
     }
     wireEvents(conn);
     conn.on('apiError', (ev) => toast(ev.text, 'error'));
-    // API Gateway closes a connection idle for 10 minutes: the keepalive keeps it open, and a
-    // keepalive without an answer means the connection is dead (reconnect).
-    const keepalive = setInterval(() => {
-      const room = (session && session.chatRoomId) || state.currentRoomId;
-      if (app !== conn || !room) return;
-      conn.request('getVoiceRoom', { roomId: room }).then(
-        (r) => setVoiceRoom(room, r.voiceRoom),
-        (e) => {
-          if (e.code === 'TIMEOUT') conn.lost('keepalive unanswered');
-        },
-      );
-    }, features.keepaliveMs);
-    conn.onclose = () => {
-      clearInterval(keepalive);
-      onConnectionLost(conn);
-    };
+    startKeepalive(conn);
+    conn.onclose = () => onConnectionLost(conn);
     app = conn;
     log(`Connected to the voice API at ${host}`);
     dispatch({ type: 'online' });
@@ -867,6 +878,18 @@ async function refreshKnownRooms() {
 }
 
 function applyMode() {
+  if (features.mode === 'aws' && features.hello) {
+    // The stack is the chat app too: the self-hosted page, with a line saying where it talks to.
+    document.body.classList.add('mode-aws');
+    $('#login h2').after(
+      h('p', {
+        id: 'mode-note',
+        className: 'muted',
+        textContent: `This page talks to the voice and chat API at ${new URL(config.webSocketUrl).host} (AWS).`,
+      }),
+    );
+    return;
+  }
   if (features.hello) return;
   document.body.classList.add('mode-aws');
   const host = new URL(config.webSocketUrl).host;

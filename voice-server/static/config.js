@@ -2,9 +2,13 @@
 //
 //   no config.json (HTTP 404)                    self-hosted: the voice-server that served this page,
 //                                                chat and voice over its own /ws
-//   {"mode":"aws","webSocketUrl":…,"region":…}   AWS: voice actions over the API Gateway WebSocket,
-//                                                signaling over Kinesis Video Streams; chat is the
-//                                                existing chat app's
+//   {"mode":"aws","webSocketUrl":…,"region":…,   AWS: actions over the API Gateway WebSocket,
+//    "chat":"builtin"|"existing"}                signaling over Kinesis Video Streams. "builtin"
+//                                                (the stack's ChatMode=builtin): the Lambda is the
+//                                                chat app too, the page shows the whole chat UI;
+//                                                "existing" (or no "chat", as older stacks wrote
+//                                                it): chat is someone else's app, the page does
+//                                                voice only
 //
 // Pure functions (no DOM at import time), so Node's test runner can check them:
 // tests/browser/config.test.mjs. Docs: docs/web-client.md, docs/deploy-aws.md.
@@ -26,11 +30,14 @@ const REGION_RE = /^[a-z]{2}(-[a-z]+)+-[0-9]+$/;
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 const FIX = 'Upload the stack output WebClientConfig as config.json (docs/deploy-aws.md, "Uploading"), or remove config.json to use the self-hosted server.';
 
+/** Where the chat lives in AWS mode: the stack's own Lambda, or the existing chat app. */
+export const CHAT_MODES = Object.freeze(['builtin', 'existing']);
+
 /**
  * Parses the text of config.json.
  * @param {string} text
- * @returns {{mode: 'self-hosted'} | {mode: 'aws', webSocketUrl: string, region: string}}
- * @throws {ConfigError} not JSON, not an object, unknown mode, bad URL or region
+ * @returns {{mode: 'self-hosted'} | {mode: 'aws', webSocketUrl: string, region: string, chat: 'builtin'|'existing'}}
+ * @throws {ConfigError} not JSON, not an object, unknown mode, bad URL, region or chat
  */
 export function parseClientConfig(text) {
   let raw;
@@ -65,7 +72,14 @@ export function parseClientConfig(text) {
   if (typeof raw.region !== 'string' || !REGION_RE.test(raw.region)) {
     throw new ConfigError(`config.json (mode "aws") needs "region", the stack's AWS region such as "us-east-1" (got ${JSON.stringify(raw.region)}). ${FIX}`);
   }
-  return Object.freeze({ mode: 'aws', webSocketUrl: raw.webSocketUrl, region: raw.region });
+  // No "chat": a config.json written before the field existed, when the page only did voice.
+  const chat = raw.chat === undefined ? 'existing' : raw.chat;
+  if (!CHAT_MODES.includes(chat)) {
+    throw new ConfigError(
+      `config.json's "chat" is ${JSON.stringify(raw.chat)}; it must be "builtin" (the stack runs the chat itself: ChatMode=builtin) or "existing" (your own chat app identifies users: ChatMode=existing). ${FIX}`,
+    );
+  }
+  return Object.freeze({ mode: 'aws', webSocketUrl: raw.webSocketUrl, region: raw.region, chat });
 }
 
 /**
@@ -92,21 +106,61 @@ export async function loadClientConfig({ fetchFn = globalThis.fetch, url = 'conf
 
 /**
  * What each mode offers, so the UI can hide what the backend does not serve.
- * Self-hosted: the server is the chat app too. AWS: the Lambda serves the voice actions only
- * (docs/lambda.md); identity, rooms, join requests, members and messages are the chat app's.
+ * Self-hosted: the server is the chat app too. AWS with chat "builtin": so is the Lambda
+ * (docs/lambda.md, "Chat in builtin mode"): the same chat UI, only signaling differs (KVS).
+ * AWS with chat "existing": the Lambda serves the voice actions only; identity, rooms, join
+ * requests, members and messages are the chat app's.
+ *
+ * heartbeat: whether the page sends `ping` every 10 s (connection.js). Not on AWS, where every
+ * frame is a Lambda invocation; there `keepaliveMs` keeps API Gateway from closing an idle
+ * socket, with `keepalive` the action it sends ('ping', answered on $default by the Lambda, or
+ * 'getVoiceRoom' where $default may be the existing chat app's). pollMs: how often the room list
+ * and members are re-read as a safety net (events keep them live).
  */
 export function modeFeatures(config) {
+  if (config && config.mode === 'aws' && config.chat === 'builtin') {
+    return Object.freeze({
+      mode: 'aws',
+      chatMode: 'builtin',
+      hello: true, // the Lambda serves hello with resume tokens
+      chat: true, // and every chat action (docs/protocol.md, "Chat actions")
+      knowsAdmins: true, // listRooms names each room's admin
+      heartbeat: false,
+      requestTimeoutMs: 30000, // API Gateway allows an integration 29 s
+      keepaliveMs: 5 * 60 * 1000, // API Gateway closes a WebSocket idle for 10 min
+      keepalive: 'ping', // the stack's own API: $default is the Lambda, which answers ping
+      pollMs: 60000, // each poll is two Lambda invocations; events carry the live changes
+    });
+  }
   if (config && config.mode === 'aws') {
     return Object.freeze({
       mode: 'aws',
+      chatMode: 'existing',
       hello: false, // the chat app identifies the connection; there is no hello
       chat: false, // no listRooms/createRoom/requestJoin/approveJoin/listMembers/sendMessage/getMessages
       knowsAdmins: false, // who administers a chat room is in the chat app's table, not told to us
+      heartbeat: false,
       requestTimeoutMs: 30000, // API Gateway allows an integration 29 s
       keepaliveMs: 5 * 60 * 1000, // API Gateway closes a WebSocket idle for 10 min
+      // $default may be the chat app's (ExistingWebSocketApiId), so not ping: a voice route.
+      keepalive: 'getVoiceRoom',
+      pollMs: null, // no room list to poll
     });
   }
-  return Object.freeze({ mode: 'self-hosted', hello: true, chat: true, knowsAdmins: true, requestTimeoutMs: 15000, keepaliveMs: null });
+  return Object.freeze({ mode: 'self-hosted', chatMode: 'builtin', hello: true, chat: true, knowsAdmins: true, heartbeat: true, requestTimeoutMs: 15000, keepaliveMs: null, keepalive: null, pollMs: 15000 });
+}
+
+/**
+ * The keepalive request for AWS mode (`features.keepaliveMs` apart): `ping` where the Lambda
+ * answers it, else `getVoiceRoom` for the room on screen (a voice route of the stack, whatever
+ * $default is). Null: nothing to send (self-hosted, which has its heartbeat; or no room open yet).
+ * @returns {{action: string, fields: object}|null}
+ */
+export function keepaliveRequest(features, roomId) {
+  if (!features || !features.keepaliveMs) return null;
+  if (features.keepalive === 'ping') return { action: 'ping', fields: {} };
+  if (features.keepalive === 'getVoiceRoom' && roomId) return { action: 'getVoiceRoom', fields: { roomId } };
+  return null;
 }
 
 /**

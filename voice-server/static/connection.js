@@ -134,6 +134,38 @@ export class AppConnection {
     );
   }
 
+  /**
+   * An application-level keepalive (AWS: API Gateway closes a WebSocket after 10 minutes without
+   * a frame, and browsers cannot send WebSocket pings): every `everyMs` while open, `send()` (a
+   * request, e.g. `ping`); one that times out means the connection is dead (closed, `onclose`,
+   * the app reconnects). `send` may return null: nothing to send this time. Stopped with the
+   * connection.
+   */
+  startKeepalive(everyMs, send) {
+    if (!everyMs) return;
+    this.timers.push(
+      setInterval(() => {
+        if (this.closed) return;
+        let p;
+        try {
+          p = send();
+        } catch (e) {
+          this.warn(`keepalive not sent: ${e.message}`);
+          return;
+        }
+        if (p && typeof p.then === 'function') {
+          p.then(
+            () => {},
+            (e) => {
+              if (e && e.code === 'TIMEOUT') this.lost('keepalive unanswered');
+              else this.warn(`keepalive refused: ${(e && e.code) || (e && e.message) || e}`);
+            },
+          );
+        }
+      }, everyMs),
+    );
+  }
+
   /** The connection is over (closed, or declared dead): fail every pending request, tell the app once. */
   lost(why) {
     if (this.closed) return;
