@@ -8,7 +8,8 @@
 // Scenario "checklist": Alice creates a room; Bob and Carol ask to join; Alice approves both; Bob
 // starts voice; Alice and Carol join; every page hears both others (peak > 0.01 over 1 s, per
 // remote peer, measured with an AnalyserNode on each remote stream); Carol mutes and the other two
-// measure silence from her while still hearing each other; she unmutes; (with
+// measure silence from her while still hearing each other; she unmutes; Bob (the master) mutes her
+// for everyone and lets her speak again; (with
 // --expect-refresh-within) every page refreshes its credentials before they expire; Alice leaves
 // and rejoins (the mesh is rebuilt); Carol is offered Leave, not End Voice (only the master or
 // the admin may end); Bob (the
@@ -223,6 +224,35 @@ async function checklist(browser, url) {
         break;
       }
       if (Date.now() - t0 > 4000) fail(`Alice does not hear Carol 4 s after she unmuted`);
+    }
+  });
+
+  await step('Bob (master) mutes Carol for everyone: she cannot unmute, nobody plays her audio, until he allows it', async () => {
+    const modButton = bob.page.locator(`#participants li[data-user-id="${carol.id}"] button.moderate`);
+    await modButton.click();
+    await carol.page.getByRole('button', { name: 'Muted by the host' }).waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+    if (!(await carol.page.getByRole('button', { name: 'Muted by the host' }).isDisabled())) fail('server-muted Carol can press her mute button');
+    await waitIn(alice, 'Carol to show as muted by the host, her audio not played', (id) => {
+      const li = document.querySelector(`#participants li[data-user-id="${id}"] .mute-state`);
+      const el = document.querySelector(`#audio-sink audio[data-user-id="${id}"]`);
+      return !!li && li.textContent === 'muted by the host' && !!el && el.muted;
+    }, carol.id);
+    // Alice is the admin, not a moderator's target for Bob: no control on her row for him.
+    if ((await bob.page.locator(`#participants li[data-user-id="${alice.id}"] button.moderate`).count()) !== 0) fail('the master is offered to mute the chat room admin');
+    const r = await measure(alice, 1000);
+    if (!r[carol.id] || !(r[carol.id].peak < SILENT)) fail(`Alice hears server-muted Carol: peak ${r[carol.id] && r[carol.id].peak}`);
+    await bob.page.locator(`#participants li[data-user-id="${carol.id}"] button.moderate`, { hasText: 'Allow to speak' }).click();
+    await carol.page.getByRole('button', { name: 'Unmute' }).waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+    await waitIn(alice, 'Carol\'s audio played again', (id) => {
+      const el = document.querySelector(`#audio-sink audio[data-user-id="${id}"]`);
+      return !!el && !el.muted;
+    }, carol.id);
+    await carol.page.getByRole('button', { name: 'Unmute' }).click();
+    const t0 = Date.now();
+    for (;;) {
+      const m = await measure(alice, 500);
+      if (m[carol.id] && m[carol.id].peak > AUDIBLE) break;
+      if (Date.now() - t0 > 4000) fail('Alice does not hear Carol 4 s after the host allowed her and she unmuted');
     }
   });
 

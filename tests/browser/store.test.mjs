@@ -190,3 +190,31 @@ test('sign out forgets everything', () => {
   const s = reduce(reduce(online(), { type: 'voice', voice: { chatRoomId: 'c1', voiceRoomId: 'v1', phase: 'connected' } }), { type: 'signedOut' });
   assert.deepEqual(s, initialState());
 });
+
+test('server mute: the muted see it and cannot unmute, moderators get the control, the master not over the admin', () => {
+  const inVoice = (s) => reduce(s, { type: 'voice', voice: { chatRoomId: 'c1', voiceRoomId: 'v1', phase: 'connected', muted: false } });
+  let s = inVoice(online());
+  let p = voicePanel(s, 'c1');
+  assert.equal(p.serverMuted, false);
+  assert.equal(p.moderates('u-host'), false, 'a plain participant moderates nobody');
+  s = reduce(s, { type: 'event', msg: { event: 'muteChanged', voiceRoomId: 'v1', chatRoomId: 'c1', user: ME.userId, muted: true, serverMuted: true } });
+  p = voicePanel(s, 'c1');
+  assert.equal(p.serverMuted, true);
+  assert.equal(s.voice.muted, true, 'our own microphone state follows the moderator');
+  assert.equal(s.voiceRooms.c1.participants.find((x) => x.userId === ME.userId).serverMuted, true);
+  s = reduce(s, { type: 'event', msg: { event: 'muteChanged', voiceRoomId: 'v1', chatRoomId: 'c1', user: ME.userId, muted: true, serverMuted: false } });
+  assert.equal(voicePanel(s, 'c1').serverMuted, false, 'lifted');
+  assert.equal(s.voice.muted, true, 'lifting does not turn the microphone on');
+
+  // The master moderates others, not themselves and not the chat room's admin.
+  let host = inVoice(online());
+  host = reduce(host, { type: 'event', msg: { event: 'masterChanged', voiceRoomId: 'v1', chatRoomId: 'c1', master: ME.userId } });
+  host = reduce(host, { type: 'event', msg: { event: 'participantJoined', voiceRoomId: 'v1', chatRoomId: 'c1', user: 'u-admin', muted: false } });
+  p = voicePanel(host, 'c1');
+  assert.equal(p.moderates('u-host'), true);
+  assert.equal(p.moderates(ME.userId), false);
+  assert.equal(p.moderates('u-admin'), false, 'the master does not moderate the admin');
+  // The admin moderates everyone else.
+  const admin = inVoice(reduce(online(), { type: 'rooms', rooms: [{ ...room, adminUserId: ME.userId }] }));
+  assert.equal(voicePanel(admin, 'c1').moderates('u-host'), true);
+});

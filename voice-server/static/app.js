@@ -333,6 +333,29 @@ function setVoiceRoom(chatRoomId, view) {
   dispatch({ type: 'voiceRoom', chatRoomId, view });
   const s = session;
   if (s && s.transport && view && view.status === 'active' && view.voiceRoomId === s.voiceRoomId) s.transport.updateRoom(view);
+  syncServerMutes();
+}
+
+/**
+ * Moderators' mutes (serverMute) applied to this page: a server-muted peer's audio is not
+ * played, and when we are the one muted our microphone track is turned off.
+ */
+function syncServerMutes() {
+  const s = session;
+  if (!s || s.ended) return;
+  const vr = state.voiceRooms[s.chatRoomId];
+  if (!vr || vr.voiceRoomId !== s.voiceRoomId) return;
+  const me = state.me && state.me.userId;
+  for (const p of vr.participants) {
+    if (p.userId === me) {
+      if (p.serverMuted && !s.muted) {
+        s.setMuted(true);
+        dispatch({ type: 'muted', muted: true });
+      }
+    } else {
+      s.silence(p.userId, !!p.serverMuted);
+    }
+  }
 }
 
 /** AWS: there is no hello; the chat app's user id comes back in our first grant or room. */
@@ -551,6 +574,18 @@ async function toggleMute() {
   }
 }
 
+/** A moderator mutes `userId` for everyone, or lifts it (docs/protocol.md, serverMute). */
+async function serverMute(userId, muted) {
+  const s = session;
+  if (!s) return;
+  try {
+    const view = await app.request('serverMute', { voiceRoomId: s.voiceRoomId, userId, muted });
+    if (session === s) setVoiceRoom(s.chatRoomId, view);
+  } catch (e) {
+    notice(s.chatRoomId, `${muted ? 'Could not mute' : 'Could not unmute'} ${nameOf(userId)}. ${describeError(e)}`, 'error');
+  }
+}
+
 async function leaveVoice() {
   const s = session;
   if (!s) return;
@@ -617,7 +652,13 @@ const eventCounts = {};
 
 function onVoiceEvent(ev) {
   eventCounts[ev.event] = (eventCounts[ev.event] || 0) + 1;
+  const wasServerMuted = !!(state.voice && state.voice.serverMuted);
   dispatch({ type: 'event', msg: ev });
+  if (ev.event === 'muteChanged' || ev.event === 'participantJoined') syncServerMutes();
+  const mine = ev.event === 'muteChanged' && state.me && ev.user === state.me.userId && session && session.voiceRoomId === ev.voiceRoomId;
+  if (mine && !!ev.serverMuted !== wasServerMuted) {
+    toast(ev.serverMuted ? 'The host muted you for everyone. You can unmute once they allow it.' : 'The host allows you to speak again: unmute when you are ready.');
+  }
   const chat = ev.chatRoomId;
   const me = state.me && state.me.userId;
   const s = session && session.voiceRoomId === ev.voiceRoomId ? session : null;
@@ -1101,6 +1142,10 @@ function wireUi() {
     if (vr) withBusy(() => enterVoice(state.currentRoomId, vr.voiceRoomId));
   });
   $('#mute-button').addEventListener('click', () => toggleMute());
+  $('#participants').addEventListener('click', (e) => {
+    const b = e.target.closest && e.target.closest('button[data-moderate]');
+    if (b) serverMute(b.dataset.moderate, b.dataset.muted === 'true');
+  });
   $('#camera-button').addEventListener('click', () => withBusy(() => toggleVideo('camera')));
   $('#screen-button').addEventListener('click', () => withBusy(() => toggleVideo('screen')));
   $('#leave-voice').addEventListener('click', () => leaveVoice());

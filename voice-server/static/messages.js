@@ -28,11 +28,21 @@ const PLAIN = {
   TOO_LARGE: 'That is too long. Shorten it and try again.',
   DISCONNECTED: 'You are offline right now. The page reconnects by itself; try again in a moment.',
   TIMEOUT: 'The server did not answer in time. Try again in a moment.',
+  SERVER_MUTED: 'The host or the room admin muted you. You can unmute once they allow it.',
 };
 
-/** Plain words for a wire code; a generic sentence for an unknown one. */
-function plainMessage(code) {
-  return PLAIN[code] || 'Something went wrong. Try again in a moment.';
+/** Where one action's refusal needs other words than the code's usual ones. */
+const PLAIN_BY_ACTION = {
+  serverMute: {
+    NOT_ALLOWED: 'Only the host of the voice chat or the room admin can mute others, and only the admin can mute the admin.',
+    NOT_PARTICIPANT: 'That person is no longer in this voice chat.',
+  },
+};
+
+/** Plain words for a wire code (of `action`); a generic sentence for an unknown one. */
+function plainMessage(code, action) {
+  const special = PLAIN_BY_ACTION[action];
+  return (special && special[code]) || PLAIN[code] || 'Something went wrong. Try again in a moment.';
 }
 
 /** A refusal from the server (or a lost connection), carrying the wire error code. */
@@ -55,7 +65,8 @@ export function describeError(e, { hint = () => null, warn = () => {} } = {}) {
   if (e instanceof ApiError || (e && typeof e.code === 'string' && e.code in PLAIN)) {
     warn(`${e.action || 'request'} refused: ${e.code}: ${e.message}`);
     const extra = hint(e.code);
-    return extra ? `${plainMessage(e.code)} ${extra}` : plainMessage(e.code);
+    const plain = plainMessage(e.code, e.action);
+    return extra ? `${plain} ${extra}` : plain;
   }
   return e && e.message ? e.message : String(e);
 }

@@ -73,7 +73,7 @@ function applyEvent(state, ev) {
       return patchVoiceRoom(state, ev, (vr) =>
         vr.participants.some((p) => p.userId === ev.user)
           ? setParticipant(vr, ev.user, { reconnecting: false, muted: !!ev.muted })
-          : { ...vr, participants: [...vr.participants, { userId: ev.user, muted: !!ev.muted }] },
+          : { ...vr, participants: [...vr.participants, { userId: ev.user, muted: !!ev.muted, serverMuted: false }] },
       );
     case 'participantLeft':
       return patchVoiceRoom(state, ev, (vr) => ({ ...vr, participants: vr.participants.filter((p) => p.userId !== ev.user) }));
@@ -81,8 +81,12 @@ function applyEvent(state, ev) {
       return patchVoiceRoom(state, ev, (vr) => setParticipant(vr, ev.user, { reconnecting: true }));
     case 'participantResumed':
       return patchVoiceRoom(state, ev, (vr) => setParticipant(vr, ev.user, { reconnecting: false }));
-    case 'muteChanged':
-      return patchVoiceRoom(state, ev, (vr) => setParticipant(vr, ev.user, { muted: !!ev.muted }));
+    case 'muteChanged': {
+      const s = patchVoiceRoom(state, ev, (vr) => setParticipant(vr, ev.user, { muted: !!ev.muted, serverMuted: !!ev.serverMuted }));
+      // A moderator's mute is ours too: our microphone state follows it (the page mutes the track).
+      const mine = s.voice && s.voice.voiceRoomId === ev.voiceRoomId && s.me && ev.user === s.me.userId;
+      return mine ? { ...s, voice: { ...s.voice, muted: !!ev.muted, serverMuted: !!ev.serverMuted } } : s;
+    }
     case 'masterChanged':
       return patchVoiceRoom(state, ev, (vr) => ({ ...vr, masterUserId: ev.master }));
     case 'voiceEnded': {
@@ -260,8 +264,13 @@ export function roomName(state, roomId) {
 
 /** Whether we administer `roomId`. */
 export function amAdmin(state, roomId) {
+  return !!state.me && isAdminOf(state, roomId, state.me.userId);
+}
+
+/** Whether `userId` administers chat room `roomId` (as far as the room list says). */
+export function isAdminOf(state, roomId, userId) {
   const r = state.rooms.find((x) => x.roomId === roomId);
-  return !!(r && state.me && r.adminUserId === state.me.userId);
+  return !!(r && r.adminUserId === userId);
 }
 
 /**
@@ -288,6 +297,12 @@ export function voicePanel(state, chatRoomId, features = { knowsAdmins: true }) 
   const online = state.conn === 'online';
   const me = state.me && state.me.userId;
   const mayEnd = !!vr && (amAdmin(state, chatRoomId) || vr.masterUserId === me || (!features.knowsAdmins && inHere));
+  // Who may mute others for everyone (docs/protocol.md, serverMute): the master and the admin;
+  // the master not the admin. Where admins are unknown (AWS existing mode) the master only.
+  const moderates = (userId) =>
+    !!vr && inHere && online && userId !== me && (amAdmin(state, chatRoomId) || (vr.masterUserId === me && !(features.knowsAdmins && isAdminOf(state, chatRoomId, userId))));
+  const mine = vr && me ? vr.participants.find((p) => p.userId === me) : null;
+  const serverMuted = !!(inHere && ((v && v.serverMuted) || (mine && mine.serverMuted)));
   const count = vr ? vr.participants.length : 1;
   const plural = (n) => `${n} participant${n === 1 ? '' : 's'}`;
   let pill;
@@ -322,6 +337,9 @@ export function voicePanel(state, chatRoomId, features = { knowsAdmins: true }) 
     start: online && !vr && !v,
     join: online && !!vr && !v,
     mute: inHere,
+    // Muted by a moderator: the mute button cannot unmute.
+    serverMuted,
+    moderates,
     leave: inHere,
     end: online && mayEnd && (inHere || !v),
     disabled: state.busy || !online,

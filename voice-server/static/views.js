@@ -271,10 +271,12 @@ function renderVoice(state, ctx) {
   renderVideo(state, s, !!p.mute && !!s);
   if (p.mute) {
     const mb = $('#mute-button');
-    const muted = !!(state.voice && state.voice.muted);
-    mb.textContent = muted ? 'Unmute' : 'Mute';
+    const muted = !!(state.voice && state.voice.muted) || p.serverMuted;
+    mb.textContent = p.serverMuted ? 'Muted by the host' : muted ? 'Unmute' : 'Mute';
+    mb.title = p.serverMuted ? 'The host or the room admin muted you; you can unmute once they allow it' : '';
     mb.classList.toggle('active', muted);
     mb.setAttribute('aria-pressed', String(muted));
+    if (p.serverMuted) mb.disabled = true;
   }
   const n = state.notices[chat];
   const msg = $('#voice-message');
@@ -296,6 +298,14 @@ function renderVoice(state, ctx) {
       conn = h('span', { className: `conn conn-${cs}`, textContent: cs, title: 'Peer connection state' });
     }
     const muted = isMe && state.voice && state.voice.chatRoomId === chat ? state.voice.muted : part.muted;
+    const mod = p.moderates && p.moderates(part.userId)
+      ? h('button', {
+          className: 'small moderate',
+          textContent: part.serverMuted ? 'Allow to speak' : 'Mute for everyone',
+          title: part.serverMuted ? 'Lift the mute; they turn their microphone on themselves' : 'Mute them for everyone; they cannot unmute until you allow it',
+          dataset: { moderate: part.userId, muted: String(!part.serverMuted) },
+        })
+      : null;
     ul.append(
       h(
         'li',
@@ -304,8 +314,9 @@ function renderVoice(state, ctx) {
         h('span', { className: 'member-name', textContent: displayName(state, part.userId) }),
         isMe ? h('span', { className: 'muted', textContent: ' (you)' }) : null,
         vr && part.userId === vr.masterUserId ? h('span', { className: 'pill', textContent: 'host' }) : null,
-        h('span', { className: `mute-state${muted ? ' is-muted' : ''}`, textContent: muted ? 'muted' : 'mic on' }),
+        h('span', { className: `mute-state${muted ? ' is-muted' : ''}`, textContent: part.serverMuted ? 'muted by the host' : muted ? 'muted' : 'mic on' }),
         conn,
+        mod,
       ),
     );
   }

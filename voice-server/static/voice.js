@@ -126,6 +126,9 @@ export class VoiceSession {
     this.offerTimes = new Map(); // userId -> recent offer arrival times
     this.askTimes = new Map(); // userId -> recent "renegotiate" requests (control channel)
     this.muted = false;
+    // Peers a moderator muted: their audio is not played here (the mute is enforced by the
+    // receivers, since audio goes peer to peer).
+    this.silenced = new Set();
     this.ended = false;
     this.endReason = null;
     this.refreshTimer = null;
@@ -693,6 +696,7 @@ export class VoiceSession {
     link.remoteStream = stream;
     if (!link.audioEl) link.audioEl = this.d.attachAudio(link.userId, stream);
     link.audioEl.srcObject = stream;
+    link.audioEl.muted = this.silenced.has(link.userId);
     const played = link.audioEl.play && link.audioEl.play();
     if (played && played.catch) {
       played.catch((err) => {
@@ -800,6 +804,17 @@ export class VoiceSession {
     if (this.grant && userId === this.grant.userId) return now - this.localLevel.lastLoudAt < SPEAKING_HOLD_MS;
     const link = this.peers.get(userId);
     return !!link && now - link.lastLoudAt < SPEAKING_HOLD_MS;
+  }
+
+  /** Plays `userId`'s audio or not (`on`: a moderator muted them); returns whether it changed. */
+  silence(userId, on) {
+    if (this.silenced.has(userId) === on) return false;
+    if (on) this.silenced.add(userId);
+    else this.silenced.delete(userId);
+    const link = this.peers.get(userId);
+    if (link && link.audioEl) link.audioEl.muted = on;
+    this.log(`${this.name(userId)} ${on ? 'muted by a moderator: not playing their audio' : 'may speak again'}`);
+    return true;
   }
 
   setMuted(muted) {
