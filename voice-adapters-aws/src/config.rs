@@ -544,6 +544,7 @@ impl AwsClients {
             notifier: ApiGatewayNotifier::new(self.apigw.clone()),
             clock: SystemClock,
             ids: UuidIds,
+            pool: voice_domain::pool::NoPool,
         }
     }
 }
@@ -603,6 +604,7 @@ impl Ports for AwsPorts {
     type Notifier = ApiGatewayNotifier;
     type Clock = SystemClock;
     type Ids = UuidIds;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 #[cfg(test)]

@@ -55,6 +55,7 @@ impl Ports for MemoryPorts {
     type Notifier = MemoryNotifier;
     type Clock = SystemClock;
     type Ids = UuidIds;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 /// Handles onto the state behind a [`memory_service`], for the embedding code (to register
@@ -92,6 +93,7 @@ pub fn memory_service(config: ServiceConfig) -> (VoiceService<MemoryPorts>, Memo
             notifier: handles.notifier.clone(),
             clock,
             ids: UuidIds,
+            pool: voice_domain::pool::NoPool,
         },
         config,
     );

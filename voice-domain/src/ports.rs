@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChannelName, ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
+use crate::pool::ChannelPool;
 use crate::room::{
     ChannelGrant, ChannelRole, CorruptRoom, SignalingChannel, VoiceEvent, VoiceRoom,
 };
@@ -406,7 +407,7 @@ pub trait IdGenerator: Send + Sync + 'static {
 }
 
 /// The set of adapters a [`VoiceService`](crate::service::VoiceService) runs on. One type per
-/// deployment names its seven adapters once, instead of seven generic parameters everywhere.
+/// deployment names its eight adapters once, instead of eight generic parameters everywhere.
 pub trait Ports: Send + Sync + 'static {
     /// Voice-room storage.
     type Store: VoiceRoomStore;
@@ -422,6 +423,9 @@ pub trait Ports: Send + Sync + 'static {
     type Clock: Clock;
     /// Id generation.
     type Ids: IdGenerator;
+    /// Released signaling channels kept for reuse ([`NoPool`](crate::pool::NoPool) where
+    /// channels are free and instant, as on the self-hosted relay).
+    type Pool: ChannelPool;
 }
 
 /// The adapter instances for one [`Ports`] set.
@@ -440,4 +444,6 @@ pub struct Adapters<P: Ports> {
     pub clock: P::Clock,
     /// Id generation.
     pub ids: P::Ids,
+    /// The channel pool.
+    pub pool: P::Pool,
 }

@@ -44,6 +44,7 @@ impl Ports for LambdaPorts {
     type Notifier = EndpointNotifier<ApiGatewayNotifier>;
     type Clock = <AwsPorts as Ports>::Clock;
     type Ids = <AwsPorts as Ports>::Ids;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 /// The adapters' configuration for the Lambda's clients: its own, with `endpoint_url` left to
@@ -101,6 +102,7 @@ pub fn adapters(
         notifier,
         clock: base.clock,
         ids: base.ids,
+        pool: base.pool,
     }
 }
 
