@@ -61,6 +61,8 @@ struct World {
     delivered: Vec<(u64, String, u64)>,
     /// The largest number of channels held or in quarantine seen after a command.
     peak_holders: usize,
+    /// Runs inside the next credential issue: what another request does meanwhile.
+    on_issue: Option<Box<dyn FnOnce(&mut World) + Send>>,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -222,7 +224,13 @@ impl CredentialIssuer for FIssuer {
         &self,
         request: &CredentialRequest,
     ) -> Result<IssuedCredentials, CredentialError> {
-        let now = Timestamp::from_millis(lock(&self.0).now);
+        let now = {
+            let mut w = lock(&self.0);
+            if let Some(hook) = w.on_issue.take() {
+                hook(&mut w);
+            }
+            Timestamp::from_millis(w.now)
+        };
         Ok(IssuedCredentials {
             credentials: Credentials::Token {
                 token: Secret::new("t"),
@@ -652,4 +660,46 @@ fn a_daily_meeting_reuses_its_channels() {
     m.run(&Cmd::Sweep).unwrap();
     assert!(lock(&m.w).channels.is_empty());
     assert!(lock(&m.w).pool.is_empty());
+}
+
+/// A refresh writes nothing, so only a second read proves that the peers in its plan still held
+/// their channels after the issue. Here a peer leaves (and its channel goes into quarantine)
+/// while the refresh's credentials are being issued: the refresh must come back with a plan
+/// without that channel, never with credentials for a channel in quarantine.
+#[test]
+fn a_refresh_racing_a_leave_does_not_name_the_released_channel() {
+    let m = Model::new();
+    m.run(&Cmd::Start { chat: 0, user: 0 }).unwrap();
+    m.run(&Cmd::Join { chat: 0, user: 0 }).unwrap();
+    m.run(&Cmd::Join { chat: 0, user: 1 }).unwrap();
+    m.run(&Cmd::Join { chat: 0, user: 2 }).unwrap();
+    let room = m.active(0).unwrap();
+    let policy = m.svc.lease_policy();
+    let leaver = user_id(1);
+    let gone = lock(&m.w).rooms[&room]
+        .participant(&leaver)
+        .unwrap()
+        .channel
+        .clone();
+    let hook_room = room.clone();
+    let hook_gone = gone.clone();
+    lock(&m.w).on_issue = Some(Box::new(move |w: &mut World| {
+        let now = Timestamp::from_millis(w.now);
+        let r = w.rooms.get_mut(&hook_room).unwrap();
+        r.leave(&leaver, voice_domain::room::LeaveReason::Left, now)
+            .unwrap();
+        r.bump_version();
+        let p = w.pool.iter_mut().find(|p| p.channel == hook_gone).unwrap();
+        p.slot = PoolSlot::Free {
+            released_at: now,
+            free_from: policy.free_from(now, true),
+        };
+    }));
+    let grant = block_on(m.svc.join_voice(&m.conn(2), &room)).unwrap();
+    assert!(lock(&m.w).on_issue.is_none(), "the race did not happen");
+    assert!(
+        grant.peers.iter().all(|p| p.access.channel != gone),
+        "the refresh handed out credentials for a channel in quarantine"
+    );
+    m.record(&grant).unwrap();
 }
