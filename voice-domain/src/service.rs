@@ -3,8 +3,12 @@
 //! Each use case reads, decides with a pure [`VoiceRoom`] transition, writes with a
 //! compare-and-set, cleans up what it created if it cannot finish, and only then tells the chat
 //! room. The order matters:
-//! - a channel is created before the room records it, and deleted again if the record fails, so
-//!   no billed channel is left without a room (and the sweep catches what a crash leaves);
+//! - a channel is acquired (claimed from the pool, or created) before the room records it, and
+//!   given back (or deleted, without a pool) if the record fails, so no billed channel is left
+//!   without a room or the pool (and the sweep catches what a crash leaves);
+//! - a channel a participant no longer holds goes back into the pool in quarantine
+//!   ([`LeasePolicy::free_from`]) rather than being deleted, so it is reused once no credential
+//!   issued for it can be used any more; without a pool it is deleted;
 //! - credentials are issued before the join is recorded, so a failed issue leaves no participant
 //!   without credentials;
 //! - notifications go out after the write and never fail the use case; a connection reported

@@ -665,7 +665,7 @@ async fn the_schedule_runs_the_sweep_and_returns_its_report() {
     assert_eq!(report.failures, 0);
     assert_eq!(
         serde_json::to_value(&out).unwrap(),
-        json!({"roomsEnded": [vr], "participantsRemoved": 0, "participantsReconnecting": 0, "channelsDeleted": 1, "failures": 0})
+        json!({"roomsEnded": [vr], "participantsRemoved": 0, "participantsReconnecting": 0, "channelsDeleted": 1, "leasesReclaimed": 0, "channelsEvicted": 0, "failures": 0})
     );
     assert!(active(&h.store).is_empty());
     assert!(h.channels.list_now().is_empty());
@@ -674,7 +674,7 @@ async fn the_schedule_runs_the_sweep_and_returns_its_report() {
     let out = invoke(&lambda, scheduled_event()).await.unwrap();
     assert_eq!(
         serde_json::to_value(&out).unwrap(),
-        json!({"roomsEnded": [], "participantsRemoved": 0, "participantsReconnecting": 0, "channelsDeleted": 0, "failures": 0})
+        json!({"roomsEnded": [], "participantsRemoved": 0, "participantsReconnecting": 0, "channelsDeleted": 0, "leasesReclaimed": 0, "channelsEvicted": 0, "failures": 0})
     );
 }
 
