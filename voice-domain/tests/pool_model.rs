@@ -62,10 +62,13 @@ struct World {
     /// The largest number of channels held or in quarantine seen after a command.
     peak_holders: usize,
     /// Runs inside the next credential issue: what another request does meanwhile.
-    on_issue: Option<Box<dyn FnOnce(&mut World) + Send>>,
+    on_issue: Option<Hook>,
 }
 
 type Shared = Arc<Mutex<World>>;
+
+/// Something another request does while a credential is being issued.
+type Hook = Box<dyn FnOnce(&mut World) + Send>;
 
 fn lock(w: &Shared) -> std::sync::MutexGuard<'_, World> {
     w.lock().unwrap_or_else(|p| p.into_inner())
