@@ -25,6 +25,7 @@
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 pub mod errors;
+pub mod failure;
 pub mod gate;
 pub mod ids;
 pub mod pool;

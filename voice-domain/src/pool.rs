@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::failure::PortFailure;
 use crate::ids::{UserId, VoiceRoomId};
-use crate::ports::PortFailure;
 use crate::room::SignalingChannel;
 use crate::time::Timestamp;
 

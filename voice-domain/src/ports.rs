@@ -11,41 +11,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use crate::failure::PortFailure;
 use crate::ids::{ChannelName, ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
 use crate::pool::ChannelPool;
 use crate::room::{
     ChannelGrant, ChannelRole, CorruptRoom, SignalingChannel, VoiceEvent, VoiceRoom,
 };
 use crate::time::Timestamp;
-
-/// A dependency failed in a way that is not part of the port's normal answers: a timeout,
-/// throttling, a network error, a permission problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct PortFailure {
-    /// Whether the same call may succeed if tried again (throttling, timeouts, 5xx).
-    pub retryable: bool,
-    /// What went wrong, for logs. Must not contain secrets.
-    pub message: String,
-}
-
-impl PortFailure {
-    /// A failure worth retrying (throttled, timed out, temporarily unavailable).
-    pub fn retryable(message: impl Into<String>) -> Self {
-        Self {
-            retryable: true,
-            message: message.into(),
-        }
-    }
-
-    /// A failure that will not go away by itself (misconfiguration, access denied, quota).
-    pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            retryable: false,
-            message: message.into(),
-        }
-    }
-}
 
 /// Errors of the [`VoiceRoomStore`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
