@@ -63,6 +63,8 @@ struct World {
     peak_holders: usize,
     /// Runs inside the next credential issue: what another request does meanwhile.
     on_issue: Option<Hook>,
+    /// Makes the fake pool break the rule: claim free channels still in quarantine.
+    ignore_quarantine: bool,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -280,11 +282,10 @@ impl ChannelPool for FPool {
         now: Timestamp,
     ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError> {
         let mut w = lock(&self.0);
-        let Some(i) = w
-            .pool
-            .iter()
-            .position(|p| matches!(p.slot, PoolSlot::Free { free_from, .. } if free_from <= now))
-        else {
+        let broken = w.ignore_quarantine;
+        let Some(i) = w.pool.iter().position(
+            |p| matches!(p.slot, PoolSlot::Free { free_from, .. } if broken || free_from <= now),
+        ) else {
             return Ok(None);
         };
         let was = std::mem::replace(
@@ -705,4 +706,31 @@ fn a_refresh_racing_a_leave_does_not_name_the_released_channel() {
         "the refresh handed out credentials for a channel in quarantine"
     );
     m.record(&grant).unwrap();
+}
+
+/// The service checks the rule itself: a pool adapter that offers a channel still in quarantine
+/// gets it back unchanged, and the join runs on a new channel.
+#[test]
+fn a_channel_offered_in_quarantine_is_put_back_and_not_used() {
+    let m = Model::new();
+    m.run(&Cmd::Start { chat: 0, user: 0 }).unwrap();
+    m.run(&Cmd::Join { chat: 0, user: 0 }).unwrap();
+    m.run(&Cmd::Join { chat: 0, user: 1 }).unwrap();
+    m.run(&Cmd::Leave { chat: 0, user: 1 }).unwrap();
+    let before = lock(&m.w)
+        .pool
+        .iter()
+        .find(|p| matches!(p.slot, PoolSlot::Free { .. }))
+        .cloned()
+        .unwrap();
+    lock(&m.w).ignore_quarantine = true;
+    // (`record` inside `run` checks that the grant names only channels its room holds.)
+    m.run(&Cmd::Join { chat: 0, user: 2 }).unwrap();
+    let w = lock(&m.w);
+    assert_eq!(w.channels.len(), 3, "the join did not get a new channel");
+    let after = w.pool.iter().find(|p| p.channel == before.channel).unwrap();
+    assert_eq!(
+        after.slot, before.slot,
+        "the quarantined channel was not put back as it was"
+    );
 }
