@@ -9,9 +9,14 @@ use voice_adapters_memory::{
     ManualClock, MemoryChannels, MemoryCredentials, MemoryDirectory, MemoryNotifier, MemoryPool,
     MemoryStore, SequentialIds,
 };
-use voice_domain::pool::PoolSlot;
-use voice_domain::ports::{Adapters, MemberState, Ports};
-use voice_domain::{ChatRoomId, ConnectionId, ServiceConfig, Timestamp, UserId, VoiceService};
+use voice_domain::pool::{ChannelLease, ChannelPool, LeaseHolder, PoolSlot};
+use voice_domain::ports::{
+    Adapters, ChannelTags, Clock as _, MemberState, Ports, SignalingChannels,
+};
+use voice_domain::{
+    ChannelArn, ChannelName, ChatRoomId, ConnectionId, ServiceConfig, SignalingChannel, Timestamp,
+    UserId, VoiceRoomId, VoiceService,
+};
 
 struct P;
 
@@ -32,6 +37,117 @@ fn user(s: &str) -> UserId {
 
 fn conn(s: &str) -> ConnectionId {
     ConnectionId::parse(s).unwrap()
+}
+
+struct World {
+    service: VoiceService<P>,
+    clock: ManualClock,
+    channels: MemoryChannels<ManualClock>,
+    pool: MemoryPool,
+}
+
+fn world() -> World {
+    let clock = ManualClock::at(Timestamp::from_millis(1_700_000_000_000));
+    let channels = MemoryChannels::new(clock.clone());
+    let pool = MemoryPool::new();
+    let service = VoiceService::new(
+        Adapters::<P> {
+            store: MemoryStore::new(),
+            directory: MemoryDirectory::new(),
+            channels: channels.clone(),
+            credentials: MemoryCredentials::new(clock.clone()),
+            notifier: MemoryNotifier::new(),
+            clock: clock.clone(),
+            ids: SequentialIds::default(),
+            pool: pool.clone(),
+        },
+        ServiceConfig::default(),
+    );
+    World {
+        service,
+        clock,
+        channels,
+        pool,
+    }
+}
+
+fn held_by_nobody(room: &str) -> LeaseHolder {
+    LeaseHolder {
+        voice_room: VoiceRoomId::parse(room).unwrap(),
+        user: user("ghost"),
+    }
+}
+
+/// A join that claimed a channel and died before recording its participant (or a release that
+/// failed) leaves a lease nobody holds: once the orphan grace has passed, the sweep puts it back
+/// into the pool in quarantine from now (credentials may have been issued for it), not free.
+#[test]
+fn the_sweep_reclaims_a_lease_nobody_holds_into_quarantine() {
+    let w = world();
+    let ch = block_on(w.channels.create(
+        &ChannelName::from_unique("leaked").unwrap(),
+        &ChannelTags {
+            chat_room: ChatRoomId::parse("chat").unwrap(),
+            voice_room: VoiceRoomId::parse("vr-gone").unwrap(),
+            owner: user("ghost"),
+        },
+    ))
+    .unwrap();
+    let claimed_at = w.clock.now();
+    block_on(w.pool.add(&ChannelLease {
+        channel: ch.clone(),
+        holder: held_by_nobody("vr-gone"),
+        claimed_at,
+    }))
+    .unwrap();
+    // Young: a join may be about to record it.
+    let report = block_on(w.service.sweep()).unwrap();
+    assert_eq!(report.leases_reclaimed, 0);
+    assert_eq!(
+        report.channels_deleted, 0,
+        "a pooled channel is not an orphan"
+    );
+
+    w.clock.advance(w.service.config().orphan_grace);
+    let report = block_on(w.service.sweep()).unwrap();
+    assert_eq!(report.leases_reclaimed, 1);
+    let now = w.clock.now();
+    assert_eq!(
+        w.pool.snapshot()[0].slot,
+        PoolSlot::Free {
+            released_at: now,
+            free_from: w.service.lease_policy().free_from(now, true),
+        }
+    );
+    assert!(w.channels.exists(&ch.arn), "reclaimed, not deleted");
+}
+
+/// The sweep deletes only idle pooled channels the signaling service lists as this
+/// deployment's: one it does not list (another stack's, or gone) stays untouched.
+#[test]
+fn idle_eviction_skips_channels_not_listed_as_ours() {
+    let w = world();
+    let foreign = SignalingChannel {
+        name: ChannelName::from_unique("foreign").unwrap(),
+        arn: ChannelArn::parse("arn:aws:kinesisvideo:us-east-1:1:channel/voice-foreign/1").unwrap(),
+    };
+    let t = w.clock.now();
+    let holder = held_by_nobody("vr-x");
+    block_on(w.pool.add(&ChannelLease {
+        channel: foreign.clone(),
+        holder: holder.clone(),
+        claimed_at: t,
+    }))
+    .unwrap();
+    block_on(w.pool.release(&foreign, &holder.voice_room, t, t)).unwrap();
+    w.clock.advance(w.service.lease_policy().idle_eviction * 2);
+    let report = block_on(w.service.sweep()).unwrap();
+    assert_eq!(report.channels_evicted, 0);
+    assert_eq!(
+        w.pool.snapshot().len(),
+        1,
+        "evicted a channel not listed as ours"
+    );
 }
 
 #[test]
