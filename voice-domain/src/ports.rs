@@ -54,7 +54,9 @@ pub trait VoiceRoomStore: Send + Sync + 'static {
     /// [`StoreError::AlreadyActive`] with the existing room's id; [`StoreError::Unavailable`].
     async fn create_if_none_active(&self, room: &VoiceRoom) -> Result<(), StoreError>;
 
-    /// Reads a room, active or ended.
+    /// Reads a room, active or ended, as last written (a strongly consistent read: a refresh
+    /// with a channel pool re-reads the room to prove that nothing changed while it issued
+    /// credentials, and a stale read would hide a peer's leave).
     ///
     /// # Errors
     /// [`StoreError::Corrupt`]; [`StoreError::Unavailable`].
