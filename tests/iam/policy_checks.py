@@ -442,7 +442,8 @@ def granted_actions(policy_doc: dict) -> dict[str, list]:
 def dynamodb_scope_problems(doc: dict, where: str) -> list[str]:
     """DynamoDB grants name tables: no ``dynamodb:*``, no ``Resource "*"``, and no ARN with a
     wildcard (``table/*``, ``.../index/*``): every Allow of a dynamodb action is on table ARNs
-    (``!GetAtt X.Arn`` or an ``arn:...:table/${Name}`` pattern without ``*``)."""
+    (``!GetAtt X.Arn`` or an ``arn:...:table/${Name}`` pattern without ``*``) or on one named
+    index of a template table (``${X.Arn}/index/name``)."""
     problems: list[str] = []
     for i, st in enumerate(_as_list(doc.get("Statement"))):
         if not isinstance(st, dict) or st.get("Effect") != "Allow":
@@ -456,7 +457,12 @@ def dynamodb_scope_problems(doc: dict, where: str) -> list[str]:
         for r in _candidates(st.get("Resource")):
             if r == "*" or "*" in r:
                 problems.append(f"{where}.Statement[{i}]: {actions[0]} on a wildcard table {r!r}")
-            elif not (r.startswith("<GetAtt ") or ":dynamodb:" in r and ":table/" in r):
+            elif not (
+                r.startswith("<GetAtt ")
+                or ":dynamodb:" in r and ":table/" in r
+                # One named index of a table of this template (`!Sub ${Table.Arn}/index/name`).
+                or re.fullmatch(r"\$\{\w+\.Arn\}/index/[A-Za-z0-9_.-]+", r)
+            ):
                 problems.append(f"{where}.Statement[{i}]: {actions[0]} on {r!r}, not a table ARN")
     return problems
 

@@ -122,9 +122,18 @@ def function_policy_problems(template: dict, required: dict[str, set[str]]) -> l
     all_required = set().union(*required.values()) if required else set()
 
     # Per table: the store's DynamoDB calls on the voice table, the directory's on the chat tables.
-    for module, sid in (("store.rs", "VoiceRoomsReadWrite"), ("directory.rs", "ChatTablesReadOnly")):
+    # The channel pool's calls are split over two statements: items on the table, Query only on
+    # its free index.
+    for module, sids in (
+        ("store.rs", ("VoiceRoomsReadWrite",)),
+        ("directory.rs", ("ChatTablesReadOnly",)),
+        ("pool.rs", ("ChannelPoolItems", "ChannelPoolFreeIndex")),
+    ):
         want = {a for a in required.get(module, set()) if a.startswith("dynamodb:")}
-        have = set(pc._as_list(_statement(template, sid).get("Action")))
+        have = set()
+        for sid in sids:
+            have |= set(pc._as_list(_statement(template, sid).get("Action")))
+        sid = " + ".join(sids)
         for a in sorted(want - have):
             problems.append(f"{module} calls {a}, but statement {sid} does not grant it")
         for a in sorted(have - want):

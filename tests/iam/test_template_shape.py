@@ -87,6 +87,38 @@ def test_voice_rooms_table_matches_the_dynamodb_adapter(parsed_template):
     assert "GlobalSecondaryIndexes" not in table
 
 
+def test_channel_pool_table_matches_the_pool_adapter(parsed_template):
+    attrs = rust_consts("voice-adapters-aws/src/pool.rs")
+    table = props(parsed_template, "ChannelPoolTable")
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["KeySchema"] == [{"AttributeName": attrs["ARN"], "KeyType": "HASH"}]
+    defs = {d["AttributeName"]: d["AttributeType"] for d in table["AttributeDefinitions"]}
+    assert defs == {attrs["ARN"]: "S", attrs["FREE_KEY"]: "S", attrs["FREE_FROM"]: "N"}
+    [index] = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == attrs["FREE_INDEX"]
+    assert index["KeySchema"] == [
+        {"AttributeName": attrs["FREE_KEY"], "KeyType": "HASH"},
+        {"AttributeName": attrs["FREE_FROM"], "KeyType": "RANGE"},
+    ]
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+    env = props(parsed_template, "VoiceFunction")["Environment"]["Variables"]
+    assert env["CHANNEL_POOL_TABLE"] == {"Ref": "ChannelPoolTable"}
+    assert env["CHANNEL_POOL_IDLE_HOURS"] == {"Ref": "ChannelPoolIdleHours"}
+    hours = parsed_template["Parameters"]["ChannelPoolIdleHours"]
+    # The adapters' parser accepts 1..=8760; the parameter must not allow more.
+    assert (hours["MinValue"], hours["MaxValue"], hours["Default"]) == (1, 8760, 168)
+
+
+def test_the_pool_may_query_only_its_free_index(parsed_template):
+    doc = props(parsed_template, "VoiceFunctionPolicy")["PolicyDocument"]
+    items = next(s for s in doc["Statement"] if s["Sid"] == "ChannelPoolItems")
+    assert items["Resource"] == {"Fn::GetAtt": ["ChannelPoolTable", "Arn"]}
+    assert "dynamodb:Query" not in items["Action"]
+    index = next(s for s in doc["Statement"] if s["Sid"] == "ChannelPoolFreeIndex")
+    assert index["Action"] == "dynamodb:Query"
+    assert index["Resource"] == {"Fn::Sub": "${ChannelPoolTable.Arn}/index/free-by-time"}
+
+
 def test_environment_matches_what_the_lambda_reads(parsed_template):
     # The AWS settings are parsed by voice-adapters-aws (one parser); the Lambda adds its own.
     aws = {k: v for k, v in rust_consts("voice-adapters-aws/src/config.rs").items() if k.startswith("ENV_")}
@@ -101,7 +133,14 @@ def test_environment_matches_what_the_lambda_reads(parsed_template):
     config_rs = (REPO / "voice-adapters-aws" / "src" / "config.rs").read_text(encoding="utf-8")
     for name in CHAT_STORE_ENV - read_by_lambda:
         assert f'"{name}"' in config_rs, f"{name} is set but voice-adapters-aws never reads it"
-    assert set(env) == required | {"VOICE_ROOM_CAPACITY", "VOICE_RECONNECT_GRACE_SECS", "APIGW_MANAGEMENT_ENDPOINT", "VOICE_STACK_ID"} | CHAT_STORE_ENV
+    assert set(env) == required | {
+        "VOICE_ROOM_CAPACITY",
+        "VOICE_RECONNECT_GRACE_SECS",
+        "APIGW_MANAGEMENT_ENDPOINT",
+        "VOICE_STACK_ID",
+        "CHANNEL_POOL_TABLE",
+        "CHANNEL_POOL_IDLE_HOURS",
+    } | CHAT_STORE_ENV
     doc = (REPO / "docs" / "aws-adapters.md").read_text(encoding="utf-8")
     for name in CHAT_STORE_ENV:
         assert f"`{name}`" in doc, f"{name} is not documented in docs/aws-adapters.md"
@@ -326,7 +365,14 @@ def test_the_adapters_calls_are_found():
     # Guards against a vacuous comparison below: the scan must see the calls we know exist.
     required = sdk_calls.required_by_module()
     assert "testing.rs" not in required, "test helpers must not count as production calls"
-    assert {"store.rs", "directory.rs", "chat_store.rs", "channels.rs", "credentials.rs", "notifier.rs"} <= set(required)
+    assert {"store.rs", "directory.rs", "chat_store.rs", "channels.rs", "credentials.rs", "notifier.rs", "pool.rs"} <= set(required)
+    assert required["pool.rs"] == {
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:Scan",
+        "dynamodb:Query",
+    }
     # The chat store's transaction items count although the call that sends them is store.rs's.
     assert {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} <= required["chat_store.rs"]
     assert "dynamodb:PutItem" in required["store.rs"] and "dynamodb:DeleteItem" in required["store.rs"]
@@ -500,10 +546,12 @@ def test_chat_mode_is_builtin_by_default_and_existing_is_the_only_other(parsed_t
 
 def test_existing_mode_creates_no_chat_table(parsed_template):
     tables = of_type(parsed_template, "AWS::DynamoDB::Table")
-    assert set(tables) == {"VoiceRoomsTable", *CHAT_TABLES}
+    assert set(tables) == {"VoiceRoomsTable", "ChannelPoolTable", *CHAT_TABLES}
     for name in CHAT_TABLES:
         assert tables[name].get("Condition") == "BuiltinChat", name
+    # Voice's own tables exist in both modes.
     assert "Condition" not in tables["VoiceRoomsTable"]
+    assert "Condition" not in tables["ChannelPoolTable"]
 
 
 def test_chat_tables_match_the_chat_store(parsed_template):

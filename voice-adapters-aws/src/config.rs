@@ -23,6 +23,7 @@ use crate::credentials::StsCredentials;
 use crate::directory::{DirectorySchema, DynamoDirectory};
 use crate::errors::{ConfigError, KvsThrottleClassifier};
 use crate::notifier::ApiGatewayNotifier;
+use crate::pool::DynamoPool;
 use crate::store::DynamoStore;
 
 /// Environment variable: the chat app's connections table (the original's `ChatConnections`:
@@ -49,6 +50,14 @@ pub const ENV_MANAGEMENT_ENDPOINT: &str = "APIGW_MANAGEMENT_ENDPOINT";
 /// Environment variable: this deployment's id, tagged on every channel it creates (see
 /// [`KvsChannels::with_stack_id`]), so that the sweep deletes only this stack's channels.
 pub const ENV_STACK_ID: &str = "VOICE_STACK_ID";
+/// Environment variable (optional): the channel pool table. When set, released KVS channels
+/// are kept there for reuse ([`DynamoPool`]) instead of being deleted, so the KVS bill follows
+/// the peak number of participants rather than the number of joins, and a join in steady state
+/// does not wait for a channel to be created. Unset: one new channel per participant.
+pub const ENV_CHANNEL_POOL_TABLE: &str = "CHANNEL_POOL_TABLE";
+/// Environment variable (optional, with `CHANNEL_POOL_TABLE`): whole hours a pooled channel may
+/// stay unused before the sweep deletes it (1 to 8760; default 168, a week).
+pub const ENV_CHANNEL_POOL_IDLE_HOURS: &str = "CHANNEL_POOL_IDLE_HOURS";
 /// Environment variable: `builtin` (default: the stack's own chat on its four tables, served by
 /// the Lambda too) or `existing` (voice attached to an existing chat app's tables, which that
 /// app keeps serving). The template's `ChatMode` parameter sets it.
@@ -192,6 +201,10 @@ pub struct AwsConfig {
     pub stack_id: Option<String>,
     /// `CHAT_MODE` and, when built in, its tables and key.
     pub chat: ChatMode,
+    /// `CHANNEL_POOL_TABLE` (optional): where released channels are kept for reuse.
+    pub channel_pool_table: Option<String>,
+    /// `CHANNEL_POOL_IDLE_HOURS` (optional): how long a pooled channel may stay unused.
+    pub channel_pool_idle: Option<std::time::Duration>,
 }
 
 /// Why `value` is not a DynamoDB table, if it is not: a table name is 3 to 255 letters, digits,
@@ -352,6 +365,25 @@ impl AwsConfig {
                 ),
             );
         }
+        let channel_pool_table = get(ENV_CHANNEL_POOL_TABLE);
+        if let Some(t) = &channel_pool_table {
+            check(ENV_CHANNEL_POOL_TABLE, table_problem(t));
+        }
+        let channel_pool_idle = match get(ENV_CHANNEL_POOL_IDLE_HOURS) {
+            None => None,
+            Some(v) => match v.parse::<u64>() {
+                Ok(h) if (1..=8760).contains(&h) => Some(std::time::Duration::from_secs(h * 3600)),
+                _ => {
+                    check(
+                        ENV_CHANNEL_POOL_IDLE_HOURS,
+                        Some(format!(
+                            "{v:?} is not a whole number of hours from 1 to 8760"
+                        )),
+                    );
+                    None
+                }
+            },
+        };
         let stack_id = get(ENV_STACK_ID);
         if let Some(id) = &stack_id {
             check(ENV_STACK_ID, stack_id_problem(id));
@@ -411,6 +443,8 @@ impl AwsConfig {
             management_endpoint,
             stack_id,
             chat,
+            channel_pool_table,
+            channel_pool_idle,
         })
     }
 
@@ -544,6 +578,10 @@ impl AwsClients {
             notifier: ApiGatewayNotifier::new(self.apigw.clone()),
             clock: SystemClock,
             ids: UuidIds,
+            pool: cfg
+                .channel_pool_table
+                .as_ref()
+                .map(|t| DynamoPool::new(self.dynamodb.clone(), t)),
         }
     }
 }
@@ -592,7 +630,7 @@ pub fn kvs_signaling_client(
 }
 
 /// The AWS port set: DynamoDB store and directory, KVS channels, STS credentials, API Gateway
-/// notifier, system clock, uuid ids.
+/// notifier, system clock, uuid ids, and the channel pool when `CHANNEL_POOL_TABLE` is set.
 pub struct AwsPorts;
 
 impl Ports for AwsPorts {
@@ -603,6 +641,7 @@ impl Ports for AwsPorts {
     type Notifier = ApiGatewayNotifier;
     type Clock = SystemClock;
     type Ids = UuidIds;
+    type Pool = Option<DynamoPool>;
 }
 
 #[cfg(test)]
@@ -756,6 +795,35 @@ mod tests {
             invalid(&with(&[(ENV_USERS_TABLE, "a b")])),
             Vec::<&str>::new()
         );
+    }
+
+    #[test]
+    fn the_channel_pool_is_optional_and_its_idle_hours_are_checked() {
+        let cfg = AwsConfig::from_lookup(lookup(FULL)).unwrap();
+        assert_eq!(cfg.channel_pool_table, None);
+        assert_eq!(cfg.channel_pool_idle, None);
+        let cfg = AwsConfig::from_lookup(lookup(&with(&[
+            (ENV_CHANNEL_POOL_TABLE, "ChannelPool"),
+            (ENV_CHANNEL_POOL_IDLE_HOURS, "24"),
+        ])))
+        .unwrap();
+        assert_eq!(cfg.channel_pool_table.as_deref(), Some("ChannelPool"));
+        assert_eq!(
+            cfg.channel_pool_idle,
+            Some(std::time::Duration::from_secs(24 * 3600))
+        );
+        for bad in ["0", "8761", "1.5", "week"] {
+            let err = AwsConfig::from_lookup(lookup(&with(&[
+                (ENV_CHANNEL_POOL_TABLE, "ChannelPool"),
+                (ENV_CHANNEL_POOL_IDLE_HOURS, bad),
+            ])))
+            .unwrap_err();
+            assert_eq!(err.invalid.len(), 1, "{bad}");
+            assert_eq!(err.invalid[0].0, ENV_CHANNEL_POOL_IDLE_HOURS);
+        }
+        let err =
+            AwsConfig::from_lookup(lookup(&with(&[(ENV_CHANNEL_POOL_TABLE, "x")]))).unwrap_err();
+        assert_eq!(err.invalid[0].0, ENV_CHANNEL_POOL_TABLE);
     }
 
     fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {

@@ -26,6 +26,8 @@
 //! - [`notifier`]: [`ApiGatewayNotifier`] (`Notifier`), and [`EndpointNotifier`], which picks
 //!   the management endpoint per send (configured, or [`derive_endpoint`] of the event), and
 //!   [`ApiGatewayChatEvents`] (chat-domain's `ChatEvents`) through the same machinery.
+//! - [`pool`]: [`DynamoPool`] (`ChannelPool`): released KVS channels kept for reuse
+//!   (`CHANNEL_POOL_TABLE`, optional), claimed with a conditional write.
 //! - [`secrets`]: [`read_resume_key`], the built-in chat's resume-token key from Secrets
 //!   Manager (once per cold start).
 //! - [`errors`]: [`ConfigError`], [`PolicyError`] and the shared SDK error mapping.
@@ -43,6 +45,7 @@ pub mod credentials;
 pub mod directory;
 pub mod errors;
 pub mod notifier;
+pub mod pool;
 pub mod secrets;
 pub mod store;
 #[cfg(feature = "test-support")]
@@ -58,5 +61,6 @@ pub use notifier::{
     derive_endpoint, with_request_endpoint, ApiGatewayChatEvents, ApiGatewayNotifier,
     EndpointNotifier,
 };
+pub use pool::DynamoPool;
 pub use secrets::{read_resume_key, ResumeKeyError};
 pub use store::DynamoStore;

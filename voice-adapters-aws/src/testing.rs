@@ -252,6 +252,8 @@ impl MotoServer {
             management_endpoint: Some(self.endpoint.clone()),
             stack_id: None,
             chat: ChatMode::Existing(ExistingAttributes::default()),
+            channel_pool_table: None,
+            channel_pool_idle: None,
         }
     }
 
@@ -394,6 +396,61 @@ pub async fn create_tables(
         .send()
         .await
         .map_err(|e| fail(&tables.voice_rooms)(e.into()))?;
+    Ok(())
+}
+
+/// Creates a channel pool table `name` as deploy/aws/template.yaml does: partition key
+/// `channelArn`, the sparse free index (`freeKey` + numeric `freeFrom`), on-demand.
+///
+/// # Errors
+/// [`TestSupportError::Table`] naming the table.
+pub async fn create_pool_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> Result<(), TestSupportError> {
+    use crate::pool::{attr as pool_attr, FREE_INDEX};
+    let (def, ks) = key(pool_attr::ARN);
+    let (free_def, free_ks) = key(pool_attr::FREE_KEY);
+    let from_def = AttributeDefinition::builder()
+        .attribute_name(pool_attr::FREE_FROM)
+        .attribute_type(ScalarAttributeType::N)
+        .build()
+        .expect("name and type are set");
+    let from_ks = KeySchemaElement::builder()
+        .attribute_name(pool_attr::FREE_FROM)
+        .key_type(KeyType::Range)
+        .build()
+        .expect("name and type are set");
+    client
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(def)
+        .attribute_definitions(free_def)
+        .attribute_definitions(from_def)
+        .key_schema(ks)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(FREE_INDEX)
+                .key_schema(free_ks)
+                .key_schema(from_ks)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()
+                .expect("index name and key are set"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .map_err(|e| TestSupportError::Table {
+            table: name.to_owned(),
+            message: aws_smithy_types::error::display::DisplayErrorContext(
+                aws_sdk_dynamodb::Error::from(e),
+            )
+            .to_string(),
+        })?;
     Ok(())
 }
 

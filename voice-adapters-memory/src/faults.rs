@@ -7,14 +7,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use voice_domain::errors::PortName;
+use voice_domain::pool::{
+    ChannelLease, ChannelPool, LeaseHolder, PoolError, PoolSlot, PooledChannel,
+};
 use voice_domain::ports::{
     ChannelEndpoints, ChannelError, ChannelTags, ChatDirectory, CredentialError, CredentialIssuer,
     CredentialRequest, DirectoryError, IssuedCredentials, ListedChannel, Membership, Notifier,
     NotifyError, PortFailure, SignalingChannels, StoreError, VoiceRoomStore,
 };
 use voice_domain::{
-    ChannelName, ChannelRole, ChatRoomId, ClientId, ConnectionId, SignalingChannel, UserId,
-    VoiceEvent, VoiceRoom, VoiceRoomId,
+    ChannelName, ChannelRole, ChatRoomId, ClientId, ConnectionId, SignalingChannel, Timestamp,
+    UserId, VoiceEvent, VoiceRoom, VoiceRoomId,
 };
 
 /// How an injected fault behaves.
@@ -231,5 +234,51 @@ impl<T: Notifier> Notifier for Faulty<T> {
             self.inner.send(to, event),
         )
         .await
+    }
+}
+
+fn pool_err(f: Fault) -> PoolError {
+    PoolError::Unavailable(failure(f))
+}
+
+#[async_trait]
+impl<T: ChannelPool> ChannelPool for Faulty<T> {
+    fn is_pooling(&self) -> bool {
+        self.inner.is_pooling()
+    }
+    async fn claim(
+        &self,
+        holder: &LeaseHolder,
+        now: Timestamp,
+    ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError> {
+        self.run(pool_err, self.inner.claim(holder, now)).await
+    }
+    async fn add(&self, lease: &ChannelLease) -> Result<(), PoolError> {
+        self.run(pool_err, self.inner.add(lease)).await
+    }
+    async fn release(
+        &self,
+        channel: &SignalingChannel,
+        voice_room: &VoiceRoomId,
+        released_at: Timestamp,
+        free_from: Timestamp,
+    ) -> Result<(), PoolError> {
+        self.run(
+            pool_err,
+            self.inner
+                .release(channel, voice_room, released_at, free_from),
+        )
+        .await
+    }
+    async fn list(&self) -> Result<Vec<PooledChannel>, PoolError> {
+        self.run(pool_err, self.inner.list()).await
+    }
+    async fn evict(
+        &self,
+        channel: &SignalingChannel,
+        released_at: Timestamp,
+    ) -> Result<bool, PoolError> {
+        self.run(pool_err, self.inner.evict(channel, released_at))
+            .await
     }
 }

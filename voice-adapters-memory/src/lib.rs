@@ -14,6 +14,8 @@
 //! - `channels`: signaling channels (existence, tags, endpoints).
 //! - `credentials`: opaque tokens that record their scope.
 //! - `notifier`: an outbox per connection; connections can be marked gone.
+//! - `pool`: [`MemoryPool`], released signaling channels kept for reuse (the rule that makes
+//!   reuse safe is the domain's `LeasePolicy`).
 //! - [`clock`], [`ids`]: a manual clock and sequential ids (the real ones, which
 //!   [`MemoryPorts`] runs on, are `voice-adapters-std`'s).
 //! - `faults`: a wrapper that makes any port fail at its N-th call.
@@ -28,6 +30,7 @@ pub mod directory;
 pub mod faults;
 pub mod ids;
 pub mod notifier;
+pub mod pool;
 pub mod store;
 
 use voice_adapters_std::{SystemClock, UuidIds};
@@ -41,6 +44,7 @@ pub use credentials::MemoryCredentials;
 pub use directory::MemoryDirectory;
 pub use ids::SequentialIds;
 pub use notifier::MemoryNotifier;
+pub use pool::MemoryPool;
 pub use store::MemoryStore;
 
 /// The in-memory port set with the system clock and uuid ids: what the self-hosted server and
@@ -55,6 +59,7 @@ impl Ports for MemoryPorts {
     type Notifier = MemoryNotifier;
     type Clock = SystemClock;
     type Ids = UuidIds;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 /// Handles onto the state behind a [`memory_service`], for the embedding code (to register
@@ -92,6 +97,7 @@ pub fn memory_service(config: ServiceConfig) -> (VoiceService<MemoryPorts>, Memo
             notifier: handles.notifier.clone(),
             clock,
             ids: UuidIds,
+            pool: voice_domain::pool::NoPool,
         },
         config,
     );

@@ -62,6 +62,7 @@ impl Ports for FaultPorts {
     type Notifier = Faulty<MemoryNotifier>;
     type Clock = ManualClock;
     type Ids = SequentialIds;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 fn user(u: usize) -> UserId {
@@ -117,6 +118,7 @@ fn world() -> World {
             notifier: Faulty::new(MemoryNotifier::new(), PortName::Notifier, faults.clone()),
             clock: clock.clone(),
             ids: SequentialIds::default(),
+            pool: voice_domain::pool::NoPool,
         },
         ServiceConfig {
             capacity: Capacity::new(3).unwrap(),

@@ -102,6 +102,7 @@ impl Ports for FaultPorts {
     type Notifier = Faulty<MemoryNotifier>;
     type Clock = ManualClock;
     type Ids = SequentialIds;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 /// The service over faulty memory adapters, with handles onto the state behind them.
@@ -148,6 +149,7 @@ impl World {
                 notifier: Faulty::new(notifier.clone(), PortName::Notifier, faults.clone()),
                 clock: clock.clone(),
                 ids: SequentialIds::default(),
+                pool: voice_domain::pool::NoPool,
             },
             ServiceConfig {
                 orphan_grace: GRACE,

@@ -73,6 +73,7 @@ impl Ports for ModelPorts {
     type Notifier = MemoryNotifier;
     type Clock = ManualClock;
     type Ids = SequentialIds;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 fn user_id(u: usize) -> UserId {
@@ -429,6 +430,7 @@ impl Harness {
                 notifier: notifier.clone(),
                 clock: clock.clone(),
                 ids: SequentialIds::default(),
+                pool: voice_domain::pool::NoPool,
             },
             ServiceConfig {
                 capacity: Capacity::new(setup.capacity).unwrap(),

@@ -30,6 +30,7 @@ impl Ports for P {
     type Notifier = MemoryNotifier;
     type Clock = ManualClock;
     type Ids = SequentialIds;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 struct World {
@@ -71,6 +72,7 @@ fn world() -> World {
             notifier: notifier.clone(),
             clock: clock.clone(),
             ids: SequentialIds::default(),
+            pool: voice_domain::pool::NoPool,
         },
         ServiceConfig {
             reconnect_grace: GRACE,

@@ -362,3 +362,166 @@ pub async fn concurrent_starts_yield_one_winner<S: VoiceRoomStore>(store: &S, ns
         }
     }
 }
+
+/// Runs every check of the [`ChannelPool`](crate::pool::ChannelPool) contract against `pool`,
+/// which must be empty (a claim takes any free channel, so runs cannot share a pool). Panics
+/// with a message naming the broken promise.
+pub async fn pool_contract<P: crate::pool::ChannelPool>(pool: &P, ns: &str) {
+    use crate::pool::{ChannelLease, LeaseHolder, PoolError, PoolSlot};
+
+    let t0 = Timestamp::from_millis(1_700_000_000_000);
+    let holder = |room: &str, user: &str| LeaseHolder {
+        voice_room: id::<VoiceRoomId>(format!("{ns}-{room}")),
+        user: id::<UserId>(format!("{ns}-{user}")),
+    };
+    let slot_of = |list: &[crate::pool::PooledChannel], ch: &SignalingChannel| {
+        list.iter()
+            .find(|p| p.channel == *ch)
+            .map(|p| p.slot.clone())
+    };
+    assert!(pool.is_pooling(), "a pool under contract keeps channels");
+    assert!(pool.list().await.expect("list").is_empty(), "start empty");
+    assert_eq!(
+        pool.claim(&holder("r1", "a"), t0).await.expect("claim"),
+        None,
+        "an empty pool has nothing to claim"
+    );
+
+    // add → held; a held channel is not claimable.
+    let ch1 = channel(ns, "p1");
+    let a = holder("r1", "a");
+    let lease = ChannelLease {
+        channel: ch1.clone(),
+        holder: a.clone(),
+        claimed_at: t0,
+    };
+    pool.add(&lease).await.expect("add");
+    assert_eq!(
+        slot_of(&pool.list().await.expect("list"), &ch1),
+        Some(PoolSlot::Held {
+            holder: a.clone(),
+            claimed_at: t0
+        })
+    );
+    assert_eq!(
+        pool.claim(&holder("r2", "b"), t0).await.expect("claim"),
+        None
+    );
+
+    // release only by the holding room, once.
+    let q = std::time::Duration::from_secs(7_260);
+    let (released_at, free_from) = (t0.plus(q / 10), t0.plus(q));
+    assert_eq!(
+        pool.release(&ch1, &holder("r2", "b").voice_room, released_at, free_from)
+            .await,
+        Err(PoolError::NotHeld),
+        "another room cannot release it"
+    );
+    pool.release(&ch1, &a.voice_room, released_at, free_from)
+        .await
+        .expect("release");
+    assert_eq!(
+        pool.release(&ch1, &a.voice_room, released_at, free_from)
+            .await,
+        Err(PoolError::NotHeld),
+        "a second release changes nothing"
+    );
+    assert_eq!(
+        slot_of(&pool.list().await.expect("list"), &ch1),
+        Some(PoolSlot::Free {
+            released_at,
+            free_from
+        })
+    );
+
+    // quarantine: not claimable a millisecond before free_from, claimable at it.
+    let before = Timestamp::from_millis(free_from.as_millis() - 1);
+    assert_eq!(
+        pool.claim(&holder("r2", "b"), before).await.expect("claim"),
+        None,
+        "claimed in quarantine"
+    );
+    let b = holder("r2", "b");
+    let (got, was) = pool
+        .claim(&b, free_from)
+        .await
+        .expect("claim")
+        .expect("claimable once the quarantine is over");
+    assert_eq!(got.channel, ch1);
+    assert_eq!(got.holder, b);
+    assert_eq!(
+        was,
+        PoolSlot::Free {
+            released_at,
+            free_from
+        }
+    );
+    assert_eq!(
+        slot_of(&pool.list().await.expect("list"), &ch1),
+        Some(PoolSlot::Held {
+            holder: b.clone(),
+            claimed_at: free_from
+        })
+    );
+
+    // evict: never a held channel, only a free one released when the caller saw it released.
+    assert!(
+        !pool.evict(&ch1, released_at).await.expect("evict"),
+        "evicted a held channel"
+    );
+    let later = free_from.plus(q);
+    pool.release(&ch1, &b.voice_room, later, later)
+        .await
+        .expect("release");
+    assert!(
+        !pool.evict(&ch1, released_at).await.expect("evict"),
+        "evicted with a stale release time (a claim and release came in between)"
+    );
+    assert!(pool.evict(&ch1, later).await.expect("evict"));
+    assert!(
+        pool.list().await.expect("list").is_empty(),
+        "evicted but listed"
+    );
+
+    // The most recently freed claimable channel is claimed first, so that surplus channels
+    // stay idle and the sweep can delete them.
+    let now = later.plus(q);
+    for (i, n) in ["p2", "p3", "p4"].iter().enumerate() {
+        let h = holder(&format!("r{n}"), "c");
+        pool.add(&ChannelLease {
+            channel: channel(ns, n),
+            holder: h.clone(),
+            claimed_at: later,
+        })
+        .await
+        .expect("add");
+        let freed = later.plus(std::time::Duration::from_secs(i as u64 + 1));
+        pool.release(&channel(ns, n), &h.voice_room, freed, freed)
+            .await
+            .expect("release");
+    }
+    let (first, _) = pool
+        .claim(&holder("r5", "d"), now)
+        .await
+        .expect("claim")
+        .expect("three are free");
+    assert_eq!(
+        first.channel,
+        channel(ns, "p4"),
+        "not the most recently freed"
+    );
+
+    // Concurrent claims never share a channel: two free, six claimants, two winners.
+    let claimants: Vec<_> = (0..6).map(|i| holder(&format!("rc{i}"), "e")).collect();
+    let results = join_all(claimants.iter().map(|h| pool.claim(h, now))).await;
+    let mut won: Vec<SignalingChannel> = results
+        .into_iter()
+        .filter_map(|r| r.expect("claim under contention").map(|(l, _)| l.channel))
+        .collect();
+    won.sort_by(|x, y| x.name.as_str().cmp(y.name.as_str()));
+    assert_eq!(
+        won,
+        vec![channel(ns, "p2"), channel(ns, "p3")],
+        "claims overlapped"
+    );
+}

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::ids::VoiceRoomId;
+use crate::pool::PoolError;
 use crate::ports::{
     ChannelError, CredentialError, DirectoryError, NotifyError, PortFailure, StoreError,
 };
@@ -56,6 +57,8 @@ pub enum PortName {
     Credentials,
     /// The notifier.
     Notifier,
+    /// The pool of reusable signaling channels.
+    Pool,
 }
 
 impl fmt::Display for PortName {
@@ -66,6 +69,7 @@ impl fmt::Display for PortName {
             PortName::Channels => "signaling service",
             PortName::Credentials => "credential issuer",
             PortName::Notifier => "notifier",
+            PortName::Pool => "signaling channel pool",
         })
     }
 }
@@ -142,6 +146,17 @@ impl From<CredentialError> for DependencyError {
         match e {
             CredentialError::Unavailable(f) => Self::new(PortName::Credentials, f),
         }
+    }
+}
+
+impl From<PoolError> for DependencyError {
+    fn from(e: PoolError) -> Self {
+        let failure = match e {
+            PoolError::Unavailable(f) => f,
+            // Only a release can say it; a release's failure never reaches a caller.
+            PoolError::NotHeld => PortFailure::permanent("pooled channel not held by the room"),
+        };
+        Self::new(PortName::Pool, failure)
     }
 }
 
@@ -374,6 +389,9 @@ macro_rules! dependency_from {
         }
         impl From<CredentialError> for $err {
             fn from(e: CredentialError) -> Self { Self::Dependency(e.into()) }
+        }
+        impl From<PoolError> for $err {
+            fn from(e: PoolError) -> Self { Self::Dependency(e.into()) }
         }
     )*};
 }

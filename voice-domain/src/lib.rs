@@ -14,6 +14,7 @@
 //! - `time`: [`Timestamp`](time::Timestamp).
 //! - `room`: the aggregate, its transitions and events, and the full-mesh connection plan.
 //! - `ports`: the traits adapters implement, each with its error contract.
+//! - `pool`: reusable signaling channels and the quarantine rule that makes reuse safe.
 //! - `errors`: one error enum per use case, with stable wire codes.
 //! - `gate`: the approved-member gate (`Membership::require_approved`), which the chat domain
 //!   applies too.
@@ -24,8 +25,10 @@
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 pub mod errors;
+pub mod failure;
 pub mod gate;
 pub mod ids;
+pub mod pool;
 pub mod ports;
 pub mod protocol;
 pub mod room;

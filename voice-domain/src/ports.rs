@@ -11,40 +11,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use crate::failure::PortFailure;
 use crate::ids::{ChannelName, ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
+use crate::pool::ChannelPool;
 use crate::room::{
     ChannelGrant, ChannelRole, CorruptRoom, SignalingChannel, VoiceEvent, VoiceRoom,
 };
 use crate::time::Timestamp;
-
-/// A dependency failed in a way that is not part of the port's normal answers: a timeout,
-/// throttling, a network error, a permission problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct PortFailure {
-    /// Whether the same call may succeed if tried again (throttling, timeouts, 5xx).
-    pub retryable: bool,
-    /// What went wrong, for logs. Must not contain secrets.
-    pub message: String,
-}
-
-impl PortFailure {
-    /// A failure worth retrying (throttled, timed out, temporarily unavailable).
-    pub fn retryable(message: impl Into<String>) -> Self {
-        Self {
-            retryable: true,
-            message: message.into(),
-        }
-    }
-
-    /// A failure that will not go away by itself (misconfiguration, access denied, quota).
-    pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            retryable: false,
-            message: message.into(),
-        }
-    }
-}
 
 /// Errors of the [`VoiceRoomStore`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,7 +54,9 @@ pub trait VoiceRoomStore: Send + Sync + 'static {
     /// [`StoreError::AlreadyActive`] with the existing room's id; [`StoreError::Unavailable`].
     async fn create_if_none_active(&self, room: &VoiceRoom) -> Result<(), StoreError>;
 
-    /// Reads a room, active or ended.
+    /// Reads a room, active or ended, as last written (a strongly consistent read: a refresh
+    /// with a channel pool re-reads the room to prove that nothing changed while it issued
+    /// credentials, and a stale read would hide a peer's leave).
     ///
     /// # Errors
     /// [`StoreError::Corrupt`]; [`StoreError::Unavailable`].
@@ -406,7 +381,7 @@ pub trait IdGenerator: Send + Sync + 'static {
 }
 
 /// The set of adapters a [`VoiceService`](crate::service::VoiceService) runs on. One type per
-/// deployment names its seven adapters once, instead of seven generic parameters everywhere.
+/// deployment names its eight adapters once, instead of eight generic parameters everywhere.
 pub trait Ports: Send + Sync + 'static {
     /// Voice-room storage.
     type Store: VoiceRoomStore;
@@ -422,6 +397,9 @@ pub trait Ports: Send + Sync + 'static {
     type Clock: Clock;
     /// Id generation.
     type Ids: IdGenerator;
+    /// Released signaling channels kept for reuse ([`NoPool`](crate::pool::NoPool) where
+    /// channels are free and instant, as on the self-hosted relay).
+    type Pool: ChannelPool;
 }
 
 /// The adapter instances for one [`Ports`] set.
@@ -440,4 +418,6 @@ pub struct Adapters<P: Ports> {
     pub clock: P::Clock,
     /// Id generation.
     pub ids: P::Ids,
+    /// The channel pool.
+    pub pool: P::Pool,
 }

@@ -3,8 +3,12 @@
 //! Each use case reads, decides with a pure [`VoiceRoom`] transition, writes with a
 //! compare-and-set, cleans up what it created if it cannot finish, and only then tells the chat
 //! room. The order matters:
-//! - a channel is created before the room records it, and deleted again if the record fails, so
-//!   no billed channel is left without a room (and the sweep catches what a crash leaves);
+//! - a channel is acquired (claimed from the pool, or created) before the room records it, and
+//!   given back (or deleted, without a pool) if the record fails, so no billed channel is left
+//!   without a room or the pool (and the sweep catches what a crash leaves);
+//! - a channel a participant no longer holds goes back into the pool in quarantine
+//!   ([`LeasePolicy::free_from`]) rather than being deleted, so it is reused once no credential
+//!   issued for it can be used any more; without a pool it is deleted;
 //! - credentials are issued before the join is recorded, so a failed issue leaves no participant
 //!   without credentials;
 //! - notifications go out after the write and never fail the use case; a connection reported
@@ -18,7 +22,7 @@ use futures_util::future::{try_join3, try_join_all};
 use std::collections::HashSet;
 use std::time::Duration;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::errors::{
     AccessError, DependencyError, DisconnectError, EndVoiceError, GetVoiceRoomError,
@@ -26,6 +30,10 @@ use crate::errors::{
     StartVoiceError, SweepError,
 };
 use crate::ids::{ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
+use crate::pool::{
+    ChannelLease, ChannelPool, LeaseHolder, LeasePolicy, PoolError, PoolSlot,
+    DEFAULT_IDLE_EVICTION, KVS_SESSION_CAP,
+};
 use crate::ports::{
     Adapters, ChannelEndpoints, ChannelError, ChannelTags, ChatDirectory, Clock, CredentialIssuer,
     CredentialRequest, IdGenerator, IssuedCredentials, Membership, Notifier, NotifyError,
@@ -58,6 +66,12 @@ pub struct ServiceConfig {
     /// the participant as a leave with reason `disconnected`. Zero means no resume: a disconnect
     /// is a leave at once, as before resume existed.
     pub reconnect_grace: Duration,
+    /// How long a signaling connection may outlive the credential that opened it (default
+    /// [`KVS_SESSION_CAP`], one hour): part of a pooled channel's quarantine.
+    pub channel_session_cap: Duration,
+    /// How long a pooled channel may stay free and unused before the sweep deletes it
+    /// (default [`DEFAULT_IDLE_EVICTION`], seven days).
+    pub channel_idle_eviction: Duration,
 }
 
 /// The default [`ServiceConfig::reconnect_grace`]: long enough for a Wi-Fi/cellular switch, a
@@ -73,6 +87,8 @@ impl Default for ServiceConfig {
             cas_retries: 16,
             orphan_grace: Duration::from_secs(300),
             reconnect_grace: DEFAULT_RECONNECT_GRACE,
+            channel_session_cap: KVS_SESSION_CAP,
+            channel_idle_eviction: DEFAULT_IDLE_EVICTION,
         }
     }
 }
@@ -143,6 +159,11 @@ pub struct SweepReport {
     pub participants_reconnecting: usize,
     /// Orphan channels deleted.
     pub channels_deleted: usize,
+    /// Pooled channels held by no participant (a join that claimed one and never recorded its
+    /// participant, a release that failed) put back into the pool, in quarantine.
+    pub leases_reclaimed: usize,
+    /// Pooled channels deleted because they were unused longer than the idle eviction.
+    pub channels_evicted: usize,
     /// Steps that failed and will be tried again by the next sweep.
     pub failures: usize,
 }
@@ -189,10 +210,19 @@ impl From<GateError> for JoinVoiceError {
 /// Why the endpoints and credentials of a join's plan could not be assembled.
 enum GrantError {
     /// A channel of the plan does not exist: the plan may be stale (a peer left, the room
-    /// ended); the error to report if it is not.
-    Vanished(JoinVoiceError),
+    /// ended); the error to report if it is not, and the channel.
+    Vanished(JoinVoiceError, SignalingChannel),
     /// Any other failure.
     Failed(JoinVoiceError),
+}
+
+/// The channel a join acquired for its caller, until the join is recorded.
+#[derive(Default)]
+struct Acquired {
+    /// The channel, if one was acquired and may have to be given back.
+    channel: Option<SignalingChannel>,
+    /// Whether the signaling service said it does not exist.
+    vanished: bool,
 }
 
 /// Why a compare-and-set modification did not happen.
@@ -251,11 +281,7 @@ impl<P: Ports> VoiceService<P> {
             voice_room: voice_room_id.clone(),
             owner: user.clone(),
         };
-        let channel = self
-            .ports
-            .channels
-            .create(&self.ports.ids.channel_name(), &tags)
-            .await?;
+        let channel = self.acquire_channel(&tags).await?;
         let (room, events) = VoiceRoom::start(
             voice_room_id,
             chat_room.clone(),
@@ -268,7 +294,7 @@ impl<P: Ports> VoiceService<P> {
         match self.ports.store.create_if_none_active(&room).await {
             Ok(()) => {}
             Err(StoreError::AlreadyActive { existing }) => {
-                self.delete_channels(std::slice::from_ref(&channel)).await;
+                self.discard_unused(room.id(), &channel, false).await;
                 return Err(StartVoiceError::AlreadyActive {
                     voice_room_id: existing,
                 });
@@ -281,7 +307,7 @@ impl<P: Ports> VoiceService<P> {
                     warn!(error = %e, voice_room_id = %room.id(), "room create reported a failure but landed");
                 }
                 Ok(None) => {
-                    self.delete_channels(std::slice::from_ref(&channel)).await;
+                    self.discard_unused(room.id(), &channel, false).await;
                     return Err(e.into());
                 }
                 Err(check) => {
@@ -292,7 +318,7 @@ impl<P: Ports> VoiceService<P> {
                 }
             },
             Err(e) => {
-                self.delete_channels(std::slice::from_ref(&channel)).await;
+                self.discard_unused(room.id(), &channel, false).await;
                 return Err(e.into());
             }
         }
@@ -329,25 +355,21 @@ impl<P: Ports> VoiceService<P> {
             DependencyError::new(PortName::Channels, PortFailure::permanent(e.to_string()))
         })?;
 
-        let mut created: Option<SignalingChannel> = None;
+        let mut created = Acquired::default();
         let result = self
             .join_loop(room, &user, caller, &client_id, &mut created)
             .await;
-        match result {
-            Ok(grant) => {
-                // A concurrent join from another tab may have won with its own channel.
-                if let Some(ch) = created.filter(|ch| *ch != grant.own.channel) {
-                    self.delete_channels(&[ch]).await;
-                }
-                Ok(grant)
-            }
-            Err(e) => {
-                if let Some(ch) = created {
-                    self.delete_channels(&[ch]).await;
-                }
-                Err(e)
-            }
+        // A channel acquired for this join but not recorded for it never reached anyone: its
+        // credentials were dropped unsent. (A concurrent join from another tab may have won
+        // with its own channel.)
+        let unused = match &result {
+            Ok(grant) => created.channel.filter(|ch| *ch != grant.own.channel),
+            Err(_) => created.channel,
+        };
+        if let Some(ch) = unused {
+            self.discard_unused(voice_room, &ch, created.vanished).await;
         }
+        result
     }
 
     async fn join_loop(
@@ -356,7 +378,7 @@ impl<P: Ports> VoiceService<P> {
         user: &UserId,
         caller: &ConnectionId,
         client_id: &ClientId,
-        created: &mut Option<SignalingChannel>,
+        created: &mut Acquired,
     ) -> Result<VoiceGrant, JoinVoiceError> {
         for _ in 0..=self.config.cas_retries {
             if !room.is_active() {
@@ -369,7 +391,7 @@ impl<P: Ports> VoiceService<P> {
                         capacity: room.capacity().get(),
                     })
                 }
-                None => match created {
+                None => match &created.channel {
                     Some(ch) => ch.clone(),
                     None => {
                         let tags = ChannelTags {
@@ -377,12 +399,8 @@ impl<P: Ports> VoiceService<P> {
                             voice_room: room.id().clone(),
                             owner: user.clone(),
                         };
-                        let ch = self
-                            .ports
-                            .channels
-                            .create(&self.ports.ids.channel_name(), &tags)
-                            .await?;
-                        created.insert(ch).clone()
+                        let ch = self.acquire_channel(&tags).await?;
+                        created.channel.insert(ch).clone()
                     }
                 },
             };
@@ -403,10 +421,14 @@ impl<P: Ports> VoiceService<P> {
                 .await
             {
                 Ok(grant) => grant,
-                Err(GrantError::Vanished(e)) => {
+                Err(GrantError::Vanished(e, gone)) => {
                     // A channel of the plan is gone: a peer left, or the room ended, after
                     // the room was read. A changed room gives a new plan (or `Ended`); an
-                    // unchanged one means the channel really vanished.
+                    // unchanged one means the channel really vanished (a pooled channel
+                    // deleted behind the pool's back must then leave the pool).
+                    if created.channel.as_ref() == Some(&gone) {
+                        created.vanished = true;
+                    }
                     let now = self
                         .ports
                         .store
@@ -423,6 +445,24 @@ impl<P: Ports> VoiceService<P> {
                 Err(GrantError::Failed(e)) => return Err(e),
             };
             let newly_joined = matches!(outcome, JoinOutcome::Joined(_));
+            if outcome == JoinOutcome::AlreadyJoined && self.ports.pool.is_pooling() {
+                // A refresh writes nothing, so nothing proves that the peers' channels in its
+                // plan were still held when the credentials were issued: a peer may have left
+                // (and released its channel into quarantine) in between, and credentials
+                // issued after a release would outlive the quarantine. Read again: an
+                // unchanged room means every channel of the plan was held after the issue.
+                let now = self
+                    .ports
+                    .store
+                    .get(room.id())
+                    .await?
+                    .ok_or(JoinVoiceError::VoiceRoomNotFound)?;
+                if now.version() != room.version() {
+                    debug!("the room changed while refreshing; issuing again for the new plan");
+                    room = now;
+                    continue;
+                }
+            }
             if outcome != JoinOutcome::AlreadyJoined {
                 next.bump_version();
                 match self.ports.store.update(&next).await {
@@ -454,7 +494,7 @@ impl<P: Ports> VoiceService<P> {
                                 if stored.is_some_and(|r| {
                                     r.participants().iter().any(|p| &p.channel == own)
                                 }) {
-                                    *created = None;
+                                    created.channel = None;
                                 }
                                 return Err(e.into());
                             }
@@ -462,7 +502,7 @@ impl<P: Ports> VoiceService<P> {
                                 // Unknown: keep the channel; if nobody holds it, the sweep
                                 // deletes it after the grace period.
                                 warn!(error = %check, "cannot tell whether the join was stored; leaving its channel to the sweep");
-                                *created = None;
+                                created.channel = None;
                                 return Err(e.into());
                             }
                         }
@@ -548,7 +588,7 @@ impl<P: Ports> VoiceService<P> {
             .endpoints(channel, role, client_id)
             .await
             .map_err(|e| match e {
-                ChannelError::NotFound => GrantError::Vanished(e.into()),
+                ChannelError::NotFound => GrantError::Vanished(e.into(), channel.clone()),
                 e => GrantError::Failed(e.into()),
             })?;
         Ok(ChannelAccess {
@@ -587,10 +627,10 @@ impl<P: Ports> VoiceService<P> {
                 ModifyError::Dependency(d) => LeaveVoiceError::Dependency(d),
             })?
             .expect_changed();
-        // Tell first, then delete (as `end_voice`): the others drop their link to the leaver on
-        // `participantLeft` instead of reconnecting to its closing channel.
+        // Tell first, then release (as `end_voice`): the others drop their link to the leaver
+        // on `participantLeft` instead of reconnecting to its closing channel.
         self.publish(events).await;
-        self.delete_channels(&released).await;
+        self.release_channels(voice_room, &released).await;
         Ok(room)
     }
 
@@ -737,11 +777,11 @@ impl<P: Ports> VoiceService<P> {
             })?
             .expect_changed();
         info!(user_id = %user, "voice room ended");
-        // Tell first, then delete: deleting a channel closes its signaling connections, and a
+        // Tell first, then release: deleting a channel closes its signaling connections, and a
         // page that sees its connection close before it hears `voiceEnded` reconnects to a
         // channel that is going away (refused, and counted against KVS's ConnectAs* rate).
         self.publish(events).await;
-        self.delete_channels(&released).await;
+        self.release_channels(voice_room, &released).await;
         Ok(room)
     }
 
@@ -863,7 +903,7 @@ impl<P: Ports> VoiceService<P> {
                 .await;
             match outcome {
                 Ok((_, Some((evs, Some(released))))) => {
-                    self.delete_channels(&released).await;
+                    self.release_channels(room.id(), &released).await;
                     events.extend(evs);
                     report.rooms_left.push(room.id().clone());
                 }
@@ -885,7 +925,9 @@ impl<P: Ports> VoiceService<P> {
     /// Sweep: marks reconnecting the participants whose connection the chat app no longer knows
     /// (a missed `$disconnect`), removes those whose reconnect grace has passed (as a leave with
     /// reason `disconnected`: hand-over, and the room ends when the last one goes), and deletes
-    /// `voice-*` channels no participant holds (older than the orphan grace). With a zero
+    /// `voice-*` channels no participant holds and the pool does not keep (older than the
+    /// orphan grace). With a pool, it also reclaims leases nobody holds and deletes channels
+    /// idle longer than the idle eviction (see `sweep_pool`). With a zero
     /// reconnect grace, participants with a gone connection are removed at once and a room with
     /// nobody live is ended as abandoned. Run it on a schedule; it is idempotent.
     ///
@@ -927,7 +969,7 @@ impl<P: Ports> VoiceService<P> {
                     .await;
                 match outcome {
                     Ok((_, Some((evs, released)))) => {
-                        self.delete_channels(&released).await;
+                        self.release_channels(room.id(), &released).await;
                         events.extend(evs);
                         report.rooms_ended.push(room.id().clone());
                         continue;
@@ -965,7 +1007,7 @@ impl<P: Ports> VoiceService<P> {
                 .await
             {
                 Ok((after, Some((evs, released)))) => {
-                    self.delete_channels(&released).await;
+                    self.release_channels(room.id(), &released).await;
                     report.participants_removed += evs
                         .iter()
                         .filter(|e| matches!(e, VoiceEvent::ParticipantLeft { .. }))
@@ -992,8 +1034,18 @@ impl<P: Ports> VoiceService<P> {
                 .iter()
                 .flat_map(|r| r.participants().iter().map(|p| p.channel.arn.clone()))
                 .collect();
-            for listed in self.ports.channels.list().await? {
+            let pooled = if self.ports.pool.is_pooling() {
+                self.ports.pool.list().await?
+            } else {
+                Vec::new()
+            };
+            let listed = self.ports.channels.list().await?;
+            self.sweep_pool(&held, &pooled, &listed, now, &mut report)
+                .await;
+            let in_pool: HashSet<_> = pooled.iter().map(|p| &p.channel.arn).collect();
+            for listed in listed {
                 if held.contains(&listed.channel.arn)
+                    || in_pool.contains(&listed.channel.arn)
                     || now.since(listed.created_at) < self.config.orphan_grace
                 {
                     continue;
@@ -1015,6 +1067,75 @@ impl<P: Ports> VoiceService<P> {
         // What the first phase changed is announced even if the orphan phase could not list.
         self.publish(events).await;
         orphans.map(|()| report)
+    }
+
+    /// The pool's part of the sweep. A lease no participant holds, older than the orphan grace
+    /// (a join that claimed it and failed to record or give it back, a release that failed),
+    /// goes back into the pool in quarantine, as if released now: credentials may have been
+    /// issued for it. A free channel unused for longer than the idle eviction is taken out of
+    /// the pool (conditionally: a claim that comes first wins) and deleted, but only if the
+    /// signaling service lists it as this deployment's (tagged by this stack); the pool then
+    /// shrinks towards what the recent peak needs.
+    async fn sweep_pool(
+        &self,
+        held: &HashSet<crate::ids::ChannelArn>,
+        pooled: &[crate::pool::PooledChannel],
+        listed: &[crate::ports::ListedChannel],
+        now: Timestamp,
+        report: &mut SweepReport,
+    ) {
+        let policy = self.lease_policy();
+        let ours: HashSet<_> = listed.iter().map(|l| &l.channel.arn).collect();
+        for p in pooled {
+            match &p.slot {
+                PoolSlot::Held { holder, claimed_at }
+                    if !held.contains(&p.channel.arn)
+                        && now.since(*claimed_at) >= self.config.orphan_grace =>
+                {
+                    let free_from = policy.free_from(now, true);
+                    match self
+                        .ports
+                        .pool
+                        .release(&p.channel, &holder.voice_room, now, free_from)
+                        .await
+                    {
+                        Ok(()) => {
+                            info!(channel = %p.channel.name, "reclaimed a pooled channel nobody holds; in quarantine");
+                            report.leases_reclaimed += 1;
+                        }
+                        Err(PoolError::NotHeld) => {}
+                        Err(e) => {
+                            warn!(error = %e, channel = %p.channel.name, "could not reclaim a pooled channel");
+                            report.failures += 1;
+                        }
+                    }
+                }
+                PoolSlot::Free { released_at, .. }
+                    if policy.idle(&p.slot, now) && ours.contains(&p.channel.arn) =>
+                {
+                    match self.ports.pool.evict(&p.channel, *released_at).await {
+                        Ok(true) => match self.ports.channels.delete(&p.channel).await {
+                            Ok(()) => {
+                                info!(channel = %p.channel.name, "deleted an idle pooled channel");
+                                report.channels_evicted += 1;
+                            }
+                            Err(e) => {
+                                // Out of the pool and held by nobody: an orphan the next
+                                // sweep deletes.
+                                warn!(error = %e, channel = %p.channel.name, "could not delete an idle pooled channel");
+                                report.failures += 1;
+                            }
+                        },
+                        Ok(false) => {}
+                        Err(e) => {
+                            warn!(error = %e, channel = %p.channel.name, "could not evict an idle pooled channel");
+                            report.failures += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The user behind a connection.
@@ -1104,6 +1225,140 @@ impl<P: Ports> VoiceService<P> {
             }
         }))
         .await;
+    }
+
+    /// The pool's rule in force: the configured credential lifetime (capped at one hour), the
+    /// session cap and the idle eviction.
+    pub fn lease_policy(&self) -> LeasePolicy {
+        LeasePolicy {
+            credential_ttl: self.config.credential_ttl,
+            session_cap: self.config.channel_session_cap,
+            margin: crate::pool::QUARANTINE_MARGIN,
+            idle_eviction: self.config.channel_idle_eviction,
+        }
+    }
+
+    /// A channel for a new participant (`tags.owner` in `tags.voice_room`): with a pool, a free
+    /// channel whose quarantine is over (already `ACTIVE`: no wait), else a new one recorded in
+    /// the pool as held; without, a new one.
+    ///
+    /// A new channel the pool could not record is left alone rather than deleted: the record
+    /// may have landed (a timeout after the write), and deleting a channel the pool lists
+    /// would later hand out a channel that does not exist. The sweep settles it either way (a
+    /// held lease nobody records is put back in quarantine; an unlisted channel is an orphan).
+    async fn acquire_channel(
+        &self,
+        tags: &ChannelTags,
+    ) -> Result<SignalingChannel, DependencyError> {
+        let pool = &self.ports.pool;
+        if !pool.is_pooling() {
+            return Ok(self
+                .ports
+                .channels
+                .create(&self.ports.ids.channel_name(), tags)
+                .await?);
+        }
+        let holder = LeaseHolder {
+            voice_room: tags.voice_room.clone(),
+            user: tags.owner.clone(),
+        };
+        let now = self.ports.clock.now();
+        let policy = self.lease_policy();
+        match pool.claim(&holder, now).await? {
+            Some((lease, was)) if policy.claimable(&was, now) => {
+                debug!(channel = %lease.channel.name, "claimed a pooled channel");
+                return Ok(lease.channel);
+            }
+            Some((lease, was)) => {
+                // The adapter handed out a channel the rule does not allow: put it back as it
+                // was and use a new one. Never hand it on.
+                error!(channel = %lease.channel.name, ?was, "the pool offered a channel still in quarantine; not using it");
+                if let PoolSlot::Free {
+                    released_at,
+                    free_from,
+                } = was
+                {
+                    if let Err(e) = pool
+                        .release(&lease.channel, &holder.voice_room, released_at, free_from)
+                        .await
+                    {
+                        warn!(error = %e, channel = %lease.channel.name, "could not put the channel back; the sweep will");
+                    }
+                }
+            }
+            None => {}
+        }
+        let channel = self
+            .ports
+            .channels
+            .create(&self.ports.ids.channel_name(), tags)
+            .await?;
+        let lease = ChannelLease {
+            channel: channel.clone(),
+            holder,
+            claimed_at: now,
+        };
+        pool.add(&lease).await?;
+        info!(channel = %channel.name, "pool grown by a new channel");
+        Ok(channel)
+    }
+
+    /// Gives back a channel acquired for `voice_room` that no stored participant holds and
+    /// whose credentials, if any were issued, never left this call. With a pool it is free at
+    /// once (or, if it vanished from the signaling service, forgotten); without, deleted.
+    async fn discard_unused(
+        &self,
+        voice_room: &VoiceRoomId,
+        channel: &SignalingChannel,
+        vanished: bool,
+    ) {
+        let pool = &self.ports.pool;
+        if !pool.is_pooling() {
+            self.delete_channels(std::slice::from_ref(channel)).await;
+            return;
+        }
+        let now = self.ports.clock.now();
+        let free_from = self.lease_policy().free_from(now, false);
+        let res = match pool.release(channel, voice_room, now, free_from).await {
+            Ok(()) if vanished => pool.evict(channel, now).await.map(|_| ()),
+            other => other,
+        };
+        match res {
+            Ok(()) => {}
+            Err(PoolError::NotHeld) => {
+                debug!(channel = %channel.name, "channel not held by the room; left to the sweep");
+            }
+            Err(e) => {
+                warn!(error = %e, channel = %channel.name, "could not give an unused channel back; the sweep will");
+            }
+        }
+    }
+
+    /// Channels `voice_room`'s participants no longer hold (they left, or the room ended): with
+    /// a pool, back into it in quarantine until every credential issued for them is unusable
+    /// ([`LeasePolicy::free_from`]); without, deleted. A failure is logged, not returned: the
+    /// sweep reclaims (or deletes) a channel nobody holds.
+    async fn release_channels(&self, voice_room: &VoiceRoomId, channels: &[SignalingChannel]) {
+        let pool = &self.ports.pool;
+        if !pool.is_pooling() {
+            self.delete_channels(channels).await;
+            return;
+        }
+        let now = self.ports.clock.now();
+        let free_from = self.lease_policy().free_from(now, true);
+        for ch in channels {
+            match pool.release(ch, voice_room, now, free_from).await {
+                Ok(()) => debug!(channel = %ch.name, "channel back in the pool, in quarantine"),
+                // Not pooled (a room from before the pool existed) or reclaimed by the sweep
+                // already: never delete it here, another room may hold it by now.
+                Err(PoolError::NotHeld) => {
+                    debug!(channel = %ch.name, "released channel not held in the pool; left to the sweep");
+                }
+                Err(e) => {
+                    warn!(error = %e, channel = %ch.name, "could not release channel into the pool; the sweep will");
+                }
+            }
+        }
     }
 
     /// Tells every connection of each event's chat room. Connections reported gone are removed

@@ -145,6 +145,7 @@ impl Ports for TestPorts {
     type Notifier = MockNotify;
     type Clock = FixedClock;
     type Ids = SeqIds;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 #[derive(Default)]
@@ -178,6 +179,7 @@ impl Mocks {
                 notifier: self.notify,
                 clock: FixedClock,
                 ids: SeqIds::default(),
+                pool: voice_domain::pool::NoPool,
             },
             config,
         )

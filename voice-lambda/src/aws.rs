@@ -44,6 +44,7 @@ impl Ports for LambdaPorts {
     type Notifier = EndpointNotifier<ApiGatewayNotifier>;
     type Clock = <AwsPorts as Ports>::Clock;
     type Ids = <AwsPorts as Ports>::Ids;
+    type Pool = <AwsPorts as Ports>::Pool;
 }
 
 /// The adapters' configuration for the Lambda's clients: its own, with `endpoint_url` left to
@@ -100,6 +101,7 @@ pub fn adapters(
         notifier,
         clock: base.clock,
         ids: base.ids,
+        pool: base.pool,
     }
 }
 

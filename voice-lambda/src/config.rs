@@ -94,13 +94,17 @@ impl LambdaConfig {
         }
     }
 
-    /// The service tunables this configuration implies (capacity, reconnect grace; the rest
-    /// default).
+    /// The service tunables this configuration implies (capacity, reconnect grace, the channel
+    /// pool's idle eviction; the rest default).
     pub fn service_config(&self) -> ServiceConfig {
         let defaults = ServiceConfig::default();
         ServiceConfig {
             capacity: self.capacity.unwrap_or_default(),
             reconnect_grace: self.reconnect_grace.unwrap_or(defaults.reconnect_grace),
+            channel_idle_eviction: self
+                .aws
+                .channel_pool_idle
+                .unwrap_or(defaults.channel_idle_eviction),
             ..defaults
         }
     }

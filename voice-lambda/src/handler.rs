@@ -60,6 +60,10 @@ pub struct SweepReportView {
     pub participants_reconnecting: usize,
     /// Orphan channels deleted.
     pub channels_deleted: usize,
+    /// Pooled channels nobody held, put back into the pool in quarantine.
+    pub leases_reclaimed: usize,
+    /// Pooled channels deleted after being idle longer than `CHANNEL_POOL_IDLE_HOURS`.
+    pub channels_evicted: usize,
     /// Steps that failed; the next sweep retries them.
     pub failures: usize,
 }
@@ -71,6 +75,8 @@ impl From<&SweepReport> for SweepReportView {
             participants_removed: r.participants_removed,
             participants_reconnecting: r.participants_reconnecting,
             channels_deleted: r.channels_deleted,
+            leases_reclaimed: r.leases_reclaimed,
+            channels_evicted: r.channels_evicted,
             failures: r.failures,
         }
     }
@@ -184,6 +190,8 @@ impl<P: Ports> VoiceLambda<P> {
                             rooms_ended = report.rooms_ended.len(),
                             participants_removed = report.participants_removed,
                             channels_deleted = report.channels_deleted,
+                            leases_reclaimed = report.leases_reclaimed,
+                            channels_evicted = report.channels_evicted,
                             failures = report.failures,
                             "sweep done"
                         );

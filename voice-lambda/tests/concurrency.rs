@@ -139,6 +139,7 @@ impl Ports for RacePorts {
     type Notifier = MemoryNotifier;
     type Clock = SystemClock;
     type Ids = UuidIds;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 fn user(i: usize) -> UserId {
@@ -193,6 +194,7 @@ fn world_with(
             notifier: notifier.clone(),
             clock: SystemClock,
             ids: UuidIds,
+            pool: voice_domain::pool::NoPool,
         },
         ServiceConfig {
             capacity: Capacity::new(capacity).unwrap(),
@@ -522,6 +524,7 @@ impl Ports for InterleavingPorts {
     type Notifier = MemoryNotifier;
     type Clock = SystemClock;
     type Ids = UuidIds;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 /// u1 joins a room [u0, u2]; while the service fetches the endpoints of u2's channel for u1's
@@ -546,6 +549,7 @@ async fn a_join_whose_plan_goes_stale_starts_over_instead_of_failing() {
             notifier: MemoryNotifier::new(),
             clock: SystemClock,
             ids: UuidIds,
+            pool: voice_domain::pool::NoPool,
         },
         ServiceConfig::default(),
     );
@@ -604,6 +608,7 @@ impl Ports for DynamoPorts {
     type Notifier = MemoryNotifier;
     type Clock = SystemClock;
     type Ids = UuidIds;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 /// How many store and channel calls may be in flight at once. moto is served one request at a
@@ -648,6 +653,7 @@ async fn a_thousand_concurrent_starts_make_exactly_one_room_on_dynamodb() {
             notifier: MemoryNotifier::new(),
             clock: SystemClock,
             ids: UuidIds,
+            pool: voice_domain::pool::NoPool,
         },
         ServiceConfig::default(),
     ));

@@ -40,9 +40,13 @@ impl std::ops::Deref for World {
 
 impl World {
     async fn start() -> Option<Self> {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(pooled: bool) -> Option<Self> {
         // Voice attached to an existing chat app's tables (filled in below).
         let world = Self {
-            aws: AwsWorld::start(Chat::Existing).await?,
+            aws: AwsWorld::start_with(Chat::Existing, pooled).await?,
         };
         // The chat app's data: alice created room-1, bob is approved, carol waits.
         for (conn, user) in [(ALICE, "alice"), (BOB, "bob"), (CAROL, "carol")] {
@@ -336,4 +340,86 @@ async fn disconnect_gone_and_sweep_over_moto() {
     assert_eq!(report.participants_reconnecting, 1);
     assert_eq!(report.failures, 0);
     assert_eq!(w.channel_count(), 2);
+}
+
+/// Alice starts a room in CHAT, she and Bob join, she ends it: their two channels' ARNs.
+async fn meeting(w: &World) -> Vec<String> {
+    let r = w
+        .call("createVoiceRoom", ALICE, json!({"roomId": CHAT}))
+        .await;
+    assert_ok(&r, "createVoiceRoom");
+    let vr = r.data()["voiceRoomId"].as_str().unwrap().to_owned();
+    let mut arns = Vec::new();
+    for who in [ALICE, BOB] {
+        let r = w
+            .call("getVoiceCredentials", who, json!({"voiceRoomId": vr}))
+            .await;
+        assert_ok(&r, "getVoiceCredentials");
+        arns.push(r.data()["signalingChannelARN"].as_str().unwrap().to_owned());
+    }
+    let r = w
+        .call("endVoiceRoom", ALICE, json!({"voiceRoomId": vr}))
+        .await;
+    assert_ok(&r, "endVoiceRoom");
+    arns
+}
+
+/// With `CHANNEL_POOL_TABLE`, through the binary's wiring on moto and the fake KVS: ending a room
+/// keeps its channels (pooled, in quarantine), a room started at once gets new ones (the old
+/// ones' credentials still work), and once the quarantine is over (moved into the past here,
+/// since the Lambda runs on the system clock) the next room runs on the pooled channels without
+/// creating any.
+#[tokio::test]
+async fn pooled_channels_are_kept_quarantined_then_reused() {
+    let Some(w) = World::start_with(true).await else {
+        return;
+    };
+    let pool = w.pool_table.clone().unwrap();
+    let first = meeting(&w).await;
+    assert_eq!(
+        w.channel_count(),
+        2,
+        "ending a room keeps its channels in the pool"
+    );
+    let second = meeting(&w).await;
+    assert_eq!(
+        w.channel_count(),
+        4,
+        "channels in quarantine were handed out"
+    );
+    assert!(second.iter().all(|a| !first.contains(a)));
+
+    // The quarantine of every pooled channel ends now.
+    let items = w
+        .ddb
+        .scan()
+        .table_name(&pool)
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    assert_eq!(items.len(), 4);
+    for item in items {
+        assert_eq!(item["state"], AttributeValue::S("free".into()));
+        w.ddb
+            .update_item()
+            .table_name(&pool)
+            .key("channelArn", item["channelArn"].clone())
+            .update_expression("SET freeFrom = :zero")
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let third = meeting(&w).await;
+    assert_eq!(
+        w.channel_count(),
+        4,
+        "created a channel while pooled ones were free"
+    );
+    assert!(third
+        .iter()
+        .all(|a| first.contains(a) || second.contains(a)));
 }

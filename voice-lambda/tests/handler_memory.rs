@@ -665,7 +665,7 @@ async fn the_schedule_runs_the_sweep_and_returns_its_report() {
     assert_eq!(report.failures, 0);
     assert_eq!(
         serde_json::to_value(&out).unwrap(),
-        json!({"roomsEnded": [vr], "participantsRemoved": 0, "participantsReconnecting": 0, "channelsDeleted": 1, "failures": 0})
+        json!({"roomsEnded": [vr], "participantsRemoved": 0, "participantsReconnecting": 0, "channelsDeleted": 1, "leasesReclaimed": 0, "channelsEvicted": 0, "failures": 0})
     );
     assert!(active(&h.store).is_empty());
     assert!(h.channels.list_now().is_empty());
@@ -674,7 +674,7 @@ async fn the_schedule_runs_the_sweep_and_returns_its_report() {
     let out = invoke(&lambda, scheduled_event()).await.unwrap();
     assert_eq!(
         serde_json::to_value(&out).unwrap(),
-        json!({"roomsEnded": [], "participantsRemoved": 0, "participantsReconnecting": 0, "channelsDeleted": 0, "failures": 0})
+        json!({"roomsEnded": [], "participantsRemoved": 0, "participantsReconnecting": 0, "channelsDeleted": 0, "leasesReclaimed": 0, "channelsEvicted": 0, "failures": 0})
     );
 }
 
@@ -709,6 +709,7 @@ impl Ports for FaultyPorts {
     type Notifier = Faulty<MemoryNotifier>;
     type Clock = SystemClock;
     type Ids = UuidIds;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 fn faulty_world() -> (
@@ -735,6 +736,7 @@ fn faulty_world() -> (
             notifier: Faulty::new(MemoryNotifier::new(), PortName::Notifier, faults.clone()),
             clock: SystemClock,
             ids: UuidIds,
+            pool: voice_domain::pool::NoPool,
         },
         ServiceConfig::default(),
     );
@@ -810,6 +812,7 @@ impl Ports for RoutedPorts {
     type Notifier = EndpointNotifier<MemoryNotifier>;
     type Clock = SystemClock;
     type Ids = UuidIds;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 type Outboxes = Arc<Mutex<HashMap<String, MemoryNotifier>>>;
@@ -840,6 +843,7 @@ fn routed_world(
             notifier: notifier.clone(),
             clock: SystemClock,
             ids: UuidIds,
+            pool: voice_domain::pool::NoPool,
         },
         // A zero reconnect grace, so that the sweep ends a room whose connection died at once.
         ServiceConfig {
@@ -950,6 +954,7 @@ impl Ports for PanickyPorts {
     type Notifier = MemoryNotifier;
     type Clock = SystemClock;
     type Ids = UuidIds;
+    type Pool = voice_domain::pool::NoPool;
 }
 
 #[tokio::test]
@@ -963,6 +968,7 @@ async fn a_panic_becomes_a_500_reply_with_a_body() {
             notifier: MemoryNotifier::new(),
             clock: SystemClock,
             ids: UuidIds,
+            pool: voice_domain::pool::NoPool,
         },
         ServiceConfig::default(),
     );

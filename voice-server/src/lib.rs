@@ -195,6 +195,7 @@ pub(crate) fn prepare(
             notifier: HubNotifier::new(hub.clone()),
             clock: SystemClock,
             ids: UuidIds,
+            pool: voice_domain::pool::NoPool,
         },
         ServiceConfig {
             capacity: config.capacity,

@@ -7,6 +7,7 @@ mod chat_store;
 mod credentials;
 mod directory;
 mod notifier;
+mod pool;
 mod ports;
 mod store;
 mod support;

@@ -4,7 +4,8 @@
 //! (`voice_lambda::aws::clients` + `aws::executor`) from the configuration it would read.
 
 use voice_adapters_aws::testing::{
-    create_chat_tables, create_tables, FakeKvs, MotoServer, TestTables, TEST_ROLE_ARN,
+    create_chat_tables, create_pool_table, create_tables, FakeKvs, MotoServer, TestTables,
+    TEST_ROLE_ARN,
 };
 use voice_adapters_aws::ChatTables;
 use voice_lambda::aws::LambdaPorts;
@@ -36,6 +37,8 @@ pub struct AwsWorld {
     pub tables: TestTables,
     /// The built-in chat's tables (`Chat::Builtin` only).
     pub chat: Option<ChatTables>,
+    /// The channel pool table, when the world pools channels (`CHANNEL_POOL_TABLE`).
+    pub pool_table: Option<String>,
     /// Kills moto_server on drop.
     pub moto: MotoServer,
 }
@@ -44,6 +47,12 @@ impl AwsWorld {
     /// Starts everything, or `None` when moto is not installed (failing under
     /// `VOICE_TEST_STRICT=1`).
     pub async fn start(mode: Chat) -> Option<Self> {
+        Self::start_with(mode, false).await
+    }
+
+    /// As [`AwsWorld::start`], with a channel pool table (as the template creates it) when
+    /// `pooled`.
+    pub async fn start_with(mode: Chat, pooled: bool) -> Option<Self> {
         init_logs();
         let moto = MotoServer::start_or_skip()?;
         let tables = TestTables::unique();
@@ -58,6 +67,14 @@ impl AwsWorld {
             ("KVS_ROLE_ARN", TEST_ROLE_ARN.to_owned()),
             ("APIGW_MANAGEMENT_ENDPOINT", mgmt.endpoint("prod")),
         ];
+        let pool_table = if pooled {
+            let name = format!("ChannelPool-{}", tables.rooms);
+            create_pool_table(&ddb, &name).await.unwrap();
+            env.push(("CHANNEL_POOL_TABLE", name.clone()));
+            Some(name)
+        } else {
+            None
+        };
         let chat = match mode {
             Chat::Existing => {
                 env.push(("CHAT_MODE", "existing".to_owned()));
@@ -108,6 +125,7 @@ impl AwsWorld {
             ddb,
             tables,
             chat,
+            pool_table,
             moto,
         })
     }

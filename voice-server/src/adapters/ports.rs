@@ -22,4 +22,5 @@ impl Ports for ServerPorts {
     type Notifier = HubNotifier;
     type Clock = SystemClock;
     type Ids = UuidIds;
+    type Pool = voice_domain::pool::NoPool;
 }
