@@ -28,6 +28,7 @@ pub mod gate;
 pub mod ids;
 pub mod ports;
 pub mod protocol;
+pub mod recording;
 pub mod room;
 pub mod service;
 pub mod time;

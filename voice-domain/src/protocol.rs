@@ -27,6 +27,8 @@ pub const VOICE_ACTIONS: &[&str] = &[
     "leaveVoiceRoom",
     "setMute",
     "getVoiceRoom",
+    "startRecording",
+    "stopRecording",
 ];
 
 /// A voice request as it arrives (ids not yet validated).
@@ -69,6 +71,16 @@ pub enum VoiceRequest {
         /// The chat room.
         room_id: String,
     },
+    /// Start recording a voice room (master or chat admin, in the room).
+    StartRecording {
+        /// The voice room.
+        voice_room_id: String,
+    },
+    /// Stop recording a voice room (master, chat admin or the recorder).
+    StopRecording {
+        /// The voice room.
+        voice_room_id: String,
+    },
 }
 
 /// A voice request with validated ids: what the entrypoints hand to the service.
@@ -86,6 +98,10 @@ pub enum VoiceCommand {
     SetMute(VoiceRoomId, bool),
     /// `getVoiceRoom`.
     Get(ChatRoomId),
+    /// `startRecording`.
+    StartRecording(VoiceRoomId),
+    /// `stopRecording`.
+    StopRecording(VoiceRoomId),
 }
 
 impl VoiceRequest {
@@ -110,6 +126,12 @@ impl VoiceRequest {
                 muted,
             } => VoiceCommand::SetMute(VoiceRoomId::parse(voice_room_id)?, muted),
             Self::GetVoiceRoom { room_id } => VoiceCommand::Get(ChatRoomId::parse(room_id)?),
+            Self::StartRecording { voice_room_id } => {
+                VoiceCommand::StartRecording(VoiceRoomId::parse(voice_room_id)?)
+            }
+            Self::StopRecording { voice_room_id } => {
+                VoiceCommand::StopRecording(VoiceRoomId::parse(voice_room_id)?)
+            }
         })
     }
 }
@@ -124,6 +146,8 @@ impl VoiceCommand {
             Self::Leave(_) => "leaveVoiceRoom",
             Self::SetMute(..) => "setMute",
             Self::Get(_) => "getVoiceRoom",
+            Self::StartRecording(_) => "startRecording",
+            Self::StopRecording(_) => "stopRecording",
         }
     }
 }
@@ -269,6 +293,22 @@ pub struct VoiceRoomView {
     /// Why it ended, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_reason: Option<EndReason>,
+    /// The running recording, if the room is being recorded (absent otherwise): a client shows
+    /// it to everyone in the room and tells a joiner before capturing its audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingView>,
+}
+
+/// A running recording as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingView {
+    /// The recording.
+    pub recording_id: String,
+    /// Who records it.
+    pub by: String,
+    /// Since when, ms since epoch.
+    pub started_at: u64,
 }
 
 impl From<&VoiceRoom> for VoiceRoomView {
@@ -303,6 +343,11 @@ impl From<&VoiceRoom> for VoiceRoomView {
                 .collect(),
             capacity: r.capacity().get(),
             ended_reason,
+            recording: r.running_recording().map(|rec| RecordingView {
+                recording_id: rec.id.to_string(),
+                by: rec.by.to_string(),
+                started_at: rec.started_at.as_millis(),
+            }),
         }
     }
 }
