@@ -972,7 +972,7 @@ impl VoiceRoom {
         if !self.is_active() {
             return Err(TransitionError::Ended);
         }
-        if !self.participant(by).is_some_and(|p| !p.is_reconnecting()) {
+        if self.participant(by).is_none_or(|p| p.is_reconnecting()) {
             return Err(TransitionError::NotParticipant);
         }
         if &self.parts.master != by && !by_is_chat_admin {
