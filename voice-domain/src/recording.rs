@@ -18,16 +18,15 @@
 //! - uploads for a recording are taken while it runs and for [`FINAL_CHUNK_GRACE`] after it
 //!   stopped (the browser's last chunk);
 //! - a recording may be downloaded only by the admin or an approved member of its chat room,
-//!   checked when the link is handed out and again when it is used ([`may_download`]).
+//!   checked when the link is handed out and again when it is used
+//!   ([`crate::gate::may_download`], the approved-member gate).
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::errors::AccessError;
 use crate::ids::{IdError, UserId};
-use crate::ports::Membership;
 use crate::time::Timestamp;
 
 /// How long after a recording stopped its recorder may still upload (the `MediaRecorder`'s
@@ -175,20 +174,9 @@ impl Recording {
     }
 }
 
-/// The download rule: the chat room's admin or an approved member may download its recordings;
-/// the same gate as for the chat room's content, applied when a link is handed out and again
-/// when it is used (a member removed since is refused).
-///
-/// # Errors
-/// [`AccessError`] as [`Membership::require_approved`].
-pub fn may_download(membership: Option<Membership>) -> Result<Membership, AccessError> {
-    Membership::require_approved(membership)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::MemberState;
 
     #[test]
     fn recording_ids_are_file_name_safe() {
@@ -217,21 +205,5 @@ mod tests {
         });
         assert!(r.accepts_upload(Timestamp::from_millis(34_999)));
         assert!(!r.accepts_upload(Timestamp::from_millis(35_000)));
-    }
-
-    #[test]
-    fn only_the_admin_and_approved_members_may_download() {
-        let m = |is_admin, state| Some(Membership { is_admin, state });
-        assert!(may_download(m(true, MemberState::None)).is_ok());
-        assert!(may_download(m(false, MemberState::Approved)).is_ok());
-        assert_eq!(
-            may_download(m(false, MemberState::Pending)),
-            Err(AccessError::NotApproved)
-        );
-        assert_eq!(
-            may_download(m(false, MemberState::None)),
-            Err(AccessError::NotMember)
-        );
-        assert_eq!(may_download(None), Err(AccessError::ChatRoomNotFound));
     }
 }

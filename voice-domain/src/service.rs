@@ -1085,7 +1085,7 @@ impl<P: Ports> VoiceService<P> {
     }
 
     /// The caller may list `chat_room`'s recordings and be handed download links: it is the
-    /// admin or an approved member ([`crate::recording::may_download`]). Returns who it is.
+    /// admin or an approved member ([`crate::gate::may_download`]). Returns who it is.
     ///
     /// # Errors
     /// [`RecordingAccessError`].
@@ -1113,7 +1113,7 @@ impl<P: Ports> VoiceService<P> {
         chat_room: &ChatRoomId,
     ) -> Result<(), RecordingAccessError> {
         let membership = self.ports.directory.membership(chat_room, user).await?;
-        crate::recording::may_download(membership)?;
+        crate::gate::may_download(membership)?;
         Ok(())
     }
 

@@ -43,9 +43,18 @@ async fn the_host_records_everyone_and_a_member_downloads_a_playable_webm_opus_f
     // The page's own measurements, checked again here.
     assert_eq!(file["ebmlHeader"], "1a45dfa3", "{file}");
     assert!(file["seconds"].as_f64().unwrap_or(0.0) > 5.0, "{file}");
-    assert!(file["peaks"]["othersOnly"].as_f64().unwrap_or(0.0) > 0.01, "{file}");
-    assert!(file["peaks"]["recorderOnly"].as_f64().unwrap_or(0.0) > 0.01, "{file}");
-    assert!(file["peaks"]["nobody"].as_f64().unwrap_or(1.0) < 0.005, "{file}");
+    assert!(
+        file["peaks"]["othersOnly"].as_f64().unwrap_or(0.0) > 0.01,
+        "{file}"
+    );
+    assert!(
+        file["peaks"]["recorderOnly"].as_f64().unwrap_or(0.0) > 0.01,
+        "{file}"
+    );
+    assert!(
+        file["peaks"]["nobody"].as_f64().unwrap_or(1.0) < 0.005,
+        "{file}"
+    );
     assert_eq!(rec["consent"]["order"][0], "asked", "{rec}");
 
     // The file on disk.
@@ -64,7 +73,14 @@ async fn the_host_records_everyone_and_a_member_downloads_a_playable_webm_opus_f
         assert_eq!(mode, 0o600);
     }
     if let Ok(out) = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&path)
         .output()
     {
