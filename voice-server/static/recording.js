@@ -207,6 +207,8 @@ export function createRecording(deps) {
   let busy = false;
   const lists = {}; // chatRoomId → { items, error, loading }
   let listedRoom = null;
+  // False once the server said RECORDING_UNAVAILABLE (no storage): the controls go away.
+  let available = true;
   const consents = loadConsents();
 
   const me = () => {
@@ -244,6 +246,7 @@ export function createRecording(deps) {
       const r = await app.request('listRecordings', { roomId: chatRoomId });
       lists[chatRoomId] = { items: r.recordings || [], error: null, loading: false };
     } catch (e) {
+      if (e.code === 'RECORDING_UNAVAILABLE') available = false;
       lists[chatRoomId] = { items: [], error: recordingErrorText(e), loading: false, code: e.code };
     }
     render(deps.state());
@@ -281,6 +284,7 @@ export function createRecording(deps) {
       }
       deps.refreshVoiceRoom(chatRoomId);
     } catch (e) {
+      if (e.code === 'RECORDING_UNAVAILABLE') available = false;
       deps.notice(chatRoomId, `Could not start recording. ${recordingErrorText(e)}`, 'error');
     } finally {
       busy = false;
@@ -398,7 +402,7 @@ export function createRecording(deps) {
     if (btn) {
       const mayRecord = !!(vr && user && (vr.masterUserId === user || amAdmin(state, chat)));
       const mayStop = !!(rec && (mayRecord || rec.by === user));
-      btn.hidden = !deps.features.hello || !inRoom || !(rec ? mayStop : mayRecord);
+      btn.hidden = !available || !deps.features.hello || !inRoom || !(rec ? mayStop : mayRecord);
       btn.textContent = rec ? 'Stop recording' : 'Record';
       btn.className = rec ? 'danger' : '';
       btn.disabled = busy;
@@ -408,13 +412,13 @@ export function createRecording(deps) {
     if (!panel) return;
     const room = state.rooms.find((r) => r.roomId === chat);
     const member = !!(room && (room.myState === 'approved' || amAdmin(state, chat)));
-    panel.hidden = !deps.features.hello || !chat || !member;
-    if (panel.hidden) return;
-    if (listedRoom !== chat) {
+    panel.hidden = !available || !deps.features.hello || !chat || !member;
+    if (listedRoom !== chat && member && deps.features.hello && available) {
       listedRoom = chat;
       loadList(chat);
       return;
     }
+    if (panel.hidden) return;
     const list = lists[chat] || { items: [] };
     const ul = $('#recordings-list');
     ul.replaceChildren(
