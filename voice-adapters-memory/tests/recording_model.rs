@@ -13,6 +13,7 @@
 //! - uploads are taken for the last recording exactly while it runs and for the final-chunk
 //!   grace after it stopped.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::executor::block_on;
@@ -28,6 +29,12 @@ use voice_domain::{
     ChatRoomId, ConnectionId, ServiceConfig, Timestamp, UserId, VoiceEvent, VoiceRoom, VoiceRoomId,
     VoiceService,
 };
+
+/// Over a whole run: recordings started, stopped on request, and stopped by themselves (the
+/// recorder left or dropped, the room ended), so the run is known to reach every rule.
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+static STOPPED: AtomicUsize = AtomicUsize::new(0);
+static AUTO_STOPPED: AtomicUsize = AtomicUsize::new(0);
 
 struct P;
 
@@ -205,6 +212,7 @@ impl World {
                 let got = block_on(self.service.start_recording(&self.conn(u), &id));
                 prop_assert_eq!(got.as_ref().map(|_| ()).map_err(|e| e.code()), expected);
                 if let Ok(r) = got {
+                    STARTED.fetch_add(1, Ordering::Relaxed);
                     let rec = r.running_recording().expect("started");
                     prop_assert_eq!(&rec.by, &me);
                     self.last = Some(rec.id.clone());
@@ -234,6 +242,9 @@ impl World {
                 };
                 let got = block_on(self.service.stop_recording(&self.conn(u), &id));
                 prop_assert_eq!(got.as_ref().map(|_| ()).map_err(|e| e.code()), expected);
+                if got.is_ok() {
+                    STOPPED.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         self.check()
@@ -246,7 +257,17 @@ impl World {
                     prop_assert!(self.told.is_none(), "two recordings at once");
                     self.told = Some(recording_id);
                 }
-                VoiceEvent::RecordingStopped { recording_id, .. } => {
+                VoiceEvent::RecordingStopped {
+                    recording_id,
+                    reason,
+                    ..
+                } => {
+                    if !matches!(
+                        reason,
+                        voice_domain::recording::RecordingStopReason::Stopped { .. }
+                    ) {
+                        AUTO_STOPPED.fetch_add(1, Ordering::Relaxed);
+                    }
                     prop_assert_eq!(self.told.take(), Some(recording_id));
                 }
                 _ => {}
@@ -292,18 +313,39 @@ impl NowForTest for ManualClock {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(500),
+#[test]
+fn recording_rules_hold_over_random_histories() {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1000u32);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
         ..ProptestConfig::default()
-    })]
-
-    #[test]
-    fn recording_rules_hold_over_random_histories(ops in prop::collection::vec(op(), 1..60)) {
+    });
+    if let Err(e) = runner.run(&prop::collection::vec(op(), 1..60), |ops| {
         let mut w = World::new();
         for op in &ops {
             w.step(op)?;
         }
+        Ok(())
+    }) {
+        panic!("{e}");
+    }
+    let (started, stopped, auto) = (
+        STARTED.load(Ordering::Relaxed),
+        STOPPED.load(Ordering::Relaxed),
+        AUTO_STOPPED.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "recordings started {started}, stopped on request {stopped}, stopped by themselves {auto}"
+    );
+    if cases >= 100 {
+        assert!(
+            started > 0 && stopped > 0 && auto > 0,
+            "the run no longer reaches every rule: started {started}, stopped {stopped}, auto {auto}"
+        );
     }
 }
 
