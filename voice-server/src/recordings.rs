@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -663,10 +663,14 @@ async fn upload_inner(
     routes.store.append(&id, seq, bytes.to_vec()).await
 }
 
-/// The download link's query.
-#[derive(Deserialize)]
-pub struct DownloadQuery {
-    token: Option<String>,
+/// The `token` parameter of a download link's query. Read by hand, not by a query extractor,
+/// so that a malformed query is a JSON `401` like any bad link, not the extractor's plain-text
+/// `400`. Tokens are base64url and `.`, which need no decoding.
+fn token_param(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .filter(|t| !t.is_empty())
 }
 
 /// `GET /recordings/{id}?token=…`: the file, for the user the link was minted for, if that
@@ -674,9 +678,9 @@ pub struct DownloadQuery {
 pub async fn download(
     State(routes): State<Option<RecordingRoutes>>,
     UrlPath(raw): UrlPath<String>,
-    Query(q): Query<DownloadQuery>,
+    RawQuery(query): RawQuery,
 ) -> Response {
-    match download_inner(routes, &raw, q).await {
+    match download_inner(routes, &raw, token_param(query.as_deref())).await {
         Ok(r) => r,
         Err(r) => r.into_response(),
     }
@@ -685,13 +689,13 @@ pub async fn download(
 async fn download_inner(
     routes: Option<RecordingRoutes>,
     raw: &str,
-    q: DownloadQuery,
+    token: Option<&str>,
 ) -> Result<Response, HttpRefusal> {
     let routes = routes.ok_or_else(disabled)?;
     let id = parse_id(raw)?;
-    let token = q.token.ok_or_else(HttpRefusal::unauthorized)?;
+    let token = token.ok_or_else(HttpRefusal::unauthorized)?;
     let now = SystemClock.now();
-    let claims = routes.store.verify(&token, "dl", &id, now)?;
+    let claims = routes.store.verify(token, "dl", &id, now)?;
     let not_found = || {
         HttpRefusal::new(
             StatusCode::NOT_FOUND,

@@ -210,7 +210,7 @@ async fn the_master_records_everyone_is_told_and_members_download_the_file() {
         b"x",
     )
     .await;
-    assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!((r.status, r.code()), (400, "BAD_REQUEST".into()));
     let r = http(
         &app,
         "POST",
@@ -296,7 +296,26 @@ async fn the_master_records_everyone_is_told_and_members_download_the_file() {
     .await;
     assert_eq!(r.status, 401);
     let r = http(&app, "GET", &format!("/recordings/{rid}"), &[], b"").await;
-    assert_eq!(r.status, 401);
+    assert_eq!((r.status, r.code()), (401, "UNAUTHORIZED".into()));
+    // Garbage in the query or the path: a JSON refusal, never the framework's plain text.
+    let r = http(
+        &app,
+        "GET",
+        &format!("/recordings/{rid}?token=%ZZ&&="),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (401, "UNAUTHORIZED".into()));
+    let r = http(
+        &app,
+        "GET",
+        "/recordings/%2E%2E%2Fvoice.sqlite3?token=x",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (400, "BAD_REQUEST".into()));
 
     // A member removed since the link was handed out is refused when using it (a stolen
     // link of a removed member is worth nothing).
