@@ -102,6 +102,7 @@ async function run(browser) {
     });
     summary.timings.recordingStartedAt = Date.now();
     for (const u of [alice, bob, carol]) await waitText(u, '#recording-indicator', '● Recording');
+    for (const u of [alice, bob]) await waitText(u, '#recording-top', '● Recording');
     await waitText(carol, '#recording-notice', 'If you join, your voice will be recorded too');
   });
   const t0 = summary.timings.recordingStartedAt;

@@ -164,6 +164,7 @@ class Recorder {
       if (res && res.ok) {
         const body = await res.json().catch(() => ({}));
         if (typeof body.bytes === 'number') this.uploadedBytes = body.bytes;
+        if (this.onProgress) this.onProgress();
         return;
       }
       if (res && res.status !== 408 && res.status < 500) {
@@ -275,6 +276,7 @@ export function createRecording(deps) {
       try {
         recorder = { chatRoomId, voiceRoomId, recordingId: grant.recordingId, rec: null };
         recorder.rec = new Recorder(grant, session, deps, recorderDone);
+        recorder.rec.onProgress = () => render(deps.state());
         deps.log(`Recording ${grant.recordingId} started`);
       } catch (e) {
         recorder = null;
@@ -321,6 +323,9 @@ export function createRecording(deps) {
 
   function ensureDom() {
     if ($('#record-button')) return;
+    // In the top bar too: someone in a recorded voice chat who opens another room still sees it.
+    const top = $('#voice-indicator');
+    if (top) top.before(h('span', { id: 'recording-top', className: 'pill pill-rec', textContent: '● Recording', hidden: true }));
     const head = $('#voice-panel .section-head');
     if (head) head.append(h('span', { id: 'recording-indicator', className: 'pill pill-rec', textContent: '● Recording', title: 'This voice chat is being recorded', hidden: true }));
     const buttons = $('#voice-buttons');
@@ -383,6 +388,13 @@ export function createRecording(deps) {
     // A recording of ours whose session ended here (we left): stop making it.
     if (recorder && !(session && session.voiceRoomId === recorder.voiceRoomId)) recorder.rec.stop();
 
+    const mine = session ? runningRecording(state.voiceRooms[session.chatRoomId]) : null;
+    const top = $('#recording-top');
+    if (top) {
+      top.hidden = !mine;
+      top.title = mine ? `The voice chat you are in is being recorded by ${nameOf(mine.by)}` : '';
+      top.textContent = recorder ? `● Recording (${sizeText(recorder.rec.uploadedBytes)} saved)` : '● Recording';
+    }
     const ind = $('#recording-indicator');
     if (ind) {
       ind.hidden = !rec;
