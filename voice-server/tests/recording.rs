@@ -405,3 +405,43 @@ async fn without_a_recordings_dir_recording_is_unavailable_and_nothing_changes()
     let r = http(&app, "POST", "/recordings/rec-1/chunks", &[], b"x").await;
     assert_eq!((r.status, r.code()), (404, "RECORDING_UNAVAILABLE".into()));
 }
+
+#[tokio::test]
+async fn recordings_past_their_retention_are_deleted_and_their_links_die() {
+    let limits = RecordingLimits {
+        retention: Duration::from_secs(2),
+        ..RecordingLimits::default()
+    };
+    let (app, dir) = app_with(limits).await;
+    let (_ada, mut bo, mut cy, _dee, room, vr) = world(&app).await;
+    let started = bo.ok("startRecording", json!({"voiceRoomId": vr})).await;
+    let grant = started["upload"].clone();
+    let rid = grant["recordingId"].as_str().unwrap().to_owned();
+    assert_eq!(upload(&app, &grant, 0, EBML).await.status, 200);
+    bo.ok("stopRecording", json!({"voiceRoomId": vr})).await;
+    let list = cy.ok("listRecordings", json!({"roomId": room})).await;
+    let url = list["recordings"][0]["downloadUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let file = dir.path().join("recordings").join(format!("{rid}.webm"));
+    assert!(file.exists());
+    // The pruner runs every quarter of the retention (at least every second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the recording outlived its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!dir
+        .path()
+        .join("recordings")
+        .join(format!("{rid}.json"))
+        .exists());
+    let list = cy.ok("listRecordings", json!({"roomId": room})).await;
+    assert_eq!(list["recordings"], json!([]));
+    let r = http(&app, "GET", &url, &[], b"").await;
+    assert_eq!((r.status, r.code()), (404, "RECORDING_NOT_FOUND".into()));
+}
