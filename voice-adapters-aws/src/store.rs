@@ -79,6 +79,10 @@ pub mod attr {
     pub const EXPIRES_AT: &str = "expiresAt";
     /// (S) On a lock item: the chat room's active voice room.
     pub const LOCK_HOLDER: &str = "activeVoiceRoomId";
+    /// (S, JSON) The running recording, or the last one once stopped: `{"id", "by",
+    /// "startedAt", "stopped": {"at", "reason": {"kind", ...}}}` (the domain's serde shape).
+    /// Absent when the room was never recorded.
+    pub const RECORDING: &str = "recording";
 }
 
 /// `itemType` of a room item.
@@ -586,6 +590,12 @@ pub fn room_to_item(
         conns.dedup();
         item.insert(attr::CONNECTION_IDS.into(), AttributeValue::Ss(conns));
     }
+    if let Some(rec) = &p.recording {
+        // The domain's own shape: always serialises (ids, numbers, an enum).
+        if let Ok(json) = serde_json::to_string(rec) {
+            item.insert(attr::RECORDING.into(), s(&json));
+        }
+    }
     match &p.status {
         RoomStatus::Active => {
             item.insert(attr::STATUS.into(), s("active"));
@@ -736,6 +746,13 @@ pub fn room_from_item(item: &HashMap<String, AttributeValue>) -> Result<VoiceRoo
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
+    let recording = match item.get(attr::RECORDING) {
+        None => None,
+        Some(_) => Some(
+            serde_json::from_str(get_s(item, attr::RECORDING)?)
+                .map_err(|e| corrupt(format!("attribute recording: {e}")))?,
+        ),
+    };
     Ok(VoiceRoom::from_parts(VoiceRoomParts {
         id,
         chat_room,
@@ -746,6 +763,7 @@ pub fn room_from_item(item: &HashMap<String, AttributeValue>) -> Result<VoiceRoo
         version,
         created_at,
         server_muted,
+        recording,
     })?)
 }
 
@@ -847,6 +865,26 @@ mod tests {
             m.insert("reconnectingSince".into(), s("soon"));
         }
         item.insert(attr::PARTICIPANTS.into(), AttributeValue::L(list));
+        assert!(room_from_item(&item).is_err());
+    }
+
+    #[test]
+    fn the_recording_state_round_trips_running_and_stopped() {
+        let mut room = room();
+        let alice = UserId::parse("alice").unwrap();
+        let id = voice_domain::recording::RecordingId::parse("rec-1").unwrap();
+        room.start_recording(&alice, false, id, Timestamp::from_millis(1_700_000_003_000))
+            .unwrap();
+        let mut item = room_to_item(&room, DEFAULT_ENDED_RETENTION);
+        assert_eq!(room_from_item(&item).unwrap(), room);
+        room.end(&alice, false, Timestamp::from_millis(1_700_000_004_000))
+            .unwrap();
+        assert_eq!(
+            room_from_item(&room_to_item(&room, DEFAULT_ENDED_RETENTION)).unwrap(),
+            room
+        );
+        // A broken value is corrupt, not a panic.
+        item.insert(attr::RECORDING.into(), s("{"));
         assert!(room_from_item(&item).is_err());
     }
 

@@ -50,6 +50,29 @@ pub async fn store_contract<S: VoiceRoomStore>(store: &S, namespace: &str) {
     connection_index_follows_participants(store, namespace).await;
     reconnecting_and_resume_are_kept(store, namespace).await;
     concurrent_starts_yield_one_winner(store, namespace, 24).await;
+    recording_state_is_kept(store, namespace).await;
+}
+
+/// A room's recording (running, then stopped with the room's end) is read back as written.
+pub async fn recording_state_is_kept<S: VoiceRoomStore>(store: &S, ns: &str) {
+    let t = |ms: u64| Timestamp::from_millis(1_700_000_000_000 + ms);
+    let mut room = sample_room(ns, "rec", "rec-chat", "alice", "rec-c1");
+    store.create_if_none_active(&room).await.expect("create");
+    let alice: UserId = id(format!("{ns}-alice"));
+    let rec = crate::recording::RecordingId::from_unique(&format!("{ns}-1"));
+    room.start_recording(&alice, false, rec, t(100))
+        .expect("start recording");
+    room.bump_version();
+    store.update(&room).await.expect("update recording");
+    let read = store.get(room.id()).await.expect("get").expect("stored");
+    assert_eq!(read, room, "a running recording is read back");
+    assert!(read.is_recording(), "still recording after a read");
+    room.end(&alice, false, t(200)).expect("end");
+    room.bump_version();
+    store.update(&room).await.expect("update ended");
+    let read = store.get(room.id()).await.expect("get").expect("stored");
+    assert_eq!(read, room, "the stopped recording is read back");
+    assert!(!read.is_recording() && read.recording().is_some());
 }
 
 /// What is stored is what is read back, participants and all.

@@ -622,3 +622,162 @@ mod tests {
         assert!(!e.to_string().contains("quota"));
     }
 }
+
+/// `startRecording` refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartRecordingError {
+    /// Caller unknown or not an approved member.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// No such voice room.
+    #[error("voice room not found; check the voice room id")]
+    VoiceRoomNotFound,
+    /// The room has ended.
+    #[error("this voice room has ended")]
+    Ended,
+    /// The caller is not a connected participant: the recording is made in the recorder's
+    /// browser, which must be in the room.
+    #[error("join the voice room first: the recording is made in your browser")]
+    NotParticipant,
+    /// The caller is neither the room's master nor the chat room's admin.
+    #[error("only the voice room's master or the chat room's admin can start a recording")]
+    NotAllowed,
+    /// A recording is running already.
+    #[error("this voice room is already being recorded")]
+    AlreadyRecording,
+    /// A dependency failed; nothing changed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+/// `stopRecording` refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StopRecordingError {
+    /// The connection is unknown.
+    #[error("{}", AccessError::NotIdentified)]
+    NotIdentified,
+    /// No such voice room.
+    #[error("voice room not found; check the voice room id")]
+    VoiceRoomNotFound,
+    /// The room has ended (its recording stopped with it).
+    #[error("this voice room has ended; its recording stopped with it")]
+    Ended,
+    /// Nothing is being recorded.
+    #[error("this voice room is not being recorded")]
+    NotRecording,
+    /// The caller is neither the master, the chat room's admin nor the recorder.
+    #[error("only the voice room's master, the chat room's admin or whoever started the recording can stop it")]
+    NotAllowed,
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+/// Why an upload to a recording is not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordingUploadError {
+    /// No such voice room.
+    #[error("voice room not found")]
+    VoiceRoomNotFound,
+    /// The recording is not this room's, or stopped more than the final-chunk grace ago.
+    #[error("this recording has stopped; start a new one to record more")]
+    Closed,
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+/// `listRecordings` and downloads: the caller may not see the chat room's recordings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordingAccessError {
+    /// Caller unknown or not an approved member.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+dependency_from!(
+    StartRecordingError,
+    StopRecordingError,
+    RecordingUploadError,
+    RecordingAccessError
+);
+
+impl UseCaseError for StartRecordingError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Access(a) => a.code(),
+            Self::VoiceRoomNotFound => "VOICE_ROOM_NOT_FOUND",
+            Self::Ended => "VOICE_ROOM_ENDED",
+            Self::NotParticipant => "NOT_PARTICIPANT",
+            Self::NotAllowed => "NOT_ALLOWED",
+            Self::AlreadyRecording => "ALREADY_RECORDING",
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Access(a) => a.class(),
+            Self::VoiceRoomNotFound => ErrorClass::NotFound,
+            Self::Ended | Self::NotParticipant | Self::AlreadyRecording => ErrorClass::Conflict,
+            Self::NotAllowed => ErrorClass::Forbidden,
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
+
+impl UseCaseError for StopRecordingError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NotIdentified => "NOT_IDENTIFIED",
+            Self::VoiceRoomNotFound => "VOICE_ROOM_NOT_FOUND",
+            Self::Ended => "VOICE_ROOM_ENDED",
+            Self::NotRecording => "NOT_RECORDING",
+            Self::NotAllowed => "NOT_ALLOWED",
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::NotIdentified => ErrorClass::Unauthenticated,
+            Self::VoiceRoomNotFound => ErrorClass::NotFound,
+            Self::Ended | Self::NotRecording => ErrorClass::Conflict,
+            Self::NotAllowed => ErrorClass::Forbidden,
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
+
+impl UseCaseError for RecordingUploadError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::VoiceRoomNotFound => "VOICE_ROOM_NOT_FOUND",
+            Self::Closed => "RECORDING_CLOSED",
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::VoiceRoomNotFound => ErrorClass::NotFound,
+            Self::Closed => ErrorClass::Conflict,
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
+
+impl UseCaseError for RecordingAccessError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Access(a) => a.code(),
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Access(a) => a.class(),
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}

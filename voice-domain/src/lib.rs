@@ -31,6 +31,7 @@ pub mod ids;
 pub mod pool;
 pub mod ports;
 pub mod protocol;
+pub mod recording;
 pub mod room;
 pub mod service;
 pub mod time;

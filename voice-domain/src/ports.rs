@@ -378,6 +378,11 @@ pub trait IdGenerator: Send + Sync + 'static {
     fn voice_room_id(&self) -> VoiceRoomId;
     /// A new `voice-{unique}` channel name.
     fn channel_name(&self) -> ChannelName;
+    /// A new recording id. Unique as long as [`IdGenerator::voice_room_id`] is (it is derived
+    /// from one), so every existing generator has it.
+    fn recording_id(&self) -> crate::recording::RecordingId {
+        crate::recording::RecordingId::from_unique(self.voice_room_id().as_str())
+    }
 }
 
 /// The set of adapters a [`VoiceService`](crate::service::VoiceService) runs on. One type per

@@ -28,6 +28,8 @@ pub const VOICE_ACTIONS: &[&str] = &[
     "setMute",
     "serverMute",
     "getVoiceRoom",
+    "startRecording",
+    "stopRecording",
 ];
 
 /// A voice request as it arrives (ids not yet validated).
@@ -79,6 +81,16 @@ pub enum VoiceRequest {
         /// The chat room.
         room_id: String,
     },
+    /// Start recording a voice room (master or chat admin, in the room).
+    StartRecording {
+        /// The voice room.
+        voice_room_id: String,
+    },
+    /// Stop recording a voice room (master, chat admin or the recorder).
+    StopRecording {
+        /// The voice room.
+        voice_room_id: String,
+    },
 }
 
 /// A voice request with validated ids: what the entrypoints hand to the service.
@@ -98,6 +110,10 @@ pub enum VoiceCommand {
     ServerMute(VoiceRoomId, UserId, bool),
     /// `getVoiceRoom`.
     Get(ChatRoomId),
+    /// `startRecording`.
+    StartRecording(VoiceRoomId),
+    /// `stopRecording`.
+    StopRecording(VoiceRoomId),
 }
 
 impl VoiceRequest {
@@ -131,6 +147,12 @@ impl VoiceRequest {
                 muted,
             ),
             Self::GetVoiceRoom { room_id } => VoiceCommand::Get(ChatRoomId::parse(room_id)?),
+            Self::StartRecording { voice_room_id } => {
+                VoiceCommand::StartRecording(VoiceRoomId::parse(voice_room_id)?)
+            }
+            Self::StopRecording { voice_room_id } => {
+                VoiceCommand::StopRecording(VoiceRoomId::parse(voice_room_id)?)
+            }
         })
     }
 }
@@ -146,6 +168,8 @@ impl VoiceCommand {
             Self::SetMute(..) => "setMute",
             Self::ServerMute(..) => "serverMute",
             Self::Get(_) => "getVoiceRoom",
+            Self::StartRecording(_) => "startRecording",
+            Self::StopRecording(_) => "stopRecording",
         }
     }
 }
@@ -295,6 +319,22 @@ pub struct VoiceRoomView {
     /// Why it ended, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_reason: Option<EndReason>,
+    /// The running recording, if the room is being recorded (absent otherwise): a client shows
+    /// it to everyone in the room and tells a joiner before capturing its audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingView>,
+}
+
+/// A running recording as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingView {
+    /// The recording.
+    pub recording_id: String,
+    /// Who records it.
+    pub by: String,
+    /// Since when, ms since epoch.
+    pub started_at: u64,
 }
 
 impl From<&VoiceRoom> for VoiceRoomView {
@@ -330,6 +370,11 @@ impl From<&VoiceRoom> for VoiceRoomView {
                 .collect(),
             capacity: r.capacity().get(),
             ended_reason,
+            recording: r.running_recording().map(|rec| RecordingView {
+                recording_id: rec.id.to_string(),
+                by: rec.by.to_string(),
+                started_at: rec.started_at.as_millis(),
+            }),
         }
     }
 }

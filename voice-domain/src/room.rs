@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChannelArn, ChannelName, ChatRoomId, ConnectionId, UserId, VoiceRoomId};
+use crate::recording::{Recording, RecordingId, RecordingStop, RecordingStopReason};
 use crate::time::Timestamp;
 
 /// Upper bound on room capacity. A KVS channel takes at most 10 viewers, and in a full mesh each
@@ -258,6 +259,31 @@ pub enum VoiceEvent {
         /// Why.
         reason: EndReason,
     },
+    /// The room is being recorded from now on: every participant's client shows it, and a
+    /// joiner is told before its audio is captured.
+    #[serde(rename_all = "camelCase")]
+    RecordingStarted {
+        /// The room.
+        voice_room_id: VoiceRoomId,
+        /// Its chat room.
+        chat_room_id: ChatRoomId,
+        /// The recording.
+        recording_id: RecordingId,
+        /// Who records it.
+        by: UserId,
+    },
+    /// The recording stopped (what was uploaded is kept as a finished file).
+    #[serde(rename_all = "camelCase")]
+    RecordingStopped {
+        /// The room.
+        voice_room_id: VoiceRoomId,
+        /// Its chat room.
+        chat_room_id: ChatRoomId,
+        /// The recording.
+        recording_id: RecordingId,
+        /// Why.
+        reason: RecordingStopReason,
+    },
 }
 
 impl VoiceEvent {
@@ -271,7 +297,9 @@ impl VoiceEvent {
             | VoiceEvent::ParticipantReconnecting { chat_room_id, .. }
             | VoiceEvent::ParticipantResumed { chat_room_id, .. }
             | VoiceEvent::MasterChanged { chat_room_id, .. }
-            | VoiceEvent::VoiceEnded { chat_room_id, .. } => chat_room_id,
+            | VoiceEvent::VoiceEnded { chat_room_id, .. }
+            | VoiceEvent::RecordingStarted { chat_room_id, .. }
+            | VoiceEvent::RecordingStopped { chat_room_id, .. } => chat_room_id,
         }
     }
 }
@@ -308,6 +336,15 @@ pub enum TransitionError {
     /// The channel given to a joiner is already someone else's.
     #[error("the signaling channel is already used by another participant")]
     ChannelInUse,
+    /// The user may not start or stop a recording.
+    #[error("only the voice room's master or the chat room's admin may start or stop a recording")]
+    NotAllowedToRecord,
+    /// A recording is already running.
+    #[error("the voice room is already being recorded")]
+    AlreadyRecording,
+    /// No recording is running.
+    #[error("the voice room is not being recorded")]
+    NotRecording,
 }
 
 /// A room rebuilt from storage broke an invariant. Adapters return this (wrapped in their port
@@ -343,6 +380,10 @@ pub struct VoiceRoomParts {
     /// before server mute existed, which read as nobody muted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_muted: Vec<UserId>,
+    /// The running recording, or the last one once stopped (absent in rooms stored before
+    /// recording existed, and in rooms never recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<Recording>,
 }
 
 /// A voice room. Fields are private so that every change goes through a transition that keeps
@@ -461,6 +502,7 @@ impl VoiceRoom {
                 version: 1,
                 created_at: now,
                 server_muted: Vec::new(),
+                recording: None,
             },
         };
         let events = vec![
@@ -499,6 +541,20 @@ impl VoiceRoom {
         }
         if parts.participants.len() > usize::from(parts.capacity.get()) {
             return Err(CorruptRoom("more participants than capacity".into()));
+        }
+        if let Some(r) = parts.recording.as_ref().filter(|r| r.is_running()) {
+            if !active {
+                return Err(CorruptRoom("an ended room is still recording".into()));
+            }
+            if !parts
+                .participants
+                .iter()
+                .any(|p| p.user == r.by && !p.is_reconnecting())
+            {
+                return Err(CorruptRoom(
+                    "the recorder is not a connected participant".into(),
+                ));
+            }
         }
         for (i, p) in parts.participants.iter().enumerate() {
             if parts.participants[..i]
@@ -619,14 +675,17 @@ impl VoiceRoom {
             }
             let previous = std::mem::replace(&mut p.connection, connection);
             p.reconnecting_since = None;
-            return Ok(JoinOutcome::Reconnected {
-                previous,
-                events: vec![VoiceEvent::ParticipantResumed {
-                    voice_room_id: self.parts.id.clone(),
-                    chat_room_id: self.parts.chat_room.clone(),
-                    user,
-                }],
+            // The old connection's browser was recording; the new one is not.
+            let mut events: Vec<VoiceEvent> = self
+                .stop_recording_of(&user, RecordingStopReason::RecorderDisconnected, now)
+                .into_iter()
+                .collect();
+            events.push(VoiceEvent::ParticipantResumed {
+                voice_room_id: self.parts.id.clone(),
+                chat_room_id: self.parts.chat_room.clone(),
+                user,
             });
+            return Ok(JoinOutcome::Reconnected { previous, events });
         }
         if self.is_full() {
             return Err(TransitionError::Full {
@@ -680,12 +739,14 @@ impl VoiceRoom {
             .position(|p| &p.user == user)
             .ok_or(TransitionError::NotParticipant)?;
         let gone = self.parts.participants.remove(idx);
-        let mut events = vec![VoiceEvent::ParticipantLeft {
+        let stopped = self.stop_recording_of(user, RecordingStopReason::RecorderLeft, now);
+        let mut events: Vec<VoiceEvent> = stopped.into_iter().collect();
+        events.push(VoiceEvent::ParticipantLeft {
             voice_room_id: self.parts.id.clone(),
             chat_room_id: self.parts.chat_room.clone(),
             user: gone.user.clone(),
             reason,
-        }];
+        });
         let released = vec![gone.channel];
         match self.parts.participants.first() {
             None => {
@@ -833,11 +894,17 @@ impl VoiceRoom {
             return Ok(None);
         };
         p.reconnecting_since = Some(now);
-        Ok(Some(vec![VoiceEvent::ParticipantReconnecting {
+        let user = p.user.clone();
+        let mut events: Vec<VoiceEvent> = self
+            .stop_recording_of(&user, RecordingStopReason::RecorderDisconnected, now)
+            .into_iter()
+            .collect();
+        events.push(VoiceEvent::ParticipantReconnecting {
             voice_room_id: self.parts.id.clone(),
             chat_room_id: self.parts.chat_room.clone(),
-            user: p.user.clone(),
-        }]))
+            user,
+        });
+        Ok(Some(events))
     }
 
     /// Marks every participant reconnecting as of `now`, whatever it was: after a restart no
@@ -849,17 +916,22 @@ impl VoiceRoom {
             return Vec::new();
         }
         let (id, chat) = (self.parts.id.clone(), self.parts.chat_room.clone());
-        self.parts
-            .participants
-            .iter_mut()
-            .map(|p| {
+        let stopped = self
+            .running_recording()
+            .map(|r| r.by.clone())
+            .and_then(|by| {
+                self.stop_recording_of(&by, RecordingStopReason::RecorderDisconnected, now)
+            });
+        stopped
+            .into_iter()
+            .chain(self.parts.participants.iter_mut().map(|p| {
                 p.reconnecting_since = Some(now);
                 VoiceEvent::ParticipantReconnecting {
                     voice_room_id: id.clone(),
                     chat_room_id: chat.clone(),
                     user: p.user.clone(),
                 }
-            })
+            }))
             .collect()
     }
 
@@ -940,6 +1012,7 @@ impl VoiceRoom {
         reason: EndReason,
         now: Timestamp,
     ) -> (Vec<VoiceEvent>, Vec<SignalingChannel>) {
+        let stopped = self.stop_running_recording(RecordingStopReason::RoomEnded, now);
         let channels = self
             .parts
             .participants
@@ -950,12 +1023,135 @@ impl VoiceRoom {
             at: now,
             reason: reason.clone(),
         };
-        let events = vec![VoiceEvent::VoiceEnded {
+        let mut events: Vec<VoiceEvent> = stopped.into_iter().collect();
+        events.push(VoiceEvent::VoiceEnded {
             voice_room_id: self.parts.id.clone(),
             chat_room_id: self.parts.chat_room.clone(),
             reason,
-        }];
+        });
         (events, channels)
+    }
+
+    /// The running recording, or the last one once stopped.
+    pub fn recording(&self) -> Option<&Recording> {
+        self.parts.recording.as_ref()
+    }
+
+    /// The running recording, if any.
+    pub fn running_recording(&self) -> Option<&Recording> {
+        self.parts.recording.as_ref().filter(|r| r.is_running())
+    }
+
+    /// Whether the room is being recorded.
+    pub fn is_recording(&self) -> bool {
+        self.running_recording().is_some()
+    }
+
+    /// Starts recording `id` in `by`'s browser. `by` must be a connected participant and the
+    /// room's master or (`by_is_chat_admin`) the chat room's admin.
+    ///
+    /// # Errors
+    /// [`TransitionError::Ended`], [`TransitionError::NotParticipant`],
+    /// [`TransitionError::NotAllowedToRecord`] or [`TransitionError::AlreadyRecording`].
+    pub fn start_recording(
+        &mut self,
+        by: &UserId,
+        by_is_chat_admin: bool,
+        id: RecordingId,
+        now: Timestamp,
+    ) -> Result<Vec<VoiceEvent>, TransitionError> {
+        if !self.is_active() {
+            return Err(TransitionError::Ended);
+        }
+        if self.participant(by).is_none_or(|p| p.is_reconnecting()) {
+            return Err(TransitionError::NotParticipant);
+        }
+        if &self.parts.master != by && !by_is_chat_admin {
+            return Err(TransitionError::NotAllowedToRecord);
+        }
+        if self.is_recording() {
+            return Err(TransitionError::AlreadyRecording);
+        }
+        self.parts.recording = Some(Recording {
+            id: id.clone(),
+            by: by.clone(),
+            started_at: now,
+            stopped: None,
+        });
+        Ok(vec![VoiceEvent::RecordingStarted {
+            voice_room_id: self.parts.id.clone(),
+            chat_room_id: self.parts.chat_room.clone(),
+            recording_id: id,
+            by: by.clone(),
+        }])
+    }
+
+    /// Stops the running recording on `by`'s request: the master, the chat room's admin or the
+    /// recorder may.
+    ///
+    /// # Errors
+    /// [`TransitionError::Ended`], [`TransitionError::NotRecording`] or
+    /// [`TransitionError::NotAllowedToRecord`].
+    pub fn stop_recording(
+        &mut self,
+        by: &UserId,
+        by_is_chat_admin: bool,
+        now: Timestamp,
+    ) -> Result<Vec<VoiceEvent>, TransitionError> {
+        if !self.is_active() {
+            return Err(TransitionError::Ended);
+        }
+        let recorder = self
+            .running_recording()
+            .map(|r| r.by.clone())
+            .ok_or(TransitionError::NotRecording)?;
+        if &self.parts.master != by && !by_is_chat_admin && &recorder != by {
+            return Err(TransitionError::NotAllowedToRecord);
+        }
+        Ok(self
+            .stop_running_recording(RecordingStopReason::Stopped { by: by.clone() }, now)
+            .into_iter()
+            .collect())
+    }
+
+    /// Whether the recorder may upload to recording `id` at `now` (it is this room's, and it
+    /// runs or stopped less than [`crate::recording::FINAL_CHUNK_GRACE`] ago).
+    pub fn accepts_upload(&self, id: &RecordingId, now: Timestamp) -> bool {
+        self.recording()
+            .is_some_and(|r| &r.id == id && r.accepts_upload(now))
+    }
+
+    /// Stops the running recording if `user` is its recorder.
+    fn stop_recording_of(
+        &mut self,
+        user: &UserId,
+        reason: RecordingStopReason,
+        now: Timestamp,
+    ) -> Option<VoiceEvent> {
+        if self.running_recording().is_some_and(|r| &r.by == user) {
+            self.stop_running_recording(reason, now)
+        } else {
+            None
+        }
+    }
+
+    /// Stops the running recording, if any, and returns its `recordingStopped`.
+    fn stop_running_recording(
+        &mut self,
+        reason: RecordingStopReason,
+        now: Timestamp,
+    ) -> Option<VoiceEvent> {
+        let r = self.parts.recording.as_mut().filter(|r| r.is_running())?;
+        r.stopped = Some(RecordingStop {
+            at: now,
+            reason: reason.clone(),
+        });
+        Some(VoiceEvent::RecordingStopped {
+            voice_room_id: self.parts.id.clone(),
+            chat_room_id: self.parts.chat_room.clone(),
+            recording_id: r.id.clone(),
+            reason,
+        })
     }
 
     /// The connection plan of `user`: master of its own channel, viewer on every earlier

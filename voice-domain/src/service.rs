@@ -29,6 +29,9 @@ use crate::errors::{
     JoinVoiceError, LeaveVoiceError, PortName, RestartError, ServerMuteError, SetMuteError,
     StartVoiceError, SweepError,
 };
+use crate::errors::{
+    RecordingAccessError, RecordingUploadError, StartRecordingError, StopRecordingError,
+};
 use crate::ids::{ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
 use crate::pool::{
     ChannelLease, ChannelPool, LeaseHolder, LeasePolicy, PoolError, PoolSlot,
@@ -39,6 +42,7 @@ use crate::ports::{
     CredentialRequest, IdGenerator, IssuedCredentials, Membership, Notifier, NotifyError,
     PortFailure, Ports, SignalingChannels, StoreError, VoiceRoomStore,
 };
+use crate::recording::RecordingId;
 use crate::room::{
     Capacity, ChannelRole, JoinOutcome, LeaveReason, SignalingChannel, TransitionError, VoiceEvent,
     VoiceRoom,
@@ -1136,6 +1140,170 @@ impl<P: Ports> VoiceService<P> {
                 _ => {}
             }
         }
+    }
+
+    /// `startRecording`: the voice room's master or the chat room's admin, as a connected
+    /// participant, starts recording the room in its own browser. Every member of the chat room
+    /// is told (`recordingStarted`); the room view says `recording` from now on, so a joiner is
+    /// told before its audio is captured.
+    ///
+    /// # Errors
+    /// [`StartRecordingError`].
+    #[tracing::instrument(skip(self), fields(connection_id = %caller, voice_room_id = %voice_room))]
+    pub async fn start_recording(
+        &self,
+        caller: &ConnectionId,
+        voice_room: &VoiceRoomId,
+    ) -> Result<VoiceRoom, StartRecordingError> {
+        let user = self
+            .identify(caller)
+            .await?
+            .ok_or(AccessError::NotIdentified)?;
+        let room = self
+            .ports
+            .store
+            .get(voice_room)
+            .await?
+            .ok_or(StartRecordingError::VoiceRoomNotFound)?;
+        let membership = match self.gate(&user, room.chat_room()).await {
+            Ok(m) => m,
+            Err(GateError::Access(a)) => return Err(a.into()),
+            Err(GateError::Dependency(d)) => return Err(d.into()),
+        };
+        let id = self.ports.ids.recording_id();
+        let now = self.ports.clock.now();
+        let (room, events) = self
+            .modify(voice_room, |r| {
+                acting_on(r, &user, caller)?;
+                r.start_recording(&user, membership.is_admin, id.clone(), now)
+                    .map(Some)
+            })
+            .await
+            .map_err(|e| match e {
+                ModifyError::NotFound => StartRecordingError::VoiceRoomNotFound,
+                ModifyError::Rejected(TransitionError::Ended) => StartRecordingError::Ended,
+                ModifyError::Rejected(TransitionError::NotAllowedToRecord) => {
+                    StartRecordingError::NotAllowed
+                }
+                ModifyError::Rejected(TransitionError::AlreadyRecording) => {
+                    StartRecordingError::AlreadyRecording
+                }
+                ModifyError::Rejected(_) => StartRecordingError::NotParticipant,
+                ModifyError::Dependency(d) => StartRecordingError::Dependency(d),
+            })?
+            .expect_changed();
+        info!(user_id = %user, recording_id = %id, "recording started");
+        self.publish(events).await;
+        Ok(room)
+    }
+
+    /// `stopRecording`: the master, the chat room's admin or the recorder stops the running
+    /// recording; the chat room is told (`recordingStopped`).
+    ///
+    /// # Errors
+    /// [`StopRecordingError`].
+    #[tracing::instrument(skip(self), fields(connection_id = %caller, voice_room_id = %voice_room))]
+    pub async fn stop_recording(
+        &self,
+        caller: &ConnectionId,
+        voice_room: &VoiceRoomId,
+    ) -> Result<VoiceRoom, StopRecordingError> {
+        let user = self
+            .identify(caller)
+            .await?
+            .ok_or(StopRecordingError::NotIdentified)?;
+        let room = self
+            .ports
+            .store
+            .get(voice_room)
+            .await?
+            .ok_or(StopRecordingError::VoiceRoomNotFound)?;
+        let is_admin = self
+            .ports
+            .directory
+            .membership(room.chat_room(), &user)
+            .await?
+            .is_some_and(|m| m.is_admin);
+        let now = self.ports.clock.now();
+        let (room, events) = self
+            .modify(voice_room, |r| {
+                // A participant's replaced connection may no longer act for it.
+                if !is_admin && acting_on(r, &user, caller).is_err() {
+                    return Err(TransitionError::NotAllowedToRecord);
+                }
+                r.stop_recording(&user, is_admin, now).map(Some)
+            })
+            .await
+            .map_err(|e| match e {
+                ModifyError::NotFound => StopRecordingError::VoiceRoomNotFound,
+                ModifyError::Rejected(TransitionError::Ended) => StopRecordingError::Ended,
+                ModifyError::Rejected(TransitionError::NotRecording) => {
+                    StopRecordingError::NotRecording
+                }
+                ModifyError::Rejected(_) => StopRecordingError::NotAllowed,
+                ModifyError::Dependency(d) => StopRecordingError::Dependency(d),
+            })?
+            .expect_changed();
+        info!(user_id = %user, "recording stopped");
+        self.publish(events).await;
+        Ok(room)
+    }
+
+    /// Whether an upload to `recording` of `voice_room` is taken now: it is the room's
+    /// recording and runs, or stopped less than the final-chunk grace ago. Returns the room
+    /// (its chat room names where the file belongs).
+    ///
+    /// # Errors
+    /// [`RecordingUploadError`].
+    pub async fn recording_upload(
+        &self,
+        voice_room: &VoiceRoomId,
+        recording: &RecordingId,
+    ) -> Result<VoiceRoom, RecordingUploadError> {
+        let room = self
+            .ports
+            .store
+            .get(voice_room)
+            .await?
+            .ok_or(RecordingUploadError::VoiceRoomNotFound)?;
+        if room.accepts_upload(recording, self.ports.clock.now()) {
+            Ok(room)
+        } else {
+            Err(RecordingUploadError::Closed)
+        }
+    }
+
+    /// The caller may list `chat_room`'s recordings and be handed download links: it is the
+    /// admin or an approved member ([`crate::gate::may_download`]). Returns who it is.
+    ///
+    /// # Errors
+    /// [`RecordingAccessError`].
+    pub async fn recordings_access(
+        &self,
+        caller: &ConnectionId,
+        chat_room: &ChatRoomId,
+    ) -> Result<UserId, RecordingAccessError> {
+        let user = self
+            .identify(caller)
+            .await?
+            .ok_or(AccessError::NotIdentified)?;
+        self.may_download(&user, chat_room).await?;
+        Ok(user)
+    }
+
+    /// `user` may download `chat_room`'s recordings now (checked again when a download link is
+    /// used: a member removed since the link was handed out is refused).
+    ///
+    /// # Errors
+    /// [`RecordingAccessError`].
+    pub async fn may_download(
+        &self,
+        user: &UserId,
+        chat_room: &ChatRoomId,
+    ) -> Result<(), RecordingAccessError> {
+        let membership = self.ports.directory.membership(chat_room, user).await?;
+        crate::gate::may_download(membership)?;
+        Ok(())
     }
 
     /// The user behind a connection.

@@ -19,9 +19,10 @@ use voice_domain::protocol::{
 use voice_domain::service::DisconnectReport;
 use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoom, VoiceRoomId, VoiceService};
 
-use crate::actions::CHAT_ACTIONS;
+use crate::actions::{CHAT_ACTIONS, RECORDING_ACTIONS};
 use crate::envelope::{parse_frame, reply_frame, Envelope, MAX_REQUEST_ID_CHARS};
 use crate::logsafe;
+use crate::recording::{RecordingFiles, RecordingFilesError};
 use crate::signal::{SignalError, SignalKind, SignalRelay, SignalRequest};
 
 /// A refused request, ready for the wire: what the client is told, the class an entrypoint maps
@@ -65,6 +66,16 @@ impl From<ChatError> for Refusal {
     }
 }
 
+impl From<RecordingFilesError> for Refusal {
+    fn from(e: RecordingFilesError) -> Self {
+        Self {
+            class: e.class(),
+            error: e.into(),
+            detail: None,
+        }
+    }
+}
+
 impl From<SignalError> for Refusal {
     fn from(e: SignalError) -> Self {
         Self {
@@ -90,6 +101,7 @@ pub struct Executor<P: Ports> {
     voice: Arc<VoiceService<P>>,
     chat: Option<ChatService>,
     signals: Option<Arc<dyn SignalRelay>>,
+    recordings: Option<Arc<dyn RecordingFiles>>,
 }
 
 impl<P: Ports> Clone for Executor<P> {
@@ -98,6 +110,7 @@ impl<P: Ports> Clone for Executor<P> {
             voice: Arc::clone(&self.voice),
             chat: self.chat.clone(),
             signals: self.signals.clone(),
+            recordings: self.recordings.clone(),
         }
     }
 }
@@ -238,7 +251,17 @@ impl<P: Ports> Executor<P> {
             voice,
             chat: None,
             signals: None,
+            recordings: None,
         }
+    }
+
+    /// Stores recordings in `files` (the self-hosted server: files under its data dir).
+    /// Without it `startRecording` and `listRecordings` are refused `RECORDING_UNAVAILABLE`
+    /// before anything changes.
+    #[must_use]
+    pub fn with_recordings(mut self, files: Arc<dyn RecordingFiles>) -> Self {
+        self.recordings = Some(files);
+        self
     }
 
     /// Serves the chat actions too (the self-hosted server; the Lambda with a built-in chat).
@@ -375,6 +398,7 @@ impl<P: Ports> Executor<P> {
             served.extend(CHAT_ACTIONS);
         }
         served.extend(VOICE_ACTIONS);
+        served.extend(RECORDING_ACTIONS);
         if self.signals.is_some() {
             served.push("signal");
         }
@@ -399,6 +423,21 @@ impl<P: Ports> Executor<P> {
             // Liveness for clients that cannot see WebSocket pings (browsers): allowed before
             // `hello`, answered at once.
             ("ping", _, _) => Ok(json!({})),
+            ("listRecordings", _, _) => {
+                let f: InRoom = fields(value)?;
+                let chat_room = room_id(&f.room_id)?;
+                let files = self
+                    .recordings
+                    .as_ref()
+                    .ok_or(RecordingFilesError::Disabled)?;
+                let viewer = self
+                    .voice
+                    .recordings_access(connection, &chat_room)
+                    .await
+                    .map_err(Refusal::use_case)?;
+                let list = files.list(&chat_room, &viewer).await?;
+                Ok(json!({"roomId": chat_room.to_string(), "recordings": data(list)}))
+            }
             ("hello", Some(chat), _) => {
                 let f: Hello = fields(value)?;
                 let d = chat
@@ -577,6 +616,44 @@ impl<P: Ports> Executor<P> {
                     })
                 })
                 .map_err(Refusal::use_case),
+            VoiceCommand::StartRecording(id) => self.start_recording(caller, &id).await,
+            VoiceCommand::StopRecording(id) => voice
+                .stop_recording(caller, &id)
+                .await
+                .map(|r| json!({"room": VoiceRoomView::from(&r)}))
+                .map_err(Refusal::use_case),
+        }
+    }
+
+    /// `startRecording`: the domain decides and announces; the storage then says where to
+    /// upload. Without storage nothing starts; if the storage fails, the recording is stopped
+    /// again (announced), so no member is told "recording" for a file that cannot exist.
+    async fn start_recording(
+        &self,
+        caller: &ConnectionId,
+        id: &VoiceRoomId,
+    ) -> Result<Value, Refusal> {
+        let files = self
+            .recordings
+            .as_ref()
+            .ok_or(RecordingFilesError::Disabled)?;
+        let room = self
+            .voice
+            .start_recording(caller, id)
+            .await
+            .map_err(Refusal::use_case)?;
+        let recording = room
+            .running_recording()
+            .cloned()
+            .ok_or_else(|| Refusal::from(RecordingFilesError::Unavailable))?;
+        match files.prepare(&room, &recording).await {
+            Ok(grant) => Ok(json!({"room": VoiceRoomView::from(&room), "upload": data(grant)})),
+            Err(e) => {
+                if let Err(stop) = self.voice.stop_recording(caller, id).await {
+                    warn!(error = %stop, "could not stop a recording whose storage failed");
+                }
+                Err(e.into())
+            }
         }
     }
 }

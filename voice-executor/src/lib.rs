@@ -14,6 +14,7 @@
 //! - [`envelope`]: parsing a frame's envelope and serialising replies.
 //! - [`executor`]: [`Executor`], the action table and its routing.
 //! - [`signal`]: the `signal` action's request and its port (the self-hosted relay).
+//! - [`recording`]: the recording storage port (where the recorder uploads, what is listed).
 //! - [`logsafe`]: how user-controlled text may appear in a log line.
 #![warn(missing_docs)]
 
@@ -21,9 +22,11 @@ pub mod actions;
 pub mod envelope;
 pub mod executor;
 pub mod logsafe;
+pub mod recording;
 pub mod signal;
 
 pub use actions::CHAT_ACTIONS;
 pub use envelope::{binary_frame_reply, parse_frame, reply_frame, Envelope, MAX_REQUEST_ID_CHARS};
 pub use executor::{Executor, Handled, Refusal};
+pub use recording::{RecordingEntry, RecordingFiles, RecordingFilesError, UploadGrant};
 pub use signal::{SignalError, SignalKind, SignalRelay, SignalRequest, MAX_SIGNAL_PAYLOAD};

@@ -4,7 +4,7 @@
 
 use voice_domain::protocol::VOICE_ACTIONS;
 
-use crate::actions::{CHAT_ACTIONS, EXECUTOR_ACTIONS};
+use crate::actions::{CHAT_ACTIONS, EXECUTOR_ACTIONS, RECORDING_ACTIONS};
 
 /// Longest user-controlled value written to a log, in characters before escaping.
 pub const MAX_LOGGED_CHARS: usize = 64;
@@ -15,6 +15,7 @@ pub fn action(name: &str) -> &str {
     if EXECUTOR_ACTIONS.contains(&name)
         || CHAT_ACTIONS.contains(&name)
         || VOICE_ACTIONS.contains(&name)
+        || RECORDING_ACTIONS.contains(&name)
     {
         name
     } else if name.is_empty() {

@@ -47,6 +47,9 @@ const CODES: &[&str] = &[
     "ROOM_FULL",
     "NOT_PARTICIPANT",
     "NOT_ALLOWED",
+    "ALREADY_RECORDING",
+    "NOT_RECORDING",
+    "RECORDING_UNAVAILABLE",
     "UNAVAILABLE",
     "INTERNAL",
 ];

@@ -125,6 +125,11 @@ pub struct Config {
     pub chat_limits: chat_domain::ChatLimits,
     /// Where state is kept.
     pub storage: Storage,
+    /// Where recordings are kept; `None`: `<data-dir>/recordings` with SQLite storage, and no
+    /// recording at all in memory ([`Config::recordings_dir`]).
+    pub recordings: Option<PathBuf>,
+    /// Size, retention and timing limits of recordings.
+    pub recording_limits: crate::recordings::RecordingLimits,
 }
 
 impl Default for Config {
@@ -171,6 +176,8 @@ impl Default for Config {
             storage: Storage::Sqlite {
                 data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             },
+            recordings: None,
+            recording_limits: crate::recordings::RecordingLimits::default(),
         }
     }
 }
@@ -184,6 +191,17 @@ impl Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             storage: Storage::InMemory,
             ..Self::default()
+        }
+    }
+
+    /// Where recordings are kept: `--recordings-dir`, else `<data-dir>/recordings`; `None`
+    /// (recording unavailable) in memory without `--recordings-dir`, since recordings are
+    /// files.
+    pub fn recordings_dir(&self) -> Option<PathBuf> {
+        match (&self.recordings, &self.storage) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, Storage::Sqlite { data_dir }) => Some(data_dir.join("recordings")),
+            (None, Storage::InMemory) => None,
         }
     }
 
@@ -546,6 +564,31 @@ pub struct Cli {
     #[arg(long, env = "VOICE_MAX_NEW_USERS_PER_IP_PER_HOUR", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_new_users_per_ip_per_hour: u32,
+
+    /// Directory of recordings (created mode 0700; files 0600). Default: `recordings` in the
+    /// data dir; with --in-memory, recording is unavailable unless this is set.
+    #[arg(long, env = "VOICE_RECORDINGS_DIR")]
+    pub recordings_dir: Option<PathBuf>,
+
+    /// Largest recording, in MiB: chunks past it are refused (what was uploaded is kept).
+    #[arg(long, env = "VOICE_RECORDING_MAX_MB", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub recording_max_mb: u64,
+
+    /// Largest upload chunk, in KiB (one HTTP request body).
+    #[arg(long, env = "VOICE_RECORDING_MAX_CHUNK_KB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(16..=65_536))]
+    pub recording_max_chunk_kb: u64,
+
+    /// Days recordings are kept; older ones are deleted (checked hourly).
+    #[arg(long, env = "VOICE_RECORDING_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub recording_retention_days: u64,
+
+    /// Seconds a download link stays good.
+    #[arg(long, env = "VOICE_RECORDING_LINK_TTL_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub recording_link_ttl_secs: u64,
 }
 
 /// Reads a secret from `path` (one line; a trailing newline is dropped).
@@ -641,6 +684,15 @@ impl Cli {
                 Storage::Sqlite {
                     data_dir: self.data_dir,
                 }
+            },
+            recordings: self.recordings_dir,
+            recording_limits: crate::recordings::RecordingLimits {
+                max_bytes: self.recording_max_mb * 1024 * 1024,
+                max_chunk_bytes: usize::try_from(self.recording_max_chunk_kb * 1024)
+                    .unwrap_or(usize::MAX),
+                retention: Duration::from_secs(self.recording_retention_days * 24 * 3600),
+                download_ttl: Duration::from_secs(self.recording_link_ttl_secs),
+                ..crate::recordings::RecordingLimits::default()
             },
             ..Config::default()
         };

@@ -5,14 +5,16 @@
 
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::FromRef;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::recordings::{self, RecordingRoutes};
 use crate::ws::{self, ConnectionContext, MAX_FRAME_BYTES};
 
 /// Read buffer of each WebSocket, in bytes (tungstenite's default is 128 KiB, all of it resident
@@ -199,6 +201,14 @@ pub struct HttpState {
     pub hosts: HostPolicy,
     /// The `Content-Security-Policy` value ([`content_security_policy`]).
     pub csp: HeaderValue,
+    /// The recording upload and download routes, where recordings are stored.
+    pub recordings: Option<RecordingRoutes>,
+}
+
+impl FromRef<HttpState> for Option<RecordingRoutes> {
+    fn from_ref(state: &HttpState) -> Self {
+        state.recordings.clone()
+    }
 }
 
 /// Refuses unknown `Host`s with `421`, and puts `nosniff`, the CSP and the
@@ -305,6 +315,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/ws", get(websocket))
+        .route("/recordings/{id}", get(recordings::download))
+        .route("/recordings/{id}/chunks", post(recordings::upload))
         .route("/{*path}", get(asset))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)

@@ -40,6 +40,7 @@ pub mod listener;
 mod logging;
 pub mod metrics;
 pub mod quota;
+pub mod recordings;
 mod running;
 pub mod ws;
 
@@ -143,6 +144,8 @@ pub(crate) struct Ready {
     addr: SocketAddr,
     /// The relay's channels, to re-register those of the voice rooms kept at start-up.
     relay_channels: MemoryChannels,
+    /// Where recordings are kept (pruned after their retention), if anywhere.
+    recordings: Option<recordings::RecordingStore>,
 }
 
 pub(crate) fn prepare(
@@ -205,6 +208,20 @@ pub(crate) fn prepare(
         },
     ));
     let sign_ups = Arc::new(quota::SignUps::new(config.new_users_per_ip_per_hour));
+    let recording_store = match config.recordings_dir() {
+        Some(dir) => Some(
+            recordings::RecordingStore::open(
+                dir.clone(),
+                HmacKey::new(secret.clone()),
+                config.recording_limits,
+            )
+            .map_err(|source| ServeError::Io {
+                addr: dir.display().to_string(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let executor = Executor::new(voice.clone())
         .with_chat(
             ChatService::new(ChatAdapters {
@@ -225,6 +242,10 @@ pub(crate) fn prepare(
             hub.clone(),
             clock,
         )));
+    let executor = match &recording_store {
+        Some(files) => executor.with_recordings(Arc::new(files.clone())),
+        None => executor,
+    };
     let app = http::router(http::HttpState {
         ws: ws::ConnectionContext {
             executor: executor.clone(),
@@ -265,6 +286,12 @@ pub(crate) fn prepare(
             config.public_ws_url.as_deref(),
         ))
         .unwrap_or_else(|_| axum::http::HeaderValue::from_static(http::CONTENT_SECURITY_POLICY)),
+        recordings: recording_store
+            .clone()
+            .map(|store| recordings::RecordingRoutes {
+                store,
+                voice: voice.clone(),
+            }),
     });
     Ok(Ready {
         app,
@@ -273,6 +300,7 @@ pub(crate) fn prepare(
         config,
         addr,
         relay_channels,
+        recordings: recording_store,
     })
 }
 
@@ -330,7 +358,9 @@ pub(crate) async fn run(
         config,
         addr,
         relay_channels,
+        recordings,
     } = ready;
+    let pruner = recordings.map(|store| tokio::spawn(prune_loop(store)));
     let voice = Arc::clone(executor.voice());
     keep_rooms_of_previous_process(&voice, &relay_channels).await;
     let sweeper = tokio::spawn(sweep_loop(
@@ -377,11 +407,30 @@ pub(crate) async fn run(
         );
     }
     sweeper.abort();
+    if let Some(p) = pruner {
+        p.abort();
+    }
     if let Some(m) = metrics {
         m.abort();
     }
     info!("voice-server stopped");
     Ok(())
+}
+
+/// Deletes recordings past their retention at start-up, then every hour (or a quarter of the
+/// retention, if shorter).
+async fn prune_loop(store: recordings::RecordingStore) {
+    let every = (store.limits().retention / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(3600),
+    );
+    loop {
+        let n = store.prune(SystemClock.now()).await;
+        if n > 0 {
+            info!(deleted = n, "old recordings deleted");
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// `host[:port]` of a URL such as `wss://chat.example.com/ws`, lower-cased.

@@ -23,6 +23,7 @@ import { describeError as describe } from './messages.js';
 import { amAdmin, displayName, initialState, reduce, roomName } from './store.js';
 import { $, h, render, updateSpeaking } from './views.js';
 import { openMicrophone, VoiceSession } from './voice.js';
+import { createRecording } from './recording.js';
 
 // ---------------------------------------------------------------------------------------------
 // Logging (console and the test hook)
@@ -91,6 +92,7 @@ function scheduleRender() {
   queueMicrotask(() => {
     renderQueued = false;
     render(state, viewCtx());
+    recording.render(state);
   });
 }
 
@@ -110,6 +112,22 @@ function toast(text, kind = 'info') {
 function notice(chatRoomId, text, kind = 'info', tag = null) {
   dispatch({ type: 'notice', chatRoomId, text, kind, tag });
 }
+
+// Recording with consent lives in recording.js; these are its hooks into the page.
+const recording = createRecording({
+  app: () => app,
+  session: () => session,
+  state: () => state,
+  get features() {
+    return features;
+  },
+  refreshVoiceRoom: (chatRoomId) => refreshVoiceRoom(chatRoomId),
+  notice,
+  toast,
+  log,
+  warn,
+  confirm: async (text) => window.confirm(text),
+});
 
 // ---------------------------------------------------------------------------------------------
 // Storage: who we are (resume token) and where we were (room, voice), across reloads.
@@ -439,6 +457,8 @@ async function enterVoice(chatRoomId, voiceRoomIdOrCreate, { rejoin = false } = 
     notice(chatRoomId, describeError({ code: 'DISCONNECTED', message: 'not connected' }), 'error');
     return;
   }
+  // Consent: a joiner is told that the room is being recorded before its microphone opens.
+  if (!(await recording.consentToJoin(chatRoomId))) return;
   let stream;
   try {
     stream = await openMicrophone(navigator.mediaDevices, { log, warn });
@@ -711,6 +731,7 @@ function wireEvents(conn) {
   for (const e of ['voiceStarted', 'participantJoined', 'participantLeft', 'participantReconnecting', 'participantResumed', 'muteChanged', 'masterChanged', 'voiceEnded']) {
     conn.on(e, onVoiceEvent);
   }
+  for (const e of ['recordingStarted', 'recordingStopped']) conn.on(e, (ev) => recording.onEvent(ev));
   if (!features.chat) return;
   conn.on('joinRequested', (ev) => {
     dispatch({ type: 'event', msg: ev });
@@ -1164,6 +1185,8 @@ function wireUi() {
 
 // A small window into the client for the browser tests and for debugging by hand.
 window.voiceDebug = {
+  /** Test hook: what this browser records and uploads, and the room's recordings list. */
+  recording: () => recording.test(),
   mode: () => features.mode,
   me: () => state.me,
   conn: () => state.conn,
