@@ -120,7 +120,7 @@ async fn an_approved_member_starts_voice_and_every_member_hears_each_step() {
         let ev = c.event("muteChanged").await;
         assert_eq!(
             ev,
-            json!({"type": "event", "event": "muteChanged", "voiceRoomId": vr, "chatRoomId": room_id, "user": cy_id, "muted": true})
+            json!({"type": "event", "event": "muteChanged", "voiceRoomId": vr, "chatRoomId": room_id, "user": cy_id, "muted": true, "serverMuted": false})
         );
     }
     assert_eq!(
