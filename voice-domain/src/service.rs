@@ -685,28 +685,16 @@ impl<P: Ports> VoiceService<P> {
         target: &UserId,
         muted: bool,
     ) -> Result<VoiceRoom, ServerMuteError> {
-        let user = self
-            .identify(caller)
-            .await?
-            .ok_or(ServerMuteError::NotIdentified)?;
-        let room = self
-            .ports
-            .store
-            .get(voice_room)
-            .await?
-            .ok_or(ServerMuteError::VoiceRoomNotFound)?;
-        let is_admin = |u: &UserId| {
-            let chat_room = room.chat_room().clone();
-            let u = u.clone();
-            async move {
-                self.ports
-                    .directory
-                    .membership(&chat_room, &u)
-                    .await
-                    .map(|m| m.is_some_and(|m| m.is_admin))
-            }
-        };
-        let (caller_is_admin, target_is_admin) = (is_admin(&user).await?, is_admin(target).await?);
+        let (user, room) = self
+            .caller_and_room(caller, voice_room)
+            .await
+            .map_err(|e| match e {
+                Lookup::NotIdentified => ServerMuteError::NotIdentified,
+                Lookup::NotFound => ServerMuteError::VoiceRoomNotFound,
+                Lookup::Dependency(d) => ServerMuteError::Dependency(d),
+            })?;
+        let caller_is_admin = self.is_admin(room.chat_room(), &user).await?;
+        let target_is_admin = self.is_admin(room.chat_room(), target).await?;
         let (room, events) = self
             .modify(voice_room, |r| {
                 // A master's old connection (replaced by a resume) no longer moderates.
@@ -744,25 +732,18 @@ impl<P: Ports> VoiceService<P> {
         caller: &ConnectionId,
         voice_room: &VoiceRoomId,
     ) -> Result<VoiceRoom, EndVoiceError> {
-        let user = self
-            .identify(caller)
-            .await?
-            .ok_or(EndVoiceError::NotIdentified)?;
-        let room = self
-            .ports
-            .store
-            .get(voice_room)
-            .await?
-            .ok_or(EndVoiceError::VoiceRoomNotFound)?;
+        let (user, room) = self
+            .caller_and_room(caller, voice_room)
+            .await
+            .map_err(|e| match e {
+                Lookup::NotIdentified => EndVoiceError::NotIdentified,
+                Lookup::NotFound => EndVoiceError::VoiceRoomNotFound,
+                Lookup::Dependency(d) => EndVoiceError::Dependency(d),
+            })?;
         if !room.is_active() {
             return Err(EndVoiceError::Ended);
         }
-        let is_admin = self
-            .ports
-            .directory
-            .membership(room.chat_room(), &user)
-            .await?
-            .is_some_and(|m| m.is_admin);
+        let is_admin = self.is_admin(room.chat_room(), &user).await?;
         let now = self.ports.clock.now();
         let (room, (events, released)) = self
             .modify(voice_room, |r| {
@@ -1208,22 +1189,15 @@ impl<P: Ports> VoiceService<P> {
         caller: &ConnectionId,
         voice_room: &VoiceRoomId,
     ) -> Result<VoiceRoom, StopRecordingError> {
-        let user = self
-            .identify(caller)
-            .await?
-            .ok_or(StopRecordingError::NotIdentified)?;
-        let room = self
-            .ports
-            .store
-            .get(voice_room)
-            .await?
-            .ok_or(StopRecordingError::VoiceRoomNotFound)?;
-        let is_admin = self
-            .ports
-            .directory
-            .membership(room.chat_room(), &user)
-            .await?
-            .is_some_and(|m| m.is_admin);
+        let (user, room) = self
+            .caller_and_room(caller, voice_room)
+            .await
+            .map_err(|e| match e {
+                Lookup::NotIdentified => StopRecordingError::NotIdentified,
+                Lookup::NotFound => StopRecordingError::VoiceRoomNotFound,
+                Lookup::Dependency(d) => StopRecordingError::Dependency(d),
+            })?;
+        let is_admin = self.is_admin(room.chat_room(), &user).await?;
         let now = self.ports.clock.now();
         let (room, events) = self
             .modify(voice_room, |r| {
@@ -1304,6 +1278,39 @@ impl<P: Ports> VoiceService<P> {
         let membership = self.ports.directory.membership(chat_room, user).await?;
         crate::gate::may_download(membership)?;
         Ok(())
+    }
+
+    /// What the use cases a moderator may run (end, server mute, stop recording) read first:
+    /// who calls and the room they name (whether they administer its chat room is
+    /// [`Self::is_admin`], asked after each use case's own early refusals).
+    async fn caller_and_room(
+        &self,
+        caller: &ConnectionId,
+        voice_room: &VoiceRoomId,
+    ) -> Result<(UserId, VoiceRoom), Lookup> {
+        let user = self.identify(caller).await?.ok_or(Lookup::NotIdentified)?;
+        let room = self
+            .ports
+            .store
+            .get(voice_room)
+            .await
+            .map_err(|e| Lookup::Dependency(e.into()))?
+            .ok_or(Lookup::NotFound)?;
+        Ok((user, room))
+    }
+
+    /// Whether `user` administers `chat_room`.
+    async fn is_admin(
+        &self,
+        chat_room: &ChatRoomId,
+        user: &UserId,
+    ) -> Result<bool, DependencyError> {
+        Ok(self
+            .ports
+            .directory
+            .membership(chat_room, user)
+            .await?
+            .is_some_and(|m| m.is_admin))
     }
 
     /// The user behind a connection.
@@ -1601,5 +1608,18 @@ impl<T> ExpectChanged<T> for (VoiceRoom, Option<T>) {
     fn expect_changed(self) -> (VoiceRoom, T) {
         let (room, out) = self;
         (room, out.expect("transition always returns Some"))
+    }
+}
+
+/// Why [`VoiceService::caller_and_room`] found no caller or room.
+enum Lookup {
+    NotIdentified,
+    NotFound,
+    Dependency(DependencyError),
+}
+
+impl From<DependencyError> for Lookup {
+    fn from(d: DependencyError) -> Self {
+        Self::Dependency(d)
     }
 }
