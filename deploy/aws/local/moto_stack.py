@@ -8,8 +8,10 @@ voice-lambda bootstrap against.
 It starts moto (DynamoDB, Secrets Manager) on 127.0.0.1 (a free port), and then, reading the
 template rather than a hand copy of it:
 
-- creates every AWS::DynamoDB::Table whose Condition holds, with the template's TableName, keys,
-  attribute definitions, indexes, billing mode and TTL attribute;
+- creates every AWS::DynamoDB::Table whose Condition holds, with the template's TableName (a
+  table without one, like ChannelPoolTable, gets CloudFormation's <stack>-<logical id>-<random>
+  shape with LOCAL as the random part), keys, attribute definitions, indexes, billing mode and
+  TTL attribute;
 - creates every AWS::SecretsManager::Secret whose Condition holds; a GenerateSecretString is
   honoured by asking Secrets Manager's own GetRandomPassword with the template's length and
   exclusions, as CloudFormation does;
@@ -198,8 +200,11 @@ def create_tables(stack, ddb):
         if res.get("Type") != "AWS::DynamoDB::Table" or not stack.enabled(res):
             continue
         p = stack.value(res["Properties"])
+        # Without a TableName, CloudFormation names the table <stack>-<logical id>-<random>.
+        name = p.get("TableName") or f"{stack.name}-{logical}-LOCAL"
+        p["TableName"] = name
         args = {
-            "TableName": p["TableName"],
+            "TableName": name,
             "AttributeDefinitions": p["AttributeDefinitions"],
             "KeySchema": p["KeySchema"],
             "BillingMode": p.get("BillingMode", "PROVISIONED"),
