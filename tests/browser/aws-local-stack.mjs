@@ -18,7 +18,9 @@
 // - KVS control plane and GetIceServerConfig (service kinesisvideo), and the KVS signaling
 //   WebSocket (aws-stand-ins.mjs, kvsSignaling).
 // The Lambda Runtime API is plain HTTP on its own loopback port (AWS_LAMBDA_RUNTIME_API is a
-// host:port, http, as in Lambda). Each rule below names the AWS document it follows.
+// host:port, http, as in Lambda). The function reaches moto through a recording pass-through
+// (stats.dynamoCalls), so tests can see when it wrote what, e.g. a channel released into the
+// pool after the room was told. Each rule below names the AWS document it follows.
 //
 // Verified only against these stand-ins (not real AWS): API Gateway's routing, framing and
 // @connections behaviour, the Runtime API, STS and KVS; IAM is modelled only where noted
@@ -96,7 +98,8 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     posts: [], // {connectionId, status, bytes, event, at (hrtime ns)}
     deletes: [],
     assumeRole: [], // {roleArn, sessionName, seconds, policyChars, status}
-    kvsCalls: [], // {path, status, caller, error, at (hrtime ns)}
+    kvsCalls: [], // {path, status, caller, error, arn, at (hrtime ns)}
+    dynamoCalls: [], // the function's DynamoDB requests: {target, table, input (pool table only), status, at (hrtime ns)}
     initErrors: [],
     lambdaLog: [], // parsed JSON log lines of every bootstrap
     exits: [],
@@ -257,6 +260,38 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
   }
   const stage = deployed.stage;
   const env = deployed.environment;
+
+  // The function's DynamoDB endpoint: a pass-through to moto that records each request (its
+  // X-Amz-Target, table, arrival time; the whole input for the channel pool table).
+  const motoUrl = new URL(deployed.endpoint);
+  const motoAgent = new http.Agent({ keepAlive: true });
+  const dynamoProxy = http.createServer(async (req, res) => {
+    const body = await readBody(req);
+    const target = String(req.headers['x-amz-target'] || '').split('.').pop();
+    let input = null;
+    try {
+      input = JSON.parse(body.toString());
+    } catch {
+      // not JSON: forwarded as is, moto answers
+    }
+    const record = { target, table: input && input.TableName, input: null, status: null, at: process.hrtime.bigint() };
+    if (record.table && record.table === env.CHANNEL_POOL_TABLE) record.input = input;
+    stats.dynamoCalls.push(record);
+    const up = http.request({ host: motoUrl.hostname, port: motoUrl.port, method: req.method, path: req.url, headers: req.headers, agent: motoAgent }, (r) => {
+      record.status = r.statusCode;
+      res.writeHead(r.statusCode, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', (e) => {
+      record.status = 502;
+      res.writeHead(502, { 'content-type': 'application/json' }).end(JSON.stringify({ message: e.message }));
+    });
+    up.end(body);
+  });
+  servers.push(dynamoProxy);
+  cleanups.push(() => motoAgent.destroy());
+  await new Promise((r) => dynamoProxy.listen(0, '127.0.0.1', r));
+  const dynamoEndpoint = `http://127.0.0.1:${dynamoProxy.address().port}`;
   runtime.timeoutMs = deployed.function.timeout * 1000;
   const routes = new Map(deployed.routes.map((r) => [r.routeKey, r]));
   if (deployed.routeSelectionExpression !== '$request.body.action') throw new Error(`unsupported route selection ${deployed.routeSelectionExpression}`);
@@ -530,6 +565,7 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     };
     if (!input) return error(400, 'InvalidArgumentException', 'bad JSON');
     const arn = input.ChannelARN || input.ResourceARN;
+    record.arn = arn;
     const ch = arn ? kvsChannels.get(arn) : null;
     if (record.caller === 'session') {
       const session = sessions.get(scope.accessKeyId);
@@ -549,6 +585,7 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
         const created = Date.now();
         const c = { name, arn: `arn:aws:kinesisvideo:${REGION}:${ACCOUNT}:channel/${name}/${created}`, version: `v${String((version += 1)).padStart(12, '0')}`, tags, created, status: kvsActivationMs ? 'CREATING' : 'ACTIVE', activeAt: created + kvsActivationMs, goneAt: null };
         kvsChannels.set(c.arn, c);
+        record.arn = c.arn;
         return ok({ ChannelARN: c.arn });
       }
       case '/describeSignalingChannel':
@@ -636,7 +673,7 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     AWS_SECRET_ACCESS_KEY: FUNCTION_KEY.secret,
     AWS_SESSION_TOKEN: FUNCTION_KEY.token,
     ...env,
-    AWS_ENDPOINT_URL_DYNAMODB: deployed.endpoint,
+    AWS_ENDPOINT_URL_DYNAMODB: dynamoEndpoint,
     AWS_ENDPOINT_URL_SECRETS_MANAGER: deployed.endpoint,
     AWS_ENDPOINT_URL_STS: origin,
     AWS_ENDPOINT_URL_KINESIS_VIDEO: origin,
@@ -685,6 +722,16 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     return (await r.json()).Items;
   }
 
+  /** Writes one item (DynamoDB JSON) straight into a moto table, past the function. */
+  async function putItem(table, item) {
+    const r = await fetch(deployed.endpoint, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-amz-json-1.0', 'x-amz-target': 'DynamoDB_20120810.PutItem', authorization: `AWS4-HMAC-SHA256 Credential=AKIDLOCALSTACK/20260101/${REGION}/dynamodb/aws4_request, SignedHeaders=host, Signature=${'0'.repeat(64)}` },
+      body: JSON.stringify({ TableName: table, Item: item }),
+    });
+    if (!r.ok) throw new Error(`put into ${table}: HTTP ${r.status} ${await r.text()}`);
+  }
+
   return {
     url: `${origin}/`,
     webSocketUrl: deployed.outputs.WebSocketUrl,
@@ -712,6 +759,18 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
       c.vanished = true;
       connections.delete(connectionId);
       c.socket.destroy();
+    },
+    putItem,
+    /**
+     * Puts a channel into the KVS stand-in as if created earlier by someone: `tags` (e.g.
+     * another stack's voiceStack), `ageMs` since its creation; ACTIVE. Returns {name, arn}.
+     */
+    addChannel({ name, tags, ageMs = 0 }) {
+      if ([...kvsChannels.values()].some((c) => c.name === name)) throw new Error(`channel ${name} exists`);
+      const created = Date.now() - ageMs;
+      const c = { name, arn: `arn:aws:kinesisvideo:${REGION}:${ACCOUNT}:channel/${name}/${created}`, version: `v${String((version += 1)).padStart(12, '0')}`, tags: { ...tags }, created, status: 'ACTIVE', activeAt: created, goneAt: null };
+      kvsChannels.set(c.arn, c);
+      return { name: c.name, arn: c.arn };
     },
     /** The KVS channels that exist now (CREATING or ACTIVE). */
     channels: () => {
