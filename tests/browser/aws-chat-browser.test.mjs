@@ -2,7 +2,8 @@
 // against the AWS deployment in its deployed shape (./aws-local-stack.mjs: the real voice-lambda
 // bootstrap, moto's tables from the template, API Gateway/STS/KVS stand-ins; config.json is the
 // template's WebClientConfig output). Two users sign in through the page, create a room, request,
-// approve, chat, start voice and hear each other over KVS; then four users in a full mesh.
+// approve, chat, start voice and hear each other over KVS; then four users in a full mesh; the end releases their
+// channels into the pool, in quarantine.
 //
 // Needs what aws-chat.test.mjs needs, plus /usr/bin/chromium (or CHROMIUM_PATH) and
 // playwright-core. Without them: skipped, or a failure under VOICE_TEST_STRICT=1.
@@ -102,13 +103,33 @@ test('AWS builtin chat in Chromium over the local stack: sign in, room, approve,
     // Until the end, KVS admitted every connection the pages opened (scoped credentials, ACTIVE
     // channels).
     assert.deepEqual(stack.stats.kvsRefused, [], 'KVS refused a connection while the room was live');
+    // The end releases the four channels into the pool (CHANNEL_POOL_TABLE), in quarantine:
+    // nothing deleted, still ACTIVE on KVS, each free from its release + the quarantine of
+    // voice-domain's LeasePolicy (credential TTL + 1 h KVS session cap + 60 s).
+    const inRoom = [...new Set(stack.stats.kvsConnections.filter((c) => c.role === 'MASTER').map((c) => c.arn))];
+    assert.equal(inRoom.length, 4, 'one channel mastered per participant');
     const t0 = Date.now();
     await alice.page.getByRole('button', { name: 'End Voice' }).click();
     for (const u of four) await waitIn(u, `${u.name} out of voice`, () => !window.voiceDebug.inVoice());
     for (const u of run.users) assert.deepEqual(u.errors.filter((e) => e.startsWith('pageerror')), [], `${u.name}: page errors`);
-    await until(() => stack.channels().length === 0, 'every channel deleted after the end');
+    const ttls = new Set(stack.stats.assumeRole.filter((a) => a.status === 200).map((a) => a.seconds));
+    assert.equal(ttls.size, 1, `one credential TTL: ${[...ttls]}`);
+    const quarantine = ([...ttls][0] + 3600 + 60) * 1000;
+    const pool = await until(async () => {
+      const items = new Map((await stack.scan(stack.env.CHANNEL_POOL_TABLE)).map((i) => [i.channelArn.S, i]));
+      return inRoom.every((a) => items.get(a) && items.get(a).state.S === 'free') ? items : null;
+    }, 'the four channels released into the pool after the end');
+    assert.equal(pool.size, 4, 'the pool holds exactly the four channels');
+    for (const arn of inRoom) {
+      const it = pool.get(arn);
+      assert.equal(Number(it.freeFrom.N) - Number(it.releasedAt.N), quarantine, `quarantine of ${arn}`);
+      assert.ok(Number(it.releasedAt.N) >= t0 && Number(it.releasedAt.N) <= Date.now(), 'released by the end');
+    }
+    const live = new Map(stack.channels().map((c) => [c.arn, c.status]));
+    assert.deepEqual(inRoom.map((a) => live.get(a)), ['ACTIVE', 'ACTIVE', 'ACTIVE', 'ACTIVE'], 'released channels stay ACTIVE, kept for reuse');
+    assert.deepEqual(stack.stats.kvsCalls.filter((c) => c.path === '/deleteSignalingChannel'), [], 'nothing deleted');
     const peak = (kind) => Math.max(0, ...stack.stats.kvsPeakRates.map((r) => r[kind]));
-    t.diagnostic(`after End: pages out of voice in ${Date.now() - t0} ms; ${stack.stats.kvsRefused.length} reconnects to deleted channels refused (${[...new Set(stack.stats.kvsRefused.map((r) => r.why))].join(', ')})`);
+    t.diagnostic(`after End: pages out of voice in ${Date.now() - t0} ms; ${stack.stats.kvsRefused.length} KVS connections refused (${[...new Set(stack.stats.kvsRefused.map((r) => r.why))].join(', ')})`);
     t.diagnostic(`voice start to 2 hearing each other: ${twoMs} ms; 4-user mesh connected: ${fourMs} ms`);
     t.diagnostic(`whole test ${Date.now() - tStart} ms (stack start and browser launch included)`);
     t.diagnostic(`KVS: ${stack.stats.kvsPeakRates.length} sockets, peak ${peak('ice')} ICE/s and ${peak('sdp')} SDP/s per socket (limits 20 and 5), ${stack.stats.kvsOverLimit.length} messages over a limit`);
