@@ -383,10 +383,10 @@ export async function startFakeStack({ port = 0, credentialTtlMs = 3600e3, regio
   const relay = kvsSignaling({
     stats,
     log,
-    // Observe KVS's per-connection message limits without enforcing them: this model tests the
-    // page's own logic; aws-local-stack.mjs enforces them. (Enforced, aws-video.test.mjs fails:
-    // its camera offers are ~10.4 KB of base64, over KVS's 10K messagePayload.)
-    enforce: false,
+    // KVS's per-connection limits (rates and the base64 messagePayload size) are enforced as KVS
+    // does: a refused offer is never delivered, so a page whose offers are too big, or whose
+    // pacing has no margin, fails here and not first on real AWS.
+    enforce: true,
     authorize({ arn, role, scope }) {
       const key = keys.get(scope.accessKeyId);
       if (!key) return { why: 'unknown access key' };

@@ -326,8 +326,9 @@ export function policyAllows(policy, action, resource) {
  * that must observe the page without KVS's refusals changing its behaviour.
  *
  * `authorize({url, arn, role, clientId, scope})` returns `{ user }` or `{ why }` (refused 403).
- * `stats` gets kvsConnections, kvsRefused, relayed, kvsOverLimit and, per connection, the most
- * SDP and ICE messages it sent within any one second (kvsPeakRates).
+ * `stats` gets kvsConnections, kvsRefused, relayed, kvsOverLimit, the longest messagePayload
+ * (base64) seen per kind (kvsPayloadMax) and, per connection, the most SDP and ICE messages it
+ * sent within any one second (kvsPeakRates).
  */
 export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LIMITS, enforce = true }) {
   const channels = new Map(); // channelArn -> {master: Socket|null, viewers: Map(clientId -> Socket)}
@@ -335,6 +336,7 @@ export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LI
   stats.kvsRefused ||= [];
   stats.kvsOverLimit ||= [];
   stats.kvsPeakRates ||= [];
+  stats.kvsPayloadMax ||= { offer: 0, answer: 0, candidate: 0 }; // longest messagePayload seen, by kind
   stats.relayed ||= 0;
 
   function handle(req, raw, url) {
@@ -387,6 +389,8 @@ export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LI
       while (times.length && now - times[0] >= 1000) times.shift();
       const limit = kind === 'ice' ? limits.icePerSecond : limits.sdpPerSecond;
       const size = Buffer.byteLength(m.messagePayload || '', 'utf8');
+      const which = m.action === 'SDP_OFFER' ? 'offer' : m.action === 'SDP_ANSWER' ? 'answer' : 'candidate';
+      stats.kvsPayloadMax[which] = Math.max(stats.kvsPayloadMax[which], size);
       if (times.length >= limit || size > limits.payloadBytes) {
         const errorType = size > limits.payloadBytes ? 'InvalidArgumentException' : 'ClientLimitExceededException';
         stats.kvsOverLimit.push({ arn, role, user: verdict.user, kind, errorType, size, inLastSecond: times.length + 1 });

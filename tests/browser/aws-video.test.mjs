@@ -92,4 +92,10 @@ test('AWS mode: cameras renegotiated over KVS on the existing links reach every 
     assert.equal(now.open, 2, `${n} has one peer connection per other participant`);
   }
   assert.deepEqual(errors, []);
+  // KVS's limits are enforced by the stand-in (aws-fake-stack.mjs): nothing was refused, and the
+  // largest offer (camera renegotiation, candidates included) fits 10K of base64 with margin.
+  const max = stack.stats.kvsPayloadMax;
+  t.diagnostic(`largest KVS messagePayload (base64): offer ${max.offer}, answer ${max.answer}, candidate ${max.candidate}; over a limit: ${stack.stats.kvsOverLimit.length}`);
+  assert.deepEqual(stack.stats.kvsOverLimit, []);
+  assert.ok(max.offer > 0 && max.offer <= 8500, `largest offer ${max.offer} characters of base64`);
 });

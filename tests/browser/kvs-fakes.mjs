@@ -69,6 +69,9 @@ function nil(v, name) {
  * concurrent master [h] (a new master connection replaces the old one); ConnectAsViewer 3 TPS per
  * channel, 10 concurrent viewers [s]; connection duration 1 hour [h]; idle timeout 10 minutes [h].
  */
+/** Length of the base64 text of `n` bytes (padded, as btoa gives it). */
+export const base64Length = (n) => 4 * Math.ceil(n / 3);
+
 export const KVS_LIMITS = {
   sdpPerSecond: 5,
   icePerSecond: 20,
@@ -105,6 +108,7 @@ export function fakeKvs({ now = () => Date.now() } = {}) {
       this.sent = [];
       this.dropped = []; // messages the service refused (over a rate or size limit)
       this.sentAt = { sdp: [], ice: [] };
+      this.sentTimes = []; // {kind, at} of every delivered message, for rate checks over any window
       clients.push(this);
     }
 
@@ -159,7 +163,9 @@ export function fakeKvs({ now = () => Date.now() } = {}) {
       const times = this.sentAt[kind === 'candidate' ? 'ice' : 'sdp'];
       while (times.length && t - times[0] >= 1000) times.shift();
       const limit = kind === 'candidate' ? KVS_LIMITS.icePerSecond : KVS_LIMITS.sdpPerSecond;
-      const size = new TextEncoder().encode(JSON.stringify(payload)).length;
+      // The limit is on messagePayload, the base64 text the SDK sends (SendSdpOffer reference:
+      // "Maximum length of 10K"), not on the JSON it encodes.
+      const size = base64Length(new TextEncoder().encode(JSON.stringify(payload)).length);
       if (times.length >= limit || size > KVS_LIMITS.payloadBytes) {
         this.dropped.push(msg);
         const errorType = size > KVS_LIMITS.payloadBytes ? 'InvalidArgumentException' : 'ClientLimitExceededException';
@@ -168,6 +174,7 @@ export function fakeKvs({ now = () => Date.now() } = {}) {
       }
       times.push(t);
       this.sent.push(msg);
+      this.sentTimes.push({ kind, at: t });
     }
 
     // --- what the service does (test drivers) -------------------------------------------------

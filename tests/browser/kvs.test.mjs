@@ -7,8 +7,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createTransport, fetchIceServers, ICE_CACHE_MS, isValidKvsClientId, KvsTransport, loadKvsSdk, MAX_PAYLOAD_BYTES, SignalingError } from '../../voice-server/static/signaling.js';
-import { arnOf, awsGrant, clientIdOf, fakeClock, fakeKvs, flush, KVS_LIMITS, roomView, wssOf } from './kvs-fakes.mjs';
+import { createTransport, fetchIceServers, ICE_CACHE_MS, isValidKvsClientId, KVS_ICE_PER_SECOND, KVS_MAX_MESSAGE_PAYLOAD, KVS_SDP_PER_SECOND, KvsTransport, loadKvsSdk, MAX_PAYLOAD_BYTES, SignalingError } from '../../voice-server/static/signaling.js';
+import { arnOf, awsGrant, base64Length, clientIdOf, fakeClock, fakeKvs, flush, KVS_LIMITS, roomView, wssOf } from './kvs-fakes.mjs';
 
 /** A transport for `grant` over a fresh fake SDK and clock, recording what it delivers. */
 function setup({ grant = awsGrant(), ...opts } = {}) {
@@ -216,6 +216,24 @@ test('a payload over 10 KB is refused before it is sent', async () => {
   const s = await connected();
   await assert.rejects(s.t.sendOffer('alice', offer('a'.repeat(MAX_PAYLOAD_BYTES))), (e) => e.code === 'TOO_LARGE');
   assert.deepEqual(s.kvs.latest('alice').sent, []);
+});
+
+// Failed before the fix: the transport checked the JSON (8 KB here, under 10 KB) and handed the
+// offer to the SDK, whose base64 messagePayload (~10.7 KB) KVS refuses; the page waited for an
+// answer that could never come.
+test('KVS counts the base64 messagePayload: an offer whose JSON fits but whose base64 does not is refused, typed, before it is sent', async () => {
+  const s = await connected();
+  const sdp = 'a'.repeat(8000);
+  const json = JSON.stringify(offer(sdp)).length;
+  assert.ok(json < MAX_PAYLOAD_BYTES && base64Length(json) > KVS_LIMITS.payloadBytes && KVS_MAX_MESSAGE_PAYLOAD <= KVS_LIMITS.payloadBytes);
+  await assert.rejects(s.t.sendOffer('alice', offer(sdp)), (e) => e instanceof SignalingError && e.code === 'TOO_LARGE' && /base64/.test(e.message) && e.retryable === false);
+  assert.deepEqual(s.kvs.latest('alice').sent, []);
+  assert.deepEqual(s.kvs.latest('alice').dropped, [], 'not handed to the SDK to be dropped by KVS');
+  // The largest JSON whose base64 still fits goes out.
+  const fits = 'a'.repeat(Math.floor(KVS_MAX_MESSAGE_PAYLOAD / 4) * 3 - JSON.stringify(offer('')).length);
+  assert.equal(base64Length(JSON.stringify(offer(fits)).length), KVS_MAX_MESSAGE_PAYLOAD);
+  await s.t.sendOffer('alice', offer(fits));
+  assert.equal(s.kvs.latest('alice').sent.length, 1);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -541,9 +559,22 @@ test('the fake service enforces KVS limits: message rates, a second master repla
   assert.equal(kvs.live().length, 0, 'idle connections closed');
 });
 
+/** The most messages of `kind` ('sdp' | 'ice') a client sent within any `windowMs` (sliding). */
+function peakIn(client, kind, windowMs = 1000) {
+  const at = client.sentTimes.filter((m) => (m.kind === 'candidate' ? 'ice' : 'sdp') === kind).map((m) => m.at);
+  let peak = 0;
+  for (let i = 0, j = 0; i < at.length; i += 1) {
+    while (at[i] - at[j] >= windowMs) j += 1;
+    peak = Math.max(peak, i - j + 1);
+  }
+  return peak;
+}
+
 // Failed before the fix: sendOn sent at once, so a master answering 8 joiners at the same moment
-// had 3 answers and 20 candidates dropped by KVS (5 SDP/s, 20 ICE/s per connection).
-test('sends are paced per connection: 5 SDP and 20 candidates a second, in order, nothing dropped', async () => {
+// had 3 answers and 20 candidates dropped by KVS (5 SDP/s, 20 ICE/s per connection). Then, paced
+// at exactly 20 ICE / 5 SDP per 1.1 s, KVS (measuring on arrival, after network jitter) still saw
+// 21-30 candidates in a second: the pace now keeps a margin, 15 ICE and 4 SDP per second.
+test('sends are paced per connection with margin: at most 15 candidates and 4 SDP in any second, in order, nothing dropped', async () => {
   const later = ['d1', 'd2', 'd3', 'd4', 'd5', 'd6', 'd7', 'd8'];
   const s = await connected({ grant: awsGrant({ later }) });
   const master = s.kvs.latest('carol');
@@ -557,16 +588,45 @@ test('sends are paced per connection: 5 SDP and 20 candidates a second, in order
   const all = Promise.all(sends).then(() => {
     settled = true;
   });
-  for (let i = 0; i < 10 && !settled; i += 1) await s.clock.advance(500);
+  for (let i = 0; i < 20 && !settled; i += 1) await s.clock.advance(250);
   await all;
   assert.deepEqual(master.dropped, []);
   assert.equal(master.sent.length, 48);
+  assert.equal(KVS_ICE_PER_SECOND, 15);
+  assert.equal(KVS_SDP_PER_SECOND, 4);
+  assert.ok(peakIn(master, 'ice') <= 15, `${peakIn(master, 'ice')} candidates within one second`);
+  assert.ok(peakIn(master, 'sdp') <= 4, `${peakIn(master, 'sdp')} SDP within one second`);
+  // Evenly spaced, not in bursts: sends bunched by up to 400 ms of arrival jitter (any 1.4 s as
+  // sent) still stay within KVS's 20 ICE / 5 SDP per second.
+  assert.ok(peakIn(master, 'ice', 1400) <= KVS_LIMITS.icePerSecond, `${peakIn(master, 'ice', 1400)} candidates within 1.4 s`);
+  assert.ok(peakIn(master, 'sdp', 1400) <= KVS_LIMITS.sdpPerSecond, `${peakIn(master, 'sdp', 1400)} SDP within 1.4 s`);
+  // ...and the pace is not needlessly slow: 48 messages in under 4 s.
+  assert.ok(master.sentTimes.at(-1).at - master.sentTimes[0].at < 4000);
   // In order per peer: the answer before its candidates.
   for (const u of later) {
     const mine = master.sent.filter((m) => m.recipientClientId === clientIdOf(u)).map((m) => m.kind);
     assert.deepEqual(mine, ['answer', 'candidate', 'candidate', 'candidate', 'candidate', 'candidate']);
   }
   assert.deepEqual(s.errors.filter((e) => e.code === 'KVS_STATUS'), []);
+});
+
+test('the pacing queue is bounded: beyond it a send fails at once as SIGNALING_BUSY (retryable), the queued ones still go out', async () => {
+  const s = await connected();
+  const alice = s.kvs.latest('alice');
+  const results = [];
+  for (let i = 0; i < 260; i += 1) results.push(s.t.sendCandidate('alice', cand(`c${i}`)).then(() => 'sent', (e) => e.code));
+  let settled = false;
+  const all = Promise.all(results).then((r) => {
+    settled = true;
+    return r;
+  });
+  for (let i = 0; i < 200 && !settled; i += 1) await s.clock.advance(500);
+  const r = await all;
+  const busy = r.filter((x) => x === 'SIGNALING_BUSY').length;
+  assert.ok(busy > 0 && busy < 260, `${busy} refused`);
+  assert.equal(alice.sent.length, 260 - busy);
+  assert.deepEqual(alice.dropped, []);
+  assert.deepEqual(alice.sent.map((m) => m.payload.candidate), r.map((x, i) => (x === 'sent' ? `c${i}` : null)).filter(Boolean), 'in order');
 });
 
 test('a message still queued when its connection is replaced fails as retryable', async () => {
@@ -579,10 +639,12 @@ test('a message still queued when its connection is replaced fails as retryable'
   master.drop();
   await s.clock.advance(2000);
   const results = await Promise.all(sends);
-  assert.equal(results.filter((r) => r === 'sent').length, 5);
-  const failed = results.find((r) => r !== 'sent');
-  assert.equal(failed.code, 'NOT_CONNECTED');
-  assert.equal(failed.retryable, true);
+  // Evenly paced, the first answer went out at once and the other five were still queued.
+  assert.equal(results.filter((r) => r === 'sent').length, 1);
+  for (const failed of results.slice(1)) {
+    assert.equal(failed.code, 'NOT_CONNECTED');
+    assert.equal(failed.retryable, true);
+  }
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // count, the codec list that keeps offers small, and the slot bookkeeping of video transceivers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CAMERA_CAPS, SCREEN_CAPS, VIDEO_SLOTS, directionFor, preferredVideoCodecs, receives, videoCaps, videoTransceivers } from '../../voice-server/static/media.js';
+import { CAMERA_CAPS, NEEDED_HEADER_EXTENSIONS, SCREEN_CAPS, VIDEO_SLOTS, directionFor, headerExtensionsToNegotiate, preferredAudioCodecs, preferredVideoCodecs, receives, videoCaps, videoTransceivers } from '../../voice-server/static/media.js';
 
 test('camera caps shrink as the number of peers grows, never below a usable floor', () => {
   let prev = null;
@@ -60,4 +60,28 @@ test('directions: we always receive, send only with a track; receiving read from
   assert.equal(receives('sendonly'), false);
   assert.equal(receives('inactive'), false);
   assert.equal(receives(null), false);
+});
+
+test('audio is offered as Opus only', () => {
+  const caps = ['audio/opus', 'audio/red', 'audio/G722', 'audio/PCMU', 'audio/PCMA', 'audio/CN', 'audio/telephone-event'].map((mimeType) => ({ mimeType, clockRate: 48000 }));
+  assert.deepEqual(preferredAudioCodecs(caps).map((c) => c.mimeType), ['audio/opus']);
+  assert.deepEqual(preferredAudioCodecs([{ mimeType: 'audio/PCMU' }]), []);
+});
+
+test('header extensions: mid, transport-wide-cc, audio level and video orientation kept as they were, the rest stopped', () => {
+  const exts = [
+    ['urn:ietf:params:rtp-hdrext:sdes:mid', 'sendrecv'],
+    ['http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01', 'sendrecv'],
+    ['urn:ietf:params:rtp-hdrext:ssrc-audio-level', 'sendrecv'],
+    ['urn:3gpp:video-orientation', 'sendrecv'],
+    ['http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time', 'sendrecv'],
+    ['urn:ietf:params:rtp-hdrext:toffset', 'sendrecv'],
+    ['http://www.webrtc.org/experiments/rtp-hdrext/playout-delay', 'sendrecv'],
+    ['urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id', 'sendrecv'],
+    ['http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time', 'stopped'],
+  ].map(([uri, direction]) => ({ uri, direction }));
+  const out = headerExtensionsToNegotiate(exts);
+  assert.equal(out.length, exts.length, 'the browser wants the whole list back');
+  assert.deepEqual(out.filter((e) => e.direction !== 'stopped').map((e) => e.uri), NEEDED_HEADER_EXTENSIONS);
+  assert.deepEqual(headerExtensionsToNegotiate(undefined), []);
 });

@@ -47,6 +47,9 @@ class FakePC {
     this.restarts += 1;
   }
   setConfiguration(c) {
+    // As Chromium: a bundle policy other than the constructor's (an absent one is 'balanced')
+    // throws InvalidModificationError.
+    if ((c.bundlePolicy || 'balanced') !== (this.cfg.bundlePolicy || 'balanced')) throw new Error('InvalidModificationError: bundlePolicy changed');
     this.cfg = c;
   }
   close() {
@@ -190,8 +193,12 @@ test('a transport that fetches current ICE servers: every new link and ICE resta
   await flush();
   const pc = FakePC.all[0];
   assert.deepEqual(pc.cfg.iceServers, [{ urls: ['turn:fresh-early-1'], username: 'u', credential: 'c' }]);
+  // max-bundle (candidates listed once per offer, docs/web-client.md "Offer sizes"), kept by
+  // the ICE restart's setConfiguration, which would otherwise throw.
+  assert.equal(pc.cfg.bundlePolicy, 'max-bundle');
   await s.restartIce('early');
   assert.deepEqual(pc.cfg.iceServers[0].urls, ['turn:fresh-early-2']);
+  assert.equal(pc.cfg.bundlePolicy, 'max-bundle');
   await s.onOffer('later', offerFrom('L1'));
   assert.deepEqual(s.peers.get('later').pc.cfg.iceServers[0].urls, ['turn:fresh-later-3']);
   s.teardown('test');

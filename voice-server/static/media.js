@@ -70,3 +70,40 @@ export function preferredVideoCodecs(codecs) {
   if (!vp8.length) return [];
   return [...vp8, ...list.filter((c) => /^video\/rtx$/i.test(c.mimeType))];
 }
+
+/**
+ * The audio codecs we offer: Opus only (every browser has it; the app uses no DTMF, no G.711,
+ * no RED). Chromium offers about ten audio codecs; each costs offer and answer bytes.
+ * `codecs`: RTCRtpReceiver.getCapabilities('audio').codecs. Empty list if Opus is missing.
+ */
+export function preferredAudioCodecs(codecs) {
+  return (codecs || []).filter((c) => /^audio\/opus$/i.test(c.mimeType));
+}
+
+/**
+ * RTP header extensions the app needs, by URI; every other one is stopped (not offered):
+ * - sdes:mid: BUNDLE demultiplexing of the one transport's m-lines;
+ * - transport-wide-cc-01: send-side bandwidth estimation (Chromium's congestion control), which
+ *   the per-peer video caps rely on to adapt within them; abs-send-time (REMB, the older
+ *   receive-side estimate) is redundant with it;
+ * - ssrc-audio-level: the audio level of received packets (RTCRtpReceiver.getSynchronizationSources);
+ * - video-orientation: a phone's camera rotation travels as metadata, not re-encoded.
+ * Stopped: toffset, abs-send-time, playout-delay, video-content-type, video-timing, color-space,
+ * rtp-stream-id / repaired-rtp-stream-id (simulcast, which the app does not use), and any
+ * others a browser adds. About 600 bytes less per video m-line, 150 per audio one.
+ */
+export const NEEDED_HEADER_EXTENSIONS = [
+  'urn:ietf:params:rtp-hdrext:sdes:mid',
+  'http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01',
+  'urn:ietf:params:rtp-hdrext:ssrc-audio-level',
+  'urn:3gpp:video-orientation',
+];
+
+/**
+ * The list for RTCRtpTransceiver.setHeaderExtensionsToNegotiate: `exts` (from
+ * getHeaderExtensionsToNegotiate) with every extension we do not need stopped, the needed ones
+ * left as the browser had them.
+ */
+export function headerExtensionsToNegotiate(exts) {
+  return (exts || []).map((e) => (NEEDED_HEADER_EXTENSIONS.includes(e.uri) ? e : { ...e, direction: 'stopped' }));
+}

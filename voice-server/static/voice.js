@@ -26,7 +26,7 @@
 // AWS mode KVS, paced). Each video sender is capped by RTCRtpSender.setParameters from the
 // number of peers it sends to (media.js videoCaps).
 
-import { VIDEO_SLOTS, videoCaps, videoTransceivers, directionFor, receives, preferredVideoCodecs } from './media.js';
+import { VIDEO_SLOTS, videoCaps, videoTransceivers, directionFor, receives, preferredVideoCodecs, preferredAudioCodecs, headerExtensionsToNegotiate } from './media.js';
 
 const SPEAKING_THRESHOLD = 0.02;
 const SPEAKING_HOLD_MS = 350;
@@ -45,6 +45,17 @@ function toRtcIceServers(list) {
     if (s.credential) out.credential = s.credential;
     return out;
   });
+}
+
+/**
+ * The RTCPeerConnection configuration for `list` (grant ICE servers). `max-bundle`: every peer is
+ * this web client, which bundles, so all m-lines share one transport and the ICE candidates a
+ * renegotiation offer repeats are listed once instead of once per m-line (audio, two video, data):
+ * about 1.5 KB less base64 per camera offer in a KVS room (docs/web-client.md, "Offer sizes").
+ * setConfiguration must repeat it: a bundle policy that differs from the constructor's throws.
+ */
+export function rtcConfig(list) {
+  return { iceServers: toRtcIceServers(list), bundlePolicy: 'max-bundle' };
 }
 
 /** The DTLS fingerprint of an SDP: the same for every offer of one RTCPeerConnection. */
@@ -235,7 +246,7 @@ export class VoiceSession {
     try {
       const servers = await this.transport.iceServersFor(link.userId);
       if (link.closed || this.ended) return false;
-      if (servers) link.pc.setConfiguration({ iceServers: toRtcIceServers(servers) });
+      if (servers) link.pc.setConfiguration(rtcConfig(servers));
     } catch (e) {
       this.warn(`fresh ICE servers for ${this.name(link.userId)} unavailable (${e.message}); using the grant's`);
     }
@@ -282,7 +293,7 @@ export class VoiceSession {
   newLink(userId, role) {
     const old = this.peers.get(userId);
     if (old) this.closeLink(old);
-    const pc = new this.d.RTCPeerConnection({ iceServers: toRtcIceServers(this.iceServersFor(userId, role)) });
+    const pc = new this.d.RTCPeerConnection(rtcConfig(this.iceServersFor(userId, role)));
     this.linksCreated += 1;
     const link = {
       userId,
@@ -306,7 +317,12 @@ export class VoiceSession {
     this.earlyCandidates.delete(userId);
     this.peers.set(userId, link);
     this.d.onLink(link);
-    for (const track of this.stream.getAudioTracks()) pc.addTrack(track, this.stream);
+    for (const track of this.stream.getAudioTracks()) {
+      const sender = pc.addTrack(track, this.stream);
+      // Opus only and the needed header extensions, on both sides (an answer keeps at most what
+      // the offer had, and the answerer's own preferences trim it further).
+      if (pc.getTransceivers) this.preferCodecs(pc.getTransceivers().find((t) => t.sender === sender), 'audio');
+    }
     if (pc.createDataChannel) {
       // Negotiated (same id on both sides, no announcement): a master's "offer again, please".
       try {
@@ -398,7 +414,7 @@ export class VoiceSession {
     link.restarting = true;
     this.iceRestarts += 1;
     try {
-      if (link.pc.setConfiguration) link.pc.setConfiguration({ iceServers: toRtcIceServers(this.iceServersFor(userId, 'viewer')) });
+      if (link.pc.setConfiguration) link.pc.setConfiguration(rtcConfig(this.iceServersFor(userId, 'viewer')));
       if (!(await this.refreshIceServers(link))) return false;
       if (link.pc.restartIce) link.pc.restartIce();
       const offer = await link.pc.createOffer({ iceRestart: true });
@@ -530,15 +546,30 @@ export class VoiceSession {
     return changed;
   }
 
-  /** VP8 only on a video transceiver, so offers stay under the signaling size limit. */
-  preferCodecs(t) {
+  /**
+   * Keeps a transceiver's part of offers and answers small, so that they fit KVS's 10K base64
+   * messagePayload with margin (docs/web-client.md, "Offer sizes"): VP8 + rtx on video, Opus on
+   * audio (setCodecPreferences), and only the RTP header extensions the app needs
+   * (setHeaderExtensionsToNegotiate, where the browser has it; media.js NEEDED_HEADER_EXTENSIONS).
+   */
+  preferCodecs(t, kind = 'video') {
+    if (!t) return;
     const R = this.d.RTCRtpReceiver;
-    if (!t || !t.setCodecPreferences || !R || !R.getCapabilities) return;
-    const codecs = preferredVideoCodecs((R.getCapabilities('video') || {}).codecs);
-    try {
-      if (codecs.length) t.setCodecPreferences(codecs);
-    } catch (e) {
-      this.warn(`video codec preferences not applied: ${e.message}`);
+    if (t.setCodecPreferences && R && R.getCapabilities) {
+      const caps = (R.getCapabilities(kind) || {}).codecs;
+      const codecs = kind === 'audio' ? preferredAudioCodecs(caps) : preferredVideoCodecs(caps);
+      try {
+        if (codecs.length) t.setCodecPreferences(codecs);
+      } catch (e) {
+        this.warn(`${kind} codec preferences not applied: ${e.message}`);
+      }
+    }
+    if (t.setHeaderExtensionsToNegotiate && t.getHeaderExtensionsToNegotiate) {
+      try {
+        t.setHeaderExtensionsToNegotiate(headerExtensionsToNegotiate(t.getHeaderExtensionsToNegotiate()));
+      } catch (e) {
+        this.warn(`${kind} header extensions not restricted: ${e.message}`);
+      }
     }
   }
 
