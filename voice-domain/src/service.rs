@@ -344,16 +344,14 @@ impl<P: Ports> VoiceService<P> {
         caller: &ConnectionId,
         voice_room: &VoiceRoomId,
     ) -> Result<VoiceGrant, JoinVoiceError> {
-        let user = self
-            .identify(caller)
-            .await?
-            .ok_or(AccessError::NotIdentified)?;
-        let room = self
-            .ports
-            .store
-            .get(voice_room)
-            .await?
-            .ok_or(JoinVoiceError::VoiceRoomNotFound)?;
+        let (user, room) = self
+            .caller_and_room(caller, voice_room)
+            .await
+            .map_err(|e| match e {
+                Lookup::NotIdentified => AccessError::NotIdentified.into(),
+                Lookup::NotFound => JoinVoiceError::VoiceRoomNotFound,
+                Lookup::Dependency(d) => JoinVoiceError::Dependency(d),
+            })?;
         self.gate(&user, room.chat_room()).await?;
         let client_id = ClientId::from_connection(caller).map_err(|e| {
             DependencyError::new(PortName::Channels, PortFailure::permanent(e.to_string()))
@@ -1136,16 +1134,14 @@ impl<P: Ports> VoiceService<P> {
         caller: &ConnectionId,
         voice_room: &VoiceRoomId,
     ) -> Result<VoiceRoom, StartRecordingError> {
-        let user = self
-            .identify(caller)
-            .await?
-            .ok_or(AccessError::NotIdentified)?;
-        let room = self
-            .ports
-            .store
-            .get(voice_room)
-            .await?
-            .ok_or(StartRecordingError::VoiceRoomNotFound)?;
+        let (user, room) = self
+            .caller_and_room(caller, voice_room)
+            .await
+            .map_err(|e| match e {
+                Lookup::NotIdentified => AccessError::NotIdentified.into(),
+                Lookup::NotFound => StartRecordingError::VoiceRoomNotFound,
+                Lookup::Dependency(d) => StartRecordingError::Dependency(d),
+            })?;
         let membership = match self.gate(&user, room.chat_room()).await {
             Ok(m) => m,
             Err(GateError::Access(a)) => return Err(a.into()),
@@ -1280,8 +1276,8 @@ impl<P: Ports> VoiceService<P> {
         Ok(())
     }
 
-    /// What the use cases a moderator may run (end, server mute, stop recording) read first:
-    /// who calls and the room they name (whether they administer its chat room is
+    /// What the use cases on one voice room (join, end, server mute, start and stop recording)
+    /// read first: who calls and the room they name (whether they administer its chat room is
     /// [`Self::is_admin`], asked after each use case's own early refusals).
     async fn caller_and_room(
         &self,
