@@ -75,6 +75,35 @@ export function createRun({ summary, stepTimeoutMs = 15_000, permissions = ['mic
     );
   }
 
+  /** `u` asks to join `roomName` from the room list (refreshing until the room shows up). */
+  async function joinRoom(u, roomName) {
+    const item = u.page.locator('#rooms li', { hasText: roomName });
+    const deadline = Date.now() + STEP_TIMEOUT_MS;
+    while (!(await item.count())) {
+      if (Date.now() > deadline) fail(`${u.name}: room "${roomName}" never appeared in the rooms list`);
+      await u.page.getByRole('button', { name: 'Refresh', exact: true }).first().click();
+      await u.page.waitForTimeout(200);
+    }
+    await item.getByRole('button', { name: 'Request to join' }).click();
+  }
+
+  /** The admin approves `u`'s request; `u`'s page then shows the room. */
+  async function approve(admin, u, roomName) {
+    const req = admin.page.locator('#requests li', { hasText: u.name });
+    await req.waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+    await req.getByRole('button', { name: 'Approve' }).click();
+    await req.waitFor({ state: 'detached', timeout: STEP_TIMEOUT_MS });
+    await waitText(u, '#room-title', roomName);
+  }
+
+  /** `u` presses Join Voice and waits until the page says it is in voice. */
+  async function joinVoice(u) {
+    const join = u.page.getByRole('button', { name: 'Join Voice' });
+    await join.waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+    await join.click();
+    await waitIn(u, `${u.name} to be in voice`, () => window.voiceDebug.inVoice());
+  }
+
   async function newUser(browser, name, origin, { micPermission = true } = {}) {
     const context = await browser.newContext();
     if (micPermission) await context.grantPermissions(permissions, { origin });
@@ -185,5 +214,8 @@ export function createRun({ summary, stepTimeoutMs = 15_000, permissions = ['mic
     nameById,
     named,
     waitMeshConnected,
+    joinRoom,
+    approve,
+    joinVoice,
   };
 }

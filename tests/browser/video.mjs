@@ -49,7 +49,7 @@ try {
 
 const summary = { ok: false, steps: [], video: {}, levels: {}, linksCreated: {}, timings: {} };
 const harness = createRun({ summary, stepTimeoutMs: STEP_TIMEOUT_MS, permissions: ['microphone', 'camera'] });
-const { users, started, step, waitIn, waitText, newUser, login, measure, nameById, named, waitMeshConnected } = harness;
+const { users, started, step, waitIn, waitText, newUser, login, measure, nameById, named, waitMeshConnected, joinRoom, approve, joinVoice } = harness;
 
 // ---------------------------------------------------------------------------------------------
 
@@ -169,31 +169,8 @@ async function bytesSent(user) {
   });
 }
 
-async function joinRoom(u, roomName) {
-  const item = u.page.locator('#rooms li', { hasText: roomName });
-  const deadline = Date.now() + STEP_TIMEOUT_MS;
-  while (!(await item.count())) {
-    if (Date.now() > deadline) fail(`${u.name}: room "${roomName}" never appeared in the rooms list`);
-    await u.page.getByRole('button', { name: 'Refresh' }).click();
-    await u.page.waitForTimeout(200);
-  }
-  await item.getByRole('button', { name: 'Request to join' }).click();
-}
 
-async function approve(alice, u, roomName) {
-  const req = alice.page.locator('#requests li', { hasText: u.name });
-  await req.waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
-  await req.getByRole('button', { name: 'Approve' }).click();
-  await req.waitFor({ state: 'detached', timeout: STEP_TIMEOUT_MS });
-  await waitText(u, '#room-title', roomName);
-}
 
-async function joinVoice(u) {
-  const join = u.page.getByRole('button', { name: 'Join Voice' });
-  await join.waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
-  await join.click();
-  await waitIn(u, `${u.name} to be in voice`, () => window.voiceDebug.inVoice());
-}
 
 async function run(browser, url) {
   const origin = new URL(url).origin;
