@@ -36,6 +36,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { accept, connectWebSocket, kvsSignaling, makeCertificates, policyAllows, refuse, serveStatic, sigv4Scope, templateCsp } from './aws-stand-ins.mjs';
+import { KVS_LIMITS } from './kvs-fakes.mjs';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const BOOTSTRAP = process.env.VOICE_LAMBDA_BOOTSTRAP || path.join(ROOT, 'target/debug/voice-lambda');
@@ -84,12 +85,47 @@ export async function until(fn, what, ms = 15000) {
 }
 
 /**
+ * The connection cut-offs of the real services, which the stand-ins apply (each a default of
+ * `startLocalStack`'s `limits` option; a test may shorten them to see a cut-off within its run):
+ * - API Gateway WebSocket: "Connection duration for WebSocket API: 2 hours" and "Idle Connection
+ *   Timeout: 10 minutes" ("Amazon API Gateway quotas for configuring and running a WebSocket
+ *   API", https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-execution-service-websocket-limits-table.html);
+ * - KVS signaling WebSocket: connection duration 1 hour, idle timeout 10 minutes ("Amazon Kinesis
+ *   Video Streams with WebRTC service quotas", "Signaling API service quotas", kvs-fakes.mjs
+ *   KVS_LIMITS);
+ * - KVS TURN credentials: GetIceServerConfig's `Ttl`, 300 s ("GetIceServerConfig", IceServer.Ttl:
+ *   "The period of time, in seconds, during which the username and password are valid"; KVS
+ *   hands out 300, https://docs.aws.amazon.com/kinesisvideostreams/latest/dg/API_signaling_GetIceServerConfig.html).
+ */
+export const REAL_LIMITS = Object.freeze({
+  apiGatewayMaxConnectionMs: 2 * 60 * 60 * 1000,
+  apiGatewayIdleMs: 10 * 60 * 1000,
+  kvsMaxConnectionMs: KVS_LIMITS.maxConnectionMs,
+  kvsIdleMs: KVS_LIMITS.idleMs,
+  turnTtlSeconds: 300,
+});
+
+/**
  * Starts the stack. `workers`: bootstrap processes (Lambda execution environments) serving
  * invocations concurrently. `params`: template parameters (e.g. {ChatMode: 'builtin'}).
- * `kvsActivationMs`: how long a new channel stays CREATING.
+ * `kvsActivationMs`: how long a new channel stays CREATING. `limits`: any of REAL_LIMITS'
+ * fields, for tests only (the defaults are the real services' values); the returned
+ * `stack.limits` holds them and is read when they are checked, so a test may change them
+ * mid-run.
  */
-export async function startLocalStack({ workers = 3, params = {}, log = () => {}, kvsActivationMs = 300, stackName = 'voice-local', port: frontPort = 0 } = {}) {
+export async function startLocalStack({ workers = 3, params = {}, log = () => {}, kvsActivationMs = 300, stackName = 'voice-local', port: frontPort = 0, limits: limitOptions = {} } = {}) {
   if (!fs.existsSync(BOOTSTRAP)) throw new Error(`no bootstrap at ${BOOTSTRAP}: run cargo build -p voice-lambda --locked`);
+  for (const k of Object.keys(limitOptions)) if (!(k in REAL_LIMITS)) throw new Error(`unknown limit ${k} (known: ${Object.keys(REAL_LIMITS).join(', ')})`);
+  const limits = { ...REAL_LIMITS, ...limitOptions };
+  const kvsLimits = {
+    ...KVS_LIMITS,
+    get maxConnectionMs() {
+      return limits.kvsMaxConnectionMs;
+    },
+    get idleMs() {
+      return limits.kvsIdleMs;
+    },
+  };
   const certs = makeCertificates();
   const children = [];
   const servers = [];
@@ -98,6 +134,8 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     posts: [], // {connectionId, status, bytes, event, at (hrtime ns)}
     deletes: [],
     assumeRole: [], // {roleArn, sessionName, seconds, policyChars, status}
+    apiGatewayClosed: [], // connections API Gateway closed by itself: {connectionId, why ('maxDuration' | 'idle'), openMs}
+    iceServerConfigs: [], // GetIceServerConfig answers: {arn, clientId, expiresAt (ms), at (ms)}
     kvsCalls: [], // {path, status, caller, error, arn, at (hrtime ns)}
     dynamoCalls: [], // the function's DynamoDB requests: {target, table, input (pool table only), status, at (hrtime ns)}
     initErrors: [],
@@ -113,6 +151,7 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
   const relay = kvsSignaling({
     stats,
     log,
+    limits: kvsLimits,
     authorize({ url, arn, role, scope }) {
       refreshChannels();
       const session = sessions.get(scope.accessKeyId);
@@ -312,7 +351,7 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
   //   ("Setting up a WebSocket API integration request", proxy integration);
   // - frames of more than 32 KB close the connection with 1009 ("Amazon API Gateway quotas for
   //   configuring and running a WebSocket API": frame size 32 KB, message 128 KB); a connection
-  //   idle for 10 minutes or open for 2 hours is closed.
+  //   idle for 10 minutes or open for 2 hours is closed (REAL_LIMITS; `limits` may shorten them).
   const apiId = 'local00api';
   const newConnectionId = () => `${crypto.randomBytes(11).toString('base64').replace(/\+/g, 'A').replace(/\//g, 'B')}`;
 
@@ -352,11 +391,25 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     }
   }
 
+  // The 2-hour and 10-minute cut-offs (REAL_LIMITS), checked every 200 ms against `limits`;
+  // `capMs` is one connection's own cap (stack.capConnection).
+  const cutOffs = setInterval(() => {
+    const now = Date.now();
+    for (const conn of [...connections.values()]) {
+      const cap = conn.capMs ?? limits.apiGatewayMaxConnectionMs;
+      const why = now - conn.connectedAt >= cap ? 'maxDuration' : now - conn.lastActiveAt >= limits.apiGatewayIdleMs ? 'idle' : null;
+      if (!why || !conn.socket || conn.socket.closed) continue;
+      stats.apiGatewayClosed.push({ connectionId: conn.id, why, openMs: now - conn.connectedAt });
+      log(`API Gateway closes ${conn.id}: ${why}`);
+      conn.socket.close(1001);
+    }
+  }, 200);
+  cutOffs.unref();
+  cleanups.push(() => clearInterval(cutOffs));
+
   function disconnected(conn, statusCode, reason) {
     if (conn.vanished || !connections.has(conn.id)) return;
     connections.delete(conn.id);
-    clearTimeout(conn.idleTimer);
-    clearTimeout(conn.capTimer);
     if (closed || !routes.has('$disconnect')) return;
     const event = { requestContext: { ...requestContext(conn, '$disconnect', 'DISCONNECT'), disconnectStatusCode: statusCode, disconnectReason: reason }, isBase64Encoded: false };
     invokeRoute(conn, '$disconnect', event).catch((e) => log(`$disconnect failed: ${e.message}`));
@@ -397,14 +450,6 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     const socket = accept(req, raw);
     conn.socket = socket;
     connections.set(conn.id, conn);
-    const idle = () => {
-      clearTimeout(conn.idleTimer);
-      conn.idleTimer = setTimeout(() => socket.close(1001), 10 * 60 * 1000);
-      conn.idleTimer.unref();
-    };
-    idle();
-    conn.capTimer = setTimeout(() => socket.close(1001), 2 * 60 * 60 * 1000);
-    conn.capTimer.unref();
     socket.onframe = (bytes) => {
       if (bytes > 32 * 1024) {
         socket.close(1009);
@@ -414,7 +459,6 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     };
     socket.onmessage = (text) => {
       conn.lastActiveAt = Date.now();
-      idle();
       onFrame(conn, text);
     };
     socket.onclose = () => disconnected(conn, socket.closeCode || 1006, '');
@@ -512,7 +556,7 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
   // `kvsActivationMs`); GetSignalingChannelEndpoint and DeleteSignalingChannel answer
   // ResourceInUseException unless ACTIVE; Delete needs CurrentVersion and leaves the channel
   // DELETING for a while; TPS limits (KVS_TPS) answered with ClientLimitExceededException;
-  // TURN credentials live 300 s. IAM: the function's policy allows CreateSignalingChannel only
+  // TURN credentials live `limits.turnTtlSeconds` (300 s, REAL_LIMITS). IAM: the function's policy allows CreateSignalingChannel only
   // with the tags app=voice-rooms and voiceStack=<this stack> in the request, and
   // DeleteSignalingChannel only on channels tagged voiceStack=<this stack> (template,
   // VoiceFunctionPolicy); browsers may only call what their session allows on their channels.
@@ -619,10 +663,12 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
       case '/v1/get-ice-server-config': {
         if (!ch) return error(404, 'ResourceNotFoundException', 'no such channel');
         if (input.Service && input.Service !== 'TURN') return error(400, 'InvalidArgumentException', 'Service must be TURN');
-        const expires = Math.floor(Date.now() / 1000) + 300;
+        const ttl = limits.turnTtlSeconds;
+        const expires = Math.floor(Date.now() / 1000) + ttl;
+        stats.iceServerConfigs.push({ arn, clientId: input.ClientId || null, expiresAt: expires * 1000, at: Date.now() });
         // A TURN server on a closed loopback port: the browsers try it and fall back to their
         // host candidates at once (no DNS, nothing leaves the machine).
-        return ok({ IceServerList: [{ Uris: ['turn:127.0.0.1:9?transport=udp'], Username: `${expires}:${ch.name}:${input.ClientId || ''}`, Password: 'local-turn-password', Ttl: 300 }] });
+        return ok({ IceServerList: [{ Uris: ['turn:127.0.0.1:9?transport=udp'], Username: `${expires}:${ch.name}:${input.ClientId || ''}`, Password: 'local-turn-password', Ttl: ttl }] });
       }
       default:
         return error(404, 'UnknownOperationException', `unknown operation ${p}`);
@@ -744,6 +790,19 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     scan,
     /** Open API Gateway connections, oldest first. */
     connections: () => [...connections.values()].map((c) => ({ id: c.id, remotePort: c.remotePort })),
+    /** The cut-offs in force (REAL_LIMITS' fields), read when checked: a test may change them. */
+    limits,
+    /**
+     * Gives one open API Gateway connection a duration cap of its own (closed with 1001 at the
+     * next check once that old, as at the 2-hour cut-off): "two hours have passed" for it alone.
+     */
+    capConnection(connectionId, capMs) {
+      const c = connections.get(connectionId);
+      if (!c) throw new Error(`no connection ${connectionId}`);
+      c.capMs = capMs;
+    },
+    /** KVS signaling connections open now matching `match({arn, role, clientId, user})` get a cap of their own (aws-stand-ins.mjs). */
+    capKvsConnections: (match, capMs) => relay.capConnections(match, capMs),
     /** The connection id of the client whose local port is `port`. */
     connectionIdOf: (port) => {
       for (const c of connections.values()) if (c.remotePort === port) return c.id;

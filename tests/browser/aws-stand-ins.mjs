@@ -325,6 +325,13 @@ export function policyAllows(policy, action, resource) {
  * With `enforce: false` an over-limit message is still delivered (and still counted): for tests
  * that must observe the page without KVS's refusals changing its behaviour.
  *
+ * Connection lifetime, from the same quotas page ("Signaling API service quotas"): a connection
+ * is closed (1001) once it has been open for `limits.maxConnectionMs` ("Connection duration: 1
+ * hour") or has carried no message either way for `limits.idleMs` ("Idle timeout: 10 minutes").
+ * Both are read when checked (every 200 ms), so a test may shorten them (option `limits`), and
+ * `capConnections(match, ms)` gives the connections open now a cap of their own: standing in for
+ * an hour having passed on those sockets only. Every such close is counted in `stats.kvsExpired`.
+ *
  * `authorize({url, arn, role, clientId, scope})` returns `{ user }` or `{ why }` (refused 403).
  * `stats` gets kvsConnections, kvsRefused, relayed, kvsOverLimit, the longest messagePayload
  * (base64) seen per kind (kvsPayloadMax) and, per connection, the most SDP and ICE messages it
@@ -332,6 +339,22 @@ export function policyAllows(policy, action, resource) {
  */
 export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LIMITS, enforce = true }) {
   const channels = new Map(); // channelArn -> {master: Socket|null, viewers: Map(clientId -> Socket)}
+  // Open connections and their clocks: {socket, arn, role, clientId, user, openedAt, activeAt, capMs}
+  const open = new Set();
+  let ticker = null;
+  function expire() {
+    const now = Date.now();
+    for (const c of [...open]) {
+      const cap = c.capMs ?? limits.maxConnectionMs;
+      const why = now - c.openedAt >= cap ? 'maxDuration' : now - c.activeAt >= limits.idleMs ? 'idle' : null;
+      if (!why) continue;
+      open.delete(c);
+      stats.kvsExpired.push({ arn: c.arn, role: c.role, clientId: c.clientId, user: c.user, why, openMs: now - c.openedAt });
+      log(`kvs closed ${c.role} ${c.arn}: ${why}`);
+      c.socket.close(1001);
+    }
+  }
+  stats.kvsExpired ||= [];
   stats.kvsConnections ||= [];
   stats.kvsRefused ||= [];
   stats.kvsOverLimit ||= [];
@@ -361,6 +384,12 @@ export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LI
     const socket = accept(req, raw);
     const record = { arn, role, clientId, accessKeyId: scope.accessKeyId, user: verdict.user };
     stats.kvsConnections.push(record);
+    const clock = { socket, arn, role, clientId, user: verdict.user, openedAt: Date.now(), activeAt: Date.now(), capMs: null };
+    open.add(clock);
+    if (!ticker) {
+      ticker = setInterval(expire, 200);
+      ticker.unref();
+    }
     const peak = { arn, role, user: verdict.user, sdp: 0, ice: 0 };
     stats.kvsPeakRates.push(peak);
     const sent = { sdp: [], ice: [] };
@@ -373,10 +402,12 @@ export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LI
       ch.viewers.set(clientId, socket);
     }
     socket.onclose = () => {
+      open.delete(clock);
       if (role === 'MASTER' && ch.master === socket) ch.master = null;
       if (role === 'VIEWER' && ch.viewers.get(clientId) === socket) ch.viewers.delete(clientId);
     };
     socket.onmessage = (text) => {
+      clock.activeAt = Date.now();
       let m;
       try {
         m = JSON.parse(text);
@@ -402,12 +433,11 @@ export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LI
       times.push(now);
       peak[kind] = Math.max(peak[kind], times.length);
       stats.relayed += 1;
-      if (role === 'VIEWER') {
-        if (ch.master) ch.master.send({ messageType: m.action, messagePayload: m.messagePayload, senderClientId: clientId });
-      } else {
-        const v = ch.viewers.get(m.recipientClientId);
-        if (v) v.send({ messageType: m.action, messagePayload: m.messagePayload });
-      }
+      const to = role === 'VIEWER' ? ch.master : ch.viewers.get(m.recipientClientId);
+      if (!to) return;
+      for (const c of open) if (c.socket === to) c.activeAt = Date.now();
+      if (role === 'VIEWER') to.send({ messageType: m.action, messagePayload: m.messagePayload, senderClientId: clientId });
+      else to.send({ messageType: m.action, messagePayload: m.messagePayload });
     };
   }
 
@@ -423,6 +453,22 @@ export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LI
     },
     closeAll() {
       for (const arn of [...channels.keys()]) this.close(arn);
+      clearInterval(ticker);
+      ticker = null;
+    },
+    /**
+     * Gives the connections open now for which `match({arn, role, clientId, user})` holds a
+     * duration cap of `capMs` (closed at the next check once that old, as at KVS's 1-hour cap);
+     * later connections keep `limits.maxConnectionMs`. Returns how many were capped.
+     */
+    capConnections(match, capMs) {
+      let n = 0;
+      for (const c of open) {
+        if (!match({ arn: c.arn, role: c.role, clientId: c.clientId, user: c.user })) continue;
+        c.capMs = capMs;
+        n += 1;
+      }
+      return n;
     },
     has: (arn) => channels.has(arn),
   };

@@ -7,7 +7,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createTransport, fetchIceServers, ICE_CACHE_MS, isValidKvsClientId, KVS_ICE_PER_SECOND, KVS_MAX_MESSAGE_PAYLOAD, KVS_SDP_PER_SECOND, KvsTransport, loadKvsSdk, MAX_PAYLOAD_BYTES, SignalingError } from '../../voice-server/static/signaling.js';
+import { createTransport, fetchIceServers, ICE_CACHE_MS, iceCacheMs, isValidKvsClientId, KVS_ICE_PER_SECOND, KVS_MAX_MESSAGE_PAYLOAD, KVS_SDP_PER_SECOND, KvsTransport, loadKvsSdk, MAX_PAYLOAD_BYTES, SignalingError } from '../../voice-server/static/signaling.js';
 import { arnOf, awsGrant, base64Length, clientIdOf, fakeClock, fakeKvs, flush, KVS_LIMITS, roomView, wssOf } from './kvs-fakes.mjs';
 
 /** A transport for `grant` over a fresh fake SDK and clock, recording what it delivers. */
@@ -629,6 +629,23 @@ test('the pacing queue is bounded: beyond it a send fails at once as SIGNALING_B
   assert.deepEqual(alice.sent.map((m) => m.payload.candidate), r.map((x, i) => (x === 'sent' ? `c${i}` : null)).filter(Boolean), 'in order');
 });
 
+test('a message still queued when a rotation (new credentials) replaces its connection goes out on the replacement', async () => {
+  const later = ['d1', 'd2', 'd3'];
+  const s = await connected({ grant: awsGrant({ later }) });
+  const master = s.kvs.latest('carol');
+  for (const u of later) master.receive('offer', offer(`o-${u}`), clientIdOf(u));
+  const sends = later.map((u) => s.t.sendAnswer(u, answer(`a-${u}`)).then(() => 'sent', (e) => e));
+  await flush();
+  s.t.updateGrant(awsGrant({ later, keyId: 'ASIA-2' }));
+  const next = s.kvs.latest('carol');
+  assert.notEqual(next, master);
+  next.accept();
+  await s.clock.advance(2000);
+  assert.deepEqual(await Promise.all(sends), ['sent', 'sent', 'sent']);
+  assert.deepEqual(master.sent.map((m) => m.payload.sdp), ['a-d1'], 'the first went out before the rotation');
+  assert.deepEqual(next.sent.map((m) => [m.payload.sdp, m.recipientClientId]), [['a-d2', clientIdOf('d2')], ['a-d3', clientIdOf('d3')]], 'the rest on the new connection, in order');
+});
+
 test('a message still queued when its connection is replaced fails as retryable', async () => {
   const later = ['d1', 'd2', 'd3', 'd4', 'd5', 'd6'];
   const s = await connected({ grant: awsGrant({ later }) });
@@ -651,7 +668,7 @@ test('a message still queued when its connection is replaced fails as retryable'
 // Fresh ICE servers (KVS TURN credentials live 300 s)
 
 /** A GetIceServerConfig stand-in: checks the SigV4 shape and hands out numbered credentials. */
-function iceEndpoint() {
+function iceEndpoint({ ttl = 300 } = {}) {
   const calls = [];
   const fetch = async (url, init) => {
     calls.push({ url, init, body: JSON.parse(init.body) });
@@ -662,7 +679,7 @@ function iceEndpoint() {
     return {
       ok: true,
       status: 200,
-      text: async () => JSON.stringify({ IceServerList: [{ Uris: ['turn:t.example:443?transport=udp'], Username: `u${n}`, Password: `p${n}`, Ttl: 300 }] }),
+      text: async () => JSON.stringify({ IceServerList: [{ Uris: ['turn:t.example:443?transport=udp'], Username: `u${n}`, Password: `p${n}`, Ttl: ttl }] }),
     };
   };
   return { fetch, calls };
@@ -686,6 +703,20 @@ test('iceServersFor asks KVS for fresh TURN credentials on the link\'s channel, 
   assert.ok(ICE_CACHE_MS < 300_000);
   await s.clock.advance(ICE_CACHE_MS);
   assert.equal((await s.t.iceServersFor('alice')).at(-1).username, 'u3');
+});
+
+test('TURN credentials that live less than 300 s are reused for at most 80 % of their Ttl, never past it', async () => {
+  const ice = iceEndpoint({ ttl: 5 });
+  const s = await connected({ grant: awsGrant(), fetch: ice.fetch });
+  assert.equal((await s.t.iceServersFor('alice')).at(-1).username, 'u1');
+  await s.clock.advance(3000);
+  assert.equal((await s.t.iceServersFor('alice')).at(-1).username, 'u1', 'reused within 80 % of 5 s');
+  await s.clock.advance(1000);
+  assert.equal((await s.t.iceServersFor('alice')).at(-1).username, 'u2', 'fetched again before the 5 s are over');
+  assert.equal(iceCacheMs(5), 4000);
+  assert.equal(iceCacheMs(300), ICE_CACHE_MS);
+  assert.equal(iceCacheMs(3600), ICE_CACHE_MS);
+  assert.equal(iceCacheMs(null), ICE_CACHE_MS, 'no Ttl in the answer: the 300 s rule');
 });
 
 test('iceServersFor falls back to the grant\'s list, with an error, when KVS refuses', async () => {

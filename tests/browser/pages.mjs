@@ -110,7 +110,7 @@ export function createRun({ summary, stepTimeoutMs = 15_000, permissions = ['mic
     context.setDefaultTimeout(STEP_TIMEOUT_MS);
     const page = await context.newPage();
     const user = { name, context, page, console: [], errors: [] };
-    page.on('console', (m) => user.console.push(`${m.type()}: ${m.text()}`));
+    page.on('console', (m) => user.console.push(`${((Date.now() - started) / 1000).toFixed(1)} ${m.type()}: ${m.text()}`));
     page.on('pageerror', (e) => user.errors.push(`pageerror: ${e.message}`));
     page.on('requestfailed', (r) => user.errors.push(`requestfailed: ${r.url()} ${r.failure() && r.failure().errorText}`));
     users.push(user);
@@ -201,9 +201,25 @@ export function createRun({ summary, stepTimeoutMs = 15_000, permissions = ['mic
     );
   }
 
+  /**
+   * Waits until `u` hears each of `others`: over one `windowMs` window their audio peaks above
+   * `audible` and RTP packets keep arriving (inbound-rtp packetsReceived grows). Measured again
+   * until the step timeout, since audio takes a moment after a link is (re)built.
+   */
+  async function waitHears(u, others, { audible = 0.01, windowMs = 1200, timeout = STEP_TIMEOUT_MS } = {}) {
+    const deadline = Date.now() + timeout;
+    for (;;) {
+      const levels = await measure(u, windowMs);
+      const deaf = others.filter((o) => !(levels[o.id] && levels[o.id].peak > audible && levels[o.id].packets > 0));
+      if (!deaf.length) return levels;
+      if (Date.now() > deadline) fail(`${u.name} does not hear ${deaf.map((o) => o.name).join(', ')} within ${timeout} ms: ${JSON.stringify(named(levels))}`);
+    }
+  }
+
   return {
     users,
     started,
+    waitHears,
     currentStep: () => currentStep,
     step,
     waitIn,

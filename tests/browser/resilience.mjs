@@ -21,6 +21,8 @@
 //       restarts the server on the same data dir and answers "@@RESTARTED <url>" on stdin; everyone
 //       is back in voice in one voice room; the same id when the server resumes voice (seen by
 //       participantReconnecting events during the earlier parts).
+//   (f) sign out: Carol leaves voice for everyone, nothing of hers stays in localStorage, and a
+//       reload starts at the name form.
 //
 // Prints figures and a final line "SUMMARY <json>" on stdout; exits 0 on success, 1 on failure.
 // Every wait is bounded; the browser and the proxies are always closed.
@@ -370,6 +372,19 @@ async function run(browser, serverUrl) {
       const live = d.all.filter((p) => p.connectionState !== 'closed');
       if (live.length > 2) fail(`${u.name} keeps ${live.length} peer connections open: ${JSON.stringify(live)}`);
     }
+  });
+
+  // (f) sign out forgets who and where we were (issue 12, "Reload": "A sign out clears it").
+  await step('(f) Carol signs out: out of voice for everyone, nothing stored; a reload starts at the name form', async () => {
+    await carol.page.locator('#sign-out').click();
+    await waitIn(carol, 'the name form', () => !document.querySelector('#login').hidden && document.querySelector('#app').hidden);
+    for (const u of [alice, bob]) await waitIn(u, 'Carol gone from the participants', (id) => !document.querySelector(`#participants li[data-user-id="${id}"]`), carol.id);
+    const stored = await carol.page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('voiceChat.')));
+    if (stored.length) fail(`after Sign out the page still stores ${stored.join(', ')}`);
+    await carol.page.reload({ waitUntil: 'load' });
+    await sleep(1500);
+    const after = await carol.page.evaluate(() => ({ login: !document.querySelector('#login').hidden, me: window.voiceDebug.me(), inVoice: window.voiceDebug.inVoice() }));
+    if (!after.login || after.me || after.inVoice) fail(`after Sign out and a reload the page did not start over: ${JSON.stringify(after)}`);
   });
 }
 

@@ -186,6 +186,42 @@ test('resume after a reconnect: old links closed, earlier participants called ag
   s.teardown('test');
 });
 
+test('resume with KVS signaling (AWS: API Gateway cut the app connection, not signaling or media): same transport and links, the new grant applied, offers that came meanwhile kept', async () => {
+  const updates = [];
+  const { s, sent, handlers, transport } = setup([], { kind: 'aws', updateGrant: (g) => updates.push(g) });
+  const aws = (peers, extra = {}) => ({ ...grant(peers), self: { channelArn: 'arn:me', iceServers: [] }, credentials: { kind: 'aws' }, newlyJoined: false, ...extra });
+  s.d.app = () => ({ request: async () => aws(['a'], { clientId: 'old-client' }) });
+  await s.join();
+  await flush();
+  const toA = s.peers.get('a');
+  toA.pc.setState('connected');
+  await handlers.offer('z', offerFrom('ZZ:1'));
+  const toZ = s.peers.get('z');
+  // The grant takes a while; meanwhile z, a later joiner told of our resume, offers again.
+  let give;
+  s.d.app = () => ({ request: () => new Promise((r) => (give = r)) });
+  const resuming = s.resume();
+  await flush();
+  await handlers.offer('z', offerFrom('ZZ:2'));
+  const toZ2 = s.peers.get('z');
+  assert.ok(toZ.pc.closed && toZ2 !== toZ, 'the offer from z\'s new connection replaced the old link');
+  give(aws(['a'], { clientId: 'new-client' }));
+  await resuming;
+  await flush();
+  assert.notEqual(transport.closed, true, 'the KVS transport is kept');
+  assert.deepEqual(updates.map((g) => g.clientId), ['new-client'], 'its sockets get the new credentials and client id');
+  assert.equal(s.peers.get('a'), toA, 'the connected link to a is kept');
+  assert.equal(s.peers.get('z'), toZ2, 'the link z made during the resume is kept');
+  assert.ok(!toA.pc.closed && !toZ2.pc.closed);
+  assert.equal(sent.filter((x) => x.kind === 'offer').length, 1, 'no new offer to a: the link never broke');
+  assert.equal(s.grantCount, 2);
+  // A resume that turned out to be a fresh join (other channel) rebuilds everything.
+  assert.equal(s.keepsTransport(aws(['a'], { newlyJoined: true })), false);
+  assert.equal(s.keepsTransport(aws(['a'], { self: { channelArn: 'arn:other', iceServers: [] } })), false);
+  assert.equal(s.keepsTransport({ ...grant(['a']) }), false, 'relay credentials: a new transport on the new connection');
+  s.teardown('test');
+});
+
 test('a transport that fetches current ICE servers: every new link and ICE restart uses them', async () => {
   let n = 0;
   const { s } = setup(['early'], { iceServersFor: async (userId) => [{ urls: [`turn:fresh-${userId}-${++n}`], username: 'u', credential: 'c' }] });

@@ -258,9 +258,17 @@ let pendingPlace = null;
 
 /** After (re)connecting: rooms, the open room, and voice if we were in it. */
 async function restore(place = pendingPlace) {
+  let voice = null;
   if (features.hello) {
     const ident = loadJson(IDENTITY_KEY);
     await connectSelfHosted((ident && ident.name) || (state.me && state.me.name) || 'Guest');
+    // A call still running (a reconnect, not a reload) is resumed first: the room list and the
+    // open room, several requests (on AWS each a Lambda invocation), follow alongside. Its
+    // failure is awaited (and thrown) below.
+    if (session && !session.ended) {
+      voice = resumeVoice(place && place.voice);
+      voice.catch(() => {});
+    }
     await loadRooms();
     const roomId = state.currentRoomId || (place && place.roomId);
     if (roomId && state.rooms.some((r) => r.roomId === roomId && r.myState === 'approved')) await openRoom(roomId);
@@ -268,7 +276,7 @@ async function restore(place = pendingPlace) {
     await ensureAwsConnection();
     await refreshKnownRooms();
   }
-  await resumeVoice(place && place.voice);
+  await (voice || resumeVoice(place && place.voice));
   pendingPlace = null;
 }
 

@@ -23,7 +23,8 @@
 //                                 every time, never reuse a grant's list: KVS TURN credentials
 //                                 live 300 s. KVS: GetIceServerConfig on the link's channel (our
 //                                 own when we are its master, the peer's when we view it), signed
-//                                 with the grant's credentials, cached per channel for 240 s so a
+//                                 with the grant's credentials, cached per channel for 240 s (at
+//                                 most 80 % of the answer's Ttl) so a
 //                                 full room stays far below KVS's 5 TPS and 50 TURN allocations
 //                                 per channel; on failure the grant's list. Relay: the grant's.
 // Peers are always named by userId; mapping to KVS client ids is the transport's business.
@@ -284,6 +285,18 @@ export function base64Length(bytes) {
 const PACING_QUEUE_MAX = 200;
 /** KVS TURN credentials live 300 s; reuse a GetIceServerConfig answer for at most 240 s. */
 export const ICE_CACHE_MS = 240 * 1000;
+/**
+ * ...and for at most this fraction of the lifetime the answer itself gives (its shortest `Ttl`),
+ * so that credentials that live less than KVS's usual 300 s are never handed to a new peer
+ * connection after they expired (0.8 × 300 s = ICE_CACHE_MS).
+ */
+export const ICE_CACHE_TTL_FRACTION = 0.8;
+
+/** How long a GetIceServerConfig answer whose shortest Ttl is `ttlSeconds` may be reused. */
+export function iceCacheMs(ttlSeconds) {
+  if (!(Number.isFinite(ttlSeconds) && ttlSeconds > 0)) return ICE_CACHE_MS;
+  return Math.min(ICE_CACHE_MS, Math.floor(ttlSeconds * 1000 * ICE_CACHE_TTL_FRACTION));
+}
 
 // ---------------------------------------------------------------------------------------------
 // GetIceServerConfig from the page (SigV4 with SubtleCrypto; the vendored SDK only presigns URLs)
@@ -303,7 +316,15 @@ async function hmac(subtle, key, text) {
  * `kinesisvideo`), and returns RTCIceServer-shaped entries ({urls, username, credential}).
  * @param {{fetch, endpoint, channelArn, clientId, region, credentials, now, subtle}} a
  */
-export async function fetchIceServers({ fetch, endpoint, channelArn, clientId, region, credentials, now, subtle }) {
+export async function fetchIceServers(a) {
+  return (await fetchIceServerConfig(a)).servers;
+}
+
+/**
+ * fetchIceServers, with how long the answer's credentials live: `{servers, ttlSeconds}`, the
+ * shortest `Ttl` of its entries (null when none says).
+ */
+export async function fetchIceServerConfig({ fetch, endpoint, channelArn, clientId, region, credentials, now, subtle }) {
   if (!subtle) throw new SignalingError('this browser has no WebCrypto (a secure context is needed)', 'ICE_SERVERS');
   const url = new URL('/v1/get-ice-server-config', endpoint);
   const body = JSON.stringify(clientId ? { ChannelARN: channelArn, ClientId: clientId, Service: 'TURN' } : { ChannelARN: channelArn, Service: 'TURN' });
@@ -333,7 +354,12 @@ export async function fetchIceServers({ fetch, endpoint, channelArn, clientId, r
     throw new SignalingError(`GetIceServerConfig refused: ${type}`, 'ICE_SERVERS', res.status === 400 || res.status >= 500);
   }
   const out = JSON.parse(text);
-  return (out.IceServerList || []).map((s) => ({ urls: s.Uris || [], username: s.Username, credential: s.Password }));
+  const list = out.IceServerList || [];
+  const ttls = list.map((s) => Number(s.Ttl)).filter((t) => Number.isFinite(t) && t > 0);
+  return {
+    servers: list.map((s) => ({ urls: s.Uris || [], username: s.Username, credential: s.Password })),
+    ttlSeconds: ttls.length ? Math.min(...ttls) : null,
+  };
 }
 /** KVS ClientId: 1-256 of [a-zA-Z0-9_.-], not starting with AWS_ (reserved). */
 const KVS_CLIENT_ID_RE = /^[a-zA-Z0-9_.-]{1,256}$/;
@@ -823,9 +849,9 @@ export class KvsTransport extends BaseTransport {
     }
     const att = await this.whenOpen(ch);
     if (this.closed) throw new SignalingError('transport closed');
-    await this.paced(ch, att, kind === 'candidate' ? 'ice' : 'sdp', () => {
+    await this.paced(ch, att, kind === 'candidate' ? 'ice' : 'sdp', (on) => {
       try {
-        const c = att.client;
+        const c = on.client;
         const args = recipientClientId ? [payload, recipientClientId] : [payload];
         if (kind === 'offer') c.sendSdpOffer(...args);
         else if (kind === 'answer') c.sendSdpAnswer(...args);
@@ -841,8 +867,9 @@ export class KvsTransport extends BaseTransport {
    * kept across kinds), offers/answers at least PACING_WINDOW_MS / KVS_SDP_PER_SECOND apart and
    * candidates PACING_WINDOW_MS / KVS_ICE_PER_SECOND apart, so at most that many in any
    * PACING_WINDOW_MS and never in a burst (see KVS_ICE_PER_SECOND). At most PACING_QUEUE_MAX
-   * messages wait; a connection replaced while a message waits fails it (retryable), as a
-   * closed socket would.
+   * messages wait. A connection replaced by a rotation (new credentials, make before break)
+   * while a message waits hands it to its replacement, already open; one that closed fails it
+   * (retryable).
    */
   paced(ch, att, bucket, send) {
     const q = att.pacing || (att.pacing = { tail: Promise.resolve(), waiting: 0, last: { sdp: null, ice: null } });
@@ -854,8 +881,11 @@ export class KvsTransport extends BaseTransport {
     const turn = q.tail.then(
       () =>
         new Promise((resolve, reject) => {
+          let on = att;
           const attempt = () => {
-            if (att.retired || this.closed) {
+            const next = ch.current;
+            if (on.retired && !this.closed && !ch.gone && next && next !== on && next.opened && !next.retired) on = next;
+            if (on.retired || this.closed) {
               reject(new SignalingError(`signaling connection on ${ch.channelName} closed before a queued message was sent`, 'NOT_CONNECTED', true));
               return;
             }
@@ -867,7 +897,7 @@ export class KvsTransport extends BaseTransport {
             }
             q.last[bucket] = now;
             try {
-              send();
+              send(on);
               resolve();
             } catch (e) {
               reject(e);
@@ -886,7 +916,7 @@ export class KvsTransport extends BaseTransport {
   /**
    * Fresh ICE servers for the link with `userId`: GetIceServerConfig (SigV4-signed with the
    * grant's credentials) on the channel of that link, cached per channel for ICE_CACHE_MS (KVS
-   * TURN credentials live 300 s). Falls back to the grant's list, with an error reported, when
+   * TURN credentials live 300 s), or 80 % of the answer's own Ttl when that is shorter. Falls back to the grant's list, with an error reported, when
    * the call fails (the page then tries STUN and whatever TURN credentials are still valid).
    */
   async iceServersFor(userId) {
@@ -896,9 +926,9 @@ export class KvsTransport extends BaseTransport {
     const entry = spec && (spec.key === 'self' ? this.grant.self : (this.grant.peers || []).find((p) => p.userId === userId));
     if (!entry || !entry.httpsEndpoint || !this.fetch) return this.grantIceServers(userId);
     const cached = this.iceCache.get(entry.channelArn);
-    if (cached && this.now() - cached.at < ICE_CACHE_MS && cached.grantSeq === this.grantSeq) return cached.servers;
+    if (cached && this.now() - cached.at < cached.keepMs && cached.grantSeq === this.grantSeq) return cached.servers;
     try {
-      const servers = await fetchIceServers({
+      const { servers, ttlSeconds } = await fetchIceServerConfig({
         fetch: this.fetch,
         endpoint: entry.httpsEndpoint,
         channelArn: entry.channelArn,
@@ -910,7 +940,7 @@ export class KvsTransport extends BaseTransport {
       });
       const stun = (entry.iceServers || []).filter((s) => [].concat(s.urls || []).every((u) => String(u).startsWith('stun:')));
       const all = [...stun, ...servers];
-      this.iceCache.set(entry.channelArn, { at: this.now(), servers: all, grantSeq: this.grantSeq });
+      this.iceCache.set(entry.channelArn, { at: this.now(), servers: all, grantSeq: this.grantSeq, keepMs: iceCacheMs(ttlSeconds) });
       return all;
     } catch (e) {
       this.handlers.error(new SignalingError(`could not get fresh ICE servers for ${entry.channelName || entry.channelArn}: ${e.message}`, 'ICE_SERVERS', true));

@@ -172,11 +172,37 @@ export class VoiceSession {
   async resume() {
     const grant = await this.requestGrant();
     if (this.ended) return;
+    if (this.keepsTransport(grant)) {
+      // KVS signaling and the media never went through the app connection: both outlived its
+      // loss (e.g. API Gateway's 2-hour cut). The same participation goes on: new credentials
+      // and client id for the signaling sockets (rotated make-before-break), the links kept
+      // (those that broke meanwhile are restored as after a refresh), and offers that arrived
+      // while we waited for the grant (later joiners told of our resume) answered on them.
+      this.applyGrant(grant);
+      this.transport.updateGrant(grant);
+      for (const peer of grant.peers) {
+        const link = this.peers.get(peer.userId);
+        if (!link || ['failed', 'closed'].includes(link.pc.connectionState)) this.call(peer);
+      }
+      this.scheduleRefresh(grant);
+      this.d.onChange();
+      return;
+    }
     if (this.transport) this.transport.close();
     this.transport = null;
     for (const link of [...this.peers.values()]) this.closeLink(link);
     this.rebuilds.clear();
     await this.start(grant);
+  }
+
+  /**
+   * Whether a resume keeps the signaling transport and the links: a transport that does not
+   * depend on the app connection (KVS, not the relay), still open, for the same participation
+   * (same own channel, not a fresh join).
+   */
+  keepsTransport(grant) {
+    const t = this.transport;
+    return !!(t && !t.closed && t.kind === 'aws' && grant && grant.credentials && grant.credentials.kind === 'aws' && !grant.newlyJoined && this.grant && grant.self && this.grant.self && grant.self.channelArn === this.grant.self.channelArn);
   }
 
   /**
