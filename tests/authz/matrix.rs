@@ -67,10 +67,18 @@ pub enum Action {
     ServerMute,
     /// `getVoiceRoom {roomId: A}`.
     GetVoiceRoom,
+    /// `startScreenShare {voiceRoomId: V}` under V's default policy (`anyone`).
+    StartShare,
+    /// `startScreenShare {voiceRoomId: V}` after Mo set V's policy to `hosts`.
+    StartShareHosts,
+    /// `stopScreenShare {voiceRoomId: V}` while Pia shares her screen.
+    StopShare,
+    /// `setScreenSharePolicy {voiceRoomId: V, policy: "hosts"}`.
+    SetSharePolicy,
 }
 
 /// Every action, in table order (the columns of [`MATRIX`]).
-pub const ACTIONS: [Action; 8] = [
+pub const ACTIONS: [Action; 12] = [
     Action::CreateWhileActive,
     Action::CreateWhenIdle,
     Action::GetCredentials,
@@ -79,6 +87,10 @@ pub const ACTIONS: [Action; 8] = [
     Action::SetMute,
     Action::ServerMute,
     Action::GetVoiceRoom,
+    Action::StartShare,
+    Action::StartShareHosts,
+    Action::StopShare,
+    Action::SetSharePolicy,
 ];
 
 impl Action {
@@ -92,6 +104,9 @@ impl Action {
             Self::SetMute => "setMute",
             Self::ServerMute => "serverMute",
             Self::GetVoiceRoom => "getVoiceRoom",
+            Self::StartShare | Self::StartShareHosts => "startScreenShare",
+            Self::StopShare => "stopScreenShare",
+            Self::SetSharePolicy => "setScreenSharePolicy",
         }
     }
 
@@ -118,19 +133,20 @@ const NOT_APPROVED: Expect = Refuse("NOT_APPROVED");
 const NOT_ALLOWED: Expect = Refuse("NOT_ALLOWED");
 const NOT_PARTICIPANT: Expect = Refuse("NOT_PARTICIPANT");
 const ALREADY_ACTIVE: Expect = Refuse("ALREADY_ACTIVE");
+const NOT_IN_VOICE: Expect = Refuse("NOT_IN_VOICE");
 
 /// Rows: callers. Columns: [`ACTIONS`].
 #[rustfmt::skip]
-pub const MATRIX: [(Caller, [Expect; 8]); 8] = [
-    //                          create (active)  create (idle)  getVoiceCredentials  endVoiceRoom  leaveVoiceRoom   setMute          serverMute      getVoiceRoom
-    (Caller::NoIdentity,      [NOT_IDENTIFIED,  NOT_IDENTIFIED, NOT_IDENTIFIED,      NOT_IDENTIFIED, NOT_IDENTIFIED, NOT_IDENTIFIED, NOT_IDENTIFIED, NOT_IDENTIFIED]),
-    (Caller::NotMember,       [NOT_MEMBER,      NOT_MEMBER,     NOT_MEMBER,          NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_ALLOWED,    NOT_MEMBER]),
-    (Caller::Pending,         [NOT_APPROVED,    NOT_APPROVED,   NOT_APPROVED,        NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_ALLOWED,    NOT_APPROVED]),
-    (Caller::ApprovedMember,  [ALREADY_ACTIVE,  Allow,          Allow,               NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_ALLOWED,    Allow]),
-    (Caller::ChatAdmin,       [ALREADY_ACTIVE,  Allow,          Allow,               Allow,          NOT_PARTICIPANT, NOT_PARTICIPANT, Allow,          Allow]),
-    (Caller::VoiceMaster,     [ALREADY_ACTIVE,  Allow,          Allow,               Allow,          Allow,           Allow,           Allow,          Allow]),
-    (Caller::Participant,     [ALREADY_ACTIVE,  Allow,          Allow,               NOT_ALLOWED,    Allow,           Allow,           NOT_ALLOWED,    Allow]),
-    (Caller::OtherChatMember, [NOT_MEMBER,      NOT_MEMBER,     NOT_MEMBER,          NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_ALLOWED,    NOT_MEMBER]),
+pub const MATRIX: [(Caller, [Expect; 12]); 8] = [
+    //                          create (active)  create (idle)  getVoiceCredentials  endVoiceRoom  leaveVoiceRoom   setMute          serverMute      getVoiceRoom    startScreenShare startScreenShare (hosts) stopScreenShare (Pia shares) setScreenSharePolicy
+    (Caller::NoIdentity,      [NOT_IDENTIFIED,  NOT_IDENTIFIED, NOT_IDENTIFIED,      NOT_IDENTIFIED, NOT_IDENTIFIED, NOT_IDENTIFIED, NOT_IDENTIFIED, NOT_IDENTIFIED, NOT_IDENTIFIED,  NOT_IDENTIFIED,          NOT_IDENTIFIED,              NOT_IDENTIFIED]),
+    (Caller::NotMember,       [NOT_MEMBER,      NOT_MEMBER,     NOT_MEMBER,          NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_ALLOWED,    NOT_MEMBER,     NOT_MEMBER,      NOT_MEMBER,              NOT_ALLOWED,                 NOT_ALLOWED]),
+    (Caller::Pending,         [NOT_APPROVED,    NOT_APPROVED,   NOT_APPROVED,        NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_ALLOWED,    NOT_APPROVED,   NOT_APPROVED,    NOT_APPROVED,            NOT_ALLOWED,                 NOT_ALLOWED]),
+    (Caller::ApprovedMember,  [ALREADY_ACTIVE,  Allow,          Allow,               NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_ALLOWED,    Allow,          NOT_IN_VOICE,    NOT_IN_VOICE,            NOT_ALLOWED,                 NOT_ALLOWED]),
+    (Caller::ChatAdmin,       [ALREADY_ACTIVE,  Allow,          Allow,               Allow,          NOT_PARTICIPANT, NOT_PARTICIPANT, Allow,          Allow,          NOT_IN_VOICE,    NOT_IN_VOICE,            Allow,                       Allow]),
+    (Caller::VoiceMaster,     [ALREADY_ACTIVE,  Allow,          Allow,               Allow,          Allow,           Allow,           Allow,          Allow,          Allow,           Allow,                   Allow,                       Allow]),
+    (Caller::Participant,     [ALREADY_ACTIVE,  Allow,          Allow,               NOT_ALLOWED,    Allow,           Allow,           NOT_ALLOWED,    Allow,          Allow,           NOT_ALLOWED,             Allow,                       NOT_ALLOWED]),
+    (Caller::OtherChatMember, [NOT_MEMBER,      NOT_MEMBER,     NOT_MEMBER,          NOT_ALLOWED,    NOT_PARTICIPANT, NOT_PARTICIPANT, NOT_ALLOWED,    NOT_MEMBER,     NOT_MEMBER,      NOT_MEMBER,              NOT_ALLOWED,                 NOT_ALLOWED]),
 ];
 
 /// Every (caller, action, expected) cell, row by row.

@@ -218,3 +218,32 @@ test('server mute: the muted see it and cannot unmute, moderators get the contro
   const admin = inVoice(reduce(online(), { type: 'rooms', rooms: [{ ...room, adminUserId: ME.userId }] }));
   assert.equal(voicePanel(admin, 'c1').moderates('u-host'), true);
 });
+
+test('screen sharing: the announced sharer and policy drive the Share button and the host control', () => {
+  const inVoice = (s) => reduce(s, { type: 'voice', voice: { chatRoomId: 'c1', voiceRoomId: 'v1', phase: 'connected', muted: false } });
+  const ev = (msg) => ({ type: 'event', msg: { voiceRoomId: 'v1', chatRoomId: 'c1', ...msg } });
+  let s = inVoice(online());
+  let p = voicePanel(s, 'c1');
+  assert.deepEqual(p.share, { policy: 'anyone', sharer: null, show: true, busy: false, setsPolicy: false });
+  s = reduce(s, ev({ event: 'screenShareStarted', user: 'u-host' }));
+  p = voicePanel(s, 'c1');
+  assert.equal(p.share.sharer, 'u-host');
+  assert.equal(p.share.busy, true, 'one sharer at a time');
+  // Only the announced sharer's stop clears it.
+  s = reduce(s, ev({ event: 'screenShareStopped', user: ME.userId, reason: { kind: 'sharerLeft' } }));
+  assert.equal(voicePanel(s, 'c1').share.sharer, 'u-host');
+  s = reduce(s, ev({ event: 'screenShareStopped', user: 'u-host', reason: { kind: 'stopped', by: 'u-host' } }));
+  assert.equal(voicePanel(s, 'c1').share.sharer, null);
+  s = reduce(s, ev({ event: 'screenSharePolicyChanged', policy: 'hosts', by: 'u-host' }));
+  p = voicePanel(s, 'c1');
+  assert.equal(p.share.policy, 'hosts');
+  assert.equal(p.share.show, false, 'no Share button for a guest under hosts');
+  // The master sees the button and the policy control.
+  s = reduce(s, ev({ event: 'masterChanged', master: ME.userId }));
+  p = voicePanel(s, 'c1');
+  assert.equal(p.share.show, true);
+  assert.equal(p.share.setsPolicy, true);
+  // Events of another voice room change nothing.
+  const other = reduce(s, { type: 'event', msg: { event: 'screenShareStarted', voiceRoomId: 'v2', chatRoomId: 'c1', user: 'u-host' } });
+  assert.equal(voicePanel(other, 'c1').share.sharer, null);
+});

@@ -74,7 +74,7 @@ async function framesDecoded(user) {
 }
 
 /** Every `slot` video from `senders` decodes on `user`: framesDecoded grows within the deadline. */
-async function expectDecoding(user, senders, slot, timeout = 12_000) {
+async function expectDecoding(user, senders, slot, timeout = 12_000, tag = '') {
   const first = await framesDecoded(user);
   const t0 = Date.now();
   for (;;) {
@@ -82,7 +82,7 @@ async function expectDecoding(user, senders, slot, timeout = 12_000) {
     const now = await framesDecoded(user);
     const stuck = senders.filter((s) => !((now[s.id] || {})[slot] > ((first[s.id] || {})[slot] || 0) + 5));
     if (!stuck.length) {
-      summary.video[`${user.name}<-${slot}`] = Object.fromEntries(senders.map((s) => [s.name, now[s.id][slot]]));
+      summary.video[`${user.name}<-${slot}${tag}`] = Object.fromEntries(senders.map((s) => [s.name, now[s.id][slot]]));
       return;
     }
     if (Date.now() - t0 > timeout) fail(`${user.name} does not decode the ${slot} video of ${stuck.map((s) => s.name).join(', ')}: ${JSON.stringify(now)}`);
@@ -250,6 +250,37 @@ async function run(browser, url) {
     ]);
     await click(bob, 'Stop sharing');
     await Promise.all([expectTiles(alice, [`${bob.id}:camera`]), expectTiles(carol, [`${alice.id}:camera`, `${bob.id}:camera`])]);
+  });
+  // Who may share is a rule of the domain (docs/protocol.md, "Screen sharing").
+  await step('Alice lets only hosts share: Bob and Carol lose the Share button, Bob is refused in plain words', async () => {
+    await click(alice, 'Screen sharing: everyone');
+    await waitText(alice, '#share-policy-button', 'Screen sharing: hosts only');
+    for (const u of [bob, carol]) {
+      await waitIn(u, `${u.name} sees no Share button`, () => document.querySelector('#screen-button').hidden && document.querySelector('#share-policy-button').hidden);
+    }
+    // As if the button were still there: the server refuses before any picker opens.
+    await bob.page.evaluate(() => document.querySelector('#screen-button').click());
+    await waitIn(bob, 'Bob told why', () => /only the host and the room admin can share their screen/.test(document.querySelector('#voice-message').textContent));
+    if (await bob.page.evaluate(() => window.voiceDebug.video().local.screen)) fail('Bob shares his screen although the server refused');
+  });
+  await step('a screen sent without asking is not shown: receivers show only the announced sharer', async () => {
+    await bob.page.evaluate(() => window.voiceDebug.screenUnannounced(true));
+    await waitIn(carol, 'Bob\'s unannounced screen track reaches Carol', (bobId) => window.voiceDebug.video().remote.some((r) => r.userId === bobId && r.slot === 'screen'), bob.id);
+    await expectTiles(carol, [`${alice.id}:camera`, `${bob.id}:camera`]);
+    await expectTiles(alice, [`${bob.id}:camera`]);
+    await bob.page.evaluate(() => window.voiceDebug.screenUnannounced(false));
+  });
+  await step('Alice (the host) shares: shown large on Bob and Carol, decoding; she stops it cleanly', async () => {
+    await click(alice, 'Share screen');
+    await waitIn(alice, 'Alice sharing', () => window.voiceDebug.video().local.screen);
+    await Promise.all([
+      expectTiles(bob, [`${alice.id}:camera`, `${alice.id}:screen`]),
+      expectTiles(carol, [`${alice.id}:camera`, `${bob.id}:camera`, `${alice.id}:screen`]),
+    ]);
+    await Promise.all([expectDecoding(bob, [alice], 'screen', 12_000, ':hosts'), expectDecoding(carol, [alice], 'screen', 12_000, ':hosts')]);
+    await click(alice, 'Stop sharing');
+    await Promise.all([expectTiles(bob, [`${alice.id}:camera`]), expectTiles(carol, [`${alice.id}:camera`, `${bob.id}:camera`])]);
+    for (const u of [alice, bob, carol]) await waitIn(u, `${u.name} hears nobody shares`, () => !document.querySelector('#video-stage').children.length);
   });
   await step('Alice turns her camera off: gone on Bob and Carol; Bob\'s still decodes', async () => {
     await click(alice, 'Camera off');

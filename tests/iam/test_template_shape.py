@@ -181,7 +181,7 @@ def test_routes_are_the_protocols_actions(parsed_template):
     text = (REPO / "voice-domain" / "src" / "protocol.rs").read_text(encoding="utf-8")
     block = re.search(r"pub const VOICE_ACTIONS: &\[&str\] = &\[(.*?)\];", text, re.S).group(1)
     actions = set(re.findall(r'"(\w+)"', block))
-    assert actions == {"createVoiceRoom", "getVoiceCredentials", "endVoiceRoom", "leaveVoiceRoom", "setMute", "serverMute", "getVoiceRoom", "startRecording", "stopRecording"}
+    assert actions == {"createVoiceRoom", "getVoiceCredentials", "endVoiceRoom", "leaveVoiceRoom", "setMute", "serverMute", "getVoiceRoom", "startRecording", "stopRecording", "startScreenShare", "stopScreenShare", "setScreenSharePolicy"}
     routes = {r["Properties"]["RouteKey"]: name for name, r in of_type(parsed_template, "AWS::ApiGatewayV2::Route").items()}
     assert set(routes) == actions | {"$disconnect", "$default"}
 

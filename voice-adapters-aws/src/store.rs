@@ -29,6 +29,7 @@ use aws_sdk_dynamodb::Client;
 use tracing::{error, warn};
 use voice_domain::ports::{PortFailure, StoreError, VoiceRoomStore};
 use voice_domain::room::{CorruptRoom, EndReason, Participant, RoomStatus, VoiceRoomParts};
+use voice_domain::screen::{ScreenShare, ScreenSharePolicy};
 use voice_domain::{
     Capacity, ChannelArn, ChannelName, ChatRoomId, ConnectionId, SignalingChannel, Timestamp,
     UserId, VoiceRoom, VoiceRoomId,
@@ -83,6 +84,12 @@ pub mod attr {
     /// "startedAt", "stopped": {"at", "reason": {"kind", ...}}}` (the domain's serde shape).
     /// Absent when the room was never recorded.
     pub const RECORDING: &str = "recording";
+    /// (S) Who may share a screen: `hosts`; absent means `anyone` (also in items written
+    /// before screen sharing was a rule of the domain).
+    pub const SCREEN_SHARE_POLICY: &str = "screenSharePolicy";
+    /// (M) The running screen share: `{"by": S user id, "since": N ms since epoch}`; absent
+    /// when nobody shares.
+    pub const SCREEN_SHARE: &str = "screenShare";
 }
 
 /// `itemType` of a room item.
@@ -596,6 +603,21 @@ pub fn room_to_item(
             item.insert(attr::RECORDING.into(), s(&json));
         }
     }
+    if p.screen_share_policy != ScreenSharePolicy::Anyone {
+        item.insert(
+            attr::SCREEN_SHARE_POLICY.into(),
+            s(p.screen_share_policy.as_str()),
+        );
+    }
+    if let Some(share) = &p.screen_share {
+        item.insert(
+            attr::SCREEN_SHARE.into(),
+            AttributeValue::M(HashMap::from([
+                ("by".to_owned(), s(share.by.as_str())),
+                ("since".to_owned(), n(share.since.as_millis())),
+            ])),
+        );
+    }
     match &p.status {
         RoomStatus::Active => {
             item.insert(attr::STATUS.into(), s("active"));
@@ -753,6 +775,30 @@ pub fn room_from_item(item: &HashMap<String, AttributeValue>) -> Result<VoiceRoo
                 .map_err(|e| corrupt(format!("attribute recording: {e}")))?,
         ),
     };
+    let screen_share_policy = match item.get(attr::SCREEN_SHARE_POLICY) {
+        None => ScreenSharePolicy::Anyone,
+        Some(_) => match get_s(item, attr::SCREEN_SHARE_POLICY)? {
+            "anyone" => ScreenSharePolicy::Anyone,
+            "hosts" => ScreenSharePolicy::Hosts,
+            _ => {
+                return Err(corrupt(
+                    "attribute screenSharePolicy is not anyone or hosts",
+                ))
+            }
+        },
+    };
+    let screen_share = match item.get(attr::SCREEN_SHARE) {
+        None => None,
+        Some(v) => {
+            let m = v
+                .as_m()
+                .map_err(|_| corrupt("attribute screenShare is not a map"))?;
+            Some(ScreenShare {
+                by: parse_id("screenShare.by", get_s(m, "by")?, UserId::parse)?,
+                since: Timestamp::from_millis(get_n(m, "since")?),
+            })
+        }
+    };
     Ok(VoiceRoom::from_parts(VoiceRoomParts {
         id,
         chat_room,
@@ -764,6 +810,8 @@ pub fn room_from_item(item: &HashMap<String, AttributeValue>) -> Result<VoiceRoo
         created_at,
         server_muted,
         recording,
+        screen_share_policy,
+        screen_share,
     })?)
 }
 
@@ -885,6 +933,28 @@ mod tests {
         );
         // A broken value is corrupt, not a panic.
         item.insert(attr::RECORDING.into(), s("{"));
+        assert!(room_from_item(&item).is_err());
+    }
+
+    #[test]
+    fn the_screen_share_and_its_policy_round_trip() {
+        let mut room = room();
+        let alice = UserId::parse("alice").unwrap();
+        assert!(
+            !room_to_item(&room, DEFAULT_ENDED_RETENTION).contains_key(attr::SCREEN_SHARE_POLICY)
+        );
+        room.set_screen_share_policy(&alice, false, ScreenSharePolicy::Hosts, false)
+            .unwrap();
+        room.start_screen_share(&alice, false, Timestamp::from_millis(1_700_000_003_000))
+            .unwrap();
+        let mut item = room_to_item(&room, DEFAULT_ENDED_RETENTION);
+        assert_eq!(item[attr::SCREEN_SHARE_POLICY].as_s().unwrap(), "hosts");
+        assert_eq!(room_from_item(&item).unwrap(), room);
+        // Broken values are corrupt, not a panic.
+        item.insert(attr::SCREEN_SHARE_POLICY.into(), s("everyone"));
+        assert!(room_from_item(&item).is_err());
+        let mut item = room_to_item(&room, DEFAULT_ENDED_RETENTION);
+        item.insert(attr::SCREEN_SHARE.into(), s("alice"));
         assert!(room_from_item(&item).is_err());
     }
 

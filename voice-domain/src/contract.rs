@@ -51,6 +51,43 @@ pub async fn store_contract<S: VoiceRoomStore>(store: &S, namespace: &str) {
     reconnecting_and_resume_are_kept(store, namespace).await;
     concurrent_starts_yield_one_winner(store, namespace, 24).await;
     recording_state_is_kept(store, namespace).await;
+    screen_share_state_is_kept(store, namespace).await;
+}
+
+/// A room's screen-share policy and running share are read back as written, and both are gone
+/// (policy back to `anyone` only if set so) once the share stops with the room's end.
+pub async fn screen_share_state_is_kept<S: VoiceRoomStore>(store: &S, ns: &str) {
+    let t = |ms: u64| Timestamp::from_millis(1_700_000_000_000 + ms);
+    let mut room = sample_room(ns, "scr", "scr-chat", "alice", "scr-c1");
+    store.create_if_none_active(&room).await.expect("create");
+    let alice: UserId = id(format!("{ns}-alice"));
+    room.set_screen_share_policy(
+        &alice,
+        false,
+        crate::screen::ScreenSharePolicy::Hosts,
+        false,
+    )
+    .expect("set policy");
+    room.start_screen_share(&alice, false, t(100))
+        .expect("start sharing");
+    room.bump_version();
+    store.update(&room).await.expect("update screen share");
+    let read = store.get(room.id()).await.expect("get").expect("stored");
+    assert_eq!(read, room, "the policy and the running share are read back");
+    assert_eq!(
+        read.screen_share().map(|s| &s.by),
+        Some(&alice),
+        "still sharing after a read"
+    );
+    room.end(&alice, false, t(200)).expect("end");
+    room.bump_version();
+    store.update(&room).await.expect("update ended");
+    let read = store.get(room.id()).await.expect("get").expect("stored");
+    assert_eq!(read, room, "the ended room is read back");
+    assert!(
+        read.screen_share().is_none(),
+        "the share stopped with the room"
+    );
 }
 
 /// A room's recording (running, then stopped with the room's end) is read back as written.

@@ -781,3 +781,150 @@ impl UseCaseError for RecordingAccessError {
         }
     }
 }
+
+/// `startScreenShare` refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartScreenShareError {
+    /// Caller unknown or not an approved member.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// No such voice room.
+    #[error("voice room not found; check the voice room id")]
+    VoiceRoomNotFound,
+    /// The room has ended.
+    #[error("this voice room has ended")]
+    Ended,
+    /// The caller is not a connected participant: the screen is shared over its links.
+    #[error("join the voice room first: your screen is shared with the people in it")]
+    NotInVoice,
+    /// The room lets only its hosts share, and the caller is not one.
+    #[error("in this voice room only the voice room's master and the chat room's admin can share their screen")]
+    NotAllowed,
+    /// Someone else is sharing.
+    #[error(
+        "someone else is sharing their screen; one screen at a time, so ask them to stop first"
+    )]
+    Busy,
+    /// A dependency failed; nothing changed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+/// `stopScreenShare` refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StopScreenShareError {
+    /// The connection is unknown.
+    #[error("{}", AccessError::NotIdentified)]
+    NotIdentified,
+    /// No such voice room.
+    #[error("voice room not found; check the voice room id")]
+    VoiceRoomNotFound,
+    /// The room has ended (its screen share stopped with it).
+    #[error("this voice room has ended; its screen share stopped with it")]
+    Ended,
+    /// Nobody is sharing.
+    #[error("nobody is sharing a screen in this voice room")]
+    NotSharing,
+    /// The caller is neither the sharer, the master nor the chat room's admin.
+    #[error("only whoever shares, the voice room's master or the chat room's admin can stop a screen share")]
+    NotAllowed,
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+/// `setScreenSharePolicy` refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScreenSharePolicyError {
+    /// The connection is unknown.
+    #[error("{}", AccessError::NotIdentified)]
+    NotIdentified,
+    /// No such voice room.
+    #[error("voice room not found; check the voice room id")]
+    VoiceRoomNotFound,
+    /// The room has ended.
+    #[error("this voice room has ended")]
+    Ended,
+    /// The caller is neither the master nor the chat room's admin.
+    #[error(
+        "only the voice room's master or the chat room's admin can decide who may share a screen"
+    )]
+    NotAllowed,
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+dependency_from!(
+    StartScreenShareError,
+    StopScreenShareError,
+    ScreenSharePolicyError
+);
+
+// Each maps its own cases, exhaustively: a new variant cannot fall through to another's code.
+
+impl UseCaseError for StartScreenShareError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Access(a) => a.code(),
+            Self::VoiceRoomNotFound => "VOICE_ROOM_NOT_FOUND",
+            Self::Ended => "VOICE_ROOM_ENDED",
+            Self::NotInVoice => "NOT_IN_VOICE",
+            Self::NotAllowed => "NOT_ALLOWED",
+            Self::Busy => "SCREEN_SHARE_BUSY",
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Access(a) => a.class(),
+            Self::VoiceRoomNotFound => ErrorClass::NotFound,
+            Self::Ended | Self::NotInVoice | Self::Busy => ErrorClass::Conflict,
+            Self::NotAllowed => ErrorClass::Forbidden,
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
+
+impl UseCaseError for StopScreenShareError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NotIdentified => "NOT_IDENTIFIED",
+            Self::VoiceRoomNotFound => "VOICE_ROOM_NOT_FOUND",
+            Self::Ended => "VOICE_ROOM_ENDED",
+            Self::NotSharing => "NOT_SHARING",
+            Self::NotAllowed => "NOT_ALLOWED",
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::NotIdentified => ErrorClass::Unauthenticated,
+            Self::VoiceRoomNotFound => ErrorClass::NotFound,
+            Self::Ended | Self::NotSharing => ErrorClass::Conflict,
+            Self::NotAllowed => ErrorClass::Forbidden,
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
+
+impl UseCaseError for ScreenSharePolicyError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NotIdentified => "NOT_IDENTIFIED",
+            Self::VoiceRoomNotFound => "VOICE_ROOM_NOT_FOUND",
+            Self::Ended => "VOICE_ROOM_ENDED",
+            Self::NotAllowed => "NOT_ALLOWED",
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::NotIdentified => ErrorClass::Unauthenticated,
+            Self::VoiceRoomNotFound => ErrorClass::NotFound,
+            Self::Ended => ErrorClass::Conflict,
+            Self::NotAllowed => ErrorClass::Forbidden,
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}

@@ -18,6 +18,7 @@
 //! - `errors`: one error enum per use case, with stable wire codes.
 //! - `gate`: the approved-member gate (`Membership::require_approved`), which the chat domain
 //!   applies too.
+//! - `screen`: screen sharing: the room's policy (who may share), the sharer, why it stopped.
 //! - `service`: the use cases.
 //! - `protocol`: the JSON shapes both entrypoints speak (serde only; the service never sees them).
 #![warn(missing_docs)]
@@ -33,6 +34,7 @@ pub mod ports;
 pub mod protocol;
 pub mod recording;
 pub mod room;
+pub mod screen;
 pub mod service;
 pub mod time;
 

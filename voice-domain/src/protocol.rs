@@ -16,6 +16,7 @@ use crate::errors::UseCaseError;
 use crate::ids::{ChatRoomId, ClientId, IdError, UserId, VoiceRoomId};
 use crate::ports::{Credentials, IceServer};
 use crate::room::{ChannelRole, EndReason, RoomStatus, VoiceEvent, VoiceRoom};
+use crate::screen::ScreenSharePolicy;
 use crate::service::{ChannelAccess, VoiceGrant};
 
 /// Action names of the voice routes; the original's three plus `leaveVoiceRoom`, `setMute`,
@@ -30,6 +31,9 @@ pub const VOICE_ACTIONS: &[&str] = &[
     "getVoiceRoom",
     "startRecording",
     "stopRecording",
+    "startScreenShare",
+    "stopScreenShare",
+    "setScreenSharePolicy",
 ];
 
 /// A voice request as it arrives (ids not yet validated).
@@ -91,6 +95,23 @@ pub enum VoiceRequest {
         /// The voice room.
         voice_room_id: String,
     },
+    /// Ask to share one's screen (before `getDisplayMedia`).
+    StartScreenShare {
+        /// The voice room.
+        voice_room_id: String,
+    },
+    /// Stop the running screen share (the sharer, the master or the chat admin).
+    StopScreenShare {
+        /// The voice room.
+        voice_room_id: String,
+    },
+    /// Set who may share a screen (master or chat admin).
+    SetScreenSharePolicy {
+        /// The voice room.
+        voice_room_id: String,
+        /// `anyone` or `hosts`; anything else is a bad request.
+        policy: ScreenSharePolicy,
+    },
 }
 
 /// A voice request with validated ids: what the entrypoints hand to the service.
@@ -114,6 +135,12 @@ pub enum VoiceCommand {
     StartRecording(VoiceRoomId),
     /// `stopRecording`.
     StopRecording(VoiceRoomId),
+    /// `startScreenShare`.
+    StartScreenShare(VoiceRoomId),
+    /// `stopScreenShare`.
+    StopScreenShare(VoiceRoomId),
+    /// `setScreenSharePolicy`.
+    SetScreenSharePolicy(VoiceRoomId, ScreenSharePolicy),
 }
 
 impl VoiceRequest {
@@ -153,6 +180,16 @@ impl VoiceRequest {
             Self::StopRecording { voice_room_id } => {
                 VoiceCommand::StopRecording(VoiceRoomId::parse(voice_room_id)?)
             }
+            Self::StartScreenShare { voice_room_id } => {
+                VoiceCommand::StartScreenShare(VoiceRoomId::parse(voice_room_id)?)
+            }
+            Self::StopScreenShare { voice_room_id } => {
+                VoiceCommand::StopScreenShare(VoiceRoomId::parse(voice_room_id)?)
+            }
+            Self::SetScreenSharePolicy {
+                voice_room_id,
+                policy,
+            } => VoiceCommand::SetScreenSharePolicy(VoiceRoomId::parse(voice_room_id)?, policy),
         })
     }
 }
@@ -170,6 +207,9 @@ impl VoiceCommand {
             Self::Get(_) => "getVoiceRoom",
             Self::StartRecording(_) => "startRecording",
             Self::StopRecording(_) => "stopRecording",
+            Self::StartScreenShare(_) => "startScreenShare",
+            Self::StopScreenShare(_) => "stopScreenShare",
+            Self::SetScreenSharePolicy(..) => "setScreenSharePolicy",
         }
     }
 }
@@ -323,6 +363,24 @@ pub struct VoiceRoomView {
     /// it to everyone in the room and tells a joiner before capturing its audio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<RecordingView>,
+    /// Who may share a screen: `anyone` or `hosts` (the master and the chat room's admin), so
+    /// that a client shows or hides its Share button and the master's control.
+    #[serde(default)]
+    pub screen_share_policy: ScreenSharePolicy,
+    /// The running screen share, if any (absent otherwise): receivers show a screen track large
+    /// only from this participant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen_share: Option<ScreenShareView>,
+}
+
+/// A running screen share as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScreenShareView {
+    /// Who shares.
+    pub user_id: String,
+    /// Since when, ms since epoch.
+    pub since: u64,
 }
 
 /// A running recording as clients see it.
@@ -374,6 +432,11 @@ impl From<&VoiceRoom> for VoiceRoomView {
                 recording_id: rec.id.to_string(),
                 by: rec.by.to_string(),
                 started_at: rec.started_at.as_millis(),
+            }),
+            screen_share_policy: r.screen_share_policy(),
+            screen_share: r.screen_share().map(|s| ScreenShareView {
+                user_id: s.by.to_string(),
+                since: s.since.as_millis(),
             }),
         }
     }
@@ -557,6 +620,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.try_into_command().unwrap().action(), "setMute");
+    }
+
+    #[test]
+    fn screen_share_requests_parse_and_an_unknown_policy_is_a_bad_request() {
+        let r: VoiceRequest = serde_json::from_str(
+            r#"{"action":"setScreenSharePolicy","voiceRoomId":"v1","policy":"hosts"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.try_into_command().unwrap(),
+            VoiceCommand::SetScreenSharePolicy(
+                VoiceRoomId::parse("v1").unwrap(),
+                ScreenSharePolicy::Hosts
+            )
+        );
+        for bad in [
+            r#"{"action":"setScreenSharePolicy","voiceRoomId":"v1","policy":"everyone"}"#,
+            r#"{"action":"setScreenSharePolicy","voiceRoomId":"v1"}"#,
+            r#"{"action":"startScreenShare"}"#,
+        ] {
+            assert!(serde_json::from_str::<VoiceRequest>(bad).is_err(), "{bad}");
+        }
+        for action in ["startScreenShare", "stopScreenShare"] {
+            let r: VoiceRequest =
+                serde_json::from_str(&format!(r#"{{"action":"{action}","voiceRoomId":"v1"}}"#))
+                    .unwrap();
+            assert_eq!(r.try_into_command().unwrap().action(), action);
+            assert!(VOICE_ACTIONS.contains(&action));
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChannelArn, ChannelName, ChatRoomId, ConnectionId, UserId, VoiceRoomId};
 use crate::recording::{Recording, RecordingId, RecordingStop, RecordingStopReason};
+use crate::screen::{ScreenShare, ScreenSharePolicy, ScreenShareStopReason};
 use crate::time::Timestamp;
 
 /// Upper bound on room capacity. A KVS channel takes at most 10 viewers, and in a full mesh each
@@ -284,6 +285,41 @@ pub enum VoiceEvent {
         /// Why.
         reason: RecordingStopReason,
     },
+    /// A participant shares its screen from now on: receivers show its screen track large
+    /// (and no other participant's).
+    #[serde(rename_all = "camelCase")]
+    ScreenShareStarted {
+        /// The room.
+        voice_room_id: VoiceRoomId,
+        /// Its chat room.
+        chat_room_id: ChatRoomId,
+        /// The sharer.
+        user: UserId,
+    },
+    /// The screen share stopped: receivers drop the large view.
+    #[serde(rename_all = "camelCase")]
+    ScreenShareStopped {
+        /// The room.
+        voice_room_id: VoiceRoomId,
+        /// Its chat room.
+        chat_room_id: ChatRoomId,
+        /// Who was sharing.
+        user: UserId,
+        /// Why.
+        reason: ScreenShareStopReason,
+    },
+    /// The master or the chat room's admin changed who may share a screen.
+    #[serde(rename_all = "camelCase")]
+    ScreenSharePolicyChanged {
+        /// The room.
+        voice_room_id: VoiceRoomId,
+        /// Its chat room.
+        chat_room_id: ChatRoomId,
+        /// The new policy.
+        policy: ScreenSharePolicy,
+        /// Who changed it.
+        by: UserId,
+    },
 }
 
 impl VoiceEvent {
@@ -299,7 +335,10 @@ impl VoiceEvent {
             | VoiceEvent::MasterChanged { chat_room_id, .. }
             | VoiceEvent::VoiceEnded { chat_room_id, .. }
             | VoiceEvent::RecordingStarted { chat_room_id, .. }
-            | VoiceEvent::RecordingStopped { chat_room_id, .. } => chat_room_id,
+            | VoiceEvent::RecordingStopped { chat_room_id, .. }
+            | VoiceEvent::ScreenShareStarted { chat_room_id, .. }
+            | VoiceEvent::ScreenShareStopped { chat_room_id, .. }
+            | VoiceEvent::ScreenSharePolicyChanged { chat_room_id, .. } => chat_room_id,
         }
     }
 }
@@ -345,6 +384,16 @@ pub enum TransitionError {
     /// No recording is running.
     #[error("the voice room is not being recorded")]
     NotRecording,
+    /// The room's screen-share policy does not let the user share (or the user may not stop
+    /// someone else's share, or set the policy).
+    #[error("the voice room's screen-share rule does not allow this")]
+    NotAllowedToShare,
+    /// Someone else shares a screen already (one sharer at a time).
+    #[error("someone else is sharing a screen")]
+    ScreenShareBusy,
+    /// Nobody shares a screen.
+    #[error("nobody is sharing a screen")]
+    NotSharing,
 }
 
 /// A room rebuilt from storage broke an invariant. Adapters return this (wrapped in their port
@@ -384,6 +433,13 @@ pub struct VoiceRoomParts {
     /// recording existed, and in rooms never recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<Recording>,
+    /// Who may share a screen (absent = `anyone`, also in rooms stored before screen sharing
+    /// was a rule of the domain).
+    #[serde(default, skip_serializing_if = "ScreenSharePolicy::is_default")]
+    pub screen_share_policy: ScreenSharePolicy,
+    /// The running screen share, if any (at most one; its sharer is a connected participant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen_share: Option<ScreenShare>,
 }
 
 /// A voice room. Fields are private so that every change goes through a transition that keeps
@@ -503,6 +559,8 @@ impl VoiceRoom {
                 created_at: now,
                 server_muted: Vec::new(),
                 recording: None,
+                screen_share_policy: ScreenSharePolicy::default(),
+                screen_share: None,
             },
         };
         let events = vec![
@@ -553,6 +611,20 @@ impl VoiceRoom {
             {
                 return Err(CorruptRoom(
                     "the recorder is not a connected participant".into(),
+                ));
+            }
+        }
+        if let Some(share) = &parts.screen_share {
+            if !active {
+                return Err(CorruptRoom("an ended room still has a screen share".into()));
+            }
+            if !parts
+                .participants
+                .iter()
+                .any(|p| p.user == share.by && !p.is_reconnecting())
+            {
+                return Err(CorruptRoom(
+                    "the screen sharer is not a connected participant".into(),
                 ));
             }
         }
@@ -679,6 +751,7 @@ impl VoiceRoom {
             let mut events: Vec<VoiceEvent> = self
                 .stop_recording_of(&user, RecordingStopReason::RecorderDisconnected, now)
                 .into_iter()
+                .chain(self.stop_share_of(&user, ScreenShareStopReason::SharerDisconnected))
                 .collect();
             events.push(VoiceEvent::ParticipantResumed {
                 voice_room_id: self.parts.id.clone(),
@@ -740,7 +813,8 @@ impl VoiceRoom {
             .ok_or(TransitionError::NotParticipant)?;
         let gone = self.parts.participants.remove(idx);
         let stopped = self.stop_recording_of(user, RecordingStopReason::RecorderLeft, now);
-        let mut events: Vec<VoiceEvent> = stopped.into_iter().collect();
+        let unshared = self.stop_share_of(user, ScreenShareStopReason::SharerLeft);
+        let mut events: Vec<VoiceEvent> = stopped.into_iter().chain(unshared).collect();
         events.push(VoiceEvent::ParticipantLeft {
             voice_room_id: self.parts.id.clone(),
             chat_room_id: self.parts.chat_room.clone(),
@@ -898,6 +972,7 @@ impl VoiceRoom {
         let mut events: Vec<VoiceEvent> = self
             .stop_recording_of(&user, RecordingStopReason::RecorderDisconnected, now)
             .into_iter()
+            .chain(self.stop_share_of(&user, ScreenShareStopReason::SharerDisconnected))
             .collect();
         events.push(VoiceEvent::ParticipantReconnecting {
             voice_room_id: self.parts.id.clone(),
@@ -922,8 +997,10 @@ impl VoiceRoom {
             .and_then(|by| {
                 self.stop_recording_of(&by, RecordingStopReason::RecorderDisconnected, now)
             });
+        let unshared = self.stop_share(ScreenShareStopReason::SharerDisconnected);
         stopped
             .into_iter()
+            .chain(unshared)
             .chain(self.parts.participants.iter_mut().map(|p| {
                 p.reconnecting_since = Some(now);
                 VoiceEvent::ParticipantReconnecting {
@@ -1013,6 +1090,7 @@ impl VoiceRoom {
         now: Timestamp,
     ) -> (Vec<VoiceEvent>, Vec<SignalingChannel>) {
         let stopped = self.stop_running_recording(RecordingStopReason::RoomEnded, now);
+        let unshared = self.stop_share(ScreenShareStopReason::RoomEnded);
         let channels = self
             .parts
             .participants
@@ -1023,7 +1101,7 @@ impl VoiceRoom {
             at: now,
             reason: reason.clone(),
         };
-        let mut events: Vec<VoiceEvent> = stopped.into_iter().collect();
+        let mut events: Vec<VoiceEvent> = stopped.into_iter().chain(unshared).collect();
         events.push(VoiceEvent::VoiceEnded {
             voice_room_id: self.parts.id.clone(),
             chat_room_id: self.parts.chat_room.clone(),
@@ -1150,6 +1228,145 @@ impl VoiceRoom {
             voice_room_id: self.parts.id.clone(),
             chat_room_id: self.parts.chat_room.clone(),
             recording_id: r.id.clone(),
+            reason,
+        })
+    }
+
+    /// Who may share a screen in this room.
+    pub fn screen_share_policy(&self) -> ScreenSharePolicy {
+        self.parts.screen_share_policy
+    }
+
+    /// The running screen share, if any.
+    pub fn screen_share(&self) -> Option<&ScreenShare> {
+        self.parts.screen_share.as_ref()
+    }
+
+    /// The master or (`by_is_chat_admin`) the chat room's admin sets who may share a screen.
+    /// Tightening it to `hosts` stops a share by anyone else at once (`sharer_is_chat_admin`
+    /// says whether the current sharer administers the chat room). Returns no event when
+    /// nothing changed.
+    ///
+    /// # Errors
+    /// [`TransitionError::Ended`] or [`TransitionError::NotAllowedToShare`].
+    pub fn set_screen_share_policy(
+        &mut self,
+        by: &UserId,
+        by_is_chat_admin: bool,
+        policy: ScreenSharePolicy,
+        sharer_is_chat_admin: bool,
+    ) -> Result<Vec<VoiceEvent>, TransitionError> {
+        if !self.is_active() {
+            return Err(TransitionError::Ended);
+        }
+        if &self.parts.master != by && !by_is_chat_admin {
+            return Err(TransitionError::NotAllowedToShare);
+        }
+        if self.parts.screen_share_policy == policy {
+            return Ok(Vec::new());
+        }
+        self.parts.screen_share_policy = policy;
+        let mut events = vec![VoiceEvent::ScreenSharePolicyChanged {
+            voice_room_id: self.parts.id.clone(),
+            chat_room_id: self.parts.chat_room.clone(),
+            policy,
+            by: by.clone(),
+        }];
+        let sharer_is_host = self
+            .screen_share()
+            .is_some_and(|s| s.by == self.parts.master || sharer_is_chat_admin);
+        if self.screen_share().is_some() && !policy.allows(sharer_is_host) {
+            events.extend(self.stop_share(ScreenShareStopReason::PolicyChanged));
+        }
+        Ok(events)
+    }
+
+    /// `by` starts sharing its screen: it must be a connected participant, the policy must let
+    /// it (`by_is_chat_admin` counts as a host), and nobody else may be sharing. Sharing again
+    /// while already the sharer changes nothing (no event).
+    ///
+    /// # Errors
+    /// [`TransitionError::Ended`], [`TransitionError::NotParticipant`],
+    /// [`TransitionError::NotAllowedToShare`] or [`TransitionError::ScreenShareBusy`].
+    pub fn start_screen_share(
+        &mut self,
+        by: &UserId,
+        by_is_chat_admin: bool,
+        now: Timestamp,
+    ) -> Result<Vec<VoiceEvent>, TransitionError> {
+        if !self.is_active() {
+            return Err(TransitionError::Ended);
+        }
+        if self.participant(by).is_none_or(|p| p.is_reconnecting()) {
+            return Err(TransitionError::NotParticipant);
+        }
+        let is_host = &self.parts.master == by || by_is_chat_admin;
+        if !self.parts.screen_share_policy.allows(is_host) {
+            return Err(TransitionError::NotAllowedToShare);
+        }
+        match &self.parts.screen_share {
+            Some(s) if &s.by == by => return Ok(Vec::new()),
+            Some(_) => return Err(TransitionError::ScreenShareBusy),
+            None => {}
+        }
+        self.parts.screen_share = Some(ScreenShare {
+            by: by.clone(),
+            since: now,
+        });
+        Ok(vec![VoiceEvent::ScreenShareStarted {
+            voice_room_id: self.parts.id.clone(),
+            chat_room_id: self.parts.chat_room.clone(),
+            user: by.clone(),
+        }])
+    }
+
+    /// Stops the running screen share on `by`'s request: the sharer, the master or
+    /// (`by_is_chat_admin`) the chat room's admin may.
+    ///
+    /// # Errors
+    /// [`TransitionError::Ended`], [`TransitionError::NotSharing`] or
+    /// [`TransitionError::NotAllowedToShare`].
+    pub fn stop_screen_share(
+        &mut self,
+        by: &UserId,
+        by_is_chat_admin: bool,
+    ) -> Result<Vec<VoiceEvent>, TransitionError> {
+        if !self.is_active() {
+            return Err(TransitionError::Ended);
+        }
+        let sharer = self
+            .screen_share()
+            .map(|s| s.by.clone())
+            .ok_or(TransitionError::NotSharing)?;
+        if &sharer != by && &self.parts.master != by && !by_is_chat_admin {
+            return Err(TransitionError::NotAllowedToShare);
+        }
+        Ok(self
+            .stop_share(ScreenShareStopReason::Stopped { by: by.clone() })
+            .into_iter()
+            .collect())
+    }
+
+    /// Stops the screen share if `user` is its sharer.
+    fn stop_share_of(
+        &mut self,
+        user: &UserId,
+        reason: ScreenShareStopReason,
+    ) -> Option<VoiceEvent> {
+        if self.screen_share().is_some_and(|s| &s.by == user) {
+            self.stop_share(reason)
+        } else {
+            None
+        }
+    }
+
+    /// Stops the screen share, if any, and returns its `screenShareStopped`.
+    fn stop_share(&mut self, reason: ScreenShareStopReason) -> Option<VoiceEvent> {
+        let share = self.parts.screen_share.take()?;
+        Some(VoiceEvent::ScreenShareStopped {
+            voice_room_id: self.parts.id.clone(),
+            chat_room_id: self.parts.chat_room.clone(),
+            user: share.by,
             reason,
         })
     }
@@ -2124,5 +2341,198 @@ mod tests {
                 "master": "b"
             })
         );
+    }
+
+    fn share_events(events: &[VoiceEvent]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                VoiceEvent::ScreenShareStarted { user, .. } => Some(format!("started {user}")),
+                VoiceEvent::ScreenShareStopped { user, reason, .. } => Some(format!(
+                    "stopped {user} {}",
+                    serde_json::to_value(reason).unwrap()["kind"]
+                )),
+                VoiceEvent::ScreenSharePolicyChanged { policy, .. } => {
+                    Some(format!("policy {}", policy.as_str()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn anyone_may_share_by_default_one_at_a_time() {
+        let mut room = room_with(5, &["b", "c"]);
+        assert_eq!(room.screen_share_policy(), ScreenSharePolicy::Anyone);
+        let ev = room
+            .start_screen_share(&user("b"), false, at(5_000))
+            .unwrap();
+        assert_eq!(share_events(&ev), ["started b"]);
+        assert_eq!(room.screen_share().unwrap().by, user("b"));
+        // Asking again changes nothing; someone else is refused while b shares.
+        assert!(room
+            .start_screen_share(&user("b"), false, at(5_001))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            room.start_screen_share(&user("c"), false, at(5_002)),
+            Err(TransitionError::ScreenShareBusy)
+        );
+        // Even the master waits for b to stop.
+        assert_eq!(
+            room.start_screen_share(&user("a"), true, at(5_002)),
+            Err(TransitionError::ScreenShareBusy)
+        );
+        // Strangers are refused, as are reconnecting participants.
+        assert_eq!(
+            room.start_screen_share(&user("z"), false, at(5_003)),
+            Err(TransitionError::NotParticipant)
+        );
+        let ev = room.stop_screen_share(&user("b"), false).unwrap();
+        assert_eq!(share_events(&ev), ["stopped b \"stopped\""]);
+        assert_eq!(
+            room.stop_screen_share(&user("b"), false),
+            Err(TransitionError::NotSharing)
+        );
+        room.mark_reconnecting(&conn("c-c"), at(6_000)).unwrap();
+        assert_eq!(
+            room.start_screen_share(&user("c"), false, at(6_001)),
+            Err(TransitionError::NotParticipant)
+        );
+    }
+
+    #[test]
+    fn with_the_hosts_policy_only_the_master_and_the_admin_share() {
+        let mut room = room_with(5, &["b", "c"]);
+        assert_eq!(
+            room.set_screen_share_policy(&user("b"), false, ScreenSharePolicy::Hosts, false),
+            Err(TransitionError::NotAllowedToShare)
+        );
+        let ev = room
+            .set_screen_share_policy(&user("a"), false, ScreenSharePolicy::Hosts, false)
+            .unwrap();
+        assert_eq!(share_events(&ev), ["policy hosts"]);
+        assert!(room
+            .set_screen_share_policy(&user("a"), false, ScreenSharePolicy::Hosts, false)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            room.start_screen_share(&user("b"), false, at(5_000)),
+            Err(TransitionError::NotAllowedToShare)
+        );
+        // The chat room's admin is a host wherever it sits in the room.
+        room.start_screen_share(&user("c"), true, at(5_001))
+            .unwrap();
+        // Only the sharer, the master or the admin stop it.
+        assert_eq!(
+            room.stop_screen_share(&user("b"), false),
+            Err(TransitionError::NotAllowedToShare)
+        );
+        let ev = room.stop_screen_share(&user("a"), false).unwrap();
+        assert_eq!(share_events(&ev), ["stopped c \"stopped\""]);
+        room.start_screen_share(&user("a"), false, at(5_002))
+            .unwrap();
+        assert_eq!(room.screen_share().unwrap().by, user("a"));
+    }
+
+    #[test]
+    fn tightening_the_policy_stops_a_guest_share_but_not_a_host_one() {
+        let mut room = room_with(5, &["b", "c"]);
+        room.start_screen_share(&user("b"), false, at(5_000))
+            .unwrap();
+        let ev = room
+            .set_screen_share_policy(&user("a"), false, ScreenSharePolicy::Hosts, false)
+            .unwrap();
+        assert_eq!(
+            share_events(&ev),
+            ["policy hosts", "stopped b \"policyChanged\""]
+        );
+        assert!(room.screen_share().is_none());
+        room.set_screen_share_policy(&user("c"), true, ScreenSharePolicy::Anyone, false)
+            .unwrap();
+        // The admin sharing keeps sharing when the policy tightens.
+        room.start_screen_share(&user("c"), true, at(5_001))
+            .unwrap();
+        let ev = room
+            .set_screen_share_policy(&user("a"), false, ScreenSharePolicy::Hosts, true)
+            .unwrap();
+        assert_eq!(share_events(&ev), ["policy hosts"]);
+        assert_eq!(room.screen_share().unwrap().by, user("c"));
+    }
+
+    #[test]
+    fn the_share_ends_when_its_sharer_leaves_drops_resumes_or_the_room_ends() {
+        let mut room = room_with(5, &["b", "c"]);
+        room.start_screen_share(&user("b"), false, at(5_000))
+            .unwrap();
+        let (ev, _) = room
+            .leave(&user("b"), LeaveReason::Left, at(5_100))
+            .unwrap();
+        assert_eq!(share_events(&ev), ["stopped b \"sharerLeft\""]);
+
+        room.start_screen_share(&user("c"), false, at(5_200))
+            .unwrap();
+        let ev = room
+            .mark_reconnecting(&conn("c-c"), at(5_300))
+            .unwrap()
+            .unwrap();
+        assert_eq!(share_events(&ev), ["stopped c \"sharerDisconnected\""]);
+
+        room.start_screen_share(&user("a"), false, at(5_400))
+            .unwrap();
+        let out = room
+            .join(user("a"), conn("c-a2"), chan("a"), at(5_500))
+            .unwrap();
+        let JoinOutcome::Reconnected { events, .. } = out else {
+            panic!("a resume")
+        };
+        assert_eq!(share_events(&events), ["stopped a \"sharerDisconnected\""]);
+
+        room.start_screen_share(&user("a"), false, at(5_600))
+            .unwrap();
+        let ev = room.mark_all_reconnecting(at(5_700));
+        assert_eq!(share_events(&ev), ["stopped a \"sharerDisconnected\""]);
+
+        let mut room = room_with(5, &["b"]);
+        room.start_screen_share(&user("b"), false, at(5_000))
+            .unwrap();
+        let (ev, _) = room.end(&user("a"), false, at(6_000)).unwrap();
+        assert_eq!(share_events(&ev), ["stopped b \"roomEnded\""]);
+        assert!(room.screen_share().is_none());
+        assert_eq!(
+            room.start_screen_share(&user("a"), false, at(6_001)),
+            Err(TransitionError::Ended)
+        );
+        assert_eq!(
+            room.set_screen_share_policy(&user("a"), false, ScreenSharePolicy::Hosts, false),
+            Err(TransitionError::Ended)
+        );
+    }
+
+    #[test]
+    fn from_parts_refuses_a_share_nobody_connected_makes() {
+        let mut parts = room_with(5, &["b"]).into_parts();
+        parts.screen_share = Some(ScreenShare {
+            by: user("z"),
+            since: at(1),
+        });
+        assert!(VoiceRoom::from_parts(parts.clone())
+            .unwrap_err()
+            .0
+            .contains("screen sharer"));
+        parts.screen_share = Some(ScreenShare {
+            by: user("b"),
+            since: at(1),
+        });
+        parts.participants[1].reconnecting_since = Some(at(2));
+        assert!(VoiceRoom::from_parts(parts).is_err());
+        // Rooms stored before screen sharing read as `anyone`, nobody sharing.
+        let old = serde_json::json!({
+            "id": "vr-1", "chatRoom": "chat-1", "master": "a", "status": {"state": "active"},
+            "participants": [], "capacity": 5, "version": 1, "createdAt": 1
+        });
+        let parts: VoiceRoomParts = serde_json::from_value(old).unwrap();
+        assert_eq!(parts.screen_share_policy, ScreenSharePolicy::Anyone);
+        assert!(parts.screen_share.is_none());
     }
 }

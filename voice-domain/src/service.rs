@@ -49,6 +49,9 @@ use crate::room::{
 };
 use crate::time::Timestamp;
 
+/// `startScreenShare`, `stopScreenShare` and `setScreenSharePolicy` (see [`crate::screen`]).
+mod screen_share;
+
 /// The longest credentials may live: KVS signaling connections last at most an hour, and
 /// credentials from a role assumed by a Lambda are role-chained, which STS caps at an hour.
 pub const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(3600);

@@ -622,6 +622,21 @@ impl<P: Ports> Executor<P> {
                 .await
                 .map(|r| json!({"room": VoiceRoomView::from(&r)}))
                 .map_err(Refusal::use_case),
+            VoiceCommand::StartScreenShare(id) => voice
+                .start_screen_share(caller, &id)
+                .await
+                .map(room)
+                .map_err(Refusal::use_case),
+            VoiceCommand::StopScreenShare(id) => voice
+                .stop_screen_share(caller, &id)
+                .await
+                .map(room)
+                .map_err(Refusal::use_case),
+            VoiceCommand::SetScreenSharePolicy(id, policy) => voice
+                .set_screen_share_policy(caller, &id, policy)
+                .await
+                .map(room)
+                .map_err(Refusal::use_case),
         }
     }
 

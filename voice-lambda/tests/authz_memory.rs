@@ -88,7 +88,7 @@ fn status_of(code: &str) -> i64 {
     match code {
         "NOT_IDENTIFIED" => 401,
         "NOT_MEMBER" | "NOT_APPROVED" | "NOT_ALLOWED" => 403,
-        "ALREADY_ACTIVE" | "NOT_PARTICIPANT" => 409,
+        "ALREADY_ACTIVE" | "NOT_PARTICIPANT" | "NOT_IN_VOICE" => 409,
         other => panic!("no status known for {other}"),
     }
 }
@@ -216,6 +216,10 @@ impl World {
             Action::GetCredentials | Action::End | Action::Leave => json!({"voiceRoomId": self.vr}),
             Action::SetMute => json!({"voiceRoomId": self.vr, "muted": true}),
             Action::ServerMute => json!({"voiceRoomId": self.vr, "userId": "pia", "muted": true}),
+            Action::StartShare | Action::StartShareHosts | Action::StopShare => {
+                json!({"voiceRoomId": self.vr})
+            }
+            Action::SetSharePolicy => json!({"voiceRoomId": self.vr, "policy": "hosts"}),
         }
     }
 
@@ -385,6 +389,55 @@ fn check_effect(w: &World, caller: Caller, action: Action, before: &Snapshot, da
                 )));
             }
         }
+        Action::StartShare | Action::StartShareHosts => {
+            let room = w.room(&w.vr);
+            assert_eq!(
+                room.screen_share().map(|s| &s.by),
+                Some(&user(me)),
+                "{case}"
+            );
+            assert_eq!(data["screenShare"]["userId"], me, "{case}");
+            for u in HEAR {
+                assert!(
+                    told(&events, u, |e| matches!(
+                        e,
+                        VoiceEvent::ScreenShareStarted { user: who, .. } if who.as_str() == me
+                    )),
+                    "{case}: {u} not told"
+                );
+            }
+        }
+        Action::StopShare => {
+            assert!(w.room(&w.vr).screen_share().is_none(), "{case}");
+            assert!(data.get("screenShare").is_none(), "{case}: {data}");
+            for u in HEAR {
+                assert!(
+                    told(&events, u, |e| matches!(
+                        e,
+                        VoiceEvent::ScreenShareStopped { user: who, .. } if who.as_str() == "pia"
+                    )),
+                    "{case}: {u} not told"
+                );
+            }
+        }
+        Action::SetSharePolicy => {
+            let room = w.room(&w.vr);
+            assert_eq!(
+                room.screen_share_policy(),
+                voice_domain::screen::ScreenSharePolicy::Hosts,
+                "{case}"
+            );
+            assert_eq!(data["screenSharePolicy"], "hosts", "{case}");
+            for u in HEAR {
+                assert!(
+                    told(&events, u, |e| matches!(
+                        e,
+                        VoiceEvent::ScreenSharePolicyChanged { .. }
+                    )),
+                    "{case}: {u} not told"
+                );
+            }
+        }
         Action::GetVoiceRoom => {
             assert_eq!(data["voiceRoom"]["voiceRoomId"], w.vr.as_str(), "{case}");
             assert_eq!(&w.snapshot(), before, "{case}: reading changes nothing");
@@ -412,6 +465,18 @@ async fn every_caller_kind_gets_the_tables_answer_for_every_voice_action() {
             .await;
             w.drain_events();
         }
+        match action {
+            Action::StartShareHosts => {
+                let body = json!({"voiceRoomId": w.vr, "policy": "hosts"});
+                ok(&w.lambda, "setScreenSharePolicy", "mo", body).await;
+            }
+            Action::StopShare => {
+                let body = json!({"voiceRoomId": w.vr});
+                ok(&w.lambda, "startScreenShare", "pia", body).await;
+            }
+            _ => {}
+        }
+        w.drain_events();
         let before = w.snapshot();
         let r = call(
             &w.lambda,
@@ -444,7 +509,7 @@ async fn every_caller_kind_gets_the_tables_answer_for_every_voice_action() {
         "authz matrix (Lambda, memory adapters): {} cells, {allowed} allowed, {refused} refused",
         allowed + refused
     );
-    assert_eq!((allowed, refused), (20, 44));
+    assert_eq!((allowed, refused), (28, 68));
 }
 
 /// The same refusals whatever the voice room id names: an unknown one is "not found" for every

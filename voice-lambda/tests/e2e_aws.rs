@@ -423,3 +423,86 @@ async fn pooled_channels_are_kept_quarantined_then_reused() {
         .iter()
         .all(|a| first.contains(a) || second.contains(a)));
 }
+
+/// Screen sharing over the real DynamoDB store (moto): the policy and the sharer are written and
+/// read back through the item's attributes, and the Lambda answers as the self-hosted server.
+#[tokio::test]
+async fn screen_share_policy_and_sharer_over_moto() {
+    let Some(w) = World::start().await else {
+        return;
+    };
+    let r = w
+        .call("createVoiceRoom", ALICE, json!({"roomId": CHAT}))
+        .await;
+    assert_ok(&r, "createVoiceRoom");
+    let vr = r.data()["voiceRoomId"].as_str().unwrap().to_owned();
+    for who in [ALICE, BOB] {
+        let r = w
+            .call("getVoiceCredentials", who, json!({"voiceRoomId": vr}))
+            .await;
+        assert_ok(&r, "getVoiceCredentials");
+    }
+    assert_eq!(r_policy(&w).await, json!("anyone"));
+    let r = w
+        .call(
+            "setScreenSharePolicy",
+            BOB,
+            json!({"voiceRoomId": vr, "policy": "hosts"}),
+        )
+        .await;
+    assert_refused(&r, 403, "NOT_ALLOWED");
+    let r = w
+        .call(
+            "setScreenSharePolicy",
+            ALICE,
+            json!({"voiceRoomId": vr, "policy": "hosts"}),
+        )
+        .await;
+    assert_ok(&r, "setScreenSharePolicy");
+    assert_eq!(
+        r_policy(&w).await,
+        json!("hosts"),
+        "read back from DynamoDB"
+    );
+    let r = w
+        .call("startScreenShare", BOB, json!({"voiceRoomId": vr}))
+        .await;
+    assert_refused(&r, 403, "NOT_ALLOWED");
+    assert!(r.message().contains("only the voice room's master"));
+    let r = w
+        .call("startScreenShare", ALICE, json!({"voiceRoomId": vr}))
+        .await;
+    assert_ok(&r, "startScreenShare");
+    let r = w.call("getVoiceRoom", BOB, json!({"roomId": CHAT})).await;
+    assert_eq!(r.data()["voiceRoom"]["screenShare"]["userId"], "alice");
+    assert!(names(&w.mgmt.take(BOB)).contains(&"screenShareStarted".to_owned()));
+    // Everyone may share again, but one at a time.
+    let r = w
+        .call(
+            "setScreenSharePolicy",
+            ALICE,
+            json!({"voiceRoomId": vr, "policy": "anyone"}),
+        )
+        .await;
+    assert_ok(&r, "setScreenSharePolicy");
+    let r = w
+        .call("startScreenShare", BOB, json!({"voiceRoomId": vr}))
+        .await;
+    assert_refused(&r, 409, "SCREEN_SHARE_BUSY");
+    let r = w
+        .call("stopScreenShare", ALICE, json!({"voiceRoomId": vr}))
+        .await;
+    assert_ok(&r, "stopScreenShare");
+    assert!(r.data().get("screenShare").is_none());
+    assert!(names(&w.mgmt.take(BOB)).contains(&"screenShareStopped".to_owned()));
+    let r = w
+        .call("startScreenShare", BOB, json!({"voiceRoomId": vr}))
+        .await;
+    assert_ok(&r, "startScreenShare");
+}
+
+/// The screen-share policy of chat room CHAT's active voice room, as `getVoiceRoom` reads it.
+async fn r_policy(w: &World) -> Value {
+    let r = w.call("getVoiceRoom", ALICE, json!({"roomId": CHAT})).await;
+    r.data()["voiceRoom"]["screenSharePolicy"].clone()
+}

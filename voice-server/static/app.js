@@ -413,6 +413,9 @@ function makeSession(chatRoomId, voiceRoomId, stream) {
         if (grant.room) setVoiceRoom(chatRoomId, grant.room);
       },
       onChange: scheduleRender,
+      onScreenShareEnded: () => {
+        if (session) stopScreenShare(session);
+      },
       onSignalingError,
       onTransportLog: (m) => {
         // A KVS channel (re)connected: a signaling problem shown earlier is over.
@@ -559,15 +562,28 @@ function endSession(reason, kind = 'info') {
 
 /**
  * Camera or screen share on/off for our voice session (docs/web-client.md, "Video and screen
- * sharing"). Any participant may do either; a refused device is a notice, never a teardown.
+ * sharing"). Any participant may turn its camera on; a screen share is asked of the server first
+ * (startScreenShare: the room's policy, one sharer at a time), and its refusal is shown in plain
+ * words before any picker opens. A refused device is a notice, never a teardown.
  */
 async function toggleVideo(slot) {
   const s = session;
   if (!s) return;
   if (s.video[slot]) {
     await s.setVideo(slot, null);
+    if (slot === 'screen') await stopScreenShare(s);
     scheduleRender();
     return;
+  }
+  if (slot === 'screen') {
+    try {
+      const view = await app.request('startScreenShare', { voiceRoomId: s.voiceRoomId });
+      if (session === s) setVoiceRoom(s.chatRoomId, view);
+    } catch (e) {
+      notice(s.chatRoomId, `Screen sharing did not start. ${describeError(e)}`, 'error');
+      scheduleRender();
+      return;
+    }
   }
   const md = navigator.mediaDevices;
   try {
@@ -584,8 +600,33 @@ async function toggleVideo(slot) {
     const what = slot === 'screen' ? 'Screen sharing did not start' : 'The camera did not start';
     const why = e.name === 'NotAllowedError' ? 'permission was refused or the picker was closed.' : e.name === 'NotFoundError' ? 'no device was found.' : `${e.name}.`;
     notice(s.chatRoomId, `${what}: ${why}`, 'error');
+    // The server was told we share: tell it we do not.
+    if (slot === 'screen') await stopScreenShare(s);
   }
   scheduleRender();
+}
+
+/** Tells the server our screen share is over (the page's button or the browser's own "stop"). */
+async function stopScreenShare(s) {
+  try {
+    const view = await app.request('stopScreenShare', { voiceRoomId: s.voiceRoomId });
+    if (session === s) setVoiceRoom(s.chatRoomId, view);
+  } catch (e) {
+    // Already stopped by the server (policy change, a host stopped it): nothing to undo.
+    if (e.code !== 'NOT_SHARING') warn(`stopScreenShare: ${e.code || e.message}`);
+  }
+}
+
+/** The master or the admin sets who may share a screen (docs/protocol.md, setScreenSharePolicy). */
+async function setSharePolicy(policy) {
+  const s = session;
+  if (!s) return;
+  try {
+    const view = await app.request('setScreenSharePolicy', { voiceRoomId: s.voiceRoomId, policy });
+    if (session === s) setVoiceRoom(s.chatRoomId, view);
+  } catch (e) {
+    notice(s.chatRoomId, `Could not change who may share a screen. ${describeError(e)}`, 'error');
+  }
 }
 
 async function toggleMute() {
@@ -723,6 +764,18 @@ function onVoiceEvent(ev) {
     case 'participantResumed':
       if (s && ev.user !== me) s.peerReturned(ev.user);
       break;
+    case 'screenShareStopped':
+      // The server ended our share (a host stopped it, the policy changed, we resumed from
+      // another tab): stop sending it.
+      if (s && ev.user === me && s.video.screen) {
+        s.setVideo('screen', null).then(scheduleRender);
+        if (ev.reason && ev.reason.kind !== 'stopped') toast('Your screen share was stopped.');
+        else if (ev.reason && ev.reason.by !== me) toast(`${nameOf(ev.reason.by)} stopped your screen share.`);
+      }
+      break;
+    case 'screenSharePolicyChanged':
+      if (s && ev.by !== me) toast(ev.policy === 'hosts' ? 'Only the host and the room admin may share a screen now.' : 'Everyone in the voice chat may share a screen now.');
+      break;
     case 'voiceEnded':
       if (s) {
         s.teardown('Voice room ended');
@@ -736,7 +789,7 @@ function onVoiceEvent(ev) {
 }
 
 function wireEvents(conn) {
-  for (const e of ['voiceStarted', 'participantJoined', 'participantLeft', 'participantReconnecting', 'participantResumed', 'muteChanged', 'masterChanged', 'voiceEnded']) {
+  for (const e of ['voiceStarted', 'participantJoined', 'participantLeft', 'participantReconnecting', 'participantResumed', 'muteChanged', 'masterChanged', 'voiceEnded', 'screenShareStarted', 'screenShareStopped', 'screenSharePolicyChanged']) {
     conn.on(e, onVoiceEvent);
   }
   for (const e of ['recordingStarted', 'recordingStopped']) conn.on(e, (ev) => recording.onEvent(ev));
@@ -1177,6 +1230,10 @@ function wireUi() {
   });
   $('#camera-button').addEventListener('click', () => withBusy(() => toggleVideo('camera')));
   $('#screen-button').addEventListener('click', () => withBusy(() => toggleVideo('screen')));
+  $('#share-policy-button').addEventListener('click', (e) => {
+    const policy = e.currentTarget.dataset.policy;
+    withBusy(() => setSharePolicy(policy));
+  });
   $('#leave-voice').addEventListener('click', () => leaveVoice());
   $('#end-voice').addEventListener('click', () => endVoice(state.currentRoomId));
   $('#sign-out').addEventListener('click', () => signOut());
@@ -1229,6 +1286,18 @@ window.voiceDebug = {
     } catch (e) {
       return { code: e.code };
     }
+  },
+  /**
+   * Test hook: sends (or stops, `on` false) a screen track without asking the server, as a
+   * page that ignores the rules would: receivers must not show it (they show a screen track
+   * only from the announced sharer).
+   */
+  screenUnannounced: async (on = true) => {
+    if (!session) return false;
+    if (!on) return session.setVideo('screen', null).then(() => true);
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    await session.setVideo('screen', stream.getVideoTracks()[0]);
+    return true;
   },
   /** Test hook: how many peer connections this session created, and its renegotiations. */
   renegotiations: () => (session ? session.renegotiations : 0),

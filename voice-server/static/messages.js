@@ -29,6 +29,9 @@ const PLAIN = {
   DISCONNECTED: 'You are offline right now. The page reconnects by itself; try again in a moment.',
   TIMEOUT: 'The server did not answer in time. Try again in a moment.',
   SERVER_MUTED: 'The host or the room admin muted you. You can unmute once they allow it.',
+  SCREEN_SHARE_BUSY: 'Someone else is sharing their screen. One screen at a time: ask them to stop first.',
+  NOT_IN_VOICE: 'Join the voice chat first: your screen is shared with the people in it.',
+  NOT_SHARING: 'Nobody is sharing a screen right now.',
 };
 
 /** Where one action's refusal needs other words than the code's usual ones. */
@@ -36,6 +39,15 @@ const PLAIN_BY_ACTION = {
   serverMute: {
     NOT_ALLOWED: 'Only the host of the voice chat or the room admin can mute others, and only the admin can mute the admin.',
     NOT_PARTICIPANT: 'That person is no longer in this voice chat.',
+  },
+  startScreenShare: {
+    NOT_ALLOWED: 'In this voice chat only the host and the room admin can share their screen.',
+  },
+  stopScreenShare: {
+    NOT_ALLOWED: 'Only whoever shares, the host or the room admin can stop a screen share.',
+  },
+  setScreenSharePolicy: {
+    NOT_ALLOWED: 'Only the host of the voice chat or the room admin can decide who may share a screen.',
   },
 };
 

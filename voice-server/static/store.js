@@ -89,6 +89,14 @@ function applyEvent(state, ev) {
     }
     case 'masterChanged':
       return patchVoiceRoom(state, ev, (vr) => ({ ...vr, masterUserId: ev.master }));
+    // Screen sharing (docs/protocol.md, "Screen sharing"): the announced sharer and policy are
+    // the truth; receivers show a screen track large only from the announced sharer.
+    case 'screenShareStarted':
+      return patchVoiceRoom(state, ev, (vr) => ({ ...vr, screenShare: { userId: ev.user } }));
+    case 'screenShareStopped':
+      return patchVoiceRoom(state, ev, (vr) => (vr.screenShare && vr.screenShare.userId === ev.user ? { ...vr, screenShare: null } : vr));
+    case 'screenSharePolicyChanged':
+      return patchVoiceRoom(state, ev, (vr) => ({ ...vr, screenSharePolicy: ev.policy }));
     case 'voiceEnded': {
       const vr = state.voiceRooms[chat];
       let s = state;
@@ -302,6 +310,20 @@ export function voicePanel(state, chatRoomId, features = { knowsAdmins: true }) 
   const moderates = (userId) =>
     !!vr && inHere && online && userId !== me && (amAdmin(state, chatRoomId) || (vr.masterUserId === me && !(features.knowsAdmins && isAdminOf(state, chatRoomId, userId))));
   const mine = vr && me ? vr.participants.find((p) => p.userId === me) : null;
+  // Screen sharing (docs/protocol.md): one sharer at a time; under `hosts` only the master and
+  // the admin. The button follows the announced state; the server decides.
+  const isHost = !!vr && (vr.masterUserId === me || amAdmin(state, chatRoomId));
+  const sharePolicy = (vr && vr.screenSharePolicy) || 'anyone';
+  const sharer = (vr && vr.screenShare && vr.screenShare.userId) || null;
+  const share = {
+    policy: sharePolicy,
+    sharer,
+    // Our Share button: shown while the policy lets us; disabled while someone else shares.
+    show: inHere && (sharePolicy !== 'hosts' || isHost || sharer === me),
+    busy: !!sharer && sharer !== me,
+    // The master's (or admin's) control over who may share.
+    setsPolicy: inHere && online && isHost,
+  };
   const serverMuted = !!(inHere && ((v && v.serverMuted) || (mine && mine.serverMuted)));
   const count = vr ? vr.participants.length : 1;
   const plural = (n) => `${n} participant${n === 1 ? '' : 's'}`;
@@ -340,6 +362,7 @@ export function voicePanel(state, chatRoomId, features = { knowsAdmins: true }) 
     // Muted by a moderator: the mute button cannot unmute.
     serverMuted,
     moderates,
+    share,
     leave: inHere,
     end: online && mayEnd && (inHere || !v),
     disabled: state.busy || !online,

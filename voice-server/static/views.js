@@ -201,9 +201,21 @@ function renderMessages(state) {
  * camera beside the participant list; a screen share (ours or a peer's) shown large above.
  * <video> elements are kept by key (user:slot), so a re-render does not restart playback.
  */
-function renderVideo(state, s, inVoice) {
+function renderVideo(state, s, inVoice, share) {
+  share = share || { show: true, busy: false, sharer: null, policy: 'anyone', setsPolicy: false };
   show('#camera-button', inVoice);
-  show('#screen-button', inVoice);
+  const scrOn = !!(s && s.video.screen);
+  // Shown while the room's policy lets us share (or while we share, to stop); disabled while
+  // someone else shares (one at a time). The server decides either way.
+  show('#screen-button', inVoice && (share.show || scrOn));
+  $('#screen-button').disabled = !scrOn && share.busy;
+  $('#screen-button').title = !scrOn && share.busy ? `${displayName(state, share.sharer)} is sharing their screen` : '';
+  const pb = $('#share-policy-button');
+  show('#share-policy-button', inVoice && share.setsPolicy);
+  pb.textContent = share.policy === 'hosts' ? 'Screen sharing: hosts only' : 'Screen sharing: everyone';
+  pb.title = share.policy === 'hosts' ? 'Let every participant share their screen' : 'Let only you and the room admin share a screen';
+  pb.dataset.policy = share.policy === 'hosts' ? 'anyone' : 'hosts';
+  pb.setAttribute('aria-pressed', String(share.policy === 'hosts'));
   const cam = !!(s && s.video.camera);
   const scr = !!(s && s.video.screen);
   const cb = $('#camera-button');
@@ -217,6 +229,9 @@ function renderVideo(state, s, inVoice) {
     if (s.video.camera) want.push({ key: 'me:camera', userId: null, slot: 'camera', track: s.video.camera, label: 'You' });
     if (s.video.screen) want.push({ key: 'me:screen', userId: null, slot: 'screen', track: s.video.screen, label: 'Your screen' });
     for (const r of s.remoteVideos()) {
+      // Media is peer to peer: like a server mute, the receivers enforce the announced state. A
+      // screen track is shown (large) only from the participant the server announced as sharer.
+      if (r.slot === 'screen' && r.userId !== share.sharer) continue;
       const who = displayName(state, r.userId);
       want.push({ key: `${r.userId}:${r.slot}`, userId: r.userId, slot: r.slot, track: r.track, label: r.slot === 'screen' ? `${who}'s screen` : who });
     }
@@ -268,7 +283,7 @@ function renderVoice(state, ctx) {
   show('#end-voice', p.end);
   for (const id of ['#start-voice', '#join-voice', '#leave-voice', '#end-voice', '#mute-button']) $(id).disabled = p.disabled;
   show('#enable-audio', !!state.audioBlocked && !!s);
-  renderVideo(state, s, !!p.mute && !!s);
+  renderVideo(state, s, !!p.mute && !!s, p.share);
   if (p.mute) {
     const mb = $('#mute-button');
     const muted = !!(state.voice && state.voice.muted) || p.serverMuted;

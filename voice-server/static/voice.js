@@ -670,7 +670,10 @@ export class VoiceSession {
     if (track && slot === 'screen') {
       // The browser's own "Stop sharing" ends the track.
       track.addEventListener('ended', () => {
-        if (this.video.screen === track) this.setVideo('screen', null).then(() => this.d.onChange());
+        if (this.video.screen !== track) return;
+        this.setVideo('screen', null).then(() => this.d.onChange());
+        // The server must hear it too (stopScreenShare), so that receivers drop the large view.
+        if (this.d.onScreenShareEnded) this.d.onScreenShareEnded();
       });
     }
     this.log(`${slot === 'camera' ? 'Camera' : 'Screen share'} ${track ? 'on' : 'off'}`);

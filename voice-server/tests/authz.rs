@@ -38,13 +38,16 @@ use support::{approve, spawn_app_with, Client, TestApp};
 /// (expired ones, ones granting the wrong role) to reach the checks behind the signature.
 const SERVER_SECRET: &str = "integration-test-token-secret-0123";
 
-const VOICE_EVENTS: [&str; 6] = [
+const VOICE_EVENTS: [&str; 9] = [
     "voiceStarted",
     "participantJoined",
     "participantLeft",
     "muteChanged",
     "masterChanged",
     "voiceEnded",
+    "screenShareStarted",
+    "screenShareStopped",
+    "screenSharePolicyChanged",
 ];
 
 async fn app() -> TestApp {
@@ -186,6 +189,10 @@ impl World {
             Action::ServerMute => {
                 json!({"voiceRoomId": self.vr, "userId": self.pia.user_id, "muted": true})
             }
+            Action::StartShare | Action::StartShareHosts | Action::StopShare => {
+                json!({"voiceRoomId": self.vr})
+            }
+            Action::SetSharePolicy => json!({"voiceRoomId": self.vr, "policy": "hosts"}),
         }
     }
 
@@ -356,6 +363,65 @@ async fn check_effect(w: &mut World, caller: Caller, action: Action, before: &Va
                 "{case}"
             );
         }
+        Action::StartShare | Action::StartShareHosts => {
+            for view in [data, &after] {
+                assert_eq!(view["screenShare"]["userId"], me.as_str(), "{case}: {view}");
+            }
+            for c in [&mut w.ada, &mut w.mo, &mut w.pia, &mut w.bo] {
+                let ev = c.event("screenShareStarted").await;
+                assert_eq!(ev["user"], me.as_str(), "{case}");
+            }
+            // One sharer at a time: the other participant is refused while it lasts.
+            let other = if caller == Caller::VoiceMaster {
+                &mut w.pia
+            } else {
+                &mut w.mo
+            };
+            let vr = w.vr.clone();
+            let code = other
+                .err("startScreenShare", json!({"voiceRoomId": vr}))
+                .await;
+            let want = if action == Action::StartShareHosts {
+                "NOT_ALLOWED"
+            } else {
+                "SCREEN_SHARE_BUSY"
+            };
+            assert_eq!(code, want, "{case}");
+        }
+        Action::StopShare => {
+            for view in [data, &after] {
+                assert!(view.get("screenShare").is_none(), "{case}: {view}");
+            }
+            for c in [&mut w.ada, &mut w.mo, &mut w.pia, &mut w.bo] {
+                let ev = c.event("screenShareStopped").await;
+                assert_eq!(
+                    (ev["user"].as_str(), &ev["reason"]),
+                    (Some(pia.as_str()), &json!({"kind": "stopped", "by": me})),
+                    "{case}"
+                );
+            }
+        }
+        Action::SetSharePolicy => {
+            for view in [data, &after] {
+                assert_eq!(view["screenSharePolicy"], "hosts", "{case}: {view}");
+            }
+            for c in [&mut w.ada, &mut w.mo, &mut w.pia, &mut w.bo] {
+                let ev = c.event("screenSharePolicyChanged").await;
+                assert_eq!(
+                    (ev["policy"].as_str(), ev["by"].as_str()),
+                    (Some("hosts"), Some(me.as_str()))
+                );
+            }
+            // Pia may no longer share.
+            let vr = w.vr.clone();
+            assert_eq!(
+                w.pia
+                    .err("startScreenShare", json!({"voiceRoomId": vr}))
+                    .await,
+                "NOT_ALLOWED",
+                "{case}"
+            );
+        }
         Action::GetVoiceRoom => {
             assert_eq!(data["voiceRoom"]["voiceRoomId"], w.vr.as_str(), "{case}");
             assert_eq!(
@@ -418,6 +484,33 @@ async fn run_cell(app: &TestApp, n: usize, caller: Caller, action: Action, expec
     if action == Action::CreateWhenIdle {
         let vr = w.vr.clone();
         w.mo.ok("endVoiceRoom", json!({"voiceRoomId": vr})).await;
+        for c in w.all() {
+            c.no_event("signal", Duration::ZERO).await;
+            c.clear_events();
+        }
+    }
+    let vr = w.vr.clone();
+    let set_up = match action {
+        Action::StartShareHosts => Some((
+            &mut w.mo,
+            "setScreenSharePolicy",
+            json!({"voiceRoomId": vr, "policy": "hosts"}),
+            "screenSharePolicyChanged",
+        )),
+        Action::StopShare => Some((
+            &mut w.pia,
+            "startScreenShare",
+            json!({"voiceRoomId": vr}),
+            "screenShareStarted",
+        )),
+        _ => None,
+    };
+    if let Some((who, setup, fields, heard)) = set_up {
+        who.ok(setup, fields).await;
+        // Everyone has heard the set-up before the case starts.
+        for c in [&mut w.ada, &mut w.mo, &mut w.pia, &mut w.bo] {
+            c.event(heard).await;
+        }
         for c in w.all() {
             c.no_event("signal", Duration::ZERO).await;
             c.clear_events();
@@ -502,7 +595,7 @@ async fn every_caller_kind_gets_the_tables_answer_for_every_voice_action() {
         outcomes.len(),
         started.elapsed()
     );
-    assert_eq!((allowed, refused), (20, 44));
+    assert_eq!((allowed, refused), (28, 68));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ async fn cameras_and_screen_shares_reach_every_peer_on_the_existing_links() {
         ("Carol<-camera", "Bob"),
         ("Alice<-screen", "Carol"),
         ("Bob<-screen", "Carol"),
+        ("Bob<-screen:hosts", "Alice"),
+        ("Carol<-screen:hosts", "Alice"),
     ] {
         let f = frames(video, key, sender);
         assert!(f > 5, "{key}: only {f} frames decoded from {sender}");
@@ -77,6 +79,9 @@ async fn cameras_and_screen_shares_reach_every_peer_on_the_existing_links() {
         "no new peer connection: one per pair",
         "Carol's share ends as with the browser's \"Stop sharing\"",
         "Bob shares and stops from the page",
+        "Alice lets only hosts share",
+        "a screen sent without asking is not shown",
+        "Alice (the host) shares",
         "still one peer connection per pair",
     ] {
         assert!(
