@@ -143,7 +143,7 @@ test('AWS recording over the API: only the host records, only its recorder uploa
 test('AWS recording in Chromium: the host records three people, a member downloads a playable file through its presigned URL', { skip: browserMissing.length ? `SKIPPED: ${browserMissing.join('; ')}` : false, timeout: 240000 }, async (t) => {
   const stack = await startLocalStack({ workers: 3, params: { ChatMode: 'builtin' } });
   t.after(() => stack.close());
-  const child = spawn(process.execPath, [path.join(HERE, 'recording.mjs'), stack.url], { env: { ...process.env, RECORDING_TEST_CERTIFICATE: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [path.join(HERE, 'recording.mjs'), stack.url], { env: { RECORDING_DEADLINE_MS: '200000', ...process.env, RECORDING_TEST_CERTIFICATE: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
   t.after(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
@@ -158,7 +158,9 @@ test('AWS recording in Chromium: the host records three people, a member downloa
   } catch {
     // reported below
   }
-  assert.ok(summary && summary.ok, `recording.mjs exited ${code}: ${Buffer.concat(err).toString().slice(-4000)}`);
+  const stderr = Buffer.concat(err).toString();
+  const why = stderr.split('\n').filter((l) => /RECORDING FAILED|requestfailed|recording part|finishRecording|upload/.test(l)).slice(0, 20).join('\n');
+  assert.ok(summary && summary.ok, `recording.mjs exited ${code} at ${summary && summary.failedStep}: ${summary && summary.error}\n${why}`);
   const rec = summary.recording;
   assert.equal(rec.file.ebmlHeader, '1a45dfa3');
   assert.ok(rec.file.seconds > 5, JSON.stringify(rec.file));

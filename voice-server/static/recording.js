@@ -227,6 +227,8 @@ class Recorder {
         }
         this.deps.warn(`recording part ${part}: ${e.message}`);
       }
+      // Read the (empty) body: an unread response is cancelled, which shows as an aborted request.
+      if (res) await res.arrayBuffer().catch(() => {});
       if (res && res.ok) {
         this.parts.delete(part);
         this.uploadedBytes += blob.size;
