@@ -387,11 +387,23 @@ fn only_the_recorders_connection_may_upload_and_it_finishes_only_a_stopped_recor
     let room = w.room.clone().unwrap();
     let rec = w.stored().unwrap().running_recording().unwrap().id.clone();
     let ask = |w: &World, u: usize, finishing: bool| {
-        block_on(w.service.recorder_upload(&w.conn(u), &room, &rec, finishing)).map(|_| ())
+        block_on(
+            w.service
+                .recorder_upload(&w.conn(u), &room, &rec, finishing),
+        )
+        .map(|_| ())
     };
     assert_eq!(ask(&w, 1, false), Ok(()));
-    assert_eq!(ask(&w, 2, false), Err(E::NotRecorder), "another participant");
-    assert_eq!(ask(&w, 0, false), Err(E::NotRecorder), "the admin, not in the room");
+    assert_eq!(
+        ask(&w, 2, false),
+        Err(E::NotRecorder),
+        "another participant"
+    );
+    assert_eq!(
+        ask(&w, 0, false),
+        Err(E::NotRecorder),
+        "the admin, not in the room"
+    );
     let stranger = ConnectionId::parse("nobody").unwrap();
     assert_eq!(
         block_on(w.service.recorder_upload(&stranger, &room, &rec, false)).map(|_| ()),
