@@ -560,7 +560,7 @@ impl RecordingFiles for S3Recordings {
             }
             out.push(entry);
         }
-        out.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        out.sort_by_key(|e| std::cmp::Reverse(e.started_at));
         Ok(out)
     }
 
