@@ -16,7 +16,9 @@
 //   management API (service execute-api);
 // - STS AssumeRole (service sts);
 // - KVS control plane and GetIceServerConfig (service kinesisvideo), and the KVS signaling
-//   WebSocket (aws-stand-ins.mjs, kvsSignaling).
+//   WebSocket (aws-stand-ins.mjs, kvsSignaling);
+// - S3 (service s3, path-style): the recordings bucket on moto, for the function's calls and the
+//   browsers' presigned URLs.
 // The Lambda Runtime API is plain HTTP on its own loopback port (AWS_LAMBDA_RUNTIME_API is a
 // host:port, http, as in Lambda). The function reaches moto through a recording pass-through
 // (stats.dynamoCalls), so tests can see when it wrote what, e.g. a channel released into the
@@ -137,6 +139,7 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     apiGatewayClosed: [], // connections API Gateway closed by itself: {connectionId, why ('maxDuration' | 'idle'), openMs}
     iceServerConfigs: [], // GetIceServerConfig answers: {arn, clientId, expiresAt (ms), at (ms)}
     kvsCalls: [], // {path, status, caller, error, arn, at (hrtime ns)}
+    s3Calls: [], // {method, path, presigned, status, at (hrtime ns)}: the function's and the browsers' S3 requests
     dynamoCalls: [], // the function's DynamoDB requests: {target, table, input (pool table only), status, at (hrtime ns)}
     initErrors: [],
     lambdaLog: [], // parsed JSON log lines of every bootstrap
@@ -675,10 +678,46 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     }
   }
 
+  // S3 (the recordings bucket), path-style on this origin, passed to moto's S3: the function's
+  // own calls (signed in the Authorization header) and the browsers' presigned PUTs and GETs.
+  // What moto does not check is checked here ("Authenticating Requests: Using Query Parameters
+  // (AWS Signature Version 4)",
+  // https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html): a presigned
+  // URL is refused once X-Amz-Date + X-Amz-Expires has passed, and every request must be made
+  // with the function's credentials (its execution role; browsers hold no S3 credentials).
+  // Same origin as the page here, so CORS does not come into play (the template's rule does).
+  function s3(req, res, url, body, scope) {
+    const record = { method: req.method, path: url.pathname, presigned: url.searchParams.has('X-Amz-Signature'), status: null, at: process.hrtime.bigint() };
+    stats.s3Calls.push(record);
+    const refuse403 = (code, message) => {
+      record.status = 403;
+      res.writeHead(403, { 'content-type': 'application/xml' }).end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>${message}</Message></Error>`);
+    };
+    if (scope.accessKeyId !== FUNCTION_KEY.id) return refuse403('InvalidAccessKeyId', 'The AWS Access Key Id you provided does not exist in our records.');
+    if (record.presigned) {
+      const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(url.searchParams.get('X-Amz-Date') || '');
+      const expires = Number(url.searchParams.get('X-Amz-Expires'));
+      if (!m || !(expires > 0 && expires <= 604800)) return refuse403('AuthorizationQueryParametersError', 'X-Amz-Date and X-Amz-Expires are required');
+      const signedAt = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6]);
+      if (Date.now() > signedAt + expires * 1000) return refuse403('AccessDenied', 'Request has expired');
+    }
+    const headers = { ...req.headers, host: motoUrl.host };
+    const up = http.request({ host: motoUrl.hostname, port: motoUrl.port, method: req.method, path: req.url, headers, agent: motoAgent }, (r) => {
+      record.status = r.statusCode;
+      res.writeHead(r.statusCode, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', (e) => {
+      record.status = 502;
+      res.writeHead(502, { 'content-type': 'text/plain' }).end(e.message);
+    });
+    up.end(body);
+  }
+
   front.on('request', async (req, res) => {
     const url = new URL(req.url, origin);
     const body = await readBody(req);
-    const scope = sigv4Scope({ headers: req.headers });
+    const scope = sigv4Scope({ headers: req.headers, url });
     if (!scope) {
       if (req.method === 'GET' || req.method === 'HEAD') serveStatic(req, res, { csp, config: webClientConfig });
       else res.writeHead(403, { 'content-type': 'application/json' }).end('{"message":"Missing Authentication Token"}');
@@ -689,7 +728,8 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
       res.end(JSON.stringify({ message: `Credential should be scoped to a valid region, not '${scope.region}'` }));
       return;
     }
-    if (scope.service === 'execute-api') management(req, res, url, body);
+    if (scope.service === 's3') s3(req, res, url, body, scope);
+    else if (scope.service === 'execute-api') management(req, res, url, body);
     else if (scope.service === 'sts') sts(req, res, body, scope);
     else if (scope.service === 'kinesisvideo') kvsControl(req, res, url, body, scope);
     else res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ message: `no stand-in for ${scope.service}` }));
@@ -723,6 +763,7 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     AWS_ENDPOINT_URL_SECRETS_MANAGER: deployed.endpoint,
     AWS_ENDPOINT_URL_STS: origin,
     AWS_ENDPOINT_URL_KINESIS_VIDEO: origin,
+    AWS_ENDPOINT_URL_S3: origin,
     SSL_CERT_FILE: certs.caFile,
     AWS_EC2_METADATA_DISABLED: 'true',
     RUST_LOG: process.env.RUST_LOG || 'info',
@@ -785,6 +826,7 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     ca: certs.ca,
     env,
     tables: deployed.tables,
+    buckets: deployed.buckets,
     stats,
     routes: deployed.routes,
     scan,
@@ -842,6 +884,37 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     connect: () => connectWebSocket(deployed.outputs.WebSocketUrl, { ca: certs.ca }),
     close,
   };
+}
+
+/**
+ * A raw client of the stack's WebSocket API: `request(action, body)` → the reply frame,
+ * `ok(action, body)` → its data (failing otherwise), `event(name, pred)` → the first such event
+ * not yet taken. `label` names it in request ids and messages.
+ */
+export async function rawClient(stack, label, waitMs = 20000) {
+  const socket = await stack.connect();
+  const c = { label, socket, id: stack.connectionIdOf(socket.localPort), events: [], replies: new Map(), seq: 0 };
+  socket.onmessage = (text) => {
+    const m = JSON.parse(text);
+    if (m.type === 'reply' && m.requestId) c.replies.set(m.requestId, m);
+    else if (m.type === 'event') c.events.push(m);
+  };
+  c.request = async (action, body = {}) => {
+    const requestId = `${label}-${(c.seq += 1)}`;
+    socket.send({ action, requestId, ...body });
+    return until(() => c.replies.get(requestId), `${label}'s reply to ${action}`, waitMs);
+  };
+  c.ok = async (action, body) => {
+    const r = await c.request(action, body);
+    if (r.ok !== true) throw new Error(`${label} ${action}: ${JSON.stringify(r.error)}`);
+    return r.data;
+  };
+  c.event = async (name, pred = () => true) => {
+    const e = await until(() => c.events.find((x) => x.event === name && pred(x)), `${label} to hear ${name}`, waitMs);
+    c.events.splice(c.events.indexOf(e), 1);
+    return e;
+  };
+  return c;
 }
 
 // By hand: node tests/browser/aws-local-stack.mjs [port]

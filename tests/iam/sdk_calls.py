@@ -25,6 +25,20 @@ SERVICES = {
     "sts": "sts",
     "apigatewaymanagementapi": "execute-api",
     "secretsmanager": "secretsmanager",
+    "s3": "s3",
+}
+
+# S3 operations whose IAM action is not s3:<Operation>
+# (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html):
+# HeadObject needs s3:GetObject, ListObjectsV2 s3:ListBucket, the multipart calls s3:PutObject,
+# DeleteObjects s3:DeleteObject for each key.
+S3_ACTIONS = {
+    "HeadObject": "s3:GetObject",
+    "ListObjectsV2": "s3:ListBucket",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "DeleteObjects": "s3:DeleteObject",
 }
 
 # DynamoDB transactions are authorized item by item, as the item's own action.
@@ -88,11 +102,13 @@ def calls_in(text: str) -> set[str]:
     # (the chat store uses the voice store's): its items count wherever the call itself is.
     for item in re.findall(r"TransactWriteItem::builder\(\)\s*\.(\w+)\(", code):
         actions.add(TRANSACTION_ITEMS[item])
-    for method in set(re.findall(r"\.([a-z_]+)\(\)", code)) & set(ops):
+    for method in set(re.findall(r"\.([a-z_][a-z0-9_]*)\(\)", code)) & set(ops):
         for service, op in ops[method]:
             prefix = SERVICES[service]
             if op == "TransactWriteItems":
                 continue
+            elif service == "s3":
+                actions.add(S3_ACTIONS.get(op, f"s3:{op}"))
             elif service == "apigatewaymanagementapi":
                 actions.add(f"execute-api:ManageConnections/{MANAGEMENT_METHODS[op]}")
             else:

@@ -140,6 +140,7 @@ def test_environment_matches_what_the_lambda_reads(parsed_template):
         "VOICE_STACK_ID",
         "CHANNEL_POOL_TABLE",
         "CHANNEL_POOL_IDLE_HOURS",
+        "RECORDINGS_BUCKET",
     } | CHAT_STORE_ENV
     doc = (REPO / "docs" / "aws-adapters.md").read_text(encoding="utf-8")
     for name in CHAT_STORE_ENV:
@@ -344,7 +345,13 @@ def test_the_function_role_has_exactly_the_calls_it_makes(parsed_template):
         "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${ApiId}/${StageName}/POST/@connections/*"
     ]
     services = {a.split(":")[0] for a in grants}
-    assert services == {"kinesisvideo", "sts", "dynamodb", "execute-api"}
+    assert services == {"kinesisvideo", "sts", "dynamodb", "execute-api", "s3"}
+    # Recordings: objects under recordings/ of this stack's bucket, listing only that prefix.
+    for action in ("s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"):
+        assert grants[action] == ["${RecordingsBucket.Arn}/recordings/*"], (action, grants[action])
+    listing = next(s for s in doc["Statement"] if s.get("Sid") == "RecordingsList")
+    assert listing["Action"] == "s3:ListBucket"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": "recordings/*"}}
 
 
 def test_the_function_may_only_read_the_chat_tables(parsed_template):
@@ -712,3 +719,27 @@ def test_a_secrets_grant_elsewhere_is_caught(template):
     )
     problems = sdk_calls.resume_key_policy_problems(template, sdk_calls.required_by_module())
     assert any("only ResumeKeyPolicy may" in p for p in problems), problems
+
+
+def test_the_recordings_bucket_is_private_encrypted_https_only_and_expires(parsed_template):
+    """Issue 17: recordings in S3, encrypted, lifecycle expiry, HTTPS only, no public access,
+    CORS only for the web client's own origin."""
+    res = parsed_template["Resources"]
+    b = res["RecordingsBucket"]["Properties"]
+    enc = b["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    assert enc["SSEAlgorithm"] in ("AES256", "aws:kms")
+    assert all(b["PublicAccessBlockConfiguration"][k] is True for k in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"))
+    (rule,) = b["LifecycleConfiguration"]["Rules"]
+    assert rule["Status"] == "Enabled" and rule["Prefix"] == "recordings/"
+    assert rule["ExpirationInDays"] == {"Ref": "RecordingRetentionDays"}
+    assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+    assert parsed_template["Parameters"]["RecordingRetentionDays"]["MinValue"] >= 1
+    (cors,) = b["CorsConfiguration"]["CorsRules"]
+    assert cors["AllowedOrigins"] == [{"Fn::Sub": "https://${WebClientDistribution.DomainName}"}]
+    assert sorted(cors["AllowedMethods"]) == ["GET", "PUT"]
+    policy = res["RecordingsBucketPolicy"]["Properties"]
+    assert policy["Bucket"] == {"Ref": "RecordingsBucket"}
+    (deny,) = policy["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    fn = res["VoiceFunction"]["Properties"]["Environment"]["Variables"]
+    assert fn["RECORDINGS_BUCKET"] == {"Ref": "RecordingsBucket"}

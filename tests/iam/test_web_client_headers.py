@@ -34,6 +34,7 @@ BRANCHES = {
 KVS_SIGNALING = f"wss://*.kinesisvideo.{REGION}.{URL_SUFFIX}"
 # signaling.js's GetIceServerConfig (fresh TURN credentials) on each channel's HTTPS endpoint.
 KVS_HTTPS = f"https://*.kinesisvideo.{REGION}.{URL_SUFFIX}"
+S3_REGIONAL = f"https://*.s3.{REGION}.{URL_SUFFIX}"
 # CloudFront's limit on the Content-Security-Policy value of a response headers policy.
 CLOUDFRONT_CSP_MAX_CHARS = 1783
 # Directives whose sources may only be 'self' (no host, no scheme, no 'unsafe-*', no nonce).
@@ -124,7 +125,7 @@ def behaviours(template: dict) -> list[tuple[str, dict]]:
 
 def csp_problems(csp: dict[str, list[str]], duplicates: list[str], api: str) -> list[str]:
     problems = [f"CSP directive {d} appears more than once" for d in duplicates]
-    expected_connect = ["'self'", api, KVS_SIGNALING, KVS_HTTPS]
+    expected_connect = ["'self'", api, KVS_SIGNALING, KVS_HTTPS, S3_REGIONAL]
     connect = csp.get("connect-src")
     if connect is None:
         problems.append("CSP has no connect-src")
@@ -134,7 +135,7 @@ def csp_problems(csp: dict[str, list[str]], duplicates: list[str], api: str) -> 
                 problems.append(f"connect-src lacks {source}: {connect}")
         for source in connect:
             if source not in expected_connect:
-                problems.append(f"connect-src allows {source} beyond the API and the KVS signaling hosts")
+                problems.append(f"connect-src allows {source} beyond the API, the KVS signaling hosts and S3")
     if "script-src" not in csp:
         problems.append("CSP has no script-src")
     for name in SELF_ONLY:
@@ -224,6 +225,7 @@ def test_connect_src_is_exactly_this_api_and_kvs_signaling(parsed_template, bran
         f"wss://{api_id}.execute-api.us-east-1.amazonaws.com",
         "wss://*.kinesisvideo.us-east-1.amazonaws.com",
         "https://*.kinesisvideo.us-east-1.amazonaws.com",
+        "https://*.s3.us-east-1.amazonaws.com",
     ]
     assert csp["script-src"] == ["'self'"]
 

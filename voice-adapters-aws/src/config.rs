@@ -505,6 +505,9 @@ pub struct AwsClients {
     pub apigw: aws_sdk_apigatewaymanagement::Client,
     /// Secrets Manager: the built-in chat's resume-token key, read once at cold start.
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// S3: recordings ([`crate::recordings::s3_client`], path-style when an endpoint is
+    /// configured here).
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl AwsClients {
@@ -558,6 +561,13 @@ impl AwsClients {
             kvs_signaling: kvs_signaling_client(&with_region, endpoint.as_deref()),
             sts: client!(aws_sdk_sts),
             secrets: client!(aws_sdk_secretsmanager),
+            s3: {
+                let mut b = with_region.to_builder();
+                if let Some(url) = &endpoint {
+                    b.set_endpoint_url(Some(url.clone()));
+                }
+                crate::recordings::s3_client(&b.build(), endpoint.is_some())
+            },
             apigw: aws_sdk_apigatewaymanagement::Client::from_conf(
                 aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
                     .region(region.clone())

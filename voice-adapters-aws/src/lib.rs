@@ -28,6 +28,9 @@
 //!   [`ApiGatewayChatEvents`] (chat-domain's `ChatEvents`) through the same machinery.
 //! - [`pool`]: [`DynamoPool`] (`ChannelPool`): released KVS channels kept for reuse
 //!   (`CHANNEL_POOL_TABLE`, optional), claimed with a conditional write.
+//! - [`recordings`]: [`S3Recordings`] (voice-executor's `RecordingFiles`): recordings in the
+//!   template's S3 bucket, uploaded in small parts through presigned URLs and assembled into
+//!   one object per recording.
 //! - [`secrets`]: [`read_resume_key`], the built-in chat's resume-token key from Secrets
 //!   Manager (once per cold start).
 //! - [`errors`]: [`ConfigError`], [`PolicyError`] and the shared SDK error mapping.
@@ -46,6 +49,7 @@ pub mod directory;
 pub mod errors;
 pub mod notifier;
 pub mod pool;
+pub mod recordings;
 pub mod secrets;
 pub mod store;
 #[cfg(feature = "test-support")]
@@ -62,5 +66,6 @@ pub use notifier::{
     EndpointNotifier,
 };
 pub use pool::DynamoPool;
+pub use recordings::{s3_client, RecordingSettings, S3Recordings};
 pub use secrets::{read_resume_key, ResumeKeyError};
 pub use store::DynamoStore;

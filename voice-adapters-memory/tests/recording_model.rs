@@ -373,3 +373,53 @@ fn the_recorder_leaving_stops_the_recording_and_everyone_is_told() {
     let room = w.stored().unwrap();
     assert!(!room.is_active() && room.recording().is_some() && !room.is_recording());
 }
+
+/// Storages that hand the recorder per-part upload URLs (S3) ask `recorder_upload` first: only
+/// the recorder's own connection gets them while it runs, no other member, participant or
+/// stranger; finishing needs the recording stopped; after the final-chunk grace nobody uploads.
+#[test]
+fn only_the_recorders_connection_may_upload_and_it_finishes_only_a_stopped_recording() {
+    use voice_domain::errors::RecorderUploadError as E;
+    let mut w = World::new();
+    for op in [Op::Start(1), Op::Join(2), Op::StartRec(1)] {
+        w.step(&op).unwrap();
+    }
+    let room = w.room.clone().unwrap();
+    let rec = w.stored().unwrap().running_recording().unwrap().id.clone();
+    let ask = |w: &World, u: usize, finishing: bool| {
+        block_on(
+            w.service
+                .recorder_upload(&w.conn(u), &room, &rec, finishing),
+        )
+        .map(|_| ())
+    };
+    assert_eq!(ask(&w, 1, false), Ok(()));
+    assert_eq!(
+        ask(&w, 2, false),
+        Err(E::NotRecorder),
+        "another participant"
+    );
+    assert_eq!(
+        ask(&w, 0, false),
+        Err(E::NotRecorder),
+        "the admin, not in the room"
+    );
+    let stranger = ConnectionId::parse("nobody").unwrap();
+    assert_eq!(
+        block_on(w.service.recorder_upload(&stranger, &room, &rec, false)).map(|_| ()),
+        Err(E::NotIdentified)
+    );
+    let other = RecordingId::parse("rec-other").unwrap();
+    assert_eq!(
+        block_on(w.service.recorder_upload(&w.conn(1), &room, &other, false)).map(|_| ()),
+        Err(E::NotRecorder),
+        "another recording's id"
+    );
+    assert_eq!(ask(&w, 1, true), Err(E::StillRunning));
+    w.step(&Op::StopRec(1)).unwrap();
+    assert_eq!(ask(&w, 1, true), Ok(()));
+    assert_eq!(ask(&w, 2, true), Err(E::NotRecorder));
+    w.clock.advance(FINAL_CHUNK_GRACE);
+    assert_eq!(ask(&w, 1, false), Err(E::Closed));
+    assert_eq!(E::NotRecorder.code(), "NOT_ALLOWED");
+}

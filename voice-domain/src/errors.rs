@@ -698,12 +698,59 @@ pub enum RecordingAccessError {
     Dependency(#[from] DependencyError),
 }
 
+/// Why the caller may not upload to (or finish) a recording itself: storages whose recorder
+/// uploads straight to them with per-object URLs (S3) ask this before minting any.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecorderUploadError {
+    /// The connection is unknown.
+    #[error("{}", AccessError::NotIdentified)]
+    NotIdentified,
+    /// No such voice room.
+    #[error("voice room not found")]
+    VoiceRoomNotFound,
+    /// The caller is not whoever makes this recording (or it is not this room's).
+    #[error("only the browser making this recording can upload it")]
+    NotRecorder,
+    /// The recording stopped more than the final-chunk grace ago.
+    #[error("this recording has stopped; start a new one to record more")]
+    Closed,
+    /// The recording still runs: it cannot be finished yet.
+    #[error("this recording is still running; stop it first")]
+    StillRunning,
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
 dependency_from!(
     StartRecordingError,
     StopRecordingError,
     RecordingUploadError,
-    RecordingAccessError
+    RecordingAccessError,
+    RecorderUploadError
 );
+
+impl UseCaseError for RecorderUploadError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NotIdentified => "NOT_IDENTIFIED",
+            Self::VoiceRoomNotFound => "VOICE_ROOM_NOT_FOUND",
+            Self::NotRecorder => "NOT_ALLOWED",
+            Self::Closed => "RECORDING_CLOSED",
+            Self::StillRunning => "RECORDING_RUNNING",
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::NotIdentified => ErrorClass::Unauthenticated,
+            Self::VoiceRoomNotFound => ErrorClass::NotFound,
+            Self::NotRecorder => ErrorClass::Forbidden,
+            Self::Closed | Self::StillRunning => ErrorClass::Conflict,
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
 
 impl UseCaseError for StartRecordingError {
     fn code(&self) -> &'static str {

@@ -30,7 +30,8 @@ use crate::errors::{
     StartVoiceError, SweepError,
 };
 use crate::errors::{
-    RecordingAccessError, RecordingUploadError, StartRecordingError, StopRecordingError,
+    RecorderUploadError, RecordingAccessError, RecordingUploadError, StartRecordingError,
+    StopRecordingError,
 };
 use crate::ids::{ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
 use crate::pool::{
@@ -1244,6 +1245,49 @@ impl<P: Ports> VoiceService<P> {
         } else {
             Err(RecordingUploadError::Closed)
         }
+    }
+
+    /// The caller's connection makes `recording` of `voice_room` (it is its recorder's current
+    /// connection: the recording stops when that connection drops) and it still takes uploads:
+    /// what a storage asks before minting upload URLs for the recorder. With `finishing`, the
+    /// recording must also have stopped: its recorder says everything is uploaded.
+    ///
+    /// # Errors
+    /// [`RecorderUploadError`].
+    pub async fn recorder_upload(
+        &self,
+        caller: &ConnectionId,
+        voice_room: &VoiceRoomId,
+        recording: &RecordingId,
+        finishing: bool,
+    ) -> Result<VoiceRoom, RecorderUploadError> {
+        let user = self
+            .identify(caller)
+            .await?
+            .ok_or(RecorderUploadError::NotIdentified)?;
+        let room = self
+            .ports
+            .store
+            .get(voice_room)
+            .await?
+            .ok_or(RecorderUploadError::VoiceRoomNotFound)?;
+        let rec = room
+            .recording()
+            .filter(|r| &r.id == recording && r.by == user)
+            .ok_or(RecorderUploadError::NotRecorder)?;
+        // While it runs, only the recorder's connection that is in the room may upload (a
+        // replaced connection can no longer act for it); once stopped, the recorder's user may
+        // finish it from any connection within the grace.
+        if rec.is_running() && acting_on(&room, &user, caller).is_err() {
+            return Err(RecorderUploadError::NotRecorder);
+        }
+        if finishing && rec.is_running() {
+            return Err(RecorderUploadError::StillRunning);
+        }
+        if !room.accepts_upload(recording, self.ports.clock.now()) {
+            return Err(RecorderUploadError::Closed);
+        }
+        Ok(room)
     }
 
     /// The caller may list `chat_room`'s recordings and be handed download links: it is the

@@ -22,5 +22,7 @@ pub const CHAT_ACTIONS: &[&str] = &[
 /// `signal` and `ping`: served by the executor itself (the relay port, the liveness answer).
 pub const EXECUTOR_ACTIONS: &[&str] = &["signal", "ping"];
 
-/// `listRecordings`: served where the deployment stores recordings (its storage lists them).
-pub const RECORDING_ACTIONS: &[&str] = &["listRecordings"];
+/// `listRecordings`, and `recordingUploadUrls` / `finishRecording` (the recorder's per-part
+/// uploads to S3): served where the deployment stores recordings.
+pub const RECORDING_ACTIONS: &[&str] =
+    &["listRecordings", "recordingUploadUrls", "finishRecording"];

@@ -10,12 +10,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tracing::{info, warn, Instrument};
+use voice_domain::errors::RecordingUploadError;
 use voice_domain::errors::{DisconnectError, ErrorClass, LeaveVoiceError, UseCaseError};
 use voice_domain::ports::Ports;
 use voice_domain::protocol::{
     ActiveVoiceRoomView, VoiceCommand, VoiceGrantView, VoiceRequest, VoiceRoomView, WireError,
     VOICE_ACTIONS,
 };
+use voice_domain::recording::RecordingId;
 use voice_domain::service::DisconnectReport;
 use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoom, VoiceRoomId, VoiceService};
 
@@ -149,6 +151,26 @@ struct Named {
 #[serde(rename_all = "camelCase")]
 struct InRoom {
     room_id: String,
+}
+
+/// `recordingUploadUrls` (with `from`) and `finishRecording`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RecorderUpload {
+    voice_room_id: String,
+    recording_id: String,
+    #[serde(default)]
+    from: u32,
+}
+
+impl RecorderUpload {
+    fn ids(&self) -> Result<(VoiceRoomId, RecordingId), Refusal> {
+        let room = VoiceRoomId::parse(&self.voice_room_id)
+            .map_err(|e| Refusal::bad_request(format!("voiceRoomId: {e}")))?;
+        let rec = RecordingId::parse(&self.recording_id)
+            .map_err(|e| Refusal::bad_request(format!("recordingId: {e}")))?;
+        Ok((room, rec))
+    }
 }
 
 #[derive(Deserialize)]
@@ -435,8 +457,44 @@ impl<P: Ports> Executor<P> {
                     .recordings_access(connection, &chat_room)
                     .await
                     .map_err(Refusal::use_case)?;
-                let list = files.list(&chat_room, &viewer).await?;
+                let mut list = files.list(&chat_room, &viewer).await?;
+                if self.finish_closed(files.as_ref(), &chat_room, &list).await {
+                    list = files.list(&chat_room, &viewer).await?;
+                }
                 Ok(json!({"roomId": chat_room.to_string(), "recordings": data(list)}))
+            }
+            ("recordingUploadUrls", _, _) => {
+                let f: RecorderUpload = fields(value)?;
+                let (voice_room, rec) = f.ids()?;
+                let files = self
+                    .recordings
+                    .as_ref()
+                    .ok_or(RecordingFilesError::Disabled)?;
+                let room = self
+                    .voice
+                    .recorder_upload(connection, &voice_room, &rec, false)
+                    .await
+                    .map_err(Refusal::use_case)?;
+                let recording = room
+                    .recording()
+                    .cloned()
+                    .ok_or_else(|| Refusal::from(RecordingFilesError::Unavailable))?;
+                Ok(data(files.upload_urls(&room, &recording, f.from).await?))
+            }
+            ("finishRecording", _, _) => {
+                let f: RecorderUpload = fields(value)?;
+                let (voice_room, rec) = f.ids()?;
+                let files = self
+                    .recordings
+                    .as_ref()
+                    .ok_or(RecordingFilesError::Disabled)?;
+                let room = self
+                    .voice
+                    .recorder_upload(connection, &voice_room, &rec, true)
+                    .await
+                    .map_err(Refusal::use_case)?;
+                files.finish(room.chat_room(), &rec).await?;
+                Ok(json!({"recordingId": rec.to_string()}))
             }
             ("hello", Some(chat), _) => {
                 let f: Hello = fields(value)?;
@@ -638,6 +696,38 @@ impl<P: Ports> Executor<P> {
                 .map(room)
                 .map_err(Refusal::use_case),
         }
+    }
+
+    /// Finishes every listed recording still `preparing` whose uploads the domain no longer
+    /// takes (the final-chunk grace has passed, or its room is gone): the recorder died or
+    /// never said it was done. Says whether it finished any. A failure is logged and left for
+    /// the next listing.
+    async fn finish_closed(
+        &self,
+        files: &dyn RecordingFiles,
+        chat_room: &ChatRoomId,
+        list: &[crate::recording::RecordingEntry],
+    ) -> bool {
+        let mut finished = false;
+        for entry in list.iter().filter(|e| e.preparing) {
+            let (Ok(voice_room), Ok(rec)) = (
+                VoiceRoomId::parse(&entry.voice_room_id),
+                RecordingId::parse(&entry.recording_id),
+            ) else {
+                continue;
+            };
+            match self.voice.recording_upload(&voice_room, &rec).await {
+                Err(RecordingUploadError::Closed | RecordingUploadError::VoiceRoomNotFound) => {
+                    match files.finish(chat_room, &rec).await {
+                        Ok(()) => finished = true,
+                        Err(e) => warn!(error = %e, "could not finish a recording"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "could not ask whether a recording takes uploads"),
+            }
+        }
+        finished
     }
 
     /// `startRecording`: the domain decides and announces; the storage then says where to

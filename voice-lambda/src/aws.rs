@@ -17,7 +17,8 @@ use voice_adapters_aws::{
 };
 use voice_adapters_aws::{ApiGatewayNotifier, ConfigError as AwsConfigError, EndpointNotifier};
 use voice_adapters_aws::{
-    AwsClients, AwsConfig, AwsPorts, DynamoDirectory, DynamoStore, KvsChannels, StsCredentials,
+    AwsClients, AwsConfig, AwsPorts, DynamoDirectory, DynamoStore, KvsChannels, S3Recordings,
+    StsCredentials,
 };
 use voice_adapters_std::{HmacKey, ResumeTokens, SystemClock, UuidIds};
 use voice_domain::ports::{Adapters, Ports};
@@ -110,7 +111,7 @@ pub fn adapters(
 /// too, over [`DynamoChat`] on the stack's tables, its events through the same
 /// [`EndpointNotifier`] as voice's, resume tokens signed with the key read here from Secrets
 /// Manager (one `GetSecretValue` per cold start), and voice's store answering which voice room
-/// is active. Voice's directory is [`DynamoDirectory`] in both modes: in builtin mode it reads
+/// is active; with `RECORDINGS_BUCKET` recordings in that bucket ([`S3Recordings`]). Voice's directory is [`DynamoDirectory`] in both modes: in builtin mode it reads
 /// the same connections and rooms tables, in the same schema, that [`DynamoChat`] writes.
 ///
 /// # Errors
@@ -150,10 +151,25 @@ pub async fn executor(
         }
         _ => None,
     };
-    let voice = Executor::new(Arc::new(VoiceService::new(
+    let mut voice = Executor::new(Arc::new(VoiceService::new(
         adapters,
         config.service_config(),
     )));
+    if let Some(bucket) = &config.recordings_bucket {
+        let s3 = if config.s3_path_style {
+            aws_sdk_s3::Client::from_conf(
+                clients
+                    .s3
+                    .config()
+                    .to_builder()
+                    .force_path_style(true)
+                    .build(),
+            )
+        } else {
+            clients.s3.clone()
+        };
+        voice = voice.with_recordings(Arc::new(S3Recordings::new(s3, bucket.clone())));
+    }
     Ok(match chat {
         Some(chat) => voice.with_chat(chat),
         None => voice,

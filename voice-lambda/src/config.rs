@@ -18,6 +18,9 @@ pub const VOICE_ROOM_CAPACITY: &str = "VOICE_ROOM_CAPACITY";
 /// (seconds, 0–600; default `voice_domain::DEFAULT_RECONNECT_GRACE`). The same setting as the
 /// self-hosted server's `--reconnect-grace-secs` / `VOICE_RECONNECT_GRACE_SECS`.
 pub const VOICE_RECONNECT_GRACE_SECS: &str = "VOICE_RECONNECT_GRACE_SECS";
+/// Optional: the S3 bucket recordings are kept in (the template's `RecordingsBucket`). Unset:
+/// `startRecording` and `listRecordings` answer `RECORDING_UNAVAILABLE`.
+pub const RECORDINGS_BUCKET: &str = "RECORDINGS_BUCKET";
 /// The longest reconnect grace accepted: longer, and a dead participant holds a place (and its
 /// channel) for longer than a user would wait for them.
 pub const MAX_RECONNECT_GRACE_SECS: u64 = 600;
@@ -31,6 +34,12 @@ pub struct LambdaConfig {
     pub capacity: Option<Capacity>,
     /// `VOICE_RECONNECT_GRACE_SECS`, if set.
     pub reconnect_grace: Option<Duration>,
+    /// `RECORDINGS_BUCKET`, if set.
+    pub recordings_bucket: Option<String>,
+    /// Whether S3 is a local stand-in (`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` set): then
+    /// buckets are addressed path-style (`<endpoint>/<bucket>/<key>`), since
+    /// `<bucket>.127.0.0.1` does not resolve.
+    pub s3_path_style: bool,
 }
 
 impl LambdaConfig {
@@ -79,16 +88,38 @@ impl LambdaConfig {
                     )
                 }),
         };
-        match (aws, capacity, reconnect_grace) {
-            (Ok(aws), Ok(capacity), Ok(reconnect_grace)) => Ok(Self {
+        let set = |name: &str| lookup(name).is_some_and(|v| !v.trim().is_empty());
+        // S3 bucket names: 3 to 63 lowercase letters, digits, `.` and `-`
+        // (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
+        let recordings_bucket = match lookup(RECORDINGS_BUCKET).as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(b)
+                if (3..=63).contains(&b.len())
+                    && b
+                        .bytes()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-') =>
+            {
+                Ok(Some(b.to_owned()))
+            }
+            Some(b) => Err((
+                RECORDINGS_BUCKET,
+                format!("{b:?} is not an S3 bucket name (3 to 63 lowercase letters, digits, `.` or `-`)"),
+            )),
+        };
+        let s3_path_style = set("AWS_ENDPOINT_URL_S3") || set("AWS_ENDPOINT_URL");
+        match (aws, capacity, reconnect_grace, recordings_bucket) {
+            (Ok(aws), Ok(capacity), Ok(reconnect_grace), Ok(recordings_bucket)) => Ok(Self {
                 aws,
                 capacity,
                 reconnect_grace,
+                recordings_bucket,
+                s3_path_style,
             }),
-            (aws, capacity, reconnect_grace) => {
+            (aws, capacity, reconnect_grace, recordings_bucket) => {
                 let mut error = aws.err().unwrap_or_default();
                 error.invalid.extend(capacity.err());
                 error.invalid.extend(reconnect_grace.err());
+                error.invalid.extend(recordings_bucket.err());
                 Err(error)
             }
         }

@@ -518,6 +518,8 @@ impl RecordingFiles for RecordingStore {
             expires_at: exp,
             max_bytes: limits.max_bytes,
             max_chunk_bytes: limits.max_chunk_bytes as u64,
+            parts: Vec::new(),
+            chunks_per_part: 0,
         })
     }
 
@@ -556,6 +558,7 @@ impl RecordingFiles for RecordingStore {
                     by: m.by,
                     started_at: m.started_at,
                     bytes: m.bytes,
+                    preparing: false,
                 }
             })
             .collect())

@@ -6,7 +6,10 @@
 // - for the master or the chat admin in the room: a Record / Stop recording button;
 // - in the recorder's browser: mixes every remote audio track and the own microphone with
 //   WebAudio into one stream, records it with MediaRecorder (Opus in WebM) in 1 s chunks and
-//   uploads them in order over HTTP with the upload token startRecording returned;
+//   uploads them in order over HTTP with the upload token startRecording returned (self-hosted),
+//   or, when the grant carries `parts` (AWS), PUTs every `chunksPerPart` chunks as one part to
+//   its own presigned S3 URL, asks for more URLs (recordingUploadUrls) before they run out, and
+//   says finishRecording once the last part is up, so the file is assembled at once;
 // - lists the room's recordings with download links (each link is for this user only and
 //   short-lived, so the list is fetched again when the room is opened or a recording stops).
 //
@@ -125,6 +128,11 @@ class Recorder {
     this.uploadedBytes = 0;
     this.failed = null;
     this.stopped = false;
+    // AWS: part number → presigned PUT URL; chunks waiting to make a part.
+    this.parts = Array.isArray(grant.parts) && grant.parts.length ? new Map(grant.parts.map((p) => [p.part, p.url])) : null;
+    this.chunksPerPart = Math.max(1, grant.chunksPerPart || 1);
+    this.group = [];
+    this.nextPart = 0;
     this.mixer = new Mixer(deps.AudioContext || window.AudioContext, session);
     const type = 'audio/webm;codecs=opus';
     const options = window.MediaRecorder.isTypeSupported(type) ? { mimeType: type, audioBitsPerSecond: 64000 } : {};
@@ -134,6 +142,7 @@ class Recorder {
     };
     this.mr.onstop = () => {
       // The last chunk was handed to ondataavailable before onstop.
+      if (this.parts) this.flushGroup();
       this.queue = this.queue.then(() => this.finish());
     };
     this.mr.start(CHUNK_MS);
@@ -141,6 +150,11 @@ class Recorder {
 
   enqueue(blob) {
     if (this.failed) return;
+    if (this.parts) {
+      this.group.push(blob);
+      if (this.group.length >= this.chunksPerPart) this.flushGroup();
+      return;
+    }
     const seq = this.seq++;
     this.pending += 1;
     this.queue = this.queue.then(() => this.upload(seq, blob)).finally(() => {
@@ -177,6 +191,56 @@ class Recorder {
     this.fail({ code: 'UNAVAILABLE' });
   }
 
+  /** AWS: the chunks gathered so far become the next part, uploaded in order. */
+  flushGroup() {
+    if (!this.group.length || this.failed) return;
+    const blob = new Blob(this.group, { type: 'audio/webm' });
+    this.group = [];
+    const part = this.nextPart++;
+    this.seq = this.nextPart;
+    this.pending += 1;
+    this.queue = this.queue.then(() => this.putPart(part, blob)).finally(() => {
+      this.pending -= 1;
+    });
+  }
+
+  /** More part URLs from `from` on (recordingUploadUrls), before they run out or expire. */
+  async moreUrls(from) {
+    const app = this.deps.app();
+    if (!app) throw Object.assign(new Error('not connected'), { code: 'UNAVAILABLE' });
+    const r = await app.request('recordingUploadUrls', { voiceRoomId: this.grant.voiceRoomId, recordingId: this.grant.recordingId, from });
+    if (!r.parts || !r.parts.length) throw Object.assign(new Error('no more parts'), { code: 'RECORDING_TOO_LARGE' });
+    for (const p of r.parts) this.parts.set(p.part, p.url);
+  }
+
+  async putPart(part, blob) {
+    if (this.failed) return;
+    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
+      let res = null;
+      try {
+        if (!this.parts.has(part) || attempt > 1) await this.moreUrls(part);
+        res = await fetch(this.parts.get(part), { method: 'PUT', headers: { 'Content-Type': 'audio/webm' }, body: blob });
+      } catch (e) {
+        if (e.code && e.code !== 'UNAVAILABLE' && e.code !== 'TIMEOUT') {
+          this.fail({ code: e.code });
+          return;
+        }
+        this.deps.warn(`recording part ${part}: ${e.message}`);
+      }
+      // Read the (empty) body: an unread response is cancelled, which shows as an aborted request.
+      if (res) await res.arrayBuffer().catch(() => {});
+      if (res && res.ok) {
+        this.parts.delete(part);
+        this.uploadedBytes += blob.size;
+        if (this.onProgress) this.onProgress();
+        return;
+      }
+      if (res) this.deps.warn(`recording part ${part}: HTTP ${res.status}`);
+      await new Promise((r) => setTimeout(r, 300 * 2 ** attempt));
+    }
+    this.fail({ code: 'UNAVAILABLE' });
+  }
+
   fail(e) {
     if (this.failed) return;
     this.failed = e;
@@ -192,8 +256,13 @@ class Recorder {
     else this.queue = this.queue.then(() => this.finish());
   }
 
-  finish() {
+  async finish() {
     this.mixer.close();
+    // AWS: everything is up; the file is assembled now rather than after the grace.
+    const app = this.deps.app();
+    if (this.parts && app) {
+      await app.request('finishRecording', { voiceRoomId: this.grant.voiceRoomId, recordingId: this.grant.recordingId }).catch((e) => this.deps.warn(`finishRecording: ${e.code || e.message}`));
+    }
     this.onDone(this);
   }
 }
@@ -271,7 +340,7 @@ export function createRecording(deps) {
     busy = true;
     try {
       const r = await app.request('startRecording', { voiceRoomId });
-      const grant = r.upload;
+      const grant = { ...r.upload, voiceRoomId };
       remember(grant.recordingId);
       try {
         recorder = { chatRoomId, voiceRoomId, recordingId: grant.recordingId, rec: null };
@@ -438,8 +507,8 @@ export function createRecording(deps) {
         h(
           'li',
           { dataset: { recordingId: r.recordingId } },
-          h('a', { href: r.downloadUrl, download: `${r.recordingId}.webm`, textContent: `Recording by ${nameOf(r.by)}` }),
-          ` — ${new Date(r.startedAt).toLocaleString()}, ${sizeText(r.bytes)}`,
+          r.preparing ? `Recording by ${nameOf(r.by)}` : h('a', { href: r.downloadUrl, download: `${r.recordingId}.webm`, textContent: `Recording by ${nameOf(r.by)}` }),
+          r.preparing ? ` — ${new Date(r.startedAt).toLocaleString()}, being prepared` : ` — ${new Date(r.startedAt).toLocaleString()}, ${sizeText(r.bytes)}`,
           rec && rec.recordingId === r.recordingId ? ' (still recording)' : '',
         ),
       ),

@@ -5,13 +5,15 @@ voice-lambda bootstrap against.
 
     python3 deploy/aws/local/moto_stack.py --api-domain 127.0.0.1:8443 [--param ChatMode=builtin]
 
-It starts moto (DynamoDB, Secrets Manager) on 127.0.0.1 (a free port), and then, reading the
+It starts moto (DynamoDB, Secrets Manager, S3) on 127.0.0.1 (a free port), and then, reading the
 template rather than a hand copy of it:
 
 - creates every AWS::DynamoDB::Table whose Condition holds, with the template's TableName (a
   table without one, like ChannelPoolTable, gets CloudFormation's <stack>-<logical id>-<random>
   shape with LOCAL as the random part), keys, attribute definitions, indexes, billing mode and
   TTL attribute;
+- creates the S3 buckets the function's environment names (the recordings bucket), with their
+  encryption, public access block, lifecycle and CORS rules;
 - creates every AWS::SecretsManager::Secret whose Condition holds; a GenerateSecretString is
   honoured by asking Secrets Manager's own GetRandomPassword with the template's length and
   exclusions, as CloudFormation does;
@@ -125,6 +127,9 @@ class Stack:
         logical, attr = spec.split(".", 1) if isinstance(spec, str) else spec
         if attr == "Arn" and logical in self.arns:
             return self.arns[logical]
+        # The web client is served by the local front (CloudFront's stand-in), on the API's host.
+        if logical == "WebClientDistribution" and attr == "DomainName":
+            return self.api_domain
         raise SystemExit(f"GetAtt {logical}.{attr}: not known locally")
 
     def sub(self, text, variables):
@@ -256,6 +261,44 @@ def create_secrets(stack, sm):
     return made
 
 
+def create_buckets(stack, s3):
+    """The template's recordings bucket (every AWS::S3::Bucket the function's environment names)
+    with its encryption, public access block, lifecycle and CORS rules as far as moto keeps them.
+    CloudFormation names an unnamed bucket <stack>-<logical id>-<random>, lowercased."""
+    made = {}
+    env = stack.t["Resources"]["VoiceFunction"]["Properties"]["Environment"]["Variables"]
+    wanted = {v.value for v in env.values() if isinstance(v, Tag) and short(v.name) == "Ref" and isinstance(v.value, str)}
+    for logical, res in stack.t["Resources"].items():
+        if res.get("Type") != "AWS::S3::Bucket" or logical not in wanted or not stack.enabled(res):
+            continue
+        p = stack.value(res["Properties"])
+        name = p.get("BucketName") or f"{stack.name}-{logical}-local".lower()
+        s3.create_bucket(Bucket=name)
+        if "BucketEncryption" in p:
+            s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": r["ServerSideEncryptionByDefault"], "BucketKeyEnabled": bool(r.get("BucketKeyEnabled"))} for r in p["BucketEncryption"]["ServerSideEncryptionConfiguration"]]})
+        if "PublicAccessBlockConfiguration" in p:
+            s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=p["PublicAccessBlockConfiguration"])
+        rules = []
+        for r in p.get("LifecycleConfiguration", {}).get("Rules", []):
+            rule = {"ID": r["Id"], "Status": r["Status"], "Filter": {"Prefix": r.get("Prefix", "")}}
+            if "ExpirationInDays" in r:
+                rule["Expiration"] = {"Days": int(r["ExpirationInDays"])}
+            if "AbortIncompleteMultipartUpload" in r:
+                rule["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": int(r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])}
+            rules.append(rule)
+        if rules:
+            s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": rules})
+        cors = p.get("CorsConfiguration", {}).get("CorsRules", [])
+        if cors:
+            s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": [
+                {"AllowedOrigins": c["AllowedOrigins"], "AllowedMethods": c["AllowedMethods"], "AllowedHeaders": c.get("AllowedHeaders", []), "MaxAgeSeconds": int(c.get("MaxAge", 0))} for c in cors
+            ]})
+        stack.physical[logical] = name  # Ref of a bucket is its name
+        stack.arns[logical] = f"arn:aws:s3:::{name}"
+        made[logical] = {"name": name, "cors": cors}
+    return made
+
+
 def name_roles(stack):
     """IAM roles are not created (the local STS stand-in checks the role ARN itself); they get
     the ARN CloudFormation would give them: <stack>-<logical id>-<random>."""
@@ -320,12 +363,13 @@ def main():
     session = boto3.session.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
     tables = create_tables(stack, session.client("dynamodb", endpoint_url=endpoint))
     made_secrets = create_secrets(stack, session.client("secretsmanager", endpoint_url=endpoint))
+    buckets = create_buckets(stack, session.client("s3", endpoint_url=endpoint))
     roles = name_roles(stack)
     env = function_environment(stack)
     fn = stack.t["Resources"]["VoiceFunction"]["Properties"]
     api = next(r for r in stack.t["Resources"].values() if r.get("Type") == "AWS::ApiGatewayV2::Api")
 
-    print(json.dumps({"endpoint": endpoint, "stackId": stack.id, "environment": env, "tables": tables, "secrets": made_secrets, "roles": roles,
+    print(json.dumps({"endpoint": endpoint, "stackId": stack.id, "environment": env, "tables": tables, "secrets": made_secrets, "roles": roles, "buckets": buckets,
         "routes": api_routes(stack),
         "routeSelectionExpression": api["Properties"]["RouteSelectionExpression"],
         "stage": stack.params["StageName"],

@@ -9,5 +9,6 @@ mod directory;
 mod notifier;
 mod pool;
 mod ports;
+mod recordings;
 mod store;
 mod support;
