@@ -660,7 +660,7 @@ mod sweep {
                 id: id.clone(),
                 name: name.into(),
                 admin: ada.clone(),
-            })
+            }, usize::MAX)
             .await
             .unwrap();
         }
@@ -754,7 +754,7 @@ mod sweep {
             id: room.clone(),
             name: "Kept".into(),
             admin: ada.clone(),
-        })
+        }, usize::MAX)
         .await
         .unwrap();
         let store = MemoryStore::new();

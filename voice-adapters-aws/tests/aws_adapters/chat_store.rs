@@ -52,7 +52,7 @@ async fn the_existing_mode_reader_agrees_with_the_builtin_store() {
     let store = DynamoChat::new(m.dynamodb.clone(), tables.clone());
     let r = chat("room-1");
     store
-        .create_room(&record("room-1", "Friends", "ada"))
+        .create_room(&record("room-1", "Friends", "ada"), usize::MAX)
         .await
         .unwrap();
     for (c, u, name) in [
@@ -68,10 +68,10 @@ async fn the_existing_mode_reader_agrees_with_the_builtin_store() {
             .await
             .unwrap();
     }
-    store.request_join(&r, &user("bob")).await.unwrap();
+    store.request_join(&r, &user("bob"), chat_domain::JoinQuotas::UNLIMITED).await.unwrap();
     store.decide_join(&r, &user("bob"), true).await.unwrap();
-    store.request_join(&r, &user("cy")).await.unwrap();
-    store.request_join(&r, &user("dan")).await.unwrap();
+    store.request_join(&r, &user("cy"), chat_domain::JoinQuotas::UNLIMITED).await.unwrap();
+    store.request_join(&r, &user("dan"), chat_domain::JoinQuotas::UNLIMITED).await.unwrap();
     store.remove_member(&r, &user("dan"), true).await.unwrap();
     store.unbind_connection(&conn("c-bob-2")).await.unwrap();
 
@@ -126,7 +126,7 @@ async fn messages_beyond_the_window_are_deleted() {
         .with_message_retention(MESSAGE_HISTORY as u64);
     let r = chat("room-m");
     store
-        .create_room(&record("room-m", "Talk", "ada"))
+        .create_room(&record("room-m", "Talk", "ada"), usize::MAX)
         .await
         .unwrap();
     let total = MESSAGE_HISTORY + 5;
@@ -157,11 +157,11 @@ async fn messages_beyond_the_window_are_deleted() {
         "the window plus the room's counter item"
     );
     let texts: Vec<String> = store
-        .recent_messages(&r, MESSAGE_HISTORY + 50)
+        .message_page(&r, None, MESSAGE_HISTORY + 50)
         .await
         .unwrap()
         .into_iter()
-        .map(|m| m.text)
+        .map(|m| m.message.text)
         .collect();
     let want: Vec<String> = (5..total).map(|i| format!("m{i}")).collect();
     assert_eq!(texts, want);
@@ -269,7 +269,7 @@ async fn reserved_ids_and_missing_tables_fail_plainly() {
         return;
     };
     let store = DynamoChat::new(m.dynamodb.clone(), tables.clone());
-    match store.create_room(&record("name#x", "X", "ada")).await {
+    match store.create_room(&record("name#x", "X", "ada"), usize::MAX).await {
         Err(ChatStoreError::Unavailable(f)) => assert!(!f.retryable, "{f:?}"),
         other => panic!("{other:?}"),
     }
@@ -351,7 +351,7 @@ async fn sdk_errors_map_to_retryable_or_permanent() {
         "{}",
         throttled.message
     );
-    let conflict = failure(store.create_room(&record("r-1", "One", "ann")).await);
+    let conflict = failure(store.create_room(&record("r-1", "One", "ann"), usize::MAX).await);
     assert!(conflict.retryable, "{conflict:?}");
     assert!(
         conflict.message.contains("conflicting"),
@@ -360,7 +360,7 @@ async fn sdk_errors_map_to_retryable_or_permanent() {
     );
     let internal = failure(store.bump_token_generation(&user("ann")).await.map(drop));
     assert!(internal.retryable, "{internal:?}");
-    let denied = failure(store.recent_messages(&chat("r-1"), 10).await.map(drop));
+    let denied = failure(store.message_page(&chat("r-1"), None, 10).await.map(drop));
     assert!(!denied.retryable, "{denied:?}");
     assert!(
         denied.message.contains("AccessDeniedException"),
@@ -380,7 +380,7 @@ async fn a_ban_racing_a_request_never_leaves_a_banned_user_pending() {
     let store = DynamoChat::new(m.dynamodb.clone(), tables);
     let r = chat("room-race");
     store
-        .create_room(&record("room-race", "Race", "ada"))
+        .create_room(&record("room-race", "Race", "ada"), usize::MAX)
         .await
         .unwrap();
     let users: Vec<_> = (0..12).map(|i| user(&format!("u{i}"))).collect();
@@ -389,7 +389,7 @@ async fn a_ban_racing_a_request_never_leaves_a_banned_user_pending() {
         let r = &r;
         async move {
             let (asked, banned) =
-                tokio::join!(store.request_join(r, u), store.remove_member(r, u, true));
+                tokio::join!(store.request_join(r, u, chat_domain::JoinQuotas::UNLIMITED), store.remove_member(r, u, true));
             banned.expect("the ban always lands");
             match asked {
                 Ok(_) | Err(ChatStoreError::Banned) => {}
@@ -405,7 +405,7 @@ async fn a_ban_racing_a_request_never_leaves_a_banned_user_pending() {
             "{u} is banned but listed: {members:?}"
         );
         assert_eq!(
-            store.request_join(&r, u).await,
+            store.request_join(&r, u, chat_domain::JoinQuotas::UNLIMITED).await,
             Err(ChatStoreError::Banned),
             "{u}"
         );

@@ -50,11 +50,14 @@ async fn the_chat_state_is_a_swappable_backend() {
     // A chat state that already holds a room (as a durable one would after a restart).
     let chat = MemoryChat::new();
     let admin = voice_domain::UserId::parse("admin-from-before").unwrap();
-    chat.create_room(&RoomRecord {
-        id: voice_domain::ChatRoomId::parse("kept-room").unwrap(),
-        name: "Kept".into(),
-        admin,
-    })
+    chat.create_room(
+        &RoomRecord {
+            id: voice_domain::ChatRoomId::parse("kept-room").unwrap(),
+            name: "Kept".into(),
+            admin,
+        },
+        usize::MAX,
+    )
     .await
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
