@@ -224,6 +224,34 @@ pub async fn rooms_are_unique_by_id_and_by_name_ignoring_case(store: &dyn ChatSt
         Err(ChatStoreError::RoomExists)
     );
     assert_eq!(store.room(&look_alike.id).await.expect("read"), None);
+    // ASCII look-alikes too: "rn" for "m", "I" or "1" for "l", "0" for "O".
+    let modern = RoomRecord {
+        id: room_id(ns, "4"),
+        name: format!("{ns} Modern Hall 0ne"),
+        admin: admin.clone(),
+    };
+    store.create_room(&modern, usize::MAX).await.expect("room");
+    for (i, disguised) in [
+        format!("{ns} rnodern Hall One"),
+        format!("{ns} Modern HaII 0ne"),
+        format!("{ns} Modern Ha11 one"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = RoomRecord {
+            id: room_id(ns, &format!("5{i}")),
+            name: disguised,
+            admin: admin.clone(),
+        };
+        assert_eq!(
+            store.create_room(&r, usize::MAX).await,
+            Err(ChatStoreError::RoomExists),
+            "{:?} poses as {:?}",
+            r.name,
+            modern.name
+        );
+    }
     let same_id = RoomRecord {
         name: format!("{ns} another name"),
         ..first.clone()
@@ -243,7 +271,7 @@ pub async fn rooms_are_unique_by_id_and_by_name_ignoring_case(store: &dyn ChatSt
         .into_iter()
         .filter(|r| r.id.as_str().starts_with(ns))
         .collect();
-    assert_eq!(listed, vec![first]);
+    assert_eq!(listed, vec![first, modern]);
 }
 
 /// The creator of a room is its admin and an approved member; nobody else is anything.

@@ -316,19 +316,26 @@ pub trait SessionTokens: Send + Sync + 'static {
 /// connections can create users (and join requests, one per user) without end. Where the
 /// connection comes from (its address, say) is the adapter's to know; that a new identity
 /// needs the gate's consent, and nothing is stored when it refuses, is the rule's.
+#[async_trait]
 pub trait SignUpGate: Send + Sync + 'static {
     /// Consumes one new-user allowance of `connection`'s origin: `false` when none is left.
-    fn admit(&self, connection: &ConnectionId) -> bool;
+    /// Async because a deployment without memory between requests (the Lambda) keeps the
+    /// count in its database.
+    ///
+    /// # Errors
+    /// [`PortFailure`] when the count cannot be read or written (nothing is stored then).
+    async fn admit(&self, connection: &ConnectionId) -> Result<bool, PortFailure>;
 }
 
-/// The gate of a deployment that does not limit sign-ups (the Lambda: API Gateway throttles
-/// per account and route instead).
+/// The gate of a deployment that does not limit sign-ups (a library embedding that limits
+/// them itself).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AdmitAll;
 
+#[async_trait]
 impl SignUpGate for AdmitAll {
-    fn admit(&self, _connection: &ConnectionId) -> bool {
-        true
+    async fn admit(&self, _connection: &ConnectionId) -> Result<bool, PortFailure> {
+        Ok(true)
     }
 }
 

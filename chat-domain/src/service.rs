@@ -234,7 +234,12 @@ impl ChatService {
             (Some(u), _) | (None, Some(u)) => u,
             (None, None) => {
                 // Checked before anything is stored: a refused sign-up leaves no user row.
-                if !self.sign_ups.admit(connection) {
+                let admitted = self
+                    .sign_ups
+                    .admit(connection)
+                    .await
+                    .map_err(ChatStoreError::Unavailable)?;
+                if !admitted {
                     info!("sign-up refused: the origin's new-user quota is used up");
                     return Err(ChatError::QuotaExceeded(
                         "too many new users were created from your network recently; sign in \

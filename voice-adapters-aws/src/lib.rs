@@ -47,6 +47,7 @@ pub mod errors;
 pub mod notifier;
 pub mod pool;
 pub mod secrets;
+pub mod signups;
 pub mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -63,4 +64,5 @@ pub use notifier::{
 };
 pub use pool::DynamoPool;
 pub use secrets::{read_resume_key, ResumeKeyError};
+pub use signups::{with_source_ip, DynamoSignUps};
 pub use store::DynamoStore;

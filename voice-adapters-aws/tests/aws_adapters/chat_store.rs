@@ -416,3 +416,53 @@ async fn a_ban_racing_a_request_never_leaves_a_banned_user_pending() {
         );
     }
 }
+
+/// The Lambda's sign-up gate on moto: at most the limit of new users per source address per
+/// clock hour, even when they race (one conditional `UpdateItem` per sign-up); other addresses
+/// and the next hour are not charged; the counter item is invisible to connection readers;
+/// through the trait, the address is the one the handler put in scope, and a request without
+/// one is not charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ups_are_capped_per_address_per_hour_even_when_racing() {
+    use chat_domain::SignUpGate;
+    use voice_adapters_aws::{with_source_ip, DynamoSignUps};
+    let Some((m, tables)) = chat_moto().await else {
+        return;
+    };
+    let gate = DynamoSignUps::new(m.dynamodb.clone(), &tables.directory, 3);
+    let hour = 1_800_000_000 - 1_800_000_000 % 3600;
+    let racing = futures::future::join_all((0..8).map(|_| gate.admit_from("203.0.113.7", hour + 10))).await;
+    let admitted = racing.iter().filter(|r| *r == &Ok(true)).count();
+    let refused = racing.iter().filter(|r| *r == &Ok(false)).count();
+    println!("8 racing sign-ups from one address, limit 3: {admitted} admitted, {refused} refused");
+    assert_eq!((admitted, refused), (3, 5), "{racing:?}");
+    assert_eq!(gate.admit_from("203.0.113.8", hour + 20).await, Ok(true));
+    assert_eq!(
+        gate.admit_from("203.0.113.7", hour + 3599).await,
+        Ok(false),
+        "the same clock hour"
+    );
+    assert_eq!(
+        gate.admit_from("203.0.113.7", hour + 3600).await,
+        Ok(true),
+        "the next hour"
+    );
+
+    let store = DynamoChat::new(m.dynamodb.clone(), tables.clone());
+    assert!(
+        store.identified_connections().await.unwrap().is_empty(),
+        "counter items are not connections"
+    );
+
+    let c = voice_domain::ConnectionId::parse("Xk2IbF_doAMFhDg=").unwrap();
+    let mut through_trait = Vec::new();
+    for _ in 0..4 {
+        through_trait.push(
+            with_source_ip(Some("198.51.100.1".into()), gate.admit(&c))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(through_trait, [true, true, true, false]);
+    assert_eq!(gate.admit(&c).await, Ok(true), "no address in scope: not charged");
+}
