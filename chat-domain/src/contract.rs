@@ -74,9 +74,15 @@ pub async fn removal_and_bans(store: &dyn ChatStore, ns: &str) {
     let room = record(ns, "1", &admin);
     store.create_room(&room, usize::MAX).await.expect("room");
     let r = &room.id;
-    store.request_join(r, &member, JoinQuotas::UNLIMITED).await.expect("request");
+    store
+        .request_join(r, &member, JoinQuotas::UNLIMITED)
+        .await
+        .expect("request");
     store.decide_join(r, &member, true).await.expect("approve");
-    store.request_join(r, &asker, JoinQuotas::UNLIMITED).await.expect("request");
+    store
+        .request_join(r, &asker, JoinQuotas::UNLIMITED)
+        .await
+        .expect("request");
 
     assert_eq!(
         store
@@ -94,7 +100,10 @@ pub async fn removal_and_bans(store: &dyn ChatStore, ns: &str) {
         Some(MemberState::None)
     );
     assert_eq!(
-        store.request_join(r, &member, JoinQuotas::UNLIMITED).await.expect("may ask again"),
+        store
+            .request_join(r, &member, JoinQuotas::UNLIMITED)
+            .await
+            .expect("may ask again"),
         (MemberState::None, MemberState::Pending)
     );
 
@@ -188,7 +197,10 @@ pub async fn usage_counts_admined_rooms_and_pending_requests(store: &dyn ChatSto
 pub async fn rooms_are_unique_by_id_and_by_name_ignoring_case(store: &dyn ChatStore, ns: &str) {
     let admin = user(ns, "admin");
     let first = record(ns, "1", &admin);
-    store.create_room(&first, usize::MAX).await.expect("first room");
+    store
+        .create_room(&first, usize::MAX)
+        .await
+        .expect("first room");
     let same_name = RoomRecord {
         id: room_id(ns, "2"),
         name: first.name.to_uppercase(),
@@ -318,7 +330,9 @@ pub async fn join_requests_follow_pending_then_decided(store: &dyn ChatStore, ns
     store.create_room(&r, usize::MAX).await.expect("room");
     let missing = room_id(ns, "missing");
     assert_eq!(
-        store.request_join(&missing, &kim, JoinQuotas::UNLIMITED).await,
+        store
+            .request_join(&missing, &kim, JoinQuotas::UNLIMITED)
+            .await,
         Err(ChatStoreError::NoSuchRoom)
     );
     assert_eq!(
@@ -344,7 +358,9 @@ pub async fn join_requests_follow_pending_then_decided(store: &dyn ChatStore, ns
         Ok((Approved, Approved))
     );
     assert_eq!(
-        store.request_join(&r.id, &admin, JoinQuotas::UNLIMITED).await,
+        store
+            .request_join(&r.id, &admin, JoinQuotas::UNLIMITED)
+            .await,
         Ok((Approved, Approved))
     );
     assert_eq!(
@@ -383,9 +399,15 @@ pub async fn connections_bind_and_unbind(store: &dyn ChatStore, ns: &str) {
     let (kim, lee) = (user(ns, "kim"), user(ns, "lee"));
     let r = record(ns, "1", &admin);
     store.create_room(&r, usize::MAX).await.expect("room");
-    store.request_join(&r.id, &kim, JoinQuotas::UNLIMITED).await.expect("request");
+    store
+        .request_join(&r.id, &kim, JoinQuotas::UNLIMITED)
+        .await
+        .expect("request");
     store.decide_join(&r.id, &kim, true).await.expect("approve");
-    store.request_join(&r.id, &lee, JoinQuotas::UNLIMITED).await.expect("request");
+    store
+        .request_join(&r.id, &lee, JoinQuotas::UNLIMITED)
+        .await
+        .expect("request");
     let (ca, ck1, ck2, cl) = (conn(ns, "a"), conn(ns, "k1"), conn(ns, "k2"), conn(ns, "l"));
     store
         .bind_connection(&ca, &admin, "Ada")
@@ -493,7 +515,10 @@ pub async fn messages_keep_order_and_the_history(store: &dyn ChatStore, ns: &str
         .message_page(&r.id, Some(three[0].seq), 3)
         .await
         .expect("older");
-    assert_eq!(before, last[MESSAGE_HISTORY - 6..MESSAGE_HISTORY - 3].to_vec());
+    assert_eq!(
+        before,
+        last[MESSAGE_HISTORY - 6..MESSAGE_HISTORY - 3].to_vec()
+    );
     // Whatever a store keeps beyond the history pages back contiguously.
     let kept_older = store
         .message_page(&r.id, Some(last[0].seq), MESSAGE_HISTORY)
@@ -501,14 +526,22 @@ pub async fn messages_keep_order_and_the_history(store: &dyn ChatStore, ns: &str
         .expect("older");
     let older_texts: Vec<String> = kept_older.iter().map(|m| m.message.text.clone()).collect();
     let end = total - MESSAGE_HISTORY;
-    let want_older: Vec<String> = (end - kept_older.len()..end).map(|i| i.to_string()).collect();
+    let want_older: Vec<String> = (end - kept_older.len()..end)
+        .map(|i| i.to_string())
+        .collect();
     assert_eq!(older_texts, want_older);
     assert_eq!(
-        store.message_page(&r.id, Some(1), 10).await.expect("none older"),
+        store
+            .message_page(&r.id, Some(1), 10)
+            .await
+            .expect("none older"),
         vec![]
     );
     assert_eq!(
-        store.message_page(&missing, None, 10).await.expect("recent"),
+        store
+            .message_page(&missing, None, 10)
+            .await
+            .expect("recent"),
         vec![]
     );
 }
@@ -523,12 +556,30 @@ pub async fn room_pages_visit_every_room_once(store: &dyn ChatStore, ns: &str) {
         store.create_room(r, usize::MAX).await.expect("room");
     }
     let q = JoinQuotas::UNLIMITED;
-    store.request_join(&mine[1].id, &viewer, q).await.expect("ask");
-    store.request_join(&mine[2].id, &viewer, q).await.expect("ask");
-    store.decide_join(&mine[2].id, &viewer, true).await.expect("approve");
-    store.request_join(&mine[2].id, &other, q).await.expect("ask");
-    store.request_join(&mine[3].id, &other, q).await.expect("ask");
-    store.decide_join(&mine[3].id, &other, true).await.expect("approve");
+    store
+        .request_join(&mine[1].id, &viewer, q)
+        .await
+        .expect("ask");
+    store
+        .request_join(&mine[2].id, &viewer, q)
+        .await
+        .expect("ask");
+    store
+        .decide_join(&mine[2].id, &viewer, true)
+        .await
+        .expect("approve");
+    store
+        .request_join(&mine[2].id, &other, q)
+        .await
+        .expect("ask");
+    store
+        .request_join(&mine[3].id, &other, q)
+        .await
+        .expect("ask");
+    store
+        .decide_join(&mine[3].id, &other, true)
+        .await
+        .expect("approve");
 
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
@@ -609,7 +660,9 @@ pub async fn member_pages_in_id_order_with_names_and_presence(store: &dyn ChatSt
         }
     }
     assert_eq!(
-        got.iter().map(|m| (m.user.clone(), m.state)).collect::<Vec<_>>(),
+        got.iter()
+            .map(|m| (m.user.clone(), m.state))
+            .collect::<Vec<_>>(),
         want
     );
     for m in &got {
@@ -619,7 +672,10 @@ pub async fn member_pages_in_id_order_with_names_and_presence(store: &dyn ChatSt
             assert!(!m.online, "{} is not connected", m.user);
         }
     }
-    store.unbind_connection(&conn(ns, "1")).await.expect("unbind");
+    store
+        .unbind_connection(&conn(ns, "1"))
+        .await
+        .expect("unbind");
     assert!(store
         .member_page(&room_id(ns, "missing"), None, 4)
         .await
@@ -643,7 +699,11 @@ pub async fn quotas_hold_with_the_write_even_when_racing(store: &dyn ChatStore, 
         store.create_room(&third, 2).await,
         Err(ChatStoreError::QuotaExceeded(Quota::RoomsPerUser))
     );
-    assert_eq!(store.room(&third.id).await.expect("read"), None, "nothing stored");
+    assert_eq!(
+        store.room(&third.id).await.expect("read"),
+        None,
+        "nothing stored"
+    );
 
     // Eight racing creations by one user with room for three.
     let racer = user(ns, "racer");
@@ -665,11 +725,20 @@ pub async fn quotas_hold_with_the_write_even_when_racing(store: &dyn ChatStore, 
         per_user: usize::MAX,
     };
     let askers: Vec<UserId> = (0..8).map(|i| user(ns, &format!("ask{i}"))).collect();
-    let results = join_all(askers.iter().map(|u| store.request_join(&room.id, u, per_room))).await;
-    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3, "{results:?}");
-    assert!(results.iter().all(
-        |r| r.is_ok() || *r == Err(ChatStoreError::QuotaExceeded(Quota::PendingPerRoom))
-    ));
+    let results = join_all(
+        askers
+            .iter()
+            .map(|u| store.request_join(&room.id, u, per_room)),
+    )
+    .await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        3,
+        "{results:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || *r == Err(ChatStoreError::QuotaExceeded(Quota::PendingPerRoom))));
     // A repeat is never refused for the quota.
     let asked = &askers[results.iter().position(Result::is_ok).expect("one asked")];
     assert_eq!(
@@ -689,12 +758,28 @@ pub async fn quotas_hold_with_the_write_even_when_racing(store: &dyn ChatStore, 
         per_room: usize::MAX,
         per_user: 2,
     };
-    let results = join_all(rooms.iter().map(|r| store.request_join(&r.id, &eager, per_user))).await;
-    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2, "{results:?}");
-    assert!(results.iter().all(
-        |r| r.is_ok() || *r == Err(ChatStoreError::QuotaExceeded(Quota::PendingPerUser))
-    ));
-    assert_eq!(store.usage_of(&eager).await.expect("usage").pending_requests, 2);
+    let results = join_all(
+        rooms
+            .iter()
+            .map(|r| store.request_join(&r.id, &eager, per_user)),
+    )
+    .await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        2,
+        "{results:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || *r == Err(ChatStoreError::QuotaExceeded(Quota::PendingPerUser))));
+    assert_eq!(
+        store
+            .usage_of(&eager)
+            .await
+            .expect("usage")
+            .pending_requests,
+        2
+    );
 }
 
 /// Eight creators racing for one name: exactly one room, seven [`ChatStoreError::RoomExists`].

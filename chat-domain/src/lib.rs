@@ -36,9 +36,9 @@ pub use model::{
     room_name_key, ChatMessage, RoomRecord, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MESSAGE_HISTORY,
     MESSAGE_HISTORY_BYTES,
 };
+pub use page::{MemberEntry, Page, RoomSummary, StoredMessage};
 pub use ports::{
     ActiveVoiceRooms, AdmitAll, ChatAdapters, ChatEvents, ChatIds, ChatStore, ChatStoreError,
     JoinQuotas, Quota, ResumeClaims, SessionTokens, SignUpGate, StoreDirectory, UserUsage,
 };
-pub use page::{MemberEntry, Page, RoomSummary, StoredMessage};
 pub use service::{ChatLimits, ChatService, Removal};

@@ -192,7 +192,11 @@ mod tests {
         assert_eq!(room_name_key("Hall"), room_name_key("HaII"));
         assert_eq!(room_name_key("Hall"), room_name_key("Ha11"));
         assert_eq!(room_name_key("O0ps"), room_name_key("oops"));
-        assert_eq!(room_name_key("\u{0421}orn"), room_name_key("com"), "after skeleton");
+        assert_eq!(
+            room_name_key("\u{0421}orn"),
+            room_name_key("com"),
+            "after skeleton"
+        );
         assert_ne!(room_name_key("Team A"), room_name_key("Team B"));
         assert_eq!(room_name_key("\u{0422}eam"), "team", "Cyrillic capital Te");
         assert_eq!(
@@ -204,7 +208,11 @@ mod tests {
             "team",
             "full width"
         );
-        assert_eq!(room_name_key("room2"), "room2", "other ASCII digits are kept");
+        assert_eq!(
+            room_name_key("room2"),
+            "room2",
+            "other ASCII digits are kept"
+        );
         assert_ne!(room_name_key("Team A"), room_name_key("Team B"));
         assert_ne!(
             room_name_key("Caf\u{E9}"),

@@ -162,7 +162,16 @@ mod tests {
         let e = decode_cursor(CursorKind::Rooms, &c).unwrap_err();
         assert_eq!(e.code(), "BAD_REQUEST");
         assert!(e.to_string().contains("without a cursor"), "{e}");
-        for damaged in ["m.", "m.7", "m.zz", "m.ff", "x", "", "m-7531", &"m.00".repeat(600)] {
+        for damaged in [
+            "m.",
+            "m.7",
+            "m.zz",
+            "m.ff",
+            "x",
+            "",
+            "m-7531",
+            &"m.00".repeat(600),
+        ] {
             assert_eq!(
                 decode_cursor(CursorKind::Members, damaged)
                     .unwrap_err()

@@ -362,7 +362,12 @@ impl ChatService {
     }
 
     /// A store refusal in the user's words: a quota says which one and what frees it.
-    fn quota_refusal(&self, e: ChatStoreError, user: &UserId, room: Option<&ChatRoomId>) -> ChatError {
+    fn quota_refusal(
+        &self,
+        e: ChatStoreError,
+        user: &UserId,
+        room: Option<&ChatRoomId>,
+    ) -> ChatError {
         let l = &self.limits;
         match e {
             ChatStoreError::QuotaExceeded(Quota::RoomsPerUser) => {

@@ -1213,7 +1213,10 @@ impl ChatStore for DynamoChat {
         let mut out = Vec::new();
         let mut start = None;
         let (condition, bound) = match before {
-            Some(b) => ("#r = :r AND #seq BETWEEN :first AND :last", b.saturating_sub(1)),
+            Some(b) => (
+                "#r = :r AND #seq BETWEEN :first AND :last",
+                b.saturating_sub(1),
+            ),
             None => ("#r = :r AND #seq >= :first", u64::MAX),
         };
         if bound == 0 {
@@ -1248,8 +1251,9 @@ impl ChatStore for DynamoChat {
                         .ok_or_else(|| corrupt(format!("message in {room} without {name}")))
                 };
                 out.push(StoredMessage {
-                    seq: get_num(&item, attr::SEQ)
-                        .ok_or_else(|| corrupt(format!("message in {room} without {}", attr::SEQ)))?,
+                    seq: get_num(&item, attr::SEQ).ok_or_else(|| {
+                        corrupt(format!("message in {room} without {}", attr::SEQ))
+                    })?,
                     message: ChatMessage {
                         room_id: room.to_string(),
                         user_id: field(attr::AUTHOR)?,
@@ -1350,7 +1354,11 @@ impl ChatStore for DynamoChat {
             .batch_get_users(&ids)
             .await?
             .into_iter()
-            .filter_map(|i| get_str(&i, attr::USER_ID).map(str::to_owned).map(|u| (u, i)))
+            .filter_map(|i| {
+                get_str(&i, attr::USER_ID)
+                    .map(str::to_owned)
+                    .map(|u| (u, i))
+            })
             .collect();
         let mut items = Vec::with_capacity(ids.len());
         for id in &ids {

@@ -123,7 +123,10 @@ impl DynamoSignUps {
                     UpdateItemError::ConditionalCheckFailedException(_)
                 ) =>
             {
-                info!(limit = self.per_hour, "sign-up refused: the address's hourly quota is used up");
+                info!(
+                    limit = self.per_hour,
+                    "sign-up refused: the address's hourly quota is used up"
+                );
                 Ok(false)
             }
             Err(e) => Err(sdk_failure("dynamodb:UpdateItem", &e)),

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chat_domain::{
-    room_name_key, ChatIds, ChatMessage, ChatStore, ChatStoreError, JoinQuotas, MemberEntry,
-    Page, Quota, RoomRecord, RoomSummary, StoredMessage, UserUsage, MESSAGE_HISTORY,
+    room_name_key, ChatIds, ChatMessage, ChatStore, ChatStoreError, JoinQuotas, MemberEntry, Page,
+    Quota, RoomRecord, RoomSummary, StoredMessage, UserUsage, MESSAGE_HISTORY,
 };
 use voice_domain::ports::{ChatDirectory, DirectoryError, MemberState, Membership};
 use voice_domain::{ChatRoomId, ConnectionId, UserId};
@@ -128,7 +128,13 @@ impl ChatStore for MemoryChat {
     ) -> Result<(), ChatStoreError> {
         // Lock order everywhere: `extra`, then the directory's own lock.
         let mut extra = self.lock();
-        if extra.rooms.values().filter(|r| r.admin == room.admin).count() >= max_admin_rooms {
+        if extra
+            .rooms
+            .values()
+            .filter(|r| r.admin == room.admin)
+            .count()
+            >= max_admin_rooms
+        {
             return Err(ChatStoreError::QuotaExceeded(Quota::RoomsPerUser));
         }
         let wanted = room_name_key(&room.name);

@@ -180,15 +180,18 @@ impl MemoryDirectory {
 
     /// `user`'s state in `room` and the room's approved-member count, in one lock.
     pub fn state_and_count(&self, room: &ChatRoomId, user: &UserId) -> (MemberState, usize) {
-        self.lock().rooms.get(room).map_or((MemberState::None, 0), |r| {
-            (
-                r.members.get(user).copied().unwrap_or(MemberState::None),
-                r.members
-                    .values()
-                    .filter(|s| **s == MemberState::Approved)
-                    .count(),
-            )
-        })
+        self.lock()
+            .rooms
+            .get(room)
+            .map_or((MemberState::None, 0), |r| {
+                (
+                    r.members.get(user).copied().unwrap_or(MemberState::None),
+                    r.members
+                        .values()
+                        .filter(|s| **s == MemberState::Approved)
+                        .count(),
+                )
+            })
     }
 
     /// At most `limit` members and requesters of `room` with ids after `after`, by id, and
@@ -206,7 +209,11 @@ impl MemoryDirectory {
         };
         let from = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.clone()));
         let mut it = r.members.range((from, Bound::Unbounded));
-        let page: Vec<_> = it.by_ref().take(limit).map(|(u, s)| (u.clone(), *s)).collect();
+        let page: Vec<_> = it
+            .by_ref()
+            .take(limit)
+            .map(|(u, s)| (u.clone(), *s))
+            .collect();
         (page, it.next().is_some())
     }
 

@@ -559,8 +559,7 @@ impl World {
                     let mut cursor = page.next_cursor;
                     for _ in 0..MAX_PAGES {
                         let Some(c) = cursor.take() else { break };
-                        let older =
-                            block_on(self.service.messages(&user, &id, Some(&c))).unwrap();
+                        let older = block_on(self.service.messages(&user, &id, Some(&c))).unwrap();
                         assert!(size(&older.messages) <= HISTORY_BYTES, "within the budget");
                         assert!(!older.messages.is_empty(), "a cursor never leads nowhere");
                         history.splice(0..0, older.messages);
@@ -580,9 +579,8 @@ impl World {
                     let mut cursor = first.next_cursor;
                     for _ in 0..MAX_PAGES {
                         let Some(c) = cursor.take() else { break };
-                        let page =
-                            block_on(self.service.list_members(&user, &id, Some(&c), None))
-                                .unwrap();
+                        let page = block_on(self.service.list_members(&user, &id, Some(&c), None))
+                            .unwrap();
                         assert!(page.members.len() <= LIMITS.members_page);
                         views.extend(page.members);
                         cursor = page.next_cursor;

@@ -522,10 +522,14 @@ impl ChatStore for SqliteChat {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?;
                 if in_room >= per_room {
-                    return Err(refused(ChatStoreError::QuotaExceeded(Quota::PendingPerRoom)));
+                    return Err(refused(ChatStoreError::QuotaExceeded(
+                        Quota::PendingPerRoom,
+                    )));
                 }
                 if of_user >= per_user {
-                    return Err(refused(ChatStoreError::QuotaExceeded(Quota::PendingPerUser)));
+                    return Err(refused(ChatStoreError::QuotaExceeded(
+                        Quota::PendingPerUser,
+                    )));
                 }
                 tx.execute(
                     "INSERT INTO memberships (chat_room_id, user_id, state, since_ms)
@@ -741,17 +745,18 @@ impl ChatStore for SqliteChat {
                      ORDER BY r.created_at_ms, r.id LIMIT ?4",
                 )?;
                 let raw = stmt
-                    .query_map(
-                        params![viewer.as_str(), after_at, after_id, want],
-                        |r| {
-                            Ok((
-                                (r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?),
-                                r.get::<_, i64>(3)?,
-                                r.get::<_, i64>(4)?,
-                                r.get::<_, Option<String>>(5)?,
-                            ))
-                        },
-                    )?
+                    .query_map(params![viewer.as_str(), after_at, after_id, want], |r| {
+                        Ok((
+                            (
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                            ),
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, Option<String>>(5)?,
+                        ))
+                    })?
                     .collect::<Result<Vec<_>, _>>()?;
                 let more = raw.len() > limit;
                 let mut items = Vec::with_capacity(limit);
@@ -806,7 +811,13 @@ impl ChatStore for SqliteChat {
                     )?
                     .collect::<Result<Vec<_>, _>>()?;
                 raw.into_iter()
-                    .map(|(u, s, name)| Ok((parse_id::<UserId>(u, "member user id")?, parse_state(&s)?, name)))
+                    .map(|(u, s, name)| {
+                        Ok((
+                            parse_id::<UserId>(u, "member user id")?,
+                            parse_state(&s)?,
+                            name,
+                        ))
+                    })
                     .collect::<Result<Vec<_>, SqliteError>>()
                     .map_err(Failed::from)
             })
@@ -824,10 +835,7 @@ impl ChatStore for SqliteChat {
                 name,
             })
             .collect();
-        let next = items
-            .last()
-            .filter(|_| more)
-            .map(|m| m.user.to_string());
+        let next = items.last().filter(|_| more).map(|m| m.user.to_string());
         Ok(Page { items, next })
     }
 }

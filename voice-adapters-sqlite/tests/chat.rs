@@ -51,8 +51,12 @@ async fn sqlite_chat_keeps_the_store_contract_on_a_file() {
 #[tokio::test]
 async fn messages_beyond_the_retention_are_deleted_not_hidden() {
     let chat = chat().with_message_retention(5);
-    chat.create_room(&record("a", "A", "ann"), usize::MAX).await.unwrap();
-    chat.create_room(&record("b", "B", "ann"), usize::MAX).await.unwrap();
+    chat.create_room(&record("a", "A", "ann"), usize::MAX)
+        .await
+        .unwrap();
+    chat.create_room(&record("b", "B", "ann"), usize::MAX)
+        .await
+        .unwrap();
     for i in 0..12 {
         chat.append_message(&room("a"), &msg("a", &format!("a{i}"), i))
             .await
@@ -90,7 +94,9 @@ async fn messages_beyond_the_retention_are_deleted_not_hidden() {
 async fn set_state_and_clear_connections() {
     let chat = chat();
     let r = room("r");
-    chat.create_room(&record("r", "R", "ann"), usize::MAX).await.unwrap();
+    chat.create_room(&record("r", "R", "ann"), usize::MAX)
+        .await
+        .unwrap();
     chat.bind_connection(&conn("b1"), &user("bob"), "Bob")
         .await
         .unwrap();

@@ -52,22 +52,32 @@ async fn rooms_memberships_messages_and_voice_rooms_survive_a_reopen() {
         chat.bind_connection(&conn("c-cat"), &cat, "Cat")
             .await
             .unwrap();
-        chat.create_room(&RoomRecord {
-            id: lobby.clone(),
-            name: "Lobby".into(),
-            admin: ann.clone(),
-        }, usize::MAX)
+        chat.create_room(
+            &RoomRecord {
+                id: lobby.clone(),
+                name: "Lobby".into(),
+                admin: ann.clone(),
+            },
+            usize::MAX,
+        )
         .await
         .unwrap();
-        chat.create_room(&RoomRecord {
-            id: room("other"),
-            name: "Other".into(),
-            admin: bob.clone(),
-        }, usize::MAX)
+        chat.create_room(
+            &RoomRecord {
+                id: room("other"),
+                name: "Other".into(),
+                admin: bob.clone(),
+            },
+            usize::MAX,
+        )
         .await
         .unwrap();
-        chat.request_join(&lobby, &bob, chat_domain::JoinQuotas::UNLIMITED).await.unwrap();
-        chat.request_join(&lobby, &cat, chat_domain::JoinQuotas::UNLIMITED).await.unwrap();
+        chat.request_join(&lobby, &bob, chat_domain::JoinQuotas::UNLIMITED)
+            .await
+            .unwrap();
+        chat.request_join(&lobby, &cat, chat_domain::JoinQuotas::UNLIMITED)
+            .await
+            .unwrap();
         chat.decide_join(&lobby, &bob, true).await.unwrap();
         for i in 0..3 {
             chat.append_message(&lobby, &message("lobby", "ann", &format!("m{i}"), 10 + i))

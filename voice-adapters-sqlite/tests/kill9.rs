@@ -36,14 +36,19 @@ fn child(dir: &str) -> ! {
         let store = SqliteStore::new(db);
         for i in 0.. {
             let r = room(i);
-            chat.create_room(&RoomRecord {
-                id: r.clone(),
-                name: format!("Room {i}"),
-                admin: user("admin"),
-            }, usize::MAX)
+            chat.create_room(
+                &RoomRecord {
+                    id: r.clone(),
+                    name: format!("Room {i}"),
+                    admin: user("admin"),
+                },
+                usize::MAX,
+            )
             .await
             .unwrap();
-            chat.request_join(&r, &user("member"), chat_domain::JoinQuotas::UNLIMITED).await.unwrap();
+            chat.request_join(&r, &user("member"), chat_domain::JoinQuotas::UNLIMITED)
+                .await
+                .unwrap();
             chat.decide_join(&r, &user("member"), true).await.unwrap();
             let m = ChatMessage {
                 room_id: r.to_string(),

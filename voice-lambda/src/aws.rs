@@ -143,18 +143,20 @@ pub async fn executor(
             ));
             let store: Arc<dyn ChatStore> =
                 Arc::new(DynamoChat::new(clients.dynamodb.clone(), tables));
-            Some(ChatService::new(ChatAdapters {
-                events: Arc::new(ApiGatewayChatEvents::new(
-                    adapters.notifier.clone(),
-                    Arc::clone(&store),
-                )),
-                store,
-                tokens: Arc::new(ResumeTokens::new(HmacKey::new(key))),
-                ids: Arc::new(UuidIds),
-                voice: Arc::new(adapters.store.clone()),
-                clock: Arc::new(SystemClock),
-            })
-            .with_sign_ups(sign_ups))
+            Some(
+                ChatService::new(ChatAdapters {
+                    events: Arc::new(ApiGatewayChatEvents::new(
+                        adapters.notifier.clone(),
+                        Arc::clone(&store),
+                    )),
+                    store,
+                    tokens: Arc::new(ResumeTokens::new(HmacKey::new(key))),
+                    ids: Arc::new(UuidIds),
+                    voice: Arc::new(adapters.store.clone()),
+                    clock: Arc::new(SystemClock),
+                })
+                .with_sign_ups(sign_ups),
+            )
         }
         _ => None,
     };

@@ -241,7 +241,11 @@ async fn new_users_per_source_address_are_capped_through_the_lambda() {
     for i in 0..30 {
         let r = call(
             &w.lambda,
-            hello(&format!("Conn{i:04}AAAAAA="), "198.51.100.9", json!({"action": "hello", "name": format!("U{i}")})),
+            hello(
+                &format!("Conn{i:04}AAAAAA="),
+                "198.51.100.9",
+                json!({"action": "hello", "name": format!("U{i}")}),
+            ),
         )
         .await;
         assert_eq!(r.status, 200, "sign-up {i}: {r:?}");
@@ -249,13 +253,21 @@ async fn new_users_per_source_address_are_capped_through_the_lambda() {
     }
     let refused = call(
         &w.lambda,
-        hello("ConnOverAAAAAA=", "198.51.100.9", json!({"action": "hello", "name": "One too many"})),
+        hello(
+            "ConnOverAAAAAA=",
+            "198.51.100.9",
+            json!({"action": "hello", "name": "One too many"}),
+        ),
     )
     .await;
     assert_refused(&refused, 409, "QUOTA_EXCEEDED");
     let elsewhere = call(
         &w.lambda,
-        hello("ConnElseAAAAAA=", "198.51.100.10", json!({"action": "hello", "name": "Elsewhere"})),
+        hello(
+            "ConnElseAAAAAA=",
+            "198.51.100.10",
+            json!({"action": "hello", "name": "Elsewhere"}),
+        ),
     )
     .await;
     assert_eq!(elsewhere.status, 200, "{elsewhere:?}");
@@ -268,6 +280,9 @@ async fn new_users_per_source_address_are_capped_through_the_lambda() {
         ),
     )
     .await;
-    assert_eq!(back.status, 200, "a returning user is not counted: {back:?}");
+    assert_eq!(
+        back.status, 200,
+        "a returning user is not counted: {back:?}"
+    );
     assert_eq!(back.body["data"]["resumed"], true);
 }

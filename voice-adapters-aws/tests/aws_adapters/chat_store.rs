@@ -68,10 +68,19 @@ async fn the_existing_mode_reader_agrees_with_the_builtin_store() {
             .await
             .unwrap();
     }
-    store.request_join(&r, &user("bob"), chat_domain::JoinQuotas::UNLIMITED).await.unwrap();
+    store
+        .request_join(&r, &user("bob"), chat_domain::JoinQuotas::UNLIMITED)
+        .await
+        .unwrap();
     store.decide_join(&r, &user("bob"), true).await.unwrap();
-    store.request_join(&r, &user("cy"), chat_domain::JoinQuotas::UNLIMITED).await.unwrap();
-    store.request_join(&r, &user("dan"), chat_domain::JoinQuotas::UNLIMITED).await.unwrap();
+    store
+        .request_join(&r, &user("cy"), chat_domain::JoinQuotas::UNLIMITED)
+        .await
+        .unwrap();
+    store
+        .request_join(&r, &user("dan"), chat_domain::JoinQuotas::UNLIMITED)
+        .await
+        .unwrap();
     store.remove_member(&r, &user("dan"), true).await.unwrap();
     store.unbind_connection(&conn("c-bob-2")).await.unwrap();
 
@@ -269,7 +278,10 @@ async fn reserved_ids_and_missing_tables_fail_plainly() {
         return;
     };
     let store = DynamoChat::new(m.dynamodb.clone(), tables.clone());
-    match store.create_room(&record("name#x", "X", "ada"), usize::MAX).await {
+    match store
+        .create_room(&record("name#x", "X", "ada"), usize::MAX)
+        .await
+    {
         Err(ChatStoreError::Unavailable(f)) => assert!(!f.retryable, "{f:?}"),
         other => panic!("{other:?}"),
     }
@@ -351,7 +363,11 @@ async fn sdk_errors_map_to_retryable_or_permanent() {
         "{}",
         throttled.message
     );
-    let conflict = failure(store.create_room(&record("r-1", "One", "ann"), usize::MAX).await);
+    let conflict = failure(
+        store
+            .create_room(&record("r-1", "One", "ann"), usize::MAX)
+            .await,
+    );
     assert!(conflict.retryable, "{conflict:?}");
     assert!(
         conflict.message.contains("conflicting"),
@@ -388,8 +404,10 @@ async fn a_ban_racing_a_request_never_leaves_a_banned_user_pending() {
         let store = &store;
         let r = &r;
         async move {
-            let (asked, banned) =
-                tokio::join!(store.request_join(r, u, chat_domain::JoinQuotas::UNLIMITED), store.remove_member(r, u, true));
+            let (asked, banned) = tokio::join!(
+                store.request_join(r, u, chat_domain::JoinQuotas::UNLIMITED),
+                store.remove_member(r, u, true)
+            );
             banned.expect("the ban always lands");
             match asked {
                 Ok(_) | Err(ChatStoreError::Banned) => {}
@@ -405,7 +423,9 @@ async fn a_ban_racing_a_request_never_leaves_a_banned_user_pending() {
             "{u} is banned but listed: {members:?}"
         );
         assert_eq!(
-            store.request_join(&r, u, chat_domain::JoinQuotas::UNLIMITED).await,
+            store
+                .request_join(&r, u, chat_domain::JoinQuotas::UNLIMITED)
+                .await,
             Err(ChatStoreError::Banned),
             "{u}"
         );
@@ -431,7 +451,8 @@ async fn sign_ups_are_capped_per_address_per_hour_even_when_racing() {
     };
     let gate = DynamoSignUps::new(m.dynamodb.clone(), &tables.directory, 3);
     let hour = 1_800_000_000 - 1_800_000_000 % 3600;
-    let racing = futures::future::join_all((0..8).map(|_| gate.admit_from("203.0.113.7", hour + 10))).await;
+    let racing =
+        futures::future::join_all((0..8).map(|_| gate.admit_from("203.0.113.7", hour + 10))).await;
     let admitted = racing.iter().filter(|r| *r == &Ok(true)).count();
     let refused = racing.iter().filter(|r| *r == &Ok(false)).count();
     println!("8 racing sign-ups from one address, limit 3: {admitted} admitted, {refused} refused");
@@ -464,5 +485,9 @@ async fn sign_ups_are_capped_per_address_per_hour_even_when_racing() {
         );
     }
     assert_eq!(through_trait, [true, true, true, false]);
-    assert_eq!(gate.admit(&c).await, Ok(true), "no address in scope: not charged");
+    assert_eq!(
+        gate.admit(&c).await,
+        Ok(true),
+        "no address in scope: not charged"
+    );
 }

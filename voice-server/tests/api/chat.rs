@@ -584,7 +584,9 @@ async fn lists_come_in_pages_with_cursors() {
     let mut ada = app.user("Ada").await;
     let mut made = Vec::new();
     for i in 0..7 {
-        let r = ada.ok("createRoom", json!({ "name": format!("Room {i}") })).await;
+        let r = ada
+            .ok("createRoom", json!({ "name": format!("Room {i}") }))
+            .await;
         made.push(r["roomId"].as_str().unwrap().to_owned());
     }
     let mut seen = Vec::new();
@@ -593,7 +595,11 @@ async fn lists_come_in_pages_with_cursors() {
         let page = ada.ok("listRooms", json!({ "cursor": cursor })).await;
         let rooms = page["rooms"].as_array().unwrap();
         assert!(rooms.len() <= 3, "{page}");
-        seen.extend(rooms.iter().map(|r| r["roomId"].as_str().unwrap().to_owned()));
+        seen.extend(
+            rooms
+                .iter()
+                .map(|r| r["roomId"].as_str().unwrap().to_owned()),
+        );
         cursor = page["nextCursor"].clone();
         if cursor.is_null() {
             break;
@@ -625,8 +631,11 @@ async fn lists_come_in_pages_with_cursors() {
     for name in ["Bo", "Cy", "Di"] {
         let mut u = app.user(name).await;
         u.ok("requestJoin", json!({ "roomId": room })).await;
-        ada.ok("approveJoin", json!({ "roomId": room, "userId": u.user_id }))
-            .await;
+        ada.ok(
+            "approveJoin",
+            json!({ "roomId": room, "userId": u.user_id }),
+        )
+        .await;
         ids.push(u.user_id.clone());
     }
     let mut listed = Vec::new();
@@ -637,7 +646,11 @@ async fn lists_come_in_pages_with_cursors() {
             .await;
         let members = page["members"].as_array().unwrap();
         assert!(members.len() <= 2, "{page}");
-        listed.extend(members.iter().map(|m| m["userId"].as_str().unwrap().to_owned()));
+        listed.extend(
+            members
+                .iter()
+                .map(|m| m["userId"].as_str().unwrap().to_owned()),
+        );
         cursor = page["nextCursor"].clone();
         if cursor.is_null() {
             break;
@@ -668,7 +681,15 @@ async fn lists_come_in_pages_with_cursors() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| m["text"].as_str().unwrap().split(' ').next().unwrap().to_owned())
+            .map(|m| {
+                m["text"]
+                    .as_str()
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
         texts.extend(history);
         history = texts;
@@ -678,7 +699,10 @@ async fn lists_come_in_pages_with_cursors() {
         }
     }
     let want: Vec<String> = (0..30).map(|i| i.to_string()).collect();
-    assert_eq!(history, want, "paging back gives the whole history in order");
+    assert_eq!(
+        history, want,
+        "paging back gives the whole history in order"
+    );
     assert!(pages > 1, "the byte budget made several pages");
     let refused = ada
         .request("getMessages", json!({ "roomId": room, "cursor": "h.zz" }))
@@ -701,7 +725,9 @@ async fn simultaneous_creations_over_two_connections_stay_within_the_room_quota(
     .await;
     for round in 0..5 {
         let mut one = app.connect().await;
-        let hello = one.ok("hello", json!({ "name": format!("Racer {round}") })).await;
+        let hello = one
+            .ok("hello", json!({ "name": format!("Racer {round}") }))
+            .await;
         let mut two = app.connect().await;
         two.ok(
             "hello",
