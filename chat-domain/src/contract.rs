@@ -9,7 +9,7 @@ use voice_domain::ports::{MemberState, Membership};
 use voice_domain::{ChatRoomId, ConnectionId, UserId};
 
 use crate::model::{ChatMessage, RoomRecord, MESSAGE_HISTORY};
-use crate::ports::{ChatStore, ChatStoreError, UserUsage};
+use crate::ports::{ChatStore, ChatStoreError, JoinQuotas, Quota, UserUsage};
 
 fn user(ns: &str, n: &str) -> UserId {
     UserId::parse(format!("{ns}-u-{n}")).expect("contract ids are valid")
@@ -52,6 +52,9 @@ pub async fn run_all(store: &dyn ChatStore, ns: &str) {
     usage_counts_admined_rooms_and_pending_requests(store, &format!("{ns}-usage")).await;
     removal_and_bans(store, &format!("{ns}-ban")).await;
     token_generations_count_up_per_user(store, &format!("{ns}-gen")).await;
+    room_pages_visit_every_room_once(store, &format!("{ns}-pages")).await;
+    member_pages_in_id_order_with_names_and_presence(store, &format!("{ns}-mpages")).await;
+    quotas_hold_with_the_write_even_when_racing(store, &format!("{ns}-quota")).await;
 }
 
 /// Token generations start at 0 and each bump raises one user's by one.
@@ -69,11 +72,17 @@ pub async fn token_generations_count_up_per_user(store: &dyn ChatStore, ns: &str
 pub async fn removal_and_bans(store: &dyn ChatStore, ns: &str) {
     let (admin, member, asker) = (user(ns, "admin"), user(ns, "member"), user(ns, "asker"));
     let room = record(ns, "1", &admin);
-    store.create_room(&room).await.expect("room");
+    store.create_room(&room, usize::MAX).await.expect("room");
     let r = &room.id;
-    store.request_join(r, &member).await.expect("request");
+    store
+        .request_join(r, &member, JoinQuotas::UNLIMITED)
+        .await
+        .expect("request");
     store.decide_join(r, &member, true).await.expect("approve");
-    store.request_join(r, &asker).await.expect("request");
+    store
+        .request_join(r, &asker, JoinQuotas::UNLIMITED)
+        .await
+        .expect("request");
 
     assert_eq!(
         store
@@ -91,7 +100,10 @@ pub async fn removal_and_bans(store: &dyn ChatStore, ns: &str) {
         Some(MemberState::None)
     );
     assert_eq!(
-        store.request_join(r, &member).await.expect("may ask again"),
+        store
+            .request_join(r, &member, JoinQuotas::UNLIMITED)
+            .await
+            .expect("may ask again"),
         (MemberState::None, MemberState::Pending)
     );
 
@@ -106,7 +118,7 @@ pub async fn removal_and_bans(store: &dyn ChatStore, ns: &str) {
         .iter()
         .any(|(u, _)| u == &asker));
     assert_eq!(
-        store.request_join(r, &asker).await,
+        store.request_join(r, &asker, JoinQuotas::UNLIMITED).await,
         Err(ChatStoreError::Banned)
     );
     assert_eq!(
@@ -118,7 +130,7 @@ pub async fn removal_and_bans(store: &dyn ChatStore, ns: &str) {
     assert!(!store.unban(r, &asker).await.expect("unban twice"));
     assert_eq!(
         store
-            .request_join(r, &asker)
+            .request_join(r, &asker, JoinQuotas::UNLIMITED)
             .await
             .expect("may ask after unban"),
         (MemberState::None, MemberState::Pending)
@@ -145,13 +157,13 @@ pub async fn usage_counts_admined_rooms_and_pending_requests(store: &dyn ChatSto
     );
     for n in ["1", "2", "3"] {
         store
-            .create_room(&record(ns, n, &admin))
+            .create_room(&record(ns, n, &admin), usize::MAX)
             .await
             .expect("room");
     }
     for n in ["1", "2", "3"] {
         store
-            .request_join(&room_id(ns, n), &asker)
+            .request_join(&room_id(ns, n), &asker, JoinQuotas::UNLIMITED)
             .await
             .expect("request");
     }
@@ -185,14 +197,17 @@ pub async fn usage_counts_admined_rooms_and_pending_requests(store: &dyn ChatSto
 pub async fn rooms_are_unique_by_id_and_by_name_ignoring_case(store: &dyn ChatStore, ns: &str) {
     let admin = user(ns, "admin");
     let first = record(ns, "1", &admin);
-    store.create_room(&first).await.expect("first room");
+    store
+        .create_room(&first, usize::MAX)
+        .await
+        .expect("first room");
     let same_name = RoomRecord {
         id: room_id(ns, "2"),
         name: first.name.to_uppercase(),
         admin: admin.clone(),
     };
     assert_eq!(
-        store.create_room(&same_name).await,
+        store.create_room(&same_name, usize::MAX).await,
         Err(ChatStoreError::RoomExists)
     );
     assert_eq!(store.room(&same_name.id).await.expect("read"), None);
@@ -217,16 +232,44 @@ pub async fn rooms_are_unique_by_id_and_by_name_ignoring_case(store: &dyn ChatSt
         "the name has letters to disguise"
     );
     assert_eq!(
-        store.create_room(&look_alike).await,
+        store.create_room(&look_alike, usize::MAX).await,
         Err(ChatStoreError::RoomExists)
     );
     assert_eq!(store.room(&look_alike.id).await.expect("read"), None);
+    // ASCII look-alikes too: "rn" for "m", "I" or "1" for "l", "0" for "O".
+    let modern = RoomRecord {
+        id: room_id(ns, "4"),
+        name: format!("{ns} Modern Hall 0ne"),
+        admin: admin.clone(),
+    };
+    store.create_room(&modern, usize::MAX).await.expect("room");
+    for (i, disguised) in [
+        format!("{ns} rnodern Hall One"),
+        format!("{ns} Modern HaII 0ne"),
+        format!("{ns} Modern Ha11 one"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = RoomRecord {
+            id: room_id(ns, &format!("5{i}")),
+            name: disguised,
+            admin: admin.clone(),
+        };
+        assert_eq!(
+            store.create_room(&r, usize::MAX).await,
+            Err(ChatStoreError::RoomExists),
+            "{:?} poses as {:?}",
+            r.name,
+            modern.name
+        );
+    }
     let same_id = RoomRecord {
         name: format!("{ns} another name"),
         ..first.clone()
     };
     assert_eq!(
-        store.create_room(&same_id).await,
+        store.create_room(&same_id, usize::MAX).await,
         Err(ChatStoreError::RoomExists)
     );
     assert_eq!(
@@ -240,14 +283,14 @@ pub async fn rooms_are_unique_by_id_and_by_name_ignoring_case(store: &dyn ChatSt
         .into_iter()
         .filter(|r| r.id.as_str().starts_with(ns))
         .collect();
-    assert_eq!(listed, vec![first]);
+    assert_eq!(listed, vec![first, modern]);
 }
 
 /// The creator of a room is its admin and an approved member; nobody else is anything.
 pub async fn the_creator_is_an_approved_admin(store: &dyn ChatStore, ns: &str) {
     let admin = user(ns, "admin");
     let r = record(ns, "1", &admin);
-    store.create_room(&r).await.expect("room");
+    store.create_room(&r, usize::MAX).await.expect("room");
     assert_eq!(
         store.membership(&r.id, &admin).await.expect("membership"),
         Some(Membership {
@@ -284,10 +327,12 @@ pub async fn join_requests_follow_pending_then_decided(store: &dyn ChatStore, ns
     let admin = user(ns, "admin");
     let (kim, lee) = (user(ns, "kim"), user(ns, "lee"));
     let r = record(ns, "1", &admin);
-    store.create_room(&r).await.expect("room");
+    store.create_room(&r, usize::MAX).await.expect("room");
     let missing = room_id(ns, "missing");
     assert_eq!(
-        store.request_join(&missing, &kim).await,
+        store
+            .request_join(&missing, &kim, JoinQuotas::UNLIMITED)
+            .await,
         Err(ChatStoreError::NoSuchRoom)
     );
     assert_eq!(
@@ -300,20 +345,22 @@ pub async fn join_requests_follow_pending_then_decided(store: &dyn ChatStore, ns
     );
     use MemberState::{Approved, None as Nothing, Pending};
     assert_eq!(
-        store.request_join(&r.id, &kim).await,
+        store.request_join(&r.id, &kim, JoinQuotas::UNLIMITED).await,
         Ok((Nothing, Pending))
     );
     assert_eq!(
-        store.request_join(&r.id, &kim).await,
+        store.request_join(&r.id, &kim, JoinQuotas::UNLIMITED).await,
         Ok((Pending, Pending))
     );
     store.decide_join(&r.id, &kim, true).await.expect("approve");
     assert_eq!(
-        store.request_join(&r.id, &kim).await,
+        store.request_join(&r.id, &kim, JoinQuotas::UNLIMITED).await,
         Ok((Approved, Approved))
     );
     assert_eq!(
-        store.request_join(&r.id, &admin).await,
+        store
+            .request_join(&r.id, &admin, JoinQuotas::UNLIMITED)
+            .await,
         Ok((Approved, Approved))
     );
     assert_eq!(
@@ -322,7 +369,7 @@ pub async fn join_requests_follow_pending_then_decided(store: &dyn ChatStore, ns
         "an approved member is not a pending request"
     );
     assert_eq!(
-        store.request_join(&r.id, &lee).await,
+        store.request_join(&r.id, &lee, JoinQuotas::UNLIMITED).await,
         Ok((Nothing, Pending))
     );
     store.decide_join(&r.id, &lee, false).await.expect("deny");
@@ -335,7 +382,7 @@ pub async fn join_requests_follow_pending_then_decided(store: &dyn ChatStore, ns
         Some(Nothing)
     );
     assert_eq!(
-        store.request_join(&r.id, &lee).await,
+        store.request_join(&r.id, &lee, JoinQuotas::UNLIMITED).await,
         Ok((Nothing, Pending))
     );
     let mut members = store.members(&r.id).await.expect("members");
@@ -351,10 +398,16 @@ pub async fn connections_bind_and_unbind(store: &dyn ChatStore, ns: &str) {
     let admin = user(ns, "admin");
     let (kim, lee) = (user(ns, "kim"), user(ns, "lee"));
     let r = record(ns, "1", &admin);
-    store.create_room(&r).await.expect("room");
-    store.request_join(&r.id, &kim).await.expect("request");
+    store.create_room(&r, usize::MAX).await.expect("room");
+    store
+        .request_join(&r.id, &kim, JoinQuotas::UNLIMITED)
+        .await
+        .expect("request");
     store.decide_join(&r.id, &kim, true).await.expect("approve");
-    store.request_join(&r.id, &lee).await.expect("request");
+    store
+        .request_join(&r.id, &lee, JoinQuotas::UNLIMITED)
+        .await
+        .expect("request");
     let (ca, ck1, ck2, cl) = (conn(ns, "a"), conn(ns, "k1"), conn(ns, "k2"), conn(ns, "l"));
     store
         .bind_connection(&ca, &admin, "Ada")
@@ -427,7 +480,7 @@ pub async fn connections_bind_and_unbind(store: &dyn ChatStore, ns: &str) {
 pub async fn messages_keep_order_and_the_history(store: &dyn ChatStore, ns: &str) {
     let admin = user(ns, "admin");
     let r = record(ns, "1", &admin);
-    store.create_room(&r).await.expect("room");
+    store.create_room(&r, usize::MAX).await.expect("room");
     let missing = room_id(ns, "missing");
     assert_eq!(
         store
@@ -443,19 +496,289 @@ pub async fn messages_keep_order_and_the_history(store: &dyn ChatStore, ns: &str
             .expect("append");
     }
     let last = store
-        .recent_messages(&r.id, MESSAGE_HISTORY)
+        .message_page(&r.id, None, MESSAGE_HISTORY)
         .await
         .expect("recent");
-    let texts: Vec<String> = last.iter().map(|m| m.text.clone()).collect();
+    let texts: Vec<String> = last.iter().map(|m| m.message.text.clone()).collect();
     let want: Vec<String> = (total - MESSAGE_HISTORY..total)
         .map(|i| i.to_string())
         .collect();
     assert_eq!(texts, want);
-    let three = store.recent_messages(&r.id, 3).await.expect("recent");
+    assert!(
+        last.windows(2).all(|w| w[0].seq < w[1].seq),
+        "sequence numbers grow with time"
+    );
+    let three = store.message_page(&r.id, None, 3).await.expect("recent");
     assert_eq!(three, last[MESSAGE_HISTORY - 3..].to_vec());
+    // Paging back: the three before the oldest of those, exactly the ones before them.
+    let before = store
+        .message_page(&r.id, Some(three[0].seq), 3)
+        .await
+        .expect("older");
     assert_eq!(
-        store.recent_messages(&missing, 10).await.expect("recent"),
+        before,
+        last[MESSAGE_HISTORY - 6..MESSAGE_HISTORY - 3].to_vec()
+    );
+    // Whatever a store keeps beyond the history pages back contiguously.
+    let kept_older = store
+        .message_page(&r.id, Some(last[0].seq), MESSAGE_HISTORY)
+        .await
+        .expect("older");
+    let older_texts: Vec<String> = kept_older.iter().map(|m| m.message.text.clone()).collect();
+    let end = total - MESSAGE_HISTORY;
+    let want_older: Vec<String> = (end - kept_older.len()..end)
+        .map(|i| i.to_string())
+        .collect();
+    assert_eq!(older_texts, want_older);
+    assert_eq!(
+        store
+            .message_page(&r.id, Some(1), 10)
+            .await
+            .expect("none older"),
         vec![]
+    );
+    assert_eq!(
+        store
+            .message_page(&missing, None, 10)
+            .await
+            .expect("recent"),
+        vec![]
+    );
+}
+
+/// Paging through every room with small pages visits each room exactly once, each page at most
+/// `limit` long, with the right member count and the viewer's state; a position the store
+/// never gave out is [`ChatStoreError::BadCursor`]. (The store may hold other runs' rooms.)
+pub async fn room_pages_visit_every_room_once(store: &dyn ChatStore, ns: &str) {
+    let (admin, viewer, other) = (user(ns, "admin"), user(ns, "viewer"), user(ns, "other"));
+    let mine: Vec<RoomRecord> = (0..7).map(|i| record(ns, &i.to_string(), &admin)).collect();
+    for r in &mine {
+        store.create_room(r, usize::MAX).await.expect("room");
+    }
+    let q = JoinQuotas::UNLIMITED;
+    store
+        .request_join(&mine[1].id, &viewer, q)
+        .await
+        .expect("ask");
+    store
+        .request_join(&mine[2].id, &viewer, q)
+        .await
+        .expect("ask");
+    store
+        .decide_join(&mine[2].id, &viewer, true)
+        .await
+        .expect("approve");
+    store
+        .request_join(&mine[2].id, &other, q)
+        .await
+        .expect("ask");
+    store
+        .request_join(&mine[3].id, &other, q)
+        .await
+        .expect("ask");
+    store
+        .decide_join(&mine[3].id, &other, true)
+        .await
+        .expect("approve");
+
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..100_000 {
+        let page = store
+            .room_page(&viewer, after.as_deref(), 3)
+            .await
+            .expect("page");
+        assert!(page.items.len() <= 3, "a page longer than asked");
+        seen.extend(page.items);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let mut ids: Vec<&ChatRoomId> = seen.iter().map(|r| &r.record.id).collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(before, ids.len(), "a room listed twice");
+    for (i, r) in mine.iter().enumerate() {
+        let got = seen
+            .iter()
+            .find(|s| s.record.id == r.id)
+            .unwrap_or_else(|| panic!("room {i} never listed"));
+        assert_eq!(&got.record, r);
+        let (count, state) = match i {
+            1 => (1, MemberState::Pending),
+            2 => (2, MemberState::Approved),
+            3 => (2, MemberState::None),
+            _ => (1, MemberState::None),
+        };
+        assert_eq!((got.member_count, got.my_state), (count, state), "room {i}");
+    }
+    let admins_view = store.room_page(&admin, None, 100).await.expect("page");
+    assert!(admins_view.items.len() <= 100);
+    assert_eq!(
+        store.room_page(&viewer, Some(""), 3).await.map(|p| p.items),
+        Err(ChatStoreError::BadCursor)
+    );
+}
+
+/// Members come in user-id order, `limit` at a time, with names and presence, each once.
+pub async fn member_pages_in_id_order_with_names_and_presence(store: &dyn ChatStore, ns: &str) {
+    let admin = user(ns, "admin");
+    let r = record(ns, "1", &admin);
+    store.create_room(&r, usize::MAX).await.expect("room");
+    let q = JoinQuotas::UNLIMITED;
+    let mut want = vec![(admin.clone(), MemberState::Approved)];
+    for i in 0..8 {
+        let u = user(ns, &format!("m{i}"));
+        store.request_join(&r.id, &u, q).await.expect("ask");
+        if i % 3 != 0 {
+            store.decide_join(&r.id, &u, true).await.expect("approve");
+            want.push((u, MemberState::Approved));
+        } else {
+            want.push((u, MemberState::Pending));
+        }
+    }
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    let named = user(ns, "m1");
+    store
+        .bind_connection(&conn(ns, "1"), &named, "Named One")
+        .await
+        .expect("bind");
+    let mut got = Vec::new();
+    let mut after: Option<UserId> = None;
+    for _ in 0..100 {
+        let page = store
+            .member_page(&r.id, after.as_ref(), 4)
+            .await
+            .expect("page");
+        assert!(page.items.len() <= 4);
+        got.extend(page.items);
+        match page.next {
+            Some(n) => after = Some(UserId::parse(n).expect("the position is a user id")),
+            None => break,
+        }
+    }
+    assert_eq!(
+        got.iter()
+            .map(|m| (m.user.clone(), m.state))
+            .collect::<Vec<_>>(),
+        want
+    );
+    for m in &got {
+        if m.user == named {
+            assert_eq!((m.name.as_deref(), m.online), (Some("Named One"), true));
+        } else {
+            assert!(!m.online, "{} is not connected", m.user);
+        }
+    }
+    store
+        .unbind_connection(&conn(ns, "1"))
+        .await
+        .expect("unbind");
+    assert!(store
+        .member_page(&room_id(ns, "missing"), None, 4)
+        .await
+        .expect("page")
+        .items
+        .is_empty());
+}
+
+/// The quotas are the store's to keep, in the same atomic step as the write: sequential
+/// writes stop at the quota with nothing stored, and racing writes never pass it either.
+pub async fn quotas_hold_with_the_write_even_when_racing(store: &dyn ChatStore, ns: &str) {
+    let admin = user(ns, "admin");
+    for i in 0..2 {
+        store
+            .create_room(&record(ns, &format!("seq{i}"), &admin), 2)
+            .await
+            .expect("under the quota");
+    }
+    let third = record(ns, "seq2", &admin);
+    assert_eq!(
+        store.create_room(&third, 2).await,
+        Err(ChatStoreError::QuotaExceeded(Quota::RoomsPerUser))
+    );
+    assert_eq!(
+        store.room(&third.id).await.expect("read"),
+        None,
+        "nothing stored"
+    );
+
+    // Eight racing creations by one user with room for three.
+    let racer = user(ns, "racer");
+    let attempts: Vec<RoomRecord> = (0..8)
+        .map(|i| record(ns, &format!("race{i}"), &racer))
+        .collect();
+    let results = join_all(attempts.iter().map(|r| store.create_room(r, 3))).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 3, "{results:?}");
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || *r == Err(ChatStoreError::QuotaExceeded(Quota::RoomsPerUser))));
+    assert_eq!(store.usage_of(&racer).await.expect("usage").rooms_admin, 3);
+
+    // Eight racing requests to one room with room for three waiting.
+    let room = &attempts[results.iter().position(Result::is_ok).expect("one won")];
+    let per_room = JoinQuotas {
+        per_room: 3,
+        per_user: usize::MAX,
+    };
+    let askers: Vec<UserId> = (0..8).map(|i| user(ns, &format!("ask{i}"))).collect();
+    let results = join_all(
+        askers
+            .iter()
+            .map(|u| store.request_join(&room.id, u, per_room)),
+    )
+    .await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        3,
+        "{results:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || *r == Err(ChatStoreError::QuotaExceeded(Quota::PendingPerRoom))));
+    // A repeat is never refused for the quota.
+    let asked = &askers[results.iter().position(Result::is_ok).expect("one asked")];
+    assert_eq!(
+        store.request_join(&room.id, asked, per_room).await,
+        Ok((MemberState::Pending, MemberState::Pending))
+    );
+
+    // One user racing requests to eight rooms with room for two of theirs.
+    let rooms: Vec<RoomRecord> = (0..8)
+        .map(|i| record(ns, &format!("wide{i}"), &user(ns, &format!("owner{i}"))))
+        .collect();
+    for r in &rooms {
+        store.create_room(r, usize::MAX).await.expect("room");
+    }
+    let eager = user(ns, "eager");
+    let per_user = JoinQuotas {
+        per_room: usize::MAX,
+        per_user: 2,
+    };
+    let results = join_all(
+        rooms
+            .iter()
+            .map(|r| store.request_join(&r.id, &eager, per_user)),
+    )
+    .await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        2,
+        "{results:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || *r == Err(ChatStoreError::QuotaExceeded(Quota::PendingPerUser))));
+    assert_eq!(
+        store
+            .usage_of(&eager)
+            .await
+            .expect("usage")
+            .pending_requests,
+        2
     );
 }
 
@@ -467,7 +790,7 @@ pub async fn racing_creators_of_one_name_get_one_room(store: &dyn ChatStore, ns:
         admin: user(ns, &i.to_string()),
     });
     let attempts: Vec<_> = attempts.collect();
-    let results = join_all(attempts.iter().map(|r| store.create_room(r))).await;
+    let results = join_all(attempts.iter().map(|r| store.create_room(r, usize::MAX))).await;
     let won = results.iter().filter(|r| r.is_ok()).count();
     let lost = results
         .iter()

@@ -125,6 +125,12 @@ impl From<ChatStoreError> for ChatError {
             ChatStoreError::NoSuchRoom => Self::ChatRoomNotFound,
             ChatStoreError::NoPendingRequest => Self::NoPendingRequest,
             ChatStoreError::Banned => Self::Banned,
+            ChatStoreError::QuotaExceeded(q) => {
+                Self::QuotaExceeded(format!("this server's limit is reached ({q:?})"))
+            }
+            ChatStoreError::BadCursor => Self::BadRequest(
+                "cursor: not a position of this list; ask again without a cursor".into(),
+            ),
             ChatStoreError::Unavailable(f) if !f.retryable => {
                 tracing::error!(error = %f, "chat storage failed and will not recover by itself (disk full? read-only?): operator action needed");
                 Self::StorageBroken

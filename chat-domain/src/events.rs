@@ -133,3 +133,33 @@ pub struct MemberView {
     /// Whether they have an open connection.
     pub online: bool,
 }
+
+/// One page of `listRooms`: the rooms and where the next page starts (`null` on the last).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomsPage {
+    /// The rooms of this page.
+    pub rooms: Vec<RoomView>,
+    /// Send it back as `cursor` for the next page; `null` when there is none.
+    pub next_cursor: Option<String>,
+}
+
+/// One page of `listMembers`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MembersPage {
+    /// The members and requesters of this page.
+    pub members: Vec<MemberView>,
+    /// Send it back as `cursor` for the next page; `null` when there is none.
+    pub next_cursor: Option<String>,
+}
+
+/// One page of `getMessages`: messages oldest first; the cursor pages to *older* history.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagesPage {
+    /// The messages of this page, oldest first.
+    pub messages: Vec<ChatMessage>,
+    /// Send it back as `cursor` for the messages before these; `null` when there are none.
+    pub next_cursor: Option<String>,
+}

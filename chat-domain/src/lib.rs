@@ -11,6 +11,7 @@
 //!
 //! ## Layout
 //! - `model`: what is stored (rooms, messages) and the validation of names and texts.
+//! - `page`: pages of the lists clients read, and their cursors.
 //! - `ports`: the traits adapters implement, each with its error contract.
 //! - `errors`: the refusals of the use cases, with stable wire codes.
 //! - `events`: what members are told, and the views replies show.
@@ -23,17 +24,21 @@ pub mod contract;
 pub mod errors;
 pub mod events;
 pub mod model;
+pub mod page;
 pub mod ports;
 pub mod service;
 
 pub use errors::ChatError;
-pub use events::{event_frame, ChatEvent, HelloData, MemberView, RoomView};
+pub use events::{
+    event_frame, ChatEvent, HelloData, MemberView, MembersPage, MessagesPage, RoomView, RoomsPage,
+};
 pub use model::{
     room_name_key, ChatMessage, RoomRecord, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MESSAGE_HISTORY,
     MESSAGE_HISTORY_BYTES,
 };
+pub use page::{MemberEntry, Page, RoomSummary, StoredMessage};
 pub use ports::{
     ActiveVoiceRooms, AdmitAll, ChatAdapters, ChatEvents, ChatIds, ChatStore, ChatStoreError,
-    ResumeClaims, SessionTokens, SignUpGate, StoreDirectory, UserUsage,
+    JoinQuotas, Quota, ResumeClaims, SessionTokens, SignUpGate, StoreDirectory, UserUsage,
 };
 pub use service::{ChatLimits, ChatService, Removal};

@@ -81,15 +81,20 @@ pub fn is_invisible(c: char) -> bool {
 /// other scripts or widths: every non-ASCII character is replaced by its prototype from
 /// Unicode's compatibility form when that is ASCII (full-width "Ｔｅａｍ" is "Team"), else by
 /// its prototype from Unicode's confusables table (UTS #39 skeleton: "Тeam" with a Cyrillic
-/// Т is "Team"), so a look-alike cannot pose as the real room. ASCII characters are kept
-/// as they are (only lower-cased), so a name's key never changes because it is compared with
-/// a look-alike, and the keys stores already hold for ASCII names stay valid. Known gap:
-/// ASCII look-alikes ("rn" and "m", "l" and "I") still count as different.
+/// Т is "Team"), so a look-alike cannot pose as the real room.
+///
+/// Then, on the lower-cased result, the ASCII look-alikes of common fonts are folded
+/// ([`fold_ascii_look_alikes`]): "rn" is "m", "I", "l", "1" and "|" are one letter, "0" is
+/// "o" (issue 13 finding 9: "Modern" and "rnodern", "Hall" and "HaII" looked the same). The
+/// choice, documented in SECURITY.md: case-insensitive uniqueness and "I" = "l" together force
+/// "i" = "l" (lower-case "i" is capital "I"), so "mail" and "mall" are the same name too. A
+/// false clash costs a creator another name; a false distinction lets someone pose as a room.
+/// Rooms stored before this rule keep the key they were stored with.
 ///
 /// Every store makes room names unique by this key; none has its own rule.
 pub fn room_name_key(name: &str) -> String {
     if name.is_ascii() {
-        return name.to_lowercase();
+        return fold_ascii_look_alikes(&name.to_lowercase());
     }
     let mut folded = String::with_capacity(name.len());
     let mut buf = [0u8; 4];
@@ -107,7 +112,26 @@ pub fn room_name_key(name: &str) -> String {
             folded.extend(unicode_security::skeleton(c.encode_utf8(&mut buf)));
         }
     }
-    folded.to_lowercase()
+    fold_ascii_look_alikes(&folded.to_lowercase())
+}
+
+/// Folds the ASCII look-alikes of a lower-cased name into one prototype each: "rn" → "m";
+/// "i", "l", "1", "|" → "l"; "0" → "o". Left to right, one pass ("rrn" is "rm").
+pub fn fold_ascii_look_alikes(lower: &str) -> String {
+    let mut out = String::with_capacity(lower.len());
+    let mut chars = lower.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            'r' if chars.peek() == Some(&'n') => {
+                chars.next();
+                out.push('m');
+            }
+            'i' | 'l' | '1' | '|' => out.push('l'),
+            '0' => out.push('o'),
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// A display or room name as typed, trimmed and checked: not empty, at most
@@ -164,6 +188,16 @@ mod tests {
     #[test]
     fn room_name_keys_fold_case_and_look_alikes_but_keep_ascii() {
         assert_eq!(room_name_key("Team"), "team");
+        assert_eq!(room_name_key("Modern"), room_name_key("rnodern"));
+        assert_eq!(room_name_key("Hall"), room_name_key("HaII"));
+        assert_eq!(room_name_key("Hall"), room_name_key("Ha11"));
+        assert_eq!(room_name_key("O0ps"), room_name_key("oops"));
+        assert_eq!(
+            room_name_key("\u{0421}orn"),
+            room_name_key("com"),
+            "after skeleton"
+        );
+        assert_ne!(room_name_key("Team A"), room_name_key("Team B"));
         assert_eq!(room_name_key("\u{0422}eam"), "team", "Cyrillic capital Te");
         assert_eq!(
             room_name_key("p\u{0430}yp\u{0430}l"),
@@ -174,7 +208,11 @@ mod tests {
             "team",
             "full width"
         );
-        assert_eq!(room_name_key("room1"), "room1", "ASCII digits are kept");
+        assert_eq!(
+            room_name_key("room2"),
+            "room2",
+            "other ASCII digits are kept"
+        );
         assert_ne!(room_name_key("Team A"), room_name_key("Team B"));
         assert_ne!(
             room_name_key("Caf\u{E9}"),

@@ -10,6 +10,7 @@ use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoomId};
 
 use crate::events::ChatEvent;
 use crate::model::{ChatMessage, RoomRecord};
+use crate::page::{MemberEntry, Page, RoomSummary, StoredMessage};
 
 /// Refusals and failures of a [`ChatStore`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,9 +27,44 @@ pub enum ChatStoreError {
     /// The user is banned from the room and may not ask to join.
     #[error("banned from this chat room")]
     Banned,
+    /// The write would break a quota; nothing was stored. The store checks it in the same
+    /// atomic step as the write, so two racing requests cannot both pass the last free place.
+    #[error("quota exceeded: {0:?}")]
+    QuotaExceeded(Quota),
+    /// A page was asked from a position this store never gave out (a damaged cursor).
+    #[error("not a position of this list")]
+    BadCursor,
     /// The storage could not answer (or is full); the caller may retry later.
     #[error(transparent)]
     Unavailable(#[from] PortFailure),
+}
+
+/// The quota a store refused a write under ([`ChatStoreError::QuotaExceeded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// The user already admins as many rooms as allowed.
+    RoomsPerUser,
+    /// The room already has as many join requests waiting as allowed.
+    PendingPerRoom,
+    /// The user already has as many join requests waiting as allowed.
+    PendingPerUser,
+}
+
+/// The limits a new join request must keep, checked by the store atomically with the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinQuotas {
+    /// Join requests that may wait in one room.
+    pub per_room: usize,
+    /// Join requests one user may have waiting across rooms.
+    pub per_user: usize,
+}
+
+impl JoinQuotas {
+    /// No limits (tests and callers that set up state).
+    pub const UNLIMITED: Self = Self {
+        per_room: usize::MAX,
+        per_user: usize::MAX,
+    };
 }
 
 /// What one user holds in the store, counted for the quotas (`ChatLimits`).
@@ -88,12 +124,19 @@ pub trait ChatStore: ChatDirectory {
     async fn rooms_of_member(&self, user: &UserId) -> Result<Vec<ChatRoomId>, ChatStoreError>;
 
     /// Creates a room with its admin as an approved member, unless a room with the same id or
-    /// the same name (case-insensitively) exists. Atomic: two racing creators of one name get
-    /// one room and one [`ChatStoreError::RoomExists`].
+    /// the same name (case-insensitively) exists, or the admin already admins
+    /// `max_admin_rooms` rooms. Atomic: two racing creators of one name get one room and one
+    /// [`ChatStoreError::RoomExists`]; two racing creations by one user never take them past
+    /// the quota (the count is checked in the same step as the insert).
     ///
     /// # Errors
-    /// [`ChatStoreError::RoomExists`], [`ChatStoreError::Unavailable`].
-    async fn create_room(&self, room: &RoomRecord) -> Result<(), ChatStoreError>;
+    /// [`ChatStoreError::RoomExists`], [`ChatStoreError::QuotaExceeded`]
+    /// ([`Quota::RoomsPerUser`]), [`ChatStoreError::Unavailable`].
+    async fn create_room(
+        &self,
+        room: &RoomRecord,
+        max_admin_rooms: usize,
+    ) -> Result<(), ChatStoreError>;
 
     /// How much `user` holds now, for the quotas: rooms whose admin they are, and join
     /// requests of theirs still pending across all rooms.
@@ -137,15 +180,20 @@ pub trait ChatStore: ChatDirectory {
     ) -> Result<Vec<(UserId, MemberState)>, ChatStoreError>;
 
     /// Records a join request; returns the state before and after (approved stays approved,
-    /// pending stays pending). A banned user is refused, atomically with the ban.
+    /// pending stays pending). A banned user is refused, atomically with the ban. A *new*
+    /// request is refused when the room already has `quotas.per_room` waiting or the user
+    /// `quotas.per_user`, checked in the same atomic step as the insert (a repeat or an
+    /// approved member is never refused for a quota).
     ///
     /// # Errors
     /// [`ChatStoreError::NoSuchRoom`], [`ChatStoreError::Banned`],
-    /// [`ChatStoreError::Unavailable`].
+    /// [`ChatStoreError::QuotaExceeded`] ([`Quota::PendingPerRoom`] is checked first, then
+    /// [`Quota::PendingPerUser`]), [`ChatStoreError::Unavailable`].
     async fn request_join(
         &self,
         room: &ChatRoomId,
         user: &UserId,
+        quotas: JoinQuotas,
     ) -> Result<(MemberState, MemberState), ChatStoreError>;
 
     /// Approves a pending request, or denies it (removing it, so the user may ask again).
@@ -189,15 +237,47 @@ pub trait ChatStore: ChatDirectory {
         message: &ChatMessage,
     ) -> Result<(), ChatStoreError>;
 
-    /// The last `limit` messages of a room, oldest first (empty for an unknown room).
+    /// The last `limit` messages of a room older than `before` (a sequence number this store
+    /// gave out; `None`: the newest), oldest first (empty for an unknown room). One query.
     ///
     /// # Errors
     /// [`ChatStoreError::Unavailable`].
-    async fn recent_messages(
+    async fn message_page(
         &self,
         room: &ChatRoomId,
+        before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<ChatMessage>, ChatStoreError>;
+    ) -> Result<Vec<StoredMessage>, ChatStoreError>;
+
+    /// At most `limit` rooms after the position `after` (a [`Page::next`] this store gave
+    /// out; `None`: the first page), in a stable order, each with its approved-member count
+    /// and `viewer`'s state in it: one query per page, never one per room. A page may be
+    /// shorter than `limit` (even empty) while `next` says there is more.
+    ///
+    /// # Errors
+    /// [`ChatStoreError::BadCursor`] for a position this store cannot have given out,
+    /// [`ChatStoreError::Unavailable`].
+    async fn room_page(
+        &self,
+        viewer: &UserId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RoomSummary>, ChatStoreError>;
+
+    /// At most `limit` members and requesters of `room` with user ids greater than `after`,
+    /// by user id, with their names and whether they are online: one query per page (plus at
+    /// most one batched read of the page's users where names live apart), never one per
+    /// member. `next` is the last user id of the page when there may be more. Empty for an
+    /// unknown room.
+    ///
+    /// # Errors
+    /// [`ChatStoreError::Unavailable`].
+    async fn member_page(
+        &self,
+        room: &ChatRoomId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Page<MemberEntry>, ChatStoreError>;
 }
 
 /// Delivers chat events to connections. Best effort by contract: a connection that is gone
@@ -236,19 +316,26 @@ pub trait SessionTokens: Send + Sync + 'static {
 /// connections can create users (and join requests, one per user) without end. Where the
 /// connection comes from (its address, say) is the adapter's to know; that a new identity
 /// needs the gate's consent, and nothing is stored when it refuses, is the rule's.
+#[async_trait]
 pub trait SignUpGate: Send + Sync + 'static {
     /// Consumes one new-user allowance of `connection`'s origin: `false` when none is left.
-    fn admit(&self, connection: &ConnectionId) -> bool;
+    /// Async because a deployment without memory between requests (the Lambda) keeps the
+    /// count in its database.
+    ///
+    /// # Errors
+    /// [`PortFailure`] when the count cannot be read or written (nothing is stored then).
+    async fn admit(&self, connection: &ConnectionId) -> Result<bool, PortFailure>;
 }
 
-/// The gate of a deployment that does not limit sign-ups (the Lambda: API Gateway throttles
-/// per account and route instead).
+/// The gate of a deployment that does not limit sign-ups (a library embedding that limits
+/// them itself).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AdmitAll;
 
+#[async_trait]
 impl SignUpGate for AdmitAll {
-    fn admit(&self, _connection: &ConnectionId) -> bool {
-        true
+    async fn admit(&self, _connection: &ConnectionId) -> Result<bool, PortFailure> {
+        Ok(true)
     }
 }
 

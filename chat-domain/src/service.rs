@@ -7,13 +7,20 @@ use voice_domain::ports::{MemberState, Membership};
 use voice_domain::{ChatRoomId, ConnectionId, UserId, VoiceRoomId};
 
 use crate::errors::ChatError;
-use crate::events::{ChatEvent, HelloData, MemberView, RoomView};
+use crate::events::{
+    ChatEvent, HelloData, MemberView, MembersPage, MessagesPage, RoomView, RoomsPage,
+};
 use crate::model::{
     clean_name, clean_text, ChatMessage, RoomRecord, MESSAGE_HISTORY, MESSAGE_HISTORY_BYTES,
 };
+use crate::page::{
+    decode_cursor, encode_cursor, page_size, CursorKind, StoredMessage, MEMBERS_PAGE, ROOMS_PAGE,
+};
 use std::sync::Arc;
 
-use crate::ports::{AdmitAll, ChatAdapters, ResumeClaims, SignUpGate};
+use crate::ports::{
+    AdmitAll, ChatAdapters, ChatStoreError, JoinQuotas, Quota, ResumeClaims, SignUpGate,
+};
 
 /// The quotas: how much one user may make others store and read. Without them one user (or
 /// a script opening many anonymous connections) can create rooms without end, bloating
@@ -32,12 +39,18 @@ pub struct ChatLimits {
     /// The most bytes of messages (as JSON, escapes included) one `getMessages` reply
     /// carries: the newest that fit. Default [`MESSAGE_HISTORY_BYTES`].
     pub history_bytes: usize,
+    /// Rooms per `listRooms` page (at most [`MAX_PAGE`](crate::page::MAX_PAGE)). Default
+    /// [`ROOMS_PAGE`].
+    pub rooms_page: usize,
+    /// Members per `listMembers` page (at most [`MAX_PAGE`](crate::page::MAX_PAGE)).
+    /// Default [`MEMBERS_PAGE`].
+    pub members_page: usize,
 }
 
 impl Default for ChatLimits {
     /// Generous for people, small for scripts: 10 rooms, 50 waiting requests per room, 20
     /// waiting requests per user; resume tokens good for 30 days; 96 KiB of history per
-    /// `getMessages` reply.
+    /// `getMessages` reply; pages of 50 rooms and 100 members.
     fn default() -> Self {
         Self {
             rooms_per_user: 10,
@@ -45,6 +58,8 @@ impl Default for ChatLimits {
             pending_per_user: 20,
             resume_ttl: Duration::from_secs(30 * 24 * 3600),
             history_bytes: MESSAGE_HISTORY_BYTES,
+            rooms_page: ROOMS_PAGE,
+            members_page: MEMBERS_PAGE,
         }
     }
 }
@@ -219,7 +234,12 @@ impl ChatService {
             (Some(u), _) | (None, Some(u)) => u,
             (None, None) => {
                 // Checked before anything is stored: a refused sign-up leaves no user row.
-                if !self.sign_ups.admit(connection) {
+                let admitted = self
+                    .sign_ups
+                    .admit(connection)
+                    .await
+                    .map_err(ChatStoreError::Unavailable)?;
+                if !admitted {
                     info!("sign-up refused: the origin's new-user quota is used up");
                     return Err(ChatError::QuotaExceeded(
                         "too many new users were created from your network recently; sign in \
@@ -265,20 +285,18 @@ impl ChatService {
     /// [`ChatLimits::rooms_per_user`] rooms), [`ChatError::Unavailable`].
     pub async fn create_room(&self, user: &UserId, name: &str) -> Result<RoomRecord, ChatError> {
         let name = clean_name("room name", name)?;
-        let usage = self.ports.store.usage_of(user).await?;
-        if usage.rooms_admin >= self.limits.rooms_per_user {
-            info!(user_id = %user, limit = self.limits.rooms_per_user, "room quota reached");
-            return Err(ChatError::QuotaExceeded(format!(
-                "you already run {} chat rooms, the most this server allows one person",
-                self.limits.rooms_per_user
-            )));
-        }
         let room = RoomRecord {
             id: self.ports.ids.chat_room_id(),
             name,
             admin: user.clone(),
         };
-        self.ports.store.create_room(&room).await?;
+        // The store counts the user's rooms in the same atomic step as the insert: a check
+        // here, then a write, let two simultaneous requests both take the last free place.
+        self.ports
+            .store
+            .create_room(&room, self.limits.rooms_per_user)
+            .await
+            .map_err(|e| self.quota_refusal(e, user, None))?;
         info!(chat_room_id = %room.id, user_id = %user, "chat room created");
         let everyone = self.ports.store.identified_connections().await?;
         let event = ChatEvent::RoomCreated {
@@ -290,23 +308,35 @@ impl ChatService {
         Ok(room)
     }
 
-    /// `listRooms`: every room, with the caller's state in it and, for approved members, the
-    /// active voice room.
+    /// `listRooms`: one page of rooms (at most [`ChatLimits::rooms_page`], or the smaller
+    /// `limit` asked), after `cursor` (from the previous page's `nextCursor`), each with the
+    /// caller's state in it and, for approved members, the active voice room. One store query
+    /// per page; the voice store is asked only for the page's rooms the caller is approved in.
     ///
     /// # Errors
-    /// [`ChatError::Unavailable`].
-    pub async fn list_rooms(&self, user: &UserId) -> Result<Vec<RoomView>, ChatError> {
-        let mut out = Vec::new();
-        for room in self.ports.store.rooms().await? {
-            let members = self.ports.store.members(&room.id).await?;
-            let my_state = members
-                .iter()
-                .find(|(u, _)| u == user)
-                .map_or(MemberState::None, |(_, s)| *s);
-            let voice_room_id = if my_state == MemberState::Approved {
+    /// [`ChatError::BadRequest`] for a damaged cursor, [`ChatError::Unavailable`].
+    pub async fn list_rooms(
+        &self,
+        user: &UserId,
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<RoomsPage, ChatError> {
+        let after = cursor
+            .map(|c| decode_cursor(CursorKind::Rooms, c))
+            .transpose()?;
+        let limit = page_size(limit, self.limits.rooms_page);
+        let page = self
+            .ports
+            .store
+            .room_page(user, after.as_deref(), limit)
+            .await
+            .map_err(bad_cursor)?;
+        let mut rooms = Vec::with_capacity(page.items.len());
+        for room in page.items {
+            let voice_room_id = if room.my_state == MemberState::Approved {
                 self.ports
                     .voice
-                    .active_voice_room(&room.id)
+                    .active_voice_room(&room.record.id)
                     .await
                     .map_err(|e| {
                         warn!(error = %e, "voice store failed");
@@ -316,19 +346,55 @@ impl ChatService {
             } else {
                 None
             };
-            out.push(RoomView {
-                room_id: room.id.to_string(),
-                name: room.name,
-                admin_user_id: room.admin.to_string(),
-                member_count: members
-                    .iter()
-                    .filter(|(_, s)| *s == MemberState::Approved)
-                    .count(),
-                my_state,
+            rooms.push(RoomView {
+                room_id: room.record.id.to_string(),
+                name: room.record.name,
+                admin_user_id: room.record.admin.to_string(),
+                member_count: room.member_count,
+                my_state: room.my_state,
                 voice_room_id,
             });
         }
-        Ok(out)
+        Ok(RoomsPage {
+            rooms,
+            next_cursor: page.next.map(|p| encode_cursor(CursorKind::Rooms, &p)),
+        })
+    }
+
+    /// A store refusal in the user's words: a quota says which one and what frees it.
+    fn quota_refusal(
+        &self,
+        e: ChatStoreError,
+        user: &UserId,
+        room: Option<&ChatRoomId>,
+    ) -> ChatError {
+        let l = &self.limits;
+        match e {
+            ChatStoreError::QuotaExceeded(Quota::RoomsPerUser) => {
+                info!(user_id = %user, limit = l.rooms_per_user, "room quota reached");
+                ChatError::QuotaExceeded(format!(
+                    "you already run {} chat rooms, the most this server allows one person",
+                    l.rooms_per_user
+                ))
+            }
+            ChatStoreError::QuotaExceeded(Quota::PendingPerRoom) => {
+                if let Some(room) = room {
+                    info!(chat_room_id = %room, limit = l.pending_per_room, "pending-request quota of the room reached");
+                }
+                ChatError::QuotaExceeded(format!(
+                    "this chat room already has {} join requests waiting for its admin; try again after the admin has answered some",
+                    l.pending_per_room
+                ))
+            }
+            ChatStoreError::QuotaExceeded(Quota::PendingPerUser) => {
+                info!(user_id = %user, limit = l.pending_per_user, "pending-request quota of the user reached");
+                ChatError::QuotaExceeded(format!(
+                    "you already have {} join requests waiting; wait until some are answered before asking to join more rooms",
+                    l.pending_per_user
+                ))
+            }
+            other => other.into(),
+        }
     }
 
     /// `requestJoin`: records a request and tells the admin (once, not on every repeat).
@@ -343,30 +409,18 @@ impl ChatService {
         room: &ChatRoomId,
     ) -> Result<MemberState, ChatError> {
         let record = self.room_record(room).await?;
-        let members = self.ports.store.members(room).await?;
-        let already = members.iter().any(|(u, _)| u == user) || &record.admin == user;
-        if !already {
-            let waiting = members
-                .iter()
-                .filter(|(_, s)| *s == MemberState::Pending)
-                .count();
-            if waiting >= self.limits.pending_per_room {
-                info!(chat_room_id = %room, limit = self.limits.pending_per_room, "pending-request quota of the room reached");
-                return Err(ChatError::QuotaExceeded(format!(
-                    "this chat room already has {} join requests waiting for its admin; try again after the admin has answered some",
-                    self.limits.pending_per_room
-                )));
-            }
-            let usage = self.ports.store.usage_of(user).await?;
-            if usage.pending_requests >= self.limits.pending_per_user {
-                info!(user_id = %user, limit = self.limits.pending_per_user, "pending-request quota of the user reached");
-                return Err(ChatError::QuotaExceeded(format!(
-                    "you already have {} join requests waiting; wait until some are answered before asking to join more rooms",
-                    self.limits.pending_per_user
-                )));
-            }
-        }
-        let (before, after) = self.ports.store.request_join(room, user).await?;
+        // The store checks both quotas in the same atomic step as the insert (a repeat or an
+        // approved member is never refused for them).
+        let quotas = JoinQuotas {
+            per_room: self.limits.pending_per_room,
+            per_user: self.limits.pending_per_user,
+        };
+        let (before, after) = self
+            .ports
+            .store
+            .request_join(room, user, quotas)
+            .await
+            .map_err(|e| self.quota_refusal(e, user, Some(room)))?;
         if before == MemberState::None && after == MemberState::Pending {
             info!(chat_room_id = %room, user_id = %user, "join requested");
             let event = ChatEvent::JoinRequested {
@@ -508,34 +562,61 @@ impl ChatService {
         Ok(was)
     }
 
-    /// `listMembers`: approved members only; the admin first, then by name.
+    /// `listMembers`: approved members only. One page (at most [`ChatLimits::members_page`],
+    /// or the smaller `limit` asked) of members and requesters after `cursor`, in user-id
+    /// order across pages; within a page the admin first, then by name. One store query per
+    /// page (names and presence come with it), never one per member.
     ///
     /// # Errors
-    /// The approved-member gate's ([`ChatService::approved`]).
+    /// The approved-member gate's ([`ChatService::approved`]), [`ChatError::BadRequest`] for
+    /// a damaged cursor.
     pub async fn list_members(
         &self,
         user: &UserId,
         room: &ChatRoomId,
-    ) -> Result<Vec<MemberView>, ChatError> {
-        self.approved(room, user).await?;
-        let admin = self.ports.store.room(room).await?.map(|r| r.admin);
-        let mut out = Vec::new();
-        for (u, state) in self.ports.store.members(room).await? {
-            out.push(MemberView {
-                user_id: u.to_string(),
-                name: self.name_of(&u).await?,
-                state,
-                is_admin: admin.as_ref() == Some(&u),
-                online: !self.ports.store.connections_of_user(&u).await?.is_empty(),
-            });
-        }
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<MembersPage, ChatError> {
+        let membership = self.approved(room, user).await?;
+        let after = cursor
+            .map(|c| {
+                let raw = decode_cursor(CursorKind::Members, c)?;
+                UserId::parse(raw).map_err(|_| bad_cursor(ChatStoreError::BadCursor))
+            })
+            .transpose()?;
+        let admin = if membership.is_admin {
+            Some(user.clone())
+        } else {
+            self.ports.store.room(room).await?.map(|r| r.admin)
+        };
+        let limit = page_size(limit, self.limits.members_page);
+        let page = self
+            .ports
+            .store
+            .member_page(room, after.as_ref(), limit)
+            .await
+            .map_err(bad_cursor)?;
+        let mut out: Vec<MemberView> = page
+            .items
+            .into_iter()
+            .map(|m| MemberView {
+                user_id: m.user.to_string(),
+                name: m.name.unwrap_or_else(|| m.user.to_string()),
+                state: m.state,
+                is_admin: admin.as_ref() == Some(&m.user),
+                online: m.online,
+            })
+            .collect();
         out.sort_by(|a, b| {
             b.is_admin
                 .cmp(&a.is_admin)
                 .then_with(|| a.name.to_lowercase().cmp(&b.name.to_lowercase()))
                 .then_with(|| a.user_id.cmp(&b.user_id))
         });
-        Ok(out)
+        Ok(MembersPage {
+            members: out,
+            next_cursor: page.next.map(|p| encode_cursor(CursorKind::Members, &p)),
+        })
     }
 
     /// `sendMessage`: approved members only; every approved member hears `message`.
@@ -564,27 +645,57 @@ impl ChatService {
         Ok(message)
     }
 
-    /// `getMessages`: the last [`MESSAGE_HISTORY`] messages, oldest first, approved members
-    /// only; only the newest that fit in [`ChatLimits::history_bytes`] of JSON.
+    /// `getMessages`: approved members only. The newest [`MESSAGE_HISTORY`] messages older
+    /// than `cursor` (none: the newest of all), oldest first, of which only the newest that fit
+    /// in [`ChatLimits::history_bytes`] of JSON; `nextCursor` asks for the ones before them.
+    /// One store query per page (it asks one message more than it returns, to know whether
+    /// older ones exist).
     ///
     /// # Errors
-    /// The approved-member gate's, [`ChatError::Unavailable`].
+    /// The approved-member gate's, [`ChatError::BadRequest`] for a damaged cursor,
+    /// [`ChatError::Unavailable`].
     pub async fn messages(
         &self,
         user: &UserId,
         room: &ChatRoomId,
-    ) -> Result<Vec<ChatMessage>, ChatError> {
+        cursor: Option<&str>,
+    ) -> Result<MessagesPage, ChatError> {
         self.approved(room, user).await?;
-        let mut recent = self
+        let before = cursor
+            .map(|c| {
+                decode_cursor(CursorKind::Messages, c)?
+                    .parse::<u64>()
+                    .map_err(|_| bad_cursor(ChatStoreError::BadCursor))
+            })
+            .transpose()?;
+        let mut page: Vec<StoredMessage> = self
             .ports
             .store
-            .recent_messages(room, MESSAGE_HISTORY)
+            .message_page(room, before, MESSAGE_HISTORY + 1)
             .await?;
-        let keep = newest_within(&recent, self.limits.history_bytes);
-        if keep < recent.len() {
-            info!(chat_room_id = %room, kept = keep, of = recent.len(), "history reply cut to its byte budget");
+        let mut older = page.len() > MESSAGE_HISTORY;
+        if older {
+            page.remove(0);
         }
-        Ok(recent.split_off(recent.len() - keep))
+        let keep = newest_within(&page, self.limits.history_bytes);
+        if keep < page.len() {
+            info!(chat_room_id = %room, kept = keep, of = page.len(), "history reply cut to its byte budget");
+            older = true;
+        }
+        // Not even the newest message fits the budget (only with a tiny configured budget):
+        // the cursor skips it, so the client can still page past it.
+        let skip_to = page.last().map(|m| m.seq);
+        let page = page.split_off(page.len() - keep);
+        let next_cursor = match page.first() {
+            Some(first) if older => Some(first.seq),
+            None if older => skip_to,
+            _ => None,
+        }
+        .map(|seq| encode_cursor(CursorKind::Messages, &seq.to_string()));
+        Ok(MessagesPage {
+            messages: page.into_iter().map(|m| m.message).collect(),
+            next_cursor,
+        })
     }
 
     /// The connection closed: it is no longer the user's, and when it was the user's last one
@@ -614,14 +725,28 @@ impl ChatService {
 
 /// How many of the last `messages` fit in `budget` bytes of JSON (each message as it goes on
 /// the wire, escapes included, plus its comma).
-fn newest_within(messages: &[ChatMessage], budget: usize) -> usize {
+fn newest_within(messages: &[StoredMessage], budget: usize) -> usize {
     let mut used = 0usize;
     messages
         .iter()
         .rev()
         .take_while(|m| {
-            used += serde_json::to_string(m).map_or(usize::MAX / 2, |j| j.len() + 1);
+            used += serde_json::to_string(&m.message).map_or(usize::MAX / 2, |j| j.len() + 1);
             used <= budget
         })
         .count()
+}
+
+/// A store's "not a position of this list" as the client's bad request; other errors as they
+/// are.
+fn bad_cursor(e: ChatStoreError) -> ChatError {
+    match e {
+        ChatStoreError::BadCursor => ChatError::BadRequest(
+            "cursor: this is not a cursor this server gave out for this list (it may be \
+             damaged or from another list); ask again without a cursor to start from the first \
+             page"
+                .into(),
+        ),
+        other => other.into(),
+    }
 }

@@ -192,8 +192,12 @@ test('AWS stack, locally in its deployed shape: sign in, rooms, approval, messag
   assert.match(adaHello.resumeToken, /\./);
   const boHello = await bo.ok('hello', { name: 'Bo' });
   assert.notEqual(boHello.userId, adaHello.userId);
-  const connectionItems = async () => (await stack.scan(stack.env.CONNECTIONS_TABLE)).map((i) => i.connectionId.S).sort();
+  // The table also holds the sign-up gate's counter per source address and hour (not a connection).
+  const items = async () => (await stack.scan(stack.env.CONNECTIONS_TABLE)).map((i) => i.connectionId.S);
+  const connectionItems = async () => (await items()).filter((id) => !id.startsWith('signup#')).sort();
   assert.deepEqual(await connectionItems(), [ada.id, bo.id].sort(), 'hello binds each connection in the template\'s connections table');
+  const counters = (await stack.scan(stack.env.CONNECTIONS_TABLE)).filter((i) => i.connectionId.S.startsWith('signup#'));
+  assert.deepEqual(counters.map((i) => i.signups.N), ['2'], 'two new users charged to the one source address API Gateway reported');
 
   // A room; both hear of it.
   const room = await ada.ok('createRoom', { name: 'General' });

@@ -247,3 +247,35 @@ test('screen sharing: the announced sharer and policy drive the Share button and
   const other = reduce(s, { type: 'event', msg: { event: 'screenShareStarted', voiceRoomId: 'v2', chatRoomId: 'c1', user: 'u-host' } });
   assert.equal(voicePanel(other, 'c1').share.sharer, null);
 });
+
+test('lists page: "Show more" appends, a refresh of the first page keeps what was loaded, older messages go first', () => {
+  const r = (id) => ({ roomId: id, name: id, adminUserId: 'u-admin', memberCount: 1, myState: 'none', voiceRoomId: null });
+  let s = reduce(initialState(), { type: 'online', me: ME });
+  s = reduce(s, { type: 'rooms', rooms: [r('a'), r('b')], nextCursor: 'r.1' });
+  assert.equal(s.roomsCursor, 'r.1');
+  s = reduce(s, { type: 'rooms', rooms: [r('c')], nextCursor: null, more: true });
+  assert.deepEqual(s.rooms.map((x) => x.roomId), ['a', 'b', 'c']);
+  assert.equal(s.roomsCursor, null, 'the last page');
+  // The periodic refresh reads the first page again: the third room stays, no "more" offered again.
+  s = reduce(s, { type: 'rooms', rooms: [{ ...r('a'), memberCount: 2 }, r('b')], nextCursor: 'r.1' });
+  assert.deepEqual(s.rooms.map((x) => [x.roomId, x.memberCount]), [['a', 2], ['b', 1], ['c', 1]]);
+  assert.equal(s.roomsCursor, null);
+
+  s = reduce(s, { type: 'openRoom', roomId: 'a' });
+  const m = (id, state = 'approved') => ({ userId: id, name: id, state, isAdmin: false, online: true });
+  s = reduce(s, { type: 'members', roomId: 'a', members: [m('u1'), m('u2')], admin: true, nextCursor: 'm.1' });
+  assert.equal(s.membersCursor, 'm.1');
+  s = reduce(s, { type: 'members', roomId: 'a', members: [m('u3', 'pending')], admin: true, nextCursor: null, more: true });
+  assert.deepEqual(s.members.map((x) => x.userId), ['u1', 'u2', 'u3']);
+  assert.deepEqual(Object.keys(s.requests.a), ['u3'], 'requests of later pages are kept');
+
+  const msg = (t) => ({ roomId: 'a', userId: 'u1', name: 'u1', text: t, at: 1 });
+  s = reduce(s, { type: 'messages', roomId: 'a', messages: [msg('3'), msg('4')], nextCursor: 'h.1' });
+  assert.equal(s.messagesCursor, 'h.1');
+  s = reduce(s, { type: 'messages', roomId: 'a', messages: [msg('1'), msg('2')], nextCursor: null, older: true });
+  assert.deepEqual(s.messages.map((x) => x.text), ['1', '2', '3', '4']);
+  assert.equal(s.messagesCursor, null);
+  s = reduce(s, { type: 'openRoom', roomId: 'b' });
+  assert.equal(s.messagesCursor, null);
+  assert.equal(s.membersCursor, null);
+});

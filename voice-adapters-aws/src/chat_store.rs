@@ -27,7 +27,10 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use chat_domain::{ChatMessage, ChatStore, ChatStoreError, RoomRecord, UserUsage, MESSAGE_HISTORY};
+use chat_domain::{
+    ChatMessage, ChatStore, ChatStoreError, JoinQuotas, MemberEntry, Page, Quota, RoomRecord,
+    RoomSummary, StoredMessage, UserUsage, MESSAGE_HISTORY,
+};
 use tracing::{error, warn};
 use voice_domain::ports::{
     ChatDirectory, DirectoryError, MemberState, Membership, PortFailure, StoreError,
@@ -525,7 +528,8 @@ impl DynamoChat {
         Ok(out)
     }
 
-    /// The user items of `users` (≤ 100), read consistently, unprocessed keys retried.
+    /// The user items of `users` (≤ 100: id, name and connections), read consistently,
+    /// unprocessed keys retried.
     async fn batch_get_users(&self, users: &[String]) -> Result<Vec<Item>, ChatStoreError> {
         let table = &self.tables.users_table;
         let keys: Vec<Item> = users
@@ -536,7 +540,9 @@ impl DynamoChat {
             KeysAndAttributes::builder()
                 .set_keys(Some(keys))
                 .consistent_read(true)
-                .projection_expression("#conns")
+                .projection_expression("#uid, #name, #conns")
+                .expression_attribute_names("#uid", attr::USER_ID)
+                .expression_attribute_names("#name", attr::NAME)
                 .expression_attribute_names("#conns", attr::CONNECTIONS)
                 .build()
                 .map_err(build_failed)?,
@@ -787,8 +793,17 @@ impl ChatStore for DynamoChat {
 
     /// One transaction: the room item, its name item (the name's case-insensitive key: two
     /// creators of one name cannot both pass `attribute_not_exists`), the admin's user item
-    /// and the room's message counter.
-    async fn create_room(&self, room: &RoomRecord) -> Result<(), ChatStoreError> {
+    /// (conditional on its `adminRooms` set, the user's room counter kept in the same
+    /// transactions as the rooms, being smaller than the quota: two racing creations cannot
+    /// both pass it) and the room's message counter.
+    async fn create_room(
+        &self,
+        room: &RoomRecord,
+        max_admin_rooms: usize,
+    ) -> Result<(), ChatStoreError> {
+        if max_admin_rooms == 0 {
+            return Err(ChatStoreError::QuotaExceeded(Quota::RoomsPerUser));
+        }
         if room.id.as_str().starts_with(NAME_PREFIX) {
             warn!(chat_room_id = %room.id, "refused a chat room id with the reserved name prefix");
             return Err(ChatStoreError::Unavailable(PortFailure::permanent(
@@ -818,11 +833,16 @@ impl ChatStore for DynamoChat {
             .expression_attribute_names("#id", &sc.room_id_attr)
             .build()
             .map_err(build_failed)?;
-        let admin = self.user_update(
+        let mut admin = self.user_update(
             &room.admin,
             "ADD #adminRooms :r, #memberRooms :r",
-            vec![(":r", ss(id))],
+            vec![(":r", ss(id)), (":maxrooms", n(max_admin_rooms as u64))],
         )?;
+        // `size` of a string set is its number of elements; an emptied set is removed, so an
+        // absent one is zero rooms.
+        // https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.OperatorsAndFunctions.html
+        admin.condition_expression =
+            Some("attribute_not_exists(#adminRooms) OR size(#adminRooms) < :maxrooms".into());
         let counter = Put::builder()
             .table_name(&self.tables.messages_table)
             .item(attr::ROOM_ID, s(id))
@@ -832,14 +852,17 @@ impl ChatStore for DynamoChat {
             .expression_attribute_names("#id", attr::ROOM_ID)
             .build()
             .map_err(build_failed)?;
+        // The quota's item first: when both the quota and the name refuse, the quota is the
+        // answer (as in the other stores).
         let items = vec![
+            TransactWriteItem::builder().update(admin).build(),
             TransactWriteItem::builder().put(room_put).build(),
             TransactWriteItem::builder().put(name_put).build(),
-            TransactWriteItem::builder().update(admin).build(),
             TransactWriteItem::builder().put(counter).build(),
         ];
         match self.run_transaction(items).await? {
             Outcome::Done => Ok(()),
+            Outcome::ConditionFailed(0) => Err(ChatStoreError::QuotaExceeded(Quota::RoomsPerUser)),
             Outcome::ConditionFailed(_) => Err(ChatStoreError::RoomExists),
         }
     }
@@ -943,11 +966,13 @@ impl ChatStore for DynamoChat {
 
     /// A consistent read picks the answer; a new request is one transaction (room's
     /// `pendingRequests` + requester's `pendingRooms`) conditional on the user being neither
-    /// banned, admin, member nor pending, so a ban in between refuses it.
+    /// banned, admin, member nor pending, so a ban in between refuses it, and on both sets
+    /// being smaller than their quotas, so two racing requests cannot both take the last place.
     async fn request_join(
         &self,
         room: &ChatRoomId,
         user: &UserId,
+        quotas: JoinQuotas,
     ) -> Result<(MemberState, MemberState), ChatStoreError> {
         for _ in 0..TRANSACTION_ATTEMPTS {
             let Some(item) = self.room_item(room).await? else {
@@ -958,24 +983,50 @@ impl ChatStore for DynamoChat {
             if banned.contains(user.as_str()) {
                 return Err(ChatStoreError::Banned);
             }
-            let before = self
-                .parse_room(room, &item)?
-                .membership_of(user.as_str())
-                .state;
+            let parsed = self.parse_room(room, &item)?;
+            let before = parsed.membership_of(user.as_str()).state;
             if before != MemberState::None {
                 return Ok((before, before));
             }
-            let change = self.change_membership(
+            if parsed.pending.len() >= quotas.per_room {
+                return Err(ChatStoreError::QuotaExceeded(Quota::PendingPerRoom));
+            }
+            if quotas.per_user == 0 {
+                return Err(ChatStoreError::QuotaExceeded(Quota::PendingPerUser));
+            }
+            let on_room = self.room_update(
                 room,
-                user,
                 "ADD #pending :u",
                 "#admin <> :uid AND NOT contains(#banned, :uid) AND NOT contains(#members, :uid) \
-                 AND NOT contains(#pending, :uid)",
+                 AND NOT contains(#pending, :uid) \
+                 AND (attribute_not_exists(#pending) OR size(#pending) < :maxroom)",
+                vec![
+                    (":u", ss(user.as_str())),
+                    (":uid", s(user.as_str())),
+                    (":maxroom", n(quotas.per_room as u64)),
+                ],
+            )?;
+            let mut on_user = self.user_update(
+                user,
                 "ADD #pendingRooms :r",
+                vec![
+                    (":r", ss(room.as_str())),
+                    (":maxuser", n(quotas.per_user as u64)),
+                ],
+            )?;
+            on_user.condition_expression = Some(
+                "attribute_not_exists(#pendingRooms) OR size(#pendingRooms) < :maxuser".into(),
             );
+            let change = self.run_transaction(vec![
+                TransactWriteItem::builder().update(on_room).build(),
+                TransactWriteItem::builder().update(on_user).build(),
+            ]);
             match change.await? {
                 Outcome::Done => return Ok((MemberState::None, MemberState::Pending)),
-                // Banned, approved, asked or deleted in between: read again.
+                Outcome::ConditionFailed(1) => {
+                    return Err(ChatStoreError::QuotaExceeded(Quota::PendingPerUser))
+                }
+                // Banned, approved, asked, deleted or filled up in between: read again.
                 Outcome::ConditionFailed(_) => {}
             }
         }
@@ -1149,27 +1200,44 @@ impl ChatStore for DynamoChat {
         Ok(())
     }
 
-    /// `Query` on the room's messages, newest first (`ScanIndexForward = false`) with
-    /// `Limit`, consistent, then put oldest first.
-    async fn recent_messages(
+    /// One `Query` on the room's messages older than `before`, newest first
+    /// (`ScanIndexForward = false`) with `Limit`, consistent, then put oldest first. (A second
+    /// page is read only if DynamoDB stops at its 1 MB page size, which `limit` messages of
+    /// at most 2 000 characters never reach.)
+    async fn message_page(
         &self,
         room: &ChatRoomId,
+        before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<ChatMessage>, ChatStoreError> {
+    ) -> Result<Vec<StoredMessage>, ChatStoreError> {
         let mut out = Vec::new();
         let mut start = None;
+        let (condition, bound) = match before {
+            Some(b) => (
+                "#r = :r AND #seq BETWEEN :first AND :last",
+                b.saturating_sub(1),
+            ),
+            None => ("#r = :r AND #seq >= :first", u64::MAX),
+        };
+        if bound == 0 {
+            return Ok(out);
+        }
         while out.len() < limit {
             let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
-            let page = self
+            let mut q = self
                 .client
                 .query()
                 .table_name(&self.tables.messages_table)
                 .consistent_read(true)
-                .key_condition_expression("#r = :r AND #seq > :counter")
+                .key_condition_expression(condition)
                 .expression_attribute_names("#r", attr::ROOM_ID)
                 .expression_attribute_names("#seq", attr::SEQ)
                 .expression_attribute_values(":r", s(room.as_str()))
-                .expression_attribute_values(":counter", n(0))
+                .expression_attribute_values(":first", n(1));
+            if before.is_some() {
+                q = q.expression_attribute_values(":last", n(bound));
+            }
+            let page = q
                 .scan_index_forward(false)
                 .limit(want)
                 .set_exclusive_start_key(start.take())
@@ -1182,14 +1250,19 @@ impl ChatStore for DynamoChat {
                         .map(str::to_owned)
                         .ok_or_else(|| corrupt(format!("message in {room} without {name}")))
                 };
-                out.push(ChatMessage {
-                    room_id: room.to_string(),
-                    user_id: field(attr::AUTHOR)?,
-                    name: field(attr::AUTHOR_NAME)?,
-                    text: field(attr::TEXT)?,
-                    at: get_num(&item, attr::AT).ok_or_else(|| {
-                        corrupt(format!("message in {room} without {}", attr::AT))
+                out.push(StoredMessage {
+                    seq: get_num(&item, attr::SEQ).ok_or_else(|| {
+                        corrupt(format!("message in {room} without {}", attr::SEQ))
                     })?,
+                    message: ChatMessage {
+                        room_id: room.to_string(),
+                        user_id: field(attr::AUTHOR)?,
+                        name: field(attr::AUTHOR_NAME)?,
+                        text: field(attr::TEXT)?,
+                        at: get_num(&item, attr::AT).ok_or_else(|| {
+                            corrupt(format!("message in {room} without {}", attr::AT))
+                        })?,
+                    },
                 });
             }
             match page.last_evaluated_key {
@@ -1200,6 +1273,105 @@ impl ChatStore for DynamoChat {
         out.truncate(limit);
         out.reverse();
         Ok(out)
+    }
+
+    /// One consistent `Scan` page of the rooms table (`Limit` = `limit`, from
+    /// `ExclusiveStartKey` = the position, which is the room-table key the previous page
+    /// stopped at), room items kept by a filter, each with its member count and the viewer's
+    /// state read from the item itself. The order is DynamoDB's scan order (stable, not by
+    /// creation). `Limit` counts items evaluated before the filter, name items included, so a
+    /// page may hold fewer rooms than `limit` (even none) while more follow.
+    /// <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Scan.html#Scan.Limit>
+    async fn room_page(
+        &self,
+        viewer: &UserId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RoomSummary>, ChatStoreError> {
+        let sc = self.schema();
+        let start = match after {
+            None => None,
+            Some(a) if a.is_empty() || a.len() > 1024 => return Err(ChatStoreError::BadCursor),
+            Some(a) => Some(Item::from([(sc.room_id_attr.clone(), s(a))])),
+        };
+        let page = self
+            .client
+            .scan()
+            .table_name(&sc.rooms_table)
+            .consistent_read(true)
+            .filter_expression("#t = :roomtype")
+            .expression_attribute_names("#t", attr::ITEM_TYPE)
+            .expression_attribute_values(":roomtype", s(TYPE_ROOM))
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(failed("dynamodb:Scan"))?;
+        let mut items = Vec::new();
+        for item in page.items.unwrap_or_default() {
+            let record = self.record_of(&item)?;
+            let parsed = self.parse_room(&record.id, &item)?;
+            let mut approved: BTreeSet<&String> = parsed.members.iter().collect();
+            approved.extend(&parsed.admin);
+            items.push(RoomSummary {
+                member_count: approved.len(),
+                my_state: parsed.membership_of(viewer.as_str()).state,
+                record,
+            });
+        }
+        let next = page
+            .last_evaluated_key
+            .as_ref()
+            .and_then(|k| get_str(k, &sc.room_id_attr))
+            .map(str::to_owned);
+        Ok(Page { items, next })
+    }
+
+    /// The room item (one consistent `GetItem`), then the page's users in one consistent
+    /// `BatchGetItem` (names and connections): two reads per page, never one per member.
+    async fn member_page(
+        &self,
+        room: &ChatRoomId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Page<MemberEntry>, ChatStoreError> {
+        let Some(item) = self.room_item(room).await? else {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        };
+        let r = self.parse_room(room, &item)?;
+        let mut everyone: BTreeSet<&String> = r.members.iter().chain(&r.pending).collect();
+        everyone.extend(&r.admin);
+        let limit = limit.clamp(1, BATCH_GET_KEYS);
+        let mut rest = everyone
+            .into_iter()
+            .filter(|u| after.is_none_or(|a| u.as_str() > a.as_str()));
+        let ids: Vec<String> = rest.by_ref().take(limit).cloned().collect();
+        let more = rest.next().is_some();
+        let users: HashMap<String, Item> = self
+            .batch_get_users(&ids)
+            .await?
+            .into_iter()
+            .filter_map(|i| {
+                get_str(&i, attr::USER_ID)
+                    .map(str::to_owned)
+                    .map(|u| (u, i))
+            })
+            .collect();
+        let mut items = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let user_item = users.get(id);
+            items.push(MemberEntry {
+                user: parse(id, "member id")?,
+                state: r.membership_of(id).state,
+                name: user_item.and_then(|i| get_str(i, attr::NAME).map(str::to_owned)),
+                online: user_item.is_some_and(|i| !live_connections(i).0.is_empty()),
+            });
+        }
+        let next = ids.last().filter(|_| more).cloned();
+        Ok(Page { items, next })
     }
 }
 

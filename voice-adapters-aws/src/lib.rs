@@ -51,6 +51,7 @@ pub mod notifier;
 pub mod pool;
 pub mod recordings;
 pub mod secrets;
+pub mod signups;
 pub mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -68,4 +69,5 @@ pub use notifier::{
 pub use pool::DynamoPool;
 pub use recordings::{s3_client, RecordingSettings, S3Recordings};
 pub use secrets::{read_resume_key, ResumeKeyError};
+pub use signups::{with_source_ip, DynamoSignUps};
 pub use store::DynamoStore;

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chat_domain::{
-    room_name_key, ChatIds, ChatMessage, ChatStore, ChatStoreError, RoomRecord, UserUsage,
-    MESSAGE_HISTORY,
+    room_name_key, ChatIds, ChatMessage, ChatStore, ChatStoreError, JoinQuotas, MemberEntry, Page,
+    Quota, RoomRecord, RoomSummary, StoredMessage, UserUsage, MESSAGE_HISTORY,
 };
 use voice_domain::ports::{ChatDirectory, DirectoryError, MemberState, Membership};
 use voice_domain::{ChatRoomId, ConnectionId, UserId};
@@ -20,7 +20,8 @@ use crate::ids::SequentialIds;
 struct Extra {
     names: HashMap<UserId, String>,
     rooms: BTreeMap<ChatRoomId, RoomRecord>,
-    messages: HashMap<ChatRoomId, VecDeque<ChatMessage>>,
+    messages: HashMap<ChatRoomId, VecDeque<StoredMessage>>,
+    last_seq: HashMap<ChatRoomId, u64>,
     bans: HashSet<(ChatRoomId, UserId)>,
     generations: HashMap<UserId, u64>,
 }
@@ -118,9 +119,24 @@ impl ChatStore for MemoryChat {
             .collect())
     }
 
-    async fn create_room(&self, room: &RoomRecord) -> Result<(), ChatStoreError> {
+    /// The quota count, the name check and the insert under one lock (`extra`, held
+    /// throughout), so racing creators cannot both pass either.
+    async fn create_room(
+        &self,
+        room: &RoomRecord,
+        max_admin_rooms: usize,
+    ) -> Result<(), ChatStoreError> {
         // Lock order everywhere: `extra`, then the directory's own lock.
         let mut extra = self.lock();
+        if extra
+            .rooms
+            .values()
+            .filter(|r| r.admin == room.admin)
+            .count()
+            >= max_admin_rooms
+        {
+            return Err(ChatStoreError::QuotaExceeded(Quota::RoomsPerUser));
+        }
         let wanted = room_name_key(&room.name);
         if extra
             .rooms
@@ -181,10 +197,14 @@ impl ChatStore for MemoryChat {
         Ok(self.directory.members(room))
     }
 
+    /// Ban, quotas and insert under one lock (`extra`, which every membership write but a
+    /// decision holds; a decision only lowers the counts), so two racing requests cannot both
+    /// take the last free place.
     async fn request_join(
         &self,
         room: &ChatRoomId,
         user: &UserId,
+        quotas: JoinQuotas,
     ) -> Result<(MemberState, MemberState), ChatStoreError> {
         let extra = self.lock();
         if !extra.rooms.contains_key(room) {
@@ -193,12 +213,28 @@ impl ChatStore for MemoryChat {
         if extra.bans.contains(&(room.clone(), user.clone())) {
             return Err(ChatStoreError::Banned);
         }
-        let before = self
-            .directory
-            .members(room)
-            .into_iter()
+        let members = self.directory.members(room);
+        let before = members
+            .iter()
             .find(|(u, _)| u == user)
-            .map_or(MemberState::None, |(_, s)| s);
+            .map_or(MemberState::None, |(_, s)| *s);
+        if before == MemberState::None {
+            let waiting = members
+                .iter()
+                .filter(|(_, s)| *s == MemberState::Pending)
+                .count();
+            if waiting >= quotas.per_room {
+                return Err(ChatStoreError::QuotaExceeded(Quota::PendingPerRoom));
+            }
+            let mine = extra
+                .rooms
+                .keys()
+                .filter(|r| self.directory.state_and_count(r, user).0 == MemberState::Pending)
+                .count();
+            if mine >= quotas.per_user {
+                return Err(ChatStoreError::QuotaExceeded(Quota::PendingPerUser));
+            }
+        }
         let after = self
             .directory
             .request_join(room, user.clone())
@@ -262,28 +298,94 @@ impl ChatStore for MemoryChat {
         if !extra.rooms.contains_key(room) {
             return Err(ChatStoreError::NoSuchRoom);
         }
+        let seq = {
+            let last = extra.last_seq.entry(room.clone()).or_insert(0);
+            *last += 1;
+            *last
+        };
         let q = extra.messages.entry(room.clone()).or_default();
-        q.push_back(message.clone());
+        q.push_back(StoredMessage {
+            seq,
+            message: message.clone(),
+        });
         while q.len() > MESSAGE_HISTORY {
             q.pop_front();
         }
         Ok(())
     }
 
-    async fn recent_messages(
+    async fn message_page(
         &self,
         room: &ChatRoomId,
+        before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<ChatMessage>, ChatStoreError> {
+    ) -> Result<Vec<StoredMessage>, ChatStoreError> {
         let extra = self.lock();
-        let q = extra.messages.get(room);
-        Ok(q.map(|q| {
-            q.iter()
-                .skip(q.len().saturating_sub(limit))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default())
+        let Some(q) = extra.messages.get(room) else {
+            return Ok(Vec::new());
+        };
+        let older: Vec<&StoredMessage> = q
+            .iter()
+            .filter(|m| before.is_none_or(|b| m.seq < b))
+            .collect();
+        Ok(older[older.len().saturating_sub(limit)..]
+            .iter()
+            .map(|m| (*m).clone())
+            .collect())
+    }
+
+    /// Rooms in id order from the position (a room id) after `after`.
+    async fn room_page(
+        &self,
+        viewer: &UserId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RoomSummary>, ChatStoreError> {
+        use std::ops::Bound;
+        let after = after
+            .map(|a| ChatRoomId::parse(a).map_err(|_| ChatStoreError::BadCursor))
+            .transpose()?;
+        let extra = self.lock();
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut it = extra.rooms.range((from, Bound::Unbounded));
+        let items: Vec<RoomSummary> = it
+            .by_ref()
+            .take(limit)
+            .map(|(id, r)| {
+                let (my_state, member_count) = self.directory.state_and_count(id, viewer);
+                RoomSummary {
+                    record: r.clone(),
+                    member_count,
+                    my_state,
+                }
+            })
+            .collect();
+        let next = match (it.next(), items.last()) {
+            (Some(_), Some(last)) => Some(last.record.id.to_string()),
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn member_page(
+        &self,
+        room: &ChatRoomId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Page<MemberEntry>, ChatStoreError> {
+        let extra = self.lock();
+        let (page, more) = self.directory.members_after(room, after, limit);
+        let next = page.last().filter(|_| more).map(|(u, _)| u.to_string());
+        let items = page
+            .into_iter()
+            .map(|(user, state)| MemberEntry {
+                name: extra.names.get(&user).cloned(),
+                online: !self.directory.connections_of_user(&user).is_empty(),
+                user,
+                state,
+            })
+            .collect();
+        Ok(Page { items, next })
     }
 }
 

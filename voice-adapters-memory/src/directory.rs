@@ -178,6 +178,45 @@ impl MemoryDirectory {
             .unwrap_or_default()
     }
 
+    /// `user`'s state in `room` and the room's approved-member count, in one lock.
+    pub fn state_and_count(&self, room: &ChatRoomId, user: &UserId) -> (MemberState, usize) {
+        self.lock()
+            .rooms
+            .get(room)
+            .map_or((MemberState::None, 0), |r| {
+                (
+                    r.members.get(user).copied().unwrap_or(MemberState::None),
+                    r.members
+                        .values()
+                        .filter(|s| **s == MemberState::Approved)
+                        .count(),
+                )
+            })
+    }
+
+    /// At most `limit` members and requesters of `room` with ids after `after`, by id, and
+    /// whether more follow; in one lock.
+    pub fn members_after(
+        &self,
+        room: &ChatRoomId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> (Vec<(UserId, MemberState)>, bool) {
+        use std::ops::Bound;
+        let inner = self.lock();
+        let Some(r) = inner.rooms.get(room) else {
+            return (Vec::new(), false);
+        };
+        let from = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.clone()));
+        let mut it = r.members.range((from, Bound::Unbounded));
+        let page: Vec<_> = it
+            .by_ref()
+            .take(limit)
+            .map(|(u, s)| (u.clone(), *s))
+            .collect();
+        (page, it.next().is_some())
+    }
+
     /// Every connection with a user.
     pub fn connections(&self) -> Vec<ConnectionId> {
         self.lock().users.keys().cloned().collect()

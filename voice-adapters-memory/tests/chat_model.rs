@@ -19,6 +19,10 @@
 //! - events go exactly where the rules say: a message to the room's approved members' open
 //!   connections and nobody else, a join request to the admin's connections only, a new room
 //!   to every identified connection, a removal to the room and the removed user;
+//! - `listRooms`, `listMembers` and `getMessages` page (2 rooms and 2 members a page here):
+//!   following `nextCursor` visits every room and member exactly once, pages are never longer
+//!   than the limit, and the history pages back to exactly the model's history, every page in
+//!   the byte budget;
 //! - a resume token resumes its user only while genuine, unexpired and not revoked by a later
 //!   `signOutEverywhere`; otherwise `hello` makes a new user.
 
@@ -44,7 +48,11 @@ const LIMITS: ChatLimits = ChatLimits {
     pending_per_user: 2,
     resume_ttl: Duration::from_secs(600),
     history_bytes: HISTORY_BYTES,
+    rooms_page: 2,
+    members_page: 2,
 };
+/// The most pages a listing may take in a test (a loop guard: the world is small).
+const MAX_PAGES: usize = 1_000;
 /// One message of 2 000 escaped characters (12 KB as JSON) and a few short ones.
 const HISTORY_BYTES: usize = 16_384;
 /// Names offered to `hello` and `createRoom`: two that collide case-insensitively, one with a
@@ -523,12 +531,13 @@ impl World {
             Cmd::Messages { conn, room } => {
                 let Ok(user) = self.who(conn) else { return };
                 let (id, idx) = self.room(room);
-                let got = block_on(self.service.messages(&user, &id));
+                let got = block_on(self.service.messages(&user, &id, None));
                 let want = self.model.gate(idx.map(|i| &self.model.rooms[i]), &user);
                 assert_eq!(code(&got), want.err().unwrap_or("OK"), "{cmd:?}");
-                if let (Ok(got), Some(i)) = (got, idx) {
+                if let (Ok(page), Some(i)) = (got, idx) {
                     // The newest messages, oldest first, as many as fit in the byte budget.
                     let all = &self.model.rooms[i].messages;
+                    let got = page.messages;
                     assert!(got.len() <= all.len());
                     assert_eq!(got, all[all.len() - got.len()..], "the newest, in order");
                     let size = |ms: &[ChatMessage]| -> usize {
@@ -545,20 +554,43 @@ impl World {
                         let one_more = &all[all.len() - got.len() - 1..];
                         assert!(size(one_more) > HISTORY_BYTES, "no room for one more");
                     }
+                    // Paging back with the cursors gives exactly the whole history.
+                    let mut history = got;
+                    let mut cursor = page.next_cursor;
+                    for _ in 0..MAX_PAGES {
+                        let Some(c) = cursor.take() else { break };
+                        let older = block_on(self.service.messages(&user, &id, Some(&c))).unwrap();
+                        assert!(size(&older.messages) <= HISTORY_BYTES, "within the budget");
+                        assert!(!older.messages.is_empty(), "a cursor never leads nowhere");
+                        history.splice(0..0, older.messages);
+                        cursor = older.next_cursor;
+                    }
+                    assert_eq!(&history, all, "paging back gives the whole history");
                 }
             }
             Cmd::ListMembers { conn, room } => {
                 let Ok(user) = self.who(conn) else { return };
                 let (id, idx) = self.room(room);
-                let got = block_on(self.service.list_members(&user, &id));
+                let got = block_on(self.service.list_members(&user, &id, None, None));
                 let want = self.model.gate(idx.map(|i| &self.model.rooms[i]), &user);
                 assert_eq!(code(&got), want.err().unwrap_or("OK"), "{cmd:?}");
-                if let (Ok(views), Some(i)) = (got, idx) {
+                if let (Ok(first), Some(i)) = (got, idx) {
+                    let mut views = first.members;
+                    let mut cursor = first.next_cursor;
+                    for _ in 0..MAX_PAGES {
+                        let Some(c) = cursor.take() else { break };
+                        let page = block_on(self.service.list_members(&user, &id, Some(&c), None))
+                            .unwrap();
+                        assert!(page.members.len() <= LIMITS.members_page);
+                        views.extend(page.members);
+                        cursor = page.next_cursor;
+                    }
                     let r = &self.model.rooms[i];
                     let got: BTreeMap<_, _> = views
                         .iter()
                         .map(|v| (v.user_id.clone(), (v.state, v.is_admin, v.online)))
                         .collect();
+                    assert_eq!(got.len(), views.len(), "each member once");
                     let want: BTreeMap<_, _> = r
                         .members
                         .iter()
@@ -570,12 +602,21 @@ impl World {
                         })
                         .collect();
                     assert_eq!(got, want);
-                    assert!(views[0].is_admin, "the admin is listed first");
                 }
             }
             Cmd::ListRooms { conn } => {
                 let Ok(user) = self.who(conn) else { return };
-                let views = block_on(self.service.list_rooms(&user)).unwrap();
+                let first = block_on(self.service.list_rooms(&user, None, None)).unwrap();
+                assert!(first.rooms.len() <= LIMITS.rooms_page);
+                let mut views = first.rooms;
+                let mut cursor = first.next_cursor;
+                for _ in 0..MAX_PAGES {
+                    let Some(c) = cursor.take() else { break };
+                    let page = block_on(self.service.list_rooms(&user, Some(&c), None)).unwrap();
+                    assert!(page.rooms.len() <= LIMITS.rooms_page);
+                    views.extend(page.rooms);
+                    cursor = page.next_cursor;
+                }
                 let got: BTreeMap<_, _> = views
                     .iter()
                     .map(|v| {
@@ -585,6 +626,7 @@ impl World {
                         )
                     })
                     .collect();
+                assert_eq!(got.len(), views.len(), "each room once");
                 let want: BTreeMap<_, _> = self
                     .model
                     .rooms

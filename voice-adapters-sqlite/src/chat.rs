@@ -22,7 +22,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use chat_domain::{ChatMessage, ChatStore, ChatStoreError, RoomRecord, UserUsage};
+use chat_domain::{
+    ChatMessage, ChatStore, ChatStoreError, JoinQuotas, MemberEntry, Page, Quota, RoomRecord,
+    RoomSummary, StoredMessage, UserUsage,
+};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use voice_domain::ports::{ChatDirectory, DirectoryError, MemberState, Membership};
 use voice_domain::{ChatRoomId, ConnectionId, UserId};
@@ -317,11 +320,26 @@ impl ChatStore for SqliteChat {
             .map_err(|f: Failed| f.0)
     }
 
-    async fn create_room(&self, room: &RoomRecord) -> Result<(), ChatStoreError> {
+    /// One IMMEDIATE transaction (the write lock taken before the first read): the admin's
+    /// room count, the name check and the inserts, so racing creators cannot both pass either.
+    async fn create_room(
+        &self,
+        room: &RoomRecord,
+        max_admin_rooms: usize,
+    ) -> Result<(), ChatStoreError> {
         let room = room.clone();
+        let max = i64::try_from(max_admin_rooms).unwrap_or(i64::MAX);
         self.db
             .run(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let admined: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM chat_rooms WHERE admin_user_id = ?1",
+                    [room.admin.as_str()],
+                    |r| r.get(0),
+                )?;
+                if admined >= max {
+                    return Err(refused(ChatStoreError::QuotaExceeded(Quota::RoomsPerUser)));
+                }
                 let taken: bool = tx.query_row(
                     "SELECT EXISTS (SELECT 1 FROM chat_rooms WHERE id = ?1 OR name_key = ?2)",
                     params![room.id.as_str(), name_key(&room.name)],
@@ -330,6 +348,7 @@ impl ChatStore for SqliteChat {
                 if taken {
                     return Err(refused(ChatStoreError::RoomExists));
                 }
+
                 let now = now_ms();
                 tx.execute(
                     "INSERT INTO chat_rooms (id, name, name_key, admin_user_id, created_at_ms)
@@ -465,12 +484,17 @@ impl ChatStore for SqliteChat {
             .map_err(|f: Failed| f.0)
     }
 
+    /// One IMMEDIATE transaction: ban, state, both quota counts and the insert, so two racing
+    /// requests cannot both take the last free place.
     async fn request_join(
         &self,
         room: &ChatRoomId,
         user: &UserId,
+        quotas: JoinQuotas,
     ) -> Result<(MemberState, MemberState), ChatStoreError> {
         let (room, user) = (room.clone(), user.clone());
+        let per_room = i64::try_from(quotas.per_room).unwrap_or(i64::MAX);
+        let per_user = i64::try_from(quotas.per_user).unwrap_or(i64::MAX);
         self.db
             .run(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -488,6 +512,24 @@ impl ChatStore for SqliteChat {
                 let before = state_of(&tx, &room, &user)?;
                 if before != MemberState::None {
                     return Ok((before, before));
+                }
+                let (in_room, of_user): (i64, i64) = tx.query_row(
+                    "SELECT (SELECT COUNT(*) FROM memberships
+                             WHERE chat_room_id = ?1 AND state = 'pending'),
+                            (SELECT COUNT(*) FROM memberships
+                             WHERE user_id = ?2 AND state = 'pending')",
+                    [room.as_str(), user.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                if in_room >= per_room {
+                    return Err(refused(ChatStoreError::QuotaExceeded(
+                        Quota::PendingPerRoom,
+                    )));
+                }
+                if of_user >= per_user {
+                    return Err(refused(ChatStoreError::QuotaExceeded(
+                        Quota::PendingPerUser,
+                    )));
                 }
                 tx.execute(
                     "INSERT INTO memberships (chat_room_id, user_id, state, since_ms)
@@ -619,40 +661,48 @@ impl ChatStore for SqliteChat {
             .map_err(|f: Failed| f.0)
     }
 
-    async fn recent_messages(
+    /// One SELECT on `messages_by_room`: the newest `limit` before `before`, put oldest first.
+    async fn message_page(
         &self,
         room: &ChatRoomId,
+        before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<ChatMessage>, ChatStoreError> {
+    ) -> Result<Vec<StoredMessage>, ChatStoreError> {
         let room = room.clone();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let before = before.map(to_sql_i64);
         self.db
             .run(move |c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT chat_room_id, user_id, name, text, at_ms FROM (
-                         SELECT * FROM messages WHERE chat_room_id = ?1
-                         ORDER BY seq DESC LIMIT ?2)
+                    "SELECT seq, chat_room_id, user_id, name, text, at_ms FROM (
+                         SELECT * FROM messages
+                         WHERE chat_room_id = ?1 AND (?2 IS NULL OR seq < ?2)
+                         ORDER BY seq DESC LIMIT ?3)
                      ORDER BY seq",
                 )?;
                 let raw = stmt
-                    .query_map(params![room.as_str(), limit], |r| {
+                    .query_map(params![room.as_str(), before, limit], |r| {
                         Ok((
-                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(0)?,
                             r.get::<_, String>(1)?,
                             r.get::<_, String>(2)?,
                             r.get::<_, String>(3)?,
-                            r.get::<_, i64>(4)?,
+                            r.get::<_, String>(4)?,
+                            r.get::<_, i64>(5)?,
                         ))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 raw.into_iter()
-                    .map(|(room_id, user_id, name, text, at)| {
-                        Ok(ChatMessage {
-                            room_id,
-                            user_id,
-                            name,
-                            text,
-                            at: from_sql_i64(at, "message time")?,
+                    .map(|(seq, room_id, user_id, name, text, at)| {
+                        Ok(StoredMessage {
+                            seq: from_sql_i64(seq, "message seq")?,
+                            message: ChatMessage {
+                                room_id,
+                                user_id,
+                                name,
+                                text,
+                                at: from_sql_i64(at, "message time")?,
+                            },
                         })
                     })
                     .collect::<Result<Vec<_>, SqliteError>>()
@@ -660,6 +710,133 @@ impl ChatStore for SqliteChat {
             })
             .await
             .map_err(|f: Failed| f.0)
+    }
+
+    /// One SELECT: a keyset page on `(created_at_ms, id)` (the position is
+    /// `<created_at_ms>.<id>` of the page's last room), each room's approved count and the
+    /// viewer's state from correlated lookups on the memberships primary key. One row more than
+    /// `limit` is read to know whether another page follows.
+    async fn room_page(
+        &self,
+        viewer: &UserId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RoomSummary>, ChatStoreError> {
+        let after = after
+            .map(|a| {
+                let (at, id) = a.split_once('.').ok_or(ChatStoreError::BadCursor)?;
+                let at: i64 = at.parse().map_err(|_| ChatStoreError::BadCursor)?;
+                Ok::<_, ChatStoreError>((at, id.to_owned()))
+            })
+            .transpose()?;
+        let (after_at, after_id) = after.unzip();
+        let viewer = viewer.clone();
+        let want = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        self.db
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT r.id, r.name, r.admin_user_id, r.created_at_ms,
+                            (SELECT COUNT(*) FROM memberships m
+                             WHERE m.chat_room_id = r.id AND m.state = 'approved'),
+                            (SELECT m.state FROM memberships m
+                             WHERE m.chat_room_id = r.id AND m.user_id = ?1)
+                     FROM chat_rooms r
+                     WHERE ?2 IS NULL OR (r.created_at_ms, r.id) > (?2, ?3)
+                     ORDER BY r.created_at_ms, r.id LIMIT ?4",
+                )?;
+                let raw = stmt
+                    .query_map(params![viewer.as_str(), after_at, after_id, want], |r| {
+                        Ok((
+                            (
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                            ),
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, Option<String>>(5)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let more = raw.len() > limit;
+                let mut items = Vec::with_capacity(limit);
+                let mut next = None;
+                for (room, at, count, state) in raw.into_iter().take(limit) {
+                    let record = to_room(room)?;
+                    next = Some(format!("{at}.{}", record.id));
+                    items.push(RoomSummary {
+                        record,
+                        member_count: usize::try_from(count).unwrap_or(0),
+                        my_state: state.map_or(Ok(MemberState::None), |s| parse_state(&s))?,
+                    });
+                }
+                Ok(Page {
+                    items,
+                    next: next.filter(|_| more),
+                })
+            })
+            .await
+            .map_err(|f: Failed| f.0)
+    }
+
+    /// One SELECT on the memberships primary key joined with `users` for names; presence from
+    /// the in-memory connection map.
+    async fn member_page(
+        &self,
+        room: &ChatRoomId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Page<MemberEntry>, ChatStoreError> {
+        let (room, after) = (room.clone(), after.cloned());
+        let want = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let raw = self
+            .db
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT m.user_id, m.state, u.name FROM memberships m
+                     LEFT JOIN users u ON u.id = m.user_id
+                     WHERE m.chat_room_id = ?1 AND (?2 IS NULL OR m.user_id > ?2)
+                     ORDER BY m.user_id LIMIT ?3",
+                )?;
+                let raw = stmt
+                    .query_map(
+                        params![room.as_str(), after.as_ref().map(UserId::as_str), want],
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, Option<String>>(2)?,
+                            ))
+                        },
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?;
+                raw.into_iter()
+                    .map(|(u, s, name)| {
+                        Ok((
+                            parse_id::<UserId>(u, "member user id")?,
+                            parse_state(&s)?,
+                            name,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, SqliteError>>()
+                    .map_err(Failed::from)
+            })
+            .await
+            .map_err(|f: Failed| f.0)?;
+        let more = raw.len() > limit;
+        let online: HashSet<UserId> = self.conns().values().cloned().collect();
+        let items: Vec<MemberEntry> = raw
+            .into_iter()
+            .take(limit)
+            .map(|(user, state, name)| MemberEntry {
+                online: online.contains(&user),
+                user,
+                state,
+                name,
+            })
+            .collect();
+        let next = items.last().filter(|_| more).map(|m| m.user.to_string());
+        Ok(Page { items, next })
     }
 }
 

@@ -8,6 +8,7 @@ pub const MIGRATIONS: &[&str] = &[
     V3_QUOTAS,
     V4_BANS,
     V5_TOKEN_GENERATIONS,
+    V6_ROOM_PAGES,
 ];
 
 /// Voice rooms (a JSON blob of `VoiceRoomParts` plus the columns the store queries by), the
@@ -120,4 +121,11 @@ CREATE TABLE token_generations (
     user_id    TEXT PRIMARY KEY NOT NULL,
     generation INTEGER NOT NULL CHECK (generation >= 0)
 ) STRICT, WITHOUT ROWID;
+"#;
+
+/// `listRooms` reads one page at a time in creation order (`ChatStore::room_page`, keyset
+/// paging on `(created_at_ms, id)`): this index makes each page a range read of the index
+/// instead of a scan and sort of every room.
+const V6_ROOM_PAGES: &str = r#"
+CREATE INDEX chat_rooms_by_creation ON chat_rooms (created_at_ms, id);
 "#;

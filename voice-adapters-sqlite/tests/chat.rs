@@ -51,8 +51,12 @@ async fn sqlite_chat_keeps_the_store_contract_on_a_file() {
 #[tokio::test]
 async fn messages_beyond_the_retention_are_deleted_not_hidden() {
     let chat = chat().with_message_retention(5);
-    chat.create_room(&record("a", "A", "ann")).await.unwrap();
-    chat.create_room(&record("b", "B", "ann")).await.unwrap();
+    chat.create_room(&record("a", "A", "ann"), usize::MAX)
+        .await
+        .unwrap();
+    chat.create_room(&record("b", "B", "ann"), usize::MAX)
+        .await
+        .unwrap();
     for i in 0..12 {
         chat.append_message(&room("a"), &msg("a", &format!("a{i}"), i))
             .await
@@ -62,15 +66,20 @@ async fn messages_beyond_the_retention_are_deleted_not_hidden() {
         .await
         .unwrap();
     let a: Vec<_> = chat
-        .recent_messages(&room("a"), 100)
+        .message_page(&room("a"), None, 100)
         .await
         .unwrap()
         .into_iter()
-        .map(|m| m.text)
+        .map(|m| m.message.text)
         .collect();
     assert_eq!(a, ["a7", "a8", "a9", "a10", "a11"]);
     assert_eq!(
-        chat.recent_messages(&room("b"), 100).await.unwrap(),
+        chat.message_page(&room("b"), None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.message)
+            .collect::<Vec<_>>(),
         vec![msg("b", "b0", 100)],
         "retention is per room"
     );
@@ -85,7 +94,9 @@ async fn messages_beyond_the_retention_are_deleted_not_hidden() {
 async fn set_state_and_clear_connections() {
     let chat = chat();
     let r = room("r");
-    chat.create_room(&record("r", "R", "ann")).await.unwrap();
+    chat.create_room(&record("r", "R", "ann"), usize::MAX)
+        .await
+        .unwrap();
     chat.bind_connection(&conn("b1"), &user("bob"), "Bob")
         .await
         .unwrap();

@@ -52,22 +52,32 @@ async fn rooms_memberships_messages_and_voice_rooms_survive_a_reopen() {
         chat.bind_connection(&conn("c-cat"), &cat, "Cat")
             .await
             .unwrap();
-        chat.create_room(&RoomRecord {
-            id: lobby.clone(),
-            name: "Lobby".into(),
-            admin: ann.clone(),
-        })
+        chat.create_room(
+            &RoomRecord {
+                id: lobby.clone(),
+                name: "Lobby".into(),
+                admin: ann.clone(),
+            },
+            usize::MAX,
+        )
         .await
         .unwrap();
-        chat.create_room(&RoomRecord {
-            id: room("other"),
-            name: "Other".into(),
-            admin: bob.clone(),
-        })
+        chat.create_room(
+            &RoomRecord {
+                id: room("other"),
+                name: "Other".into(),
+                admin: bob.clone(),
+            },
+            usize::MAX,
+        )
         .await
         .unwrap();
-        chat.request_join(&lobby, &bob).await.unwrap();
-        chat.request_join(&lobby, &cat).await.unwrap();
+        chat.request_join(&lobby, &bob, chat_domain::JoinQuotas::UNLIMITED)
+            .await
+            .unwrap();
+        chat.request_join(&lobby, &cat, chat_domain::JoinQuotas::UNLIMITED)
+            .await
+            .unwrap();
         chat.decide_join(&lobby, &bob, true).await.unwrap();
         for i in 0..3 {
             chat.append_message(&lobby, &message("lobby", "ann", &format!("m{i}"), 10 + i))
@@ -108,11 +118,11 @@ async fn rooms_memberships_messages_and_voice_rooms_survive_a_reopen() {
     assert!(m.is_admin && m.state == MemberState::Approved);
     assert_eq!(chat.user_name(&bob).await.unwrap().as_deref(), Some("Bob"));
     let texts: Vec<_> = chat
-        .recent_messages(&lobby, 100)
+        .message_page(&lobby, None, 100)
         .await
         .unwrap()
         .into_iter()
-        .map(|m| (m.text, m.at, m.name))
+        .map(|m| (m.message.text, m.message.at, m.message.name))
         .collect();
     assert_eq!(
         texts,

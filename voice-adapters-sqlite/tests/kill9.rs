@@ -36,14 +36,19 @@ fn child(dir: &str) -> ! {
         let store = SqliteStore::new(db);
         for i in 0.. {
             let r = room(i);
-            chat.create_room(&RoomRecord {
-                id: r.clone(),
-                name: format!("Room {i}"),
-                admin: user("admin"),
-            })
+            chat.create_room(
+                &RoomRecord {
+                    id: r.clone(),
+                    name: format!("Room {i}"),
+                    admin: user("admin"),
+                },
+                usize::MAX,
+            )
             .await
             .unwrap();
-            chat.request_join(&r, &user("member")).await.unwrap();
+            chat.request_join(&r, &user("member"), chat_domain::JoinQuotas::UNLIMITED)
+                .await
+                .unwrap();
             chat.decide_join(&r, &user("member"), true).await.unwrap();
             let m = ChatMessage {
                 room_id: r.to_string(),
@@ -127,11 +132,11 @@ fn acknowledged_writes_survive_kill_9() {
                 "approval in room {i} was acknowledged"
             );
             let texts: Vec<_> = chat
-                .recent_messages(&r, 10)
+                .message_page(&r, None, 10)
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|m| m.text)
+                .map(|m| m.message.text)
                 .collect();
             assert_eq!(texts, vec![format!("hello {i}")], "message {i}");
             let v = sample_room("k9", &format!("v{i}"), &format!("chat-{i}"), "admin", "c1");

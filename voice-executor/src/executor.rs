@@ -173,6 +173,29 @@ impl RecorderUpload {
     }
 }
 
+/// The paging fields of `listRooms`, `listMembers` and `getMessages`: `cursor` is the previous
+/// page's `nextCursor`, `limit` asks for a smaller page than the server's.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Paged {
+    #[serde(default)]
+    room_id: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+impl Paged {
+    fn room(&self) -> Result<ChatRoomId, Refusal> {
+        room_id(
+            self.room_id
+                .as_deref()
+                .ok_or_else(|| Refusal::bad_request("invalid fields: missing field `roomId`"))?,
+        )
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Decide {
@@ -547,7 +570,10 @@ impl<P: Ports> Executor<P> {
                 let r = chat.create_room(user, &f.name).await?;
                 json!({"roomId": r.id.to_string(), "name": r.name})
             }
-            "listRooms" => json!({"rooms": chat.list_rooms(user).await?}),
+            "listRooms" => {
+                let f: Paged = fields(value)?;
+                data(chat.list_rooms(user, f.cursor.as_deref(), f.limit).await?)
+            }
             "requestJoin" => {
                 let f: InRoom = fields(value)?;
                 let state = chat.request_join(user, &room_id(&f.room_id)?).await?;
@@ -580,8 +606,11 @@ impl<P: Ports> Executor<P> {
                 json!({})
             }
             "listMembers" => {
-                let f: InRoom = fields(value)?;
-                json!({"members": chat.list_members(user, &room_id(&f.room_id)?).await?})
+                let f: Paged = fields(value)?;
+                data(
+                    chat.list_members(user, &f.room()?, f.cursor.as_deref(), f.limit)
+                        .await?,
+                )
             }
             "sendMessage" => {
                 let f: Send = fields(value)?;
@@ -591,8 +620,8 @@ impl<P: Ports> Executor<P> {
                 )
             }
             "getMessages" => {
-                let f: InRoom = fields(value)?;
-                json!({"messages": chat.messages(user, &room_id(&f.room_id)?).await?})
+                let f: Paged = fields(value)?;
+                data(chat.messages(user, &f.room()?, f.cursor.as_deref()).await?)
             }
             other => {
                 return Err(Refusal {

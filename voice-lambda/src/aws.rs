@@ -13,7 +13,7 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use chat_domain::{ChatAdapters, ChatService, ChatStore};
 use voice_adapters_aws::{
-    read_resume_key, ApiGatewayChatEvents, ChatMode, DynamoChat, ResumeKeyError,
+    read_resume_key, ApiGatewayChatEvents, ChatMode, DynamoChat, DynamoSignUps, ResumeKeyError,
 };
 use voice_adapters_aws::{ApiGatewayNotifier, ConfigError as AwsConfigError, EndpointNotifier};
 use voice_adapters_aws::{
@@ -135,19 +135,29 @@ pub async fn executor(
             Some(tables),
         ) => {
             let key = read_resume_key(&clients.secrets, resume_key_secret_arn).await?;
+            // New users per source address per hour, counted in the connections table (the
+            // handler puts each event's `requestContext.identity.sourceIp` in scope).
+            let sign_ups = Arc::new(DynamoSignUps::new(
+                clients.dynamodb.clone(),
+                &tables.directory,
+                config.new_users_per_ip_per_hour,
+            ));
             let store: Arc<dyn ChatStore> =
                 Arc::new(DynamoChat::new(clients.dynamodb.clone(), tables));
-            Some(ChatService::new(ChatAdapters {
-                events: Arc::new(ApiGatewayChatEvents::new(
-                    adapters.notifier.clone(),
-                    Arc::clone(&store),
-                )),
-                store,
-                tokens: Arc::new(ResumeTokens::new(HmacKey::new(key))),
-                ids: Arc::new(UuidIds),
-                voice: Arc::new(adapters.store.clone()),
-                clock: Arc::new(SystemClock),
-            }))
+            Some(
+                ChatService::new(ChatAdapters {
+                    events: Arc::new(ApiGatewayChatEvents::new(
+                        adapters.notifier.clone(),
+                        Arc::clone(&store),
+                    )),
+                    store,
+                    tokens: Arc::new(ResumeTokens::new(HmacKey::new(key))),
+                    ids: Arc::new(UuidIds),
+                    voice: Arc::new(adapters.store.clone()),
+                    clock: Arc::new(SystemClock),
+                })
+                .with_sign_ups(sign_ups),
+            )
         }
         _ => None,
     };

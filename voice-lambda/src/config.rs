@@ -25,6 +25,13 @@ pub const RECORDINGS_BUCKET: &str = "RECORDINGS_BUCKET";
 /// channel) for longer than a user would wait for them.
 pub const MAX_RECONNECT_GRACE_SECS: u64 = 600;
 
+/// Optional: new users (a `hello` without a usable resume token) per source address per clock
+/// hour, builtin chat only (default [`DEFAULT_NEW_USERS_PER_IP_PER_HOUR`]); the self-hosted
+/// server's `--max-new-users-per-ip-per-hour`.
+pub const MAX_NEW_USERS_PER_IP_PER_HOUR: &str = "MAX_NEW_USERS_PER_IP_PER_HOUR";
+/// The default of [`MAX_NEW_USERS_PER_IP_PER_HOUR`], as self-hosted.
+pub const DEFAULT_NEW_USERS_PER_IP_PER_HOUR: u32 = 30;
+
 /// What the Lambda needs to build its adapters, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LambdaConfig {
@@ -40,6 +47,8 @@ pub struct LambdaConfig {
     /// buckets are addressed path-style (`<endpoint>/<bucket>/<key>`), since
     /// `<bucket>.127.0.0.1` does not resolve.
     pub s3_path_style: bool,
+    /// `MAX_NEW_USERS_PER_IP_PER_HOUR` (default [`DEFAULT_NEW_USERS_PER_IP_PER_HOUR`]).
+    pub new_users_per_ip_per_hour: u32,
 }
 
 impl LambdaConfig {
@@ -107,19 +116,39 @@ impl LambdaConfig {
             )),
         };
         let s3_path_style = set("AWS_ENDPOINT_URL_S3") || set("AWS_ENDPOINT_URL");
-        match (aws, capacity, reconnect_grace, recordings_bucket) {
-            (Ok(aws), Ok(capacity), Ok(reconnect_grace), Ok(recordings_bucket)) => Ok(Self {
+        let sign_ups = match lookup(MAX_NEW_USERS_PER_IP_PER_HOUR)
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("") => Ok(DEFAULT_NEW_USERS_PER_IP_PER_HOUR),
+            Some(v) => v.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                (
+                    MAX_NEW_USERS_PER_IP_PER_HOUR,
+                    format!("{v:?} is not a whole number of at least 1"),
+                )
+            }),
+        };
+        match (aws, capacity, reconnect_grace, recordings_bucket, sign_ups) {
+            (
+                Ok(aws),
+                Ok(capacity),
+                Ok(reconnect_grace),
+                Ok(recordings_bucket),
+                Ok(new_users_per_ip_per_hour),
+            ) => Ok(Self {
                 aws,
                 capacity,
                 reconnect_grace,
                 recordings_bucket,
                 s3_path_style,
+                new_users_per_ip_per_hour,
             }),
-            (aws, capacity, reconnect_grace, recordings_bucket) => {
+            (aws, capacity, reconnect_grace, recordings_bucket, sign_ups) => {
                 let mut error = aws.err().unwrap_or_default();
                 error.invalid.extend(capacity.err());
                 error.invalid.extend(reconnect_grace.err());
                 error.invalid.extend(recordings_bucket.err());
+                error.invalid.extend(sign_ups.err());
                 Err(error)
             }
         }

@@ -28,7 +28,7 @@ use voice_domain::{ConnectionId, UseCaseError as _};
 use voice_executor::{binary_frame_reply, Executor};
 
 use crate::event::{classify, Invocation};
-use voice_adapters_aws::{derive_endpoint, with_request_endpoint};
+use voice_adapters_aws::{derive_endpoint, with_request_endpoint, with_source_ip};
 
 /// Route key of API Gateway's connect notification.
 pub const CONNECT_ROUTE: &str = "$connect";
@@ -332,7 +332,11 @@ async fn websocket<P: Ports>(
             }
         }
     };
-    with_request_endpoint(endpoint, work.instrument(span)).await
+    // API Gateway sets the caller's address on every WebSocket route event; the sign-up gate
+    // charges new users to it.
+    // https://docs.aws.amazon.com/apigateway/latest/developerguide/websocket-api-mapping-template-reference.html
+    let source_ip = context.identity.source_ip.clone();
+    with_request_endpoint(endpoint, with_source_ip(source_ip, work.instrument(span))).await
 }
 
 fn refuse(

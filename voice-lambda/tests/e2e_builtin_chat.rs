@@ -46,6 +46,8 @@ async fn connection_items(w: &AwsWorld) -> Vec<String> {
         .items()
         .iter()
         .filter_map(|i| i.get("connectionId")?.as_s().ok().cloned())
+        // The sign-up gate's counters share the table; they are not connections.
+        .filter(|id| !id.starts_with("signup#"))
         .collect();
     ids.sort();
     ids
@@ -219,4 +221,68 @@ async fn a_missing_secret_stops_the_cold_start_naming_it() {
     };
     assert!(err.contains(arn), "{err}");
     assert!(err.contains("secretsmanager:GetSecretValue"), "{err}");
+}
+
+/// The Lambda charges new users to the event's `requestContext.identity.sourceIp`: the 31st
+/// `hello` without a resume token from one address in an hour is `QUOTA_EXCEEDED` (the
+/// default `MAX_NEW_USERS_PER_IP_PER_HOUR` is 30, as self-hosted) and stores no user; another
+/// address still signs up, and a returning user with a resume token is not counted.
+#[tokio::test]
+async fn new_users_per_source_address_are_capped_through_the_lambda() {
+    let Some(w) = AwsWorld::start(Chat::Builtin).await else {
+        return;
+    };
+    let hello = |conn: &str, ip: &str, body: Value| {
+        let mut e = ws_event("$default", conn, Some(body));
+        e["requestContext"]["identity"]["sourceIp"] = Value::from(ip);
+        e
+    };
+    let mut first_token = None;
+    for i in 0..30 {
+        let r = call(
+            &w.lambda,
+            hello(
+                &format!("Conn{i:04}AAAAAA="),
+                "198.51.100.9",
+                json!({"action": "hello", "name": format!("U{i}")}),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 200, "sign-up {i}: {r:?}");
+        first_token.get_or_insert(r.body["data"]["resumeToken"].as_str().unwrap().to_owned());
+    }
+    let refused = call(
+        &w.lambda,
+        hello(
+            "ConnOverAAAAAA=",
+            "198.51.100.9",
+            json!({"action": "hello", "name": "One too many"}),
+        ),
+    )
+    .await;
+    assert_refused(&refused, 409, "QUOTA_EXCEEDED");
+    let elsewhere = call(
+        &w.lambda,
+        hello(
+            "ConnElseAAAAAA=",
+            "198.51.100.10",
+            json!({"action": "hello", "name": "Elsewhere"}),
+        ),
+    )
+    .await;
+    assert_eq!(elsewhere.status, 200, "{elsewhere:?}");
+    let back = call(
+        &w.lambda,
+        hello(
+            "ConnBackAAAAAA=",
+            "198.51.100.9",
+            json!({"action": "hello", "name": "U0", "resumeToken": first_token.unwrap()}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        back.status, 200,
+        "a returning user is not counted: {back:?}"
+    );
+    assert_eq!(back.body["data"]["resumed"], true);
 }

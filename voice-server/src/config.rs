@@ -546,6 +546,16 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(16384..))]
     pub max_history_reply_bytes: u64,
 
+    /// Rooms per listRooms page (1–100; the client asks for more with the reply's nextCursor).
+    #[arg(long, env = "VOICE_ROOMS_PAGE_SIZE", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub rooms_page_size: u64,
+
+    /// Members per listMembers page (1–100).
+    #[arg(long, env = "VOICE_MEMBERS_PAGE_SIZE", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub members_page_size: u64,
+
     /// Frames per second one user may send across all their connections (burst: 4 s of it);
     /// each connection also has its own limit of 50/s.
     #[arg(long, env = "VOICE_USER_FRAMES_PER_SEC", default_value_t = 100,
@@ -677,6 +687,8 @@ impl Cli {
                 pending_per_user: usize::try_from(self.max_pending_per_user).unwrap_or(usize::MAX),
                 resume_ttl: Duration::from_secs(self.resume_token_ttl_days * 24 * 3600),
                 history_bytes: usize::try_from(self.max_history_reply_bytes).unwrap_or(usize::MAX),
+                rooms_page: usize::try_from(self.rooms_page_size).unwrap_or(50),
+                members_page: usize::try_from(self.members_page_size).unwrap_or(100),
             },
             storage: if self.in_memory {
                 Storage::InMemory

@@ -195,8 +195,19 @@ impl SignUps {
     }
 }
 
+#[async_trait::async_trait]
 impl SignUpGate for SignUps {
-    fn admit(&self, connection: &ConnectionId) -> bool {
+    async fn admit(
+        &self,
+        connection: &ConnectionId,
+    ) -> Result<bool, voice_domain::ports::PortFailure> {
+        Ok(self.admit_now(connection))
+    }
+}
+
+impl SignUps {
+    /// [`SignUpGate::admit`] without the future (the count is in memory).
+    pub fn admit_now(&self, connection: &ConnectionId) -> bool {
         let now = Instant::now();
         let limit = self.limit();
         let mut st = lock(&self.inner);
@@ -232,18 +243,18 @@ mod tests {
             gate.attach(&conn(n), a);
         }
         gate.attach(&conn(9), b);
-        assert!(gate.admit(&conn(0)));
-        assert!(gate.admit(&conn(1)));
+        assert!(gate.admit_now(&conn(0)));
+        assert!(gate.admit_now(&conn(1)));
         assert!(
-            !gate.admit(&conn(2)),
+            !gate.admit_now(&conn(2)),
             "a third new user from one address in an hour"
         );
         assert!(
-            gate.admit(&conn(9)),
+            gate.admit_now(&conn(9)),
             "another address has its own allowance"
         );
         assert!(
-            gate.admit(&conn(77)),
+            gate.admit_now(&conn(77)),
             "a connection of no known address is not charged"
         );
     }

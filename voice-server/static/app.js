@@ -97,7 +97,7 @@ function scheduleRender() {
 }
 
 function viewCtx() {
-  return { features, session, signedIn, configError, openRoom, requestJoin, decide, moderate };
+  return { features, session, signedIn, configError, openRoom, requestJoin, decide, moderate, moreRooms, moreMembers, olderMessages };
 }
 
 const nameOf = (userId) => displayName(state, userId);
@@ -843,10 +843,44 @@ async function loadRooms() {
   if (!app) return;
   try {
     const data = await app.request('listRooms');
-    dispatch({ type: 'rooms', rooms: data.rooms || [] });
+    dispatch({ type: 'rooms', rooms: data.rooms || [], nextCursor: data.nextCursor });
   } catch (e) {
     if (e.code === 'DISCONNECTED') throw e;
     toast(`Could not load the rooms. ${describeError(e)}`, 'error');
+  }
+}
+
+// Lists come in pages (docs/protocol.md: `nextCursor`); "Show more" asks for the next one.
+
+async function moreRooms() {
+  if (!app || !state.roomsCursor) return;
+  try {
+    const data = await app.request('listRooms', { cursor: state.roomsCursor });
+    dispatch({ type: 'rooms', rooms: data.rooms || [], nextCursor: data.nextCursor, more: true });
+  } catch (e) {
+    toast(`Could not load more rooms. ${describeError(e)}`, 'error');
+  }
+}
+
+async function moreMembers() {
+  const roomId = state.currentRoomId;
+  if (!app || !roomId || !state.membersCursor) return;
+  try {
+    const r = await app.request('listMembers', { roomId, cursor: state.membersCursor });
+    dispatch({ type: 'members', roomId, members: r.members || [], admin: amAdmin(state, roomId), nextCursor: r.nextCursor, more: true });
+  } catch (e) {
+    toast(`Could not load more members. ${describeError(e)}`, 'error');
+  }
+}
+
+async function olderMessages() {
+  const roomId = state.currentRoomId;
+  if (!app || !roomId || !state.messagesCursor) return;
+  try {
+    const r = await app.request('getMessages', { roomId, cursor: state.messagesCursor });
+    if (state.currentRoomId === roomId) dispatch({ type: 'messages', roomId, messages: r.messages || [], nextCursor: r.nextCursor, older: true });
+  } catch (e) {
+    toast(`Could not load older messages. ${describeError(e)}`, 'error');
   }
 }
 
@@ -854,7 +888,7 @@ async function loadMembers(roomId) {
   if (!app || !features.chat) return;
   try {
     const r = await app.request('listMembers', { roomId });
-    dispatch({ type: 'members', roomId, members: r.members || [], admin: amAdmin(state, roomId) });
+    dispatch({ type: 'members', roomId, members: r.members || [], admin: amAdmin(state, roomId), nextCursor: r.nextCursor });
   } catch (e) {
     warn(`listMembers: ${e.code || e.message}`);
   }
@@ -883,10 +917,10 @@ async function openRoom(roomId) {
     app.request('getVoiceRoom', { roomId }),
   ]);
   if (state.currentRoomId !== roomId) return;
-  if (members.status === 'fulfilled') dispatch({ type: 'members', roomId, members: members.value.members || [], admin: amAdmin(state, roomId) });
+  if (members.status === 'fulfilled') dispatch({ type: 'members', roomId, members: members.value.members || [], admin: amAdmin(state, roomId), nextCursor: members.value.nextCursor });
   else if (members.reason.code === 'DISCONNECTED') throw members.reason;
   else toast(`Could not load the members. ${describeError(members.reason)}`, 'error');
-  if (messages.status === 'fulfilled') dispatch({ type: 'messages', roomId, messages: messages.value.messages || [] });
+  if (messages.status === 'fulfilled') dispatch({ type: 'messages', roomId, messages: messages.value.messages || [], nextCursor: messages.value.nextCursor });
   if (voice.status === 'fulfilled') setVoiceRoom(roomId, voice.value.voiceRoom);
 }
 

@@ -7,6 +7,8 @@
 export const MAX_TOASTS = 3;
 /** Messages kept for the open room. */
 export const MAX_MESSAGES = 200;
+/** Messages kept once the user has paged back through older history ("Show older messages"). */
+export const MAX_MESSAGES_PAGED = 1000;
 
 /**
  * The state before anything happened. `conn`: 'idle' (login form), 'connecting', 'online',
@@ -20,9 +22,17 @@ export function initialState() {
     retryInMs: null,
     me: null,
     rooms: [],
+    // Where the next page of each list starts (the server's `nextCursor`; null: nothing more),
+    // and whether the user has loaded more than the first page (a refresh then keeps them).
+    roomsCursor: null,
+    roomsPaged: false,
     currentRoomId: null,
     members: [],
+    membersCursor: null,
+    membersPaged: false,
     messages: [],
+    messagesCursor: null,
+    messagesPaged: false,
     requests: {},
     names: {},
     voiceRooms: {},
@@ -148,7 +158,7 @@ function applyEvent(state, ev) {
     }
     case 'message': {
       let s = ev.name ? { ...state, names: { ...state.names, [ev.userId]: ev.name } } : state;
-      if (ev.roomId === s.currentRoomId) s = { ...s, messages: [...s.messages, ev].slice(-MAX_MESSAGES) };
+      if (ev.roomId === s.currentRoomId) s = { ...s, messages: [...s.messages, ev].slice(-(s.messagesPaged ? MAX_MESSAGES_PAGED : MAX_MESSAGES)) };
       return s;
     }
     default:
@@ -189,21 +199,47 @@ export function reduce(state, action) {
         if (!r.voiceRoomId) voiceRooms[r.roomId] = null;
         else if (!known || known.voiceRoomId !== r.voiceRoomId) delete voiceRooms[r.roomId];
       }
-      return { ...state, rooms: action.rooms, voiceRooms };
+      // A further page ("Show more") appends; a first page (load or refresh) updates the rooms
+      // it holds and keeps those of further pages already loaded.
+      const fresh = new Map(action.rooms.map((r) => [r.roomId, r]));
+      const rooms = action.more
+        ? [...state.rooms.map((r) => fresh.get(r.roomId) || r), ...action.rooms.filter((r) => !state.rooms.some((o) => o.roomId === r.roomId))]
+        : [...action.rooms, ...(state.roomsPaged ? state.rooms.filter((r) => !fresh.has(r.roomId)) : [])];
+      const cursor = action.nextCursor || null;
+      return {
+        ...state,
+        rooms,
+        voiceRooms,
+        roomsCursor: action.more || !state.roomsPaged ? cursor : state.roomsCursor,
+        roomsPaged: state.roomsPaged || !!action.more,
+      };
     }
     case 'addRoom':
       if (state.rooms.some((r) => r.roomId === action.room.roomId)) return state;
       return { ...state, rooms: [...state.rooms, action.room] };
     case 'openRoom':
       if (state.currentRoomId === action.roomId) return state;
-      return { ...state, currentRoomId: action.roomId, members: [], messages: [] };
+      return { ...state, currentRoomId: action.roomId, members: [], messages: [], membersCursor: null, membersPaged: false, messagesCursor: null, messagesPaged: false };
     case 'members': {
       if (action.roomId !== state.currentRoomId) return state;
       const names = { ...state.names };
       for (const m of action.members) names[m.userId] = m.name;
-      let s = { ...state, members: action.members, names };
+      // As for rooms: a further page appends, a first page keeps further pages already loaded.
+      const fresh = new Map(action.members.map((m) => [m.userId, m]));
+      const keep = action.more || state.membersPaged;
+      const members = keep
+        ? [...state.members.map((m) => fresh.get(m.userId) || m), ...action.members.filter((m) => !state.members.some((o) => o.userId === m.userId))]
+        : action.members;
+      const cursor = action.nextCursor || null;
+      let s = {
+        ...state,
+        members,
+        names,
+        membersCursor: action.more || !state.membersPaged ? cursor : state.membersCursor,
+        membersPaged: state.membersPaged || !!action.more,
+      };
       if (action.admin) {
-        const pending = {};
+        const pending = keep ? { ...(s.requests[action.roomId] || {}) } : {};
         for (const m of action.members) if (m.state === 'pending') pending[m.userId] = m.name;
         s = { ...s, requests: { ...s.requests, [action.roomId]: pending } };
       }
@@ -213,7 +249,10 @@ export function reduce(state, action) {
       if (action.roomId !== state.currentRoomId) return state;
       const names = { ...state.names };
       for (const m of action.messages) if (m.name) names[m.userId] = m.name;
-      return { ...state, messages: action.messages.slice(-MAX_MESSAGES), names };
+      const cursor = action.nextCursor || null;
+      // Older history ("Show older messages") goes before what is shown.
+      if (action.older) return { ...state, messages: [...action.messages, ...state.messages].slice(-MAX_MESSAGES_PAGED), names, messagesCursor: cursor, messagesPaged: true };
+      return { ...state, messages: action.messages.slice(-MAX_MESSAGES), names, messagesCursor: cursor, messagesPaged: false };
     }
     case 'decided': {
       const reqs = { ...(state.requests[action.roomId] || {}) };

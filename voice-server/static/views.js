@@ -119,6 +119,9 @@ function renderRooms(state, ctx) {
       ),
     );
   }
+  if (state.roomsCursor && ctx.moreRooms) {
+    list.append(h('li', { className: 'more' }, h('button', { type: 'button', className: 'small', textContent: 'Show more rooms', disabled: !online, onclick: () => ctx.moreRooms() })));
+  }
   for (const sel of ['#refresh-rooms', '#create-room-form button[type="submit"]']) $(sel).disabled = !online && ctx.features.hello;
 }
 
@@ -152,6 +155,9 @@ function renderRoom(state, ctx) {
       ),
     );
   }
+  if (state.membersCursor && ctx.moreMembers) {
+    members.append(h('li', { className: 'more' }, h('button', { type: 'button', className: 'small', textContent: 'Show more members', disabled: !online, onclick: () => ctx.moreMembers() })));
+  }
   const reqs = amAdmin(state, room.roomId) ? state.requests[room.roomId] || {} : {};
   const ids = Object.keys(reqs);
   $('#requests-section').hidden = ids.length === 0;
@@ -173,13 +179,16 @@ function renderRoom(state, ctx) {
     );
   }
   $('#message-form button[type="submit"]').disabled = !online;
-  renderMessages(state);
+  renderMessages(state, ctx);
 }
 
-function renderMessages(state) {
+function renderMessages(state, ctx) {
   const ul = $('#messages');
   const atBottom = ul.scrollHeight - ul.scrollTop - ul.clientHeight < 40;
   ul.replaceChildren();
+  if (state.messagesCursor && ctx.olderMessages) {
+    ul.append(h('li', { className: 'more' }, h('button', { type: 'button', className: 'small', textContent: 'Show older messages', disabled: state.conn !== 'online', onclick: () => ctx.olderMessages() })));
+  }
   for (const m of state.messages) {
     const at = m.at ? new Date(m.at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '';
     ul.append(

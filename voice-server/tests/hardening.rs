@@ -656,11 +656,14 @@ mod sweep {
         let room = ChatRoomId::parse("kept-room").unwrap();
         let other = ChatRoomId::parse("other-room").unwrap();
         for (id, name) in [(&room, "Kept"), (&other, "Other")] {
-            chat.create_room(&RoomRecord {
-                id: id.clone(),
-                name: name.into(),
-                admin: ada.clone(),
-            })
+            chat.create_room(
+                &RoomRecord {
+                    id: id.clone(),
+                    name: name.into(),
+                    admin: ada.clone(),
+                },
+                usize::MAX,
+            )
             .await
             .unwrap();
         }
@@ -750,11 +753,14 @@ mod sweep {
         let chat = MemoryChat::new();
         let ada = UserId::parse("ada-from-before").unwrap();
         let room = ChatRoomId::parse("kept-room").unwrap();
-        chat.create_room(&RoomRecord {
-            id: room.clone(),
-            name: "Kept".into(),
-            admin: ada.clone(),
-        })
+        chat.create_room(
+            &RoomRecord {
+                id: room.clone(),
+                name: "Kept".into(),
+                admin: ada.clone(),
+            },
+            usize::MAX,
+        )
         .await
         .unwrap();
         let store = MemoryStore::new();

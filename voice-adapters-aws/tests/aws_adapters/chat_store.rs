@@ -52,7 +52,7 @@ async fn the_existing_mode_reader_agrees_with_the_builtin_store() {
     let store = DynamoChat::new(m.dynamodb.clone(), tables.clone());
     let r = chat("room-1");
     store
-        .create_room(&record("room-1", "Friends", "ada"))
+        .create_room(&record("room-1", "Friends", "ada"), usize::MAX)
         .await
         .unwrap();
     for (c, u, name) in [
@@ -68,10 +68,19 @@ async fn the_existing_mode_reader_agrees_with_the_builtin_store() {
             .await
             .unwrap();
     }
-    store.request_join(&r, &user("bob")).await.unwrap();
+    store
+        .request_join(&r, &user("bob"), chat_domain::JoinQuotas::UNLIMITED)
+        .await
+        .unwrap();
     store.decide_join(&r, &user("bob"), true).await.unwrap();
-    store.request_join(&r, &user("cy")).await.unwrap();
-    store.request_join(&r, &user("dan")).await.unwrap();
+    store
+        .request_join(&r, &user("cy"), chat_domain::JoinQuotas::UNLIMITED)
+        .await
+        .unwrap();
+    store
+        .request_join(&r, &user("dan"), chat_domain::JoinQuotas::UNLIMITED)
+        .await
+        .unwrap();
     store.remove_member(&r, &user("dan"), true).await.unwrap();
     store.unbind_connection(&conn("c-bob-2")).await.unwrap();
 
@@ -126,7 +135,7 @@ async fn messages_beyond_the_window_are_deleted() {
         .with_message_retention(MESSAGE_HISTORY as u64);
     let r = chat("room-m");
     store
-        .create_room(&record("room-m", "Talk", "ada"))
+        .create_room(&record("room-m", "Talk", "ada"), usize::MAX)
         .await
         .unwrap();
     let total = MESSAGE_HISTORY + 5;
@@ -157,11 +166,11 @@ async fn messages_beyond_the_window_are_deleted() {
         "the window plus the room's counter item"
     );
     let texts: Vec<String> = store
-        .recent_messages(&r, MESSAGE_HISTORY + 50)
+        .message_page(&r, None, MESSAGE_HISTORY + 50)
         .await
         .unwrap()
         .into_iter()
-        .map(|m| m.text)
+        .map(|m| m.message.text)
         .collect();
     let want: Vec<String> = (5..total).map(|i| format!("m{i}")).collect();
     assert_eq!(texts, want);
@@ -269,7 +278,10 @@ async fn reserved_ids_and_missing_tables_fail_plainly() {
         return;
     };
     let store = DynamoChat::new(m.dynamodb.clone(), tables.clone());
-    match store.create_room(&record("name#x", "X", "ada")).await {
+    match store
+        .create_room(&record("name#x", "X", "ada"), usize::MAX)
+        .await
+    {
         Err(ChatStoreError::Unavailable(f)) => assert!(!f.retryable, "{f:?}"),
         other => panic!("{other:?}"),
     }
@@ -351,7 +363,11 @@ async fn sdk_errors_map_to_retryable_or_permanent() {
         "{}",
         throttled.message
     );
-    let conflict = failure(store.create_room(&record("r-1", "One", "ann")).await);
+    let conflict = failure(
+        store
+            .create_room(&record("r-1", "One", "ann"), usize::MAX)
+            .await,
+    );
     assert!(conflict.retryable, "{conflict:?}");
     assert!(
         conflict.message.contains("conflicting"),
@@ -360,7 +376,7 @@ async fn sdk_errors_map_to_retryable_or_permanent() {
     );
     let internal = failure(store.bump_token_generation(&user("ann")).await.map(drop));
     assert!(internal.retryable, "{internal:?}");
-    let denied = failure(store.recent_messages(&chat("r-1"), 10).await.map(drop));
+    let denied = failure(store.message_page(&chat("r-1"), None, 10).await.map(drop));
     assert!(!denied.retryable, "{denied:?}");
     assert!(
         denied.message.contains("AccessDeniedException"),
@@ -380,7 +396,7 @@ async fn a_ban_racing_a_request_never_leaves_a_banned_user_pending() {
     let store = DynamoChat::new(m.dynamodb.clone(), tables);
     let r = chat("room-race");
     store
-        .create_room(&record("room-race", "Race", "ada"))
+        .create_room(&record("room-race", "Race", "ada"), usize::MAX)
         .await
         .unwrap();
     let users: Vec<_> = (0..12).map(|i| user(&format!("u{i}"))).collect();
@@ -388,8 +404,10 @@ async fn a_ban_racing_a_request_never_leaves_a_banned_user_pending() {
         let store = &store;
         let r = &r;
         async move {
-            let (asked, banned) =
-                tokio::join!(store.request_join(r, u), store.remove_member(r, u, true));
+            let (asked, banned) = tokio::join!(
+                store.request_join(r, u, chat_domain::JoinQuotas::UNLIMITED),
+                store.remove_member(r, u, true)
+            );
             banned.expect("the ban always lands");
             match asked {
                 Ok(_) | Err(ChatStoreError::Banned) => {}
@@ -405,7 +423,9 @@ async fn a_ban_racing_a_request_never_leaves_a_banned_user_pending() {
             "{u} is banned but listed: {members:?}"
         );
         assert_eq!(
-            store.request_join(&r, u).await,
+            store
+                .request_join(&r, u, chat_domain::JoinQuotas::UNLIMITED)
+                .await,
             Err(ChatStoreError::Banned),
             "{u}"
         );
@@ -415,4 +435,60 @@ async fn a_ban_racing_a_request_never_leaves_a_banned_user_pending() {
             "{u}'s count follows the room"
         );
     }
+}
+
+/// The Lambda's sign-up gate on moto: at most the limit of new users per source address per
+/// clock hour, even when they race (one conditional `UpdateItem` per sign-up); other addresses
+/// and the next hour are not charged; the counter item is invisible to connection readers;
+/// through the trait, the address is the one the handler put in scope, and a request without
+/// one is not charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ups_are_capped_per_address_per_hour_even_when_racing() {
+    use chat_domain::SignUpGate;
+    use voice_adapters_aws::{with_source_ip, DynamoSignUps};
+    let Some((m, tables)) = chat_moto().await else {
+        return;
+    };
+    let gate = DynamoSignUps::new(m.dynamodb.clone(), &tables.directory, 3);
+    // The start of a clock hour (1.8e9 s is a whole number of hours).
+    let hour: u64 = 1_800_000_000;
+    let racing =
+        futures::future::join_all((0..8).map(|_| gate.admit_from("203.0.113.7", hour + 10))).await;
+    let admitted = racing.iter().filter(|r| *r == &Ok(true)).count();
+    let refused = racing.iter().filter(|r| *r == &Ok(false)).count();
+    println!("8 racing sign-ups from one address, limit 3: {admitted} admitted, {refused} refused");
+    assert_eq!((admitted, refused), (3, 5), "{racing:?}");
+    assert_eq!(gate.admit_from("203.0.113.8", hour + 20).await, Ok(true));
+    assert_eq!(
+        gate.admit_from("203.0.113.7", hour + 3599).await,
+        Ok(false),
+        "the same clock hour"
+    );
+    assert_eq!(
+        gate.admit_from("203.0.113.7", hour + 3600).await,
+        Ok(true),
+        "the next hour"
+    );
+
+    let store = DynamoChat::new(m.dynamodb.clone(), tables.clone());
+    assert!(
+        store.identified_connections().await.unwrap().is_empty(),
+        "counter items are not connections"
+    );
+
+    let c = voice_domain::ConnectionId::parse("Xk2IbF_doAMFhDg=").unwrap();
+    let mut through_trait = Vec::new();
+    for _ in 0..4 {
+        through_trait.push(
+            with_source_ip(Some("198.51.100.1".into()), gate.admit(&c))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(through_trait, [true, true, true, false]);
+    assert_eq!(
+        gate.admit(&c).await,
+        Ok(true),
+        "no address in scope: not charged"
+    );
 }

@@ -30,7 +30,10 @@ async fn servers_are_independent_and_bind_ephemeral_ports() {
     ca.ok("createRoom", json!({"name": "Only on A"})).await;
     let mut cb = Client::connect(&b.ws_url()).await;
     cb.ok("hello", json!({"name": "Bo"})).await;
-    assert_eq!(cb.ok("listRooms", json!({})).await, json!({"rooms": []}));
+    assert_eq!(
+        cb.ok("listRooms", json!({})).await,
+        json!({"rooms": [], "nextCursor": null})
+    );
 }
 
 #[tokio::test]
@@ -50,11 +53,14 @@ async fn the_chat_state_is_a_swappable_backend() {
     // A chat state that already holds a room (as a durable one would after a restart).
     let chat = MemoryChat::new();
     let admin = voice_domain::UserId::parse("admin-from-before").unwrap();
-    chat.create_room(&RoomRecord {
-        id: voice_domain::ChatRoomId::parse("kept-room").unwrap(),
-        name: "Kept".into(),
-        admin,
-    })
+    chat.create_room(
+        &RoomRecord {
+            id: voice_domain::ChatRoomId::parse("kept-room").unwrap(),
+            name: "Kept".into(),
+            admin,
+        },
+        usize::MAX,
+    )
     .await
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
