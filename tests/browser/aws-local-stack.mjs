@@ -86,9 +86,11 @@ export async function until(fn, what, ms = 15000) {
 /**
  * Starts the stack. `workers`: bootstrap processes (Lambda execution environments) serving
  * invocations concurrently. `params`: template parameters (e.g. {ChatMode: 'builtin'}).
- * `kvsActivationMs`: how long a new channel stays CREATING.
+ * `kvsActivationMs`: how long a new channel stays CREATING. `turnTtlS`: the `Ttl` of the TURN
+ * credentials GetIceServerConfig hands out (KVS: 300 s; a test of their expiry shortens it, or
+ * calls `setTurnTtl` later).
  */
-export async function startLocalStack({ workers = 3, params = {}, log = () => {}, kvsActivationMs = 300, stackName = 'voice-local', port: frontPort = 0 } = {}) {
+export async function startLocalStack({ workers = 3, params = {}, log = () => {}, kvsActivationMs = 300, turnTtlS = 300, stackName = 'voice-local', port: frontPort = 0 } = {}) {
   if (!fs.existsSync(BOOTSTRAP)) throw new Error(`no bootstrap at ${BOOTSTRAP}: run cargo build -p voice-lambda --locked`);
   const certs = makeCertificates();
   const children = [];
@@ -518,6 +520,11 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
   // VoiceFunctionPolicy); browsers may only call what their session allows on their channels.
   const kvsChannels = new Map(); // arn -> {name, arn, version, tags, created, status, activeAt, goneAt}
   const windows = new Map();
+  // A throttling burst (`throttleKvs`): from the next KVS API call on, for `burstMs`, every call
+  // is answered as over its TPS quota, ClientLimitExceededException (HTTP 400), as KVS does
+  // (quotas page above).
+  let throttledUntil = 0;
+  let burstMs = 0;
   let version = 0;
   const refreshChannels = () => {
     const now = Date.now();
@@ -573,7 +580,11 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
       if (!session || session.expiresAt <= Date.now() || req.headers['x-amz-security-token'] !== session.token) return error(403, 'UnrecognizedClientException', 'The security token included in the request is invalid or expired');
       if (!action || !arn || !sessionMay(session, `kinesisvideo:${action}`, arn)) return error(403, 'AccessDeniedException', `not authorized to perform kinesisvideo:${action || p} on ${arn}`);
     } else if (scope.accessKeyId !== FUNCTION_KEY.id) return error(403, 'UnrecognizedClientException', 'unknown access key');
-    if (!withinRate(p, arn)) return error(400, 'ClientLimitExceededException', 'Kinesis Video Streams has throttled the request because you have exceeded the limit of allowed client calls. Try making the call later.');
+    if (burstMs) {
+      throttledUntil = Date.now() + burstMs;
+      burstMs = 0;
+    }
+    if (Date.now() < throttledUntil || !withinRate(p, arn)) return error(400, 'ClientLimitExceededException', 'Kinesis Video Streams has throttled the request because you have exceeded the limit of allowed client calls. Try making the call later.');
     const notActive = () => error(400, 'ResourceInUseException', `The channel is ${ch.status}, not ACTIVE`);
     switch (p) {
       case '/createSignalingChannel': {
@@ -619,10 +630,10 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
       case '/v1/get-ice-server-config': {
         if (!ch) return error(404, 'ResourceNotFoundException', 'no such channel');
         if (input.Service && input.Service !== 'TURN') return error(400, 'InvalidArgumentException', 'Service must be TURN');
-        const expires = Math.floor(Date.now() / 1000) + 300;
+        const expires = Math.floor(Date.now() / 1000) + turnTtlS;
         // A TURN server on a closed loopback port: the browsers try it and fall back to their
         // host candidates at once (no DNS, nothing leaves the machine).
-        return ok({ IceServerList: [{ Uris: ['turn:127.0.0.1:9?transport=udp'], Username: `${expires}:${ch.name}:${input.ClientId || ''}`, Password: 'local-turn-password', Ttl: 300 }] });
+        return ok({ IceServerList: [{ Uris: ['turn:127.0.0.1:9?transport=udp'], Username: `${expires}:${ch.name}:${input.ClientId || ''}`, Password: 'local-turn-password', Ttl: turnTtlS }] });
       }
       default:
         return error(404, 'UnknownOperationException', `unknown operation ${p}`);
@@ -771,6 +782,18 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
       const c = { name, arn: `arn:aws:kinesisvideo:${REGION}:${ACCOUNT}:channel/${name}/${created}`, version: `v${String((version += 1)).padStart(12, '0')}`, tags: { ...tags }, created, status: 'ACTIVE', activeAt: created, goneAt: null };
       kvsChannels.set(c.arn, c);
       return { name: c.name, arn: c.arn };
+    },
+    /**
+     * A throttling burst: from the next KVS API call on (the function's or a page's), for `ms`,
+     * every KVS API call is answered ClientLimitExceededException. Signaling connections
+     * already open stay open.
+     */
+    throttleKvs(ms) {
+      burstMs = ms;
+    },
+    /** From now on, GetIceServerConfig hands out TURN credentials that live `s` seconds. */
+    setTurnTtl(s) {
+      turnTtlS = s;
     },
     /** The KVS channels that exist now (CREATING or ACTIVE). */
     channels: () => {
