@@ -113,7 +113,7 @@ export const REAL_LIMITS = Object.freeze({
  * `kvsActivationMs`: how long a new channel stays CREATING. `limits`: any of REAL_LIMITS'
  * fields, for tests only (the defaults are the real services' values); the returned
  * `stack.limits` holds them and is read when they are checked, so a test may change them
- * mid-run.
+ * mid-run (`setTurnTtl` changes `turnTtlSeconds`).
  */
 export async function startLocalStack({ workers = 3, params = {}, log = () => {}, kvsActivationMs = 300, stackName = 'voice-local', port: frontPort = 0, limits: limitOptions = {} } = {}) {
   if (!fs.existsSync(BOOTSTRAP)) throw new Error(`no bootstrap at ${BOOTSTRAP}: run cargo build -p voice-lambda --locked`);
@@ -565,6 +565,11 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
   // VoiceFunctionPolicy); browsers may only call what their session allows on their channels.
   const kvsChannels = new Map(); // arn -> {name, arn, version, tags, created, status, activeAt, goneAt}
   const windows = new Map();
+  // A throttling burst (`throttleKvs`): from the next KVS API call on, for `burstMs`, every call
+  // is answered as over its TPS quota, ClientLimitExceededException (HTTP 400), as KVS does
+  // (quotas page above).
+  let throttledUntil = 0;
+  let burstMs = 0;
   let version = 0;
   const refreshChannels = () => {
     const now = Date.now();
@@ -620,7 +625,11 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
       if (!session || session.expiresAt <= Date.now() || req.headers['x-amz-security-token'] !== session.token) return error(403, 'UnrecognizedClientException', 'The security token included in the request is invalid or expired');
       if (!action || !arn || !sessionMay(session, `kinesisvideo:${action}`, arn)) return error(403, 'AccessDeniedException', `not authorized to perform kinesisvideo:${action || p} on ${arn}`);
     } else if (scope.accessKeyId !== FUNCTION_KEY.id) return error(403, 'UnrecognizedClientException', 'unknown access key');
-    if (!withinRate(p, arn)) return error(400, 'ClientLimitExceededException', 'Kinesis Video Streams has throttled the request because you have exceeded the limit of allowed client calls. Try making the call later.');
+    if (burstMs) {
+      throttledUntil = Date.now() + burstMs;
+      burstMs = 0;
+    }
+    if (Date.now() < throttledUntil || !withinRate(p, arn)) return error(400, 'ClientLimitExceededException', 'Kinesis Video Streams has throttled the request because you have exceeded the limit of allowed client calls. Try making the call later.');
     const notActive = () => error(400, 'ResourceInUseException', `The channel is ${ch.status}, not ACTIVE`);
     switch (p) {
       case '/createSignalingChannel': {
@@ -872,6 +881,18 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
       const c = { name, arn: `arn:aws:kinesisvideo:${REGION}:${ACCOUNT}:channel/${name}/${created}`, version: `v${String((version += 1)).padStart(12, '0')}`, tags: { ...tags }, created, status: 'ACTIVE', activeAt: created, goneAt: null };
       kvsChannels.set(c.arn, c);
       return { name: c.name, arn: c.arn };
+    },
+    /**
+     * A throttling burst: from the next KVS API call on (the function's or a page's), for `ms`,
+     * every KVS API call is answered ClientLimitExceededException. Signaling connections
+     * already open stay open.
+     */
+    throttleKvs(ms) {
+      burstMs = ms;
+    },
+    /** From now on, GetIceServerConfig hands out TURN credentials that live `s` seconds. */
+    setTurnTtl(s) {
+      limits.turnTtlSeconds = s;
     },
     /** The KVS channels that exist now (CREATING or ACTIVE). */
     channels: () => {

@@ -7,7 +7,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createTransport, fetchIceServers, ICE_CACHE_MS, iceCacheMs, isValidKvsClientId, KVS_ICE_PER_SECOND, KVS_MAX_MESSAGE_PAYLOAD, KVS_SDP_PER_SECOND, KvsTransport, loadKvsSdk, MAX_PAYLOAD_BYTES, SignalingError } from '../../voice-server/static/signaling.js';
+import { createTransport, fetchIceServers, ICE_CACHE_MS, iceCacheMs, isValidKvsClientId, limitTurn, TURN_URIS_PER_PEER_CONNECTION, KVS_ICE_PER_SECOND, KVS_MAX_MESSAGE_PAYLOAD, KVS_SDP_PER_SECOND, KvsTransport, loadKvsSdk, MAX_PAYLOAD_BYTES, SignalingError } from '../../voice-server/static/signaling.js';
 import { arnOf, awsGrant, base64Length, clientIdOf, fakeClock, fakeKvs, flush, KVS_LIMITS, roomView, wssOf } from './kvs-fakes.mjs';
 
 /** A transport for `grant` over a fresh fake SDK and clock, recording what it delivers. */
@@ -685,24 +685,39 @@ function iceEndpoint({ ttl = 300 } = {}) {
   return { fetch, calls };
 }
 
-test('iceServersFor asks KVS for fresh TURN credentials on the link\'s channel, cached < 300 s', async () => {
+test('iceServersFor asks KVS for fresh TURN credentials on OUR OWN channel for every link, cached < 300 s', async () => {
   const ice = iceEndpoint();
   const s = await connected({ grant: awsGrant({ later: ['dave'] }), fetch: ice.fetch });
+  // A link where we view an earlier participant's channel: still our own channel's TURN, as its
+  // master (no client id), so that channel's 50 TURN allocations carry only our links.
   const alice1 = await s.t.iceServersFor('alice');
   assert.deepEqual(alice1.at(-1), { urls: ['turn:t.example:443?transport=udp'], username: 'u1', credential: 'p1' });
   assert.equal(alice1[0].urls[0], 'stun:stun.kinesisvideo.eu-west-1.amazonaws.com:443');
-  assert.equal(ice.calls[0].url, 'https://r-alice.kinesisvideo.eu-west-1.amazonaws.com/v1/get-ice-server-config');
-  assert.deepEqual(ice.calls[0].body, { ChannelARN: arnOf('alice'), ClientId: clientIdOf('carol'), Service: 'TURN' });
-  // A later joiner views our channel: our own channel's servers, no client id (we are master).
-  await s.t.iceServersFor('dave');
-  assert.deepEqual(ice.calls[1].body, { ChannelARN: arnOf('carol'), Service: 'TURN' });
-  // Cached per channel...
-  assert.equal((await s.t.iceServersFor('alice')).at(-1).username, 'u1');
-  assert.equal(ice.calls.length, 2);
+  assert.equal(ice.calls[0].url, 'https://r-carol.kinesisvideo.eu-west-1.amazonaws.com/v1/get-ice-server-config');
+  assert.deepEqual(ice.calls[0].body, { ChannelARN: arnOf('carol'), Service: 'TURN' });
+  // A later joiner (viewing our channel) and another earlier one: the same cached answer.
+  assert.equal((await s.t.iceServersFor('dave')).at(-1).username, 'u1');
+  assert.equal((await s.t.iceServersFor('bob')).at(-1).username, 'u1');
+  assert.equal(ice.calls.length, 1);
   // ...but never past ICE_CACHE_MS (credentials live 300 s).
   assert.ok(ICE_CACHE_MS < 300_000);
   await s.clock.advance(ICE_CACHE_MS);
-  assert.equal((await s.t.iceServersFor('alice')).at(-1).username, 'u3');
+  assert.equal((await s.t.iceServersFor('alice')).at(-1).username, 'u2');
+  assert.deepEqual(ice.calls[1].body, { ChannelARN: arnOf('carol'), Service: 'TURN' });
+});
+
+test('iceServersFor asks again before a short TURN Ttl runs out (80 % of it), not only after ICE_CACHE_MS', async () => {
+  const calls = [];
+  const fetch = async (url, init) => {
+    calls.push(JSON.parse(init.body));
+    return { ok: true, status: 200, text: async () => JSON.stringify({ IceServerList: [{ Uris: ['turn:t.example:443?transport=udp'], Username: `u${calls.length}`, Password: 'p', Ttl: 10 }] }) };
+  };
+  const s = await connected({ fetch });
+  assert.equal((await s.t.iceServersFor('alice')).at(-1).username, 'u1');
+  await s.clock.advance(7900);
+  assert.equal((await s.t.iceServersFor('alice')).at(-1).username, 'u1', 'still within 80 % of 10 s');
+  await s.clock.advance(200);
+  assert.equal((await s.t.iceServersFor('alice')).at(-1).username, 'u2', 'asked again at 8 s, before the 10 s expiry');
 });
 
 test('TURN credentials that live less than 300 s are reused for at most 80 % of their Ttl, never past it', async () => {
@@ -723,9 +738,56 @@ test('iceServersFor falls back to the grant\'s list, with an error, when KVS ref
   const fetch = async () => ({ ok: false, status: 400, text: async () => JSON.stringify({ __type: 'ClientLimitExceededException' }) });
   const s = await connected({ fetch });
   const servers = await s.t.iceServersFor('alice');
-  assert.deepEqual(servers, awsGrant().peers[0].iceServers);
+  assert.deepEqual(servers, awsGrant().self.iceServers);
   assert.match(s.errors.at(-1).message, /ClientLimitExceededException/);
   assert.equal(s.errors.at(-1).retryable, true);
+});
+
+/** What KVS's GetIceServerConfig answers: 2 TURN servers × 3 URIs each. */
+function kvsShapedIce(n) {
+  return ['1-2-3-4', '5-6-7-8'].map((ip) => ({
+    Uris: [`turn:${ip}.t.example:443?transport=udp`, `turns:${ip}.t.example:443?transport=udp`, `turns:${ip}.t.example:443?transport=tcp`],
+    Username: `u${n}-${ip}`,
+    Password: `p${n}`,
+    Ttl: 300,
+  }));
+}
+
+test('limitTurn keeps STUN and one TURN server with at most one UDP and one TCP URI', () => {
+  const stun = { urls: ['stun:stun.kinesisvideo.eu-west-1.amazonaws.com:443'] };
+  const kvs = kvsShapedIce(1).map((s) => ({ urls: s.Uris, username: s.Username, credential: s.Password }));
+  const out = limitTurn([stun, ...kvs]);
+  assert.deepEqual(out, [stun, { urls: ['turn:1-2-3-4.t.example:443?transport=udp', 'turns:1-2-3-4.t.example:443?transport=tcp'], username: 'u1-1-2-3-4', credential: 'p1' }]);
+  // A single string URL, a TCP-only server, nothing at all.
+  assert.deepEqual(limitTurn([{ urls: 'turn:x:3478?transport=tcp', username: 'u', credential: 'c' }]), [{ urls: ['turn:x:3478?transport=tcp'], username: 'u', credential: 'c' }]);
+  assert.deepEqual(limitTurn([]), []);
+  assert.deepEqual(limitTurn(undefined), []);
+});
+
+test('a full room stays within KVS\'s 50 TURN allocations per channel', async () => {
+  // Carol is in a full room of 10: 9 links, each asking iceServersFor its peer. Every answer
+  // comes from carol's own channel and carries at most TURN_URIS_PER_PEER_CONNECTION TURN URIs.
+  const earlier = ['p1', 'p2', 'p3', 'p4'];
+  const later = ['p5', 'p6', 'p7', 'p8', 'p9'];
+  const calls = [];
+  const fetch = async (url, init) => {
+    calls.push({ url, body: JSON.parse(init.body) });
+    return { ok: true, status: 200, text: async () => JSON.stringify({ IceServerList: kvsShapedIce(calls.length) }) };
+  };
+  const s = await connected({ grant: awsGrant({ earlier, later }), fetch });
+  const perChannel = new Map();
+  for (const peer of [...earlier, ...later]) {
+    const servers = await s.t.iceServersFor(peer);
+    const turn = servers.flatMap((x) => x.urls).filter((u) => /^turns?:/.test(u));
+    assert.ok(turn.length <= TURN_URIS_PER_PEER_CONNECTION, `${peer}: ${turn}`);
+    const channel = calls.at(-1).body.ChannelARN;
+    perChannel.set(channel, (perChannel.get(channel) || 0) + turn.length);
+  }
+  assert.deepEqual([...perChannel.keys()], [arnOf('carol')], 'every link uses carol\'s own channel');
+  const allocations = perChannel.get(arnOf('carol'));
+  assert.equal(allocations, 9 * TURN_URIS_PER_PEER_CONNECTION);
+  // Even with every link restarted at once (old and new allocations overlapping): within 50.
+  assert.ok(2 * allocations <= 50, `${2 * allocations} allocations`);
 });
 
 test('fetchIceServers signs as SigV4 does (AWS test vector shape: date, scope, hex signature)', async () => {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import { ApiError, describeError } from '../../voice-server/static/messages.js';
 
 const PROTOCOL = new URL('../../docs/protocol.md', import.meta.url);
-const RECORDING_CODES = new Set(['ALREADY_RECORDING', 'NOT_RECORDING', 'RECORDING_UNAVAILABLE']);
+const RECORDING_CODES = new Set(['ALREADY_RECORDING', 'NOT_RECORDING', 'RECORDING_UNAVAILABLE', 'RECORDING_RUNNING', 'RECORDING_CLOSED']);
 
 /** The codes of docs/protocol.md's "Error codes" table, in order. */
 function protocolCodes() {

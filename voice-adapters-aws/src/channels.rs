@@ -272,6 +272,52 @@ impl KvsChannels {
         Ok((wss, https))
     }
 
+    /// The (WSS, HTTPS) endpoints of `channel` for `role`, from the cache or
+    /// GetSignalingChannelEndpoint.
+    async fn wss_and_https(
+        &self,
+        channel: &SignalingChannel,
+        role: ChannelRole,
+    ) -> Result<(String, String), ChannelError> {
+        let kvs_role = match role {
+            ChannelRole::Master => KvsRole::Master,
+            ChannelRole::Viewer => KvsRole::Viewer,
+        };
+        let key = (channel.arn.as_str().to_owned(), role == ChannelRole::Master);
+        let cached = self
+            .endpoint_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(pair) = cached {
+            return Ok(pair);
+        }
+        let pair = self.fetch_endpoints(channel, kvs_role).await?;
+        let mut cache = self
+            .endpoint_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= ENDPOINT_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, pair.clone());
+        Ok(pair)
+    }
+
+    /// The regional STUN server for `channel` (no credentials, no call).
+    fn stun(&self, channel: &SignalingChannel) -> IceServer {
+        let region = region_of(&channel.arn)
+            .map(str::to_owned)
+            .or_else(|| self.kvs.config().region().map(|r| r.to_string()))
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        IceServer {
+            urls: vec![stun_url(&region)],
+            username: None,
+            credential: None,
+        }
+    }
+
     async fn tags_of(&self, arn: &str) -> Result<Option<HashMap<String, String>>, ChannelError> {
         let mut tags = HashMap::new();
         let mut next: Option<String> = None;
@@ -530,32 +576,7 @@ impl SignalingChannels for KvsChannels {
         role: ChannelRole,
         client_id: &ClientId,
     ) -> Result<ChannelEndpoints, ChannelError> {
-        let kvs_role = match role {
-            ChannelRole::Master => KvsRole::Master,
-            ChannelRole::Viewer => KvsRole::Viewer,
-        };
-        let key = (channel.arn.as_str().to_owned(), role == ChannelRole::Master);
-        let cached = self
-            .endpoint_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        let (wss, https) = match cached {
-            Some(pair) => pair,
-            None => {
-                let pair = self.fetch_endpoints(channel, kvs_role).await?;
-                let mut cache = self
-                    .endpoint_cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                if cache.len() >= ENDPOINT_CACHE_MAX {
-                    cache.clear();
-                }
-                cache.insert(key, pair.clone());
-                pair
-            }
-        };
+        let (wss, https) = self.wss_and_https(channel, role).await?;
         let ice = self
             .signaling
             .get_ice_server_config()
@@ -569,15 +590,7 @@ impl SignalingChannels for KvsChannels {
             .send()
             .await
             .map_err(|e| channel_error("kinesisvideosignaling:GetIceServerConfig", &e))?;
-        let region = region_of(&channel.arn)
-            .map(str::to_owned)
-            .or_else(|| self.kvs.config().region().map(|r| r.to_string()))
-            .unwrap_or_else(|| "us-east-1".to_owned());
-        let mut ice_servers = vec![IceServer {
-            urls: vec![stun_url(&region)],
-            username: None,
-            credential: None,
-        }];
+        let mut ice_servers = vec![self.stun(channel)];
         ice_servers.extend(
             ice.ice_server_list
                 .unwrap_or_default()
@@ -592,6 +605,24 @@ impl SignalingChannels for KvsChannels {
             wss,
             https: Some(https),
             ice_servers,
+        })
+    }
+
+    /// The endpoints with the regional STUN server only: no `GetIceServerConfig` (a joiner's
+    /// links all use its own channel's TURN servers), so a peer's channel costs at most one
+    /// `GetSignalingChannelEndpoint`, and none once this instance has cached it.
+    #[tracing::instrument(skip(self), fields(channel = %channel.name, ?role))]
+    async fn signaling_endpoints(
+        &self,
+        channel: &SignalingChannel,
+        role: ChannelRole,
+        _client_id: &ClientId,
+    ) -> Result<ChannelEndpoints, ChannelError> {
+        let (wss, https) = self.wss_and_https(channel, role).await?;
+        Ok(ChannelEndpoints {
+            wss,
+            https: Some(https),
+            ice_servers: vec![self.stun(channel)],
         })
     }
 

@@ -221,3 +221,80 @@ fn released_channels_wait_out_their_quarantine_then_are_reused_then_evicted() {
     assert!(channels.list_now().is_empty());
     assert!(pool.snapshot().is_empty());
 }
+
+/// The gate and the pool's claim run together (one round trip instead of two in a row): a
+/// caller the gate refuses must not keep, or quarantine, the channel claimed meanwhile. It goes
+/// back free at once (no credential was issued for it), and the next member gets it.
+#[test]
+fn a_claim_made_alongside_a_refused_gate_goes_back_free_at_once() {
+    use voice_domain::UseCaseError as _;
+    let clock = ManualClock::at(Timestamp::from_millis(1_700_000_000_000));
+    let channels = MemoryChannels::new(clock.clone());
+    let pool = MemoryPool::new();
+    let directory = MemoryDirectory::new();
+    let credentials = MemoryCredentials::new(clock.clone());
+    let service = VoiceService::new(
+        Adapters::<P> {
+            store: MemoryStore::new(),
+            directory: directory.clone(),
+            channels: channels.clone(),
+            credentials: credentials.clone(),
+            notifier: MemoryNotifier::new(),
+            clock: clock.clone(),
+            ids: SequentialIds::default(),
+            pool: pool.clone(),
+        },
+        ServiceConfig::default(),
+    );
+    let chat = ChatRoomId::parse("chat").unwrap();
+    directory.create_room(chat.clone(), user("ada")).unwrap();
+    directory
+        .set_state(&chat, user("bo"), MemberState::Approved)
+        .unwrap();
+    directory
+        .set_state(&chat, user("eve"), MemberState::Pending)
+        .unwrap();
+    for u in ["ada", "bo", "eve"] {
+        directory.connect(conn(&format!("c-{u}")), user(u));
+    }
+    let room = block_on(service.start_voice(&conn("c-ada"), &chat)).unwrap();
+    // One free channel, out of quarantine.
+    let ch = block_on(channels.create(
+        &ChannelName::from_unique("spare").unwrap(),
+        &ChannelTags {
+            chat_room: chat.clone(),
+            voice_room: VoiceRoomId::parse("old").unwrap(),
+            owner: user("ghost"),
+        },
+    ))
+    .unwrap();
+    let old = held_by_nobody("old");
+    let now = clock.now();
+    block_on(pool.add(&ChannelLease {
+        channel: ch.clone(),
+        holder: old.clone(),
+        claimed_at: now,
+    }))
+    .unwrap();
+    block_on(pool.release(&ch, &old.voice_room, now, now)).unwrap();
+    let issued_before = credentials.issued().len();
+
+    let err = block_on(service.join_voice(&conn("c-eve"), room.id())).unwrap_err();
+    assert_eq!(err.code(), "NOT_APPROVED");
+    assert_eq!(credentials.issued().len(), issued_before, "nothing issued");
+    let slot = pool
+        .snapshot()
+        .into_iter()
+        .find(|p| p.channel == ch)
+        .expect("still pooled")
+        .slot;
+    assert!(
+        matches!(slot, PoolSlot::Free { free_from, .. } if free_from <= clock.now()),
+        "free at once, not quarantined: {slot:?}"
+    );
+
+    let created = channels.created_total();
+    let grant = block_on(service.join_voice(&conn("c-bo"), room.id())).unwrap();
+    assert_eq!(grant.own.channel, ch, "the next member claims it");
+    assert_eq!(channels.created_total(), created);
+}

@@ -6,11 +6,13 @@
 //! relay baseline users would otherwise hand-write (`bench/node-relay`), or a trivial echo (the
 //! loopback ceiling). It reads the server's RSS and CPU time from `/proc` ([`sys`]).
 //! [`lambda_cold`] measures the Lambda binary's cold start against a fake Runtime API.
+//! [`join_depth`] counts a join's sequential AWS round trips over delayed in-memory ports.
 //!
 //! The figures and the exact commands are in BENCHMARKS.md; `bench/run.sh` runs them all.
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod join_depth;
 pub mod lambda_cold;
 pub mod report;
 pub mod scenarios;

@@ -138,6 +138,9 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         repeat: usize,
     },
+    /// A join's sequential AWS round trips (50 ms per call, paused clock: exact, no waiting):
+    /// the 10th joiner with a pool hit, a pool miss and no pool, and nine joins at once.
+    JoinDepth,
     /// The Lambda bootstrap's start to its first answered event, against a fake Runtime API.
     LambdaCold {
         /// The release binary (target/release/voice-lambda).
@@ -192,6 +195,13 @@ impl Out {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::JoinDepth) {
+        // Its own paused-clock runtime, no server to start.
+        for line in voice_bench::join_depth::report() {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     sys::raise_nofile();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -350,6 +360,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out.emit(lambda_cold::cold_start(&bootstrap, runs).await?)?;
         }
         Cmd::Tiny { no_node } => tiny(&launcher, &mut out, no_node).await?,
+        Cmd::JoinDepth => unreachable!("handled before the runtime starts"),
     }
     Ok(())
 }

@@ -245,6 +245,24 @@ pub trait SignalingChannels: Send + Sync + 'static {
         client_id: &ClientId,
     ) -> Result<ChannelEndpoints, ChannelError>;
 
+    /// Like [`Self::endpoints`], but the ICE servers may be only those that cost no call (STUN):
+    /// a joiner's client uses its *own* channel's TURN servers for every link (docs/deploy-aws.md,
+    /// "TURN allocations"), so a join asks for TURN on its own channel only, and the KVS adapter
+    /// skips one `GetIceServerConfig` round trip per peer (KVS allows 5 per second per channel;
+    /// ten joiners asking on the first one's channel are throttled). Defaults to `endpoints`,
+    /// for adapters whose ICE servers are free.
+    ///
+    /// # Errors
+    /// [`ChannelError::NotFound`]; [`ChannelError::Unavailable`].
+    async fn signaling_endpoints(
+        &self,
+        channel: &SignalingChannel,
+        role: ChannelRole,
+        client_id: &ClientId,
+    ) -> Result<ChannelEndpoints, ChannelError> {
+        self.endpoints(channel, role, client_id).await
+    }
+
     /// Every `voice-*` channel, for the orphan sweep.
     ///
     /// # Errors

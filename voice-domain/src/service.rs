@@ -18,8 +18,8 @@
 //!   after all would break the room, while a channel kept when in doubt is only an orphan, which
 //!   the sweep deletes.
 
-use futures_util::future::{try_join3, try_join_all};
-use std::collections::HashSet;
+use futures_util::future::{join, try_join3, try_join_all};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
@@ -45,8 +45,8 @@ use crate::ports::{
 };
 use crate::recording::RecordingId;
 use crate::room::{
-    Capacity, ChannelRole, JoinOutcome, LeaveReason, SignalingChannel, TransitionError, VoiceEvent,
-    VoiceRoom,
+    Capacity, ChannelGrant, ChannelRole, JoinOutcome, LeaveReason, SignalingChannel,
+    TransitionError, VoiceEvent, VoiceRoom,
 };
 use crate::time::Timestamp;
 
@@ -231,6 +231,21 @@ struct Acquired {
     channel: Option<SignalingChannel>,
     /// Whether the signaling service said it does not exist.
     vanished: bool,
+    /// Whether the pool was already asked (and had nothing, if `channel` is `None`): the next
+    /// acquisition creates a channel without asking again.
+    pool_tried: bool,
+}
+
+/// What one join has fetched so far, reused when it loses a race and tries again: endpoints do
+/// not change during a channel's life, the own channel's TURN credentials last minutes, and
+/// credentials for the same (channel, role) pairs are still exactly the right ones. A lost race
+/// then costs only what the new plan adds (usually the winner's channel and new credentials).
+#[derive(Default)]
+struct GrantCache {
+    /// (channel, role) → its access.
+    access: HashMap<(SignalingChannel, ChannelRole), ChannelAccess>,
+    /// The last credentials, the exact grants they allow and when they were issued.
+    credentials: Option<(Vec<ChannelGrant>, IssuedCredentials, Timestamp)>,
 }
 
 /// Why a compare-and-set modification did not happen.
@@ -289,7 +304,7 @@ impl<P: Ports> VoiceService<P> {
             voice_room: voice_room_id.clone(),
             owner: user.clone(),
         };
-        let channel = self.acquire_channel(&tags).await?;
+        let channel = self.acquire_channel(&tags, true).await?;
         let (room, events) = VoiceRoom::start(
             voice_room_id,
             chat_room.clone(),
@@ -356,12 +371,51 @@ impl<P: Ports> VoiceService<P> {
                 Lookup::NotFound => JoinVoiceError::VoiceRoomNotFound,
                 Lookup::Dependency(d) => JoinVoiceError::Dependency(d),
             })?;
-        self.gate(&user, room.chat_room()).await?;
-        let client_id = ClientId::from_connection(caller).map_err(|e| {
-            DependencyError::new(PortName::Channels, PortFailure::permanent(e.to_string()))
-        })?;
-
+        let client_id = ClientId::from_connection(caller);
         let mut created = Acquired::default();
+        // With a pool, a joiner who needs a channel claims a free one while the gate is asked:
+        // two independent reads/writes in one round trip instead of three in a row (issue 14).
+        // Only the pool's claim is speculative, never a creation, and a claim for a caller the
+        // gate refuses goes back at once, free (no credential was issued for it).
+        if self.ports.pool.is_pooling()
+            && room.is_active()
+            && room.participant(&user).is_none()
+            && !room.is_full()
+        {
+            let tags = ChannelTags {
+                chat_room: room.chat_room().clone(),
+                voice_room: room.id().clone(),
+                owner: user.clone(),
+            };
+            let (gate, claim) =
+                join(self.gate(&user, room.chat_room()), self.claim_pooled(&tags)).await;
+            created.pool_tried = true;
+            match (gate, claim) {
+                (Ok(_), Ok(ch)) => created.channel = ch,
+                (Ok(_), Err(e)) => return Err(e.into()),
+                (Err(refused), Ok(Some(ch))) => {
+                    self.discard_unused(voice_room, &ch, false).await;
+                    return Err(refused.into());
+                }
+                (Err(refused), Err(_)) | (Err(refused), Ok(None)) => return Err(refused.into()),
+            }
+        } else {
+            self.gate(&user, room.chat_room()).await?;
+        }
+        let client_id = match client_id {
+            Ok(id) => id,
+            Err(e) => {
+                if let Some(ch) = created.channel.take() {
+                    self.discard_unused(voice_room, &ch, false).await;
+                }
+                return Err(DependencyError::new(
+                    PortName::Channels,
+                    PortFailure::permanent(e.to_string()),
+                )
+                .into());
+            }
+        };
+
         let result = self
             .join_loop(room, &user, caller, &client_id, &mut created)
             .await;
@@ -386,6 +440,7 @@ impl<P: Ports> VoiceService<P> {
         client_id: &ClientId,
         created: &mut Acquired,
     ) -> Result<VoiceGrant, JoinVoiceError> {
+        let mut cache = GrantCache::default();
         for _ in 0..=self.config.cas_retries {
             if !room.is_active() {
                 return Err(JoinVoiceError::Ended);
@@ -405,7 +460,8 @@ impl<P: Ports> VoiceService<P> {
                             voice_room: room.id().clone(),
                             owner: user.clone(),
                         };
-                        let ch = self.acquire_channel(&tags).await?;
+                        let ch = self.acquire_channel(&tags, !created.pool_tried).await?;
+                        created.pool_tried = true;
                         created.channel.insert(ch).clone()
                     }
                 },
@@ -422,8 +478,8 @@ impl<P: Ports> VoiceService<P> {
                     TransitionError::Full { capacity } => JoinVoiceError::RoomFull { capacity },
                     _ => JoinVoiceError::Ended,
                 })?;
-            let (own, peers, credentials) = match self
-                .grant_for(&next, user, caller, client_id)
+            let (own, peers, credentials, issued_at) = match self
+                .grant_for(&next, user, caller, client_id, &mut cache)
                 .await
             {
                 Ok(grant) => grant,
@@ -534,69 +590,118 @@ impl<P: Ports> VoiceService<P> {
                 own,
                 peers,
                 credentials,
-                issued_at: self.ports.clock.now(),
+                issued_at,
                 newly_joined,
             });
         }
         Err(StoreError::VersionConflict.into())
     }
 
-    /// Endpoints for every channel of `user`'s plan, and credentials for exactly those.
+    /// Endpoints for every channel of `user`'s plan, and credentials for exactly those (with
+    /// when they were issued), reusing what `cache` holds from an earlier try of the same join.
+    ///
+    /// Every link of the joiner uses its own channel's ICE servers (docs/deploy-aws.md, "TURN
+    /// allocations"): TURN is asked for on the own channel only, and each peer's access carries
+    /// the own channel's list.
     async fn grant_for(
         &self,
         room: &VoiceRoom,
         user: &UserId,
         caller: &ConnectionId,
         client_id: &ClientId,
-    ) -> Result<(ChannelAccess, Vec<PeerAccess>, IssuedCredentials), GrantError> {
+        cache: &mut GrantCache,
+    ) -> Result<(ChannelAccess, Vec<PeerAccess>, IssuedCredentials, Timestamp), GrantError> {
         let plan = room
             .plan_for(user)
             .expect("join just placed the user in the room");
+        let grants = plan.grants();
         // The endpoints of every channel and the credentials do not depend on each other: ask
         // for all of them at once, so the 10th joiner waits for about one round trip to the
         // channels service, not ten (issue 14). The first failure wins; the rest are dropped.
-        let own = self.access(&plan.own_channel, ChannelRole::Master, client_id);
+        let known = |ch: &SignalingChannel, role: ChannelRole| {
+            cache.access.get(&(ch.clone(), role)).cloned()
+        };
+        let own = async {
+            match known(&plan.own_channel, ChannelRole::Master) {
+                Some(a) => Ok(a),
+                None => {
+                    self.access(&plan.own_channel, ChannelRole::Master, client_id, true)
+                        .await
+                }
+            }
+        };
         let peers = try_join_all(plan.peers.iter().map(|p| async move {
+            let access = match known(&p.channel, ChannelRole::Viewer) {
+                Some(a) => a,
+                None => {
+                    self.access(&p.channel, ChannelRole::Viewer, client_id, false)
+                        .await?
+                }
+            };
             Ok::<_, GrantError>(PeerAccess {
                 user: p.user.clone(),
-                access: self
-                    .access(&p.channel, ChannelRole::Viewer, client_id)
-                    .await?,
+                access,
             })
         }));
+        let reusable = cache
+            .credentials
+            .as_ref()
+            .filter(|(g, _, _)| *g == grants)
+            .map(|(_, c, at)| (c.clone(), *at));
         let request = CredentialRequest {
             voice_room: room.id().clone(),
             user: user.clone(),
             connection: caller.clone(),
             client_id: client_id.clone(),
-            grants: plan.grants(),
+            grants: grants.clone(),
             ttl: self.config.credential_ttl,
         };
         let credentials = async {
-            self.ports
+            if let Some(done) = reusable {
+                return Ok(done);
+            }
+            let issued = self
+                .ports
                 .credentials
                 .issue(&request)
                 .await
-                .map_err(|e| GrantError::Failed(e.into()))
+                .map_err(|e| GrantError::Failed(e.into()))?;
+            Ok((issued, self.ports.clock.now()))
         };
-        try_join3(own, peers, credentials).await
+        let (own, mut peers, (credentials, issued_at)) = try_join3(own, peers, credentials).await?;
+        cache
+            .access
+            .insert((own.channel.clone(), ChannelRole::Master), own.clone());
+        for p in &mut peers {
+            cache.access.insert(
+                (p.access.channel.clone(), ChannelRole::Viewer),
+                p.access.clone(),
+            );
+            p.access.endpoints.ice_servers = own.endpoints.ice_servers.clone();
+        }
+        cache.credentials = Some((grants, credentials.clone(), issued_at));
+        Ok((own, peers, credentials, issued_at))
     }
 
+    /// Endpoints of `channel` for `role`; with `ice`, its ICE servers too (TURN: a call to the
+    /// signaling service), else only those that cost nothing.
     async fn access(
         &self,
         channel: &SignalingChannel,
         role: ChannelRole,
         client_id: &ClientId,
+        ice: bool,
     ) -> Result<ChannelAccess, GrantError> {
-        let endpoints = self
-            .ports
-            .channels
-            .endpoints(channel, role, client_id)
-            .await
-            .map_err(|e| match e {
-                ChannelError::NotFound => GrantError::Vanished(e.into(), channel.clone()),
-                e => GrantError::Failed(e.into()),
-            })?;
+        let channels = &self.ports.channels;
+        let endpoints = if ice {
+            channels.endpoints(channel, role, client_id).await
+        } else {
+            channels.signaling_endpoints(channel, role, client_id).await
+        }
+        .map_err(|e| match e {
+            ChannelError::NotFound => GrantError::Vanished(e.into(), channel.clone()),
+            e => GrantError::Failed(e.into()),
+        })?;
         Ok(ChannelAccess {
             channel: channel.clone(),
             role,
@@ -1331,12 +1436,11 @@ impl<P: Ports> VoiceService<P> {
         caller: &ConnectionId,
         voice_room: &VoiceRoomId,
     ) -> Result<(UserId, VoiceRoom), Lookup> {
-        let user = self.identify(caller).await?.ok_or(Lookup::NotIdentified)?;
-        let room = self
-            .ports
-            .store
-            .get(voice_room)
-            .await
+        // Independent reads, in one round trip (issue 14: a join's sequential round trips);
+        // the caller's identity is still checked first.
+        let (user, room) = join(self.identify(caller), self.ports.store.get(voice_room)).await;
+        let user = user?.ok_or(Lookup::NotIdentified)?;
+        let room = room
             .map_err(|e| Lookup::Dependency(e.into()))?
             .ok_or(Lookup::NotFound)?;
         Ok((user, room))
@@ -1456,9 +1560,10 @@ impl<P: Ports> VoiceService<P> {
         }
     }
 
-    /// A channel for a new participant (`tags.owner` in `tags.voice_room`): with a pool, a free
-    /// channel whose quarantine is over (already `ACTIVE`: no wait), else a new one recorded in
-    /// the pool as held; without, a new one.
+    /// A channel for a new participant (`tags.owner` in `tags.voice_room`): with a pool (and
+    /// `try_pool`: the caller has not asked it already), a free channel whose quarantine is over
+    /// (already `ACTIVE`: no wait), else a new one recorded in the pool as held; without, a new
+    /// one.
     ///
     /// A new channel the pool could not record is left alone rather than deleted: the record
     /// may have landed (a timeout after the write), and deleting a channel the pool lists
@@ -1467,6 +1572,7 @@ impl<P: Ports> VoiceService<P> {
     async fn acquire_channel(
         &self,
         tags: &ChannelTags,
+        try_pool: bool,
     ) -> Result<SignalingChannel, DependencyError> {
         let pool = &self.ports.pool;
         if !pool.is_pooling() {
@@ -1475,6 +1581,39 @@ impl<P: Ports> VoiceService<P> {
                 .channels
                 .create(&self.ports.ids.channel_name(), tags)
                 .await?);
+        }
+        if try_pool {
+            if let Some(channel) = self.claim_pooled(tags).await? {
+                return Ok(channel);
+            }
+        }
+        let channel = self
+            .ports
+            .channels
+            .create(&self.ports.ids.channel_name(), tags)
+            .await?;
+        let lease = ChannelLease {
+            channel: channel.clone(),
+            holder: LeaseHolder {
+                voice_room: tags.voice_room.clone(),
+                user: tags.owner.clone(),
+            },
+            claimed_at: self.ports.clock.now(),
+        };
+        pool.add(&lease).await?;
+        info!(channel = %channel.name, "pool grown by a new channel");
+        Ok(channel)
+    }
+
+    /// A free pooled channel whose quarantine is over, claimed for `tags.owner`, or `None` (no
+    /// such channel, or no pool).
+    async fn claim_pooled(
+        &self,
+        tags: &ChannelTags,
+    ) -> Result<Option<SignalingChannel>, DependencyError> {
+        let pool = &self.ports.pool;
+        if !pool.is_pooling() {
+            return Ok(None);
         }
         let holder = LeaseHolder {
             voice_room: tags.voice_room.clone(),
@@ -1485,7 +1624,7 @@ impl<P: Ports> VoiceService<P> {
         match pool.claim(&holder, now).await? {
             Some((lease, was)) if policy.claimable(&was, now) => {
                 debug!(channel = %lease.channel.name, "claimed a pooled channel");
-                return Ok(lease.channel);
+                Ok(Some(lease.channel))
             }
             Some((lease, was)) => {
                 // The adapter handed out a channel the rule does not allow: put it back as it
@@ -1503,22 +1642,10 @@ impl<P: Ports> VoiceService<P> {
                         warn!(error = %e, channel = %lease.channel.name, "could not put the channel back; the sweep will");
                     }
                 }
+                Ok(None)
             }
-            None => {}
+            None => Ok(None),
         }
-        let channel = self
-            .ports
-            .channels
-            .create(&self.ports.ids.channel_name(), tags)
-            .await?;
-        let lease = ChannelLease {
-            channel: channel.clone(),
-            holder,
-            claimed_at: now,
-        };
-        pool.add(&lease).await?;
-        info!(channel = %channel.name, "pool grown by a new channel");
-        Ok(channel)
     }
 
     /// Gives back a channel acquired for `voice_room` that no stored participant holds and
@@ -1599,8 +1726,17 @@ impl<P: Ports> VoiceService<P> {
                         continue;
                     }
                 };
-                for conn in targets {
-                    match self.ports.notifier.send(&conn, event).await {
+                // Every connection at once: a 10-person room's event is one round trip to the
+                // notifier, not ten in a row before the caller gets its answer (issue 14). Each
+                // connection still gets the events in order.
+                let sent = futures_util::future::join_all(
+                    targets
+                        .iter()
+                        .map(|conn| self.ports.notifier.send(conn, event)),
+                )
+                .await;
+                for (conn, res) in targets.into_iter().zip(sent) {
+                    match res {
                         Ok(()) => {}
                         Err(NotifyError::Gone) => {
                             if !gone.contains(&conn) {

@@ -1306,7 +1306,7 @@ window.voiceDebug = {
         }))
       : [],
   /** The last 32 peer connections made (closed ones included), not every one ever. */
-  allPeerConnections: () => recentLinks.map((l) => ({ userId: l.userId, role: l.role, connectionState: l.pc.connectionState })),
+  allPeerConnections: () => recentLinks.map((l) => ({ userId: l.userId, role: l.role, connectionState: l.pc.connectionState, turnUsers: l.pc.getConfiguration ? (l.pc.getConfiguration().iceServers || []).map((s) => s.username).filter(Boolean) : [] })),
   linksCreated: () => (session ? session.linksCreated : 0),
   iceRestarts: () => (session ? session.iceRestarts : 0),
   /** Test hook: an ICE restart on our link to `userId` (we must offer on it). */

@@ -52,6 +52,8 @@ export function recordingErrorText(e) {
       return 'The recording reached the size limit of this server and stopped. What was recorded so far is saved.';
     case 'RECORDING_CLOSED':
       return 'The recording was stopped. What was recorded so far is saved.';
+    case 'RECORDING_RUNNING':
+      return 'The recording is still running: stop it first, then it is saved.';
     case 'UNAUTHORIZED':
       return 'The permission to upload this recording has expired. What was recorded so far is saved.';
     case 'NOT_MEMBER':

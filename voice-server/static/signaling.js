@@ -21,12 +21,13 @@
 //                                 FRESH ICE servers (STUN + TURN with current credentials) for a
 //                                 new RTCPeerConnection or an ICE restart with that peer. Call it
 //                                 every time, never reuse a grant's list: KVS TURN credentials
-//                                 live 300 s. KVS: GetIceServerConfig on the link's channel (our
-//                                 own when we are its master, the peer's when we view it), signed
-//                                 with the grant's credentials, cached per channel for 240 s (at
-//                                 most 80 % of the answer's Ttl) so a
-//                                 full room stays far below KVS's 5 TPS and 50 TURN allocations
-//                                 per channel; on failure the grant's list. Relay: the grant's.
+//                                 live 300 s. KVS: GetIceServerConfig on OUR OWN channel for
+//                                 every link (as its master), signed with the grant's
+//                                 credentials, cached for 240 s (at most 80 % of
+//                                 the answer's Ttl), one TURN entry with at most 2
+//                                 URIs (limitTurn), so a full room stays far below KVS's 5 TPS
+//                                 and 50 TURN allocations per channel; on failure the grant's
+//                                 list. Relay: the grant's.
 // Peers are always named by userId; mapping to KVS client ids is the transport's business.
 // KVS sends are paced per WebSocket (FIFO, in order, evenly spaced): 4 SDP offers/answers and 15
 // ICE candidates per 1.1 s, with margin below KVS's hard per-connection limits (5 and 20 per
@@ -298,6 +299,47 @@ export function iceCacheMs(ttlSeconds) {
   return Math.min(ICE_CACHE_MS, Math.floor(ttlSeconds * 1000 * ICE_CACHE_TTL_FRACTION));
 }
 
+/**
+ * TURN URIs one RTCPeerConnection may use. KVS allows 50 TURN allocations per signaling channel
+ * (quotas page), and a browser makes one allocation per TURN URI per peer connection (per local
+ * network it gathers on). Every link of ours uses OUR OWN channel's TURN servers, so our channel
+ * carries our links only: 9 in a full room of 10, × 2 URIs = 18 allocations, 36 if every link
+ * is restarted or rebuilt at once (old and new allocations overlapping), within 50. KVS answers
+ * with 2 servers × 3 URIs: all six on every link would be 54 for 9 links; with links on the
+ * peers' channels (as before), the first joiner's channel carried 18 links: 108.
+ * docs/deploy-aws.md, "TURN allocations", has the arithmetic.
+ */
+export const TURN_URIS_PER_PEER_CONNECTION = 2;
+
+/**
+ * The ICE servers one peer connection uses: every STUN entry (free, no allocation) and ONE TURN
+ * entry with at most TURN_URIS_PER_PEER_CONNECTION URIs: its first UDP one (`turn:` before
+ * `turns:`), and its first TCP one (TLS on 443 passes most firewalls). See
+ * TURN_URIS_PER_PEER_CONNECTION for why.
+ * @param {{urls: string|string[], username?: string, credential?: string}[]} list
+ */
+export function limitTurn(list) {
+  const urlsOf = (s) => [].concat((s && s.urls) || []).map(String);
+  const isTurn = (u) => /^turns?:/i.test(u);
+  const out = [];
+  let turnTaken = false;
+  for (const s of list || []) {
+    const urls = urlsOf(s);
+    const stun = urls.filter((u) => !isTurn(u));
+    const turn = urls.filter(isTurn);
+    if (stun.length) out.push({ ...s, urls: stun });
+    if (!turn.length || turnTaken) continue;
+    turnTaken = true;
+    const transport = (u) => (/[?&]transport=tcp/i.test(u) ? 'tcp' : 'udp');
+    const rank = (u) => (/^turn:/i.test(u) ? 0 : 1);
+    const udp = turn.filter((u) => transport(u) === 'udp').sort((a, b) => rank(a) - rank(b))[0];
+    const tcp = turn.filter((u) => transport(u) === 'tcp').sort((a, b) => rank(b) - rank(a))[0];
+    const chosen = [udp, tcp].filter(Boolean).slice(0, TURN_URIS_PER_PEER_CONNECTION);
+    out.push({ ...s, urls: chosen });
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // GetIceServerConfig from the page (SigV4 with SubtleCrypto; the vendored SDK only presigns URLs)
 
@@ -435,7 +477,7 @@ export class KvsTransport extends BaseTransport {
     this.closed = false;
     this.fetch = opts.fetch || (typeof globalThis.fetch === 'function' ? globalThis.fetch.bind(globalThis) : null);
     this.subtle = opts.subtle || (globalThis.crypto && globalThis.crypto.subtle) || null;
-    this.iceCache = new Map(); // channel ARN -> { at, servers, grantSeq }
+    this.iceCache = new Map(); // channel ARN -> { at, servers, grantSeq, keepMs }
     this.rememberRoom(grant.room);
   }
 
@@ -914,17 +956,25 @@ export class KvsTransport extends BaseTransport {
   }
 
   /**
-   * Fresh ICE servers for the link with `userId`: GetIceServerConfig (SigV4-signed with the
-   * grant's credentials) on the channel of that link, cached per channel for ICE_CACHE_MS (KVS
-   * TURN credentials live 300 s), or 80 % of the answer's own Ttl when that is shorter. Falls back to the grant's list, with an error reported, when
-   * the call fails (the page then tries STUN and whatever TURN credentials are still valid).
+   * Our own channel's ICE servers, limited by limitTurn (the grant's list; every peer entry of a
+   * grant carries the same list).
    */
-  async iceServersFor(userId) {
-    // We view the channel of an earlier participant; later ones view ours (we are its master).
-    const viewing = (this.grant.peers || []).some((p) => p.userId === userId);
-    const spec = channelPlan(this.grant).find((s) => s.key === (viewing ? `peer:${userId}` : 'self'));
-    const entry = spec && (spec.key === 'self' ? this.grant.self : (this.grant.peers || []).find((p) => p.userId === userId));
-    if (!entry || !entry.httpsEndpoint || !this.fetch) return this.grantIceServers(userId);
+  grantIceServers() {
+    return limitTurn(((this.grant || {}).self || {}).iceServers || []);
+  }
+
+  /**
+   * Fresh ICE servers for the link with `userId`, whoever it is: GetIceServerConfig
+   * (SigV4-signed with the grant's credentials) on OUR OWN channel, as its master, cached for
+   * ICE_CACHE_MS and 80 % of KVS's Ttl (TURN credentials live 300 s), limited by limitTurn. Every link uses our
+   * own channel's TURN so that a channel's 50 TURN allocations carry only its owner's links
+   * (TURN_URIS_PER_PEER_CONNECTION). Falls back to the grant's list, with an error reported,
+   * when the call fails (the page then tries STUN and whatever TURN credentials are still
+   * valid).
+   */
+  async iceServersFor(_userId) {
+    const entry = this.grant.self;
+    if (!entry || !entry.httpsEndpoint || !this.fetch) return this.grantIceServers();
     const cached = this.iceCache.get(entry.channelArn);
     if (cached && this.now() - cached.at < cached.keepMs && cached.grantSeq === this.grantSeq) return cached.servers;
     try {
@@ -932,19 +982,19 @@ export class KvsTransport extends BaseTransport {
         fetch: this.fetch,
         endpoint: entry.httpsEndpoint,
         channelArn: entry.channelArn,
-        clientId: spec.role === 'VIEWER' ? this.grant.clientId : null,
+        clientId: null,
         region: this.region(),
         credentials: this.grant.credentials,
         now: this.now(),
         subtle: this.subtle,
       });
       const stun = (entry.iceServers || []).filter((s) => [].concat(s.urls || []).every((u) => String(u).startsWith('stun:')));
-      const all = [...stun, ...servers];
+      const all = limitTurn([...stun, ...servers]);
       this.iceCache.set(entry.channelArn, { at: this.now(), servers: all, grantSeq: this.grantSeq, keepMs: iceCacheMs(ttlSeconds) });
       return all;
     } catch (e) {
       this.handlers.error(new SignalingError(`could not get fresh ICE servers for ${entry.channelName || entry.channelArn}: ${e.message}`, 'ICE_SERVERS', true));
-      return this.grantIceServers(userId);
+      return this.grantIceServers();
     }
   }
 

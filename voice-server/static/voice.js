@@ -254,9 +254,13 @@ export class VoiceSession {
     this.d.onGrant(grant);
   }
 
-  /** The freshest ICE servers for a link with `userId` (the latest grant's). */
+  /**
+   * The freshest ICE servers for a link with `userId` (the latest grant's), as the transport
+   * reads them where it has a rule (KVS: our own channel's, one TURN server, limitTurn).
+   */
   iceServersFor(userId, role) {
     if (!this.grant) return [];
+    if (this.transport && typeof this.transport.grantIceServers === 'function') return this.transport.grantIceServers(userId);
     if (role === 'master') return this.grant.self.iceServers;
     const p = this.grant.peers.find((x) => x.userId === userId);
     return p ? p.iceServers : this.grant.self.iceServers;
