@@ -174,7 +174,7 @@ def test_code_uri_is_where_cargo_lambda_puts_the_binary(parsed_template):
 def test_the_sweep_runs_every_five_minutes(parsed_template):
     events = props(parsed_template, "VoiceFunction")["Events"]
     schedules = [e for e in events.values() if e["Type"] == "Schedule"]
-    assert [e["Properties"]["Schedule"] for e in schedules] == ["rate(5 minutes)"]
+    assert [e["Properties"]["Schedule"] for e in schedules] == ["rate(1 minute)"]
 
 
 def test_routes_are_the_protocols_actions(parsed_template):

@@ -127,7 +127,8 @@ impl Participant {
     /// The last time its connection is known to have been alive: its last recorded keepalive,
     /// or its join (a resume sets [`Participant::last_seen`]) if that is later.
     pub fn last_heard(&self) -> Timestamp {
-        self.last_seen.map_or(self.joined_at, |t| t.max(self.joined_at))
+        self.last_seen
+            .map_or(self.joined_at, |t| t.max(self.joined_at))
     }
 }
 
@@ -2224,10 +2225,16 @@ mod tests {
         assert!(!room.touch(&conn("c-b"), at(6_999)));
         assert!(room.needs_touch(&conn("c-b"), at(7_000)));
         assert!(room.touch(&conn("c-b"), at(7_000)));
-        assert_eq!(room.participant(&user("b")).unwrap().last_seen, Some(at(7_000)));
+        assert_eq!(
+            room.participant(&user("b")).unwrap().last_seen,
+            Some(at(7_000))
+        );
         assert!(!room.touch(&conn("c-b"), at(11_999)));
         assert!(room.touch(&conn("c-b"), at(12_000)));
-        assert_eq!(room.participant(&user("b")).unwrap().last_heard(), at(12_000));
+        assert_eq!(
+            room.participant(&user("b")).unwrap().last_heard(),
+            at(12_000)
+        );
         // Not a participant's connection, or a reconnecting one: nothing.
         assert!(!room.touch(&conn("c-zz"), at(60_000)));
         room.mark_reconnecting(&conn("c-a"), at(20_000)).unwrap();
@@ -2245,7 +2252,9 @@ mod tests {
             assert!(room.touch(&conn("c-a"), at(t)));
             assert!(room.touch(&conn("c-c"), at(t)));
         }
-        assert!(room.mark_silent_reconnecting(at(51_999), timeout).is_empty());
+        assert!(room
+            .mark_silent_reconnecting(at(51_999), timeout)
+            .is_empty());
         let evs = room.mark_silent_reconnecting(at(70_000), timeout);
         assert_eq!(
             evs,
@@ -2258,7 +2267,9 @@ mod tests {
         let b = room.participant(&user("b")).unwrap();
         assert_eq!(b.reconnecting_since, Some(at(52_000)));
         // Once: b is reconnecting now, a and c were heard at 60_000.
-        assert!(room.mark_silent_reconnecting(at(70_000), timeout).is_empty());
+        assert!(room
+            .mark_silent_reconnecting(at(70_000), timeout)
+            .is_empty());
         // The grace counts from when b was overdue, so one sweep can remove it.
         let (evs, released) = room
             .expire_reconnecting(at(67_000), grace)
@@ -2282,14 +2293,20 @@ mod tests {
         assert!(room.touch(&conn("c-b"), at(40_000)));
         let evs = room.mark_silent_reconnecting(at(60_000), timeout);
         assert_eq!(evs.len(), 1, "only the master a is overdue: {evs:?}");
-        room.expire_reconnecting(at(66_000), grace).unwrap().unwrap();
+        room.expire_reconnecting(at(66_000), grace)
+            .unwrap()
+            .unwrap();
         assert_eq!(room.master(), &user("b"));
         assert!(room.is_active());
         let evs = room.mark_silent_reconnecting(at(200_000), timeout);
         assert_eq!(evs.len(), 1);
-        room.expire_reconnecting(at(200_000), grace).unwrap().unwrap();
+        room.expire_reconnecting(at(200_000), grace)
+            .unwrap()
+            .unwrap();
         assert!(!room.is_active());
-        assert!(room.mark_silent_reconnecting(at(900_000), timeout).is_empty());
+        assert!(room
+            .mark_silent_reconnecting(at(900_000), timeout)
+            .is_empty());
         assert!(!room.touch(&conn("c-b"), at(900_000)));
     }
 
@@ -2302,7 +2319,10 @@ mod tests {
             .join(user("b"), conn("c-b2"), chan("b"), at(100_000))
             .unwrap();
         assert!(matches!(out, JoinOutcome::Reconnected { .. }));
-        assert_eq!(room.participant(&user("b")).unwrap().last_heard(), at(100_000));
+        assert_eq!(
+            room.participant(&user("b")).unwrap().last_heard(),
+            at(100_000)
+        );
         let evs = room.mark_silent_reconnecting(at(120_000), timeout);
         // a (never heard after its join at 1_000) is overdue; b, resumed at 100_000, is not.
         assert_eq!(
@@ -2320,7 +2340,10 @@ mod tests {
         let room = room_with(4, &["b"]);
         let b = room.participant(&user("b")).unwrap().clone();
         let json = serde_json::to_value(&b).unwrap();
-        assert!(!json.as_object().unwrap().contains_key("last_seen"), "{json}");
+        assert!(
+            !json.as_object().unwrap().contains_key("last_seen"),
+            "{json}"
+        );
         let back: Participant = serde_json::from_value(json).unwrap();
         assert_eq!(back.last_heard(), at(2_000));
     }

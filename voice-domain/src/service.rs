@@ -1027,7 +1027,10 @@ impl<P: Ports> VoiceService<P> {
                 }
             }
             let room = match self.config.liveness_timeout {
-                Some(timeout) => self.mark_silent(room, now, timeout, &mut report, &mut events).await,
+                Some(timeout) => {
+                    self.mark_silent(room, now, timeout, &mut report, &mut events)
+                        .await
+                }
                 None => room,
             };
             if !room.participants().iter().any(|p| p.is_reconnecting()) {
