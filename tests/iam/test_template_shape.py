@@ -136,6 +136,7 @@ def test_environment_matches_what_the_lambda_reads(parsed_template):
     assert set(env) == required | {
         "VOICE_ROOM_CAPACITY",
         "VOICE_RECONNECT_GRACE_SECS",
+        "VOICE_LIVENESS_TIMEOUT_SECS",
         "APIGW_MANAGEMENT_ENDPOINT",
         "VOICE_STACK_ID",
         "CHANNEL_POOL_TABLE",
@@ -172,10 +173,12 @@ def test_code_uri_is_where_cargo_lambda_puts_the_binary(parsed_template):
     assert fn["MemorySize"] == 256
 
 
-def test_the_sweep_runs_every_five_minutes(parsed_template):
+def test_the_sweep_runs_every_minute(parsed_template):
+    # The liveness rule (a silently dead participant leaves within ~2 min) needs EventBridge's
+    # shortest rate; cost in docs/deploy-aws.md.
     events = props(parsed_template, "VoiceFunction")["Events"]
     schedules = [e for e in events.values() if e["Type"] == "Schedule"]
-    assert [e["Properties"]["Schedule"] for e in schedules] == ["rate(5 minutes)"]
+    assert [e["Properties"]["Schedule"] for e in schedules] == ["rate(1 minute)"]
 
 
 def test_routes_are_the_protocols_actions(parsed_template):

@@ -57,7 +57,9 @@ pub mod attr {
     /// (L of M) Participants in join order: `userId`, `connectionId`, `channelName`,
     /// `channelArn` (S), `joinedAt` (N, ms), `muted` (BOOL), and `reconnectingSince` (N, ms)
     /// while its connection is gone and it may resume (absent while connected, and in items
-    /// written before resume existed, which therefore read as connected).
+    /// written before resume existed, which therefore read as connected), and `lastSeen` (N, ms)
+    /// once a keepalive of its connection was recorded (liveness; absent before, and in items
+    /// written before liveness existed, which therefore read as heard at the join).
     pub const PARTICIPANTS: &str = "participants";
     /// (N) Max participants.
     pub const CAPACITY: &str = "capacity";
@@ -576,6 +578,9 @@ pub fn room_to_item(
                     if let Some(t) = x.reconnecting_since {
                         m.insert("reconnectingSince".to_owned(), n(t.as_millis()));
                     }
+                    if let Some(t) = x.last_seen {
+                        m.insert("lastSeen".to_owned(), n(t.as_millis()));
+                    }
                     AttributeValue::M(m)
                 })
                 .collect(),
@@ -752,6 +757,10 @@ pub fn room_from_item(item: &HashMap<String, AttributeValue>) -> Result<VoiceRoo
                 None => None,
                 Some(_) => Some(Timestamp::from_millis(get_n(m, "reconnectingSince")?)),
             },
+            last_seen: match m.get("lastSeen") {
+                None => None,
+                Some(_) => Some(Timestamp::from_millis(get_n(m, "lastSeen")?)),
+            },
         });
     }
     let server_muted = match item.get(attr::SERVER_MUTED) {
@@ -873,6 +882,28 @@ mod tests {
             &vec!["conn=A".to_owned(), "conn=B".to_owned()]
         );
         assert!(!item.contains_key(attr::EXPIRES_AT));
+    }
+
+    #[test]
+    fn last_seen_round_trips_and_items_without_it_read_as_heard_at_the_join() {
+        let mut room = room();
+        let b = ConnectionId::parse("conn=B").unwrap();
+        assert!(room.touch(&b, Timestamp::from_millis(1_700_000_060_000)));
+        let mut item = room_to_item(&room, DEFAULT_ENDED_RETENTION);
+        assert_eq!(room_from_item(&item).unwrap(), room);
+        let parts = item[attr::PARTICIPANTS].as_l().unwrap().clone();
+        assert!(!parts[0].as_m().unwrap().contains_key("lastSeen"));
+        assert_eq!(
+            parts[1].as_m().unwrap()["lastSeen"].as_n().unwrap(),
+            "1700000060000"
+        );
+        let mut list = parts;
+        if let AttributeValue::M(m) = &mut list[1] {
+            m.remove("lastSeen");
+        }
+        item.insert(attr::PARTICIPANTS.into(), AttributeValue::L(list));
+        let read = room_from_item(&item).unwrap();
+        assert_eq!(read.participants()[1].last_seen, None);
     }
 
     #[test]

@@ -43,5 +43,7 @@ pub use ids::{
     ChannelArn, ChannelName, ChatRoomId, ClientId, ConnectionId, IdError, UserId, VoiceRoomId,
 };
 pub use room::{Capacity, ChannelRole, SignalingChannel, VoiceEvent, VoiceRoom};
-pub use service::{ServiceConfig, VoiceGrant, VoiceService, DEFAULT_RECONNECT_GRACE};
+pub use service::{
+    ServiceConfig, VoiceGrant, VoiceService, DEFAULT_LIVENESS_TIMEOUT, DEFAULT_RECONNECT_GRACE,
+};
 pub use time::Timestamp;

@@ -110,6 +110,13 @@ pub struct Participant {
     /// stored before resume existed, which read as connected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconnecting_since: Option<Timestamp>,
+    /// When its connection last proved alive to the service (see [`VoiceRoom::touch`]); `None`
+    /// until the first proof, when [`Participant::last_heard`] falls back on the join. Only a
+    /// deployment that cannot see its connections' liveness (AWS: API Gateway does not ping
+    /// clients) records it, and only its sweep applies [`VoiceRoom::mark_silent_reconnecting`].
+    /// Absent in rooms stored before liveness existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
 }
 
 impl Participant {
@@ -117,7 +124,19 @@ impl Participant {
     pub fn is_reconnecting(&self) -> bool {
         self.reconnecting_since.is_some()
     }
+
+    /// The last time its connection is known to have been alive: its last recorded keepalive,
+    /// or its join (a resume sets [`Participant::last_seen`]) if that is later.
+    pub fn last_heard(&self) -> Timestamp {
+        self.last_seen
+            .map_or(self.joined_at, |t| t.max(self.joined_at))
+    }
 }
+
+/// The least time between two recorded keepalives of one participant: a client that sends
+/// keepalives faster than this (or several tabs' worth) costs one store write per interval, not
+/// one per request. Well under any sensible liveness timeout.
+pub const TOUCH_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why a room ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -553,6 +572,7 @@ impl VoiceRoom {
                     joined_at: now,
                     muted: false,
                     reconnecting_since: None,
+                    last_seen: None,
                 }],
                 capacity,
                 version: 1,
@@ -747,6 +767,8 @@ impl VoiceRoom {
             }
             let previous = std::mem::replace(&mut p.connection, connection);
             p.reconnecting_since = None;
+            // The new connection is alive now; the old one's silence is not held against it.
+            p.last_seen = Some(now);
             // The old connection's browser was recording; the new one is not.
             let mut events: Vec<VoiceEvent> = self
                 .stop_recording_of(&user, RecordingStopReason::RecorderDisconnected, now)
@@ -781,6 +803,7 @@ impl VoiceRoom {
             joined_at: now,
             muted,
             reconnecting_since: None,
+            last_seen: None,
         });
         Ok(JoinOutcome::Joined(vec![VoiceEvent::ParticipantJoined {
             voice_room_id: self.parts.id.clone(),
@@ -1010,6 +1033,71 @@ impl VoiceRoom {
                 }
             }))
             .collect()
+    }
+
+    /// Records that the participant on `connection` is alive at `now` (its keepalive reached
+    /// the service). Returns whether anything changed, so that a store write is made only when
+    /// needed: nothing for a connection that is not a connected participant's (a reconnecting
+    /// one resumes by joining again, as after any drop), nor when its last proof is younger than
+    /// [`TOUCH_MIN_INTERVAL`].
+    pub fn touch(&mut self, connection: &ConnectionId, now: Timestamp) -> bool {
+        if !self.is_active() {
+            return false;
+        }
+        match self
+            .parts
+            .participants
+            .iter_mut()
+            .find(|p| &p.connection == connection && !p.is_reconnecting())
+        {
+            Some(p) if now.since(p.last_heard()) >= TOUCH_MIN_INTERVAL => {
+                p.last_seen = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether [`VoiceRoom::touch`] on `connection` at `now` would change anything (lets the
+    /// service skip the store write on a keepalive that records nothing).
+    pub fn needs_touch(&self, connection: &ConnectionId, now: Timestamp) -> bool {
+        self.is_active()
+            && self.parts.participants.iter().any(|p| {
+                &p.connection == connection
+                    && !p.is_reconnecting()
+                    && now.since(p.last_heard()) >= TOUCH_MIN_INTERVAL
+            })
+    }
+
+    /// The liveness rule of a deployment that cannot see its connections (AWS): every connected
+    /// participant not heard from for `timeout` at `now` is treated as disconnected, marked
+    /// reconnecting as of the moment it became overdue (`last_heard + timeout`), so that its
+    /// reconnect grace counts from then and not from whenever a sweep happens to run; a sweep
+    /// may then remove it at once with [`VoiceRoom::expire_reconnecting`]. Returns the events
+    /// (`participantReconnecting`, and a recording it was making stopped), empty if nobody is
+    /// overdue or the room has ended.
+    pub fn mark_silent_reconnecting(
+        &mut self,
+        now: Timestamp,
+        timeout: std::time::Duration,
+    ) -> Vec<VoiceEvent> {
+        if !self.is_active() {
+            return Vec::new();
+        }
+        let overdue: Vec<(ConnectionId, Timestamp)> = self
+            .parts
+            .participants
+            .iter()
+            .filter(|p| !p.is_reconnecting() && now.since(p.last_heard()) >= timeout)
+            .map(|p| (p.connection.clone(), p.last_heard().plus(timeout)))
+            .collect();
+        let mut events = Vec::new();
+        for (connection, since) in overdue {
+            if let Ok(Some(evs)) = self.mark_reconnecting(&connection, since) {
+                events.extend(evs);
+            }
+        }
+        events
     }
 
     /// Removes, as a leave with reason `disconnected`, every participant that has been
@@ -1534,6 +1622,7 @@ mod tests {
                 joined_at: at(1_000),
                 muted: false,
                 reconnecting_since: None,
+                last_seen: None,
             }]
         );
         assert_eq!(
@@ -2534,5 +2623,138 @@ mod tests {
         let parts: VoiceRoomParts = serde_json::from_value(old).unwrap();
         assert_eq!(parts.screen_share_policy, ScreenSharePolicy::Anyone);
         assert!(parts.screen_share.is_none());
+    }
+
+    // Liveness (AWS): a participant whose keepalives stop is treated as disconnected.
+
+    #[test]
+    fn a_keepalive_records_the_connection_alive_at_most_once_per_interval() {
+        let mut room = room_with(4, &["b"]);
+        // b joined at 2_000: a keepalive sooner than the interval records nothing.
+        assert!(!room.needs_touch(&conn("c-b"), at(6_999)));
+        assert!(!room.touch(&conn("c-b"), at(6_999)));
+        assert!(room.needs_touch(&conn("c-b"), at(7_000)));
+        assert!(room.touch(&conn("c-b"), at(7_000)));
+        assert_eq!(
+            room.participant(&user("b")).unwrap().last_seen,
+            Some(at(7_000))
+        );
+        assert!(!room.touch(&conn("c-b"), at(11_999)));
+        assert!(room.touch(&conn("c-b"), at(12_000)));
+        assert_eq!(
+            room.participant(&user("b")).unwrap().last_heard(),
+            at(12_000)
+        );
+        // Not a participant's connection, or a reconnecting one: nothing.
+        assert!(!room.touch(&conn("c-zz"), at(60_000)));
+        room.mark_reconnecting(&conn("c-a"), at(20_000)).unwrap();
+        assert!(!room.needs_touch(&conn("c-a"), at(60_000)));
+        assert!(!room.touch(&conn("c-a"), at(60_000)));
+    }
+
+    #[test]
+    fn a_participant_silent_for_the_timeout_becomes_reconnecting_from_when_it_was_overdue() {
+        let timeout = std::time::Duration::from_secs(50);
+        let grace = std::time::Duration::from_secs(15);
+        let mut room = room_with(4, &["b", "c"]);
+        // a and c keep sending keepalives; b (joined at 2_000) goes silent.
+        for t in [20_000, 40_000, 60_000] {
+            assert!(room.touch(&conn("c-a"), at(t)));
+            assert!(room.touch(&conn("c-c"), at(t)));
+        }
+        assert!(room
+            .mark_silent_reconnecting(at(51_999), timeout)
+            .is_empty());
+        let evs = room.mark_silent_reconnecting(at(70_000), timeout);
+        assert_eq!(
+            evs,
+            vec![VoiceEvent::ParticipantReconnecting {
+                voice_room_id: vr(),
+                chat_room_id: chat(),
+                user: user("b"),
+            }]
+        );
+        let b = room.participant(&user("b")).unwrap();
+        assert_eq!(b.reconnecting_since, Some(at(52_000)));
+        // Once: b is reconnecting now, a and c were heard at 60_000.
+        assert!(room
+            .mark_silent_reconnecting(at(70_000), timeout)
+            .is_empty());
+        // The grace counts from when b was overdue, so one sweep can remove it.
+        let (evs, released) = room
+            .expire_reconnecting(at(67_000), grace)
+            .unwrap()
+            .unwrap();
+        assert!(evs.contains(&VoiceEvent::ParticipantLeft {
+            voice_room_id: vr(),
+            chat_room_id: chat(),
+            user: user("b"),
+            reason: LeaveReason::Disconnected,
+        }));
+        assert_eq!(released, vec![chan("b")]);
+        assert_eq!(users(&room), vec!["a", "c"]);
+    }
+
+    #[test]
+    fn a_silent_master_is_handed_over_and_a_room_of_silent_people_ends() {
+        let timeout = std::time::Duration::from_secs(50);
+        let grace = std::time::Duration::from_secs(15);
+        let mut room = room_with(4, &["b"]);
+        assert!(room.touch(&conn("c-b"), at(40_000)));
+        let evs = room.mark_silent_reconnecting(at(60_000), timeout);
+        assert_eq!(evs.len(), 1, "only the master a is overdue: {evs:?}");
+        room.expire_reconnecting(at(66_000), grace)
+            .unwrap()
+            .unwrap();
+        assert_eq!(room.master(), &user("b"));
+        assert!(room.is_active());
+        let evs = room.mark_silent_reconnecting(at(200_000), timeout);
+        assert_eq!(evs.len(), 1);
+        room.expire_reconnecting(at(200_000), grace)
+            .unwrap()
+            .unwrap();
+        assert!(!room.is_active());
+        assert!(room
+            .mark_silent_reconnecting(at(900_000), timeout)
+            .is_empty());
+        assert!(!room.touch(&conn("c-b"), at(900_000)));
+    }
+
+    #[test]
+    fn a_resumed_participant_is_alive_from_its_resume() {
+        let timeout = std::time::Duration::from_secs(50);
+        let mut room = room_with(4, &["b"]);
+        room.mark_reconnecting(&conn("c-b"), at(5_000)).unwrap();
+        let out = room
+            .join(user("b"), conn("c-b2"), chan("b"), at(100_000))
+            .unwrap();
+        assert!(matches!(out, JoinOutcome::Reconnected { .. }));
+        assert_eq!(
+            room.participant(&user("b")).unwrap().last_heard(),
+            at(100_000)
+        );
+        let evs = room.mark_silent_reconnecting(at(120_000), timeout);
+        // a (never heard after its join at 1_000) is overdue; b, resumed at 100_000, is not.
+        assert_eq!(
+            evs,
+            vec![VoiceEvent::ParticipantReconnecting {
+                voice_room_id: vr(),
+                chat_room_id: chat(),
+                user: user("a"),
+            }]
+        );
+    }
+
+    #[test]
+    fn participants_stored_before_liveness_read_as_heard_at_their_join() {
+        let room = room_with(4, &["b"]);
+        let b = room.participant(&user("b")).unwrap().clone();
+        let json = serde_json::to_value(&b).unwrap();
+        assert!(
+            !json.as_object().unwrap().contains_key("last_seen"),
+            "{json}"
+        );
+        let back: Participant = serde_json::from_value(json).unwrap();
+        assert_eq!(back.last_heard(), at(2_000));
     }
 }

@@ -80,7 +80,19 @@ pub struct ServiceConfig {
     /// How long a pooled channel may stay free and unused before the sweep deletes it
     /// (default [`DEFAULT_IDLE_EVICTION`], seven days).
     pub channel_idle_eviction: Duration,
+    /// How long a participant's connection may go without a keepalive before the sweep treats it
+    /// as disconnected (reconnecting, then removed after the reconnect grace). `None` (the
+    /// default): the deployment sees its connections' liveness itself and reports a dead one
+    /// through [`VoiceService::on_disconnect`] (the self-hosted server pings every WebSocket).
+    /// The Lambda sets it (default [`DEFAULT_LIVENESS_TIMEOUT`]): API Gateway does not ping
+    /// clients, so a half-open connection would otherwise stay listed until API Gateway's
+    /// 10-minute idle close. A keepalive is `getVoiceRoom` from the participant's connection.
+    pub liveness_timeout: Option<Duration>,
 }
+
+/// The [`ServiceConfig::liveness_timeout`] the Lambda uses unless told otherwise: the web client
+/// sends a keepalive every 20 s while in voice, so this tolerates two lost or late ones.
+pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// The default [`ServiceConfig::reconnect_grace`]: long enough for a Wi-Fi/cellular switch, a
 /// page reload or a server restart, short enough that a participant who really left does not
@@ -97,6 +109,7 @@ impl Default for ServiceConfig {
             reconnect_grace: DEFAULT_RECONNECT_GRACE,
             channel_session_cap: KVS_SESSION_CAP,
             channel_idle_eviction: DEFAULT_IDLE_EVICTION,
+            liveness_timeout: None,
         }
     }
 }
@@ -888,11 +901,42 @@ impl<P: Ports> VoiceService<P> {
         chat_room: &ChatRoomId,
     ) -> Result<Option<VoiceRoom>, GetVoiceRoomError> {
         self.approved_member(caller, chat_room).await?;
-        self.ports
+        let room = self
+            .ports
             .store
             .active_in_chat_room(chat_room)
             .await
-            .map_err(|e| GetVoiceRoomError::Dependency(e.into()))
+            .map_err(|e| GetVoiceRoomError::Dependency(e.into()))?;
+        Ok(match room {
+            Some(r) => Some(self.heard_from(caller, r).await),
+            None => None,
+        })
+    }
+
+    /// Liveness (only with [`ServiceConfig::liveness_timeout`]): `caller`'s `getVoiceRoom` is
+    /// its keepalive, so if it is a connected participant of `room` its last-seen time is
+    /// recorded (at most once per [`crate::room::TOUCH_MIN_INTERVAL`]; no event is published).
+    /// Best effort: a write that fails is logged and the room is returned as read, since the
+    /// next keepalive records it again well within the timeout.
+    async fn heard_from(&self, caller: &ConnectionId, room: VoiceRoom) -> VoiceRoom {
+        if self.config.liveness_timeout.is_none() {
+            return room;
+        }
+        let now = self.ports.clock.now();
+        if !room.needs_touch(caller, now) {
+            return room;
+        }
+        match self
+            .modify(room.id(), |r| Ok(r.touch(caller, now).then_some(())))
+            .await
+        {
+            Ok((after, _)) if after.is_active() => after,
+            Ok(_) | Err(ModifyError::NotFound | ModifyError::Rejected(_)) => room,
+            Err(ModifyError::Dependency(d)) => {
+                warn!(error = %d, voice_room_id = %room.id(), "could not record a keepalive");
+                room
+            }
+        }
     }
 
     /// `$disconnect`: the connection went away. Its participant in any voice room becomes
@@ -1091,6 +1135,13 @@ impl<P: Ports> VoiceService<P> {
                     }
                 }
             }
+            let room = match self.config.liveness_timeout {
+                Some(timeout) => {
+                    self.mark_silent(room, now, timeout, &mut report, &mut events)
+                        .await
+                }
+                None => room,
+            };
             if !room.participants().iter().any(|p| p.is_reconnecting()) {
                 continue;
             }
@@ -1159,6 +1210,55 @@ impl<P: Ports> VoiceService<P> {
         // What the first phase changed is announced even if the orphan phase could not list.
         self.publish(events).await;
         orphans.map(|()| report)
+    }
+
+    /// The sweep's liveness step (only with [`ServiceConfig::liveness_timeout`]): participants
+    /// of `room` not heard from for `timeout` become reconnecting as of when they were overdue
+    /// ([`VoiceRoom::mark_silent_reconnecting`]), so the same sweep removes them once the
+    /// reconnect grace has passed since. Returns the room as it is now (as read if nothing
+    /// changed or the write failed; a failure is counted and retried by the next sweep).
+    async fn mark_silent(
+        &self,
+        room: VoiceRoom,
+        now: Timestamp,
+        timeout: Duration,
+        report: &mut SweepReport,
+        events: &mut Vec<VoiceEvent>,
+    ) -> VoiceRoom {
+        let overdue = |r: &VoiceRoom| {
+            r.participants()
+                .iter()
+                .any(|p| !p.is_reconnecting() && now.since(p.last_heard()) >= timeout)
+        };
+        if !overdue(&room) {
+            return room;
+        }
+        match self
+            .modify(room.id(), |r| {
+                let evs = r.mark_silent_reconnecting(now, timeout);
+                Ok((!evs.is_empty()).then_some(evs))
+            })
+            .await
+        {
+            Ok((after, evs)) => {
+                if let Some(evs) = evs {
+                    let silent = evs
+                        .iter()
+                        .filter(|e| matches!(e, VoiceEvent::ParticipantReconnecting { .. }))
+                        .count();
+                    info!(voice_room_id = %room.id(), silent, "no keepalive within the liveness timeout; participants reconnecting");
+                    report.participants_reconnecting += silent;
+                    events.extend(evs);
+                }
+                after
+            }
+            Err(ModifyError::NotFound | ModifyError::Rejected(_)) => room,
+            Err(ModifyError::Dependency(d)) => {
+                warn!(error = %d, voice_room_id = %room.id(), "sweep could not mark silent participants");
+                report.failures += 1;
+                room
+            }
+        }
     }
 
     /// The pool's part of the sweep. A lease no participant holds, older than the orphan grace

@@ -24,6 +24,15 @@ pub const RECORDINGS_BUCKET: &str = "RECORDINGS_BUCKET";
 /// The longest reconnect grace accepted: longer, and a dead participant holds a place (and its
 /// channel) for longer than a user would wait for them.
 pub const MAX_RECONNECT_GRACE_SECS: u64 = 600;
+/// Environment variable: how long a voice participant's connection may go without a keepalive
+/// (`getVoiceRoom`, every 20 s from the web client while in voice) before the sweep treats it as
+/// disconnected (seconds: 0 turns the rule off, else 30–600; default
+/// `voice_domain::DEFAULT_LIVENESS_TIMEOUT`). API Gateway does not ping clients, so without it a
+/// half-open connection stays listed until API Gateway's 10-minute idle close.
+pub const VOICE_LIVENESS_TIMEOUT_SECS: &str = "VOICE_LIVENESS_TIMEOUT_SECS";
+/// The shortest liveness timeout accepted (other than 0, off): shorter, and one late keepalive
+/// (every 20 s) would be taken for a dead connection.
+pub const MIN_LIVENESS_TIMEOUT_SECS: u64 = 30;
 
 /// Optional: new users (a `hello` without a usable resume token) per source address per clock
 /// hour, builtin chat only (default [`DEFAULT_NEW_USERS_PER_IP_PER_HOUR`]); the self-hosted
@@ -49,6 +58,8 @@ pub struct LambdaConfig {
     pub s3_path_style: bool,
     /// `MAX_NEW_USERS_PER_IP_PER_HOUR` (default [`DEFAULT_NEW_USERS_PER_IP_PER_HOUR`]).
     pub new_users_per_ip_per_hour: u32,
+    /// `VOICE_LIVENESS_TIMEOUT_SECS`, if set (`Some(Duration::ZERO)`: off).
+    pub liveness_timeout: Option<Duration>,
 }
 
 impl LambdaConfig {
@@ -128,13 +139,37 @@ impl LambdaConfig {
                 )
             }),
         };
-        match (aws, capacity, reconnect_grace, recordings_bucket, sign_ups) {
+        let liveness_timeout = match lookup(VOICE_LIVENESS_TIMEOUT_SECS).as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n == 0 || (MIN_LIVENESS_TIMEOUT_SECS..=MAX_RECONNECT_GRACE_SECS).contains(n))
+                .map(|n| Some(Duration::from_secs(n)))
+                .ok_or_else(|| {
+                    (
+                        VOICE_LIVENESS_TIMEOUT_SECS,
+                        format!(
+                            "{v:?} is not 0 (off) or a whole number of seconds from {MIN_LIVENESS_TIMEOUT_SECS} to {MAX_RECONNECT_GRACE_SECS}"
+                        ),
+                    )
+                }),
+        };
+        match (
+            aws,
+            capacity,
+            reconnect_grace,
+            recordings_bucket,
+            sign_ups,
+            liveness_timeout,
+        ) {
             (
                 Ok(aws),
                 Ok(capacity),
                 Ok(reconnect_grace),
                 Ok(recordings_bucket),
                 Ok(new_users_per_ip_per_hour),
+                Ok(liveness_timeout),
             ) => Ok(Self {
                 aws,
                 capacity,
@@ -142,20 +177,23 @@ impl LambdaConfig {
                 recordings_bucket,
                 s3_path_style,
                 new_users_per_ip_per_hour,
+                liveness_timeout,
             }),
-            (aws, capacity, reconnect_grace, recordings_bucket, sign_ups) => {
+            (aws, capacity, reconnect_grace, recordings_bucket, sign_ups, liveness_timeout) => {
                 let mut error = aws.err().unwrap_or_default();
                 error.invalid.extend(capacity.err());
                 error.invalid.extend(reconnect_grace.err());
                 error.invalid.extend(recordings_bucket.err());
                 error.invalid.extend(sign_ups.err());
+                error.invalid.extend(liveness_timeout.err());
                 Err(error)
             }
         }
     }
 
     /// The service tunables this configuration implies (capacity, reconnect grace, the channel
-    /// pool's idle eviction; the rest default).
+    /// pool's idle eviction, the liveness timeout, on by default here since API Gateway does
+    /// not ping clients; the rest default).
     pub fn service_config(&self) -> ServiceConfig {
         let defaults = ServiceConfig::default();
         ServiceConfig {
@@ -165,6 +203,11 @@ impl LambdaConfig {
                 .aws
                 .channel_pool_idle
                 .unwrap_or(defaults.channel_idle_eviction),
+            liveness_timeout: match self.liveness_timeout {
+                None => Some(voice_domain::DEFAULT_LIVENESS_TIMEOUT),
+                Some(d) if d.is_zero() => None,
+                Some(d) => Some(d),
+            },
             ..defaults
         }
     }
@@ -247,6 +290,35 @@ mod tests {
             assert!(
                 e.to_string()
                     .contains("VOICE_RECONNECT_GRACE_SECS is invalid"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_liveness_timeout_is_on_by_default_bounded_and_0_turns_it_off() {
+        let c = LambdaConfig::from_lookup(lookup(COMPLETE)).unwrap();
+        assert_eq!(
+            c.service_config().liveness_timeout,
+            Some(voice_domain::DEFAULT_LIVENESS_TIMEOUT)
+        );
+        for (v, want) in [("0", None), (" 30 ", Some(30)), ("600", Some(600))] {
+            let mut p = COMPLETE.to_vec();
+            p.push((VOICE_LIVENESS_TIMEOUT_SECS, v));
+            let c = LambdaConfig::from_lookup(lookup(&p)).unwrap();
+            assert_eq!(
+                c.service_config().liveness_timeout,
+                want.map(Duration::from_secs),
+                "{v}"
+            );
+        }
+        for bad in ["29", "601", "-1", "soon"] {
+            let mut p = COMPLETE.to_vec();
+            p.push((VOICE_LIVENESS_TIMEOUT_SECS, bad));
+            let e = LambdaConfig::from_lookup(lookup(&p)).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("VOICE_LIVENESS_TIMEOUT_SECS is invalid"),
                 "{bad}: {e}"
             );
         }

@@ -506,3 +506,134 @@ async fn r_policy(w: &World) -> Value {
     let r = w.call("getVoiceRoom", ALICE, json!({"roomId": CHAT})).await;
     r.data()["voiceRoom"]["screenSharePolicy"].clone()
 }
+
+/// Moves one participant's `joinedAt` and `lastSeen` (when present) `ago_ms` into the past in
+/// the stored room item, as if that much time had passed since they were last heard: the
+/// Lambda runs on the system clock, so the test ages the state instead of sleeping for minutes.
+async fn age_participant(w: &World, voice_room: &str, connection: &str, ago_ms: u64) {
+    let key = ("voiceRoomId", AttributeValue::S(voice_room.into()));
+    let mut item = w
+        .ddb
+        .get_item()
+        .table_name(&w.tables.voice_rooms)
+        .key(key.0, key.1)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the room item");
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let past = AttributeValue::N((now_ms - ago_ms).to_string());
+    let mut parts = item["participants"].as_l().unwrap().clone();
+    for p in &mut parts {
+        if let AttributeValue::M(m) = p {
+            if m["connectionId"].as_s().unwrap() == connection {
+                m.insert("joinedAt".into(), past.clone());
+                if m.contains_key("lastSeen") {
+                    m.insert("lastSeen".into(), past.clone());
+                }
+            }
+        }
+    }
+    item.insert("participants".into(), AttributeValue::L(parts));
+    w.ddb
+        .put_item()
+        .table_name(&w.tables.voice_rooms)
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+}
+
+fn last_seen_of(
+    item: &std::collections::HashMap<String, AttributeValue>,
+    connection: &str,
+) -> Option<String> {
+    item["participants"].as_l().unwrap().iter().find_map(|p| {
+        let m = p.as_m().unwrap();
+        (m["connectionId"].as_s().unwrap() == connection)
+            .then(|| m.get("lastSeen").map(|v| v.as_n().unwrap().clone()))
+            .flatten()
+    })
+}
+
+/// Liveness on AWS (issue 12): API Gateway does not ping clients, so a participant whose
+/// network died silently (half-open: no `$disconnect`, its connection still in the chat app's
+/// table) would stay listed until API Gateway's 10-minute idle close. With the Lambda's default
+/// `VOICE_LIVENESS_TIMEOUT_SECS` (50 s), its `getVoiceRoom` keepalive records it alive, and the
+/// scheduled sweep removes one not heard from for the timeout plus the reconnect grace.
+#[tokio::test]
+async fn a_participant_whose_keepalives_stop_is_swept_after_the_liveness_timeout_over_moto() {
+    let Some(w) = World::start().await else {
+        return;
+    };
+    let r = w
+        .call("createVoiceRoom", ALICE, json!({"roomId": CHAT}))
+        .await;
+    assert_ok(&r, "createVoiceRoom");
+    let vr = r.data()["voiceRoomId"].as_str().unwrap().to_owned();
+    let r = w
+        .call("getVoiceCredentials", BOB, json!({"voiceRoomId": vr}))
+        .await;
+    assert_ok(&r, "getVoiceCredentials");
+    assert_eq!(w.channel_count(), 2);
+
+    // 40 s in voice: bob's keepalive records him alive (lastSeen), and a sweep keeps everyone.
+    age_participant(&w, &vr, BOB, 40_000).await;
+    let r = w.call("getVoiceRoom", BOB, json!({"roomId": CHAT})).await;
+    assert_ok(&r, "getVoiceRoom");
+    let item = w
+        .ddb
+        .get_item()
+        .table_name(&w.tables.voice_rooms)
+        .key("voiceRoomId", AttributeValue::S(vr.clone()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert!(
+        last_seen_of(&item, BOB).is_some(),
+        "bob's keepalive is recorded"
+    );
+    let LambdaOutput::Sweep(report) = invoke(&w.lambda, scheduled_event()).await.unwrap() else {
+        panic!("expected a sweep report")
+    };
+    assert_eq!(report.participants_reconnecting, 0);
+    assert_eq!(report.participants_removed, 0);
+    w.mgmt.take(ALICE);
+
+    // Then bob's network dies silently: no $disconnect, his connection still listed by the chat
+    // app. 70 s later (past the 50 s timeout plus the 15 s grace) alice is still sending
+    // keepalives, bob is not: the sweep marks him reconnecting as of when he was overdue and,
+    // the grace having passed since, removes him. Alice is told.
+    age_participant(&w, &vr, BOB, 70_000).await;
+    let r = w.call("getVoiceRoom", ALICE, json!({"roomId": CHAT})).await;
+    assert_ok(&r, "getVoiceRoom");
+    let LambdaOutput::Sweep(report) = invoke(&w.lambda, scheduled_event()).await.unwrap() else {
+        panic!("expected a sweep report")
+    };
+    assert_eq!(report.participants_reconnecting, 1);
+    assert_eq!(report.participants_removed, 1);
+    assert_eq!(report.rooms_ended, Vec::<String>::new());
+    assert_eq!(report.failures, 0);
+    let seen = names(&w.mgmt.take(ALICE));
+    assert!(
+        seen.contains(&"participantReconnecting".to_owned()),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"participantLeft".to_owned()), "{seen:?}");
+    let r = w.call("getVoiceRoom", ALICE, json!({"roomId": CHAT})).await;
+    let parts = r.data()["voiceRoom"]["participants"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    assert_eq!(parts[0]["userId"], "alice");
+}

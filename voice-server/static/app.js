@@ -17,7 +17,7 @@
 // No inline scripts or handlers anywhere (the server's CSP forbids them).
 
 import { createTransport, refreshDelayMs } from './signaling.js';
-import { apiGatewayErrorText, appSocketUrl, awsRefusalHint, keepaliveRequest, loadClientConfig, modeFeatures, roomFromHash, SELF_HOSTED } from './config.js';
+import { apiGatewayErrorText, appSocketUrl, awsRefusalHint, keepaliveEveryMs, keepaliveRequest, loadClientConfig, modeFeatures, roomFromHash, SELF_HOSTED } from './config.js';
 import { AppConnection, reconnectDelayMs } from './connection.js';
 import { describeError as describe } from './messages.js';
 import { amAdmin, displayName, initialState, reduce, roomName } from './store.js';
@@ -185,9 +185,12 @@ function newConnection() {
  * keepaliveRequest).
  */
 function startKeepalive(conn) {
-  conn.startKeepalive(features.keepaliveMs, () => {
+  // In voice every 20 s (the Lambda's liveness record, so a silently dead participant leaves the
+  // others' lists within ~2 min), else every 5 min (config.js keepaliveEveryMs).
+  const voiceChat = () => (session && !session.ended ? session.chatRoomId : null);
+  conn.startKeepalive(() => keepaliveEveryMs(features, !!voiceChat()), () => {
     const room = (session && session.chatRoomId) || state.currentRoomId;
-    const req = app === conn ? keepaliveRequest(features, room) : null;
+    const req = app === conn ? keepaliveRequest(features, room, voiceChat()) : null;
     if (!req) return null;
     const p = conn.request(req.action, req.fields);
     return req.action === 'getVoiceRoom' ? p.then((r) => setVoiceRoom(room, r.voiceRoom)) : p;

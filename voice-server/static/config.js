@@ -129,6 +129,7 @@ export function modeFeatures(config) {
       requestTimeoutMs: 30000, // API Gateway allows an integration 29 s
       keepaliveMs: 5 * 60 * 1000, // API Gateway closes a WebSocket idle for 10 min
       keepalive: 'ping', // the stack's own API: $default is the Lambda, which answers ping
+      voiceKeepaliveMs: VOICE_KEEPALIVE_MS, // in voice: getVoiceRoom, the Lambda's liveness record
       pollMs: 60000, // each poll is two Lambda invocations; events carry the live changes
     });
   }
@@ -144,20 +145,46 @@ export function modeFeatures(config) {
       keepaliveMs: 5 * 60 * 1000, // API Gateway closes a WebSocket idle for 10 min
       // $default may be the chat app's (ExistingWebSocketApiId), so not ping: a voice route.
       keepalive: 'getVoiceRoom',
+      voiceKeepaliveMs: VOICE_KEEPALIVE_MS, // in voice: the Lambda's liveness record
       pollMs: null, // no room list to poll
     });
   }
-  return Object.freeze({ mode: 'self-hosted', chatMode: 'builtin', hello: true, chat: true, knowsAdmins: true, heartbeat: true, requestTimeoutMs: 15000, keepaliveMs: null, keepalive: null, pollMs: 15000 });
+  return Object.freeze({ mode: 'self-hosted', chatMode: 'builtin', hello: true, chat: true, knowsAdmins: true, heartbeat: true, requestTimeoutMs: 15000, keepaliveMs: null, keepalive: null, voiceKeepaliveMs: null, pollMs: 15000 });
 }
 
 /**
- * The keepalive request for AWS mode (`features.keepaliveMs` apart): `ping` where the Lambda
- * answers it, else `getVoiceRoom` for the room on screen (a voice route of the stack, whatever
- * $default is). Null: nothing to send (self-hosted, which has its heartbeat; or no room open yet).
+ * AWS, while in voice: how often the page proves it is alive. API Gateway does not ping clients,
+ * so a participant whose network died silently is noticed only by its missing keepalives: the
+ * Lambda records each one (`getVoiceRoom` from the participant's connection) and its sweep, every
+ * minute, treats a participant not heard from for VOICE_LIVENESS_TIMEOUT_SECS (default 50 s, two
+ * and a half of these) as disconnected. Outside voice nobody is listed, so the 5-minute
+ * keepalive (API Gateway's 10-minute idle close) is enough.
+ */
+export const VOICE_KEEPALIVE_MS = 20 * 1000;
+
+/**
+ * How long the AWS keepalive waits between two requests: `voiceKeepaliveMs` while in voice,
+ * `keepaliveMs` otherwise. Null: no keepalive (self-hosted, whose heartbeat pings every 10 s).
+ * @param {object} features  from modeFeatures
+ * @param {boolean} inVoice  whether the page is in (or resuming) a voice room
+ * @returns {number|null}
+ */
+export function keepaliveEveryMs(features, inVoice) {
+  if (!features || !features.keepaliveMs) return null;
+  return inVoice && features.voiceKeepaliveMs ? features.voiceKeepaliveMs : features.keepaliveMs;
+}
+
+/**
+ * The keepalive request for AWS mode (`features.keepaliveMs` apart): in voice, `getVoiceRoom`
+ * for the voice room's chat room (`voiceChatRoomId`), the request the Lambda records as the
+ * participant's liveness (both chat modes); otherwise `ping` where the Lambda answers it, else
+ * `getVoiceRoom` for the room on screen (a voice route of the stack, whatever $default is).
+ * Null: nothing to send (self-hosted, which has its heartbeat; or no room open yet).
  * @returns {{action: string, fields: object}|null}
  */
-export function keepaliveRequest(features, roomId) {
+export function keepaliveRequest(features, roomId, voiceChatRoomId = null) {
   if (!features || !features.keepaliveMs) return null;
+  if (voiceChatRoomId && features.voiceKeepaliveMs) return { action: 'getVoiceRoom', fields: { roomId: voiceChatRoomId } };
   if (features.keepalive === 'ping') return { action: 'ping', fields: {} };
   if (features.keepalive === 'getVoiceRoom' && roomId) return { action: 'getVoiceRoom', fields: { roomId } };
   return null;

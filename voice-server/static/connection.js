@@ -13,6 +13,8 @@ import { ApiError } from './messages.js';
 const REQUEST_TIMEOUT_MS = 15000;
 export const HEARTBEAT_MS = 10000;
 export const DEAD_AFTER_MS = 20000;
+/** How often a keepalive with a changing period (startKeepalive) checks whether one is due. */
+export const KEEPALIVE_TICK_MS = 5000;
 const OPEN_TIMEOUT_MS = 10000;
 const SIGNAL_BUFFER_MAX = 200;
 const SIGNAL_BUFFER_AGE_MS = 30000;
@@ -139,31 +141,46 @@ export class AppConnection {
    * a frame, and browsers cannot send WebSocket pings): every `everyMs` while open, `send()` (a
    * request, e.g. `ping`); one that times out means the connection is dead (closed, `onclose`,
    * the app reconnects). `send` may return null: nothing to send this time. Stopped with the
-   * connection.
+   * connection. `everyMs` may be a function, asked at every `tickMs`, for a period that changes
+   * (AWS: every 20 s while in voice, 5 min otherwise; config.js keepaliveEveryMs): a keepalive
+   * goes out once that long has passed since the last one.
    */
-  startKeepalive(everyMs, send) {
+  startKeepalive(everyMs, send, tickMs = KEEPALIVE_TICK_MS) {
     if (!everyMs) return;
-    this.timers.push(
-      setInterval(() => {
-        if (this.closed) return;
-        let p;
-        try {
-          p = send();
-        } catch (e) {
-          this.warn(`keepalive not sent: ${e.message}`);
-          return;
-        }
-        if (p && typeof p.then === 'function') {
-          p.then(
-            () => {},
-            (e) => {
-              if (e && e.code === 'TIMEOUT') this.lost('keepalive unanswered');
-              else this.warn(`keepalive refused: ${(e && e.code) || (e && e.message) || e}`);
-            },
-          );
-        }
-      }, everyMs),
-    );
+    if (typeof everyMs === 'function') {
+      let lastAt = this.now();
+      this.timers.push(
+        setInterval(() => {
+          const period = everyMs();
+          if (this.closed || !period || this.now() - lastAt < period) return;
+          lastAt = this.now();
+          this.keepaliveOnce(send);
+        }, tickMs),
+      );
+      return;
+    }
+    this.timers.push(setInterval(() => this.keepaliveOnce(send), everyMs));
+  }
+
+  /** One keepalive (startKeepalive): a request whose timeout means the connection is dead. */
+  keepaliveOnce(send) {
+    if (this.closed) return;
+    let p;
+    try {
+      p = send();
+    } catch (e) {
+      this.warn(`keepalive not sent: ${e.message}`);
+      return;
+    }
+    if (p && typeof p.then === 'function') {
+      p.then(
+        () => {},
+        (e) => {
+          if (e && e.code === 'TIMEOUT') this.lost('keepalive unanswered');
+          else this.warn(`keepalive refused: ${(e && e.code) || (e && e.message) || e}`);
+        },
+      );
+    }
   }
 
   /** The connection is over (closed, or declared dead): fail every pending request, tell the app once. */
