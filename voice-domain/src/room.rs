@@ -547,6 +547,14 @@ pub enum JoinOutcome {
     },
 }
 
+/// Whether `user` is among `participants` and connected (not waiting out a reconnect grace):
+/// what a running recording's recorder and a screen share's sharer must be in a stored room.
+fn has_connected(participants: &[Participant], user: &UserId) -> bool {
+    participants
+        .iter()
+        .any(|p| &p.user == user && !p.is_reconnecting())
+}
+
 impl VoiceRoom {
     /// Starts a room with `master` as its first participant, master of `channel`.
     #[allow(clippy::too_many_arguments)]
@@ -624,11 +632,7 @@ impl VoiceRoom {
             if !active {
                 return Err(CorruptRoom("an ended room is still recording".into()));
             }
-            if !parts
-                .participants
-                .iter()
-                .any(|p| p.user == r.by && !p.is_reconnecting())
-            {
+            if !has_connected(&parts.participants, &r.by) {
                 return Err(CorruptRoom(
                     "the recorder is not a connected participant".into(),
                 ));
@@ -638,11 +642,7 @@ impl VoiceRoom {
             if !active {
                 return Err(CorruptRoom("an ended room still has a screen share".into()));
             }
-            if !parts
-                .participants
-                .iter()
-                .any(|p| p.user == share.by && !p.is_reconnecting())
-            {
+            if !has_connected(&parts.participants, &share.by) {
                 return Err(CorruptRoom(
                     "the screen sharer is not a connected participant".into(),
                 ));

@@ -488,16 +488,7 @@ impl<P: Ports> Executor<P> {
             }
             ("recordingUploadUrls", _, _) => {
                 let f: RecorderUpload = fields(value)?;
-                let (voice_room, rec) = f.ids()?;
-                let files = self
-                    .recordings
-                    .as_ref()
-                    .ok_or(RecordingFilesError::Disabled)?;
-                let room = self
-                    .voice
-                    .recorder_upload(connection, &voice_room, &rec, false)
-                    .await
-                    .map_err(Refusal::use_case)?;
+                let (files, room, _) = self.recorder_upload(connection, &f, false).await?;
                 let recording = room
                     .recording()
                     .cloned()
@@ -506,16 +497,7 @@ impl<P: Ports> Executor<P> {
             }
             ("finishRecording", _, _) => {
                 let f: RecorderUpload = fields(value)?;
-                let (voice_room, rec) = f.ids()?;
-                let files = self
-                    .recordings
-                    .as_ref()
-                    .ok_or(RecordingFilesError::Disabled)?;
-                let room = self
-                    .voice
-                    .recorder_upload(connection, &voice_room, &rec, true)
-                    .await
-                    .map_err(Refusal::use_case)?;
+                let (files, room, rec) = self.recorder_upload(connection, &f, true).await?;
                 files.finish(room.chat_room(), &rec).await?;
                 Ok(json!({"recordingId": rec.to_string()}))
             }
@@ -789,6 +771,28 @@ impl<P: Ports> Executor<P> {
                 Err(e.into())
             }
         }
+    }
+
+    /// `recordingUploadUrls` and `finishRecording` (`finishing`): storage present, and the
+    /// domain lets this connection upload to (or close) that recording. Returns the storage,
+    /// the room as it is now, and the recording id.
+    async fn recorder_upload(
+        &self,
+        caller: &ConnectionId,
+        f: &RecorderUpload,
+        finishing: bool,
+    ) -> Result<(&Arc<dyn RecordingFiles>, VoiceRoom, RecordingId), Refusal> {
+        let (voice_room, rec) = f.ids()?;
+        let files = self
+            .recordings
+            .as_ref()
+            .ok_or(RecordingFilesError::Disabled)?;
+        let room = self
+            .voice
+            .recorder_upload(caller, &voice_room, &rec, finishing)
+            .await
+            .map_err(Refusal::use_case)?;
+        Ok((files, room, rec))
     }
 }
 
