@@ -3,7 +3,7 @@
 // peer limited, ICE restarts by the offering side and a rebuild when they do not help.
 import { test, mock } from 'node:test';
 import assert from 'node:assert/strict';
-import { ICE_RESTART_WAIT_MS, OFFERS_PER_WINDOW, sdpFingerprint, VoiceSession } from '../../voice-server/static/voice.js';
+import { ICE_RESTART_WAIT_MS, OFFERS_PER_WINDOW, RENEGOTIATIONS_PER_WINDOW, sdpFingerprint, VoiceSession } from '../../voice-server/static/voice.js';
 
 let fpSeq = 0;
 class FakePC {
@@ -401,6 +401,47 @@ test('renegotiation requests over the control channel are bounded like offers', 
     for (const f of pc.channels[0].listeners.message) f({ data: 'renegotiate' });
     await flush();
   }
-  assert.equal(sent.filter((x) => x.kind === 'offer').length, 1 + OFFERS_PER_WINDOW, 'the first offer, then at most the limit');
+  assert.equal(sent.filter((x) => x.kind === 'offer').length, 1 + RENEGOTIATIONS_PER_WINDOW, 'the first offer, then at most our own pace (below the peer\'s limit)');
+  s.teardown('test');
+});
+
+test('a quick series of video changes is paced below the peer\'s offer limit, and the held change still goes out', async () => {
+  const { s, sent, handlers } = setupVideo(['m']);
+  let now = 1_000_000;
+  const timers = [];
+  s.d.now = () => now;
+  s.d.setTimeout = (f, ms) => {
+    const t = { f, at: now + ms, done: false };
+    timers.push(t);
+    return t;
+  };
+  s.d.clearTimeout = (t) => {
+    if (t) t.done = true;
+  };
+  await s.join();
+  await flush();
+  const offers = () => sent.filter((x) => x.kind === 'offer').length;
+  const answer = () => handlers.answer('m', { type: 'answer', sdp: 'v=0\r\na=fingerprint:sha-256 M\r\n' });
+  await answer();
+  const before = timers.length;
+  // Seven toggles in quick succession, each answered: a peer accepts OFFERS_PER_WINDOW offers
+  // per window including the link's first, so at most RENEGOTIATIONS_PER_WINDOW go out now.
+  for (let i = 0; i < 7; i++) {
+    now += 100;
+    await s.setVideo('camera', i % 2 ? null : fakeTrack());
+    await flush();
+    await answer();
+  }
+  assert.equal(offers(), 1 + RENEGOTIATIONS_PER_WINDOW, 'the first offer and the paced renegotiations');
+  assert.ok(1 + RENEGOTIATIONS_PER_WINDOW <= OFFERS_PER_WINDOW, 'never over what the peer admits');
+  const held = timers.slice(before).filter((t) => !t.done);
+  assert.equal(held.length, 1, 'one held renegotiation, not one per change');
+  // When the window has passed, the held change goes out (it carries the latest state: camera on).
+  now = held[0].at;
+  held[0].done = true;
+  held[0].f();
+  await flush();
+  assert.equal(offers(), 2 + RENEGOTIATIONS_PER_WINDOW, 'the held change is sent, once');
+  assert.equal(FakePC.all[0].getTransceivers()[1].direction, 'sendrecv', 'with the latest camera state');
   s.teardown('test');
 });

@@ -36,6 +36,14 @@ const DISCONNECTED_GRACE_MS = 2500;
 export const ICE_RESTART_WAIT_MS = 8000;
 export const OFFERS_PER_WINDOW = 6;
 const OFFER_WINDOW_MS = 10000;
+/**
+ * Renegotiations (our offers, or our requests for one) we send per link per OFFER_WINDOW_MS:
+ * one below the peer's OFFERS_PER_WINDOW, which also counts the link's first offer. Changes
+ * beyond it wait and go out together in one later renegotiation, so a quick series of
+ * camera/screen toggles is never dropped by the peer's limit (a dropped offer would leave the
+ * link without the change).
+ */
+export const RENEGOTIATIONS_PER_WINDOW = OFFERS_PER_WINDOW - 1;
 
 /** Grant ICE server entries as RTCPeerConnection wants them. */
 function toRtcIceServers(list) {
@@ -636,7 +644,7 @@ export class VoiceSession {
     if (link.role === 'master') {
       const open = link.control && link.control.readyState === 'open';
       link.askOnOpen = !open;
-      if (open) {
+      if (open && this.paceRenegotiation(link)) {
         link.control.send('renegotiate');
         this.renegotiations += 1;
         this.log(`Asked ${this.name(link.userId)} to renegotiate`);
@@ -647,6 +655,7 @@ export class VoiceSession {
       link.needsNegotiation = true;
       return;
     }
+    if (!this.paceRenegotiation(link)) return;
     link.negotiating = true;
     this.renegotiations += 1;
     try {
@@ -659,6 +668,29 @@ export class VoiceSession {
       link.negotiating = false;
       this.warn(`renegotiation with ${this.name(link.userId)} failed: ${e.message}`);
     }
+  }
+
+  /**
+   * Whether a renegotiation may go out on `link` now (and records it): at most
+   * RENEGOTIATIONS_PER_WINDOW per OFFER_WINDOW_MS. Otherwise one retry is scheduled for when
+   * the oldest leaves the window; every change made meanwhile goes out with it.
+   */
+  paceRenegotiation(link) {
+    const now = this.d.now();
+    link.renegotiatedAt = (link.renegotiatedAt || []).filter((t) => now - t < OFFER_WINDOW_MS);
+    if (link.renegotiatedAt.length < RENEGOTIATIONS_PER_WINDOW) {
+      link.renegotiatedAt.push(now);
+      return true;
+    }
+    if (!link.paceTimer) {
+      const wait = OFFER_WINDOW_MS - (now - link.renegotiatedAt[0]) + 50;
+      this.log(`Holding a renegotiation with ${this.name(link.userId)} for ${Math.ceil(wait / 1000)} s (at most ${RENEGOTIATIONS_PER_WINDOW} per ${OFFER_WINDOW_MS / 1000} s)`);
+      link.paceTimer = this.d.setTimeout(() => {
+        link.paceTimer = null;
+        this.renegotiate(link);
+      }, wait);
+    }
+    return false;
   }
 
   /**
@@ -782,6 +814,7 @@ export class VoiceSession {
   closeLink(link) {
     link.closed = true;
     this.d.clearTimeout(link.timer);
+    if (link.paceTimer) this.d.clearTimeout(link.paceTimer);
     try {
       link.pc.close();
     } catch {
