@@ -390,12 +390,14 @@ impl World {
                                 .values()
                                 .filter(|s| **s == MemberState::Pending)
                                 .count();
-                            if waiting >= LIMITS.pending_per_room
+                            // A ban is told before any quota: a banned user waiting
+                            // for room in a quota would wait for nothing.
+                            if r.bans.contains(&user) {
+                                Err("BANNED")
+                            } else if waiting >= LIMITS.pending_per_room
                                 || self.model.pending_of(&user) >= LIMITS.pending_per_user
                             {
                                 Err("QUOTA_EXCEEDED")
-                            } else if r.bans.contains(&user) {
-                                Err("BANNED")
                             } else {
                                 Ok(MemberState::Pending)
                             }
