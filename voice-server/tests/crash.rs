@@ -648,10 +648,8 @@ async fn verify_after_crash(
 
     // Every user's room list: every acknowledged room, its admin, the user's state in it.
     for (w, c) in conns.iter_mut().enumerate() {
-        let listed = c.ok("listRooms", json!({})).await;
-        let listed: BTreeMap<String, Value> = listed["rooms"]
-            .as_array()
-            .expect("rooms")
+        let listed = c.all_pages("listRooms", json!({}), "rooms", false).await;
+        let listed: BTreeMap<String, Value> = listed
             .iter()
             .map(|r| (r["roomId"].as_str().expect("roomId").to_owned(), r.clone()))
             .collect();
@@ -713,10 +711,10 @@ async fn verify_after_crash(
     // Each room, as its admin sees it: members, messages, no active voice room.
     for (id, rec) in &ledger.rooms {
         let admin = &mut conns[rec.admin];
-        let members = admin.ok("listMembers", json!({"roomId": id})).await;
-        let members: BTreeMap<usize, Value> = members["members"]
-            .as_array()
-            .expect("members")
+        let members = admin
+            .all_pages("listMembers", json!({"roomId": id}), "members", false)
+            .await;
+        let members: BTreeMap<usize, Value> = members
             .iter()
             .map(|m| {
                 let w = user_index[m["userId"].as_str().expect("userId")];
@@ -743,8 +741,9 @@ async fn verify_after_crash(
             }
         }
 
-        let got = admin.ok("getMessages", json!({"roomId": id})).await;
-        let got = got["messages"].as_array().expect("messages").clone();
+        let got = admin
+            .all_pages("getMessages", json!({"roomId": id}), "messages", true)
+            .await;
         let acked = ledger.messages.get(id).cloned().unwrap_or_default();
         for m in &acked {
             assert!(

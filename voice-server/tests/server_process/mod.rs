@@ -293,6 +293,43 @@ impl Conn {
         reply["data"].clone()
     }
 
+    /// Every item of a paged list (`listRooms`, `listMembers`, `getMessages`): follows
+    /// `nextCursor` until it is `null`, since a page holds at most 50–100 items and a check that
+    /// read only the first page would call everything past it lost. `key` names the array in
+    /// `data`. `getMessages` pages go back in time (each is oldest first), so `older_pages`
+    /// puts each later page in front to keep the whole list oldest first.
+    pub async fn all_pages(
+        &mut self,
+        action: &str,
+        fields: Value,
+        key: &str,
+        older_pages: bool,
+    ) -> Vec<Value> {
+        let mut all: Vec<Value> = Vec::new();
+        let mut cursor = Value::Null;
+        for _ in 0..1_000 {
+            let mut request = fields.clone();
+            if !cursor.is_null() {
+                request["cursor"] = cursor.clone();
+            }
+            let data = self.ok(action, request).await;
+            let page = data[key]
+                .as_array()
+                .unwrap_or_else(|| panic!("{action} has no {key}: {data}"))
+                .clone();
+            if older_pages {
+                all.splice(0..0, page);
+            } else {
+                all.extend(page);
+            }
+            cursor = data["nextCursor"].clone();
+            if cursor.is_null() {
+                return all;
+            }
+        }
+        panic!("{action} kept returning a nextCursor after 1 000 pages");
+    }
+
     /// A request that must be refused on a live server; returns the error code.
     pub async fn refused(&mut self, action: &str, fields: Value) -> String {
         let reply = self
