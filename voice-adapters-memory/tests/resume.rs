@@ -188,6 +188,45 @@ fn a_drop_then_a_resume_within_the_grace_keeps_place_role_mute_and_channel() {
 }
 
 #[test]
+fn a_refresh_handled_after_a_leave_does_not_join_again() {
+    let w = world();
+    let vr = w.call();
+    // Bo's page refreshes while it still is a participant: a refresh, nothing written.
+    let before = w.room(&vr).version();
+    let grant = block_on(w.service.refresh_voice(&conn("c-bo"), &vr)).unwrap();
+    assert!(!grant.newly_joined);
+    assert_eq!(w.room(&vr).version(), before);
+
+    // Bo leaves; a refresh the page sent just before is handled after the leave.
+    block_on(w.service.leave_voice(&conn("c-bo"), &vr)).unwrap();
+    w.drain();
+    let err = block_on(w.service.refresh_voice(&conn("c-bo"), &vr)).unwrap_err();
+    assert_eq!(err.code(), "NOT_PARTICIPANT");
+    let room = w.room(&vr);
+    assert!(room.participant(&user("bo")).is_none(), "bo is not back");
+    assert_eq!(room.participants().len(), 2);
+    assert!(
+        w.notifier.take(&conn("c-ada")).is_empty(),
+        "no participantJoined"
+    );
+    assert_eq!(w.channels.list_now().len(), 2, "no channel made for bo");
+
+    // A refresh may still resume: Cy dropped and her page comes back on a new connection.
+    w.drop_conn("c-cy");
+    w.directory.connect(conn("c-cy2"), user("cy"));
+    let grant = block_on(w.service.refresh_voice(&conn("c-cy2"), &vr)).unwrap();
+    assert!(!grant.newly_joined);
+    assert_eq!(
+        w.room(&vr).participant(&user("cy")).unwrap().connection,
+        conn("c-cy2")
+    );
+
+    // Joining on purpose still works.
+    let grant = block_on(w.service.join_voice(&conn("c-bo"), &vr)).unwrap();
+    assert!(grant.newly_joined);
+}
+
+#[test]
 fn a_replaced_connection_can_no_longer_act_for_the_participant() {
     let w = world();
     let vr = w.call();

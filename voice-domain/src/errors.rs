@@ -248,6 +248,11 @@ pub enum JoinVoiceError {
         /// Its capacity.
         capacity: u8,
     },
+    /// A refresh (`"refresh": true`) from someone who is no longer a participant: they left or
+    /// were removed, and a refresh never joins them again (a refresh sent just before a leave
+    /// and handled after it must not bring back a participant nobody will ever hear).
+    #[error("you are no longer in this voice room; join it again to take part")]
+    NotParticipant,
     /// A dependency failed; nothing was left behind.
     #[error(transparent)]
     Dependency(#[from] DependencyError),
@@ -432,6 +437,7 @@ impl UseCaseError for JoinVoiceError {
             Self::VoiceRoomNotFound => "VOICE_ROOM_NOT_FOUND",
             Self::Ended => "VOICE_ROOM_ENDED",
             Self::RoomFull { .. } => "ROOM_FULL",
+            Self::NotParticipant => "NOT_PARTICIPANT",
             Self::Dependency(d) => d.code(),
         }
     }
@@ -439,7 +445,7 @@ impl UseCaseError for JoinVoiceError {
         match self {
             Self::Access(a) => a.class(),
             Self::VoiceRoomNotFound => ErrorClass::NotFound,
-            Self::Ended | Self::RoomFull { .. } => ErrorClass::Conflict,
+            Self::Ended | Self::RoomFull { .. } | Self::NotParticipant => ErrorClass::Conflict,
             Self::Dependency(d) => d.class(),
         }
     }

@@ -53,6 +53,10 @@ pub enum VoiceRequest {
     GetVoiceCredentials {
         /// The voice room.
         voice_room_id: String,
+        /// Only a refresh: refused (`NOT_PARTICIPANT`) rather than joining a caller who is no
+        /// longer a participant. Absent: join or refresh, as the original.
+        #[serde(default)]
+        refresh: bool,
     },
     /// End a voice room (master or chat admin).
     EndVoiceRoom {
@@ -119,8 +123,10 @@ pub enum VoiceRequest {
 pub enum VoiceCommand {
     /// `createVoiceRoom`.
     Create(ChatRoomId),
-    /// `getVoiceCredentials`.
+    /// `getVoiceCredentials`: join, resume or refresh.
     GetCredentials(VoiceRoomId),
+    /// `getVoiceCredentials` with `"refresh": true`: refresh or resume, never a new join.
+    RefreshCredentials(VoiceRoomId),
     /// `endVoiceRoom`.
     End(VoiceRoomId),
     /// `leaveVoiceRoom`.
@@ -151,9 +157,14 @@ impl VoiceRequest {
     pub fn try_into_command(self) -> Result<VoiceCommand, IdError> {
         Ok(match self {
             Self::CreateVoiceRoom { room_id } => VoiceCommand::Create(ChatRoomId::parse(room_id)?),
-            Self::GetVoiceCredentials { voice_room_id } => {
-                VoiceCommand::GetCredentials(VoiceRoomId::parse(voice_room_id)?)
-            }
+            Self::GetVoiceCredentials {
+                voice_room_id,
+                refresh: false,
+            } => VoiceCommand::GetCredentials(VoiceRoomId::parse(voice_room_id)?),
+            Self::GetVoiceCredentials {
+                voice_room_id,
+                refresh: true,
+            } => VoiceCommand::RefreshCredentials(VoiceRoomId::parse(voice_room_id)?),
             Self::EndVoiceRoom { voice_room_id } => {
                 VoiceCommand::End(VoiceRoomId::parse(voice_room_id)?)
             }
@@ -199,7 +210,7 @@ impl VoiceCommand {
     pub fn action(&self) -> &'static str {
         match self {
             Self::Create(_) => "createVoiceRoom",
-            Self::GetCredentials(_) => "getVoiceCredentials",
+            Self::GetCredentials(_) | Self::RefreshCredentials(_) => "getVoiceCredentials",
             Self::End(_) => "endVoiceRoom",
             Self::Leave(_) => "leaveVoiceRoom",
             Self::SetMute(..) => "setMute",
@@ -620,6 +631,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.try_into_command().unwrap().action(), "setMute");
+    }
+
+    #[test]
+    fn get_voice_credentials_is_a_join_unless_it_says_refresh() {
+        let v1 = VoiceRoomId::parse("v1").unwrap();
+        let parse = |json: &str| {
+            serde_json::from_str::<VoiceRequest>(json)
+                .unwrap()
+                .try_into_command()
+                .unwrap()
+        };
+        assert_eq!(
+            parse(r#"{"action":"getVoiceCredentials","voiceRoomId":"v1"}"#),
+            VoiceCommand::GetCredentials(v1.clone())
+        );
+        assert_eq!(
+            parse(r#"{"action":"getVoiceCredentials","voiceRoomId":"v1","refresh":false}"#),
+            VoiceCommand::GetCredentials(v1.clone())
+        );
+        let refresh =
+            parse(r#"{"action":"getVoiceCredentials","voiceRoomId":"v1","refresh":true}"#);
+        assert_eq!(refresh, VoiceCommand::RefreshCredentials(v1));
+        assert_eq!(refresh.action(), "getVoiceCredentials");
+        assert!(serde_json::from_str::<VoiceRequest>(
+            r#"{"action":"getVoiceCredentials","voiceRoomId":"v1","refresh":"yes"}"#
+        )
+        .is_err());
     }
 
     #[test]

@@ -237,6 +237,15 @@ enum GrantError {
     Failed(JoinVoiceError),
 }
 
+/// What a `getVoiceCredentials` may do for a caller who is not a participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JoinMode {
+    /// Join them (the original's behaviour; also a refresh or a resume for a participant).
+    JoinOrRefresh,
+    /// Refuse ([`JoinVoiceError::NotParticipant`]): the caller only meant to refresh.
+    RefreshOnly,
+}
+
 /// The channel a join acquired for its caller, until the join is recorded.
 #[derive(Default)]
 struct Acquired {
@@ -376,6 +385,36 @@ impl<P: Ports> VoiceService<P> {
         caller: &ConnectionId,
         voice_room: &VoiceRoomId,
     ) -> Result<VoiceGrant, JoinVoiceError> {
+        self.join_or_refresh(caller, voice_room, JoinMode::JoinOrRefresh)
+            .await
+    }
+
+    /// `getVoiceCredentials` with `"refresh": true`: as [`Self::join_voice`] for a participant
+    /// (a refresh, or a resume from another connection of the same user), but never a new
+    /// join. A page refreshes on a timer; a refresh it sent just before leaving may be handled
+    /// after the leave (AWS runs one connection's requests in parallel), and as a join it would
+    /// bring back a participant whose page has gone: listed, called by every newcomer, never
+    /// answering.
+    ///
+    /// # Errors
+    /// As [`Self::join_voice`], plus [`JoinVoiceError::NotParticipant`] when the caller's user
+    /// is not (or no longer) a participant; nothing is written then.
+    #[tracing::instrument(skip_all, fields(voice_room_id = %voice_room))]
+    pub async fn refresh_voice(
+        &self,
+        caller: &ConnectionId,
+        voice_room: &VoiceRoomId,
+    ) -> Result<VoiceGrant, JoinVoiceError> {
+        self.join_or_refresh(caller, voice_room, JoinMode::RefreshOnly)
+            .await
+    }
+
+    async fn join_or_refresh(
+        &self,
+        caller: &ConnectionId,
+        voice_room: &VoiceRoomId,
+        mode: JoinMode,
+    ) -> Result<VoiceGrant, JoinVoiceError> {
         let (user, room) = self
             .caller_and_room(caller, voice_room)
             .await
@@ -384,6 +423,9 @@ impl<P: Ports> VoiceService<P> {
                 Lookup::NotFound => JoinVoiceError::VoiceRoomNotFound,
                 Lookup::Dependency(d) => JoinVoiceError::Dependency(d),
             })?;
+        if mode == JoinMode::RefreshOnly && room.is_active() && room.participant(&user).is_none() {
+            return Err(JoinVoiceError::NotParticipant);
+        }
         let client_id = ClientId::from_connection(caller);
         let mut created = Acquired::default();
         // With a pool, a joiner who needs a channel claims a free one while the gate is asked:
@@ -430,7 +472,7 @@ impl<P: Ports> VoiceService<P> {
         };
 
         let result = self
-            .join_loop(room, &user, caller, &client_id, &mut created)
+            .join_loop(room, &user, caller, &client_id, &mut created, mode)
             .await;
         // A channel acquired for this join but not recorded for it never reached anyone: its
         // credentials were dropped unsent. (A concurrent join from another tab may have won
@@ -452,6 +494,7 @@ impl<P: Ports> VoiceService<P> {
         caller: &ConnectionId,
         client_id: &ClientId,
         created: &mut Acquired,
+        mode: JoinMode,
     ) -> Result<VoiceGrant, JoinVoiceError> {
         let mut cache = GrantCache::default();
         for _ in 0..=self.config.cas_retries {
@@ -460,6 +503,10 @@ impl<P: Ports> VoiceService<P> {
             }
             let channel = match room.participant(user) {
                 Some(p) => p.channel.clone(),
+                // Checked on every attempt: a leave may land between two.
+                None if mode == JoinMode::RefreshOnly => {
+                    return Err(JoinVoiceError::NotParticipant)
+                }
                 None if room.is_full() => {
                     return Err(JoinVoiceError::RoomFull {
                         capacity: room.capacity().get(),

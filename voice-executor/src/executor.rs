@@ -656,6 +656,11 @@ impl<P: Ports> Executor<P> {
                 .await
                 .map(|g| data(VoiceGrantView::from(&g)))
                 .map_err(Refusal::use_case),
+            VoiceCommand::RefreshCredentials(id) => voice
+                .refresh_voice(caller, &id)
+                .await
+                .map(|g| data(VoiceGrantView::from(&g)))
+                .map_err(Refusal::use_case),
             VoiceCommand::End(id) => voice
                 .end_voice(caller, &id)
                 .await
