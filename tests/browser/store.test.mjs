@@ -2,7 +2,7 @@
 // replies and connection changes applied to the state, including offline and reconnecting.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { displayName, initialState, MAX_TOASTS, reduce, voicePanel } from '../../voice-server/static/store.js';
+import { displayName, initialState, MAX_TOASTS, reduce, viewIsStale, voiceEpoch, voicePanel } from '../../voice-server/static/store.js';
 
 const ME = { userId: 'u-me-0001', name: 'Ann' };
 const room = { roomId: 'c1', name: 'Team', adminUserId: 'u-admin', memberCount: 3, myState: 'approved', voiceRoomId: 'v1' };
@@ -94,7 +94,28 @@ test('participantReconnecting / participantResumed mark a participant; leave + j
   assert.deepEqual(s.voiceRooms.c1.participants.map((p) => p.userId), [ME.userId, 'u-host'], 'no duplicate on a repeated join');
   // Events of another voice room change nothing.
   const t = reduce(s, { type: 'event', msg: { event: 'participantLeft', voiceRoomId: 'v-other', chatRoomId: 'c1', user: ME.userId } });
-  assert.equal(t, s);
+  assert.equal(t.voiceRooms, s.voiceRooms);
+  assert.equal(t.voice, s.voice);
+});
+
+test('a voice room view that an event overtook is not applied: a participant who just left stays gone', () => {
+  // Bob's page asks for the room (a keepalive, a credential refresh); Alice leaves; the
+  // server read the room before her leave, sends the participantLeft event, then the reply.
+  let s = reduce(online(), { type: 'voiceRoom', chatRoomId: 'c1', view: { ...vr, participants: [...vr.participants, { userId: 'u-alice', muted: false }] } });
+  const epoch = voiceEpoch(s, 'c1');
+  const stale = { ...vr, participants: [...vr.participants, { userId: 'u-alice', muted: false }] };
+  s = reduce(s, { type: 'event', msg: { event: 'participantLeft', voiceRoomId: 'v1', chatRoomId: 'c1', user: 'u-alice', reason: 'left' } });
+  assert.equal(viewIsStale(s, 'c1', epoch), true);
+  s = reduce(s, { type: 'voiceRoom', chatRoomId: 'c1', view: stale, epoch });
+  assert.deepEqual(s.voiceRooms.c1.participants.map((p) => p.userId), ['u-host', ME.userId], 'the stale view did not bring Alice back');
+  // A view asked for after the event is applied; one without an epoch (no ordering known) too.
+  const fresh = voiceEpoch(s, 'c1');
+  assert.equal(viewIsStale(s, 'c1', fresh), false);
+  s = reduce(s, { type: 'voiceRoom', chatRoomId: 'c1', view: { ...vr, masterUserId: ME.userId }, epoch: fresh });
+  assert.equal(s.voiceRooms.c1.masterUserId, ME.userId);
+  // Events of other chat rooms do not make this room's views stale.
+  const t = reduce(s, { type: 'event', msg: { event: 'participantLeft', voiceRoomId: 'v9', chatRoomId: 'c9', user: 'u-x', reason: 'left' } });
+  assert.equal(viewIsStale(t, 'c1', fresh), false);
 });
 
 test('voiceEnded: the room and our session go, with a notice that a new voiceStarted clears', () => {

@@ -69,7 +69,7 @@ const grant = (peers) => ({
   issuedAt: Date.now(),
 });
 
-function setup(peers = [], extra = {}) {
+function setup(peers = [], extra = {}, deps = {}) {
   FakePC.all = [];
   const sent = [];
   const handlers = {};
@@ -97,6 +97,7 @@ function setup(peers = [], extra = {}) {
       MediaStream: class {},
       attachAudio: () => ({ play: async () => {} }),
       detachAudio: () => {},
+      ...deps,
     },
     'c1',
     'v1',
@@ -107,6 +108,35 @@ function setup(peers = [], extra = {}) {
 
 const offerFrom = (fp) => ({ type: 'offer', sdp: `v=0\r\na=fingerprint:sha-256 ${fp}\r\n` });
 const flush = () => new Promise((r) => setImmediate(r));
+
+test('a credential refresh says refresh: true, none is sent once the user leaves, and an overtaken one calls nobody', async () => {
+  const asked = [];
+  let epoch = 0;
+  let peers = [];
+  const app = { request: async (action, fields) => (asked.push({ action, ...fields }), grant(peers)) };
+  const { s } = setup([], {}, { app: () => app, viewEpoch: () => epoch });
+  await s.join();
+  assert.deepEqual(asked, [{ action: 'getVoiceCredentials', voiceRoomId: 'v1' }], 'joining is a plain getVoiceCredentials');
+  // A refresh whose reply an event overtook (Alice left meanwhile): her channel is not called.
+  peers = ['alice'];
+  app.request = async (action, fields) => {
+    asked.push({ action, ...fields });
+    epoch += 1;
+    return grant(peers);
+  };
+  await s.refresh(Date.now() + 3600e3);
+  assert.deepEqual(asked[1], { action: 'getVoiceCredentials', voiceRoomId: 'v1', refresh: true });
+  assert.equal(s.peers.has('alice'), false, 'no call from an overtaken grant');
+  // Not overtaken: the grant's new peer is called.
+  app.request = async (action, fields) => (asked.push({ action, ...fields }), grant(peers));
+  await s.refresh(Date.now() + 3600e3);
+  assert.equal(s.peers.has('alice'), true);
+  // Leaving: no refresh goes out any more.
+  s.stopRefreshing();
+  await s.refresh(Date.now() + 3600e3);
+  assert.equal(asked.length, 3);
+  s.teardown('test');
+});
 
 test('sdpFingerprint reads the DTLS fingerprint line', () => {
   assert.equal(sdpFingerprint('v=0\r\na=fingerprint:sha-256 AB:CD\r\n'), 'sha-256 AB:CD');

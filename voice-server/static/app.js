@@ -20,7 +20,7 @@ import { createTransport, refreshDelayMs } from './signaling.js';
 import { apiGatewayErrorText, appSocketUrl, awsRefusalHint, keepaliveEveryMs, keepaliveRequest, loadClientConfig, modeFeatures, roomFromHash, SELF_HOSTED } from './config.js';
 import { AppConnection, reconnectDelayMs } from './connection.js';
 import { describeError as describe } from './messages.js';
-import { amAdmin, displayName, initialState, reduce, roomName } from './store.js';
+import { amAdmin, displayName, initialState, reduce, roomName, viewIsStale, voiceEpoch } from './store.js';
 import { $, h, render, updateSpeaking } from './views.js';
 import { openMicrophone, VoiceSession } from './voice.js';
 import { createRecording } from './recording.js';
@@ -192,8 +192,9 @@ function startKeepalive(conn) {
     const room = (session && session.chatRoomId) || state.currentRoomId;
     const req = app === conn ? keepaliveRequest(features, room, voiceChat()) : null;
     if (!req) return null;
+    const epoch = voiceEpoch(state, room);
     const p = conn.request(req.action, req.fields);
-    return req.action === 'getVoiceRoom' ? p.then((r) => setVoiceRoom(room, r.voiceRoom)) : p;
+    return req.action === 'getVoiceRoom' ? p.then((r) => setVoiceRoom(room, r.voiceRoom, epoch)) : p;
   });
 }
 
@@ -358,8 +359,17 @@ async function resumeVoiceOnce(target, attempt) {
 // ---------------------------------------------------------------------------------------------
 // Voice
 
-function setVoiceRoom(chatRoomId, view) {
-  dispatch({ type: 'voiceRoom', chatRoomId, view });
+/**
+ * A voice room view from a reply. `epoch`: voiceEpoch() when the request was sent; a view that
+ * an event overtook (store.js viewIsStale) is not applied, the page asks for the room again.
+ */
+function setVoiceRoom(chatRoomId, view, epoch) {
+  if (viewIsStale(state, chatRoomId, epoch)) {
+    log('A voice room view older than the latest event was not applied; reading the room again');
+    refreshVoiceRoomSoon(chatRoomId);
+    return;
+  }
+  dispatch({ type: 'voiceRoom', chatRoomId, view, epoch });
   const s = session;
   if (s && s.transport && view && view.status === 'active' && view.voiceRoomId === s.voiceRoomId) s.transport.updateRoom(view);
   syncServerMutes();
@@ -411,10 +421,11 @@ function makeSession(chatRoomId, voiceRoomId, stream) {
       },
       detachAudio: (el) => el.remove(),
       onAudioBlocked: () => dispatch({ type: 'audioBlocked', blocked: true }),
-      onGrant: (grant) => {
+      onGrant: (grant, epoch) => {
         learnMe(grant.userId);
-        if (grant.room) setVoiceRoom(chatRoomId, grant.room);
+        if (grant.room) setVoiceRoom(chatRoomId, grant.room, epoch);
       },
+      viewEpoch: () => voiceEpoch(state, chatRoomId),
       onChange: scheduleRender,
       onScreenShareEnded: () => {
         if (session) stopScreenShare(session);
@@ -436,9 +447,10 @@ function makeSession(chatRoomId, voiceRoomId, stream) {
       warn,
       region: config.region,
       fetchRoom: async () => {
+        const epoch = voiceEpoch(state, chatRoomId);
         const r = await app.request('getVoiceRoom', { roomId: chatRoomId });
         const view = r.voiceRoom && r.voiceRoom.voiceRoomId === voiceRoomId ? r.voiceRoom : null;
-        if (view) setVoiceRoom(chatRoomId, view);
+        if (view) setVoiceRoom(chatRoomId, view, epoch);
         return view;
       },
     },
@@ -486,24 +498,27 @@ async function enterVoice(chatRoomId, voiceRoomIdOrCreate, { rejoin = false } = 
   let voiceRoomId = voiceRoomIdOrCreate;
   if (rejoin && voiceRoomId) {
     // Still there? Otherwise fall through to "current or new".
+    const epoch = voiceEpoch(state, chatRoomId);
     const r = await app.request('getVoiceRoom', { roomId: chatRoomId }).catch(() => null);
     const current = r && r.voiceRoom && r.voiceRoom.status === 'active' ? r.voiceRoom : null;
-    if (r) setVoiceRoom(chatRoomId, current);
+    if (r) setVoiceRoom(chatRoomId, current, epoch);
     if (!current) voiceRoomId = null;
     else if (current.voiceRoomId !== voiceRoomId) voiceRoomId = current.voiceRoomId;
   }
   if (!voiceRoomId) {
     try {
+      const epoch = voiceEpoch(state, chatRoomId);
       const view = await app.request('createVoiceRoom', { roomId: chatRoomId });
       learnMe(view.masterUserId);
-      setVoiceRoom(chatRoomId, view);
+      setVoiceRoom(chatRoomId, view, epoch);
       voiceRoomId = view.voiceRoomId;
       log(`Voice room ${voiceRoomId} created`);
     } catch (e) {
       if (e.code === 'ALREADY_ACTIVE') {
+        const epoch = voiceEpoch(state, chatRoomId);
         const r = await app.request('getVoiceRoom', { roomId: chatRoomId }).catch(() => null);
         if (r && r.voiceRoom && r.voiceRoom.status === 'active') {
-          setVoiceRoom(chatRoomId, r.voiceRoom);
+          setVoiceRoom(chatRoomId, r.voiceRoom, epoch);
           voiceRoomId = r.voiceRoom.voiceRoomId;
         }
       }
@@ -580,8 +595,9 @@ async function toggleVideo(slot) {
   }
   if (slot === 'screen') {
     try {
+      const epoch = voiceEpoch(state, s.chatRoomId);
       const view = await app.request('startScreenShare', { voiceRoomId: s.voiceRoomId });
-      if (session === s) setVoiceRoom(s.chatRoomId, view);
+      if (session === s) setVoiceRoom(s.chatRoomId, view, epoch);
     } catch (e) {
       notice(s.chatRoomId, `Screen sharing did not start. ${describeError(e)}`, 'error');
       scheduleRender();
@@ -612,8 +628,9 @@ async function toggleVideo(slot) {
 /** Tells the server our screen share is over (the page's button or the browser's own "stop"). */
 async function stopScreenShare(s) {
   try {
+    const epoch = voiceEpoch(state, s.chatRoomId);
     const view = await app.request('stopScreenShare', { voiceRoomId: s.voiceRoomId });
-    if (session === s) setVoiceRoom(s.chatRoomId, view);
+    if (session === s) setVoiceRoom(s.chatRoomId, view, epoch);
   } catch (e) {
     // Already stopped by the server (policy change, a host stopped it): nothing to undo.
     if (e.code !== 'NOT_SHARING') warn(`stopScreenShare: ${e.code || e.message}`);
@@ -625,8 +642,9 @@ async function setSharePolicy(policy) {
   const s = session;
   if (!s) return;
   try {
+    const epoch = voiceEpoch(state, s.chatRoomId);
     const view = await app.request('setScreenSharePolicy', { voiceRoomId: s.voiceRoomId, policy });
-    if (session === s) setVoiceRoom(s.chatRoomId, view);
+    if (session === s) setVoiceRoom(s.chatRoomId, view, epoch);
   } catch (e) {
     notice(s.chatRoomId, `Could not change who may share a screen. ${describeError(e)}`, 'error');
   }
@@ -639,8 +657,9 @@ async function toggleMute() {
   s.setMuted(muted);
   dispatch({ type: 'muted', muted });
   try {
+    const epoch = voiceEpoch(state, s.chatRoomId);
     const view = await app.request('setMute', { voiceRoomId: s.voiceRoomId, muted });
-    if (session === s) setVoiceRoom(s.chatRoomId, view);
+    if (session === s) setVoiceRoom(s.chatRoomId, view, epoch);
   } catch (e) {
     notice(s.chatRoomId, `Your microphone is ${muted ? 'muted' : 'on'}, but the others could not be told. ${describeError(e)}`, 'error');
   }
@@ -651,8 +670,9 @@ async function serverMute(userId, muted) {
   const s = session;
   if (!s) return;
   try {
+    const epoch = voiceEpoch(state, s.chatRoomId);
     const view = await app.request('serverMute', { voiceRoomId: s.voiceRoomId, userId, muted });
-    if (session === s) setVoiceRoom(s.chatRoomId, view);
+    if (session === s) setVoiceRoom(s.chatRoomId, view, epoch);
   } catch (e) {
     notice(s.chatRoomId, `${muted ? 'Could not mute' : 'Could not unmute'} ${nameOf(userId)}. ${describeError(e)}`, 'error');
   }
@@ -661,6 +681,7 @@ async function serverMute(userId, muted) {
 async function leaveVoice() {
   const s = session;
   if (!s) return;
+  s.stopRefreshing();
   try {
     await app.request('leaveVoiceRoom', { voiceRoomId: s.voiceRoomId });
   } catch (e) {
@@ -674,8 +695,9 @@ async function endVoice(chatRoomId) {
   const vr = state.voiceRooms[chatRoomId];
   if (!vr) return;
   try {
+    const epoch = voiceEpoch(state, chatRoomId);
     const view = await app.request('endVoiceRoom', { voiceRoomId: vr.voiceRoomId });
-    setVoiceRoom(chatRoomId, view);
+    setVoiceRoom(chatRoomId, view, epoch);
     if (session && session.voiceRoomId === vr.voiceRoomId) endSession('Voice room ended');
     else notice(chatRoomId, 'Voice room ended', 'info', 'ended');
   } catch (e) {
@@ -686,14 +708,28 @@ async function endVoice(chatRoomId) {
 async function refreshVoiceRoom(chatRoomId) {
   if (!app) return;
   try {
+    const epoch = voiceEpoch(state, chatRoomId);
     const r = await app.request('getVoiceRoom', { roomId: chatRoomId });
-    setVoiceRoom(chatRoomId, r.voiceRoom);
+    setVoiceRoom(chatRoomId, r.voiceRoom, epoch);
     const n = state.notices[chatRoomId];
     if (n && n.tag === 'voice-state') notice(chatRoomId, null);
   } catch (e) {
     warn(`getVoiceRoom: ${e.code || e.message}`);
     if (!features.hello && e.code !== 'DISCONNECTED') notice(chatRoomId, `Could not read this room's voice chat. ${describeError(e)}`, 'error', 'voice-state');
   }
+}
+
+/** Reads the room again shortly: one read for a burst of overtaken views (setVoiceRoom). */
+const refreshTimers = new Map();
+function refreshVoiceRoomSoon(chatRoomId) {
+  if (refreshTimers.has(chatRoomId)) return;
+  refreshTimers.set(
+    chatRoomId,
+    setTimeout(() => {
+      refreshTimers.delete(chatRoomId);
+      refreshVoiceRoom(chatRoomId);
+    }, 200),
+  );
 }
 
 // Own participation dropped by the server while our socket is open: get back in (bounded).
@@ -914,6 +950,7 @@ async function openRoom(roomId) {
     return;
   }
   dispatch({ type: 'openRoom', roomId });
+  const epoch = voiceEpoch(state, roomId);
   const [members, messages, voice] = await Promise.allSettled([
     app.request('listMembers', { roomId }),
     app.request('getMessages', { roomId }),
@@ -924,7 +961,7 @@ async function openRoom(roomId) {
   else if (members.reason.code === 'DISCONNECTED') throw members.reason;
   else toast(`Could not load the members. ${describeError(members.reason)}`, 'error');
   if (messages.status === 'fulfilled') dispatch({ type: 'messages', roomId, messages: messages.value.messages || [], nextCursor: messages.value.nextCursor });
-  if (voice.status === 'fulfilled') setVoiceRoom(roomId, voice.value.voiceRoom);
+  if (voice.status === 'fulfilled') setVoiceRoom(roomId, voice.value.voiceRoom, epoch);
 }
 
 async function requestJoin(roomId) {
@@ -1027,9 +1064,10 @@ function showAwsRoom(roomId) {
 
 async function openAwsRoom(roomId) {
   const conn = await ensureAwsConnection();
+  const epoch = voiceEpoch(state, roomId);
   const r = await conn.request('getVoiceRoom', { roomId });
   addAwsRoom(roomId);
-  setVoiceRoom(roomId, r.voiceRoom);
+  setVoiceRoom(roomId, r.voiceRoom, epoch);
   showAwsRoom(roomId);
 }
 

@@ -36,12 +36,36 @@ export function initialState() {
     requests: {},
     names: {},
     voiceRooms: {},
+    // Voice events received per chat room: a view read by a request sent before the latest
+    // event (see viewIsStale) may predate it and is not applied.
+    voiceEpochs: {},
     notices: {},
     voice: null,
     busy: false,
     toasts: [],
     audioBlocked: false,
   };
+}
+
+/**
+ * The count of voice events received for `chatRoomId` so far. A page takes it when it sends a
+ * request whose reply carries a voice room view (getVoiceRoom, getVoiceCredentials, …) and
+ * hands it back with the view.
+ */
+export function voiceEpoch(state, chatRoomId) {
+  return state.voiceEpochs[chatRoomId] || 0;
+}
+
+/**
+ * Whether a view read with `epoch` may be older than what the page knows: an event about the
+ * room arrived while the request was in flight. The server may have read the room before that
+ * change and sent the reply after the event (self-hosted: another connection's change lands
+ * between a read and its reply; AWS: a Lambda reply and an @connections event are not ordered
+ * at all), so applying it would undo the event, e.g. list a participant who just left. Such a
+ * view is not applied; the page asks again. `epoch` undefined: no ordering known, applied.
+ */
+export function viewIsStale(state, chatRoomId, epoch) {
+  return epoch !== undefined && epoch !== voiceEpoch(state, chatRoomId);
 }
 
 function withVoiceRoom(state, chatRoomId, view) {
@@ -64,6 +88,9 @@ function withNotice(state, chatRoomId, notice) {
   else delete notices[chatRoomId];
   return { ...state, notices };
 }
+
+/** The events that change a voice room view (they count towards its epoch, voiceEpoch). */
+const VOICE_EVENTS = new Set(['voiceStarted', 'participantJoined', 'participantLeft', 'participantReconnecting', 'participantResumed', 'muteChanged', 'masterChanged', 'voiceEnded', 'screenShareStarted', 'screenShareStopped', 'screenSharePolicyChanged']);
 
 /** One protocol event (docs/protocol.md, "Events") applied to the state. */
 function applyEvent(state, ev) {
@@ -267,9 +294,14 @@ export function reduce(state, action) {
       return s;
     }
     case 'voiceRoom':
+      if (viewIsStale(state, action.chatRoomId, action.epoch)) return state;
       return withVoiceRoom(state, action.chatRoomId, action.view);
-    case 'event':
-      return applyEvent(state, action.msg);
+    case 'event': {
+      const s = applyEvent(state, action.msg);
+      const chat = action.msg.chatRoomId;
+      if (!VOICE_EVENTS.has(action.msg.event) || !chat) return s;
+      return { ...s, voiceEpochs: { ...s.voiceEpochs, [chat]: voiceEpoch(s, chat) + 1 } };
+    }
     case 'notice':
       return withNotice(state, action.chatRoomId, action.text ? { text: action.text, kind: action.kind || 'info', tag: action.tag || null } : null);
     case 'voice':

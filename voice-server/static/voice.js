@@ -220,6 +220,7 @@ export class VoiceSession {
    */
   async requestGrant() {
     this.joining = true;
+    this.grantEpoch = this.viewEpoch();
     try {
       return await this.d.app().request('getVoiceCredentials', { voiceRoomId: this.voiceRoomId });
     } finally {
@@ -256,10 +257,16 @@ export class VoiceSession {
     this.d.onChange();
   }
 
+  /** grant.room is the room as the server read it; onGrant gets the epoch (app.js setVoiceRoom) of when it was asked for. */
   applyGrant(grant) {
     this.grant = grant;
     this.grantCount += 1;
-    this.d.onGrant(grant);
+    this.d.onGrant(grant, this.grantEpoch);
+  }
+
+  /** The page's voice-event count when a grant is asked for (undefined: the page keeps none). */
+  viewEpoch() {
+    return this.d.viewEpoch ? this.d.viewEpoch() : undefined;
   }
 
   /**
@@ -300,15 +307,30 @@ export class VoiceSession {
     this.refreshTimer = this.d.setTimeout(() => this.refresh(grant.expiresAt), delay);
   }
 
+  /**
+   * The user is leaving: no refresh from now on. A refresh sent after the leave would be
+   * refused anyway (`refresh: true` never joins), but it need not be sent at all.
+   */
+  stopRefreshing() {
+    this.leaving = true;
+    this.d.clearTimeout(this.refreshTimer);
+  }
+
   async refresh(previousExpiry) {
-    if (this.ended) return;
+    if (this.ended || this.leaving) return;
     try {
-      const grant = await this.d.app().request('getVoiceCredentials', { voiceRoomId: this.voiceRoomId });
+      this.grantEpoch = this.viewEpoch();
+      // `refresh: true`: if the server handles this after our leave, it refuses instead of
+      // joining us again (docs/protocol.md, getVoiceCredentials).
+      const grant = await this.d.app().request('getVoiceCredentials', { voiceRoomId: this.voiceRoomId, refresh: true });
       if (this.ended) return;
       this.applyGrant(grant);
       if (this.transport) this.transport.updateGrant(grant);
       this.log(`Voice credentials refreshed (valid until ${new Date(grant.expiresAt).toLocaleTimeString()})`);
-      for (const peer of grant.peers) {
+      // A room event overtook this reply: its peer list may name someone who has just left, so
+      // no one is called from it (the events and the next refresh say who is there).
+      const overtaken = this.grantEpoch !== this.viewEpoch();
+      for (const peer of overtaken ? [] : grant.peers) {
         const link = this.peers.get(peer.userId);
         if (!link || ['failed', 'closed'].includes(link.pc.connectionState)) this.call(peer);
       }
