@@ -26,8 +26,9 @@
 //                                 credentials, cached for 240 s (at most 80 % of
 //                                 the answer's Ttl), one TURN entry with at most 2
 //                                 URIs (limitTurn), so a full room stays far below KVS's 5 TPS
-//                                 and 50 TURN allocations per channel; on failure the grant's
-//                                 list. Relay: the grant's.
+//                                 and 50 TURN allocations per channel; a throttled call is
+//                                 asked again (ICE_RETRY_DELAYS_MS), then, or on another
+//                                 failure, the grant's list. Relay: the grant's.
 // Peers are always named by userId; mapping to KVS client ids is the transport's business.
 // KVS sends are paced per WebSocket (FIFO, in order, evenly spaced): 4 SDP offers/answers and 15
 // ICE candidates per 1.1 s, with margin below KVS's hard per-connection limits (5 and 20 per
