@@ -565,11 +565,13 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
   // VoiceFunctionPolicy); browsers may only call what their session allows on their channels.
   const kvsChannels = new Map(); // arn -> {name, arn, version, tags, created, status, activeAt, goneAt}
   const windows = new Map();
-  // A throttling burst (`throttleKvs`): from the next KVS API call on, for `burstMs`, every call
-  // is answered as over its TPS quota, ClientLimitExceededException (HTTP 400), as KVS does
-  // (quotas page above).
+  // A throttling burst (`throttleKvs`): from the next KVS API call on (or the next one `startOn`
+  // picks), for its `ms`, every call is answered as over its TPS quota,
+  // ClientLimitExceededException (HTTP 400), as KVS does (quotas page above). Each burst is
+  // recorded in stats.kvsBursts {from, until} (ms).
   let throttledUntil = 0;
-  let burstMs = 0;
+  let burst = null; // {ms, startOn}: armed, not started
+  stats.kvsBursts = [];
   let version = 0;
   const refreshChannels = () => {
     const now = Date.now();
@@ -625,9 +627,10 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
       if (!session || session.expiresAt <= Date.now() || req.headers['x-amz-security-token'] !== session.token) return error(403, 'UnrecognizedClientException', 'The security token included in the request is invalid or expired');
       if (!action || !arn || !sessionMay(session, `kinesisvideo:${action}`, arn)) return error(403, 'AccessDeniedException', `not authorized to perform kinesisvideo:${action || p} on ${arn}`);
     } else if (scope.accessKeyId !== FUNCTION_KEY.id) return error(403, 'UnrecognizedClientException', 'unknown access key');
-    if (burstMs) {
-      throttledUntil = Date.now() + burstMs;
-      burstMs = 0;
+    if (burst && (!burst.startOn || burst.startOn({ path: p, caller: record.caller, arn }))) {
+      throttledUntil = Date.now() + burst.ms;
+      stats.kvsBursts.push({ from: Date.now(), until: throttledUntil });
+      burst = null;
     }
     if (Date.now() < throttledUntil || !withinRate(p, arn)) return error(400, 'ClientLimitExceededException', 'Kinesis Video Streams has throttled the request because you have exceeded the limit of allowed client calls. Try making the call later.');
     const notActive = () => error(400, 'ResourceInUseException', `The channel is ${ch.status}, not ACTIVE`);
@@ -884,11 +887,13 @@ export async function startLocalStack({ workers = 3, params = {}, log = () => {}
     },
     /**
      * A throttling burst: from the next KVS API call on (the function's or a page's), for `ms`,
-     * every KVS API call is answered ClientLimitExceededException. Signaling connections
-     * already open stay open.
+     * every KVS API call (control plane and GetIceServerConfig) is answered
+     * ClientLimitExceededException. `startOn({path, caller ('function' | 'session'), arn})`, if
+     * given, picks the call that starts it (e.g. the first one a page makes). Signaling
+     * connections already open stay open. The burst is recorded in stats.kvsBursts.
      */
-    throttleKvs(ms) {
-      burstMs = ms;
+    throttleKvs(ms, { startOn = null } = {}) {
+      burst = { ms, startOn };
     },
     /** From now on, GetIceServerConfig hands out TURN credentials that live `s` seconds. */
     setTurnTtl(s) {

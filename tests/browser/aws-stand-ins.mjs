@@ -322,6 +322,15 @@ export function policyAllows(policy, action, resource) {
  * is not delivered and the sender gets a status response naming the error; every such refusal
  * is counted in `stats.kvsOverLimit`).
  *
+ * A viewer's message sent while the channel has no master is kept for the channel's
+ * MessageTtlSeconds (SingleMasterConfiguration: "The period of time a signaling channel retains
+ * undelivered messages before they are discarded", 60 s by default and as the stand-in's channels
+ * describe themselves; `limits.messageTtlMs`) and delivered, in order, to the next master that
+ * connects within it (as KVS's maintainers describe it: "when the master connects it should
+ * receive any pending SDP message (offer/answer/candidate) if it is within TTL",
+ * awslabs/amazon-kinesis-video-streams-webrtc-sdk-js issue 47). Counted in `stats.kvsRetained`
+ * {arn, kind, delivered}.
+ *
  * With `enforce: false` an over-limit message is still delivered (and still counted): for tests
  * that must observe the page without KVS's refusals changing its behaviour.
  *
@@ -361,6 +370,8 @@ export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LI
   stats.kvsPeakRates ||= [];
   stats.kvsPayloadMax ||= { offer: 0, answer: 0, candidate: 0 }; // longest messagePayload seen, by kind
   stats.relayed ||= 0;
+  stats.kvsRetained ||= [];
+  const messageTtlMs = limits.messageTtlMs ?? 60 * 1000;
 
   function handle(req, raw, url) {
     const arn = url.searchParams.get('X-Amz-ChannelARN');
@@ -374,7 +385,7 @@ export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LI
       refuse(raw, 403, 'Forbidden');
       return;
     }
-    if (!channels.has(arn)) channels.set(arn, { master: null, viewers: new Map() });
+    if (!channels.has(arn)) channels.set(arn, { master: null, viewers: new Map(), retained: [] });
     const ch = channels.get(arn);
     if (role === 'VIEWER' && !ch.viewers.has(clientId) && ch.viewers.size >= limits.viewersPerChannel) {
       stats.kvsRefused.push({ arn, role, accessKeyId: scope.accessKeyId, why: 'too many viewers' });
@@ -397,6 +408,14 @@ export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LI
     if (role === 'MASTER') {
       if (ch.master) ch.master.close();
       ch.master = socket;
+      // What viewers sent while there was no master, still within MessageTtlSeconds.
+      const now = Date.now();
+      for (const r of ch.retained.splice(0)) {
+        if (now - r.at >= messageTtlMs) continue;
+        r.record.delivered = true;
+        clock.activeAt = now;
+        socket.send(r.message);
+      }
     } else {
       if (ch.viewers.get(clientId)) ch.viewers.get(clientId).close();
       ch.viewers.set(clientId, socket);
@@ -434,6 +453,12 @@ export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LI
       peak[kind] = Math.max(peak[kind], times.length);
       stats.relayed += 1;
       const to = role === 'VIEWER' ? ch.master : ch.viewers.get(m.recipientClientId);
+      if (!to && role === 'VIEWER') {
+        const record = { arn, kind: which, delivered: false };
+        stats.kvsRetained.push(record);
+        ch.retained.push({ at: now, record, message: { messageType: m.action, messagePayload: m.messagePayload, senderClientId: clientId } });
+        return;
+      }
       if (!to) return;
       for (const c of open) if (c.socket === to) c.activeAt = Date.now();
       if (role === 'VIEWER') to.send({ messageType: m.action, messagePayload: m.messagePayload, senderClientId: clientId });

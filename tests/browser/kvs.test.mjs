@@ -7,7 +7,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createTransport, fetchIceServers, ICE_CACHE_MS, iceCacheMs, isValidKvsClientId, limitTurn, TURN_URIS_PER_PEER_CONNECTION, KVS_ICE_PER_SECOND, KVS_MAX_MESSAGE_PAYLOAD, KVS_SDP_PER_SECOND, KvsTransport, loadKvsSdk, MAX_PAYLOAD_BYTES, SignalingError } from '../../voice-server/static/signaling.js';
+import { createTransport, fetchIceServers, ICE_CACHE_MS, ICE_RETRY_DELAYS_MS, iceCacheMs, isValidKvsClientId, limitTurn, TURN_URIS_PER_PEER_CONNECTION, KVS_ICE_PER_SECOND, KVS_MAX_MESSAGE_PAYLOAD, KVS_SDP_PER_SECOND, KvsTransport, loadKvsSdk, MAX_PAYLOAD_BYTES, SignalingError } from '../../voice-server/static/signaling.js';
 import { arnOf, awsGrant, base64Length, clientIdOf, fakeClock, fakeKvs, flush, KVS_LIMITS, roomView, wssOf } from './kvs-fakes.mjs';
 
 /** A transport for `grant` over a fresh fake SDK and clock, recording what it delivers. */
@@ -734,13 +734,80 @@ test('TURN credentials that live less than 300 s are reused for at most 80 % of 
   assert.equal(iceCacheMs(null), ICE_CACHE_MS, 'no Ttl in the answer: the 300 s rule');
 });
 
-test('iceServersFor falls back to the grant\'s list, with an error, when KVS refuses', async () => {
-  const fetch = async () => ({ ok: false, status: 400, text: async () => JSON.stringify({ __type: 'ClientLimitExceededException' }) });
+test('iceServersFor falls back to the grant\'s list at once, with an error, when KVS refuses for good', async () => {
+  let calls = 0;
+  const fetch = async () => {
+    calls += 1;
+    return { ok: false, status: 403, text: async () => JSON.stringify({ __type: 'AccessDeniedException' }) };
+  };
   const s = await connected({ fetch });
   const servers = await s.t.iceServersFor('alice');
   assert.deepEqual(servers, awsGrant().self.iceServers);
+  assert.equal(calls, 1, 'not asked again');
+  assert.match(s.errors.at(-1).message, /AccessDeniedException/);
+  assert.equal(s.errors.at(-1).retryable, false);
+});
+
+/** Lets the page's promises (SigV4 signing: WebCrypto) run until `fn()` holds. */
+async function settled(fn, what) {
+  for (let i = 0; i < 1000; i += 1) {
+    if (fn()) return;
+    await new Promise((r) => setTimeout(r, 2)); // WebCrypto answers from a thread, not a microtask
+  }
+  assert.fail(`never: ${what}`);
+}
+
+/** GetIceServerConfig refusing the first `throttled` calls with KVS's throttle (or forever: Infinity), then answering. */
+function throttledIce(throttled) {
+  const calls = [];
+  const fetch = async (url, init) => {
+    calls.push(JSON.parse(init.body));
+    if (calls.length <= throttled) return { ok: false, status: 400, text: async () => JSON.stringify({ __type: 'ClientLimitExceededException', message: 'throttled' }) };
+    return { ok: true, status: 200, text: async () => JSON.stringify({ IceServerList: [{ Uris: ['turn:t.example:443?transport=udp'], Username: `u${calls.length}`, Password: 'p', Ttl: 300 }] }) };
+  };
+  return { fetch, calls };
+}
+
+test('a throttled GetIceServerConfig (ClientLimitExceededException) is asked again after a wait; links asking meanwhile share the call', async () => {
+  const ice = throttledIce(2);
+  const s = await connected({ grant: awsGrant({ later: ['dave'] }), fetch: ice.fetch, rand: () => 1 });
+  let first = null;
+  let second = null;
+  s.t.iceServersFor('alice').then((v) => (first = v));
+  s.t.iceServersFor('dave').then((v) => (second = v));
+  await settled(() => s.clock.pending().length && ice.calls.length === 1, 'the first refusal and its wait');
+  assert.equal(ice.calls.length, 1, 'one call for both links');
+  assert.equal(first, null, 'not the grant\'s list at the first refusal');
+  await s.clock.advance(ICE_RETRY_DELAYS_MS[0]);
+  await settled(() => ice.calls.length === 2 && s.clock.pending().includes(ICE_RETRY_DELAYS_MS[1]), 'the second call and its wait');
+  await s.clock.advance(ICE_RETRY_DELAYS_MS[1]);
+  await settled(() => first, 'the answer');
+  assert.equal(ice.calls.length, 3);
+  assert.equal(first.at(-1).username, 'u3', 'fresh credentials once KVS answers');
+  assert.deepEqual(second, first);
+  assert.deepEqual(s.errors, [], 'nothing reported: the retry worked');
+  assert.equal((await s.t.iceServersFor('alice')).at(-1).username, 'u3', 'and cached');
+  assert.equal(ice.calls.length, 3);
+});
+
+test('GetIceServerConfig throttled through every retry falls back to the grant\'s list, with a retryable error', async () => {
+  const ice = throttledIce(Infinity);
+  const s = await connected({ fetch: ice.fetch, rand: () => 1 });
+  let servers = null;
+  s.t.iceServersFor('alice').then((v) => (servers = v));
+  for (const [i, d] of ICE_RETRY_DELAYS_MS.entries()) {
+    await settled(() => ice.calls.length === i + 1 && s.clock.pending().includes(d), `call ${i + 1} refused and a wait of ${d} ms`);
+    assert.equal(servers, null);
+    await s.clock.advance(d);
+  }
+  await settled(() => servers, 'the fallback');
+  assert.deepEqual(servers, awsGrant().self.iceServers);
+  assert.equal(ice.calls.length, ICE_RETRY_DELAYS_MS.length + 1);
   assert.match(s.errors.at(-1).message, /ClientLimitExceededException/);
   assert.equal(s.errors.at(-1).retryable, true);
+  // The waits are jittered between half and all of ICE_RETRY_DELAYS_MS, a few seconds in all.
+  const total = ICE_RETRY_DELAYS_MS.reduce((a, b) => a + b, 0);
+  assert.ok(total >= 5000 && total <= 10000, `${total} ms`);
 });
 
 /** What KVS's GetIceServerConfig answers: 2 TURN servers × 3 URIs each. */

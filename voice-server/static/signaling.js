@@ -26,8 +26,9 @@
 //                                 credentials, cached for 240 s (at most 80 % of
 //                                 the answer's Ttl), one TURN entry with at most 2
 //                                 URIs (limitTurn), so a full room stays far below KVS's 5 TPS
-//                                 and 50 TURN allocations per channel; on failure the grant's
-//                                 list. Relay: the grant's.
+//                                 and 50 TURN allocations per channel; a throttled call is
+//                                 asked again (ICE_RETRY_DELAYS_MS), then, or on another
+//                                 failure, the grant's list. Relay: the grant's.
 // Peers are always named by userId; mapping to KVS client ids is the transport's business.
 // KVS sends are paced per WebSocket (FIFO, in order, evenly spaced): 4 SDP offers/answers and 15
 // ICE candidates per 1.1 s, with margin below KVS's hard per-connection limits (5 and 20 per
@@ -293,6 +294,16 @@ export const ICE_CACHE_MS = 240 * 1000;
  */
 export const ICE_CACHE_TTL_FRACTION = 0.8;
 
+/**
+ * Waits before asking GetIceServerConfig again after a refusal worth retrying (KVS's throttle,
+ * ClientLimitExceededException, or a 5xx): each a random 50-100 % of these, about 3.5-6.8 s in
+ * all, then the grant's list. KVS throttles per second (5 TPS per channel for
+ * GetIceServerConfig) and in bursts; the grant's list may hold TURN credentials that have
+ * expired (they live 300 s), so falling back at the first refusal would give a new peer
+ * connection expired TURN credentials.
+ */
+export const ICE_RETRY_DELAYS_MS = [250, 500, 1000, 2000, 3000];
+
 /** How long a GetIceServerConfig answer whose shortest Ttl is `ttlSeconds` may be reused. */
 export function iceCacheMs(ttlSeconds) {
   if (!(Number.isFinite(ttlSeconds) && ttlSeconds > 0)) return ICE_CACHE_MS;
@@ -393,7 +404,9 @@ export async function fetchIceServerConfig({ fetch, endpoint, channelArn, client
     } catch {
       /* not JSON */
     }
-    throw new SignalingError(`GetIceServerConfig refused: ${type}`, 'ICE_SERVERS', res.status === 400 || res.status >= 500);
+    // Worth asking again: KVS's throttle (HTTP 400 ClientLimitExceededException, as its API
+    // reference lists it) and server errors; not a refused signature or a bad argument.
+    throw new SignalingError(`GetIceServerConfig refused: ${type}`, 'ICE_SERVERS', type === 'ClientLimitExceededException' || res.status >= 500);
   }
   const out = JSON.parse(text);
   const list = out.IceServerList || [];
@@ -478,6 +491,8 @@ export class KvsTransport extends BaseTransport {
     this.fetch = opts.fetch || (typeof globalThis.fetch === 'function' ? globalThis.fetch.bind(globalThis) : null);
     this.subtle = opts.subtle || (globalThis.crypto && globalThis.crypto.subtle) || null;
     this.iceCache = new Map(); // channel ARN -> { at, servers, grantSeq, keepMs }
+    this.iceFetching = new Map(); // channel ARN -> { grantSeq, promise }: the GetIceServerConfig in flight
+    this.rand = opts.rand || Math.random;
     this.rememberRoom(grant.room);
   }
 
@@ -968,33 +983,56 @@ export class KvsTransport extends BaseTransport {
    * (SigV4-signed with the grant's credentials) on OUR OWN channel, as its master, cached for
    * ICE_CACHE_MS and 80 % of KVS's Ttl (TURN credentials live 300 s), limited by limitTurn. Every link uses our
    * own channel's TURN so that a channel's 50 TURN allocations carry only its owner's links
-   * (TURN_URIS_PER_PEER_CONNECTION). Falls back to the grant's list, with an error reported,
-   * when the call fails (the page then tries STUN and whatever TURN credentials are still
-   * valid).
+   * (TURN_URIS_PER_PEER_CONNECTION). Links asking at the same time share one call. A throttled
+   * (or 5xx) call is asked again after ICE_RETRY_DELAYS_MS; when it still fails, or fails
+   * otherwise, falls back to the grant's list, with an error reported (the page then tries STUN
+   * and whatever TURN credentials are still valid).
    */
   async iceServersFor(_userId) {
     const entry = this.grant.self;
     if (!entry || !entry.httpsEndpoint || !this.fetch) return this.grantIceServers();
     const cached = this.iceCache.get(entry.channelArn);
     if (cached && this.now() - cached.at < cached.keepMs && cached.grantSeq === this.grantSeq) return cached.servers;
-    try {
-      const { servers, ttlSeconds } = await fetchIceServerConfig({
-        fetch: this.fetch,
-        endpoint: entry.httpsEndpoint,
-        channelArn: entry.channelArn,
-        clientId: null,
-        region: this.region(),
-        credentials: this.grant.credentials,
-        now: this.now(),
-        subtle: this.subtle,
-      });
-      const stun = (entry.iceServers || []).filter((s) => [].concat(s.urls || []).every((u) => String(u).startsWith('stun:')));
-      const all = limitTurn([...stun, ...servers]);
-      this.iceCache.set(entry.channelArn, { at: this.now(), servers: all, grantSeq: this.grantSeq, keepMs: iceCacheMs(ttlSeconds) });
-      return all;
-    } catch (e) {
-      this.handlers.error(new SignalingError(`could not get fresh ICE servers for ${entry.channelName || entry.channelArn}: ${e.message}`, 'ICE_SERVERS', true));
-      return this.grantIceServers();
+    const inFlight = this.iceFetching.get(entry.channelArn);
+    if (inFlight && inFlight.grantSeq === this.grantSeq) return inFlight.promise;
+    const current = { grantSeq: this.grantSeq, promise: null };
+    current.promise = this.fetchOwnIceServers(entry).finally(() => {
+      if (this.iceFetching.get(entry.channelArn) === current) this.iceFetching.delete(entry.channelArn);
+    });
+    this.iceFetching.set(entry.channelArn, current);
+    return current.promise;
+  }
+
+  /** GetIceServerConfig on our own channel (`entry`), retried while throttled; see iceServersFor. */
+  async fetchOwnIceServers(entry) {
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        const { servers, ttlSeconds } = await fetchIceServerConfig({
+          fetch: this.fetch,
+          endpoint: entry.httpsEndpoint,
+          channelArn: entry.channelArn,
+          clientId: null,
+          region: this.region(),
+          credentials: this.grant.credentials,
+          now: this.now(),
+          subtle: this.subtle,
+        });
+        const stun = (entry.iceServers || []).filter((s) => [].concat(s.urls || []).every((u) => String(u).startsWith('stun:')));
+        const all = limitTurn([...stun, ...servers]);
+        this.iceCache.set(entry.channelArn, { at: this.now(), servers: all, grantSeq: this.grantSeq, keepMs: iceCacheMs(ttlSeconds) });
+        if (attempt) this.log(`Fresh ICE servers for ${entry.channelName || entry.channelArn} after ${attempt} ${attempt === 1 ? 'retry' : 'retries'}`);
+        return all;
+      } catch (e) {
+        if (e.retryable && attempt < ICE_RETRY_DELAYS_MS.length && !this.closed) {
+          const wait = Math.round(ICE_RETRY_DELAYS_MS[attempt] * (0.5 + 0.5 * this.rand()));
+          this.log(`GetIceServerConfig: ${e.message}; asking again in ${wait} ms`);
+          await new Promise((resolve) => this.schedule(resolve, wait));
+          if (this.closed) return this.grantIceServers();
+          continue;
+        }
+        this.handlers.error(new SignalingError(`could not get fresh ICE servers for ${entry.channelName || entry.channelArn}: ${e.message}`, 'ICE_SERVERS', !!e.retryable));
+        return this.grantIceServers();
+      }
     }
   }
 
