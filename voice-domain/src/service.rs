@@ -914,29 +914,75 @@ impl<P: Ports> VoiceService<P> {
     }
 
     /// Liveness (only with [`ServiceConfig::liveness_timeout`]): `caller`'s `getVoiceRoom` is
-    /// its keepalive, so if it is a connected participant of `room` its last-seen time is
-    /// recorded (at most once per [`crate::room::TOUCH_MIN_INTERVAL`]; no event is published).
-    /// Best effort: a write that fails is logged and the room is returned as read, since the
-    /// next keepalive records it again well within the timeout.
+    /// its keepalive. If it is a participant of `room`, it is recorded alive (at most once per
+    /// [`crate::room::TOUCH_MIN_INTERVAL`]; connected again with `participantResumed` if it had
+    /// been taken for dead), and the liveness rule is applied to the whole room in the same
+    /// write ([`VoiceRoom::apply_liveness`], as the sweep does): the others not heard from for
+    /// the timeout become reconnecting, and those reconnecting for the grace leave (hand-over,
+    /// the room ends with its last, channels released, events published). So a silently dead
+    /// participant is removed by the others' keepalives, not only by the minute sweep. Nothing
+    /// is written when nothing changes. Best effort: a write that fails is logged and the room is
+    /// returned as read, since the next keepalive (or the sweep) applies the rule again.
     async fn heard_from(&self, caller: &ConnectionId, room: VoiceRoom) -> VoiceRoom {
         if self.config.liveness_timeout.is_none() {
             return room;
         }
         let now = self.ports.clock.now();
-        if !room.needs_touch(caller, now) {
-            return room;
-        }
-        match self
-            .modify(room.id(), |r| Ok(r.touch(caller, now).then_some(())))
-            .await
-        {
-            Ok((after, _)) if after.is_active() => after,
-            Ok(_) | Err(ModifyError::NotFound | ModifyError::Rejected(_)) => room,
+        match self.apply_liveness(&room, Some(caller), now).await {
+            Ok((after, evs)) => {
+                self.publish(evs).await;
+                if after.is_active() {
+                    after
+                } else {
+                    room
+                }
+            }
+            Err(ModifyError::NotFound | ModifyError::Rejected(_)) => room,
             Err(ModifyError::Dependency(d)) => {
                 warn!(error = %d, voice_room_id = %room.id(), "could not record a keepalive");
                 room
             }
         }
+    }
+
+    /// [`VoiceRoom::apply_liveness`] on `room` at `now` with the configured liveness timeout and
+    /// reconnect grace, for the sweep (`keepalive` `None`) and a keepalive: written only if it
+    /// changes something (tried first on `room` as read, then compare-and-set on the stored
+    /// room), the channels it frees released. Returns the room as it is now (as stored when
+    /// nothing was written) and the events to publish.
+    async fn apply_liveness(
+        &self,
+        room: &VoiceRoom,
+        keepalive: Option<&ConnectionId>,
+        now: Timestamp,
+    ) -> Result<(VoiceRoom, Vec<VoiceEvent>), ModifyError> {
+        let (timeout, grace) = (self.config.liveness_timeout, self.config.reconnect_grace);
+        if room
+            .clone()
+            .apply_liveness(keepalive, now, timeout, grace)
+            .is_none()
+        {
+            return Ok((room.clone(), Vec::new()));
+        }
+        let (after, change) = self
+            .modify(room.id(), |r| {
+                Ok(r.apply_liveness(keepalive, now, timeout, grace))
+            })
+            .await?;
+        let Some((events, released)) = change else {
+            return Ok((after, Vec::new()));
+        };
+        self.release_channels(room.id(), &released).await;
+        let count = |f: fn(&VoiceEvent) -> bool| events.iter().filter(|e| f(e)).count();
+        let silent = count(|e| matches!(e, VoiceEvent::ParticipantReconnecting { .. }));
+        let removed = count(|e| matches!(e, VoiceEvent::ParticipantLeft { .. }));
+        if silent > 0 {
+            info!(voice_room_id = %room.id(), silent, "no keepalive within the liveness timeout; participants reconnecting");
+        }
+        if removed > 0 {
+            info!(voice_room_id = %room.id(), removed, "reconnect grace passed; participants removed");
+        }
+        Ok((after, events))
     }
 
     /// `$disconnect`: the connection went away. Its participant in any voice room becomes
@@ -1135,35 +1181,23 @@ impl<P: Ports> VoiceService<P> {
                     }
                 }
             }
-            let room = match self.config.liveness_timeout {
-                Some(timeout) => {
-                    self.mark_silent(room, now, timeout, &mut report, &mut events)
-                        .await
-                }
-                None => room,
-            };
-            if !room.participants().iter().any(|p| p.is_reconnecting()) {
-                continue;
-            }
-            match self
-                .modify(room.id(), |r| r.expire_reconnecting(now, grace))
-                .await
-            {
-                Ok((after, Some((evs, released)))) => {
-                    self.release_channels(room.id(), &released).await;
-                    report.participants_removed += evs
-                        .iter()
-                        .filter(|e| matches!(e, VoiceEvent::ParticipantLeft { .. }))
-                        .count();
-                    if !after.is_active() {
+            // Liveness and expiry: the rule every keepalive also applies to its room; here for
+            // the rooms nobody sends a keepalive to any more.
+            match self.apply_liveness(&room, None, now).await {
+                Ok((after, evs)) => {
+                    let count = |f: fn(&VoiceEvent) -> bool| evs.iter().filter(|e| f(e)).count();
+                    report.participants_reconnecting +=
+                        count(|e| matches!(e, VoiceEvent::ParticipantReconnecting { .. }));
+                    report.participants_removed +=
+                        count(|e| matches!(e, VoiceEvent::ParticipantLeft { .. }));
+                    if !evs.is_empty() && !after.is_active() {
                         report.rooms_ended.push(room.id().clone());
                     }
-                    info!(voice_room_id = %room.id(), "reconnect grace passed; participants removed");
                     events.extend(evs);
                 }
-                Ok((_, None)) | Err(ModifyError::NotFound | ModifyError::Rejected(_)) => {}
+                Err(ModifyError::NotFound | ModifyError::Rejected(_)) => {}
                 Err(ModifyError::Dependency(d)) => {
-                    warn!(error = %d, voice_room_id = %room.id(), "sweep could not remove expired participants");
+                    warn!(error = %d, voice_room_id = %room.id(), "sweep could not apply the liveness rule");
                     report.failures += 1;
                 }
             }
@@ -1210,55 +1244,6 @@ impl<P: Ports> VoiceService<P> {
         // What the first phase changed is announced even if the orphan phase could not list.
         self.publish(events).await;
         orphans.map(|()| report)
-    }
-
-    /// The sweep's liveness step (only with [`ServiceConfig::liveness_timeout`]): participants
-    /// of `room` not heard from for `timeout` become reconnecting as of when they were overdue
-    /// ([`VoiceRoom::mark_silent_reconnecting`]), so the same sweep removes them once the
-    /// reconnect grace has passed since. Returns the room as it is now (as read if nothing
-    /// changed or the write failed; a failure is counted and retried by the next sweep).
-    async fn mark_silent(
-        &self,
-        room: VoiceRoom,
-        now: Timestamp,
-        timeout: Duration,
-        report: &mut SweepReport,
-        events: &mut Vec<VoiceEvent>,
-    ) -> VoiceRoom {
-        let overdue = |r: &VoiceRoom| {
-            r.participants()
-                .iter()
-                .any(|p| !p.is_reconnecting() && now.since(p.last_heard()) >= timeout)
-        };
-        if !overdue(&room) {
-            return room;
-        }
-        match self
-            .modify(room.id(), |r| {
-                let evs = r.mark_silent_reconnecting(now, timeout);
-                Ok((!evs.is_empty()).then_some(evs))
-            })
-            .await
-        {
-            Ok((after, evs)) => {
-                if let Some(evs) = evs {
-                    let silent = evs
-                        .iter()
-                        .filter(|e| matches!(e, VoiceEvent::ParticipantReconnecting { .. }))
-                        .count();
-                    info!(voice_room_id = %room.id(), silent, "no keepalive within the liveness timeout; participants reconnecting");
-                    report.participants_reconnecting += silent;
-                    events.extend(evs);
-                }
-                after
-            }
-            Err(ModifyError::NotFound | ModifyError::Rejected(_)) => room,
-            Err(ModifyError::Dependency(d)) => {
-                warn!(error = %d, voice_room_id = %room.id(), "sweep could not mark silent participants");
-                report.failures += 1;
-                room
-            }
-        }
     }
 
     /// The pool's part of the sweep. A lease no participant holds, older than the orphan grace
