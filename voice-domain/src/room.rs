@@ -1129,8 +1129,9 @@ impl VoiceRoom {
     /// The liveness rule of a deployment that cannot see its connections (AWS): every connected
     /// participant not heard from for `timeout` at `now` is treated as disconnected, marked
     /// reconnecting as of the moment it became overdue (`last_heard + timeout`), so that its
-    /// reconnect grace counts from then and not from whenever a sweep happens to run; a sweep
-    /// may then remove it at once with [`VoiceRoom::expire_reconnecting`]. Returns the events
+    /// reconnect grace counts from then and not from whenever a keepalive or a sweep happens to
+    /// notice; the same step may then remove it at once with [`VoiceRoom::expire_reconnecting`]
+    /// (both are parts of [`VoiceRoom::apply_liveness`]). Returns the events
     /// (`participantReconnecting`, and a recording it was making stopped), empty if nobody is
     /// overdue or the room has ended.
     pub fn mark_silent_reconnecting(

@@ -80,8 +80,9 @@ pub struct ServiceConfig {
     /// How long a pooled channel may stay free and unused before the sweep deletes it
     /// (default [`DEFAULT_IDLE_EVICTION`], seven days).
     pub channel_idle_eviction: Duration,
-    /// How long a participant's connection may go without a keepalive before the sweep treats it
-    /// as disconnected (reconnecting, then removed after the reconnect grace). `None` (the
+    /// How long a participant's connection may go without a keepalive before it is treated as
+    /// disconnected (reconnecting, then removed after the reconnect grace), by the others'
+    /// keepalives to its room or by the sweep ([`VoiceRoom::apply_liveness`]). `None` (the
     /// default): the deployment sees its connections' liveness itself and reports a dead one
     /// through [`VoiceService::on_disconnect`] (the self-hosted server pings every WebSocket).
     /// The Lambda sets it (default [`DEFAULT_LIVENESS_TIMEOUT`]): API Gateway does not ping
@@ -91,8 +92,13 @@ pub struct ServiceConfig {
 }
 
 /// The [`ServiceConfig::liveness_timeout`] the Lambda uses unless told otherwise: the web client
-/// sends a keepalive every 20 s while in voice, so this tolerates two lost or late ones.
-pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(50);
+/// sends a keepalive every 5 s while in voice, so this is two periods (one late keepalive is no
+/// false alarm, and a participant wrongly taken for dead is connected again by its next one).
+/// Since every keepalive applies the rule to its room, a silently dead participant is
+/// reconnecting at most 10 + 5 s after its last keepalive (the timeout, then the others' next
+/// keepalive) and gone once the reconnect grace (15 s) has passed since it was overdue: within
+/// about 10 + 15 + 5 = 30 s.
+pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default [`ServiceConfig::reconnect_grace`]: long enough for a Wi-Fi/cellular switch, a
 /// page reload or a server restart, short enough that a participant who really left does not
@@ -187,6 +193,20 @@ pub struct SweepReport {
     pub channels_evicted: usize,
     /// Steps that failed and will be tried again by the next sweep.
     pub failures: usize,
+}
+
+/// What [`VoiceService`]'s liveness step did to one room (the sweep's, or a keepalive's).
+struct LivenessApplied {
+    /// The room as it is now (as read if nothing was written).
+    room: VoiceRoom,
+    /// The events to publish.
+    events: Vec<VoiceEvent>,
+    /// Participants it marked reconnecting (silent past the liveness timeout).
+    reconnecting: usize,
+    /// Participants it removed (reconnecting past the grace).
+    removed: usize,
+    /// Whether it ended the room (its last participant removed).
+    ended: bool,
 }
 
 /// Refusal of the membership gate, before conversion into a use case's error.
@@ -929,10 +949,10 @@ impl<P: Ports> VoiceService<P> {
         }
         let now = self.ports.clock.now();
         match self.apply_liveness(&room, Some(caller), now).await {
-            Ok((after, evs)) => {
-                self.publish(evs).await;
-                if after.is_active() {
-                    after
+            Ok(applied) => {
+                self.publish(applied.events).await;
+                if applied.room.is_active() {
+                    applied.room
                 } else {
                     room
                 }
@@ -948,41 +968,54 @@ impl<P: Ports> VoiceService<P> {
     /// [`VoiceRoom::apply_liveness`] on `room` at `now` with the configured liveness timeout and
     /// reconnect grace, for the sweep (`keepalive` `None`) and a keepalive: written only if it
     /// changes something (tried first on `room` as read, then compare-and-set on the stored
-    /// room), the channels it frees released. Returns the room as it is now (as stored when
-    /// nothing was written) and the events to publish.
+    /// room), the channels it frees released. Nothing is published: the caller does.
     async fn apply_liveness(
         &self,
         room: &VoiceRoom,
         keepalive: Option<&ConnectionId>,
         now: Timestamp,
-    ) -> Result<(VoiceRoom, Vec<VoiceEvent>), ModifyError> {
+    ) -> Result<LivenessApplied, ModifyError> {
         let (timeout, grace) = (self.config.liveness_timeout, self.config.reconnect_grace);
+        let mut applied = LivenessApplied {
+            room: room.clone(),
+            events: Vec::new(),
+            reconnecting: 0,
+            removed: 0,
+            ended: false,
+        };
         if room
             .clone()
             .apply_liveness(keepalive, now, timeout, grace)
             .is_none()
         {
-            return Ok((room.clone(), Vec::new()));
+            return Ok(applied);
         }
         let (after, change) = self
             .modify(room.id(), |r| {
                 Ok(r.apply_liveness(keepalive, now, timeout, grace))
             })
             .await?;
+        applied.room = after;
         let Some((events, released)) = change else {
-            return Ok((after, Vec::new()));
+            return Ok(applied);
         };
         self.release_channels(room.id(), &released).await;
-        let count = |f: fn(&VoiceEvent) -> bool| events.iter().filter(|e| f(e)).count();
-        let silent = count(|e| matches!(e, VoiceEvent::ParticipantReconnecting { .. }));
-        let removed = count(|e| matches!(e, VoiceEvent::ParticipantLeft { .. }));
-        if silent > 0 {
-            info!(voice_room_id = %room.id(), silent, "no keepalive within the liveness timeout; participants reconnecting");
+        for e in &events {
+            match e {
+                VoiceEvent::ParticipantReconnecting { .. } => applied.reconnecting += 1,
+                VoiceEvent::ParticipantLeft { .. } => applied.removed += 1,
+                _ => {}
+            }
         }
-        if removed > 0 {
-            info!(voice_room_id = %room.id(), removed, "reconnect grace passed; participants removed");
+        applied.ended = !applied.room.is_active();
+        applied.events = events;
+        if applied.reconnecting > 0 {
+            info!(voice_room_id = %room.id(), silent = applied.reconnecting, "no keepalive within the liveness timeout; participants reconnecting");
         }
-        Ok((after, events))
+        if applied.removed > 0 {
+            info!(voice_room_id = %room.id(), removed = applied.removed, "reconnect grace passed; participants removed");
+        }
+        Ok(applied)
     }
 
     /// `$disconnect`: the connection went away. Its participant in any voice room becomes
@@ -1184,16 +1217,13 @@ impl<P: Ports> VoiceService<P> {
             // Liveness and expiry: the rule every keepalive also applies to its room; here for
             // the rooms nobody sends a keepalive to any more.
             match self.apply_liveness(&room, None, now).await {
-                Ok((after, evs)) => {
-                    let count = |f: fn(&VoiceEvent) -> bool| evs.iter().filter(|e| f(e)).count();
-                    report.participants_reconnecting +=
-                        count(|e| matches!(e, VoiceEvent::ParticipantReconnecting { .. }));
-                    report.participants_removed +=
-                        count(|e| matches!(e, VoiceEvent::ParticipantLeft { .. }));
-                    if !evs.is_empty() && !after.is_active() {
+                Ok(applied) => {
+                    report.participants_reconnecting += applied.reconnecting;
+                    report.participants_removed += applied.removed;
+                    if applied.ended {
                         report.rooms_ended.push(room.id().clone());
                     }
-                    events.extend(evs);
+                    events.extend(applied.events);
                 }
                 Err(ModifyError::NotFound | ModifyError::Rejected(_)) => {}
                 Err(ModifyError::Dependency(d)) => {
