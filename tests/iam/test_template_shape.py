@@ -174,7 +174,7 @@ def test_code_uri_is_where_cargo_lambda_puts_the_binary(parsed_template):
 
 
 def test_the_sweep_runs_every_minute(parsed_template):
-    # The liveness rule (a silently dead participant leaves within ~2 min) needs EventBridge's
+    # The liveness backstop (a room where nobody sends keepalives any more) needs EventBridge's
     # shortest rate; cost in docs/deploy-aws.md.
     events = props(parsed_template, "VoiceFunction")["Events"]
     schedules = [e for e in events.values() if e["Type"] == "Schedule"]

@@ -888,7 +888,9 @@ mod tests {
     fn last_seen_round_trips_and_items_without_it_read_as_heard_at_the_join() {
         let mut room = room();
         let b = ConnectionId::parse("conn=B").unwrap();
-        assert!(room.touch(&b, Timestamp::from_millis(1_700_000_060_000)));
+        assert!(room
+            .touch(&b, Timestamp::from_millis(1_700_000_060_000))
+            .is_some());
         let mut item = room_to_item(&room, DEFAULT_ENDED_RETENTION);
         assert_eq!(room_from_item(&item).unwrap(), room);
         let parts = item[attr::PARTICIPANTS].as_l().unwrap().clone();

@@ -113,7 +113,8 @@ pub struct Participant {
     /// When its connection last proved alive to the service (see [`VoiceRoom::touch`]); `None`
     /// until the first proof, when [`Participant::last_heard`] falls back on the join. Only a
     /// deployment that cannot see its connections' liveness (AWS: API Gateway does not ping
-    /// clients) records it, and only its sweep applies [`VoiceRoom::mark_silent_reconnecting`].
+    /// clients) records it, and only there do its keepalives and its sweep apply
+    /// [`VoiceRoom::mark_silent_reconnecting`] (see [`VoiceRoom::apply_liveness`]).
     /// Absent in rooms stored before liveness existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Timestamp>,
@@ -134,9 +135,11 @@ impl Participant {
 }
 
 /// The least time between two recorded keepalives of one participant: a client that sends
-/// keepalives faster than this (or several tabs' worth) costs one store write per interval, not
-/// one per request. Well under any sensible liveness timeout.
-pub const TOUCH_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// keepalives faster than this costs one store write per interval, not one per request. Well
+/// under the web client's in-voice keepalive period (5 s), so that each of its keepalives is
+/// recorded even when two arrive a little closer than 5 s apart (network jitter): the recorded
+/// time then lags the real one by at most this, never by a whole period.
+pub const TOUCH_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a room ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1036,44 +1039,99 @@ impl VoiceRoom {
     }
 
     /// Records that the participant on `connection` is alive at `now` (its keepalive reached
-    /// the service). Returns whether anything changed, so that a store write is made only when
-    /// needed: nothing for a connection that is not a connected participant's (a reconnecting
-    /// one resumes by joining again, as after any drop), nor when its last proof is younger than
-    /// [`TOUCH_MIN_INTERVAL`].
-    pub fn touch(&mut self, connection: &ConnectionId, now: Timestamp) -> bool {
+    /// the service). Returns `None` when nothing changed, so that a store write is made only when
+    /// needed: nothing for a connection that is not a participant's, nor when its last proof is
+    /// younger than [`TOUCH_MIN_INTERVAL`]; otherwise the events (none for a plain record).
+    ///
+    /// A participant marked reconnecting while its connection is in fact alive (its keepalive
+    /// was late, e.g. behind a Lambda cold start, and [`VoiceRoom::mark_silent_reconnecting`]
+    /// took it for dead) is connected again by its next keepalive from that same connection:
+    /// `participantResumed`, as for a resume from a new connection. A connection that really
+    /// went away sends nothing more, so this never brings back a dead one; a recording or screen
+    /// share stopped by the marking stays stopped.
+    pub fn touch(&mut self, connection: &ConnectionId, now: Timestamp) -> Option<Vec<VoiceEvent>> {
         if !self.is_active() {
-            return false;
+            return None;
         }
-        match self
+        let p = self
             .parts
             .participants
             .iter_mut()
-            .find(|p| &p.connection == connection && !p.is_reconnecting())
-        {
-            Some(p) if now.since(p.last_heard()) >= TOUCH_MIN_INTERVAL => {
-                p.last_seen = Some(now);
-                true
-            }
-            _ => false,
+            .find(|p| &p.connection == connection)?;
+        if p.is_reconnecting() {
+            p.reconnecting_since = None;
+            p.last_seen = Some(now);
+            return Some(vec![VoiceEvent::ParticipantResumed {
+                voice_room_id: self.parts.id.clone(),
+                chat_room_id: self.parts.chat_room.clone(),
+                user: p.user.clone(),
+            }]);
         }
+        if now.since(p.last_heard()) < TOUCH_MIN_INTERVAL {
+            return None;
+        }
+        p.last_seen = Some(now);
+        Some(Vec::new())
     }
 
-    /// Whether [`VoiceRoom::touch`] on `connection` at `now` would change anything (lets the
-    /// service skip the store write on a keepalive that records nothing).
-    pub fn needs_touch(&self, connection: &ConnectionId, now: Timestamp) -> bool {
-        self.is_active()
-            && self.parts.participants.iter().any(|p| {
-                &p.connection == connection
-                    && !p.is_reconnecting()
-                    && now.since(p.last_heard()) >= TOUCH_MIN_INTERVAL
-            })
+    /// The whole liveness rule for one room at `now`, as one transition (one store write), shared
+    /// by the sweep (`keepalive` `None`) and a participant's keepalive (`Some(its connection)`):
+    /// 1. the keepalive's participant is recorded alive ([`VoiceRoom::touch`], which also
+    ///    connects it again if it was wrongly marked reconnecting);
+    /// 2. with a `timeout` (a deployment that cannot see its connections, AWS), every connected
+    ///    participant not heard from for it becomes reconnecting as of when it was overdue
+    ///    ([`VoiceRoom::mark_silent_reconnecting`]);
+    /// 3. every participant reconnecting for at least `grace` leaves with reason `disconnected`
+    ///    ([`VoiceRoom::expire_reconnecting`]: master hand-over, the room ends with its last).
+    ///
+    /// So on AWS each keepalive applies the rule to its room: a silently dead participant is
+    /// marked and removed by the others' keepalives, and the sweep is only the backstop for a
+    /// room where nobody sends any more. Returns `None` when nothing changed (no write needed),
+    /// for an ended room, and for a `keepalive` from a connection that is no participant's
+    /// (only a participant's request proves anything). Otherwise the events and the channels
+    /// released.
+    pub fn apply_liveness(
+        &mut self,
+        keepalive: Option<&ConnectionId>,
+        now: Timestamp,
+        timeout: Option<std::time::Duration>,
+        grace: std::time::Duration,
+    ) -> Option<Departure> {
+        if !self.is_active() {
+            return None;
+        }
+        let mut changed = false;
+        let mut events = Vec::new();
+        if let Some(connection) = keepalive {
+            match self.touch(connection, now) {
+                Some(evs) => {
+                    changed = true;
+                    events.extend(evs);
+                }
+                None if self.participant_on(connection).is_none() => return None,
+                None => {}
+            }
+        }
+        if let Some(timeout) = timeout {
+            let evs = self.mark_silent_reconnecting(now, timeout);
+            changed |= !evs.is_empty();
+            events.extend(evs);
+        }
+        let mut released = Vec::new();
+        if let Ok(Some((evs, rel))) = self.expire_reconnecting(now, grace) {
+            changed = true;
+            events.extend(evs);
+            released.extend(rel);
+        }
+        changed.then_some((events, released))
     }
 
     /// The liveness rule of a deployment that cannot see its connections (AWS): every connected
     /// participant not heard from for `timeout` at `now` is treated as disconnected, marked
     /// reconnecting as of the moment it became overdue (`last_heard + timeout`), so that its
-    /// reconnect grace counts from then and not from whenever a sweep happens to run; a sweep
-    /// may then remove it at once with [`VoiceRoom::expire_reconnecting`]. Returns the events
+    /// reconnect grace counts from then and not from whenever a keepalive or a sweep happens to
+    /// notice; the same step may then remove it at once with [`VoiceRoom::expire_reconnecting`]
+    /// (both are parts of [`VoiceRoom::apply_liveness`]). Returns the events
     /// (`participantReconnecting`, and a recording it was making stopped), empty if nobody is
     /// overdue or the room has ended.
     pub fn mark_silent_reconnecting(
@@ -2631,25 +2689,134 @@ mod tests {
     fn a_keepalive_records_the_connection_alive_at_most_once_per_interval() {
         let mut room = room_with(4, &["b"]);
         // b joined at 2_000: a keepalive sooner than the interval records nothing.
-        assert!(!room.needs_touch(&conn("c-b"), at(6_999)));
-        assert!(!room.touch(&conn("c-b"), at(6_999)));
-        assert!(room.needs_touch(&conn("c-b"), at(7_000)));
-        assert!(room.touch(&conn("c-b"), at(7_000)));
+        assert_eq!(room.touch(&conn("c-b"), at(3_999)), None);
+        assert_eq!(room.touch(&conn("c-b"), at(4_000)), Some(vec![]));
         assert_eq!(
             room.participant(&user("b")).unwrap().last_seen,
-            Some(at(7_000))
+            Some(at(4_000))
         );
-        assert!(!room.touch(&conn("c-b"), at(11_999)));
-        assert!(room.touch(&conn("c-b"), at(12_000)));
+        assert_eq!(room.touch(&conn("c-b"), at(5_999)), None);
+        assert_eq!(room.touch(&conn("c-b"), at(6_000)), Some(vec![]));
         assert_eq!(
             room.participant(&user("b")).unwrap().last_heard(),
-            at(12_000)
+            at(6_000)
         );
-        // Not a participant's connection, or a reconnecting one: nothing.
-        assert!(!room.touch(&conn("c-zz"), at(60_000)));
-        room.mark_reconnecting(&conn("c-a"), at(20_000)).unwrap();
-        assert!(!room.needs_touch(&conn("c-a"), at(60_000)));
-        assert!(!room.touch(&conn("c-a"), at(60_000)));
+        // Not a participant's connection: nothing.
+        assert_eq!(room.touch(&conn("c-zz"), at(60_000)), None);
+    }
+
+    #[test]
+    fn a_keepalive_from_a_participant_taken_for_dead_connects_it_again() {
+        let timeout = std::time::Duration::from_secs(10);
+        let mut room = room_with(4, &["b"]);
+        assert!(room.touch(&conn("c-a"), at(15_000)).is_some());
+        // b's keepalive is late (a cold start): taken for dead as of 12_000.
+        assert_eq!(room.mark_silent_reconnecting(at(15_000), timeout).len(), 1);
+        assert!(room.participant(&user("b")).unwrap().is_reconnecting());
+        // Its keepalive, from the same connection, arrives: b is connected again at once.
+        assert_eq!(
+            room.touch(&conn("c-b"), at(15_500)),
+            Some(vec![VoiceEvent::ParticipantResumed {
+                voice_room_id: vr(),
+                chat_room_id: chat(),
+                user: user("b"),
+            }])
+        );
+        let b = room.participant(&user("b")).unwrap();
+        assert!(!b.is_reconnecting());
+        assert_eq!(b.last_heard(), at(15_500));
+        assert_eq!(b.channel, chan("b"), "kept its place and channel");
+        // Alive for a whole timeout from then (a keeps sending): no grace runs out on it.
+        assert!(room.touch(&conn("c-a"), at(25_000)).is_some());
+        assert!(room
+            .mark_silent_reconnecting(at(25_499), timeout)
+            .is_empty());
+        assert_eq!(
+            room.expire_reconnecting(at(60_000), std::time::Duration::from_secs(15)),
+            Ok(None)
+        );
+        // An ended room records nothing.
+        room.end(&user("a"), false, at(30_000)).unwrap();
+        assert_eq!(room.touch(&conn("c-b"), at(40_000)), None);
+    }
+
+    #[test]
+    fn a_keepalive_applies_the_liveness_rule_to_its_room() {
+        let timeout = Some(std::time::Duration::from_secs(10));
+        let grace = std::time::Duration::from_secs(15);
+        // a (master, joined at 1_000), b (2_000) and c (2_001); b goes silent, a and c keep
+        // sending every 5 s.
+        let mut room = room_with(4, &["b", "c"]);
+        for t in [6_000, 11_000, 16_000, 21_000, 26_000] {
+            let (evs, released) = room
+                .apply_liveness(Some(&conn("c-a")), at(t), timeout, grace)
+                .unwrap();
+            assert!(released.is_empty());
+            if t == 16_000 {
+                // b (heard at its join, 2_000) silent for 14 s: reconnecting as of 12_000, by
+                // a's keepalive.
+                assert_eq!(
+                    evs,
+                    vec![VoiceEvent::ParticipantReconnecting {
+                        voice_room_id: vr(),
+                        chat_room_id: chat(),
+                        user: user("b"),
+                    }]
+                );
+            } else {
+                assert!(evs.is_empty(), "only a touch at {t}: {evs:?}");
+            }
+            let (evs, _) = room
+                .apply_liveness(Some(&conn("c-c")), at(t), timeout, grace)
+                .unwrap();
+            assert!(evs.is_empty(), "{evs:?}");
+            // A second keepalive within the touch interval finds nothing to change: no write.
+            assert_eq!(
+                room.apply_liveness(Some(&conn("c-a")), at(t + 500), timeout, grace),
+                None
+            );
+        }
+        assert_eq!(
+            room.participant(&user("b")).unwrap().reconnecting_since,
+            Some(at(12_000))
+        );
+        // A request from a connection that is no participant's proves nothing and changes
+        // nothing, even with b's grace over.
+        assert_eq!(
+            room.apply_liveness(Some(&conn("c-zz")), at(27_000), timeout, grace),
+            None
+        );
+        // c's keepalive at 27_000 (15 s after b was overdue) removes b, no sweep needed.
+        let (evs, released) = room
+            .apply_liveness(Some(&conn("c-c")), at(27_000), timeout, grace)
+            .unwrap();
+        assert_eq!(
+            evs,
+            vec![VoiceEvent::ParticipantLeft {
+                voice_room_id: vr(),
+                chat_room_id: chat(),
+                user: user("b"),
+                reason: LeaveReason::Disconnected,
+            }]
+        );
+        assert_eq!(released, vec![chan("b")]);
+        assert_eq!(users(&room), vec!["a", "c"]);
+        // The same rule without a keepalive (the sweep), when everyone went silent: a's grace
+        // and c's pass, and the room ends with the last.
+        let (evs, released) = room
+            .apply_liveness(None, at(100_000), timeout, grace)
+            .unwrap();
+        assert!(
+            evs.contains(&VoiceEvent::VoiceEnded {
+                voice_room_id: vr(),
+                chat_room_id: chat(),
+                reason: EndReason::LastParticipantLeft,
+            }),
+            "{evs:?}"
+        );
+        assert_eq!(released.len(), 2);
+        assert!(!room.is_active());
+        assert_eq!(room.apply_liveness(None, at(200_000), timeout, grace), None);
     }
 
     #[test]
@@ -2659,8 +2826,8 @@ mod tests {
         let mut room = room_with(4, &["b", "c"]);
         // a and c keep sending keepalives; b (joined at 2_000) goes silent.
         for t in [20_000, 40_000, 60_000] {
-            assert!(room.touch(&conn("c-a"), at(t)));
-            assert!(room.touch(&conn("c-c"), at(t)));
+            assert!(room.touch(&conn("c-a"), at(t)).is_some());
+            assert!(room.touch(&conn("c-c"), at(t)).is_some());
         }
         assert!(room
             .mark_silent_reconnecting(at(51_999), timeout)
@@ -2700,7 +2867,7 @@ mod tests {
         let timeout = std::time::Duration::from_secs(50);
         let grace = std::time::Duration::from_secs(15);
         let mut room = room_with(4, &["b"]);
-        assert!(room.touch(&conn("c-b"), at(40_000)));
+        assert!(room.touch(&conn("c-b"), at(40_000)).is_some());
         let evs = room.mark_silent_reconnecting(at(60_000), timeout);
         assert_eq!(evs.len(), 1, "only the master a is overdue: {evs:?}");
         room.expire_reconnecting(at(66_000), grace)
@@ -2717,7 +2884,7 @@ mod tests {
         assert!(room
             .mark_silent_reconnecting(at(900_000), timeout)
             .is_empty());
-        assert!(!room.touch(&conn("c-b"), at(900_000)));
+        assert_eq!(room.touch(&conn("c-b"), at(900_000)), None);
     }
 
     #[test]

@@ -80,8 +80,9 @@ pub struct ServiceConfig {
     /// How long a pooled channel may stay free and unused before the sweep deletes it
     /// (default [`DEFAULT_IDLE_EVICTION`], seven days).
     pub channel_idle_eviction: Duration,
-    /// How long a participant's connection may go without a keepalive before the sweep treats it
-    /// as disconnected (reconnecting, then removed after the reconnect grace). `None` (the
+    /// How long a participant's connection may go without a keepalive before it is treated as
+    /// disconnected (reconnecting, then removed after the reconnect grace), by the others'
+    /// keepalives to its room or by the sweep ([`VoiceRoom::apply_liveness`]). `None` (the
     /// default): the deployment sees its connections' liveness itself and reports a dead one
     /// through [`VoiceService::on_disconnect`] (the self-hosted server pings every WebSocket).
     /// The Lambda sets it (default [`DEFAULT_LIVENESS_TIMEOUT`]): API Gateway does not ping
@@ -91,8 +92,13 @@ pub struct ServiceConfig {
 }
 
 /// The [`ServiceConfig::liveness_timeout`] the Lambda uses unless told otherwise: the web client
-/// sends a keepalive every 20 s while in voice, so this tolerates two lost or late ones.
-pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(50);
+/// sends a keepalive every 5 s while in voice, so this is two periods (one late keepalive is no
+/// false alarm, and a participant wrongly taken for dead is connected again by its next one).
+/// Since every keepalive applies the rule to its room, a silently dead participant is
+/// reconnecting at most 10 + 5 s after its last keepalive (the timeout, then the others' next
+/// keepalive) and gone once the reconnect grace (15 s) has passed since it was overdue: within
+/// about 10 + 15 + 5 = 30 s.
+pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default [`ServiceConfig::reconnect_grace`]: long enough for a Wi-Fi/cellular switch, a
 /// page reload or a server restart, short enough that a participant who really left does not
@@ -187,6 +193,20 @@ pub struct SweepReport {
     pub channels_evicted: usize,
     /// Steps that failed and will be tried again by the next sweep.
     pub failures: usize,
+}
+
+/// What [`VoiceService`]'s liveness step did to one room (the sweep's, or a keepalive's).
+struct LivenessApplied {
+    /// The room as it is now (as read if nothing was written).
+    room: VoiceRoom,
+    /// The events to publish.
+    events: Vec<VoiceEvent>,
+    /// Participants it marked reconnecting (silent past the liveness timeout).
+    reconnecting: usize,
+    /// Participants it removed (reconnecting past the grace).
+    removed: usize,
+    /// Whether it ended the room (its last participant removed).
+    ended: bool,
 }
 
 /// Refusal of the membership gate, before conversion into a use case's error.
@@ -961,29 +981,88 @@ impl<P: Ports> VoiceService<P> {
     }
 
     /// Liveness (only with [`ServiceConfig::liveness_timeout`]): `caller`'s `getVoiceRoom` is
-    /// its keepalive, so if it is a connected participant of `room` its last-seen time is
-    /// recorded (at most once per [`crate::room::TOUCH_MIN_INTERVAL`]; no event is published).
-    /// Best effort: a write that fails is logged and the room is returned as read, since the
-    /// next keepalive records it again well within the timeout.
+    /// its keepalive. If it is a participant of `room`, it is recorded alive (at most once per
+    /// [`crate::room::TOUCH_MIN_INTERVAL`]; connected again with `participantResumed` if it had
+    /// been taken for dead), and the liveness rule is applied to the whole room in the same
+    /// write ([`VoiceRoom::apply_liveness`], as the sweep does): the others not heard from for
+    /// the timeout become reconnecting, and those reconnecting for the grace leave (hand-over,
+    /// the room ends with its last, channels released, events published). So a silently dead
+    /// participant is removed by the others' keepalives, not only by the minute sweep. Nothing
+    /// is written when nothing changes. Best effort: a write that fails is logged and the room is
+    /// returned as read, since the next keepalive (or the sweep) applies the rule again.
     async fn heard_from(&self, caller: &ConnectionId, room: VoiceRoom) -> VoiceRoom {
         if self.config.liveness_timeout.is_none() {
             return room;
         }
         let now = self.ports.clock.now();
-        if !room.needs_touch(caller, now) {
-            return room;
-        }
-        match self
-            .modify(room.id(), |r| Ok(r.touch(caller, now).then_some(())))
-            .await
-        {
-            Ok((after, _)) if after.is_active() => after,
-            Ok(_) | Err(ModifyError::NotFound | ModifyError::Rejected(_)) => room,
+        match self.apply_liveness(&room, Some(caller), now).await {
+            Ok(applied) => {
+                self.publish(applied.events).await;
+                if applied.room.is_active() {
+                    applied.room
+                } else {
+                    room
+                }
+            }
+            Err(ModifyError::NotFound | ModifyError::Rejected(_)) => room,
             Err(ModifyError::Dependency(d)) => {
                 warn!(error = %d, voice_room_id = %room.id(), "could not record a keepalive");
                 room
             }
         }
+    }
+
+    /// [`VoiceRoom::apply_liveness`] on `room` at `now` with the configured liveness timeout and
+    /// reconnect grace, for the sweep (`keepalive` `None`) and a keepalive: written only if it
+    /// changes something (tried first on `room` as read, then compare-and-set on the stored
+    /// room), the channels it frees released. Nothing is published: the caller does.
+    async fn apply_liveness(
+        &self,
+        room: &VoiceRoom,
+        keepalive: Option<&ConnectionId>,
+        now: Timestamp,
+    ) -> Result<LivenessApplied, ModifyError> {
+        let (timeout, grace) = (self.config.liveness_timeout, self.config.reconnect_grace);
+        let mut applied = LivenessApplied {
+            room: room.clone(),
+            events: Vec::new(),
+            reconnecting: 0,
+            removed: 0,
+            ended: false,
+        };
+        if room
+            .clone()
+            .apply_liveness(keepalive, now, timeout, grace)
+            .is_none()
+        {
+            return Ok(applied);
+        }
+        let (after, change) = self
+            .modify(room.id(), |r| {
+                Ok(r.apply_liveness(keepalive, now, timeout, grace))
+            })
+            .await?;
+        applied.room = after;
+        let Some((events, released)) = change else {
+            return Ok(applied);
+        };
+        self.release_channels(room.id(), &released).await;
+        for e in &events {
+            match e {
+                VoiceEvent::ParticipantReconnecting { .. } => applied.reconnecting += 1,
+                VoiceEvent::ParticipantLeft { .. } => applied.removed += 1,
+                _ => {}
+            }
+        }
+        applied.ended = !applied.room.is_active();
+        applied.events = events;
+        if applied.reconnecting > 0 {
+            info!(voice_room_id = %room.id(), silent = applied.reconnecting, "no keepalive within the liveness timeout; participants reconnecting");
+        }
+        if applied.removed > 0 {
+            info!(voice_room_id = %room.id(), removed = applied.removed, "reconnect grace passed; participants removed");
+        }
+        Ok(applied)
     }
 
     /// `$disconnect`: the connection went away. Its participant in any voice room becomes
@@ -1182,35 +1261,20 @@ impl<P: Ports> VoiceService<P> {
                     }
                 }
             }
-            let room = match self.config.liveness_timeout {
-                Some(timeout) => {
-                    self.mark_silent(room, now, timeout, &mut report, &mut events)
-                        .await
-                }
-                None => room,
-            };
-            if !room.participants().iter().any(|p| p.is_reconnecting()) {
-                continue;
-            }
-            match self
-                .modify(room.id(), |r| r.expire_reconnecting(now, grace))
-                .await
-            {
-                Ok((after, Some((evs, released)))) => {
-                    self.release_channels(room.id(), &released).await;
-                    report.participants_removed += evs
-                        .iter()
-                        .filter(|e| matches!(e, VoiceEvent::ParticipantLeft { .. }))
-                        .count();
-                    if !after.is_active() {
+            // Liveness and expiry: the rule every keepalive also applies to its room; here for
+            // the rooms nobody sends a keepalive to any more.
+            match self.apply_liveness(&room, None, now).await {
+                Ok(applied) => {
+                    report.participants_reconnecting += applied.reconnecting;
+                    report.participants_removed += applied.removed;
+                    if applied.ended {
                         report.rooms_ended.push(room.id().clone());
                     }
-                    info!(voice_room_id = %room.id(), "reconnect grace passed; participants removed");
-                    events.extend(evs);
+                    events.extend(applied.events);
                 }
-                Ok((_, None)) | Err(ModifyError::NotFound | ModifyError::Rejected(_)) => {}
+                Err(ModifyError::NotFound | ModifyError::Rejected(_)) => {}
                 Err(ModifyError::Dependency(d)) => {
-                    warn!(error = %d, voice_room_id = %room.id(), "sweep could not remove expired participants");
+                    warn!(error = %d, voice_room_id = %room.id(), "sweep could not apply the liveness rule");
                     report.failures += 1;
                 }
             }
@@ -1257,55 +1321,6 @@ impl<P: Ports> VoiceService<P> {
         // What the first phase changed is announced even if the orphan phase could not list.
         self.publish(events).await;
         orphans.map(|()| report)
-    }
-
-    /// The sweep's liveness step (only with [`ServiceConfig::liveness_timeout`]): participants
-    /// of `room` not heard from for `timeout` become reconnecting as of when they were overdue
-    /// ([`VoiceRoom::mark_silent_reconnecting`]), so the same sweep removes them once the
-    /// reconnect grace has passed since. Returns the room as it is now (as read if nothing
-    /// changed or the write failed; a failure is counted and retried by the next sweep).
-    async fn mark_silent(
-        &self,
-        room: VoiceRoom,
-        now: Timestamp,
-        timeout: Duration,
-        report: &mut SweepReport,
-        events: &mut Vec<VoiceEvent>,
-    ) -> VoiceRoom {
-        let overdue = |r: &VoiceRoom| {
-            r.participants()
-                .iter()
-                .any(|p| !p.is_reconnecting() && now.since(p.last_heard()) >= timeout)
-        };
-        if !overdue(&room) {
-            return room;
-        }
-        match self
-            .modify(room.id(), |r| {
-                let evs = r.mark_silent_reconnecting(now, timeout);
-                Ok((!evs.is_empty()).then_some(evs))
-            })
-            .await
-        {
-            Ok((after, evs)) => {
-                if let Some(evs) = evs {
-                    let silent = evs
-                        .iter()
-                        .filter(|e| matches!(e, VoiceEvent::ParticipantReconnecting { .. }))
-                        .count();
-                    info!(voice_room_id = %room.id(), silent, "no keepalive within the liveness timeout; participants reconnecting");
-                    report.participants_reconnecting += silent;
-                    events.extend(evs);
-                }
-                after
-            }
-            Err(ModifyError::NotFound | ModifyError::Rejected(_)) => room,
-            Err(ModifyError::Dependency(d)) => {
-                warn!(error = %d, voice_room_id = %room.id(), "sweep could not mark silent participants");
-                report.failures += 1;
-                room
-            }
-        }
     }
 
     /// The pool's part of the sweep. A lease no participant holds, older than the orphan grace

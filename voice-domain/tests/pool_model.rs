@@ -1,6 +1,8 @@
 //! Model-based property test of channel pooling: random command sequences (start, join,
-//! refresh, leave, end, disconnect, time passing, sweep) drive a `VoiceService` whose pool keeps
-//! released channels, over small in-test fakes of every port. After every command it checks:
+//! refresh, leave, end, disconnect, keepalive, time passing, sweep) drive a `VoiceService` whose
+//! pool keeps released channels, over small in-test fakes of every port; half the cases with the
+//! AWS liveness rule on, under which a keepalive (`getVoiceRoom`) may itself remove silent
+//! participants and release their channels. After every command it checks:
 //!
 //! - **no overlap**: every credential a caller received for a channel (its use window: from its
 //!   issue until it expires plus the session cap, the longest a connection opened with it can
@@ -10,13 +12,16 @@
 //! - **pool size ≤ peak concurrent holders**, where a holder is a channel held by a participant
 //!   or still in quarantine (credentials for it may still be usable): the pool grows only when
 //!   every channel it has is taken;
-//! - after a sweep, no free channel idle longer than the idle eviction is left.
+//! - after a sweep, no free channel idle longer than the idle eviction is left;
+//! - after a participant's keepalive (liveness on): it is connected, and its room holds nobody
+//!   connected but silent for the liveness timeout, nor anybody reconnecting for the grace.
 //!
 //! The fakes are deliberately plain (no faults, sequential): what is under test is the
 //! service's rule, not an adapter. Runtime-agnostic like `use_cases.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::executor::block_on;
@@ -408,8 +413,16 @@ enum Cmd {
     Advance {
         secs: u64,
     },
+    /// `getVoiceRoom` from the user's connection: a keepalive if it is a participant.
+    Keepalive {
+        chat: usize,
+        user: usize,
+    },
     Sweep,
 }
+
+/// The liveness timeout of the cases with the rule on (the Lambda's default).
+const LIVENESS: Duration = Duration::from_secs(10);
 
 fn cmd() -> impl Strategy<Value = Cmd> {
     let chat = 0..CHATS;
@@ -419,9 +432,10 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         6 => (chat.clone(), user.clone()).prop_map(|(chat, user)| Cmd::Join { chat, user }),
         3 => (chat.clone(), user.clone()).prop_map(|(chat, user)| Cmd::Leave { chat, user }),
         1 => (chat, user.clone()).prop_map(|(chat, user)| Cmd::End { chat, user }),
-        1 => user.prop_map(|user| Cmd::Disconnect { user }),
-        4 => prop::sample::select(vec![1u64, 20, 600, 3600, 7300, 8 * 24 * 3600])
+        1 => user.clone().prop_map(|user| Cmd::Disconnect { user }),
+        4 => prop::sample::select(vec![1u64, 5, 12, 20, 600, 3600, 7300, 8 * 24 * 3600])
             .prop_map(|secs| Cmd::Advance { secs }),
+        4 => (0..CHATS, user).prop_map(|(chat, user)| Cmd::Keepalive { chat, user }),
         2 => Just(Cmd::Sweep),
     ]
 }
@@ -441,6 +455,11 @@ fn chat_id(c: usize) -> ChatRoomId {
 
 impl Model {
     fn new() -> Self {
+        Self::with_liveness(None)
+    }
+
+    /// A model whose service applies the AWS liveness rule with `liveness` as its timeout.
+    fn with_liveness(liveness: Option<Duration>) -> Self {
         let w: Shared = Arc::new(Mutex::new(World {
             now: T0,
             ..World::default()
@@ -463,7 +482,10 @@ impl Model {
                 ids: FIds(w.clone()),
                 pool: FPool(w.clone()),
             },
-            ServiceConfig::default(),
+            ServiceConfig {
+                liveness_timeout: liveness,
+                ..ServiceConfig::default()
+            },
         );
         Self { w, svc }
     }
@@ -518,6 +540,47 @@ impl Model {
                 let _ = block_on(self.svc.on_disconnect(&old));
             }
             Cmd::Advance { secs } => lock(&self.w).now += secs * 1000,
+            Cmd::Keepalive { chat, user } => {
+                let caller = self.conn(user);
+                let Ok(Some(_)) = block_on(self.svc.active_voice(&caller, &chat_id(chat))) else {
+                    return Ok(());
+                };
+                let Some(timeout) = self.svc.config().liveness_timeout else {
+                    return Ok(());
+                };
+                let grace = self.svc.config().reconnect_grace;
+                let w = lock(&self.w);
+                let now = Timestamp::from_millis(w.now);
+                let Some(room) = w
+                    .rooms
+                    .values()
+                    .find(|r| r.is_active() && r.chat_room() == &chat_id(chat))
+                    .filter(|r| r.participant_on(&caller).is_some())
+                else {
+                    return Ok(());
+                };
+                for p in room.participants() {
+                    if p.connection == caller {
+                        prop_assert!(
+                            !p.is_reconnecting(),
+                            "{} kept alive but reconnecting",
+                            p.user
+                        );
+                    } else if let Some(since) = p.reconnecting_since {
+                        prop_assert!(
+                            now.since(since) < grace,
+                            "{} reconnecting past the grace after a keepalive",
+                            p.user
+                        );
+                    } else {
+                        prop_assert!(
+                            now.since(p.last_heard()) < timeout,
+                            "{} silent past the timeout after a keepalive",
+                            p.user
+                        );
+                    }
+                }
+            }
             Cmd::Sweep => {
                 block_on(self.svc.sweep())
                     .map_err(|e| TestCaseError::fail(format!("sweep failed: {e}")))?;
@@ -620,8 +683,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn pooled_channels_never_overlap_credential_windows(cmds in prop::collection::vec(cmd(), 1..80)) {
-        let m = Model::new();
+    fn pooled_channels_never_overlap_credential_windows(
+        cmds in prop::collection::vec(cmd(), 1..80),
+        liveness in any::<bool>(),
+    ) {
+        let m = Model::with_liveness(liveness.then_some(LIVENESS));
         for c in &cmds {
             m.run(c)?;
             m.check()?;

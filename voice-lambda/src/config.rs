@@ -25,14 +25,18 @@ pub const RECORDINGS_BUCKET: &str = "RECORDINGS_BUCKET";
 /// channel) for longer than a user would wait for them.
 pub const MAX_RECONNECT_GRACE_SECS: u64 = 600;
 /// Environment variable: how long a voice participant's connection may go without a keepalive
-/// (`getVoiceRoom`, every 20 s from the web client while in voice) before the sweep treats it as
-/// disconnected (seconds: 0 turns the rule off, else 30–600; default
-/// `voice_domain::DEFAULT_LIVENESS_TIMEOUT`). API Gateway does not ping clients, so without it a
-/// half-open connection stays listed until API Gateway's 10-minute idle close.
+/// (`getVoiceRoom`, every 5 s from the web client while in voice) before it is treated as
+/// disconnected, by the others' keepalives or the sweep (seconds: 0 turns the rule off, else
+/// 10–600; default `voice_domain::DEFAULT_LIVENESS_TIMEOUT`, 10). API Gateway does not ping
+/// clients, so without it a half-open connection stays listed until API Gateway's 10-minute idle
+/// close.
 pub const VOICE_LIVENESS_TIMEOUT_SECS: &str = "VOICE_LIVENESS_TIMEOUT_SECS";
-/// The shortest liveness timeout accepted (other than 0, off): shorter, and one late keepalive
-/// (every 20 s) would be taken for a dead connection.
-pub const MIN_LIVENESS_TIMEOUT_SECS: u64 = 30;
+/// The shortest liveness timeout accepted (other than 0, off): two of the web client's in-voice
+/// keepalive periods (5 s, `VOICE_KEEPALIVE_MS` in voice-server/static/config.js). Shorter, and
+/// one late keepalive (a Lambda cold start, a slow network) would be taken for a dead
+/// connection; such a false alarm heals at the next keepalive (`participantResumed`), but the
+/// others' media links to the participant are rebuilt for nothing.
+pub const MIN_LIVENESS_TIMEOUT_SECS: u64 = 10;
 
 /// Optional: new users (a `hello` without a usable resume token) per source address per clock
 /// hour, builtin chat only (default [`DEFAULT_NEW_USERS_PER_IP_PER_HOUR`]); the self-hosted
@@ -302,7 +306,12 @@ mod tests {
             c.service_config().liveness_timeout,
             Some(voice_domain::DEFAULT_LIVENESS_TIMEOUT)
         );
-        for (v, want) in [("0", None), (" 30 ", Some(30)), ("600", Some(600))] {
+        for (v, want) in [
+            ("0", None),
+            (" 10 ", Some(10)),
+            ("30", Some(30)),
+            ("600", Some(600)),
+        ] {
             let mut p = COMPLETE.to_vec();
             p.push((VOICE_LIVENESS_TIMEOUT_SECS, v));
             let c = LambdaConfig::from_lookup(lookup(&p)).unwrap();
@@ -312,7 +321,7 @@ mod tests {
                 "{v}"
             );
         }
-        for bad in ["29", "601", "-1", "soon"] {
+        for bad in ["9", "1", "601", "-1", "soon"] {
             let mut p = COMPLETE.to_vec();
             p.push((VOICE_LIVENESS_TIMEOUT_SECS, bad));
             let e = LambdaConfig::from_lookup(lookup(&p)).unwrap_err();

@@ -566,10 +566,11 @@ fn last_seen_of(
 /// Liveness on AWS (issue 12): API Gateway does not ping clients, so a participant whose
 /// network died silently (half-open: no `$disconnect`, its connection still in the chat app's
 /// table) would stay listed until API Gateway's 10-minute idle close. With the Lambda's default
-/// `VOICE_LIVENESS_TIMEOUT_SECS` (50 s), its `getVoiceRoom` keepalive records it alive, and the
-/// scheduled sweep removes one not heard from for the timeout plus the reconnect grace.
+/// `VOICE_LIVENESS_TIMEOUT_SECS` (10 s), its `getVoiceRoom` keepalive records it alive, and the
+/// others' keepalives remove one not heard from for the timeout plus the reconnect grace, with
+/// no sweep; the scheduled sweep is the backstop for a room where nobody sends any more.
 #[tokio::test]
-async fn a_participant_whose_keepalives_stop_is_swept_after_the_liveness_timeout_over_moto() {
+async fn a_participant_whose_keepalives_stop_is_removed_by_the_others_keepalives_over_moto() {
     let Some(w) = World::start().await else {
         return;
     };
@@ -584,8 +585,9 @@ async fn a_participant_whose_keepalives_stop_is_swept_after_the_liveness_timeout
     assert_ok(&r, "getVoiceCredentials");
     assert_eq!(w.channel_count(), 2);
 
-    // 40 s in voice: bob's keepalive records him alive (lastSeen), and a sweep keeps everyone.
-    age_participant(&w, &vr, BOB, 40_000).await;
+    // 8 s in voice (within the timeout): bob's keepalive records him alive (lastSeen), and a
+    // sweep keeps everyone.
+    age_participant(&w, &vr, BOB, 8_000).await;
     let r = w.call("getVoiceRoom", BOB, json!({"roomId": CHAT})).await;
     assert_ok(&r, "getVoiceRoom");
     let item = w
@@ -610,30 +612,33 @@ async fn a_participant_whose_keepalives_stop_is_swept_after_the_liveness_timeout
     w.mgmt.take(ALICE);
 
     // Then bob's network dies silently: no $disconnect, his connection still listed by the chat
-    // app. 70 s later (past the 50 s timeout plus the 15 s grace) alice is still sending
-    // keepalives, bob is not: the sweep marks him reconnecting as of when he was overdue and,
-    // the grace having passed since, removes him. Alice is told.
-    age_participant(&w, &vr, BOB, 70_000).await;
+    // app. 30 s later (past the 10 s timeout plus the 15 s grace) alice's keepalive alone marks
+    // him reconnecting as of when he was overdue and, the grace having passed since, removes
+    // him: her reply already lists only her, and she is told. No sweep runs.
+    age_participant(&w, &vr, BOB, 30_000).await;
     let r = w.call("getVoiceRoom", ALICE, json!({"roomId": CHAT})).await;
     assert_ok(&r, "getVoiceRoom");
-    let LambdaOutput::Sweep(report) = invoke(&w.lambda, scheduled_event()).await.unwrap() else {
-        panic!("expected a sweep report")
-    };
-    assert_eq!(report.participants_reconnecting, 1);
-    assert_eq!(report.participants_removed, 1);
-    assert_eq!(report.rooms_ended, Vec::<String>::new());
-    assert_eq!(report.failures, 0);
-    let seen = names(&w.mgmt.take(ALICE));
-    assert!(
-        seen.contains(&"participantReconnecting".to_owned()),
-        "{seen:?}"
-    );
-    assert!(seen.contains(&"participantLeft".to_owned()), "{seen:?}");
-    let r = w.call("getVoiceRoom", ALICE, json!({"roomId": CHAT})).await;
     let parts = r.data()["voiceRoom"]["participants"]
         .as_array()
         .unwrap()
         .clone();
     assert_eq!(parts.len(), 1, "{parts:?}");
     assert_eq!(parts[0]["userId"], "alice");
+    let seen = names(&w.mgmt.take(ALICE));
+    assert!(
+        seen.contains(&"participantReconnecting".to_owned()),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"participantLeft".to_owned()), "{seen:?}");
+
+    // The sweep is the backstop: once alice is silent too, nobody's keepalive is left to apply
+    // the rule, and the sweep ends the room.
+    age_participant(&w, &vr, ALICE, 30_000).await;
+    let LambdaOutput::Sweep(report) = invoke(&w.lambda, scheduled_event()).await.unwrap() else {
+        panic!("expected a sweep report")
+    };
+    assert_eq!(report.participants_reconnecting, 1);
+    assert_eq!(report.participants_removed, 1);
+    assert_eq!(report.rooms_ended, vec![vr.clone()]);
+    assert_eq!(report.failures, 0);
 }

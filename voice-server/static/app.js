@@ -185,8 +185,9 @@ function newConnection() {
  * keepaliveRequest).
  */
 function startKeepalive(conn) {
-  // In voice every 20 s (the Lambda's liveness record, so a silently dead participant leaves the
-  // others' lists within ~2 min), else every 5 min (config.js keepaliveEveryMs).
+  // In voice every 5 s (the Lambda's liveness record, which also applies the liveness rule to the
+  // room, so a silently dead participant leaves the others' lists within ~30 s), else every
+  // 5 min (config.js keepaliveEveryMs).
   const voiceChat = () => (session && !session.ended ? session.chatRoomId : null);
   conn.startKeepalive(() => keepaliveEveryMs(features, !!voiceChat()), () => {
     const room = (session && session.chatRoomId) || state.currentRoomId;

@@ -155,12 +155,15 @@ export function modeFeatures(config) {
 /**
  * AWS, while in voice: how often the page proves it is alive. API Gateway does not ping clients,
  * so a participant whose network died silently is noticed only by its missing keepalives: the
- * Lambda records each one (`getVoiceRoom` from the participant's connection) and its sweep, every
- * minute, treats a participant not heard from for VOICE_LIVENESS_TIMEOUT_SECS (default 50 s, two
- * and a half of these) as disconnected. Outside voice nobody is listed, so the 5-minute
+ * Lambda records each one (`getVoiceRoom` from the participant's connection) and, in the same
+ * request, applies the liveness rule to the room: a participant not heard from for
+ * VOICE_LIVENESS_TIMEOUT_SECS (default 10 s, two of these, so one late keepalive is no false
+ * alarm) becomes reconnecting, and leaves after the 15 s reconnect grace. So the others'
+ * keepalives take a dead participant out of their lists within 10 + 5 + 15 = 30 s of its last
+ * keepalive (docs/protocol.md, getVoiceRoom). Outside voice nobody is listed, so the 5-minute
  * keepalive (API Gateway's 10-minute idle close) is enough.
  */
-export const VOICE_KEEPALIVE_MS = 20 * 1000;
+export const VOICE_KEEPALIVE_MS = 5 * 1000;
 
 /**
  * How long the AWS keepalive waits between two requests: `voiceKeepaliveMs` while in voice,

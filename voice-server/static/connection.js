@@ -13,8 +13,13 @@ import { ApiError } from './messages.js';
 const REQUEST_TIMEOUT_MS = 15000;
 export const HEARTBEAT_MS = 10000;
 export const DEAD_AFTER_MS = 20000;
-/** How often a keepalive with a changing period (startKeepalive) checks whether one is due. */
-export const KEEPALIVE_TICK_MS = 5000;
+/**
+ * How often a keepalive with a changing period (startKeepalive) checks whether one is due: well
+ * under the in-voice period (config.js VOICE_KEEPALIVE_MS, 5 s), and one is sent when at most
+ * half a tick is missing, so a tick firing a little early (timer jitter) does not push a
+ * keepalive to the next tick: the gaps stay within half a tick of the period.
+ */
+export const KEEPALIVE_TICK_MS = 1000;
 const OPEN_TIMEOUT_MS = 10000;
 const SIGNAL_BUFFER_MAX = 200;
 const SIGNAL_BUFFER_AGE_MS = 30000;
@@ -142,8 +147,8 @@ export class AppConnection {
    * request, e.g. `ping`); one that times out means the connection is dead (closed, `onclose`,
    * the app reconnects). `send` may return null: nothing to send this time. Stopped with the
    * connection. `everyMs` may be a function, asked at every `tickMs`, for a period that changes
-   * (AWS: every 20 s while in voice, 5 min otherwise; config.js keepaliveEveryMs): a keepalive
-   * goes out once that long has passed since the last one.
+   * (AWS: every 5 s while in voice, 5 min otherwise; config.js keepaliveEveryMs): a keepalive
+   * goes out once that long (less half a tick) has passed since the last one.
    */
   startKeepalive(everyMs, send, tickMs = KEEPALIVE_TICK_MS) {
     if (!everyMs) return;
@@ -152,7 +157,7 @@ export class AppConnection {
       this.timers.push(
         setInterval(() => {
           const period = everyMs();
-          if (this.closed || !period || this.now() - lastAt < period) return;
+          if (this.closed || !period || this.now() - lastAt < period - tickMs / 2) return;
           lastAt = this.now();
           this.keepaliveOnce(send);
         }, tickMs),
