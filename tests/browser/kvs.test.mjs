@@ -291,6 +291,18 @@ test('signals from an unknown client id wait for one room lookup, then arrive in
   assert.deepEqual(s.errors, []);
 });
 
+test('a client id told by participantJoined (learnClientId) needs no room lookup', async () => {
+  let lookups = 0;
+  const s = await connected({ fetchRoom: async () => ((lookups += 1), roomView(['alice', 'bob', 'carol', 'erin'])) });
+  s.t.learnClientId('erin', clientIdOf('erin'));
+  const master = s.kvs.latest('carol');
+  master.receive('offer', offer('o-erin'), clientIdOf('erin'));
+  await flush();
+  assert.equal(lookups, 0);
+  assert.deepEqual(s.got, [['offer', 'erin', 'o-erin']]);
+  assert.deepEqual(s.errors, []);
+});
+
 test('signals from a client id that is no participant are dropped with an error, also without fetchRoom or when it fails', async () => {
   for (const fetchRoom of [async () => roomView(['alice', 'bob', 'carol']), undefined, async () => Promise.reject(new Error('socket closed'))]) {
     const s = await connected({ fetchRoom });

@@ -90,8 +90,11 @@ test('participantReconnecting / participantResumed mark a participant; leave + j
   s = reduce(s, ev('participantLeft', { reason: 'disconnected' }));
   assert.deepEqual(s.voiceRooms.c1.participants.map((p) => p.userId), [ME.userId]);
   s = reduce(s, ev('participantJoined', { muted: false }));
-  s = reduce(s, ev('participantJoined', { muted: false }));
+  s = reduce(s, ev('participantJoined', { muted: false, clientId: 'cid-host' }));
   assert.deepEqual(s.voiceRooms.c1.participants.map((p) => p.userId), [ME.userId, 'u-host'], 'no duplicate on a repeated join');
+  assert.equal(s.voiceRooms.c1.participants[1].clientId, 'cid-host', 'the event tells the joiner\'s client id');
+  s = reduce(s, ev('participantResumed', { clientId: 'cid-host-2' }));
+  assert.equal(s.voiceRooms.c1.participants[1].clientId, 'cid-host-2');
   // Events of another voice room change nothing.
   const t = reduce(s, { type: 'event', msg: { event: 'participantLeft', voiceRoomId: 'v-other', chatRoomId: 'c1', user: ME.userId } });
   assert.equal(t.voiceRooms, s.voiceRooms);

@@ -256,6 +256,7 @@ fn a_participant_taken_for_dead_by_a_late_keepalive_comes_back_with_its_next_one
             voice_room_id: vr.clone(),
             chat_room_id: chat(),
             user: user("bo"),
+            client_id: Some(voice_domain::ClientId::from_connection(&conn("c-bo")).unwrap()),
         }]
     );
     // His grace no longer runs: everyone keeping on sending stays.

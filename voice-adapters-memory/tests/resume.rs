@@ -171,6 +171,7 @@ fn a_drop_then_a_resume_within_the_grace_keeps_place_role_mute_and_channel() {
         voice_room_id: vr.clone(),
         chat_room_id: chat(),
         user: user("bo"),
+        client_id: Some(voice_domain::ClientId::from_connection(&conn("c-bo2")).unwrap()),
     };
     assert_eq!(w.notifier.take(&conn("c-ada")), vec![resumed.clone()]);
     assert_eq!(w.notifier.take(&conn("c-cy")), vec![resumed]);

@@ -729,6 +729,7 @@ mod tests {
                     voice_room_id: VoiceRoomId::parse("v1").unwrap(),
                     chat_room_id: ChatRoomId::parse("c1").unwrap(),
                     user: crate::ids::UserId::parse("bob").unwrap(),
+                    client_id: None,
                 },
                 "participantResumed",
             ),
@@ -738,6 +739,17 @@ mod tests {
                 serde_json::json!({"type":"event","event":name,"voiceRoomId":"v1","chatRoomId":"c1","user":"bob"})
             );
         }
+        let joined = VoiceEvent::ParticipantJoined {
+            voice_room_id: VoiceRoomId::parse("v1").unwrap(),
+            chat_room_id: ChatRoomId::parse("c1").unwrap(),
+            user: crate::ids::UserId::parse("bob").unwrap(),
+            client_id: Some(ClientId::parse("c-b.2E1").unwrap()),
+            muted: false,
+        };
+        assert_eq!(
+            serde_json::to_value(EventEnvelope::new(&joined)).unwrap(),
+            serde_json::json!({"type":"event","event":"participantJoined","voiceRoomId":"v1","chatRoomId":"c1","user":"bob","clientId":"c-b.2E1","muted":false})
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ChannelArn, ChannelName, ChatRoomId, ConnectionId, UserId, VoiceRoomId};
+use crate::ids::{
+    ChannelArn, ChannelName, ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId,
+};
 use crate::recording::{Recording, RecordingId, RecordingStop, RecordingStopReason};
 use crate::screen::{ScreenShare, ScreenSharePolicy, ScreenShareStopReason};
 use crate::time::Timestamp;
@@ -211,6 +213,12 @@ pub enum VoiceEvent {
         chat_room_id: ChatRoomId,
         /// Who.
         user: UserId,
+        /// Their KVS client id (from their connection): on AWS the joiner's offers arrive at
+        /// each earlier participant's channel under this id, and a page that knows it from the
+        /// event need not ask the room who is calling (one Lambda call per earlier participant).
+        /// Absent for a connection id too long to encode as one (the page then asks).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<ClientId>,
         /// Their current mute state.
         muted: bool,
     },
@@ -261,6 +269,10 @@ pub enum VoiceEvent {
         chat_room_id: ChatRoomId,
         /// Who.
         user: UserId,
+        /// Their KVS client id now (a resume from a new connection changes it), as in
+        /// [`VoiceEvent::ParticipantJoined`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<ClientId>,
     },
     /// The master left and the earliest remaining participant took over.
     #[serde(rename_all = "camelCase")]
@@ -604,6 +616,7 @@ impl VoiceRoom {
                 voice_room_id: id,
                 chat_room_id: chat_room,
                 user: master,
+                client_id: ClientId::from_connection(&room.parts.participants[0].connection).ok(),
                 muted: false,
             },
         ];
@@ -769,6 +782,7 @@ impl VoiceRoom {
                 return Ok(JoinOutcome::AlreadyJoined);
             }
             let previous = std::mem::replace(&mut p.connection, connection);
+            let client_id = ClientId::from_connection(&p.connection).ok();
             p.reconnecting_since = None;
             // The new connection is alive now; the old one's silence is not held against it.
             p.last_seen = Some(now);
@@ -782,6 +796,7 @@ impl VoiceRoom {
                 voice_room_id: self.parts.id.clone(),
                 chat_room_id: self.parts.chat_room.clone(),
                 user,
+                client_id,
             });
             return Ok(JoinOutcome::Reconnected { previous, events });
         }
@@ -799,6 +814,7 @@ impl VoiceRoom {
             return Err(TransitionError::ChannelInUse);
         }
         let muted = self.is_server_muted(&user);
+        let client_id = ClientId::from_connection(&connection).ok();
         self.parts.participants.push(Participant {
             user: user.clone(),
             connection,
@@ -812,6 +828,7 @@ impl VoiceRoom {
             voice_room_id: self.parts.id.clone(),
             chat_room_id: self.parts.chat_room.clone(),
             user,
+            client_id,
             muted,
         }]))
     }
@@ -1065,6 +1082,7 @@ impl VoiceRoom {
                 voice_room_id: self.parts.id.clone(),
                 chat_room_id: self.parts.chat_room.clone(),
                 user: p.user.clone(),
+                client_id: ClientId::from_connection(&p.connection).ok(),
             }]);
         }
         if now.since(p.last_heard()) < TOUCH_MIN_INTERVAL {
@@ -1695,6 +1713,7 @@ mod tests {
                     voice_room_id: vr(),
                     chat_room_id: chat(),
                     user: user("a"),
+                    client_id: Some(ClientId::parse("c-a").unwrap()),
                     muted: false,
                 },
             ]
@@ -1716,6 +1735,7 @@ mod tests {
                 voice_room_id: vr(),
                 chat_room_id: chat(),
                 user: user("b"),
+                client_id: Some(ClientId::parse("c-b").unwrap()),
                 muted: false,
             }])
         );
@@ -1756,6 +1776,7 @@ mod tests {
                     voice_room_id: vr(),
                     chat_room_id: chat(),
                     user: user("b"),
+                    client_id: Some(ClientId::parse("c-b2").unwrap()),
                 }],
             }
         );
@@ -2720,6 +2741,7 @@ mod tests {
                 voice_room_id: vr(),
                 chat_room_id: chat(),
                 user: user("b"),
+                client_id: Some(ClientId::parse("c-b").unwrap()),
             }])
         );
         let b = room.participant(&user("b")).unwrap();

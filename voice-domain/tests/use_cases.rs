@@ -496,6 +496,7 @@ fn start_voice_creates_a_channel_stores_the_room_then_tells_the_chat_room() {
                     voice_room_id: vr_new(),
                     chat_room_id: chat(),
                     user: user("alice"),
+                    client_id: Some(voice_domain::ClientId::parse("c-alice").unwrap()),
                     muted: false,
                 },
             ]
@@ -922,6 +923,7 @@ fn join_voice_adds_the_caller_with_its_mesh_plan_and_scoped_credentials() {
             voice_room_id: vr(),
             chat_room_id: chat(),
             user: user("bob"),
+            client_id: Some(voice_domain::ClientId::parse("c-bob").unwrap()),
             muted: false,
         }]
     );
@@ -1118,6 +1120,7 @@ fn join_voice_that_loses_to_its_own_other_tab_deletes_the_spare_channel() {
             voice_room_id: vr(),
             chat_room_id: chat(),
             user: user("bob"),
+            client_id: Some(voice_domain::ClientId::parse("c-bob").unwrap()),
         }]
     );
 }

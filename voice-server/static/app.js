@@ -771,6 +771,8 @@ function onVoiceEvent(ev) {
   const chat = ev.chatRoomId;
   const me = state.me && state.me.userId;
   const s = session && session.voiceRoomId === ev.voiceRoomId ? session : null;
+  // The joiner's offers come from this KVS client id: know it before they arrive.
+  if (s && s.transport && ev.clientId && (ev.event === 'participantJoined' || ev.event === 'participantResumed')) s.transport.learnClientId(ev.user, ev.clientId);
   switch (ev.event) {
     case 'voiceStarted':
       if (!features.chat && !state.rooms.some((r) => r.roomId === chat)) addAwsRoom(chat);

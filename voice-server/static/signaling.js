@@ -11,6 +11,8 @@
 //   connect(): Promise<void>      ready to send and receive; logs "Signaling client connected"
 //   updateGrant(grant)            new credentials / peers after a refresh (reconnects if needed)
 //   updateRoom(voiceRoomView)     the room changed (who is in it, their client ids)
+//   learnClientId(userId, clientId)  from a participantJoined/participantResumed event: who
+//                                 will send from that KVS client id (no room lookup needed)
 //   sendOffer(toUserId, desc)     desc = {type:"offer", sdp}; we are VIEWER on toUserId's channel
 //   sendAnswer(toUserId, desc)    desc = {type:"answer", sdp}; we are MASTER, toUserId is a viewer
 //   sendCandidate(toUserId, cand) cand = RTCIceCandidateInit (candidate.toJSON())
@@ -89,6 +91,8 @@ class BaseTransport {
   onError(fn) { this.handlers.error = fn; }
   /** Room changes matter only where peers are named by something else than the user id. */
   updateRoom() {}
+
+  learnClientId() {}
 
   /** The grant's ICE servers for the link with `userId` (theirs if we view their channel). */
   grantIceServers(userId) {
@@ -785,6 +789,16 @@ export class KvsTransport extends BaseTransport {
     for (const [cid, user] of [...this.userByClientId]) {
       if (!present.has(user) && user !== this.grant.userId) this.userByClientId.delete(cid);
     }
+  }
+
+  /**
+   * A joiner's (or a resumed participant's) client id from its event: its offers to our channel
+   * come under that id, and knowing it beforehand saves a fetchRoom (a Lambda call) per
+   * earlier participant on every join.
+   */
+  learnClientId(userId, clientId) {
+    if (this.closed || !userId || !clientId) return;
+    this.rememberRoom({ participants: [{ userId, clientId }] });
   }
 
   /** Learns who sends from which client id. Where to send is learnt only from offers. */

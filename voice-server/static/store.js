@@ -106,18 +106,20 @@ function applyEvent(state, ev) {
       if (n && n.tag === 'ended') s = withNotice(s, chat, null);
       return s;
     }
-    case 'participantJoined':
+    case 'participantJoined': {
+      const known = ev.clientId ? { clientId: ev.clientId } : {};
       return patchVoiceRoom(state, ev, (vr) =>
         vr.participants.some((p) => p.userId === ev.user)
-          ? setParticipant(vr, ev.user, { reconnecting: false, muted: !!ev.muted })
-          : { ...vr, participants: [...vr.participants, { userId: ev.user, muted: !!ev.muted, serverMuted: false }] },
+          ? setParticipant(vr, ev.user, { reconnecting: false, muted: !!ev.muted, ...known })
+          : { ...vr, participants: [...vr.participants, { userId: ev.user, muted: !!ev.muted, serverMuted: false, ...known }] },
       );
+    }
     case 'participantLeft':
       return patchVoiceRoom(state, ev, (vr) => ({ ...vr, participants: vr.participants.filter((p) => p.userId !== ev.user) }));
     case 'participantReconnecting':
       return patchVoiceRoom(state, ev, (vr) => setParticipant(vr, ev.user, { reconnecting: true }));
     case 'participantResumed':
-      return patchVoiceRoom(state, ev, (vr) => setParticipant(vr, ev.user, { reconnecting: false }));
+      return patchVoiceRoom(state, ev, (vr) => setParticipant(vr, ev.user, { reconnecting: false, ...(ev.clientId ? { clientId: ev.clientId } : {}) }));
     case 'muteChanged': {
       const s = patchVoiceRoom(state, ev, (vr) => setParticipant(vr, ev.user, { muted: !!ev.muted, serverMuted: !!ev.serverMuted }));
       // A moderator's mute is ours too: our microphone state follows it (the page mutes the track).
