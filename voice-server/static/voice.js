@@ -398,8 +398,9 @@ export class VoiceSession {
       createdAt: this.d.now(),
       timer: null,
       answerTimer: null, // the answer deadline of the offer we wait on (ANSWER_WAIT_MS)
-      awaiting: null, // the SDP of that offer
-      offerId: null, // and its offerId, which the answer names
+      awaiting: null, // which of our offers that is (a count per link), null once answered
+      offerSeq: 0,
+      offerIds: new Set(), // its offerId as sent (each copy), which the answer names
       offerResent: false,
       answering: false,
       restarting: false,
@@ -552,14 +553,21 @@ export class VoiceSession {
    * `again`: the same offer once more, after the deadline passed without an answer.
    */
   async sendOffer(link, what, again = false) {
+    // The local description as it is now (a browser adds the candidates gathered so far to it).
     const desc = link.pc.localDescription;
     this.noteOffer(link.userId);
-    if (!again) link.offerResent = false;
-    link.awaiting = desc.sdp;
-    link.offerId = offerId(desc.sdp);
+    if (!again) {
+      link.offerSeq += 1;
+      link.offerResent = false;
+      link.offerIds = new Set();
+    }
+    const seq = link.offerSeq;
+    link.awaiting = seq;
+    const id = offerId(desc.sdp);
+    if (id) link.offerIds.add(id);
     await this.transport.sendOffer(link.userId, desc);
     this.log(`${what} sent to ${this.name(link.userId)}`);
-    if (link.closed || this.ended || link.awaiting !== desc.sdp) return;
+    if (link.closed || this.ended || link.awaiting !== seq) return;
     this.d.clearTimeout(link.answerTimer);
     link.answerTimer = this.d.setTimeout(() => this.answerOverdue(link), ANSWER_WAIT_MS);
   }
@@ -573,8 +581,7 @@ export class VoiceSession {
   answerOverdue(link) {
     link.answerTimer = null;
     if (link.closed || this.ended || !this.transport || this.peers.get(link.userId) !== link) return;
-    const desc = link.pc.localDescription;
-    if (link.answering || link.pc.signalingState !== 'have-local-offer' || !desc || desc.sdp !== link.awaiting) return;
+    if (link.answering || link.awaiting === null || link.awaiting !== link.offerSeq || link.pc.signalingState !== 'have-local-offer') return;
     const wait = this.offerWait(link.userId);
     if (wait > 0) {
       link.answerTimer = this.d.setTimeout(() => this.answerOverdue(link), wait);
@@ -681,7 +688,7 @@ export class VoiceSession {
     }
     // An answer to an earlier offer or to the connection a rebuild replaced (a page that said
     // which offer it answers; one that does not is taken as before).
-    if (desc && desc.offer && link.offerId && desc.offer !== link.offerId) {
+    if (desc && desc.offer && link.offerIds.size && !link.offerIds.has(desc.offer)) {
       this.warn(`ignored an answer from ${this.name(from)} to an earlier offer`);
       return;
     }
