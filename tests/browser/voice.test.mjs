@@ -600,6 +600,28 @@ test('a late answer to the first copy of a re-sent offer is ignored without an e
   s.teardown('test');
 });
 
+test('an offer the transport could not send is sent again at the deadline', async () => {
+  let refuse = true;
+  const { s, sent, handlers } = setup(['m'], {
+    sendOffer: async (to, d) => {
+      if (refuse) throw new Error('not connected');
+      sent.push({ kind: 'offer', to, sdp: d.sdp });
+    },
+  });
+  const clock = fakeClock(s);
+  await s.join();
+  await flush();
+  assert.equal(sent.length, 0);
+  refuse = false;
+  await clock.advance(ANSWER_WAIT_MS);
+  assert.equal(sent.filter((x) => x.kind === 'offer').length, 1, 'sent at the deadline');
+  await handlers.answer('m', answerTo(sent[0].sdp));
+  assert.equal(FakePC.all[0].signalingState, 'stable');
+  assert.equal(FakePC.all.length, 1);
+  s.teardown('test');
+  assert.deepEqual(clock.pending(), []);
+});
+
 test('as master, an answer names the offer it answers', async () => {
   const { s, sent } = setup();
   await s.join();

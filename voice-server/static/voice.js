@@ -565,11 +565,17 @@ export class VoiceSession {
     link.awaiting = seq;
     const id = offerId(desc.sdp);
     if (id) link.offerIds.add(id);
-    await this.transport.sendOffer(link.userId, desc);
-    this.log(`${what} sent to ${this.name(link.userId)}`);
-    if (link.closed || this.ended || link.awaiting !== seq) return;
-    this.d.clearTimeout(link.answerTimer);
-    link.answerTimer = this.d.setTimeout(() => this.answerOverdue(link), ANSWER_WAIT_MS);
+    try {
+      await this.transport.sendOffer(link.userId, desc);
+      this.log(`${what} sent to ${this.name(link.userId)}`);
+    } finally {
+      // Also when the transport could not send it (e.g. KVS not connected): no answer can come,
+      // and the deadline sends it again.
+      if (!link.closed && !this.ended && link.awaiting === seq) {
+        this.d.clearTimeout(link.answerTimer);
+        link.answerTimer = this.d.setTimeout(() => this.answerOverdue(link), ANSWER_WAIT_MS);
+      }
+    }
   }
 
   /**
@@ -591,13 +597,7 @@ export class VoiceSession {
     if (!link.offerResent) {
       link.offerResent = true;
       this.warn(`no SDP answer from ${who} within ${ANSWER_WAIT_MS / 1000} s; sending the offer again`);
-      this.sendOffer(link, 'SDP offer (again)', true).catch((e) => {
-        this.warn(`offer to ${who} not sent again: ${e.message}`);
-        if (!link.closed && !this.ended && this.peers.get(link.userId) === link) {
-          this.d.clearTimeout(link.answerTimer);
-          link.answerTimer = this.d.setTimeout(() => this.answerOverdue(link), ANSWER_WAIT_MS);
-        }
-      });
+      this.sendOffer(link, 'SDP offer (again)', true).catch((e) => this.warn(`offer to ${who} not sent again: ${e.message}`));
       return;
     }
     this.warn(`no SDP answer from ${who} to the offer sent twice; rebuilding the connection`);
