@@ -46,6 +46,7 @@ class FakePC {
   async setRemoteDescription(d) {
     // As browsers: an answer only while our offer waits for one.
     if (d.type === 'answer' && this.signalingState !== 'have-local-offer') throw new Error(`InvalidStateError: answer in state ${this.signalingState}`);
+    if (d.sdp.includes('x-unusable')) throw new Error('OperationError: unusable description');
     this.remoteDescription = d;
     this.remoteSet = (this.remoteSet || 0) + 1;
     this.signalingState = d.type === 'offer' ? 'have-remote-offer' : 'stable';
@@ -618,6 +619,24 @@ test('an offer the transport could not send is sent again at the deadline', asyn
   await handlers.answer('m', answerTo(sent[0].sdp));
   assert.equal(FakePC.all[0].signalingState, 'stable');
   assert.equal(FakePC.all.length, 1);
+  s.teardown('test');
+  assert.deepEqual(clock.pending(), []);
+});
+
+test('an answer that cannot be applied leaves the deadline running: the offer goes out again', async () => {
+  const { s, sent, handlers } = setup(['m']);
+  const clock = fakeClock(s);
+  await s.join();
+  await flush();
+  const offers = () => sent.filter((x) => x.kind === 'offer');
+  await clock.advance(ANSWER_WAIT_MS - 100);
+  const bad = answerTo(offers()[0].sdp);
+  await assert.doesNotReject(handlers.answer('m', { ...bad, sdp: `${bad.sdp}x-unusable\r\n` }));
+  assert.equal(FakePC.all[0].signalingState, 'have-local-offer');
+  await clock.advance(ANSWER_WAIT_MS);
+  assert.equal(offers().length, 2, 'sent again');
+  await handlers.answer('m', answerTo(offers()[1].sdp));
+  assert.equal(FakePC.all[0].signalingState, 'stable');
   s.teardown('test');
   assert.deepEqual(clock.pending(), []);
 });

@@ -697,8 +697,12 @@ export class VoiceSession {
       link.remoteFingerprint = sdpFingerprint(desc && desc.sdp);
       await link.pc.setRemoteDescription(desc);
     } catch (e) {
-      // The answer deadline still runs: the offer goes out again.
+      // Still waiting: a fresh deadline (one that passed meanwhile saw us applying this answer).
       this.warn(`answer from ${this.name(from)} not applied: ${e.message}`);
+      if (!link.closed && !this.ended && link.awaiting !== null) {
+        this.d.clearTimeout(link.answerTimer);
+        link.answerTimer = this.d.setTimeout(() => this.answerOverdue(link), ANSWER_WAIT_MS);
+      }
       return;
     } finally {
       link.answering = false;
