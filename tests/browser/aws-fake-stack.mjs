@@ -417,6 +417,8 @@ export async function startFakeStack({ port = 0, credentialTtlMs = 3600e3, regio
     url: `${origin}/`,
     port: actualPort,
     stats,
+    /** The next SDP answer KVS would deliver to `user` is lost (aws-stand-ins.mjs kvsSignaling). */
+    dropNextAnswerTo: (user) => relay.dropNextAnswerTo(user),
     /** Closes every WebSocket of a user's connections to the fake API Gateway. */
     dropConnectionsOf(user) {
       for (const c of [...connections.values()]) if (c.user === user) c.socket.close();

@@ -3,7 +3,8 @@
 // there for what it checks and what it cannot). It proves the page's wiring: config.json read,
 // chat parts hidden, NOT_IDENTIFIED explained, voice actions over the API socket, the mesh over
 // KVS channels (MASTER on one's own, VIEWER on each earlier participant's, with scoped
-// credentials), audio flowing, credentials refreshed and channels reconnected with them, mute,
+// credentials), audio flowing (also when an SDP answer is lost on the way: the offer is sent
+// again after ANSWER_WAIT_MS), credentials refreshed and channels reconnected with them, mute,
 // leave, end; and with the stack's built-in chat (config.json "chat": "builtin") the whole chat
 // UI of the self-hosted page: sign-in with a name and resume token, rooms, a join request
 // approved, members, messages, then voice over KVS. Not the real AWS services: that is verified only on a real account
@@ -121,10 +122,16 @@ test('AWS mode: chat rooms by id, voice over the API socket, the mesh over KVS, 
     await bob.page.getByRole('button', { name: 'Join Voice' }).click();
     await mesh([alice, bob]);
 
-    // Carol: the third, viewer on both earlier channels.
+    // Carol: the third, viewer on both earlier channels. The first answer to her is lost on
+    // the way (KVS dropped it): her page sends that offer again after ANSWER_WAIT_MS (9 s), on
+    // the same connection, and the mesh still completes.
+    stack.dropNextAnswerTo('carol');
     const carol = await user('carol', '?user=carol#room=room-1');
     await carol.page.getByRole('button', { name: 'Join Voice' }).click();
     await mesh([alice, bob, carol]);
+    assert.equal(stack.stats.kvsDropped.length, 1, 'one answer to carol was lost');
+    assert.ok(carol.console.some((c) => /no SDP answer from .* within 9 s; sending the offer again/.test(c)), 'carol sent the offer again');
+    assert.ok(!carol.console.some((c) => /Rebuilding the connection/.test(c)), 'on the same connection: the re-sent offer was answered');
 
     // What KVS saw: each participant MASTER on its own channel with its own key; carol VIEWER on
     // alice's and bob's channels; no refusal (the credentials granted exactly what was used).

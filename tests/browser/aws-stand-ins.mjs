@@ -334,6 +334,10 @@ export function policyAllows(policy, action, resource) {
  * With `enforce: false` an over-limit message is still delivered (and still counted): for tests
  * that must observe the page without KVS's refusals changing its behaviour.
  *
+ * `dropNextAnswerTo(user)` (tests only): the next SDP answer a master sends to a viewer
+ * connection of `user` is accepted from the master and never delivered, as a message lost on
+ * the way; counted in `stats.kvsDropped` {arn, kind, to}.
+ *
  * Connection lifetime, from the same quotas page ("Signaling API service quotas"): a connection
  * is closed (1001) once it has been open for `limits.maxConnectionMs` ("Connection duration: 1
  * hour") or has carried no message either way for `limits.idleMs` ("Idle timeout: 10 minutes").
@@ -371,6 +375,8 @@ export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LI
   stats.kvsPayloadMax ||= { offer: 0, answer: 0, candidate: 0 }; // longest messagePayload seen, by kind
   stats.relayed ||= 0;
   stats.kvsRetained ||= [];
+  stats.kvsDropped ||= [];
+  const dropAnswerTo = new Set(); // users whose next SDP answer is lost (dropNextAnswerTo)
   const messageTtlMs = limits.messageTtlMs ?? 60 * 1000;
 
   function handle(req, raw, url) {
@@ -460,6 +466,12 @@ export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LI
         return;
       }
       if (!to) return;
+      const toUser = [...open].find((c) => c.socket === to)?.user;
+      if (which === 'answer' && dropAnswerTo.delete(toUser)) {
+        stats.kvsDropped.push({ arn, kind: which, to: toUser });
+        log(`kvs dropped an answer to ${toUser} on ${arn}`);
+        return;
+      }
       for (const c of open) if (c.socket === to) c.activeAt = Date.now();
       if (role === 'VIEWER') to.send({ messageType: m.action, messagePayload: m.messagePayload, senderClientId: clientId });
       else to.send({ messageType: m.action, messagePayload: m.messagePayload });
@@ -496,5 +508,9 @@ export function kvsSignaling({ authorize, stats, log = () => {}, limits = KVS_LI
       return n;
     },
     has: (arn) => channels.has(arn),
+    /** The next SDP answer to a viewer connection of `user` is lost (see above). */
+    dropNextAnswerTo(user) {
+      dropAnswerTo.add(user);
+    },
   };
 }

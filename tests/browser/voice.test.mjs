@@ -3,7 +3,7 @@
 // peer limited, ICE restarts by the offering side and a rebuild when they do not help.
 import { test, mock } from 'node:test';
 import assert from 'node:assert/strict';
-import { ICE_RESTART_WAIT_MS, OFFERS_PER_WINDOW, RENEGOTIATIONS_PER_WINDOW, sdpFingerprint, VoiceSession } from '../../voice-server/static/voice.js';
+import { ANSWER_WAIT_MS, ICE_RESTART_WAIT_MS, OFFERS_PER_WINDOW, RENEGOTIATIONS_PER_WINDOW, offerId, sdpFingerprint, VoiceSession } from '../../voice-server/static/voice.js';
 
 let fpSeq = 0;
 class FakePC {
@@ -27,19 +27,28 @@ class FakePC {
     this.connectionState = st;
     for (const f of this.listeners.connectionstatechange || []) f();
   }
+  // An origin line as browsers write it: a session id per connection, a version per description.
+  origin() {
+    this.version = (this.version || 1) + 1;
+    return `o=- S${this.fp} ${this.version} IN IP4 127.0.0.1`;
+  }
   async createOffer(opts) {
     this.lastOfferOpts = opts;
-    return { type: 'offer', sdp: `v=0\r\na=fingerprint:sha-256 ${this.fp}\r\n` };
+    return { type: 'offer', sdp: `v=0\r\n${this.origin()}\r\na=fingerprint:sha-256 ${this.fp}\r\n` };
   }
   async createAnswer() {
-    return { type: 'answer', sdp: `v=0\r\na=fingerprint:sha-256 ${this.fp}\r\n` };
+    return { type: 'answer', sdp: `v=0\r\n${this.origin()}\r\na=fingerprint:sha-256 ${this.fp}\r\n` };
   }
   async setLocalDescription(d) {
     this.localDescription = d;
     this.signalingState = d.type === 'offer' ? 'have-local-offer' : 'stable';
   }
   async setRemoteDescription(d) {
+    // As browsers: an answer only while our offer waits for one.
+    if (d.type === 'answer' && this.signalingState !== 'have-local-offer') throw new Error(`InvalidStateError: answer in state ${this.signalingState}`);
+    if (d.sdp.includes('x-unusable')) throw new Error('OperationError: unusable description');
     this.remoteDescription = d;
+    this.remoteSet = (this.remoteSet || 0) + 1;
     this.signalingState = d.type === 'offer' ? 'have-remote-offer' : 'stable';
   }
   async addIceCandidate() {}
@@ -83,7 +92,7 @@ function setup(peers = [], extra = {}, deps = {}) {
     updateRoom: () => {},
     close: () => (transport.closed = true),
     sendOffer: async (to, d) => sent.push({ kind: 'offer', to, sdp: d.sdp }),
-    sendAnswer: async (to, d) => sent.push({ kind: 'answer', to, sdp: d.sdp }),
+    sendAnswer: async (to, d) => sent.push({ kind: 'answer', to, sdp: d.sdp, offer: d.offer }),
     sendCandidate: async () => {},
     ...extra,
   };
@@ -474,4 +483,212 @@ test('a quick series of video changes is paced below the peer\'s offer limit, an
   assert.equal(offers(), 2 + RENEGOTIATIONS_PER_WINDOW, 'the held change is sent, once');
   assert.equal(FakePC.all[0].getTransceivers()[1].direction, 'sendrecv', 'with the latest camera state');
   s.teardown('test');
+});
+
+// --- the answer deadline (ANSWER_WAIT_MS): an offer whose answer never arrives -----------------
+
+/** A clock and timers the test drives; pending() is every timer not yet fired or cleared. */
+function fakeClock(s) {
+  let now = 1_000_000;
+  const timers = [];
+  s.d.now = () => now;
+  s.d.setTimeout = (f, ms) => {
+    const t = { f, at: now + ms, done: false };
+    timers.push(t);
+    return t;
+  };
+  s.d.clearTimeout = (t) => {
+    if (t) t.done = true;
+  };
+  const pending = () => timers.filter((t) => !t.done);
+  /** Moves the clock `ms` on, firing every timer that comes due, in order. */
+  const advance = async (ms) => {
+    const end = now + ms;
+    for (;;) {
+      const due = pending().filter((t) => t.at <= end).sort((a, b) => a.at - b.at)[0];
+      if (!due) break;
+      now = due.at;
+      due.done = true;
+      due.f();
+      await flush();
+    }
+    now = end;
+    await flush();
+  };
+  return { pending, advance };
+}
+
+/** An answer from the peer's connection `fp` to the offer `offerSdp` (named as a master names it). */
+const answerTo = (offerSdp, fp = 'M1') => ({ type: 'answer', sdp: `v=0\r\no=- S${fp} 2 IN IP4 127.0.0.1\r\na=fingerprint:sha-256 ${fp}\r\n`, offer: offerId(offerSdp) });
+
+test('an answer lost once: after ANSWER_WAIT_MS the same offer goes out again on the same link, and its answer connects it', async () => {
+  const { s, sent, handlers } = setup(['m']);
+  const clock = fakeClock(s);
+  await s.join();
+  await flush();
+  const offers = () => sent.filter((x) => x.kind === 'offer');
+  const pc = FakePC.all[0];
+  assert.equal(offers().length, 1);
+  // As in a browser, the local description gains the candidates gathered meanwhile.
+  pc.localDescription = { ...pc.localDescription, sdp: `${pc.localDescription.sdp}a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n` };
+  await clock.advance(ANSWER_WAIT_MS - 1);
+  assert.equal(offers().length, 1, 'nothing before the deadline');
+  await clock.advance(1);
+  assert.equal(offers().length, 2, 'the offer went out again');
+  assert.equal(offerId(offers()[1].sdp), offerId(offers()[0].sdp), 'the same offer: an answer to either copy fits');
+  assert.equal(FakePC.all.length, 1, 'on the same RTCPeerConnection');
+  await handlers.answer('m', answerTo(offers()[1].sdp));
+  assert.equal(pc.signalingState, 'stable');
+  assert.equal(pc.remoteSet, 1);
+  pc.setState('connected');
+  await clock.advance(3 * ANSWER_WAIT_MS);
+  assert.equal(offers().length, 2, 'answered: no more offers');
+  assert.equal(FakePC.all.length, 1, 'and no rebuild');
+  assert.equal(s.peers.get('m').pc, pc);
+  s.teardown('test');
+});
+
+test('an answer lost twice: the link is closed and rebuilt, and an answer from the old connection is ignored', async () => {
+  const { s, sent, handlers } = setup(['m']);
+  const clock = fakeClock(s);
+  await s.join();
+  await flush();
+  const offers = () => sent.filter((x) => x.kind === 'offer');
+  const old = FakePC.all[0];
+  await clock.advance(ANSWER_WAIT_MS);
+  assert.equal(offers().length, 2);
+  await clock.advance(ANSWER_WAIT_MS);
+  assert.equal(old.closed, true, 'the link whose offer went unanswered twice is closed');
+  await clock.advance(1000);
+  assert.equal(FakePC.all.length, 2, 'a new RTCPeerConnection');
+  const pc = FakePC.all[1];
+  assert.equal(s.peers.get('m').pc, pc);
+  assert.equal(offers().length, 3, 'a fresh offer from it');
+  assert.notEqual(sdpFingerprint(offers()[2].sdp), sdpFingerprint(offers()[0].sdp));
+  // The peer was only slow: its answer to the old connection's offer arrives now. Applying it to
+  // the new connection would pair it with a connection the peer has replaced.
+  await handlers.answer('m', answerTo(offers()[0].sdp, 'M-old'));
+  assert.equal(pc.signalingState, 'have-local-offer', 'ignored');
+  assert.equal(pc.remoteSet, undefined);
+  await handlers.answer('m', answerTo(offers()[2].sdp, 'M-new'));
+  assert.equal(pc.signalingState, 'stable');
+  assert.equal(sdpFingerprint(pc.remoteDescription.sdp), 'sha-256 M-new');
+  s.teardown('test');
+  assert.deepEqual(clock.pending(), [], 'no timer left behind');
+});
+
+test('a late answer to the first copy of a re-sent offer is ignored without an error', async () => {
+  const warnings = [];
+  const { s, sent, handlers } = setup(['m'], {}, { warn: (m) => warnings.push(m) });
+  const clock = fakeClock(s);
+  await s.join();
+  await flush();
+  const offers = () => sent.filter((x) => x.kind === 'offer');
+  await clock.advance(ANSWER_WAIT_MS);
+  assert.equal(offers().length, 2);
+  const pc = FakePC.all[0];
+  await handlers.answer('m', answerTo(offers()[1].sdp));
+  // The first copy's answer, late: the link is stable now, so it is not applied.
+  await assert.doesNotReject(handlers.answer('m', answerTo(offers()[0].sdp)));
+  assert.equal(pc.remoteSet, 1, 'setRemoteDescription ran once');
+  assert.ok(warnings.some((w) => /ignored an unexpected answer/.test(w)));
+  // A renegotiation's late answer names an older offer of the same connection: ignored too.
+  await s.renegotiate(s.peers.get('m'));
+  await handlers.answer('m', answerTo(offers()[0].sdp));
+  assert.equal(pc.signalingState, 'have-local-offer', 'an answer to an earlier offer is not applied');
+  await handlers.answer('m', answerTo(offers()[2].sdp));
+  assert.equal(pc.signalingState, 'stable');
+  s.teardown('test');
+});
+
+test('an offer the transport could not send is sent again at the deadline', async () => {
+  let refuse = true;
+  const { s, sent, handlers } = setup(['m'], {
+    sendOffer: async (to, d) => {
+      if (refuse) throw new Error('not connected');
+      sent.push({ kind: 'offer', to, sdp: d.sdp });
+    },
+  });
+  const clock = fakeClock(s);
+  await s.join();
+  await flush();
+  assert.equal(sent.length, 0);
+  refuse = false;
+  await clock.advance(ANSWER_WAIT_MS);
+  assert.equal(sent.filter((x) => x.kind === 'offer').length, 1, 'sent at the deadline');
+  await handlers.answer('m', answerTo(sent[0].sdp));
+  assert.equal(FakePC.all[0].signalingState, 'stable');
+  assert.equal(FakePC.all.length, 1);
+  s.teardown('test');
+  assert.deepEqual(clock.pending(), []);
+});
+
+test('an answer that cannot be applied leaves the deadline running: the offer goes out again', async () => {
+  const { s, sent, handlers } = setup(['m']);
+  const clock = fakeClock(s);
+  await s.join();
+  await flush();
+  const offers = () => sent.filter((x) => x.kind === 'offer');
+  await clock.advance(ANSWER_WAIT_MS - 100);
+  const bad = answerTo(offers()[0].sdp);
+  await assert.doesNotReject(handlers.answer('m', { ...bad, sdp: `${bad.sdp}x-unusable\r\n` }));
+  assert.equal(FakePC.all[0].signalingState, 'have-local-offer');
+  await clock.advance(ANSWER_WAIT_MS);
+  assert.equal(offers().length, 2, 'sent again');
+  await handlers.answer('m', answerTo(offers()[1].sdp));
+  assert.equal(FakePC.all[0].signalingState, 'stable');
+  s.teardown('test');
+  assert.deepEqual(clock.pending(), []);
+});
+
+test('as master, an answer names the offer it answers', async () => {
+  const { s, sent } = setup();
+  await s.join();
+  const offer = { type: 'offer', sdp: 'v=0\r\no=- 4611 7 IN IP4 127.0.0.1\r\na=fingerprint:sha-256 V\r\n' };
+  await s.onOffer('v', offer);
+  assert.equal(sent.find((x) => x.kind === 'answer').offer, '4611 7');
+  s.teardown('test');
+});
+
+test('the answer deadline stops with the link and the session: no timer left behind', async () => {
+  const { s, sent } = setup(['m', 'n']);
+  const clock = fakeClock(s);
+  await s.join();
+  await flush();
+  assert.equal(clock.pending().length, 3, 'the refresh and one answer deadline per offer');
+  s.dropPeer('n');
+  assert.equal(clock.pending().length, 2, 'a peer that left: its deadline cleared');
+  await clock.advance(2 * ANSWER_WAIT_MS);
+  assert.equal(sent.filter((x) => x.kind === 'offer' && x.to === 'n').length, 1, 'nothing more to a peer that left');
+  assert.equal(s.peers.has('m'), false, 'the link to m, unanswered twice, is closed');
+  assert.equal(clock.pending().length, 2, 'the refresh and the rebuild for m wait');
+  s.teardown('test');
+  assert.deepEqual(clock.pending(), [], 'teardown cleared every timer, a pending rebuild too');
+  const before = sent.length;
+  await clock.advance(10 * ANSWER_WAIT_MS);
+  assert.equal(sent.length, before, 'and nothing is sent after it');
+});
+
+test('the answer deadline keeps within the peer\'s offer limit: a re-send waits until the window allows it', async () => {
+  const { s, sent, handlers } = setupVideo(['m']);
+  const clock = fakeClock(s);
+  await s.join();
+  await flush();
+  const offers = () => sent.filter((x) => x.kind === 'offer');
+  await handlers.answer('m', answerTo(offers()[0].sdp));
+  // RENEGOTIATIONS_PER_WINDOW camera toggles: the last one's answer is lost.
+  for (let i = 0; i < RENEGOTIATIONS_PER_WINDOW; i++) {
+    await s.setVideo('camera', i % 2 ? null : fakeTrack());
+    await flush();
+    if (i < RENEGOTIATIONS_PER_WINDOW - 1) await handlers.answer('m', answerTo(offers().at(-1).sdp));
+  }
+  assert.equal(offers().length, OFFERS_PER_WINDOW, 'the peer\'s whole window used');
+  await clock.advance(ANSWER_WAIT_MS);
+  assert.equal(offers().length, OFFERS_PER_WINDOW, 'the deadline passed, but another offer now would be dropped by the peer');
+  await clock.advance(10_000 - ANSWER_WAIT_MS + 50);
+  assert.equal(offers().length, OFFERS_PER_WINDOW + 1, 'sent again once the oldest left the window');
+  await handlers.answer('m', answerTo(offers().at(-1).sdp));
+  assert.equal(FakePC.all[0].signalingState, 'stable');
+  s.teardown('test');
+  assert.deepEqual(clock.pending(), []);
 });

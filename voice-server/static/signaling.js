@@ -14,7 +14,9 @@
 //   learnClientId(userId, clientId)  from a participantJoined/participantResumed event: who
 //                                 will send from that KVS client id (no room lookup needed)
 //   sendOffer(toUserId, desc)     desc = {type:"offer", sdp}; we are VIEWER on toUserId's channel
-//   sendAnswer(toUserId, desc)    desc = {type:"answer", sdp}; we are MASTER, toUserId is a viewer
+//   sendAnswer(toUserId, desc)    desc = {type:"answer", sdp, offer?}; we are MASTER, toUserId is a
+//                                 viewer; `offer` (voice.js offerId) names the offer it answers and
+//                                 reaches the viewer's onAnswer with the description
 //   sendCandidate(toUserId, cand) cand = RTCIceCandidateInit (candidate.toJSON())
 //   onOffer(fn(fromUserId, desc)), onAnswer(fn(fromUserId, desc)),
 //   onCandidate(fn(fromUserId, cand)), onError(fn(Error))   register handlers (one each)
@@ -63,6 +65,13 @@ export class SignalingError extends Error {
  *   is loaded on first connect()), loadSdk, schedule/cancel (timers), now (clock), openTimeoutMs,
  *   stableOpenMs, backoffMs ([base, max]).
  */
+/** An answer as sent: type and SDP, and which offer it answers when the page said so. */
+function answerPayload(desc) {
+  const out = { type: desc.type, sdp: desc.sdp };
+  if (desc.offer) out.offer = String(desc.offer);
+  return out;
+}
+
 export function createTransport(grant, opts = {}) {
   const kind = grant && grant.credentials && grant.credentials.kind;
   switch (kind) {
@@ -154,7 +163,7 @@ export class RelayTransport extends BaseTransport {
   }
 
   sendOffer(to, desc) { return this.send(to, 'offer', { type: desc.type, sdp: desc.sdp }); }
-  sendAnswer(to, desc) { return this.send(to, 'answer', { type: desc.type, sdp: desc.sdp }); }
+  sendAnswer(to, desc) { return this.send(to, 'answer', answerPayload(desc)); }
   sendCandidate(to, cand) { return this.send(to, 'candidate', cand); }
 
   async send(to, kind, payload) {
@@ -893,7 +902,7 @@ export class KvsTransport extends BaseTransport {
       return Promise.reject(new SignalingError(`answer to ${to} refused: no viewer with that user id on our channel`, 'NOT_PEER'));
     }
     this.linkRole.set(to, 'master');
-    return this.sendOn(this.channels.get('self'), 'answer', { type: desc.type, sdp: desc.sdp }, clientId);
+    return this.sendOn(this.channels.get('self'), 'answer', answerPayload(desc), clientId);
   }
 
   sendCandidate(to, cand) {

@@ -16,6 +16,11 @@
 // (`OFFERS_PER_WINDOW` per `OFFER_WINDOW_MS`), excess ones dropped. Replaced and ended links are
 // closed and released at once.
 //
+// Every offer we send (first call, renegotiation, ICE restart) waits at most `ANSWER_WAIT_MS` for
+// its answer: then the same offer goes out again on the same link, and if that one is not answered
+// either the link is closed and rebuilt. An answer says which offer it answers (`offer`: the
+// offer's SDP origin); one for an earlier offer or connection is ignored.
+//
 // Video (docs/web-client.md, "Video and screen sharing"): every link carries one audio and two
 // video transceivers (camera, screen; media.js VIDEO_SLOTS), created by the side that offers.
 // Turning the camera or a screen share on or off replaces the sender's track, flips the
@@ -44,6 +49,28 @@ const OFFER_WINDOW_MS = 10000;
  * link without the change).
  */
 export const RENEGOTIATIONS_PER_WINDOW = OFFERS_PER_WINDOW - 1;
+/**
+ * How long an offer we sent waits for its answer before the page acts (sends the same offer
+ * again; after a second miss, rebuilds the link). An answer normally takes one to two seconds
+ * (KVS delivers each way within a second; the peer creates its answer at once). The slowest
+ * answer that is still coming: a peer making a new connection first asks GetIceServerConfig,
+ * retried for up to ~6.8 s when KVS throttles it (signaling.js ICE_RETRY_DELAYS_MS), and its
+ * answer may queue behind its own paced KVS messages (~1 s). 9 s waits that out, so a re-send is
+ * rare when nothing was lost, and at one re-send per 9 s the page stays well inside the peer's
+ * OFFERS_PER_WINDOW per OFFER_WINDOW_MS (every offer we send counts, see offerWait). A lost
+ * answer costs at most 2 × 9 s (+ the rebuild's short delay) before a fresh connection.
+ */
+export const ANSWER_WAIT_MS = 9000;
+
+/**
+ * Which offer an SDP is: its origin line's session id and version (`o=- <id> <version> ...`),
+ * different for every RTCPeerConnection and every changed offer of one. A master puts it on its
+ * answer (`offer`), so the offering side can tell an answer to an earlier offer or connection.
+ */
+export function offerId(sdp) {
+  const m = /^o=\S+ (\S+) (\S+) /m.exec(String(sdp || ''));
+  return m ? `${m[1]} ${m[2]}` : null;
+}
 
 /** Grant ICE server entries as RTCPeerConnection wants them. */
 function toRtcIceServers(list) {
@@ -144,6 +171,8 @@ export class VoiceSession {
     this.rebuilds = new Map(); // userId -> rebuilds since the last 'connected'
     this.offerTimes = new Map(); // userId -> recent offer arrival times
     this.askTimes = new Map(); // userId -> recent "renegotiate" requests (control channel)
+    this.offersSent = new Map(); // userId -> recent times we sent them an offer (any link)
+    this.rebuildTimers = new Map(); // userId -> the pending rebuild's timer
     this.muted = false;
     // Peers a moderator muted: their audio is not played here (the mute is enforced by the
     // receivers, since audio goes peer to peer).
@@ -368,6 +397,12 @@ export class VoiceSession {
       lastLoudAt: 0,
       createdAt: this.d.now(),
       timer: null,
+      answerTimer: null, // the answer deadline of the offer we wait on (ANSWER_WAIT_MS)
+      awaiting: null, // which of our offers that is (a count per link), null once answered
+      offerSeq: 0,
+      offerIds: new Set(), // its offerId as sent (each copy), which the answer names
+      offerResent: false,
+      answering: false,
       restarting: false,
       closed: false,
       remoteVideo: { camera: null, screen: null }, // MediaStreamTrack the peer sends us, or null
@@ -455,8 +490,7 @@ export class VoiceSession {
       const offer = await link.pc.createOffer();
       await link.pc.setLocalDescription(offer);
       if (this.ended || this.peers.get(peer.userId) !== link) return;
-      await this.transport.sendOffer(peer.userId, link.pc.localDescription);
-      this.log(`SDP offer sent to ${who}`);
+      await this.sendOffer(link, 'SDP offer');
     } catch (e) {
       this.warn(`calling ${who} failed: ${e.message}`);
     }
@@ -480,8 +514,7 @@ export class VoiceSession {
       const offer = await link.pc.createOffer({ iceRestart: true });
       await link.pc.setLocalDescription(offer);
       if (link.closed || this.ended) return false;
-      await this.transport.sendOffer(userId, link.pc.localDescription);
-      this.log(`ICE restart offer sent to ${this.name(userId)}`);
+      await this.sendOffer(link, 'ICE restart offer');
     } catch (e) {
       this.warn(`ICE restart with ${this.name(userId)} failed: ${e.message}`);
       this.rebuild(userId);
@@ -505,9 +538,88 @@ export class VoiceSession {
     }
     this.rebuilds.set(userId, n);
     this.log(`Rebuilding the connection to ${this.name(userId)} (attempt ${n})`);
-    this.d.setTimeout(() => {
-      if (!this.ended) this.call(peer);
-    }, 500 * n);
+    this.d.clearTimeout(this.rebuildTimers.get(userId));
+    this.rebuildTimers.set(
+      userId,
+      this.d.setTimeout(() => {
+        this.rebuildTimers.delete(userId);
+        if (!this.ended) this.call(peer);
+      }, 500 * n),
+    );
+  }
+
+  /**
+   * Sends the link's current local offer (we are its viewer) and starts its answer deadline.
+   * `again`: the same offer once more, after the deadline passed without an answer.
+   */
+  async sendOffer(link, what, again = false) {
+    // The local description as it is now (a browser adds the candidates gathered so far to it).
+    const desc = link.pc.localDescription;
+    this.noteOffer(link.userId);
+    if (!again) {
+      link.offerSeq += 1;
+      link.offerResent = false;
+      link.offerIds = new Set();
+    }
+    const seq = link.offerSeq;
+    link.awaiting = seq;
+    const id = offerId(desc.sdp);
+    if (id) link.offerIds.add(id);
+    try {
+      await this.transport.sendOffer(link.userId, desc);
+      this.log(`${what} sent to ${this.name(link.userId)}`);
+    } finally {
+      // Also when the transport could not send it (e.g. KVS not connected): no answer can come,
+      // and the deadline sends it again.
+      if (!link.closed && !this.ended && link.awaiting === seq) {
+        this.d.clearTimeout(link.answerTimer);
+        link.answerTimer = this.d.setTimeout(() => this.answerOverdue(link), ANSWER_WAIT_MS);
+      }
+    }
+  }
+
+  /**
+   * ANSWER_WAIT_MS passed since we sent the offer `link` still waits on: the first time, the same
+   * offer again on the same link (an answer to either copy fits it); the second time, the link is
+   * closed and called again from scratch (rebuild). Either waits while the peer's offer limit is
+   * used up (offerWait), and nothing happens once the answer came or the link closed.
+   */
+  answerOverdue(link) {
+    link.answerTimer = null;
+    if (link.closed || this.ended || !this.transport || this.peers.get(link.userId) !== link) return;
+    if (link.answering || link.awaiting === null || link.awaiting !== link.offerSeq || link.pc.signalingState !== 'have-local-offer') return;
+    const wait = this.offerWait(link.userId);
+    if (wait > 0) {
+      link.answerTimer = this.d.setTimeout(() => this.answerOverdue(link), wait);
+      return;
+    }
+    const who = this.name(link.userId);
+    if (!link.offerResent) {
+      link.offerResent = true;
+      this.warn(`no SDP answer from ${who} within ${ANSWER_WAIT_MS / 1000} s; sending the offer again`);
+      this.sendOffer(link, 'SDP offer (again)', true).catch((e) => this.warn(`offer to ${who} not sent again: ${e.message}`));
+      return;
+    }
+    this.warn(`no SDP answer from ${who} to the offer sent twice; rebuilding the connection`);
+    this.closeLink(link);
+    this.rebuild(link.userId);
+  }
+
+  /** Records an offer we send to `userId` (the peer counts every one, on any link). */
+  noteOffer(userId) {
+    this.offerWait(userId);
+    this.offersSent.get(userId).push(this.d.now());
+  }
+
+  /**
+   * How long before another offer to `userId` keeps within the peer's limit (OFFERS_PER_WINDOW
+   * per OFFER_WINDOW_MS, counted on arrival, per sender): 0 if it may go now.
+   */
+  offerWait(userId) {
+    const now = this.d.now();
+    const times = (this.offersSent.get(userId) || []).filter((t) => now - t < OFFER_WINDOW_MS);
+    this.offersSent.set(userId, times);
+    return times.length < OFFERS_PER_WINDOW ? 0 : OFFER_WINDOW_MS - (now - times[0]) + 50;
   }
 
   /** Whether another offer from `from` is within the per-peer limit (and records it). */
@@ -555,7 +667,10 @@ export class VoiceSession {
     const answer = await link.pc.createAnswer();
     await link.pc.setLocalDescription(answer);
     if (this.ended || this.peers.get(from) !== link) return;
-    await this.transport.sendAnswer(from, link.pc.localDescription);
+    // Which offer this answers, so that the viewer can tell it from an answer to an earlier one.
+    const local = link.pc.localDescription;
+    const answers = offerId(desc && desc.sdp);
+    await this.transport.sendAnswer(from, answers ? { type: local.type, sdp: local.sdp, offer: answers } : local);
     this.log(`SDP answer sent to ${this.name(from)}`);
     this.negotiated(link);
     this.d.onChange();
@@ -565,12 +680,38 @@ export class VoiceSession {
     if (this.ended) return;
     this.log(`SDP answer received from ${this.name(from)}`);
     const link = this.peers.get(from);
-    if (!link || link.role !== 'viewer' || link.pc.signalingState !== 'have-local-offer') {
+    // Not waiting for an answer (e.g. a late one, after the re-sent offer's was applied), or
+    // already applying one: ignored, so setRemoteDescription never runs in the wrong state.
+    if (!link || link.role !== 'viewer' || link.pc.signalingState !== 'have-local-offer' || link.answering) {
       this.warn(`ignored an unexpected answer from ${this.name(from)}`);
       return;
     }
-    link.remoteFingerprint = sdpFingerprint(desc && desc.sdp);
-    await link.pc.setRemoteDescription(desc);
+    // An answer to an earlier offer or to the connection a rebuild replaced (a page that said
+    // which offer it answers; one that does not is taken as before).
+    if (desc && desc.offer && link.offerIds.size && !link.offerIds.has(desc.offer)) {
+      this.warn(`ignored an answer from ${this.name(from)} to an earlier offer`);
+      return;
+    }
+    link.answering = true;
+    try {
+      link.remoteFingerprint = sdpFingerprint(desc && desc.sdp);
+      await link.pc.setRemoteDescription(desc);
+    } catch (e) {
+      // Still waiting: a fresh deadline (one that passed meanwhile saw us applying this answer).
+      this.warn(`answer from ${this.name(from)} not applied: ${e.message}`);
+      if (!link.closed && !this.ended && link.awaiting !== null) {
+        this.d.clearTimeout(link.answerTimer);
+        link.answerTimer = this.d.setTimeout(() => this.answerOverdue(link), ANSWER_WAIT_MS);
+      }
+      return;
+    } finally {
+      link.answering = false;
+    }
+    this.d.clearTimeout(link.answerTimer);
+    link.answerTimer = null;
+    link.awaiting = null;
+    link.offerResent = false;
+    if (link.closed || this.ended) return;
     await this.flushCandidates(link);
     this.negotiated(link);
     this.d.onChange();
@@ -684,8 +825,7 @@ export class VoiceSession {
       const offer = await link.pc.createOffer();
       await link.pc.setLocalDescription(offer);
       if (link.closed || this.ended) return;
-      await this.transport.sendOffer(link.userId, link.pc.localDescription);
-      this.log(`Renegotiation offer sent to ${this.name(link.userId)}`);
+      await this.sendOffer(link, 'Renegotiation offer');
     } catch (e) {
       link.negotiating = false;
       this.warn(`renegotiation with ${this.name(link.userId)} failed: ${e.message}`);
@@ -700,12 +840,15 @@ export class VoiceSession {
   paceRenegotiation(link) {
     const now = this.d.now();
     link.renegotiatedAt = (link.renegotiatedAt || []).filter((t) => now - t < OFFER_WINDOW_MS);
-    if (link.renegotiatedAt.length < RENEGOTIATIONS_PER_WINDOW) {
+    // As the viewer, also every other offer we sent them (first call, re-sent offers, ICE restarts).
+    const sent = link.role === 'viewer' ? this.offerWait(link.userId) : 0;
+    if (link.renegotiatedAt.length < RENEGOTIATIONS_PER_WINDOW && sent === 0) {
       link.renegotiatedAt.push(now);
       return true;
     }
     if (!link.paceTimer) {
-      const wait = OFFER_WINDOW_MS - (now - link.renegotiatedAt[0]) + 50;
+      const own = link.renegotiatedAt.length < RENEGOTIATIONS_PER_WINDOW ? 0 : OFFER_WINDOW_MS - (now - link.renegotiatedAt[0]) + 50;
+      const wait = Math.max(own, sent);
       this.log(`Holding a renegotiation with ${this.name(link.userId)} for ${Math.ceil(wait / 1000)} s (at most ${RENEGOTIATIONS_PER_WINDOW} per ${OFFER_WINDOW_MS / 1000} s)`);
       link.paceTimer = this.d.setTimeout(() => {
         link.paceTimer = null;
@@ -837,6 +980,8 @@ export class VoiceSession {
     link.closed = true;
     this.d.clearTimeout(link.timer);
     if (link.paceTimer) this.d.clearTimeout(link.paceTimer);
+    if (link.answerTimer) this.d.clearTimeout(link.answerTimer);
+    link.answerTimer = null;
     try {
       link.pc.close();
     } catch {
@@ -863,6 +1008,9 @@ export class VoiceSession {
     this.earlyCandidates.delete(userId);
     this.offerTimes.delete(userId);
     this.askTimes.delete(userId);
+    this.offersSent.delete(userId);
+    this.d.clearTimeout(this.rebuildTimers.get(userId));
+    this.rebuildTimers.delete(userId);
     if (link) {
       this.closeLink(link);
       this.log(`Closed the connection to ${this.name(userId)}`);
@@ -952,6 +1100,8 @@ export class VoiceSession {
     for (const link of [...this.peers.values()]) this.closeLink(link);
     this.peers.clear();
     this.earlyCandidates.clear();
+    for (const t of this.rebuildTimers.values()) this.d.clearTimeout(t);
+    this.rebuildTimers.clear();
     if (this.transport) this.transport.close();
     for (const t of this.stream.getTracks()) t.stop();
     for (const slot of VIDEO_SLOTS) {
