@@ -12,6 +12,7 @@
 //! - the connection index (`voice_room_connections`) is rewritten in the same transaction, and
 //!   holds only active rooms' participants.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -148,6 +149,37 @@ fn active_id_in(conn: &Connection, chat: &ChatRoomId) -> Result<Option<VoiceRoom
     })
     .transpose()
     .map_err(StoreError::from)
+}
+
+/// The active rooms' ids of `chats` in one SELECT: the ids go in as one JSON array (one
+/// cached statement whatever the page's length), and the partial index
+/// `voice_rooms_one_active_per_chat` answers each without reading a room's blob.
+fn active_ids_in(
+    conn: &Connection,
+    chats: &[ChatRoomId],
+) -> Result<HashMap<ChatRoomId, VoiceRoomId>, StoreError> {
+    let ids: Vec<&str> = chats.iter().map(ChatRoomId::as_str).collect();
+    let ids = serde_json::Value::from(ids).to_string();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT chat_room_id, id FROM voice_rooms
+             WHERE status = 'active' AND chat_room_id IN (SELECT value FROM json_each(?1))",
+        )
+        .map_err(SqliteError::from)?;
+    let rows = stmt
+        .query_map([ids], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(SqliteError::from)?;
+    rows.into_iter()
+        .map(|(chat, id)| {
+            let chat = ChatRoomId::parse(&chat)
+                .map_err(|e| SqliteError::Corrupt(format!("chat room id: {e}")))?;
+            let id = VoiceRoomId::parse(&id)
+                .map_err(|e| SqliteError::Corrupt(format!("voice room id: {e}")))?;
+            Ok((chat, id))
+        })
+        .collect::<Result<HashMap<_, _>, SqliteError>>()
+        .map_err(StoreError::from)
 }
 
 fn create(conn: &mut Connection, room: &VoiceRoom, json: &str) -> Result<(), StoreError> {
@@ -295,6 +327,17 @@ impl VoiceRoomStore for SqliteStore {
                 Ok(rooms.into_iter().next())
             })
             .await
+    }
+
+    async fn active_ids_in_chat_rooms(
+        &self,
+        chat_rooms: &[ChatRoomId],
+    ) -> Result<HashMap<ChatRoomId, VoiceRoomId>, StoreError> {
+        if chat_rooms.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let chats = chat_rooms.to_vec();
+        self.db.run(move |c| active_ids_in(c, &chats)).await
     }
 
     async fn active_with_connection(
