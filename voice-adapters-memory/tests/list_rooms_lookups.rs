@@ -140,7 +140,11 @@ fn list_rooms_asks_the_voice_store_once_per_page() {
     }
     assert_eq!(pages, 3);
     assert_eq!(voice.many.load(Ordering::SeqCst), 3, "one lookup per page");
-    assert_eq!(voice.asked.load(Ordering::SeqCst), 7, "each room asked once");
+    assert_eq!(
+        voice.asked.load(Ordering::SeqCst),
+        7,
+        "each room asked once"
+    );
     assert_eq!(voice.one.load(Ordering::SeqCst), 0, "no lookup per room");
     for (room, voice_room) in &seen {
         assert_eq!(voice_room.as_ref(), live.get(room), "room {room}");

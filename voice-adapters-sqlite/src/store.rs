@@ -167,7 +167,9 @@ fn active_ids_in(
         )
         .map_err(SqliteError::from)?;
     let rows = stmt
-        .query_map([ids], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .query_map([ids], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(SqliteError::from)?;
     rows.into_iter()

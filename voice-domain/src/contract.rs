@@ -74,9 +74,7 @@ pub async fn active_ids_of_many_chat_rooms_at_once<S: VoiceRoomStore>(store: &S,
     .expect("end");
     b.bump_version();
     store.update(&b).await.expect("end b");
-    let mut ask: Vec<ChatRoomId> = (0..103)
-        .map(|i| id(format!("{ns}-ids-none-{i}")))
-        .collect();
+    let mut ask: Vec<ChatRoomId> = (0..103).map(|i| id(format!("{ns}-ids-none-{i}"))).collect();
     ask.insert(50, a.chat_room().clone());
     ask.push(b.chat_room().clone());
     ask.push(c.chat_room().clone());
