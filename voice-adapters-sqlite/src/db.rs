@@ -11,6 +11,13 @@
 //! so a pool would add moving parts without adding throughput. The lock is held for exactly one
 //! short closure (one transaction), never across an `.await`.
 //!
+//! The cost of the one connection, measured (issue 13, BENCHMARKS.md "One-user floods"): a
+//! reader waits while a writer's commit `fsync`s. One user sending 100 messages/s (their whole
+//! frame budget) keeps the connection busy ~40 % of the time on a disk with 4 ms `fsync`s, and
+//! another user's p99 then went from 1× to up to 4.9× its quiet value in one of five runs.
+//! Reads on a second connection (WAL lets them run during a commit), or a smaller per-user
+//! budget for writes, would remove that; neither is done yet.
+//!
 //! Without a tokio runtime (a `futures::executor::block_on` caller) the closure runs inline
 //! rather than panicking. A future dropped mid-call does not cancel the closure: the
 //! transaction either commits whole or rolls back whole, never half.
