@@ -64,7 +64,7 @@ impl SqliteStore {
     /// [`StoreError::Corrupt`]; [`StoreError::Unavailable`].
     pub async fn all(&self) -> Result<Vec<VoiceRoom>, StoreError> {
         self.db
-            .run(|c| {
+            .read(|c| {
                 query_rooms(
                     c,
                     "SELECT parts FROM voice_rooms ORDER BY created_at_ms, id",
@@ -303,7 +303,7 @@ impl VoiceRoomStore for SqliteStore {
     async fn get(&self, id: &VoiceRoomId) -> Result<Option<VoiceRoom>, StoreError> {
         let id = id.clone();
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 let rooms = query_rooms(
                     c,
                     "SELECT parts FROM voice_rooms WHERE id = ?1",
@@ -320,7 +320,7 @@ impl VoiceRoomStore for SqliteStore {
     ) -> Result<Option<VoiceRoom>, StoreError> {
         let chat = chat_room.clone();
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 let rooms = query_rooms(
                     c,
                     "SELECT parts FROM voice_rooms WHERE chat_room_id = ?1 AND status = 'active'",
@@ -339,7 +339,7 @@ impl VoiceRoomStore for SqliteStore {
             return Ok(HashMap::new());
         }
         let chats = chat_rooms.to_vec();
-        self.db.run(move |c| active_ids_in(c, &chats)).await
+        self.db.read(move |c| active_ids_in(c, &chats)).await
     }
 
     async fn active_with_connection(
@@ -348,7 +348,7 @@ impl VoiceRoomStore for SqliteStore {
     ) -> Result<Vec<VoiceRoom>, StoreError> {
         let conn_id = connection.clone();
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 query_rooms(
                     c,
                     "SELECT r.parts FROM voice_room_connections x
@@ -377,7 +377,7 @@ impl VoiceRoomStore for SqliteStore {
 
     async fn list_active(&self) -> Result<Vec<VoiceRoom>, StoreError> {
         self.db
-            .run(|c| {
+            .read(|c| {
                 query_rooms(
                     c,
                     "SELECT parts FROM voice_rooms WHERE status = 'active' ORDER BY created_at_ms, id",
