@@ -429,6 +429,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let r = voice_bench::flood::flood(&t, &o).await;
                 t.stop().await;
                 let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_dir(&fresh);
                 for r in r? {
                     out.emit(r)?;
                 }
