@@ -3,7 +3,7 @@
 # $OUT (default bench/results/<date>.jsonl); every command's `uptime` goes to $OUT.uptime.txt.
 #
 #   bench/run.sh                 # everything (~15 min on 2 cores)
-#   bench/run.sh relay fanout    # only some parts: machine idle rooms relay fanout criterion lambda
+#   bench/run.sh relay fanout    # only some parts: machine idle rooms relay fanout flood criterion lambda
 #
 # Needs: a release build (`cargo build --release -p voice-bench -p voice-lambda`) and the Node
 # baseline (`cd bench/node-relay && npm ci`). IDLE_N overrides the idle sizes (default
@@ -20,7 +20,7 @@ PINNING=${PINNING:-off,on}         # relay: unpinned and pinned (server on core 
 BEFORE=${BEFORE_EXE:+--before-exe $BEFORE_EXE}   # an earlier voice-bench: voice-before in the same run
 mkdir -p "$(dirname "$OUT")"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-parts=${*:-machine idle rooms relay fanout criterion lambda}
+parts=${*:-machine idle rooms relay fanout flood criterion lambda}
 
 run() {
   echo "### $(date +%T) uptime:$(uptime | sed 's/.*load average//') :: $*" | tee -a "$OUT.uptime.txt"
@@ -48,6 +48,11 @@ for p in $parts; do
       ;;
     fanout)
       run "$BIN" --json "$OUT" fanout --members 1000 --runs 20 --repeat "$REPEAT"
+      ;;
+    flood)
+      for _ in $(seq "$REPEAT"); do
+        run "$BIN" --json "$OUT" --pinning on flood --secs 15 --bystander-rate 40
+      done
       ;;
     criterion)
       run cargo bench -p voice-adapters-memory --bench domain --locked -- --warm-up-time 1 --measurement-time 3

@@ -2,6 +2,7 @@
 //! (memory and SQLite in this repository), and every [`ChatStore`] runs the same contract
 //! suite (`contract`, feature `contract-tests`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -359,6 +360,23 @@ pub trait ActiveVoiceRooms: Send + Sync + 'static {
         &self,
         chat: &ChatRoomId,
     ) -> Result<Option<VoiceRoomId>, PortFailure>;
+
+    /// The active voice rooms of `chats` in one lookup (`listRooms` asks once per page; see
+    /// [`VoiceRoomStore::active_ids_in_chat_rooms`]). Chat rooms without one are absent.
+    ///
+    /// # Errors
+    /// [`PortFailure`] when the store cannot answer for every chat room asked about.
+    async fn active_voice_rooms(
+        &self,
+        chats: &[ChatRoomId],
+    ) -> Result<HashMap<ChatRoomId, VoiceRoomId>, PortFailure>;
+}
+
+fn voice_failure(e: voice_domain::ports::StoreError) -> PortFailure {
+    match e {
+        voice_domain::ports::StoreError::Unavailable(f) => f,
+        other => PortFailure::permanent(other.to_string()),
+    }
 }
 
 #[async_trait]
@@ -370,10 +388,16 @@ impl<T: VoiceRoomStore> ActiveVoiceRooms for T {
         self.active_in_chat_room(chat)
             .await
             .map(|r| r.map(|r| r.id().clone()))
-            .map_err(|e| match e {
-                voice_domain::ports::StoreError::Unavailable(f) => f,
-                other => PortFailure::permanent(other.to_string()),
-            })
+            .map_err(voice_failure)
+    }
+
+    async fn active_voice_rooms(
+        &self,
+        chats: &[ChatRoomId],
+    ) -> Result<HashMap<ChatRoomId, VoiceRoomId>, PortFailure> {
+        self.active_ids_in_chat_rooms(chats)
+            .await
+            .map_err(voice_failure)
     }
 }
 

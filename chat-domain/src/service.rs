@@ -1,5 +1,6 @@
 //! The chat use cases: validation, the approved-member and admin gates, and who is told what.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -310,8 +311,9 @@ impl ChatService {
 
     /// `listRooms`: one page of rooms (at most [`ChatLimits::rooms_page`], or the smaller
     /// `limit` asked), after `cursor` (from the previous page's `nextCursor`), each with the
-    /// caller's state in it and, for approved members, the active voice room. One store query
-    /// per page; the voice store is asked only for the page's rooms the caller is approved in.
+    /// caller's state in it and, for approved members, the active voice room. One chat-store
+    /// query and at most one voice-store lookup per page (for the page's rooms the caller is
+    /// approved in, all at once).
     ///
     /// # Errors
     /// [`ChatError::BadRequest`] for a damaged cursor, [`ChatError::Unavailable`].
@@ -331,30 +333,38 @@ impl ChatService {
             .room_page(user, after.as_deref(), limit)
             .await
             .map_err(bad_cursor)?;
-        let mut rooms = Vec::with_capacity(page.items.len());
-        for room in page.items {
-            let voice_room_id = if room.my_state == MemberState::Approved {
-                self.ports
-                    .voice
-                    .active_voice_room(&room.record.id)
-                    .await
-                    .map_err(|e| {
-                        warn!(error = %e, "voice store failed");
-                        ChatError::Unavailable
-                    })?
-                    .map(|v| v.to_string())
-            } else {
-                None
-            };
-            rooms.push(RoomView {
+        // One voice lookup for the whole page, only for the rooms the caller is approved in:
+        // a loop of `listRooms` costs the voice store one query per page, not one per room.
+        let approved: Vec<ChatRoomId> = page
+            .items
+            .iter()
+            .filter(|r| r.my_state == MemberState::Approved)
+            .map(|r| r.record.id.clone())
+            .collect();
+        let mut live = if approved.is_empty() {
+            HashMap::new()
+        } else {
+            self.ports
+                .voice
+                .active_voice_rooms(&approved)
+                .await
+                .map_err(|e| {
+                    warn!(error = %e, "voice store failed");
+                    ChatError::Unavailable
+                })?
+        };
+        let rooms = page
+            .items
+            .into_iter()
+            .map(|room| RoomView {
+                voice_room_id: live.remove(&room.record.id).map(|v| v.to_string()),
                 room_id: room.record.id.to_string(),
                 name: room.record.name,
                 admin_user_id: room.record.admin.to_string(),
                 member_count: room.member_count,
                 my_state: room.my_state,
-                voice_room_id,
-            });
-        }
+            })
+            .collect();
         Ok(RoomsPage {
             rooms,
             next_cursor: page.next.map(|p| encode_cursor(CursorKind::Rooms, &p)),

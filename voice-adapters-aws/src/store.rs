@@ -22,8 +22,8 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, Delete, Put, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem,
+    AttributeValue, CancellationReason, Delete, KeysAndAttributes, Put,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
 use tracing::{error, warn};
@@ -107,6 +107,9 @@ pub const DEFAULT_ENDED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600)
 /// write and the read of the winner.
 pub(crate) const TRANSACTION_ATTEMPTS: u32 = 8;
 
+/// BatchGetItem's limit on keys per call.
+const BATCH_GET_KEYS: usize = 100;
+
 /// The key of the lock item of a chat room.
 pub fn lock_key(chat_room: &ChatRoomId) -> String {
     format!("{LOCK_PREFIX}{chat_room}")
@@ -160,6 +163,68 @@ impl DynamoStore {
         match self.get_item(&lock_key(chat_room)).await? {
             Some(item) => holder_of(&item).map(Some),
             None => Ok(None),
+        }
+    }
+
+    /// The lock holders of `chat_rooms` (at most [`BATCH_GET_KEYS`]) in one consistent
+    /// `BatchGetItem`, unprocessed keys asked again after a backoff (DynamoDB returns them when
+    /// throttled), [`TRANSACTION_ATTEMPTS`] calls at most: the answer is whole or an error.
+    async fn batch_lock_holders(
+        &self,
+        chat_rooms: &[ChatRoomId],
+        out: &mut HashMap<ChatRoomId, VoiceRoomId>,
+    ) -> Result<(), StoreError> {
+        let keys: Vec<Item> = chat_rooms
+            .iter()
+            .map(|c| Item::from([(attr::ID.to_owned(), s(&lock_key(c)))]))
+            .collect();
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .projection_expression("#id, #holder")
+                .expression_attribute_names("#id", attr::ID)
+                .expression_attribute_names("#holder", attr::LOCK_HOLDER)
+                .build()
+                .map_err(build_failure)?,
+        );
+        for attempt in 0..TRANSACTION_ATTEMPTS {
+            let Some(request) = pending.take() else {
+                return Ok(());
+            };
+            let res = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(sdk_failure("dynamodb:BatchGetItem", &e)))?;
+            for item in res
+                .responses
+                .and_then(|mut r| r.remove(&self.table))
+                .unwrap_or_default()
+            {
+                // The chat room from the key the lock is found under (what was asked for).
+                let key = get_s(&item, attr::ID)?;
+                let chat = key
+                    .strip_prefix(LOCK_PREFIX)
+                    .and_then(|c| ChatRoomId::parse(c).ok())
+                    .ok_or_else(|| corrupt(format!("not a lock key: {key}")))?;
+                out.insert(chat, holder_of(&item)?);
+            }
+            pending = res
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .filter(|k| !k.keys.is_empty());
+            if pending.is_some() {
+                backoff(attempt).await;
+            }
+        }
+        match pending {
+            None => Ok(()),
+            Some(_) => Err(StoreError::Unavailable(PortFailure::retryable(
+                "dynamodb:BatchGetItem: keys still unprocessed (throttled)",
+            ))),
         }
     }
 
@@ -445,6 +510,24 @@ impl VoiceRoomStore for DynamoStore {
                 Ok(None)
             }
         }
+    }
+
+    /// The lock items alone, in `BatchGetItem`s of 100: a lock exists exactly while its room
+    /// is active (it is written and deleted in the same transaction as the room's first and
+    /// final write), so unlike [`active_in_chat_room`](Self::active_in_chat_room) the rooms
+    /// themselves are not read — a page of 50 chat rooms costs one call, not 100 `GetItem`s.
+    async fn active_ids_in_chat_rooms(
+        &self,
+        chat_rooms: &[ChatRoomId],
+    ) -> Result<HashMap<ChatRoomId, VoiceRoomId>, StoreError> {
+        let mut unique: Vec<ChatRoomId> = chat_rooms.to_vec();
+        unique.sort();
+        unique.dedup(); // BatchGetItem refuses a request that names one key twice
+        let mut out = HashMap::new();
+        for chunk in unique.chunks(BATCH_GET_KEYS) {
+            self.batch_lock_holders(chunk, &mut out).await?;
+        }
+        Ok(out)
     }
 
     async fn active_with_connection(

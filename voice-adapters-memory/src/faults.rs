@@ -149,6 +149,13 @@ impl<T: VoiceRoomStore> VoiceRoomStore for Faulty<T> {
     async fn active_in_chat_room(&self, c: &ChatRoomId) -> Result<Option<VoiceRoom>, StoreError> {
         self.run(store_err, self.inner.active_in_chat_room(c)).await
     }
+    async fn active_ids_in_chat_rooms(
+        &self,
+        c: &[ChatRoomId],
+    ) -> Result<HashMap<ChatRoomId, VoiceRoomId>, StoreError> {
+        self.run(store_err, self.inner.active_ids_in_chat_rooms(c))
+            .await
+    }
     async fn active_with_connection(&self, c: &ConnectionId) -> Result<Vec<VoiceRoom>, StoreError> {
         self.run(store_err, self.inner.active_with_connection(c))
             .await

@@ -142,6 +142,18 @@ impl VoiceRoomStore for MemoryStore {
             .cloned())
     }
 
+    async fn active_ids_in_chat_rooms(
+        &self,
+        chat_rooms: &[ChatRoomId],
+    ) -> Result<HashMap<ChatRoomId, VoiceRoomId>, StoreError> {
+        // One lock for the whole page: the index answers without touching the rooms.
+        let inner = self.lock();
+        Ok(chat_rooms
+            .iter()
+            .filter_map(|c| inner.active_by_chat.get(c).map(|v| (c.clone(), v.clone())))
+            .collect())
+    }
+
     async fn active_with_connection(
         &self,
         connection: &ConnectionId,

@@ -269,7 +269,7 @@ impl ChatStore for SqliteChat {
     async fn user_name(&self, user: &UserId) -> Result<Option<String>, ChatStoreError> {
         let u = user.clone();
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 Ok(
                     c.query_row("SELECT name FROM users WHERE id = ?1", [u.as_str()], |r| {
                         r.get(0)
@@ -304,7 +304,7 @@ impl ChatStore for SqliteChat {
     async fn rooms_of_member(&self, user: &UserId) -> Result<Vec<ChatRoomId>, ChatStoreError> {
         let user = user.clone();
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT chat_room_id FROM memberships
                      WHERE user_id = ?1 AND state = 'approved' ORDER BY chat_room_id",
@@ -376,7 +376,7 @@ impl ChatStore for SqliteChat {
     async fn usage_of(&self, user: &UserId) -> Result<UserUsage, ChatStoreError> {
         let user = user.clone();
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 let (rooms, pending): (i64, i64) = c.query_row(
                     "SELECT (SELECT COUNT(*) FROM chat_rooms WHERE admin_user_id = ?1),
                             (SELECT COUNT(*) FROM memberships WHERE user_id = ?1 AND state = 'pending')",
@@ -395,7 +395,7 @@ impl ChatStore for SqliteChat {
     async fn token_generation(&self, user: &UserId) -> Result<u64, ChatStoreError> {
         let user = user.clone();
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 let g: Option<i64> = c
                     .query_row(
                         "SELECT generation FROM token_generations WHERE user_id = ?1",
@@ -428,7 +428,7 @@ impl ChatStore for SqliteChat {
 
     async fn rooms(&self) -> Result<Vec<RoomRecord>, ChatStoreError> {
         self.db
-            .run(|c| {
+            .read(|c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT id, name, admin_user_id FROM chat_rooms ORDER BY created_at_ms, id",
                 )?;
@@ -446,7 +446,7 @@ impl ChatStore for SqliteChat {
     async fn room(&self, id: &ChatRoomId) -> Result<Option<RoomRecord>, ChatStoreError> {
         let id = id.clone();
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 let raw = c
                     .query_row(
                         "SELECT id, name, admin_user_id FROM chat_rooms WHERE id = ?1",
@@ -466,7 +466,7 @@ impl ChatStore for SqliteChat {
     ) -> Result<Vec<(UserId, MemberState)>, ChatStoreError> {
         let room = room.clone();
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT user_id, state FROM memberships WHERE chat_room_id = ?1 ORDER BY user_id",
                 )?;
@@ -672,7 +672,7 @@ impl ChatStore for SqliteChat {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let before = before.map(to_sql_i64);
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT seq, chat_room_id, user_id, name, text, at_ms FROM (
                          SELECT * FROM messages
@@ -733,7 +733,7 @@ impl ChatStore for SqliteChat {
         let viewer = viewer.clone();
         let want = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT r.id, r.name, r.admin_user_id, r.created_at_ms,
                             (SELECT COUNT(*) FROM memberships m
@@ -791,7 +791,7 @@ impl ChatStore for SqliteChat {
         let want = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
         let raw = self
             .db
-            .run(move |c| {
+            .read(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT m.user_id, m.state, u.name FROM memberships m
                      LEFT JOIN users u ON u.id = m.user_id
@@ -853,7 +853,7 @@ impl ChatDirectory for SqliteChat {
     ) -> Result<Option<Membership>, DirectoryError> {
         let (room, user) = (chat_room.clone(), user.clone());
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 let admin: Option<String> = c
                     .query_row(
                         "SELECT admin_user_id FROM chat_rooms WHERE id = ?1",
@@ -880,7 +880,7 @@ impl ChatDirectory for SqliteChat {
         let room = chat_room.clone();
         let approved: HashSet<String> = self
             .db
-            .run(move |c| {
+            .read(move |c| {
                 let mut stmt = c
                     .prepare_cached(
                         "SELECT user_id FROM memberships WHERE chat_room_id = ?1 AND state = 'approved'",

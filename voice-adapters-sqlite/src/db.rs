@@ -1,15 +1,24 @@
 //! The database handle both adapters share: opening (pragmas, migrations, the data-directory
 //! lock) and running blocking SQLite calls from async code.
 //!
-//! # Why one connection behind a std `Mutex`, called through `spawn_blocking`
+//! # Why one writer connection behind a std `Mutex`, called through `spawn_blocking`
 //! rusqlite is blocking, and with `synchronous=FULL` every commit waits for an `fsync` (from
 //! tens of microseconds on an SSD to tens of milliseconds on a network volume). Running that on
 //! a tokio worker would stall every WebSocket that worker serves, so each call moves to tokio's
 //! blocking pool with [`tokio::task::spawn_blocking`]. Behind it sits one connection in a std
 //! mutex: SQLite allows one writer at a time anyway, and a self-hosted chat server's load (human
 //! typing speed, a few voice-room changes per minute) is far below what one connection serves,
-//! so a pool would add moving parts without adding throughput. The lock is held for exactly one
-//! short closure (one transaction), never across an `.await`.
+//! so a pool of writers would add moving parts without adding throughput. The lock is held for
+//! exactly one short closure (one transaction), never across an `.await`.
+//!
+//! # A second connection for reads
+//! One connection made every read wait behind a commit's `fsync`. Measured (issue 13,
+//! BENCHMARKS.md "One-user floods"): one user sending 100 messages/s (their whole frame
+//! budget) kept it busy ~40 % of the time on a disk with 4 ms `fsync`s, and another user's p99
+//! went up to 4.9× its quiet value. So a file database also opens a reader connection
+//! (`query_only`) that [`Database::read`] uses: in WAL mode a reader runs while the writer
+//! commits and sees every commit that has returned. Writes (and reads inside a write's
+//! transaction) stay on the one writer. In memory there is one connection only.
 //!
 //! Without a tokio runtime (a `futures::executor::block_on` caller) the closure runs inline
 //! rather than panicking. A future dropped mid-call does not cancel the closure: the
@@ -217,14 +226,18 @@ impl From<SqliteError> for DirectoryError {
 
 struct Shared {
     conn: Mutex<Connection>,
+    /// A second connection to the same file for [`Database::read`] (`query_only`), so that a
+    /// read never waits for a commit's `fsync` (WAL lets readers run during a write). `None`
+    /// in memory, where a second connection would be a second database.
+    reader: Option<Mutex<Connection>>,
     path: Option<PathBuf>,
     /// Held for the life of the handle; dropping it releases the data-directory lock.
     _lock: Option<File>,
 }
 
-/// An open, migrated database. Cheap to clone; clones share one connection, so a
-/// [`SqliteStore`](crate::SqliteStore) and a [`SqliteChat`](crate::SqliteChat) built from
-/// the same handle see each other's writes immediately.
+/// An open, migrated database. Cheap to clone; clones share one writer connection (and one
+/// reader), so a [`SqliteStore`](crate::SqliteStore) and a [`SqliteChat`](crate::SqliteChat)
+/// built from the same handle see each other's writes immediately.
 #[derive(Clone)]
 pub struct Database {
     shared: Arc<Shared>,
@@ -322,8 +335,16 @@ impl Database {
         }
         configure(&conn, options).map_err(open_err)?;
         migrate(&mut conn, path)?;
+        let reader = Connection::open(path).map_err(open_err)?;
+        reader
+            .busy_timeout(options.busy_timeout)
+            .map_err(open_err)?;
+        configure(&reader, options).map_err(open_err)?;
+        reader
+            .pragma_update(None, "query_only", "ON")
+            .map_err(open_err)?;
         tracing::info!(path = %path.display(), schema_version = MIGRATIONS.len(), "database open");
-        Ok(Self::wrap(conn, Some(path.to_owned()), lock))
+        Ok(Self::wrap(conn, Some(reader), Some(path.to_owned()), lock))
     }
 
     /// A private in-memory database (nothing survives the handle): for tests and for running
@@ -342,13 +363,19 @@ impl Database {
             source,
         })?;
         migrate(&mut conn, &path)?;
-        Ok(Self::wrap(conn, None, None))
+        Ok(Self::wrap(conn, None, None, None))
     }
 
-    fn wrap(conn: Connection, path: Option<PathBuf>, lock: Option<File>) -> Self {
+    fn wrap(
+        conn: Connection,
+        reader: Option<Connection>,
+        path: Option<PathBuf>,
+        lock: Option<File>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 conn: Mutex::new(conn),
+                reader: reader.map(Mutex::new),
                 path,
                 _lock: lock,
             }),
@@ -394,6 +421,40 @@ impl Database {
         let work = move || {
             let mut conn = lock(&shared.conn);
             f(&mut conn)
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => match handle.spawn_blocking(work).await {
+                Ok(result) => result,
+                Err(join) => {
+                    tracing::error!(error = %join, "database task did not finish");
+                    Err(E::from(SqliteError::Worker(join.to_string())))
+                }
+            },
+            Err(_) => work(),
+        }
+    }
+}
+
+impl Database {
+    /// As [`Database::run`], for a closure that only reads: on a file it runs on the reader
+    /// connection, beside (not behind) a write that is committing. It sees every write whose
+    /// call has returned (WAL: a read begins at the latest commit). In memory it is `run`.
+    ///
+    /// # Errors
+    /// As [`Database::run`]; a write in `f` fails (`query_only`).
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<SqliteError> + Send + 'static,
+    {
+        if self.shared.reader.is_none() {
+            return self.run(f).await;
+        }
+        let shared = Arc::clone(&self.shared);
+        let work = move || match &shared.reader {
+            Some(reader) => f(&mut lock(reader)),
+            None => f(&mut lock(&shared.conn)),
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => match handle.spawn_blocking(work).await {

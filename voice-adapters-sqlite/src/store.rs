@@ -12,6 +12,7 @@
 //! - the connection index (`voice_room_connections`) is rewritten in the same transaction, and
 //!   holds only active rooms' participants.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -63,7 +64,7 @@ impl SqliteStore {
     /// [`StoreError::Corrupt`]; [`StoreError::Unavailable`].
     pub async fn all(&self) -> Result<Vec<VoiceRoom>, StoreError> {
         self.db
-            .run(|c| {
+            .read(|c| {
                 query_rooms(
                     c,
                     "SELECT parts FROM voice_rooms ORDER BY created_at_ms, id",
@@ -148,6 +149,39 @@ fn active_id_in(conn: &Connection, chat: &ChatRoomId) -> Result<Option<VoiceRoom
     })
     .transpose()
     .map_err(StoreError::from)
+}
+
+/// The active rooms' ids of `chats` in one SELECT: the ids go in as one JSON array (one
+/// cached statement whatever the page's length), and the partial index
+/// `voice_rooms_one_active_per_chat` answers each without reading a room's blob.
+fn active_ids_in(
+    conn: &Connection,
+    chats: &[ChatRoomId],
+) -> Result<HashMap<ChatRoomId, VoiceRoomId>, StoreError> {
+    let ids: Vec<&str> = chats.iter().map(ChatRoomId::as_str).collect();
+    let ids = serde_json::Value::from(ids).to_string();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT chat_room_id, id FROM voice_rooms
+             WHERE status = 'active' AND chat_room_id IN (SELECT value FROM json_each(?1))",
+        )
+        .map_err(SqliteError::from)?;
+    let rows = stmt
+        .query_map([ids], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(SqliteError::from)?;
+    rows.into_iter()
+        .map(|(chat, id)| {
+            let chat = ChatRoomId::parse(&chat)
+                .map_err(|e| SqliteError::Corrupt(format!("chat room id: {e}")))?;
+            let id = VoiceRoomId::parse(&id)
+                .map_err(|e| SqliteError::Corrupt(format!("voice room id: {e}")))?;
+            Ok((chat, id))
+        })
+        .collect::<Result<HashMap<_, _>, SqliteError>>()
+        .map_err(StoreError::from)
 }
 
 fn create(conn: &mut Connection, room: &VoiceRoom, json: &str) -> Result<(), StoreError> {
@@ -269,7 +303,7 @@ impl VoiceRoomStore for SqliteStore {
     async fn get(&self, id: &VoiceRoomId) -> Result<Option<VoiceRoom>, StoreError> {
         let id = id.clone();
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 let rooms = query_rooms(
                     c,
                     "SELECT parts FROM voice_rooms WHERE id = ?1",
@@ -286,7 +320,7 @@ impl VoiceRoomStore for SqliteStore {
     ) -> Result<Option<VoiceRoom>, StoreError> {
         let chat = chat_room.clone();
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 let rooms = query_rooms(
                     c,
                     "SELECT parts FROM voice_rooms WHERE chat_room_id = ?1 AND status = 'active'",
@@ -297,13 +331,24 @@ impl VoiceRoomStore for SqliteStore {
             .await
     }
 
+    async fn active_ids_in_chat_rooms(
+        &self,
+        chat_rooms: &[ChatRoomId],
+    ) -> Result<HashMap<ChatRoomId, VoiceRoomId>, StoreError> {
+        if chat_rooms.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let chats = chat_rooms.to_vec();
+        self.db.read(move |c| active_ids_in(c, &chats)).await
+    }
+
     async fn active_with_connection(
         &self,
         connection: &ConnectionId,
     ) -> Result<Vec<VoiceRoom>, StoreError> {
         let conn_id = connection.clone();
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 query_rooms(
                     c,
                     "SELECT r.parts FROM voice_room_connections x
@@ -332,7 +377,7 @@ impl VoiceRoomStore for SqliteStore {
 
     async fn list_active(&self) -> Result<Vec<VoiceRoom>, StoreError> {
         self.db
-            .run(|c| {
+            .read(|c| {
                 query_rooms(
                     c,
                     "SELECT parts FROM voice_rooms WHERE status = 'active' ORDER BY created_at_ms, id",

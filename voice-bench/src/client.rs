@@ -116,7 +116,23 @@ impl Conn {
     /// # Errors
     /// A refusal (`action: CODE message`), a closed socket, or no reply in
     /// [`REPLY_TIMEOUT`].
-    pub async fn request(&mut self, action: &str, mut fields: Value) -> anyhow::Result<Value> {
+    pub async fn request(&mut self, action: &str, fields: Value) -> anyhow::Result<Value> {
+        match self.try_request(action, fields).await? {
+            Ok(data) => Ok(data),
+            Err((code, message)) => bail!("{action}: {code} {message}"),
+        }
+    }
+
+    /// Sends `action` with `fields`: `Ok(Ok(data))` for an answer, `Ok(Err((code, message)))`
+    /// for a refusal (which a flood expects: `RATE_LIMITED`, `QUOTA_EXCEEDED`).
+    ///
+    /// # Errors
+    /// A closed socket, or no reply in [`REPLY_TIMEOUT`].
+    pub async fn try_request(
+        &mut self,
+        action: &str,
+        mut fields: Value,
+    ) -> anyhow::Result<Result<Value, (String, String)>> {
         self.next_id += 1;
         let id = format!("r{}", self.next_id);
         fields["action"] = json!(action);
@@ -136,13 +152,12 @@ impl Conn {
                 continue;
             }
             if v["ok"] == json!(true) {
-                return Ok(v["data"].take());
+                return Ok(Ok(v["data"].take()));
             }
-            bail!(
-                "{action}: {} {}",
-                v["error"]["code"].as_str().unwrap_or("?"),
-                v["error"]["message"].as_str().unwrap_or("")
-            );
+            return Ok(Err((
+                v["error"]["code"].as_str().unwrap_or("?").to_owned(),
+                v["error"]["message"].as_str().unwrap_or("").to_owned(),
+            )));
         }
     }
 

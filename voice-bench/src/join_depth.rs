@@ -189,6 +189,16 @@ impl<T: VoiceRoomStore> VoiceRoomStore for Delayed<T> {
         )
         .await
     }
+    async fn active_ids_in_chat_rooms(
+        &self,
+        chat_rooms: &[ChatRoomId],
+    ) -> Result<std::collections::HashMap<ChatRoomId, VoiceRoomId>, StoreError> {
+        self.call(
+            "store.active_ids_in_chat_rooms",
+            self.inner.active_ids_in_chat_rooms(chat_rooms),
+        )
+        .await
+    }
     async fn active_with_connection(
         &self,
         connection: &ConnectionId,

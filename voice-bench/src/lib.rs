@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod flood;
 pub mod join_depth;
 pub mod lambda_cold;
 pub mod report;

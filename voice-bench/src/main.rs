@@ -138,6 +138,32 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         repeat: usize,
     },
+    /// A bystander's latency, quiet and while one user floods (every server limit at its
+    /// default; SQLite in a fresh directory under the temp dir, rooms seeded into it).
+    Flood {
+        /// Cases, in turn on one server (list, chat, writes).
+        #[arg(long, value_delimiter = ',', default_value = "list,chat,writes")]
+        cases: Vec<voice_bench::flood::FloodCase>,
+        /// Chat rooms that exist (seeded before the server starts).
+        #[arg(long, default_value_t = 2000)]
+        rooms: usize,
+        /// Seconds of each window (quiet, then flooded).
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        /// The flooder's frames per second across its connections (the server's per-user
+        /// budget is 100/s).
+        #[arg(long, default_value_t = 100.0)]
+        flood_rate: f64,
+        /// The flooder's connections.
+        #[arg(long, default_value_t = 3)]
+        flood_conns: usize,
+        /// The bystander's requests per second.
+        #[arg(long, default_value_t = 20.0)]
+        bystander_rate: f64,
+        /// Members of the busy room the chat case floods.
+        #[arg(long, default_value_t = 20)]
+        busy_members: usize,
+    },
     /// A join's sequential AWS round trips (50 ms per call, paused clock: exact, no waiting):
     /// the 10th joiner with a pool hit, a pool miss and no pool, and nine joins at once.
     JoinDepth,
@@ -166,6 +192,12 @@ enum Cmd {
         /// Outgoing queue per connection.
         #[arg(long, default_value_t = 256)]
         queue_capacity: usize,
+        /// Every abuse limit at its default instead of raised.
+        #[arg(long)]
+        real_limits: bool,
+        /// Chat rooms to write into --data-dir before serving.
+        #[arg(long, default_value_t = 0)]
+        seed_rooms: usize,
     },
     /// (internal) WebSocket echo; prints LISTENING <addr>.
     ServeEcho {
@@ -244,7 +276,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::ServeVoice {
             addr,
             queue_capacity,
-        } => return targets::serve_voice(addr, queue_capacity, cli.data_dir).await,
+            real_limits,
+            seed_rooms,
+        } => {
+            let opts = targets::ServeOpts {
+                queue_capacity,
+                data_dir: cli.data_dir,
+                real_limits,
+                seed_rooms,
+            };
+            return targets::serve_voice(addr, opts).await;
+        }
         Cmd::ServeEcho { addr } => return targets::serve_echo(addr).await,
         Cmd::Machine => println!("{}", serde_json::to_string_pretty(&sys::machine())?),
         Cmd::Idle {
@@ -356,6 +398,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             summary(&out.all);
         }
+        Cmd::Flood {
+            cases,
+            rooms,
+            secs,
+            flood_rate,
+            flood_conns,
+            bystander_rate,
+            busy_members,
+        } => {
+            let fresh =
+                std::env::temp_dir().join(format!("voice-bench-flood-{}", std::process::id()));
+            launcher.real_limits = true;
+            launcher.seed_rooms = rooms;
+            for &mode in &modes {
+                pin(&mut launcher, &mut out, mode)?;
+                let dir = fresh.join(mode.name());
+                let _ = std::fs::remove_dir_all(&dir);
+                launcher.data_dir = Some(dir.clone());
+                let t = launcher.start(Kind::Voice).await?;
+                let o = voice_bench::flood::FloodOpts {
+                    cases: cases.clone(),
+                    secs,
+                    flood_rate,
+                    flood_conns,
+                    bystander_rate,
+                    busy_members,
+                    sources,
+                };
+                let r = voice_bench::flood::flood(&t, &o).await;
+                t.stop().await;
+                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_dir(&fresh);
+                for r in r? {
+                    out.emit(r)?;
+                }
+            }
+        }
         Cmd::LambdaCold { bootstrap, runs } => {
             out.emit(lambda_cold::cold_start(&bootstrap, runs).await?)?;
         }
@@ -456,6 +535,35 @@ async fn tiny(launcher: &Launcher, out: &mut Out, no_node: bool) -> anyhow::Resu
     .await;
     t.stop().await;
     out.emit(r?)?;
+    let dir = std::env::temp_dir().join(format!("voice-bench-tiny-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut flood_launcher = launcher.clone();
+    flood_launcher.real_limits = true;
+    flood_launcher.seed_rooms = 120;
+    flood_launcher.data_dir = Some(dir.clone());
+    let t = flood_launcher.start(Kind::Voice).await?;
+    let r = voice_bench::flood::flood(
+        &t,
+        &voice_bench::flood::FloodOpts {
+            cases: vec![
+                voice_bench::flood::FloodCase::List,
+                voice_bench::flood::FloodCase::Chat,
+                voice_bench::flood::FloodCase::Writes,
+            ],
+            secs: 0.5,
+            flood_rate: 100.0,
+            flood_conns: 3,
+            bystander_rate: 20.0,
+            busy_members: 2,
+            sources,
+        },
+    )
+    .await;
+    t.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    for r in r? {
+        out.emit(r)?;
+    }
     Ok(())
 }
 

@@ -58,6 +58,12 @@ pub struct Launcher {
     /// An earlier voice-bench binary whose `serve-voice` is measured as `voice-before` next to
     /// this one's, in the same run (before/after figures under the same load).
     pub before_exe: Option<PathBuf>,
+    /// Start voice-server with every abuse limit at its default (the `flood` scenario)
+    /// instead of raised.
+    pub real_limits: bool,
+    /// Chat rooms written straight into the SQLite data directory before the server starts
+    /// (the `flood` scenario's "2 000 rooms exist"; needs `data_dir`).
+    pub seed_rooms: usize,
 }
 
 /// Where the server and the generator run: anywhere (the scheduler shares both cores between
@@ -91,6 +97,8 @@ impl Launcher {
             data_dir: None,
             server_cpu: None,
             before_exe: None,
+            real_limits: false,
+            seed_rooms: 0,
         })
     }
 
@@ -150,6 +158,12 @@ impl Launcher {
                 ]);
                 if let Some(dir) = &self.data_dir {
                     c.arg("--data-dir").arg(dir);
+                }
+                if self.real_limits {
+                    c.arg("--real-limits");
+                }
+                if self.seed_rooms > 0 {
+                    c.arg("--seed-rooms").arg(self.seed_rooms.to_string());
                 }
                 if std::env::var_os("RUST_LOG").is_none() {
                     c.env("RUST_LOG", "warn");
@@ -261,20 +275,61 @@ impl Target {
     }
 }
 
+/// How `serve-voice` starts voice-server.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOpts {
+    /// Outgoing queue per connection.
+    pub queue_capacity: usize,
+    /// SQLite in this directory, or memory.
+    pub data_dir: Option<PathBuf>,
+    /// Every abuse limit at its default (rates, budgets, quotas, connection caps), as a
+    /// deployed server runs: what a flood must get through.
+    pub real_limits: bool,
+    /// Chat rooms to write into `data_dir` before serving.
+    pub seed_rooms: usize,
+}
+
 /// `serve-voice`: voice-server's library on `addr` with the per-connection rate limit raised
-/// (the generator sends far faster than the 50/s a browser is allowed) and `queue_capacity`;
-/// state in memory, or in SQLite in `data_dir` when given. Prints `LISTENING <addr>` once bound.
+/// (the generator sends far faster than the 50/s a browser is allowed) and `queue_capacity`,
+/// or with every limit at its default (`real_limits`); state in memory, or in SQLite in
+/// `data_dir` when given, seeded with `seed_rooms` chat rooms. Prints `LISTENING <addr>` once
+/// bound.
 ///
 /// # Errors
-/// Bind or serve failure.
-pub async fn serve_voice(
-    addr: SocketAddr,
-    queue_capacity: usize,
-    data_dir: Option<PathBuf>,
-) -> anyhow::Result<()> {
+/// Bind, seed or serve failure.
+pub async fn serve_voice(addr: SocketAddr, opts: ServeOpts) -> anyhow::Result<()> {
+    let ServeOpts {
+        queue_capacity,
+        data_dir,
+        real_limits,
+        seed_rooms,
+    } = opts;
     sys::raise_nofile();
     voice_server::init_tracing(voice_server::LogFormat::Text);
+    if seed_rooms > 0 {
+        let dir = data_dir
+            .as_deref()
+            .ok_or_else(|| anyhow!("--seed-rooms needs --data-dir"))?;
+        seed(dir, seed_rooms).await?;
+    }
     let listener = TcpListener::bind(addr).await?;
+    if real_limits {
+        let config = voice_server::Config {
+            addr: listener.local_addr()?,
+            token_secret: Some(voice_domain::ports::Secret::new(
+                "voice-bench-token-secret-0123456789",
+            )),
+            queue_capacity,
+            storage: match data_dir {
+                Some(data_dir) => voice_server::Storage::Sqlite { data_dir },
+                None => voice_server::Storage::InMemory,
+            },
+            ..voice_server::Config::default()
+        };
+        println!("LISTENING {}", config.addr);
+        voice_server::serve(config, listener).await?;
+        return Ok(());
+    }
     let config = voice_server::Config {
         addr: listener.local_addr()?,
         token_secret: Some(voice_domain::ports::Secret::new(
@@ -320,6 +375,39 @@ pub async fn serve_voice(
     };
     println!("LISTENING {}", config.addr);
     voice_server::serve(config, listener).await?;
+    Ok(())
+}
+
+/// Writes `n` chat rooms into the SQLite data directory `dir` (10 per admin, as the room quota
+/// allows each person), through the store the server then opens, and closes it again.
+async fn seed(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
+    use chat_domain::{ChatStore as _, RoomRecord};
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let options = voice_adapters_sqlite::OpenOptions {
+        // Seeding is set-up, not the measurement: one fsync at the end is enough.
+        synchronous: voice_adapters_sqlite::Synchronous::Normal,
+        ..voice_adapters_sqlite::OpenOptions::default()
+    };
+    let db = voice_adapters_sqlite::Database::open_dir(dir, options)
+        .map_err(|e| anyhow!("opening {}: {e}", dir.display()))?;
+    let chat = voice_adapters_sqlite::SqliteChat::new(db);
+    for i in 0..n {
+        let room = RoomRecord {
+            id: voice_domain::ChatRoomId::parse(format!("00000000-0000-4000-8000-{i:012}"))
+                .map_err(|e| anyhow!("{e}"))?,
+            name: format!("seeded room {i}"),
+            admin: voice_domain::UserId::parse(format!("00000000-0000-4000-9000-{:012}", i / 10))
+                .map_err(|e| anyhow!("{e}"))?,
+        };
+        chat.create_room(&room, usize::MAX)
+            .await
+            .map_err(|e| anyhow!("seeding room {i}: {e}"))?;
+    }
     Ok(())
 }
 

@@ -52,6 +52,53 @@ pub async fn store_contract<S: VoiceRoomStore>(store: &S, namespace: &str) {
     concurrent_starts_yield_one_winner(store, namespace, 24).await;
     recording_state_is_kept(store, namespace).await;
     screen_share_state_is_kept(store, namespace).await;
+    active_ids_of_many_chat_rooms_at_once(store, namespace).await;
+}
+
+/// `active_ids_in_chat_rooms` names the active room of each chat room asked about that has one
+/// (an ended room's chat room, an unknown one and a repeated one included in the question),
+/// answers an empty question with an empty map, and takes more ids than one DynamoDB batch
+/// (100).
+pub async fn active_ids_of_many_chat_rooms_at_once<S: VoiceRoomStore>(store: &S, ns: &str) {
+    let a = sample_room(ns, "ids-a", "ids-chat-a", "alice", "c1");
+    let mut b = sample_room(ns, "ids-b", "ids-chat-b", "bob", "c2");
+    let c = sample_room(ns, "ids-c", "ids-chat-c", "cy", "c3");
+    for r in [&a, &b, &c] {
+        store.create_if_none_active(r).await.expect("create");
+    }
+    b.end(
+        &id(format!("{ns}-bob")),
+        false,
+        Timestamp::from_millis(1_700_000_001_000),
+    )
+    .expect("end");
+    b.bump_version();
+    store.update(&b).await.expect("end b");
+    let mut ask: Vec<ChatRoomId> = (0..103).map(|i| id(format!("{ns}-ids-none-{i}"))).collect();
+    ask.insert(50, a.chat_room().clone());
+    ask.push(b.chat_room().clone());
+    ask.push(c.chat_room().clone());
+    ask.push(a.chat_room().clone());
+    let got = store
+        .active_ids_in_chat_rooms(&ask)
+        .await
+        .expect("active_ids_in_chat_rooms");
+    let want = std::collections::HashMap::from([
+        (a.chat_room().clone(), a.id().clone()),
+        (c.chat_room().clone(), c.id().clone()),
+    ]);
+    assert_eq!(
+        got, want,
+        "the active rooms of the chat rooms asked about, and only those"
+    );
+    assert!(
+        store
+            .active_ids_in_chat_rooms(&[])
+            .await
+            .expect("empty question")
+            .is_empty(),
+        "no chat rooms, no answers"
+    );
 }
 
 /// A room's screen-share policy and running share are read back as written, and both are gone

@@ -5,6 +5,7 @@
 //! adapter must map its own failures onto exactly those, so that the service can decide what is
 //! retryable, what means "someone else won the race", and what is the caller's fault.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -70,6 +71,34 @@ pub trait VoiceRoomStore: Send + Sync + 'static {
         &self,
         chat_room: &ChatRoomId,
     ) -> Result<Option<VoiceRoom>, StoreError>;
+
+    /// The ids of the active rooms of several chat rooms, in one lookup: `listRooms` asks once
+    /// per page (up to 100 chat rooms) rather than once per listed room, so a user paging
+    /// through every room in a loop costs the store one query per page. Chat rooms without an
+    /// active room are absent from the map; an empty slice is answered without asking the
+    /// backend. Only ids: the caller shows which room is live, not its participants.
+    ///
+    /// The default asks [`active_in_chat_room`](Self::active_in_chat_room) once per chat room;
+    /// it is there for test doubles. Every production store overrides it with one query (memory
+    /// one lock, SQLite one `SELECT … IN (…)`, DynamoDB one `BatchGetItem` per 100 keys), and a
+    /// wrapper store must forward it.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a stored id that does not parse;
+    /// [`StoreError::Unavailable`], also when the backend still leaves keys unanswered after
+    /// its retries (DynamoDB's unprocessed keys under throttling): an answer is never partial.
+    async fn active_ids_in_chat_rooms(
+        &self,
+        chat_rooms: &[ChatRoomId],
+    ) -> Result<HashMap<ChatRoomId, VoiceRoomId>, StoreError> {
+        let mut out = HashMap::new();
+        for chat in chat_rooms {
+            if let Some(room) = self.active_in_chat_room(chat).await? {
+                out.insert(chat.clone(), room.id().clone());
+            }
+        }
+        Ok(out)
+    }
 
     /// Active rooms with a participant on `connection` (usually zero or one).
     ///

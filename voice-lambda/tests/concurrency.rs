@@ -86,6 +86,13 @@ impl<T: VoiceRoomStore> VoiceRoomStore for Yielding<T> {
         }
         read
     }
+    async fn active_ids_in_chat_rooms(
+        &self,
+        c: &[ChatRoomId],
+    ) -> Result<std::collections::HashMap<ChatRoomId, VoiceRoomId>, StoreError> {
+        let _slot = self.slot().await;
+        self.0.active_ids_in_chat_rooms(c).await
+    }
     async fn active_with_connection(&self, c: &ConnectionId) -> Result<Vec<VoiceRoom>, StoreError> {
         let _slot = self.slot().await;
         self.0.active_with_connection(c).await

@@ -1,6 +1,8 @@
 //! The voice-room store the server runs on (SQLite or memory), as one type the relay and the
 //! port set share.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use voice_adapters_memory::MemoryStore;
 use voice_adapters_sqlite::SqliteStore;
@@ -45,6 +47,12 @@ impl VoiceRoomStore for ServerStore {
         chat: &ChatRoomId,
     ) -> Result<Option<VoiceRoom>, StoreError> {
         delegate!(self, s => s.active_in_chat_room(chat).await)
+    }
+    async fn active_ids_in_chat_rooms(
+        &self,
+        chats: &[ChatRoomId],
+    ) -> Result<HashMap<ChatRoomId, VoiceRoomId>, StoreError> {
+        delegate!(self, s => s.active_ids_in_chat_rooms(chats).await)
     }
     async fn active_with_connection(&self, c: &ConnectionId) -> Result<Vec<VoiceRoom>, StoreError> {
         delegate!(self, s => s.active_with_connection(c).await)
