@@ -362,7 +362,7 @@ def test_the_function_may_only_read_the_chat_tables(parsed_template):
     st = next(s for s in doc["Statement"] if s["Sid"] == "ChatTablesReadOnly")
     assert sorted(st["Action"]) == ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"]
     rw = next(s for s in doc["Statement"] if s["Sid"] == "VoiceRoomsReadWrite")
-    assert sorted(rw["Action"]) == ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan"]
+    assert sorted(rw["Action"]) == ["dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan"]
     assert rw["Resource"] == {"Fn::GetAtt": ["VoiceRoomsTable", "Arn"]}
 
 
