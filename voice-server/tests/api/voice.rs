@@ -383,7 +383,8 @@ async fn a_dropped_participant_is_reconnecting_then_resumes_into_the_same_room()
     let ev = ada.event("participantResumed").await;
     assert_eq!(
         ev,
-        json!({"type": "event", "event": "participantResumed", "voiceRoomId": vr, "chatRoomId": room_id, "user": bo_id})
+        json!({"type": "event", "event": "participantResumed", "voiceRoomId": vr, "chatRoomId": room_id, "user": bo_id, "clientId": g["clientId"]}),
+        "the event names the connection's new client id, as the grant does"
     );
     let view = ada.ok("getVoiceRoom", json!({"roomId": room_id})).await["voiceRoom"].clone();
     assert_eq!(view["voiceRoomId"], vr.as_str());
