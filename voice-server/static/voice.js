@@ -72,6 +72,17 @@ export function offerId(sdp) {
   return m ? `${m[1]} ${m[2]}` : null;
 }
 
+/**
+ * The per-peer offer window shared by what we admit and what we send: `times` kept to those
+ * within OFFER_WINDOW_MS of `now` (`recent`), and how long until another fits under `limit`
+ * (`wait`, 0 if it fits now; else when the oldest leaves the window, with 50 ms to spare).
+ */
+function offerWindow(times, now, limit) {
+  const recent = (times || []).filter((t) => now - t < OFFER_WINDOW_MS);
+  const wait = recent.length < limit ? 0 : OFFER_WINDOW_MS - (now - recent[0]) + 50;
+  return { recent, wait };
+}
+
 /** Grant ICE server entries as RTCPeerConnection wants them. */
 function toRtcIceServers(list) {
   return (list || []).map((s) => {
@@ -571,10 +582,7 @@ export class VoiceSession {
     } finally {
       // Also when the transport could not send it (e.g. KVS not connected): no answer can come,
       // and the deadline sends it again.
-      if (!link.closed && !this.ended && link.awaiting === seq) {
-        this.d.clearTimeout(link.answerTimer);
-        link.answerTimer = this.d.setTimeout(() => this.answerOverdue(link), ANSWER_WAIT_MS);
-      }
+      if (!link.closed && !this.ended && link.awaiting === seq) this.armAnswerDeadline(link, ANSWER_WAIT_MS);
     }
   }
 
@@ -590,7 +598,7 @@ export class VoiceSession {
     if (link.answering || link.awaiting === null || link.awaiting !== link.offerSeq || link.pc.signalingState !== 'have-local-offer') return;
     const wait = this.offerWait(link.userId);
     if (wait > 0) {
-      link.answerTimer = this.d.setTimeout(() => this.answerOverdue(link), wait);
+      this.armAnswerDeadline(link, wait);
       return;
     }
     const who = this.name(link.userId);
@@ -605,6 +613,12 @@ export class VoiceSession {
     this.rebuild(link.userId);
   }
 
+  /** (Re)starts `link`'s answer deadline: answerOverdue after `ms`. */
+  armAnswerDeadline(link, ms) {
+    this.d.clearTimeout(link.answerTimer);
+    link.answerTimer = this.d.setTimeout(() => this.answerOverdue(link), ms);
+  }
+
   /** Records an offer we send to `userId` (the peer counts every one, on any link). */
   noteOffer(userId) {
     this.offerWait(userId);
@@ -616,23 +630,18 @@ export class VoiceSession {
    * per OFFER_WINDOW_MS, counted on arrival, per sender): 0 if it may go now.
    */
   offerWait(userId) {
-    const now = this.d.now();
-    const times = (this.offersSent.get(userId) || []).filter((t) => now - t < OFFER_WINDOW_MS);
-    this.offersSent.set(userId, times);
-    return times.length < OFFERS_PER_WINDOW ? 0 : OFFER_WINDOW_MS - (now - times[0]) + 50;
+    const { recent, wait } = offerWindow(this.offersSent.get(userId), this.d.now(), OFFERS_PER_WINDOW);
+    this.offersSent.set(userId, recent);
+    return wait;
   }
 
   /** Whether another offer from `from` is within the per-peer limit (and records it). */
   admitOffer(from, book = this.offerTimes) {
     const now = this.d.now();
-    const times = (book.get(from) || []).filter((t) => now - t < OFFER_WINDOW_MS);
-    if (times.length >= OFFERS_PER_WINDOW) {
-      book.set(from, times);
-      return false;
-    }
-    times.push(now);
-    book.set(from, times);
-    return true;
+    const { recent, wait } = offerWindow(book.get(from), now, OFFERS_PER_WINDOW);
+    if (wait === 0) recent.push(now);
+    book.set(from, recent);
+    return wait === 0;
   }
 
   /** Whether another "renegotiate" request from `from` is within the same per-peer limit. */
@@ -699,10 +708,7 @@ export class VoiceSession {
     } catch (e) {
       // Still waiting: a fresh deadline (one that passed meanwhile saw us applying this answer).
       this.warn(`answer from ${this.name(from)} not applied: ${e.message}`);
-      if (!link.closed && !this.ended && link.awaiting !== null) {
-        this.d.clearTimeout(link.answerTimer);
-        link.answerTimer = this.d.setTimeout(() => this.answerOverdue(link), ANSWER_WAIT_MS);
-      }
+      if (!link.closed && !this.ended && link.awaiting !== null) this.armAnswerDeadline(link, ANSWER_WAIT_MS);
       return;
     } finally {
       link.answering = false;
@@ -839,15 +845,15 @@ export class VoiceSession {
    */
   paceRenegotiation(link) {
     const now = this.d.now();
-    link.renegotiatedAt = (link.renegotiatedAt || []).filter((t) => now - t < OFFER_WINDOW_MS);
+    const { recent, wait: own } = offerWindow(link.renegotiatedAt, now, RENEGOTIATIONS_PER_WINDOW);
+    link.renegotiatedAt = recent;
     // As the viewer, also every other offer we sent them (first call, re-sent offers, ICE restarts).
     const sent = link.role === 'viewer' ? this.offerWait(link.userId) : 0;
-    if (link.renegotiatedAt.length < RENEGOTIATIONS_PER_WINDOW && sent === 0) {
+    if (own === 0 && sent === 0) {
       link.renegotiatedAt.push(now);
       return true;
     }
     if (!link.paceTimer) {
-      const own = link.renegotiatedAt.length < RENEGOTIATIONS_PER_WINDOW ? 0 : OFFER_WINDOW_MS - (now - link.renegotiatedAt[0]) + 50;
       const wait = Math.max(own, sent);
       this.log(`Holding a renegotiation with ${this.name(link.userId)} for ${Math.ceil(wait / 1000)} s (at most ${RENEGOTIATIONS_PER_WINDOW} per ${OFFER_WINDOW_MS / 1000} s)`);
       link.paceTimer = this.d.setTimeout(() => {
