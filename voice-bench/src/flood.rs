@@ -22,8 +22,12 @@
 //!
 //! The bystander is another user with a room of its own, sending one request every
 //! `1 / bystander_rate` s in turn: `listRooms` (first page of 50), `getMessages` of its room and
-//! `sendMessage` to it. Its latencies are taken over the quiet window and over the flood window
-//! (each `secs` long, the flood warmed up for a second first) of each case, on one server.
+//! `sendMessage` to it. Its latencies are taken over quiet windows and flood windows that
+//! **alternate** (`rounds` pairs per case, each window `secs` long, the flood warmed up for a
+//! second first and drained for a second after), on one server. Alternating short windows,
+//! rather than one quiet then one flooded window, spreads whatever else the machine does over
+//! both sides of the ratio: on a shared box one compile step landing in a single long window
+//! decided the ratio (a quiet p99 of 3 ms in one run, 265 ms in the next).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,6 +72,8 @@ pub struct FloodOpts {
     pub cases: Vec<FloodCase>,
     /// Seconds of each window (quiet, flood).
     pub secs: f64,
+    /// Quiet/flood window pairs per case, alternating.
+    pub rounds: usize,
     /// The flooder's frames per second across its connections.
     pub flood_rate: f64,
     /// The flooder's connections.
@@ -178,7 +184,7 @@ async fn set_up(d: &Dialer, o: &FloodOpts) -> anyhow::Result<World> {
 }
 
 /// The flooder: `o.flood_conns` connections of one user (`first`, then `token` resumed),
-/// each a closed loop paced at its share of `o.flood_rate`, until `stop`.
+/// each a closed loop paced at its share of `o.flood_rate` while `active`, until `stop`.
 #[allow(clippy::too_many_arguments)]
 async fn spawn_flood(
     d: Arc<Dialer>,
@@ -187,6 +193,7 @@ async fn spawn_flood(
     busy_room: String,
     room_ids: Arc<Vec<String>>,
     stop: Arc<AtomicBool>,
+    active: Arc<AtomicBool>,
     count: Arc<FloodCount>,
     mut first: Option<Conn>,
     token: String,
@@ -206,9 +213,10 @@ async fn spawn_flood(
                 c
             }
         };
-        let (d, stop, count, room_ids, busy_room, token, text, own_room) = (
+        let (d, stop, active, count, room_ids, busy_room, token, text, own_room) = (
             d.clone(),
             stop.clone(),
+            active.clone(),
             count.clone(),
             room_ids.clone(),
             busy_room.clone(),
@@ -227,6 +235,9 @@ async fn spawn_flood(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
+                if !active.load(Ordering::Relaxed) {
+                    continue;
+                }
                 n += conns;
                 let (action, fields) = match case {
                     FloodCase::List => ("listRooms", json!({ "cursor": cursor, "limit": 100 })),
@@ -303,11 +314,15 @@ async fn bystander(
     Ok(())
 }
 
-fn window(samples: &[Sample], from: Instant, to: Instant, which: Option<usize>) -> Summary {
+/// The samples sent inside any of `windows` (of request `which`, or all), summarised.
+fn window(samples: &[Sample], windows: &[(Instant, Instant)], which: Option<usize>) -> Summary {
     summarize(
         samples
             .iter()
-            .filter(|(t, w, _)| *t >= from && *t < to && which.is_none_or(|x| x == *w))
+            .filter(|(t, w, _)| {
+                windows.iter().any(|(from, to)| t >= from && t < to)
+                    && which.is_none_or(|x| x == *w)
+            })
             .map(|(_, _, ns)| *ns)
             .collect(),
     )
@@ -341,13 +356,8 @@ pub async fn flood(t: &Target, o: &FloodOpts) -> anyhow::Result<Vec<Report>> {
     // A second of bystander traffic before the first window (connections and caches warm).
     tokio::time::sleep(Duration::from_secs(1)).await;
     for &case in &o.cases {
-        let quiet_meter = Meter::start(t.pid);
-        let q0 = Instant::now();
-        tokio::time::sleep(secs).await;
-        let q1 = Instant::now();
-        let (quiet_server, _, _) = quiet_meter.finish();
-
         let stop = Arc::new(AtomicBool::new(false));
+        let active = Arc::new(AtomicBool::new(false));
         let count = Arc::new(FloodCount::default());
         let (first, token, own_room) = match case {
             FloodCase::Chat => (None, world.chat_flooder.clone(), None),
@@ -370,36 +380,66 @@ pub async fn flood(t: &Target, o: &FloodOpts) -> anyhow::Result<Vec<Report>> {
             world.busy_room.clone(),
             room_ids.clone(),
             stop.clone(),
+            active.clone(),
             count.clone(),
             first,
             token,
             own_room,
         )
         .await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let ok0 = count.ok.load(Ordering::Relaxed);
-        let meter = Meter::start(t.pid);
-        let f0 = Instant::now();
-        tokio::time::sleep(secs).await;
-        let f1 = Instant::now();
-        let ok = count.ok.load(Ordering::Relaxed) - ok0;
-        let (server, gen_cpu, load) = meter.finish();
+        let (mut quiet_windows, mut flood_windows) = (Vec::new(), Vec::new());
+        let (mut quiet_cpu, mut flood_cpu, mut flood_wall, mut ok) = (0.0, 0.0, 0.0, 0u64);
+        let mut server = None;
+        let (mut gen_cpu, mut load) = (0.0, (0.0, 0.0));
+        for round in 0..o.rounds.max(1) {
+            let quiet_meter = Meter::start(t.pid);
+            let q0 = Instant::now();
+            tokio::time::sleep(secs).await;
+            quiet_windows.push((q0, Instant::now()));
+            quiet_cpu += quiet_meter.finish().0.cpu_secs;
+
+            active.store(true, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let ok0 = count.ok.load(Ordering::Relaxed);
+            let meter = Meter::start(t.pid);
+            let f0 = Instant::now();
+            tokio::time::sleep(secs).await;
+            let f1 = Instant::now();
+            ok += count.ok.load(Ordering::Relaxed) - ok0;
+            active.store(false, Ordering::Relaxed);
+            let (s, g, l) = meter.finish();
+            flood_cpu += s.cpu_secs;
+            flood_wall += (f1 - f0).as_secs_f64();
+            flood_windows.push((f0, f1));
+            if round == 0 {
+                load.0 = l.0;
+            }
+            load.1 = l.1;
+            gen_cpu += g / o.rounds.max(1) as f64;
+            server = Some(s);
+            // Let the server drain what the flood left queued before the next quiet window.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         stop.store(true, Ordering::Relaxed);
         for task in tasks {
             task.await??;
         }
-        // Let the server drain what the flood left queued before the next quiet window.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let quiet_wall = secs.as_secs_f64() * o.rounds.max(1) as f64;
+        let quiet_server_cpu_pct = 100.0 * quiet_cpu / quiet_wall;
+        let mut server = server.expect("at least one round");
+        server.cpu_secs = flood_cpu;
+        server.cpu_pct = 100.0 * flood_cpu / flood_wall.max(1e-9);
+        let (q_w, f_w) = (&quiet_windows[..], &flood_windows[..]);
 
         let all = samples.lock().unwrap().clone();
-        let quiet = window(&all, q0, q1, None);
-        let flooded = window(&all, f0, f1, None);
+        let quiet = window(&all, q_w, None);
+        let flooded = window(&all, f_w, None);
         let per_action: Value = BYSTANDER_ACTIONS
             .iter()
             .enumerate()
             .map(|(i, a)| {
-                let q = window(&all, q0, q1, Some(i));
-                let f = window(&all, f0, f1, Some(i));
+                let q = window(&all, q_w, Some(i));
+                let f = window(&all, f_w, Some(i));
                 (
                     (*a).to_owned(),
                     json!({"quiet_p99_us": q.p99_us, "flood_p99_us": f.p99_us, "quiet_p50_us": q.p50_us, "flood_p50_us": f.p50_us}),
@@ -409,8 +449,8 @@ pub async fn flood(t: &Target, o: &FloodOpts) -> anyhow::Result<Vec<Report>> {
             .into();
         let refused = count.refused.lock().unwrap().clone();
         for (i, a) in BYSTANDER_ACTIONS.iter().enumerate() {
-            let q = window(&all, q0, q1, Some(i));
-            let f = window(&all, f0, f1, Some(i));
+            let q = window(&all, q_w, Some(i));
+            let f = window(&all, f_w, Some(i));
             println!(
                 "  {a:<12} p50 {:>6.0} → {:>6.0} µs, p99 {:>7.0} → {:>7.0} µs (n {} / {})",
                 q.p50_us, f.p50_us, q.p99_us, f.p99_us, q.n, f.n
@@ -424,9 +464,9 @@ pub async fn flood(t: &Target, o: &FloodOpts) -> anyhow::Result<Vec<Report>> {
             flooded.p99_us,
             quiet.p50_us,
             flooded.p50_us,
-            ok as f64 / (f1 - f0).as_secs_f64(),
+            ok as f64 / flood_wall.max(1e-9),
             count.reconnects.load(Ordering::Relaxed),
-            quiet_server.cpu_pct,
+            quiet_server_cpu_pct,
             server.cpu_pct,
         );
         reports.push(Report {
@@ -434,13 +474,14 @@ pub async fn flood(t: &Target, o: &FloodOpts) -> anyhow::Result<Vec<Report>> {
             target: case.name().into(),
             params: json!({
                 "secs": o.secs,
+                "rounds": o.rounds.max(1),
                 "flood_rate": o.flood_rate,
                 "flood_conns": o.flood_conns,
                 "bystander_rate": o.bystander_rate,
                 "busy_members": o.busy_members,
                 "rooms": room_ids.len(),
             }),
-            throughput: ok as f64 / (f1 - f0).as_secs_f64(),
+            throughput: ok as f64 / flood_wall.max(1e-9),
             unit: "ok/s".into(),
             latency: flooded,
             server,
@@ -459,7 +500,7 @@ pub async fn flood(t: &Target, o: &FloodOpts) -> anyhow::Result<Vec<Report>> {
                 "per_action": per_action,
                 "refused": refused,
                 "reconnects": count.reconnects.load(Ordering::Relaxed),
-                "quiet_server_cpu_pct": quiet_server.cpu_pct,
+                "quiet_server_cpu_pct": quiet_server_cpu_pct,
             }),
         });
     }

@@ -148,8 +148,12 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         rooms: usize,
         /// Seconds of each window (quiet, then flooded).
-        #[arg(long, default_value_t = 10.0)]
+        #[arg(long, default_value_t = 5.0)]
         secs: f64,
+        /// Quiet/flooded window pairs per case, alternating (noise from the rest of the
+        /// machine lands on both sides of the ratio).
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
         /// The flooder's frames per second across its connections (the server's per-user
         /// budget is 100/s).
         #[arg(long, default_value_t = 100.0)]
@@ -402,6 +406,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cases,
             rooms,
             secs,
+            rounds,
             flood_rate,
             flood_conns,
             bystander_rate,
@@ -420,6 +425,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let o = voice_bench::flood::FloodOpts {
                     cases: cases.clone(),
                     secs,
+                    rounds,
                     flood_rate,
                     flood_conns,
                     bystander_rate,
@@ -551,6 +557,7 @@ async fn tiny(launcher: &Launcher, out: &mut Out, no_node: bool) -> anyhow::Resu
                 voice_bench::flood::FloodCase::Writes,
             ],
             secs: 0.5,
+            rounds: 2,
             flood_rate: 100.0,
             flood_conns: 3,
             bystander_rate: 20.0,
