@@ -372,6 +372,14 @@ pub enum SweepError {
     Dependency(#[from] DependencyError),
 }
 
+/// The deployment's teardown could not list its channels or its pool; nothing was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TeardownError {
+    /// A dependency failed.
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
 /// The start-up pass could not list or keep the voice rooms of the previous process; the
 /// periodic sweep still ends those whose people do not come back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -410,6 +418,7 @@ dependency_from!(
     EndVoiceError,
     DisconnectError,
     SweepError,
+    TeardownError,
     RestartError
 );
 
@@ -568,6 +577,19 @@ impl UseCaseError for DisconnectError {
 }
 
 impl UseCaseError for RestartError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Dependency(d) => d.code(),
+        }
+    }
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Dependency(d) => d.class(),
+        }
+    }
+}
+
+impl UseCaseError for TeardownError {
     fn code(&self) -> &'static str {
         match self {
             Self::Dependency(d) => d.code(),

@@ -52,6 +52,9 @@ use crate::time::Timestamp;
 
 /// `startScreenShare`, `stopScreenShare` and `setScreenSharePolicy` (see [`crate::screen`]).
 mod screen_share;
+mod teardown;
+
+pub use teardown::TeardownReport;
 
 /// The longest credentials may live: KVS signaling connections last at most an hour, and
 /// credentials from a role assumed by a Lambda are role-chained, which STS caps at an hour.

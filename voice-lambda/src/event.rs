@@ -16,6 +16,42 @@ pub enum Invocation {
     WebSocket(Box<ApiGatewayWebsocketProxyRequest>),
     /// An EventBridge scheduled event: run the sweep.
     Scheduled,
+    /// A CloudFormation custom resource request (the stack's `Custom::ChannelDrain`): on
+    /// `Delete`, the deployment's channels are deleted; the answer goes to `ResponseURL`.
+    CustomResource(Box<CustomResourceRequest>),
+}
+
+/// What CloudFormation sends a custom resource's function ("Custom resource request objects"
+/// in the CloudFormation user guide). Only the fields the answer must echo are kept.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CustomResourceRequest {
+    /// `Create`, `Update` or `Delete`.
+    pub request_type: CustomResourceAction,
+    /// The presigned S3 URL the answer is PUT to.
+    #[serde(rename = "ResponseURL")]
+    pub response_url: String,
+    /// The stack's ARN.
+    pub stack_id: String,
+    /// This request's id.
+    pub request_id: String,
+    /// The resource's logical id in the template.
+    pub logical_resource_id: String,
+    /// Absent on `Create`; the answer must repeat it on `Update` and `Delete`, or
+    /// CloudFormation takes the resource as replaced.
+    #[serde(default)]
+    pub physical_resource_id: Option<String>,
+}
+
+/// A custom resource request's `RequestType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum CustomResourceAction {
+    /// The stack is created (or the resource added).
+    Create,
+    /// The resource's properties changed.
+    Update,
+    /// The stack is deleted (or the resource removed, or a failed creation rolled back).
+    Delete,
 }
 
 /// The event is neither a WebSocket route event nor a scheduled event; the message says what
@@ -39,6 +75,15 @@ pub fn classify(payload: Value) -> Result<Invocation, MalformedEvent> {
             "the event is not a JSON object; {EXPECTED}"
         )));
     };
+    if event.contains_key("RequestType") && event.contains_key("ResponseURL") {
+        return serde_json::from_value(Value::Object(event))
+            .map(|r| Invocation::CustomResource(Box::new(r)))
+            .map_err(|e| {
+                MalformedEvent(format!(
+                    "malformed CloudFormation custom resource request: {e}"
+                ))
+            });
+    }
     if event.get("source").and_then(Value::as_str) == Some("aws.events") {
         return match event.get("detail-type").and_then(Value::as_str) {
             Some("Scheduled Event") => Ok(Invocation::Scheduled),
@@ -107,5 +152,31 @@ mod tests {
         }
         let e = classify(json!({"requestContext": {"routeKey": 5}})).unwrap_err();
         assert!(e.0.contains("malformed"), "{e}");
+    }
+
+    #[test]
+    fn a_cloudformation_request_is_a_custom_resource_and_a_malformed_one_says_why() {
+        let v = json!({
+            "RequestType": "Delete",
+            "ResponseURL": "https://cfn.example/answer",
+            "StackId": "arn:aws:cloudformation:us-east-1:1:stack/voice/1",
+            "RequestId": "r1",
+            "LogicalResourceId": "ChannelDrain",
+            "PhysicalResourceId": "voice-channel-drain",
+            "ResourceType": "Custom::ChannelDrain",
+            "ResourceProperties": {}
+        });
+        let Invocation::CustomResource(r) = classify(v.clone()).unwrap() else {
+            panic!("not a custom resource request")
+        };
+        assert_eq!(r.request_type, CustomResourceAction::Delete);
+        assert_eq!(
+            r.physical_resource_id.as_deref(),
+            Some("voice-channel-drain")
+        );
+        let mut bad = v;
+        bad["RequestType"] = json!("Explode");
+        let e = classify(bad).unwrap_err();
+        assert!(e.0.contains("custom resource"), "{e}");
     }
 }

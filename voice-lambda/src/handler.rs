@@ -27,6 +27,9 @@ use voice_domain::service::{DisconnectReport, SweepReport};
 use voice_domain::{ConnectionId, UseCaseError as _};
 use voice_executor::{binary_frame_reply, Executor};
 
+use crate::custom_resource::{
+    delete_reason, is_delete, send_answer, CustomResourceAnswer, TEARDOWN_BUDGET,
+};
 use crate::event::{classify, Invocation};
 use voice_adapters_aws::{derive_endpoint, with_request_endpoint, with_source_ip};
 
@@ -46,6 +49,9 @@ pub enum LambdaOutput {
     WebSocket(ApiGatewayProxyResponse),
     /// What a scheduled sweep changed.
     Sweep(SweepReportView),
+    /// The answer sent to CloudFormation for a custom resource request (returned too, for
+    /// logs and tests).
+    CustomResource(CustomResourceAnswer),
 }
 
 /// The sweep's report on the wire (the domain's report is not a wire type).
@@ -181,6 +187,37 @@ impl<P: Ports> VoiceLambda<P> {
             }
         };
         match invocation {
+            Invocation::CustomResource(request) => {
+                info!(aws_request_id = %context.request_id, delete = is_delete(&request), "custom resource request");
+                let reason = if is_delete(&request) {
+                    let voice = Arc::clone(self.executor.voice());
+                    let teardown = guarded(async move {
+                        tokio::time::timeout(TEARDOWN_BUDGET, voice.teardown()).await
+                    })
+                    .await;
+                    let outcome = match teardown {
+                        Some(Ok(Ok(report))) => Some(Ok(report)),
+                        Some(Ok(Err(e))) => {
+                            error!(error = %e, code = e.code(), "teardown could not list the channels");
+                            Some(Err(e.to_string()))
+                        }
+                        Some(Err(_elapsed)) => {
+                            error!(
+                                budget_secs = TEARDOWN_BUDGET.as_secs(),
+                                "teardown ran out of time"
+                            );
+                            None
+                        }
+                        None => Some(Err("internal error (see the preceding log line)".into())),
+                    };
+                    delete_reason(outcome)
+                } else {
+                    "nothing to do until the stack is deleted".to_owned()
+                };
+                let answer = CustomResourceAnswer::success(&request, reason);
+                send_answer(&request.response_url, &answer).await;
+                Ok(LambdaOutput::CustomResource(answer))
+            }
             Invocation::Scheduled => {
                 info!(aws_request_id = %context.request_id, "scheduled sweep");
                 let voice = Arc::clone(self.executor.voice());

@@ -642,3 +642,139 @@ async fn a_participant_whose_keepalives_stop_is_removed_by_the_others_keepalives
     assert_eq!(report.rooms_ended, vec![vr.clone()]);
     assert_eq!(report.failures, 0);
 }
+
+/// CloudFormation's side of a custom resource: a local `ResponseURL` that records every answer
+/// PUT to it (body and content type), as the presigned S3 URL would receive them.
+async fn answer_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(Value, bool)>>>) {
+    use axum::routing::put;
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = answers.clone();
+    let app = axum::Router::new().route(
+        "/cfn-response",
+        put(move |headers: axum::http::HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                let json: Value = serde_json::from_str(&body).expect("the answer is JSON");
+                let typed = headers.contains_key(axum::http::header::CONTENT_TYPE);
+                seen.lock().unwrap().push((json, typed));
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (
+        format!("http://{addr}/cfn-response?X-Amz-Signature=secret"),
+        answers,
+    )
+}
+
+/// A CloudFormation custom resource request for the stack's `ChannelDrain`.
+fn custom_resource_event(kind: &str, url: &str, physical: Option<&str>) -> Value {
+    let mut event = json!({
+        "RequestType": kind,
+        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:voice",
+        "ResponseURL": url,
+        "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/voice/1",
+        "RequestId": format!("req-{kind}"),
+        "LogicalResourceId": "ChannelDrain",
+        "ResourceType": "Custom::ChannelDrain",
+        "ResourceProperties": {"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:voice"}
+    });
+    if let Some(p) = physical {
+        event["PhysicalResourceId"] = json!(p);
+    }
+    event
+}
+
+/// `sam delete`: signaling channels are not stack resources, so the stack's `ChannelDrain`
+/// custom resource deletes them when CloudFormation deletes it. `Create` (and `Update`) only
+/// answer; `Delete` deletes this deployment's channels (pooled and held), and only those, and
+/// answers `SUCCESS` at the `ResponseURL` with the same physical id, or the stack would wait an
+/// hour for it.
+#[tokio::test]
+async fn stack_deletion_deletes_this_deployments_channels_and_answers_cloudformation() {
+    let Some(w) = World::start_with(true).await else {
+        return;
+    };
+    meeting(&w).await; // two channels, back in the pool
+    let r = w
+        .call("createVoiceRoom", ALICE, json!({"roomId": CHAT}))
+        .await;
+    assert_ok(&r, "createVoiceRoom");
+    let vr = r.data()["voiceRoomId"].as_str().unwrap().to_owned();
+    let r = w
+        .call("getVoiceCredentials", ALICE, json!({"voiceRoomId": vr}))
+        .await;
+    assert_ok(&r, "getVoiceCredentials");
+    assert_eq!(w.channel_count(), 3, "two pooled, one held by a live room");
+    let foreign = w
+        .kvs
+        .insert_channel("voice-other-app", &[("app", "other")], 1_700_000_000.0);
+    let (url, answers) = answer_endpoint().await;
+
+    let out = invoke(&w.lambda, custom_resource_event("Create", &url, None))
+        .await
+        .unwrap();
+    let LambdaOutput::CustomResource(created) = out else {
+        panic!("expected a custom resource answer, got {out:?}")
+    };
+    assert_eq!(created.status, "SUCCESS");
+    assert_eq!(w.channel_count(), 4, "Create deletes nothing");
+    {
+        let got = answers.lock().unwrap();
+        assert_eq!(got.len(), 1, "the answer went to the ResponseURL");
+        assert_eq!(got[0].0["Status"], "SUCCESS");
+        assert_eq!(got[0].0["RequestId"], "req-Create");
+        assert_eq!(got[0].0["LogicalResourceId"], "ChannelDrain");
+        assert_eq!(got[0].0["PhysicalResourceId"], "voice-channel-drain");
+        assert!(
+            !got[0].1,
+            "no content type: the presigned URL is signed without one"
+        );
+    }
+
+    let out = invoke(
+        &w.lambda,
+        custom_resource_event("Delete", &url, Some("voice-channel-drain")),
+    )
+    .await
+    .unwrap();
+    let LambdaOutput::CustomResource(deleted) = out else {
+        panic!("expected a custom resource answer, got {out:?}")
+    };
+    assert_eq!(deleted.status, "SUCCESS");
+    assert_eq!(
+        deleted.reason, "deleted 3 signaling channels of this stack",
+        "{deleted:?}"
+    );
+    let left: Vec<String> = w
+        .kvs
+        .channels()
+        .into_iter()
+        .map(|c| c.arn.clone())
+        .collect();
+    assert_eq!(left, vec![foreign], "only another app's channel is left");
+    {
+        let got = answers.lock().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].0["Status"], "SUCCESS");
+        assert_eq!(got[1].0["PhysicalResourceId"], "voice-channel-drain");
+        assert_eq!(got[1].0["Reason"], deleted.reason);
+    }
+    let pooled_free = w
+        .ddb
+        .scan()
+        .table_name(w.pool_table.clone().unwrap())
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| i["state"] == AttributeValue::S("free".into()))
+        .count();
+    assert_eq!(pooled_free, 0, "the pool no longer offers deleted channels");
+}
