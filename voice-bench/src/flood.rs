@@ -84,9 +84,6 @@ pub struct FloodOpts {
 /// 2 sendMessage), how long its reply took (ns).
 type Sample = (Instant, usize, u64);
 
-/// The made-up user the `writes` flooder bans and unbans in its own room.
-const BANNED: &str = "00000000-0000-4000-a000-000000000001";
-
 const BYSTANDER_ACTIONS: [&str; 3] = ["listRooms", "getMessages", "sendMessage"];
 
 fn str_of(v: &Value, k: &str) -> anyhow::Result<String> {
@@ -178,7 +175,9 @@ async fn set_up(d: &Dialer, o: &FloodOpts) -> anyhow::Result<World> {
 }
 
 /// The flooder: `o.flood_conns` connections of one user (`first`, then `token` resumed),
-/// each a closed loop paced at its share of `o.flood_rate`, until `stop`.
+/// each a closed loop paced at its share of `o.flood_rate`, until `stop`. `own_room` (the
+/// `writes` case): the flooder's room and the real user it bans and unbans there (a made-up
+/// id is refused).
 #[allow(clippy::too_many_arguments)]
 async fn spawn_flood(
     d: Arc<Dialer>,
@@ -190,7 +189,7 @@ async fn spawn_flood(
     count: Arc<FloodCount>,
     mut first: Option<Conn>,
     token: String,
-    own_room: Option<String>,
+    own_room: Option<(String, String)>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
     let conns = o.flood_conns.max(1);
     let period = Duration::from_secs_f64(conns as f64 / o.flood_rate.max(0.1));
@@ -206,7 +205,7 @@ async fn spawn_flood(
                 c
             }
         };
-        let (d, stop, count, room_ids, busy_room, token, text, own_room) = (
+        let (d, stop, count, room_ids, busy_room, token, text, (own_room, banned)) = (
             d.clone(),
             stop.clone(),
             count.clone(),
@@ -239,10 +238,10 @@ async fn spawn_flood(
                             "requestJoin",
                             json!({ "roomId": room_ids[(n / 4) % room_ids.len().max(1)] }),
                         ),
-                        2 => ("banMember", json!({ "roomId": own_room, "userId": BANNED })),
+                        2 => ("banMember", json!({ "roomId": own_room, "userId": banned })),
                         _ => (
                             "unbanMember",
-                            json!({ "roomId": own_room, "userId": BANNED }),
+                            json!({ "roomId": own_room, "userId": banned }),
                         ),
                     },
                 };
@@ -360,7 +359,9 @@ pub async fn flood(t: &Target, o: &FloodOpts) -> anyhow::Result<Vec<Report>> {
                 let own = c
                     .request("createRoom", json!({ "name": "flooder room" }))
                     .await?;
-                (Some(c), token, Some(str_of(&own, "roomId")?))
+                // Only a user who has signed in can be banned: a real one, not a made-up id.
+                let (_, banned, _) = new_user(&d, "banned").await?;
+                (Some(c), token, Some((str_of(&own, "roomId")?, banned)))
             }
         };
         let tasks = spawn_flood(
