@@ -956,7 +956,11 @@ mod tests {
         assert!(parse(&["--ping-interval-secs", "10", "--idle-timeout-secs", "10"]).is_err());
         assert!(parse(&["--queue-bytes", "0"]).is_err());
         assert!(parse(&["--public-host", "https://x.example"]).is_err());
+        assert!(parse(&["--max-bans-per-room", "0"]).is_err());
+        let bans = parse(&["--max-bans-per-room", "7"]).unwrap();
+        assert_eq!(bans.chat_limits.bans_per_room, 7);
         let d = parse(&[]).unwrap();
+        assert_eq!(d.chat_limits.bans_per_room, 1_000);
         assert_eq!(
             (d.queue_bytes, d.max_connections, d.max_connections_per_ip),
             (1024 * 1024, 10_000, 64)
