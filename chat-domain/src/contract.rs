@@ -55,6 +55,7 @@ pub async fn run_all(store: &dyn ChatStore, ns: &str) {
     room_pages_visit_every_room_once(store, &format!("{ns}-pages")).await;
     member_pages_in_id_order_with_names_and_presence(store, &format!("{ns}-mpages")).await;
     quotas_hold_with_the_write_even_when_racing(store, &format!("{ns}-quota")).await;
+    bans_are_capped_per_room_even_when_racing(store, &format!("{ns}-banq")).await;
 }
 
 /// Token generations start at 0 and each bump raises one user's by one.
@@ -86,7 +87,7 @@ pub async fn removal_and_bans(store: &dyn ChatStore, ns: &str) {
 
     assert_eq!(
         store
-            .remove_member(r, &member, false)
+            .remove_member(r, &member, false, usize::MAX)
             .await
             .expect("remove"),
         MemberState::Approved
@@ -108,7 +109,10 @@ pub async fn removal_and_bans(store: &dyn ChatStore, ns: &str) {
     );
 
     assert_eq!(
-        store.remove_member(r, &asker, true).await.expect("ban"),
+        store
+            .remove_member(r, &asker, true, usize::MAX)
+            .await
+            .expect("ban"),
         MemberState::Pending
     );
     assert!(!store
@@ -122,7 +126,10 @@ pub async fn removal_and_bans(store: &dyn ChatStore, ns: &str) {
         Err(ChatStoreError::Banned)
     );
     assert_eq!(
-        store.remove_member(r, &asker, true).await.expect("again"),
+        store
+            .remove_member(r, &asker, true, usize::MAX)
+            .await
+            .expect("again"),
         MemberState::None,
         "banning twice is harmless"
     );
@@ -137,7 +144,9 @@ pub async fn removal_and_bans(store: &dyn ChatStore, ns: &str) {
     );
     let nowhere = room_id(ns, "missing");
     assert_eq!(
-        store.remove_member(&nowhere, &asker, true).await,
+        store
+            .remove_member(&nowhere, &asker, true, usize::MAX)
+            .await,
         Err(ChatStoreError::NoSuchRoom)
     );
     assert_eq!(
@@ -797,4 +806,100 @@ pub async fn racing_creators_of_one_name_get_one_room(store: &dyn ChatStore, ns:
         .filter(|r| **r == Err(ChatStoreError::RoomExists))
         .count();
     assert_eq!((won, lost), (1, 7), "{results:?}");
+}
+
+/// A room holds at most `max_bans` bans, counted in the same atomic step as the insert: eight
+/// bans racing for the last place give one ban and seven [`Quota::BansPerRoom`] refusals that
+/// change nothing (a refused ban of a member leaves the member in). A re-ban and a removal
+/// without ban are never refused; `unban` frees a place; another room's bans do not count.
+pub async fn bans_are_capped_per_room_even_when_racing(store: &dyn ChatStore, ns: &str) {
+    let admin = user(ns, "admin");
+    let room = record(ns, "1", &admin);
+    store.create_room(&room, usize::MAX).await.expect("room");
+    let r = &room.id;
+    let member = user(ns, "member");
+    store
+        .request_join(r, &member, JoinQuotas::UNLIMITED)
+        .await
+        .expect("request");
+    store.decide_join(r, &member, true).await.expect("approve");
+    let max = 3;
+    let (first, second) = (user(ns, "b1"), user(ns, "b2"));
+    for u in [&first, &second] {
+        assert_eq!(
+            store.remove_member(r, u, true, max).await,
+            Ok(MemberState::None)
+        );
+    }
+
+    // One place left; eight bans (the member's among them) race for it.
+    let mut racers: Vec<UserId> = (0..7).map(|i| user(ns, &format!("race{i}"))).collect();
+    racers.push(member.clone());
+    let results = join_all(racers.iter().map(|u| store.remove_member(r, u, true, max))).await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || *r == Err(ChatStoreError::QuotaExceeded(Quota::BansPerRoom))));
+    let winner = &racers[results.iter().position(Result::is_ok).expect("one won")];
+    for (u, res) in racers.iter().zip(&results) {
+        if res.is_err() {
+            assert_eq!(
+                store.unban(r, u).await,
+                Ok(false),
+                "a refused ban stores nothing"
+            );
+        }
+    }
+    if winner != &member {
+        assert_eq!(
+            store
+                .membership(r, &member)
+                .await
+                .expect("read")
+                .map(|m| m.state),
+            Some(MemberState::Approved),
+            "a refused ban leaves the member in"
+        );
+        // At the limit: removing without a ban still works.
+        assert_eq!(
+            store.remove_member(r, &member, false, max).await,
+            Ok(MemberState::Approved)
+        );
+    }
+    // At the limit: a re-ban is never refused, a new one is.
+    assert_eq!(
+        store.remove_member(r, &first, true, max).await,
+        Ok(MemberState::None)
+    );
+    let late = user(ns, "late");
+    assert_eq!(
+        store.remove_member(r, &late, true, max).await,
+        Err(ChatStoreError::QuotaExceeded(Quota::BansPerRoom))
+    );
+    assert_eq!(
+        store.request_join(r, &late, JoinQuotas::UNLIMITED).await,
+        Ok((MemberState::None, MemberState::Pending)),
+        "the refused ban did not ban"
+    );
+    // Another room's bans are its own.
+    let other = record(ns, "2", &admin);
+    store.create_room(&other, usize::MAX).await.expect("room");
+    assert_eq!(
+        store.remove_member(&other.id, &late, true, max).await,
+        Ok(MemberState::None)
+    );
+    // An unban frees a place, and only one.
+    assert!(store.unban(r, &second).await.expect("unban"));
+    assert_eq!(
+        store.remove_member(r, &late, true, max).await,
+        Ok(MemberState::Pending)
+    );
+    assert_eq!(
+        store.remove_member(r, &second, true, max).await,
+        Err(ChatStoreError::QuotaExceeded(Quota::BansPerRoom))
+    );
 }

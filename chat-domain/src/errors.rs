@@ -35,6 +35,11 @@ pub enum ChatError {
     /// The admin tried to remove or ban themselves.
     #[error("the admin cannot remove or ban themselves")]
     CannotRemoveAdmin,
+    /// A ban named a user id nobody has ever signed in with. A ban is a stored row, so bans of
+    /// made-up ids would let one admin fill the store; real users may still be banned before
+    /// they ask to join.
+    #[error("no user with this id has ever signed in here; only an existing user can be banned")]
+    UnknownUser,
     /// Name taken.
     #[error("a chat room with this name exists; pick another name or join that one")]
     RoomExists,
@@ -71,7 +76,7 @@ impl ChatError {
             Self::NotAdmin => "NOT_ADMIN",
             Self::RoomExists => "ROOM_EXISTS",
             Self::Banned => "BANNED",
-            Self::CannotRemoveAdmin => "BAD_REQUEST",
+            Self::CannotRemoveAdmin | Self::UnknownUser => "BAD_REQUEST",
             Self::NoPendingRequest => "NO_PENDING_REQUEST",
             Self::QuotaExceeded(_) => "QUOTA_EXCEEDED",
             Self::BadRequest(_) => "BAD_REQUEST",
@@ -95,9 +100,10 @@ impl ChatError {
             Self::NotMember | Self::NotApproved | Self::NotAdmin | Self::Banned => {
                 ErrorClass::Forbidden
             }
-            Self::CannotRemoveAdmin | Self::BadRequest(_) | Self::TooLarge(_) => {
-                ErrorClass::BadRequest
-            }
+            Self::CannotRemoveAdmin
+            | Self::UnknownUser
+            | Self::BadRequest(_)
+            | Self::TooLarge(_) => ErrorClass::BadRequest,
             Self::RoomExists | Self::NoPendingRequest | Self::QuotaExceeded(_) => {
                 ErrorClass::Conflict
             }

@@ -49,6 +49,8 @@ pub enum Quota {
     PendingPerRoom,
     /// The user already has as many join requests waiting as allowed.
     PendingPerUser,
+    /// The room already has as many bans as allowed.
+    BansPerRoom,
 }
 
 /// The limits a new join request must keep, checked by the store atomically with the write.
@@ -211,14 +213,20 @@ pub trait ChatStore: ChatDirectory {
 
     /// Removes `user`'s membership or request in `room` (a no-op if they have none) and, with
     /// `ban`, records in the same step that they may not ask again. Returns the state before.
+    /// A *new* ban is refused when the room already has `max_bans` bans, counted in the same
+    /// atomic step as the insert (so two racing bans cannot both take the last place), and
+    /// then nothing changes, the membership included; banning a user already banned, and a
+    /// removal without `ban`, are never refused for the quota.
     ///
     /// # Errors
-    /// [`ChatStoreError::NoSuchRoom`], [`ChatStoreError::Unavailable`].
+    /// [`ChatStoreError::NoSuchRoom`], [`ChatStoreError::QuotaExceeded`]
+    /// ([`Quota::BansPerRoom`]), [`ChatStoreError::Unavailable`].
     async fn remove_member(
         &self,
         room: &ChatRoomId,
         user: &UserId,
         ban: bool,
+        max_bans: usize,
     ) -> Result<MemberState, ChatStoreError>;
 
     /// Lifts a ban; returns whether there was one.

@@ -34,6 +34,9 @@ pub struct ChatLimits {
     pub pending_per_room: usize,
     /// Join requests one user may have waiting, across all rooms.
     pub pending_per_user: usize,
+    /// Bans one room may hold. A ban may name someone who is not a member (a pre-emptive
+    /// ban), so without a bound one admin could write ban rows without end.
+    pub bans_per_room: usize,
     /// How long a resume token stays good after it was issued. Sliding: every `hello` issues a
     /// fresh one, so only a user away longer than this comes back as a new user.
     pub resume_ttl: Duration,
@@ -50,13 +53,14 @@ pub struct ChatLimits {
 
 impl Default for ChatLimits {
     /// Generous for people, small for scripts: 10 rooms, 50 waiting requests per room, 20
-    /// waiting requests per user; resume tokens good for 30 days; 96 KiB of history per
+    /// waiting requests per user, 1 000 bans per room; resume tokens good for 30 days; 96 KiB of history per
     /// `getMessages` reply; pages of 50 rooms and 100 members.
     fn default() -> Self {
         Self {
             rooms_per_user: 10,
             pending_per_room: 50,
             pending_per_user: 20,
+            bans_per_room: 1_000,
             resume_ttl: Duration::from_secs(30 * 24 * 3600),
             history_bytes: MESSAGE_HISTORY_BYTES,
             rooms_page: ROOMS_PAGE,
@@ -403,6 +407,15 @@ impl ChatService {
                     l.pending_per_user
                 ))
             }
+            ChatStoreError::QuotaExceeded(Quota::BansPerRoom) => {
+                if let Some(room) = room {
+                    info!(chat_room_id = %room, limit = l.bans_per_room, "ban quota of the room reached");
+                }
+                ChatError::QuotaExceeded(format!(
+                    "this chat room already has {} bans, the most this server allows; lift some with unban first",
+                    l.bans_per_room
+                ))
+            }
             other => other.into(),
         }
     }
@@ -506,12 +519,16 @@ impl ChatService {
 
     /// `removeMember` / `banMember`: the admin removes a member or a pending requester; with
     /// `ban` they may not ask again (until `unbanMember`). The user and the room's approved
-    /// members hear `memberRemoved`. Banning someone who holds no membership is allowed (a
-    /// pre-emptive ban); removing them is a silent no-op that still answers.
+    /// members hear `memberRemoved`. Banning a user who holds no membership is allowed (a
+    /// pre-emptive ban), but only a user who exists (has signed in): a ban is a stored row,
+    /// and made-up ids would let one admin store rows without end. Removing someone without a
+    /// membership is a silent no-op that still answers.
     ///
     /// # Errors
     /// [`ChatError::ChatRoomNotFound`], [`ChatError::NotAdmin`],
-    /// [`ChatError::CannotRemoveAdmin`], [`ChatError::Unavailable`].
+    /// [`ChatError::CannotRemoveAdmin`], [`ChatError::UnknownUser`] (a ban of a user id
+    /// nobody has signed in with), [`ChatError::QuotaExceeded`] (a new ban when the room
+    /// already has [`ChatLimits::bans_per_room`]), [`ChatError::Unavailable`].
     pub async fn remove_member(
         &self,
         admin: &UserId,
@@ -523,7 +540,18 @@ impl ChatService {
         if user == admin {
             return Err(ChatError::CannotRemoveAdmin);
         }
-        let before = self.ports.store.remove_member(room, user, ban).await?;
+        // Users are never deleted, so a user seen now still exists when the ban is written.
+        if ban && self.ports.store.user_name(user).await?.is_none() {
+            return Err(ChatError::UnknownUser);
+        }
+        // The store counts the room's bans in the same atomic step as the insert (a re-ban
+        // and a plain removal are never refused for it).
+        let before = self
+            .ports
+            .store
+            .remove_member(room, user, ban, self.limits.bans_per_room)
+            .await
+            .map_err(|e| self.quota_refusal(e, admin, Some(room)))?;
         info!(chat_room_id = %room, user_id = %user, ban, "member removed");
         let event = ChatEvent::MemberRemoved {
             room_id: room.to_string(),

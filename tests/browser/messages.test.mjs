@@ -39,3 +39,9 @@ test('an unknown code still reads as a sentence; a non-API error keeps its own (
   assert.equal(describeError(new Error('Microphone access denied. Allow it.')), 'Microphone access denied. Allow it.');
   assert.match(describeError(new ApiError('serverMute', { code: 'NOT_ALLOWED' })), /mute others/, 'action-specific words');
 });
+
+test('a refused ban says why in plain words (issue 13: bans per room are bounded, made-up ids refused)', () => {
+  assert.match(describeError(new ApiError('banMember', { code: 'QUOTA_EXCEEDED' })), /as many bans as the server allows/);
+  assert.match(describeError(new ApiError('banMember', { code: 'BAD_REQUEST' })), /never signed in/);
+  assert.doesNotMatch(describeError(new ApiError('requestJoin', { code: 'QUOTA_EXCEEDED' })), /bans/);
+});

@@ -452,23 +452,21 @@ impl DynamoChat {
     }
 
     /// One membership change as one transaction of two updates: the room item (`room_expr`
-    /// under `condition`; `:u` is the user as a one-element set, `:uid` as a string) and the
-    /// user item (`user_expr`; `:r` is the room as a one-element set), so that the room's sets
-    /// and the user's counts never disagree.
+    /// under `condition`; `:u` is the user as a one-element set, `:uid` as a string, and
+    /// `values` any others the condition names) and the user item (`user_expr`; `:r` is the
+    /// room as a one-element set), so that the room's sets and the user's counts never
+    /// disagree.
     async fn change_membership(
         &self,
         room: &ChatRoomId,
         user: &UserId,
-        room_expr: &str,
-        condition: &str,
+        (room_expr, condition): (&str, &str),
+        values: Vec<(&str, AttributeValue)>,
         user_expr: &str,
     ) -> Result<Outcome, ChatStoreError> {
-        let on_room = self.room_update(
-            room,
-            room_expr,
-            condition,
-            vec![(":u", ss(user.as_str())), (":uid", s(user.as_str()))],
-        )?;
+        let mut all = vec![(":u", ss(user.as_str())), (":uid", s(user.as_str()))];
+        all.extend(values);
+        let on_room = self.room_update(room, room_expr, condition, all)?;
         let on_user = self.user_update(user, user_expr, vec![(":r", ss(room.as_str()))])?;
         self.run_transaction(vec![
             TransactWriteItem::builder().update(on_room).build(),
@@ -1049,8 +1047,13 @@ impl ChatStore for DynamoChat {
         } else {
             ("DELETE #pending :u", "DELETE #pendingRooms :r")
         };
-        let change =
-            self.change_membership(room, user, room_expr, "contains(#pending, :uid)", user_expr);
+        let change = self.change_membership(
+            room,
+            user,
+            (room_expr, "contains(#pending, :uid)"),
+            Vec::new(),
+            user_expr,
+        );
         match change.await? {
             Outcome::Done => Ok(()),
             Outcome::ConditionFailed(_) => match self.room_item(room).await? {
@@ -1062,12 +1065,14 @@ impl ChatStore for DynamoChat {
 
     /// A consistent read gives the state before; one transaction, conditional on that state
     /// still holding, removes the membership or request on both items and, with `ban`, adds the
-    /// user to `bannedUsers`.
+    /// user to `bannedUsers`, conditional also on the user being in it already or the set
+    /// being smaller than `max_bans`, so two racing bans cannot both take the last place.
     async fn remove_member(
         &self,
         room: &ChatRoomId,
         user: &UserId,
         ban: bool,
+        max_bans: usize,
     ) -> Result<MemberState, ChatStoreError> {
         for _ in 0..TRANSACTION_ATTEMPTS {
             let Some(item) = self.room_item(room).await? else {
@@ -1076,6 +1081,13 @@ impl ChatStore for DynamoChat {
             let m = self.parse_room(room, &item)?.membership_of(user.as_str());
             if m.state == MemberState::None && !ban {
                 return Ok(MemberState::None);
+            }
+            if ban {
+                let banned = user_ids(item.get(&self.schema().room_banned_attr))
+                    .map_err(|e| corrupt(format!("room {room}: bans {e}")))?;
+                if !banned.contains(user.as_str()) && banned.len() >= max_bans {
+                    return Err(ChatStoreError::QuotaExceeded(Quota::BansPerRoom));
+                }
             }
             let still = match (m.state, m.is_admin) {
                 (MemberState::Approved, true) => "#admin = :uid",
@@ -1087,16 +1099,27 @@ impl ChatStore for DynamoChat {
                     "#admin <> :uid AND NOT contains(#members, :uid) AND NOT contains(#pending, :uid)"
                 }
             };
-            let expr = if ban {
-                "DELETE #members :u, #pending :u ADD #banned :u"
+            let (expr, condition, values) = if ban {
+                (
+                    "DELETE #members :u, #pending :u ADD #banned :u",
+                    format!(
+                        "({still}) AND (contains(#banned, :uid) OR attribute_not_exists(#banned) \
+                         OR size(#banned) < :maxbans)"
+                    ),
+                    vec![(":maxbans", n(max_bans as u64))],
+                )
             } else {
-                "DELETE #members :u, #pending :u"
+                (
+                    "DELETE #members :u, #pending :u",
+                    still.to_owned(),
+                    Vec::new(),
+                )
             };
             let change = self.change_membership(
                 room,
                 user,
-                expr,
-                still,
+                (expr, &condition),
+                values,
                 "DELETE #memberRooms :r, #pendingRooms :r",
             );
             match change.await? {

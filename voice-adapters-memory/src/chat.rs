@@ -22,7 +22,8 @@ struct Extra {
     rooms: BTreeMap<ChatRoomId, RoomRecord>,
     messages: HashMap<ChatRoomId, VecDeque<StoredMessage>>,
     last_seq: HashMap<ChatRoomId, u64>,
-    bans: HashSet<(ChatRoomId, UserId)>,
+    /// Per room, so counting a room's bans for the quota is one lookup.
+    bans: HashMap<ChatRoomId, HashSet<UserId>>,
     generations: HashMap<UserId, u64>,
 }
 
@@ -210,7 +211,7 @@ impl ChatStore for MemoryChat {
         if !extra.rooms.contains_key(room) {
             return Err(ChatStoreError::NoSuchRoom);
         }
-        if extra.bans.contains(&(room.clone(), user.clone())) {
+        if extra.bans.get(room).is_some_and(|b| b.contains(user)) {
             return Err(ChatStoreError::Banned);
         }
         let members = self.directory.members(room);
@@ -256,15 +257,24 @@ impl ChatStore for MemoryChat {
         r.map_err(change_err)
     }
 
+    /// Quota check, removal and ban under one lock (`extra`, which every ban write holds), so
+    /// two racing bans cannot both take the last free place.
     async fn remove_member(
         &self,
         room: &ChatRoomId,
         user: &UserId,
         ban: bool,
+        max_bans: usize,
     ) -> Result<MemberState, ChatStoreError> {
         let mut extra = self.lock();
         if !extra.rooms.contains_key(room) {
             return Err(ChatStoreError::NoSuchRoom);
+        }
+        if ban {
+            let held = extra.bans.get(room);
+            if !held.is_some_and(|b| b.contains(user)) && held.map_or(0, HashSet::len) >= max_bans {
+                return Err(ChatStoreError::QuotaExceeded(Quota::BansPerRoom));
+            }
         }
         let before = self
             .directory
@@ -276,7 +286,11 @@ impl ChatStore for MemoryChat {
             .set_state(room, user.clone(), MemberState::None)
             .map_err(change_err)?;
         if ban {
-            extra.bans.insert((room.clone(), user.clone()));
+            extra
+                .bans
+                .entry(room.clone())
+                .or_default()
+                .insert(user.clone());
         }
         Ok(before)
     }
@@ -286,7 +300,7 @@ impl ChatStore for MemoryChat {
         if !extra.rooms.contains_key(room) {
             return Err(ChatStoreError::NoSuchRoom);
         }
-        Ok(extra.bans.remove(&(room.clone(), user.clone())))
+        Ok(extra.bans.get_mut(room).is_some_and(|b| b.remove(user)))
     }
 
     async fn append_message(

@@ -5,8 +5,9 @@
 //! display and room names from a small set (so names collide case-insensitively, and some are
 //! refused as empty or invisible-laden), resume tokens kept from every `hello` (and a forged
 //! one), a manual clock, and tight quotas (2 rooms per user, 1 waiting request per room, 2 per
-//! user, resume tokens good for 10 minutes, 16 KiB of history per reply) so that every
-//! quota is reached.
+//! user, 2 bans per room, resume tokens good for 10 minutes, 16 KiB of history per reply) so
+//! that every quota is reached. Commands also name a user id nobody signed in with, which may
+//! be removed (a no-op) but not banned.
 //!
 //! After every step:
 //! - the answer (success, or the error's wire code) is the one the model predicts, in the
@@ -14,8 +15,9 @@
 //!   then validation, then quotas);
 //! - the store agrees with the model: who is on each connection, each room's members and their
 //!   states, bans (a banned user is never pending or approved), each room's message history;
-//! - no quota is ever exceeded in the store (rooms per admin, waiting requests per room and per
-//!   user);
+//! - no quota is ever exceeded (rooms per admin, waiting requests per room and per user, in
+//!   the store; bans per room, in the model whose bans every `requestJoin` and `unbanMember`
+//!   answer checks against the store);
 //! - events go exactly where the rules say: a message to the room's approved members' open
 //!   connections and nobody else, a join request to the admin's connections only, a new room
 //!   to every identified connection, a removal to the room and the removed user;
@@ -46,6 +48,7 @@ const LIMITS: ChatLimits = ChatLimits {
     rooms_per_user: 2,
     pending_per_room: 1,
     pending_per_user: 2,
+    bans_per_room: 2,
     resume_ttl: Duration::from_secs(600),
     history_bytes: HISTORY_BYTES,
     rooms_page: 2,
@@ -184,7 +187,9 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         4 => (conn.clone(), room.clone()).prop_map(|(conn, room)| Cmd::RequestJoin { conn, room }),
         4 => (conn.clone(), room.clone(), user.clone(), any::<bool>())
             .prop_map(|(conn, room, user, approve)| Cmd::Decide { conn, room, user, approve }),
-        2 => (conn.clone(), room.clone(), user.clone(), any::<bool>())
+        // Mostly the living room's admin in that room, so that its ban quota is reached.
+        4 => (prop_oneof![3 => Just(0), 1 => conn.clone()], prop_oneof![3 => Just(0), 1 => room.clone()],
+              user.clone(), any::<bool>())
             .prop_map(|(conn, room, user, ban)| Cmd::Remove { conn, room, user, ban }),
         1 => (conn.clone(), room.clone(), user.clone())
             .prop_map(|(conn, room, user)| Cmd::Unban { conn, room, user }),
@@ -466,6 +471,14 @@ impl World {
                     None => Err("CHAT_ROOM_NOT_FOUND"),
                     Some(r) if r.admin != actor => Err("NOT_ADMIN"),
                     Some(_) if target == actor => Err("BAD_REQUEST"),
+                    Some(_) if ban && !self.model.users.contains(&target) => Err("BAD_REQUEST"),
+                    Some(r)
+                        if ban
+                            && !r.bans.contains(&target)
+                            && r.bans.len() >= LIMITS.bans_per_room =>
+                    {
+                        Err("QUOTA_EXCEEDED")
+                    }
                     Some(_) => Ok(()),
                 };
                 assert_eq!(code(&got), want.err().unwrap_or("OK"), "{cmd:?}");
@@ -749,6 +762,7 @@ impl World {
                 .filter(|s| **s == MemberState::Pending)
                 .count();
             assert!(waiting <= LIMITS.pending_per_room);
+            assert!(r.bans.len() <= LIMITS.bans_per_room);
         }
         for u in &self.model.users {
             let usage = block_on(self.store.usage_of(u)).unwrap();
@@ -759,7 +773,9 @@ impl World {
 }
 
 /// Every history starts from a small chat: three users (one connection each), a room of the
-/// first with the second approved, so that random commands mostly act in a living room.
+/// first with the second approved, so that random commands mostly act in a living room; and a
+/// fourth user, gone offline, banned from that room, so that one more ban reaches the room's
+/// ban quota (2) and the next new one is refused.
 fn setup() -> Vec<Cmd> {
     vec![
         Cmd::Hello {
@@ -784,6 +800,18 @@ fn setup() -> Vec<Cmd> {
             room: 0,
             user: 1,
             approve: true,
+        },
+        Cmd::Hello {
+            conn: 3,
+            name: 2,
+            token: Tok::None,
+        },
+        Cmd::Disconnect { conn: 3 },
+        Cmd::Remove {
+            conn: 0,
+            room: 0,
+            user: 3,
+            ban: true,
         },
     ]
 }

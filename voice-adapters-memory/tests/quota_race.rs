@@ -1,5 +1,5 @@
-//! Quotas under racing requests (issue 13): two simultaneous `createRoom`s by one user, or two
-//! `requestJoin`s to one room, must not pass a quota by one.
+//! Quotas under racing requests (issue 13): two simultaneous `createRoom`s by one user, two
+//! `requestJoin`s to one room, or two `banMember`s in one room, must not pass a quota by one.
 //!
 //! A read-then-write check ("count, then insert") lets both requests read the count before
 //! either writes. This test forces exactly that interleaving: the store in front of the memory
@@ -56,7 +56,7 @@ impl Barrier {
     }
 }
 
-/// The memory chat, with `create_room` and `request_join` held at a barrier.
+/// The memory chat, with `create_room`, `request_join` and `remove_member` held at a barrier.
 struct HeldWrites {
     inner: MemoryChat,
     barrier: Mutex<Option<Barrier>>,
@@ -154,8 +154,10 @@ impl ChatStore for HeldWrites {
         r: &ChatRoomId,
         u: &UserId,
         ban: bool,
+        max_bans: usize,
     ) -> Result<MemberState, ChatStoreError> {
-        self.inner.remove_member(r, u, ban).await
+        self.hold().await;
+        self.inner.remove_member(r, u, ban, max_bans).await
     }
     async fn unban(&self, r: &ChatRoomId, u: &UserId) -> Result<bool, ChatStoreError> {
         self.inner.unban(r, u).await
@@ -295,4 +297,37 @@ fn two_simultaneous_requests_by_one_user_cannot_pass_their_waiting_quota() {
         .pending_requests;
     println!("one user's racing requests: {waiting} waiting (quota 1)");
     assert_eq!(waiting, 1, "{results:?}");
+}
+
+#[test]
+fn two_simultaneous_bans_cannot_pass_the_ban_quota_of_a_room() {
+    let (chat, store) = world(ChatLimits {
+        bans_per_room: 2,
+        ..ChatLimits::default()
+    });
+    let ann = user("ann");
+    let room = block_on(chat.create_room(&ann, "Strict")).unwrap();
+    let (bo, cy, di) = (user("bo"), user("cy"), user("di"));
+    for (i, u) in [&bo, &cy, &di].into_iter().enumerate() {
+        let c = ConnectionId::parse(format!("c{i}")).unwrap();
+        block_on(store.inner.bind_connection(&c, u, "Someone")).unwrap();
+    }
+    block_on(chat.remove_member(&ann, &room.id, &bo, true)).unwrap();
+    // One place left; two bans race for it, both past every read before either writes.
+    *store.barrier.lock().unwrap() = Some(Barrier::new(2));
+    let results = block_on(join_all([
+        chat.remove_member(&ann, &room.id, &cy, true),
+        chat.remove_member(&ann, &room.id, &di, true),
+    ]));
+    *store.barrier.lock().unwrap() = None;
+    let held = [&bo, &cy, &di]
+        .into_iter()
+        .filter(|u| {
+            block_on(store.inner.request_join(&room.id, u, JoinQuotas::UNLIMITED))
+                == Err(ChatStoreError::Banned)
+        })
+        .count();
+    println!("racing bans: {held} bans held (quota 2)");
+    assert_eq!(held, 2, "{results:?}");
+    assert_eq!(results.iter().filter(|r| quota_refused(r)).count(), 1);
 }

@@ -578,18 +578,33 @@ impl ChatStore for SqliteChat {
             .map_err(|f: Failed| f.0)
     }
 
+    /// One IMMEDIATE transaction: the room's ban count, the removal and the ban, so two racing
+    /// bans cannot both take the last free place (the count reads the `bans` primary key).
     async fn remove_member(
         &self,
         room: &ChatRoomId,
         user: &UserId,
         ban: bool,
+        max_bans: usize,
     ) -> Result<MemberState, ChatStoreError> {
         let (room, user) = (room.clone(), user.clone());
+        let max_bans = i64::try_from(max_bans).unwrap_or(i64::MAX);
         self.db
             .run(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 if !room_exists(&tx, &room)? {
                     return Err(refused(ChatStoreError::NoSuchRoom));
+                }
+                if ban {
+                    let (already, held): (bool, i64) = tx.query_row(
+                        "SELECT EXISTS (SELECT 1 FROM bans WHERE chat_room_id = ?1 AND user_id = ?2),
+                                (SELECT COUNT(*) FROM bans WHERE chat_room_id = ?1)",
+                        [room.as_str(), user.as_str()],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                    if !already && held >= max_bans {
+                        return Err(refused(ChatStoreError::QuotaExceeded(Quota::BansPerRoom)));
+                    }
                 }
                 let before = state_of(&tx, &room, &user)?;
                 tx.execute(

@@ -90,9 +90,6 @@ pub struct FloodOpts {
 /// 2 sendMessage), how long its reply took (ns).
 type Sample = (Instant, usize, u64);
 
-/// The made-up user the `writes` flooder bans and unbans in its own room.
-const BANNED: &str = "00000000-0000-4000-a000-000000000001";
-
 const BYSTANDER_ACTIONS: [&str; 3] = ["listRooms", "getMessages", "sendMessage"];
 
 fn str_of(v: &Value, k: &str) -> anyhow::Result<String> {
@@ -185,6 +182,8 @@ async fn set_up(d: &Dialer, o: &FloodOpts) -> anyhow::Result<World> {
 
 /// The flooder: `o.flood_conns` connections of one user (`first`, then `token` resumed),
 /// each a closed loop paced at its share of `o.flood_rate` while `active`, until `stop`.
+/// `own_room` (the `writes` case): the flooder's room and the real user it bans and unbans
+/// there (a made-up id is refused).
 #[allow(clippy::too_many_arguments)]
 async fn spawn_flood(
     d: Arc<Dialer>,
@@ -197,7 +196,7 @@ async fn spawn_flood(
     count: Arc<FloodCount>,
     mut first: Option<Conn>,
     token: String,
-    own_room: Option<String>,
+    own_room: Option<(String, String)>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
     let conns = o.flood_conns.max(1);
     let period = Duration::from_secs_f64(conns as f64 / o.flood_rate.max(0.1));
@@ -213,7 +212,7 @@ async fn spawn_flood(
                 c
             }
         };
-        let (d, stop, active, count, room_ids, busy_room, token, text, own_room) = (
+        let (d, stop, active, count, room_ids, busy_room, token, text, (own_room, banned)) = (
             d.clone(),
             stop.clone(),
             active.clone(),
@@ -250,10 +249,10 @@ async fn spawn_flood(
                             "requestJoin",
                             json!({ "roomId": room_ids[(n / 4) % room_ids.len().max(1)] }),
                         ),
-                        2 => ("banMember", json!({ "roomId": own_room, "userId": BANNED })),
+                        2 => ("banMember", json!({ "roomId": own_room, "userId": banned })),
                         _ => (
                             "unbanMember",
-                            json!({ "roomId": own_room, "userId": BANNED }),
+                            json!({ "roomId": own_room, "userId": banned }),
                         ),
                     },
                 };
@@ -370,7 +369,9 @@ pub async fn flood(t: &Target, o: &FloodOpts) -> anyhow::Result<Vec<Report>> {
                 let own = c
                     .request("createRoom", json!({ "name": "flooder room" }))
                     .await?;
-                (Some(c), token, Some(str_of(&own, "roomId")?))
+                // Only a user who has signed in can be banned: a real one, not a made-up id.
+                let (_, banned, _) = new_user(&d, "banned").await?;
+                (Some(c), token, Some((str_of(&own, "roomId")?, banned)))
             }
         };
         let tasks = spawn_flood(

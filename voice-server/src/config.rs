@@ -534,6 +534,12 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pending_per_user: u64,
 
+    /// Bans one chat room may hold (a new banMember beyond it: QUOTA_EXCEEDED; unbanMember
+    /// frees a place). A ban may name a non-member, so this bounds the rows one admin writes.
+    #[arg(long, env = "VOICE_MAX_BANS_PER_ROOM", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_bans_per_room: u64,
+
     /// Days a resume token stays good after it was issued (sliding: each visit issues a fresh
     /// one); a user away longer comes back as a new user.
     #[arg(long, env = "VOICE_RESUME_TOKEN_TTL_DAYS", default_value_t = 30,
@@ -685,6 +691,7 @@ impl Cli {
                 rooms_per_user: usize::try_from(self.max_rooms_per_user).unwrap_or(usize::MAX),
                 pending_per_room: usize::try_from(self.max_pending_per_room).unwrap_or(usize::MAX),
                 pending_per_user: usize::try_from(self.max_pending_per_user).unwrap_or(usize::MAX),
+                bans_per_room: usize::try_from(self.max_bans_per_room).unwrap_or(usize::MAX),
                 resume_ttl: Duration::from_secs(self.resume_token_ttl_days * 24 * 3600),
                 history_bytes: usize::try_from(self.max_history_reply_bytes).unwrap_or(usize::MAX),
                 rooms_page: usize::try_from(self.rooms_page_size).unwrap_or(50),
@@ -949,7 +956,11 @@ mod tests {
         assert!(parse(&["--ping-interval-secs", "10", "--idle-timeout-secs", "10"]).is_err());
         assert!(parse(&["--queue-bytes", "0"]).is_err());
         assert!(parse(&["--public-host", "https://x.example"]).is_err());
+        assert!(parse(&["--max-bans-per-room", "0"]).is_err());
+        let bans = parse(&["--max-bans-per-room", "7"]).unwrap();
+        assert_eq!(bans.chat_limits.bans_per_room, 7);
         let d = parse(&[]).unwrap();
+        assert_eq!(d.chat_limits.bans_per_room, 1_000);
         assert_eq!(
             (d.queue_bytes, d.max_connections, d.max_connections_per_ip),
             (1024 * 1024, 10_000, 64)

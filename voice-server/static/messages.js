@@ -36,6 +36,10 @@ const PLAIN = {
 
 /** Where one action's refusal needs other words than the code's usual ones. */
 const PLAIN_BY_ACTION = {
+  banMember: {
+    QUOTA_EXCEEDED: 'This room already has as many bans as the server allows, so nobody else can be banned. You can still remove them (they may ask to join again).',
+    BAD_REQUEST: 'That person has never signed in here, so they cannot be banned.',
+  },
   serverMute: {
     NOT_ALLOWED: 'Only the host of the voice chat or the room admin can mute others, and only the admin can mute the admin.',
     NOT_PARTICIPANT: 'That person is no longer in this voice chat.',

@@ -81,7 +81,10 @@ async fn the_existing_mode_reader_agrees_with_the_builtin_store() {
         .request_join(&r, &user("dan"), chat_domain::JoinQuotas::UNLIMITED)
         .await
         .unwrap();
-    store.remove_member(&r, &user("dan"), true).await.unwrap();
+    store
+        .remove_member(&r, &user("dan"), true, usize::MAX)
+        .await
+        .unwrap();
     store.unbind_connection(&conn("c-bob-2")).await.unwrap();
 
     let by_scan = DynamoDirectory::new(m.dynamodb.clone(), tables.directory.clone());
@@ -406,7 +409,7 @@ async fn a_ban_racing_a_request_never_leaves_a_banned_user_pending() {
         async move {
             let (asked, banned) = tokio::join!(
                 store.request_join(r, u, chat_domain::JoinQuotas::UNLIMITED),
-                store.remove_member(r, u, true)
+                store.remove_member(r, u, true, usize::MAX)
             );
             banned.expect("the ban always lands");
             match asked {
