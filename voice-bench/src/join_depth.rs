@@ -678,6 +678,20 @@ mod tests {
         assert_eq!(count(&d.calls, "credentials.issue"), 1, "{d:?}");
         // Identify ‖ read the room, gate ‖ claim (2), endpoints ‖ credentials (2), write.
         assert_eq!(d.to_write, 6, "{d:?}");
+        // The audience was read beside the grant: after the write, only the posts.
+        assert_eq!(d.total, d.to_write + 1, "{d:?}");
+        assert_eq!(d.total, 7, "{d:?}");
+        assert_eq!(count(&d.calls, "directory.connections_of"), 1, "{d:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_miss_creates_after_the_gate() {
+        let d = nth_joiner(Path::PoolMiss, 10).await;
+        // Identify ‖ room, gate ‖ claim (an empty Query), Create + Describe ‖ the audience,
+        // pool add ‖ endpoints ‖ credentials (2), write, posts.
+        assert_eq!(d.kvs_sts, 4, "{d:?}");
+        assert_eq!(d.to_write, 8, "{d:?}");
+        assert_eq!(d.total, 9, "{d:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -686,12 +700,17 @@ mod tests {
         // Create + Describe, then GetSignalingChannelEndpoint → GetIceServerConfig ‖ AssumeRole.
         assert_eq!(d.kvs_sts, 4, "{d:?}");
         assert_eq!(count(&d.calls, "channels.endpoints"), 1, "{d:?}");
+        assert_eq!(d.to_write, 7, "{d:?}");
+        assert_eq!(d.total, 8, "{d:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_lost_race_refetches_only_what_the_new_plan_adds() {
-        for pooled in [true, false] {
+        for (pooled, slowest) in [(true, 39), (false, 40)] {
             let b = burst(pooled).await;
+            assert_eq!(b.slowest, slowest, "{b:?}");
+            // The audience is read once per join, not once per compare-and-set retry.
+            assert_eq!(count(&b.calls, "directory.connections_of"), 9, "{b:?}");
             // One TURN request per joiner, however many races it loses.
             assert_eq!(count(&b.calls, "channels.endpoints"), 9, "{b:?}");
             // Each peer channel's endpoints once per joiner that views it (36 pairs for nine

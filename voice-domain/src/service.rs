@@ -18,7 +18,7 @@
 //!   after all would break the room, while a channel kept when in doubt is only an orphan, which
 //!   the sweep deletes.
 
-use futures_util::future::{join, try_join3, try_join_all};
+use futures_util::future::{join, select, try_join3, try_join_all, Either};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -491,20 +491,64 @@ impl<P: Ports> VoiceService<P> {
             }
         };
 
-        let result = self
-            .join_loop(room, &user, caller, &client_id, &mut created, mode)
-            .await;
+        // The audience of the join's event (`participantJoined`, or `participantResumed` for a
+        // resume from another connection) is read while the join runs, once per join (not per
+        // compare-and-set retry), so that after the room write the reply waits only for the
+        // posts (issue 14). Only once the gate has passed, and only when the join is expected
+        // to tell anyone: a refresh on the same connection publishes nothing. A connection
+        // that joins the chat room in the few milliseconds between this read and the post
+        // misses this one event; that is harmless, since a client reads the voice room when it
+        // opens the chat room.
+        let chat_room = room.chat_room().clone();
+        let tells = room.is_active()
+            && room
+                .participant(&user)
+                .map_or(mode == JoinMode::JoinOrRefresh, |p| {
+                    &p.connection != caller || p.is_reconnecting()
+                });
+        let audience = async {
+            if !tells {
+                return None;
+            }
+            match self.ports.directory.connections_of(&chat_room).await {
+                Ok(targets) => Some(targets),
+                Err(e) => {
+                    // Read again when publishing, as any other use case does.
+                    debug!(error = %e, "could not read the chat room's connections ahead of the join");
+                    None
+                }
+            }
+        };
+        let (result, audience) = {
+            let work =
+                std::pin::pin!(self.join_loop(room, &user, caller, &client_id, &mut created, mode));
+            let audience = std::pin::pin!(audience);
+            match select(work, audience).await {
+                Either::Left((result, pending)) => {
+                    // Wait for the audience only if there is something to tell.
+                    let audience = match &result {
+                        Ok((_, events)) if !events.is_empty() => pending.await,
+                        _ => None,
+                    };
+                    (result, audience)
+                }
+                Either::Right((audience, work)) => (work.await, audience),
+            }
+        };
         // A channel acquired for this join but not recorded for it never reached anyone: its
         // credentials were dropped unsent. (A concurrent join from another tab may have won
         // with its own channel.)
         let unused = match &result {
-            Ok(grant) => created.channel.filter(|ch| *ch != grant.own.channel),
+            Ok((grant, _)) => created.channel.filter(|ch| *ch != grant.own.channel),
             Err(_) => created.channel,
         };
         if let Some(ch) = unused {
             self.discard_unused(voice_room, &ch, created.vanished).await;
         }
-        result
+        let (grant, events) = result?;
+        self.publish_to(events, audience.map(|targets| (chat_room, targets)))
+            .await;
+        Ok(grant)
     }
 
     async fn join_loop(
@@ -515,7 +559,7 @@ impl<P: Ports> VoiceService<P> {
         client_id: &ClientId,
         created: &mut Acquired,
         mode: JoinMode,
-    ) -> Result<VoiceGrant, JoinVoiceError> {
+    ) -> Result<(VoiceGrant, Vec<VoiceEvent>), JoinVoiceError> {
         let mut cache = GrantCache::default();
         for _ in 0..=self.config.cas_retries {
             if !room.is_active() {
@@ -652,18 +696,19 @@ impl<P: Ports> VoiceService<P> {
                     Err(e) => return Err(e.into()),
                 }
             }
-            match outcome {
+            // The caller publishes the events, to the audience it read beside this loop.
+            let events = match outcome {
                 JoinOutcome::Joined(events) => {
                     info!(user_id = %user, "participant joined");
-                    self.publish(events).await;
+                    events
                 }
                 JoinOutcome::Reconnected { events, .. } => {
                     info!(user_id = %user, "participant resumed on a new connection");
-                    self.publish(events).await;
+                    events
                 }
-                JoinOutcome::AlreadyJoined => {}
-            }
-            return Ok(VoiceGrant {
+                JoinOutcome::AlreadyJoined => Vec::new(),
+            };
+            let grant = VoiceGrant {
                 room: next,
                 user: user.clone(),
                 client_id: client_id.clone(),
@@ -672,7 +717,8 @@ impl<P: Ports> VoiceService<P> {
                 credentials,
                 issued_at,
                 newly_joined,
-            });
+            };
+            return Ok((grant, events));
         }
         Err(StoreError::VersionConflict.into())
     }
@@ -1871,17 +1917,35 @@ impl<P: Ports> VoiceService<P> {
     /// Tells every connection of each event's chat room. Connections reported gone are removed
     /// from their voice rooms, and the events that causes are published in turn (each gone
     /// connection is handled once, so this terminates).
-    async fn publish(&self, mut events: Vec<VoiceEvent>) {
+    async fn publish(&self, events: Vec<VoiceEvent>) {
+        self.publish_to(events, None).await;
+    }
+
+    /// [`Self::publish`], with the connections of one chat room already read (`known`: the
+    /// join reads them beside its other calls): the first events of that chat room go to
+    /// those; anything else, and the events caused by gone connections, read the chat room's
+    /// connections as usual.
+    async fn publish_to(
+        &self,
+        mut events: Vec<VoiceEvent>,
+        mut known: Option<(ChatRoomId, Vec<ConnectionId>)>,
+    ) {
         let mut handled: HashSet<ConnectionId> = HashSet::new();
         while !events.is_empty() {
             let mut gone = Vec::new();
             for event in &events {
-                let targets = match self
-                    .ports
-                    .directory
-                    .connections_of(event.chat_room_id())
-                    .await
-                {
+                let read = match &known {
+                    Some((chat_room, targets)) if chat_room == event.chat_room_id() => {
+                        Ok(targets.clone())
+                    }
+                    _ => {
+                        self.ports
+                            .directory
+                            .connections_of(event.chat_room_id())
+                            .await
+                    }
+                };
+                let targets = match read {
                     Ok(t) => t,
                     Err(e) => {
                         warn!(error = %e, "could not list the chat room's connections; event not sent");
@@ -1910,6 +1974,8 @@ impl<P: Ports> VoiceService<P> {
                 }
             }
             events = Vec::new();
+            // What a gone connection's removal causes is published to a fresh read.
+            known = None;
             for conn in gone {
                 if handled.insert(conn.clone()) {
                     match self.remove_connection(&conn).await {
