@@ -33,7 +33,7 @@ use crate::errors::{
     RecorderUploadError, RecordingAccessError, RecordingUploadError, StartRecordingError,
     StopRecordingError,
 };
-use crate::ids::{ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
+use crate::ids::{ChannelArn, ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
 use crate::pool::{
     ChannelLease, ChannelPool, LeaseHolder, LeasePolicy, PoolError, PoolSlot,
     DEFAULT_IDLE_EVICTION, KVS_SESSION_CAP,
@@ -435,23 +435,36 @@ impl<P: Ports> VoiceService<P> {
         voice_room: &VoiceRoomId,
         mode: JoinMode,
     ) -> Result<VoiceGrant, JoinVoiceError> {
-        let (user, room) = self
-            .caller_and_room(caller, voice_room)
-            .await
-            .map_err(|e| match e {
-                Lookup::NotIdentified => AccessError::NotIdentified.into(),
-                Lookup::NotFound => JoinVoiceError::VoiceRoomNotFound,
-                Lookup::Dependency(d) => JoinVoiceError::Dependency(d),
-            })?;
+        // With a pool, a join looks for a claimable channel (a read, which changes nothing)
+        // while the caller and the room are read, and claims that one candidate beside the
+        // gate (issue 14). Not for a refresh, which never needs a new channel. (A resume from
+        // a new connection, or a caller refused later, makes this read for nothing: it claims
+        // nothing, so there is nothing to give back.)
+        let looks = mode == JoinMode::JoinOrRefresh && self.ports.pool.is_pooling();
+        let find = async {
+            if looks {
+                Some(self.ports.pool.find(self.ports.clock.now()).await)
+            } else {
+                None
+            }
+        };
+        let (lookup, found) = join(self.caller_and_room(caller, voice_room), find).await;
+        let (user, room) = lookup.map_err(|e| match e {
+            Lookup::NotIdentified => AccessError::NotIdentified.into(),
+            Lookup::NotFound => JoinVoiceError::VoiceRoomNotFound,
+            Lookup::Dependency(d) => JoinVoiceError::Dependency(d),
+        })?;
         if mode == JoinMode::RefreshOnly && room.is_active() && room.participant(&user).is_none() {
             return Err(JoinVoiceError::NotParticipant);
         }
         let client_id = ClientId::from_connection(caller);
         let mut created = Acquired::default();
         // With a pool, a joiner who needs a channel claims a free one while the gate is asked:
-        // two independent reads/writes in one round trip instead of three in a row (issue 14).
-        // Only the pool's claim is speculative, never a creation, and a claim for a caller the
-        // gate refuses goes back at once, free (no credential was issued for it).
+        // independent reads/writes in one round trip instead of in a row (issue 14). The
+        // candidate was found beside the first reads, so the claim is one conditional write.
+        // Only the pool's claim is speculative, never a creation (nor any call to the channels
+        // service or the credential issuer), and a claim for a caller the gate refuses goes
+        // back at once, free (no credential was issued for it).
         if self.ports.pool.is_pooling()
             && room.is_active()
             && room.participant(&user).is_none()
@@ -462,9 +475,30 @@ impl<P: Ports> VoiceService<P> {
                 voice_room: room.id().clone(),
                 owner: user.clone(),
             };
-            let (gate, claim) =
-                join(self.gate(&user, room.chat_room()), self.claim_pooled(&tags)).await;
-            created.pool_tried = true;
+            let gate = self.gate(&user, room.chat_room());
+            let (gate, claim) = match found {
+                // Nothing claimable a moment ago: the join creates a channel once the gate
+                // has passed, without asking the pool again.
+                Some(Ok(None)) => {
+                    created.pool_tried = true;
+                    (gate.await, Ok(None))
+                }
+                // A candidate: claim it if it is still free. If another claim took it first,
+                // `created.pool_tried` stays false, so the join claims as before (a new look
+                // and claim) or creates.
+                Some(Ok(Some(arn))) => {
+                    let (gate, claim) = join(gate, self.claim_found_pooled(&arn, &tags)).await;
+                    if matches!(claim, Ok(Some(_))) {
+                        created.pool_tried = true;
+                    }
+                    (gate, claim)
+                }
+                // The look-up failed (or was not made): look and claim beside the gate.
+                Some(Err(_)) | None => {
+                    created.pool_tried = true;
+                    join(gate, self.claim_pooled(&tags)).await
+                }
+            };
             match (gate, claim) {
                 (Ok(_), Ok(ch)) => created.channel = ch,
                 (Ok(_), Err(e)) => return Err(e.into()),
@@ -1828,8 +1862,37 @@ impl<P: Ports> VoiceService<P> {
             user: tags.owner.clone(),
         };
         let now = self.ports.clock.now();
+        let claimed = pool.claim(&holder, now).await?;
+        self.checked_claim(&holder, claimed, now).await
+    }
+
+    /// The pooled channel `arn` (a candidate the pool's `find` gave), claimed for `tags.owner`
+    /// if it is still free and out of quarantine, or `None` (someone else was first).
+    async fn claim_found_pooled(
+        &self,
+        arn: &ChannelArn,
+        tags: &ChannelTags,
+    ) -> Result<Option<SignalingChannel>, DependencyError> {
+        let holder = LeaseHolder {
+            voice_room: tags.voice_room.clone(),
+            user: tags.owner.clone(),
+        };
+        let now = self.ports.clock.now();
+        let claimed = self.ports.pool.claim_found(arn, &holder, now).await?;
+        self.checked_claim(&holder, claimed, now).await
+    }
+
+    /// The channel of a claim made at `now`, if the slot it was taken from allowed it
+    /// ([`LeasePolicy::claimable`]); a channel the rule does not allow is put back as it was.
+    async fn checked_claim(
+        &self,
+        holder: &LeaseHolder,
+        claimed: Option<(ChannelLease, PoolSlot)>,
+        now: Timestamp,
+    ) -> Result<Option<SignalingChannel>, DependencyError> {
+        let pool = &self.ports.pool;
         let policy = self.lease_policy();
-        match pool.claim(&holder, now).await? {
+        match claimed {
             Some((lease, was)) if policy.claimable(&was, now) => {
                 debug!(channel = %lease.channel.name, "claimed a pooled channel");
                 Ok(Some(lease.channel))
