@@ -707,11 +707,12 @@ mod tests {
     async fn a_pool_miss_creates_after_the_gate() {
         let d = nth_joiner(Path::PoolMiss, 10).await;
         // Identify ‖ room ‖ find (an empty Query), gate, Create + Describe ‖ the audience,
-        // pool add, endpoints ‖ credentials (2), write, posts.
+        // endpoints ‖ credentials ‖ the new channel's record in the pool (2), write, posts.
         assert_eq!(count(&d.calls, "pool.claim"), 0, "{d:?}");
+        assert_eq!(count(&d.calls, "pool.add"), 1, "{d:?}");
         assert_eq!(d.kvs_sts, 4, "{d:?}");
-        assert_eq!(d.to_write, 8, "{d:?}");
-        assert_eq!(d.total, 9, "{d:?}");
+        assert_eq!(d.to_write, 7, "{d:?}");
+        assert_eq!(d.total, 8, "{d:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -596,6 +596,8 @@ impl<P: Ports> VoiceService<P> {
     ) -> Result<(VoiceGrant, Vec<VoiceEvent>), JoinVoiceError> {
         let mut cache = GrantCache::default();
         for _ in 0..=self.config.cas_retries {
+            // A channel created on this attempt, not yet recorded in the pool.
+            let mut to_record: Option<ChannelLease> = None;
             if !room.is_active() {
                 return Err(JoinVoiceError::Ended);
             }
@@ -618,28 +620,47 @@ impl<P: Ports> VoiceService<P> {
                             voice_room: room.id().clone(),
                             owner: user.clone(),
                         };
-                        let ch = self.acquire_channel(&tags, !created.pool_tried).await?;
+                        // A new channel is recorded in the pool beside the grant below,
+                        // not before it (issue 14: a pool miss waits one round trip less).
+                        let (ch, lease) = self.new_channel(&tags, !created.pool_tried).await?;
                         created.pool_tried = true;
+                        to_record = lease;
                         created.channel.insert(ch).clone()
                     }
                 },
             };
             let mut next = room.clone();
-            let outcome = next
-                .join(
-                    user.clone(),
-                    caller.clone(),
-                    channel.clone(),
-                    self.ports.clock.now(),
-                )
-                .map_err(|e| match e {
-                    TransitionError::Full { capacity } => JoinVoiceError::RoomFull { capacity },
-                    _ => JoinVoiceError::Ended,
-                })?;
-            let (own, peers, credentials, issued_at) = match self
-                .grant_for(&next, user, caller, client_id, &mut cache)
-                .await
-            {
+            let outcome = match next.join(
+                user.clone(),
+                caller.clone(),
+                channel.clone(),
+                self.ports.clock.now(),
+            ) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // Record the new channel first, so that it goes back to the pool.
+                    if let Some(lease) = to_record.take() {
+                        self.record_new(&lease, created).await?;
+                    }
+                    return Err(match e {
+                        TransitionError::Full { capacity } => JoinVoiceError::RoomFull { capacity },
+                        _ => JoinVoiceError::Ended,
+                    });
+                }
+            };
+            // The endpoints and credentials, and (for a channel just created) its record in
+            // the pool, at once: all of them finish before the room write, so no channel is
+            // left without a participant or the pool, and none is named in a reply unrecorded.
+            let granted = self.grant_for(&next, user, caller, client_id, &mut cache);
+            let granted = match to_record.take() {
+                Some(lease) => {
+                    let (granted, recorded) = join(granted, self.record_new(&lease, created)).await;
+                    recorded?;
+                    granted
+                }
+                None => granted.await,
+            };
+            let (own, peers, credentials, issued_at) = match granted {
                 Ok(grant) => grant,
                 Err(GrantError::Vanished(e, gone)) => {
                     // A channel of the plan is gone: a peer left, or the room ended, after
@@ -1816,17 +1837,34 @@ impl<P: Ports> VoiceService<P> {
         tags: &ChannelTags,
         try_pool: bool,
     ) -> Result<SignalingChannel, DependencyError> {
+        let (channel, lease) = self.new_channel(tags, try_pool).await?;
+        if let Some(lease) = lease {
+            self.ports.pool.add(&lease).await?;
+            info!(channel = %channel.name, "pool grown by a new channel");
+        }
+        Ok(channel)
+    }
+
+    /// [`Self::acquire_channel`] without recording a created channel in the pool: the channel,
+    /// and the lease the caller must [`ChannelPool::add`] before the channel is stored in a
+    /// room (`None` for a claimed channel, or without a pool).
+    async fn new_channel(
+        &self,
+        tags: &ChannelTags,
+        try_pool: bool,
+    ) -> Result<(SignalingChannel, Option<ChannelLease>), DependencyError> {
         let pool = &self.ports.pool;
         if !pool.is_pooling() {
-            return Ok(self
+            let channel = self
                 .ports
                 .channels
                 .create(&self.ports.ids.channel_name(), tags)
-                .await?);
+                .await?;
+            return Ok((channel, None));
         }
         if try_pool {
             if let Some(channel) = self.claim_pooled(tags).await? {
-                return Ok(channel);
+                return Ok((channel, None));
             }
         }
         let channel = self
@@ -1842,9 +1880,27 @@ impl<P: Ports> VoiceService<P> {
             },
             claimed_at: self.ports.clock.now(),
         };
-        pool.add(&lease).await?;
-        info!(channel = %channel.name, "pool grown by a new channel");
-        Ok(channel)
+        Ok((channel, Some(lease)))
+    }
+
+    /// Records a channel a join just created (`created.channel`) in the pool. If that fails,
+    /// the channel is left alone (`created.channel` forgotten) rather than given back or
+    /// deleted, as [`Self::acquire_channel`] does: the record may have landed.
+    async fn record_new(
+        &self,
+        lease: &ChannelLease,
+        created: &mut Acquired,
+    ) -> Result<(), DependencyError> {
+        match self.ports.pool.add(lease).await {
+            Ok(()) => {
+                info!(channel = %lease.channel.name, "pool grown by a new channel");
+                Ok(())
+            }
+            Err(e) => {
+                created.channel = None;
+                Err(e.into())
+            }
+        }
     }
 
     /// A free pooled channel whose quarantine is over, claimed for `tags.owner`, or `None` (no
