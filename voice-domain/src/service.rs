@@ -529,10 +529,12 @@ impl<P: Ports> VoiceService<P> {
         // resume from another connection) is read while the join runs, once per join (not per
         // compare-and-set retry), so that after the room write the reply waits only for the
         // posts (issue 14). Only once the gate has passed, and only when the join is expected
-        // to tell anyone: a refresh on the same connection publishes nothing. A connection
-        // that joins the chat room in the few milliseconds between this read and the post
-        // misses this one event; that is harmless, since a client reads the voice room when it
-        // opens the chat room.
+        // to tell anyone: a refresh on the same connection publishes nothing.
+        // The cost: a connection that opens in the chat room between this read and the post
+        // (a few round trips, ~150 ms on AWS; longer if the compare-and-set is retried) misses
+        // this one event. A client reads the voice room when it opens the chat room, which
+        // covers it unless that read, too, came before the room write: then its list lacks
+        // the joiner until the room's next event (a join of its own reads the room afresh).
         let chat_room = room.chat_room().clone();
         let tells = room.is_active()
             && room
