@@ -7,7 +7,10 @@
 //! surplus channels go idle and the sweep deletes them), and takes one with an `UpdateItem`
 //! whose condition re-checks, at write time, that the channel is still free and out of
 //! quarantine: two Lambdas that read the same candidate cannot both take it; the loser tries the
-//! next one. The index is eventually consistent, which only means that a channel freed a moment
+//! next one. A join splits the same two steps to overlap them with its other reads (issue 14):
+//! `find` is the Query alone (the first candidate, nothing written), `claim_found` the
+//! conditional `UpdateItem` of that one candidate, which fails as any lost race does when
+//! another claim took it in between. The index is eventually consistent, which only means that a channel freed a moment
 //! ago may be missed (a new channel is created instead), never that a held one is handed out.
 //!
 //! When a channel may be claimed (`freeFrom`) is the domain's decision
@@ -96,6 +99,31 @@ impl DynamoPool {
         }
     }
 
+    /// Up to `limit` free channels out of quarantine at `now` (keys only), the most recently
+    /// freed first: one Query of the free index.
+    async fn free_candidates(
+        &self,
+        now: Timestamp,
+        limit: i32,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, PoolError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(FREE_INDEX)
+            .key_condition_expression("#freeKey = :free AND #freeFrom <= :now")
+            .expression_attribute_names("#freeKey", attr::FREE_KEY)
+            .expression_attribute_names("#freeFrom", attr::FREE_FROM)
+            .expression_attribute_values(":free", s(FREE))
+            .expression_attribute_values(":now", n(now))
+            .scan_index_forward(false)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| unavailable(sdk_failure("dynamodb:Query", &e)))?;
+        Ok(out.items.unwrap_or_default())
+    }
+
     /// Takes `arn` if it is still free and out of quarantine at `now`; its old attributes, or
     /// `None` if someone else was first.
     async fn take(
@@ -157,6 +185,33 @@ fn get_t(item: &HashMap<String, AttributeValue>, key: &str) -> Option<Timestamp>
         .map(Timestamp::from_millis)
 }
 
+/// The lease of a channel just taken by `holder` at `now`, from the item as it was before
+/// (`old`, whose slot the service checks); `None` for an item this module did not write: never
+/// hand out what it cannot read. It stays held (by nobody the sweep can read either); the log
+/// names it.
+fn lease_from(
+    old: &HashMap<String, AttributeValue>,
+    arn: &str,
+    holder: &LeaseHolder,
+    now: Timestamp,
+) -> Option<(ChannelLease, PoolSlot)> {
+    let (Some(channel), Some(was)) = (channel_of(old), slot_of(old)) else {
+        warn!(
+            channel_arn = arn,
+            "pool item unreadable after claiming it; skipped"
+        );
+        return None;
+    };
+    Some((
+        ChannelLease {
+            channel,
+            holder: holder.clone(),
+            claimed_at: now,
+        },
+        was,
+    ))
+}
+
 /// The channel an item names.
 fn channel_of(item: &HashMap<String, AttributeValue>) -> Option<SignalingChannel> {
     Some(SignalingChannel {
@@ -195,22 +250,7 @@ impl ChannelPool for DynamoPool {
         now: Timestamp,
     ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError> {
         for _ in 0..CLAIM_ROUNDS {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(FREE_INDEX)
-                .key_condition_expression("#freeKey = :free AND #freeFrom <= :now")
-                .expression_attribute_names("#freeKey", attr::FREE_KEY)
-                .expression_attribute_names("#freeFrom", attr::FREE_FROM)
-                .expression_attribute_values(":free", s(FREE))
-                .expression_attribute_values(":now", n(now))
-                .scan_index_forward(false)
-                .limit(CANDIDATES)
-                .send()
-                .await
-                .map_err(|e| unavailable(sdk_failure("dynamodb:Query", &e)))?;
-            let candidates = out.items.unwrap_or_default();
+            let candidates = self.free_candidates(now, CANDIDATES).await?;
             if candidates.is_empty() {
                 return Ok(None);
             }
@@ -221,27 +261,36 @@ impl ChannelPool for DynamoPool {
                 let Some(old) = self.take(arn, holder, now).await? else {
                     continue;
                 };
-                let (Some(channel), Some(was)) = (channel_of(&old), slot_of(&old)) else {
-                    // Not written by this module: never hand out what it cannot read. It
-                    // stays held (by nobody the sweep can read either); the log names it.
-                    warn!(
-                        channel_arn = arn,
-                        "pool item unreadable after claiming it; skipped"
-                    );
-                    continue;
-                };
-                return Ok(Some((
-                    ChannelLease {
-                        channel,
-                        holder: holder.clone(),
-                        claimed_at: now,
-                    },
-                    was,
-                )));
+                if let Some(claimed) = lease_from(&old, arn, holder, now) {
+                    return Ok(Some(claimed));
+                }
             }
         }
         // Every candidate was taken by concurrent claims: the caller creates a channel.
         Ok(None)
+    }
+
+    async fn find(&self, now: Timestamp) -> Result<Option<ChannelArn>, PoolError> {
+        // The candidate `claim` would try first: one Query of the free index, nothing written.
+        let out = self.free_candidates(now, 1).await?;
+        Ok(out
+            .iter()
+            .find_map(|item| get_s(item, attr::ARN))
+            .and_then(|arn| ChannelArn::parse(arn).ok()))
+    }
+
+    async fn claim_found(
+        &self,
+        arn: &ChannelArn,
+        holder: &LeaseHolder,
+        now: Timestamp,
+    ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError> {
+        // One conditional UpdateItem: a channel another claim took since `find` (or one
+        // evicted, or never pooled: the condition needs `state = free`) is not taken.
+        let Some(old) = self.take(arn.as_str(), holder, now).await? else {
+            return Ok(None);
+        };
+        Ok(lease_from(&old, arn.as_str(), holder, now))
     }
 
     async fn add(&self, lease: &ChannelLease) -> Result<(), PoolError> {

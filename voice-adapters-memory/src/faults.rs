@@ -16,8 +16,8 @@ use voice_domain::ports::{
     NotifyError, PortFailure, SignalingChannels, StoreError, VoiceRoomStore,
 };
 use voice_domain::{
-    ChannelName, ChannelRole, ChatRoomId, ClientId, ConnectionId, SignalingChannel, Timestamp,
-    UserId, VoiceEvent, VoiceRoom, VoiceRoomId,
+    ChannelArn, ChannelName, ChannelRole, ChatRoomId, ClientId, ConnectionId, SignalingChannel,
+    Timestamp, UserId, VoiceEvent, VoiceRoom, VoiceRoomId,
 };
 
 /// How an injected fault behaves.
@@ -259,6 +259,18 @@ impl<T: ChannelPool> ChannelPool for Faulty<T> {
         now: Timestamp,
     ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError> {
         self.run(pool_err, self.inner.claim(holder, now)).await
+    }
+    async fn find(&self, now: Timestamp) -> Result<Option<ChannelArn>, PoolError> {
+        self.run(pool_err, self.inner.find(now)).await
+    }
+    async fn claim_found(
+        &self,
+        arn: &ChannelArn,
+        holder: &LeaseHolder,
+        now: Timestamp,
+    ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError> {
+        self.run(pool_err, self.inner.claim_found(arn, holder, now))
+            .await
     }
     async fn add(&self, lease: &ChannelLease) -> Result<(), PoolError> {
         self.run(pool_err, self.inner.add(lease)).await

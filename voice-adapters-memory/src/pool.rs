@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use voice_domain::pool::{
     ChannelLease, ChannelPool, LeaseHolder, PoolError, PoolSlot, PooledChannel,
 };
-use voice_domain::{SignalingChannel, Timestamp, VoiceRoomId};
+use voice_domain::{ChannelArn, SignalingChannel, Timestamp, VoiceRoomId};
 
 /// Pooled channels in memory. Cheap to clone; clones share the pool.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +37,41 @@ impl MemoryPool {
     }
 }
 
+/// The claimable channel the pool hands out first at `now`: the most recently freed one, so
+/// that surplus channels stay idle and are evicted.
+fn best(pool: &[PooledChannel], now: Timestamp) -> Option<usize> {
+    pool.iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p.slot {
+            PoolSlot::Free { free_from, .. } if free_from <= now => Some((free_from, i)),
+            _ => None,
+        })
+        .max()
+        .map(|(_, i)| i)
+}
+
+/// Records `pool[i]` as held by `holder` since `now`; the lease and the slot it was in.
+fn take(
+    pool: &mut [PooledChannel],
+    i: usize,
+    holder: &LeaseHolder,
+    now: Timestamp,
+) -> (ChannelLease, PoolSlot) {
+    let was = std::mem::replace(
+        &mut pool[i].slot,
+        PoolSlot::Held {
+            holder: holder.clone(),
+            claimed_at: now,
+        },
+    );
+    let lease = ChannelLease {
+        channel: pool[i].channel.clone(),
+        holder: holder.clone(),
+        claimed_at: now,
+    };
+    (lease, was)
+}
+
 #[async_trait]
 impl ChannelPool for MemoryPool {
     fn is_pooling(&self) -> bool {
@@ -49,31 +84,31 @@ impl ChannelPool for MemoryPool {
         now: Timestamp,
     ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError> {
         let mut pool = self.lock();
-        // The most recently freed first: surplus channels then stay idle and are evicted.
-        let best = pool
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| match p.slot {
-                PoolSlot::Free { free_from, .. } if free_from <= now => Some((free_from, i)),
-                _ => None,
-            })
-            .max();
-        let Some((_, i)) = best else {
+        let Some(i) = best(&pool, now) else {
             return Ok(None);
         };
-        let was = std::mem::replace(
-            &mut pool[i].slot,
-            PoolSlot::Held {
-                holder: holder.clone(),
-                claimed_at: now,
-            },
-        );
-        let lease = ChannelLease {
-            channel: pool[i].channel.clone(),
-            holder: holder.clone(),
-            claimed_at: now,
+        Ok(Some(take(&mut pool, i, holder, now)))
+    }
+
+    async fn find(&self, now: Timestamp) -> Result<Option<ChannelArn>, PoolError> {
+        let pool = self.lock();
+        Ok(best(&pool, now).map(|i| pool[i].channel.arn.clone()))
+    }
+
+    async fn claim_found(
+        &self,
+        arn: &ChannelArn,
+        holder: &LeaseHolder,
+        now: Timestamp,
+    ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError> {
+        let mut pool = self.lock();
+        let Some(i) = pool.iter().position(|p| {
+            p.channel.arn == *arn
+                && matches!(p.slot, PoolSlot::Free { free_from, .. } if free_from <= now)
+        }) else {
+            return Ok(None);
         };
-        Ok(Some((lease, was)))
+        Ok(Some(take(&mut pool, i, holder, now)))
     }
 
     async fn add(&self, lease: &ChannelLease) -> Result<(), PoolError> {

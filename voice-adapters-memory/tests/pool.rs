@@ -298,3 +298,165 @@ fn a_claim_made_alongside_a_refused_gate_goes_back_free_at_once() {
     assert_eq!(grant.own.channel, ch, "the next member claims it");
     assert_eq!(channels.created_total(), created);
 }
+
+/// A pool whose `claim_found` first lets a concurrent join (another Lambda) take the found
+/// candidate: the join must lose that race cleanly and claim as before.
+#[derive(Clone)]
+struct Racing(MemoryPool);
+
+#[async_trait::async_trait]
+impl ChannelPool for Racing {
+    fn is_pooling(&self) -> bool {
+        true
+    }
+    async fn claim(
+        &self,
+        holder: &LeaseHolder,
+        now: Timestamp,
+    ) -> Result<Option<(ChannelLease, PoolSlot)>, voice_domain::pool::PoolError> {
+        self.0.claim(holder, now).await
+    }
+    async fn find(
+        &self,
+        now: Timestamp,
+    ) -> Result<Option<ChannelArn>, voice_domain::pool::PoolError> {
+        self.0.find(now).await
+    }
+    async fn claim_found(
+        &self,
+        arn: &ChannelArn,
+        holder: &LeaseHolder,
+        now: Timestamp,
+    ) -> Result<Option<(ChannelLease, PoolSlot)>, voice_domain::pool::PoolError> {
+        let thief = held_by_nobody("elsewhere");
+        assert!(
+            self.0.claim_found(arn, &thief, now).await?.is_some(),
+            "the thief takes the candidate"
+        );
+        self.0.claim_found(arn, holder, now).await
+    }
+    async fn add(&self, lease: &ChannelLease) -> Result<(), voice_domain::pool::PoolError> {
+        self.0.add(lease).await
+    }
+    async fn release(
+        &self,
+        channel: &SignalingChannel,
+        voice_room: &VoiceRoomId,
+        released_at: Timestamp,
+        free_from: Timestamp,
+    ) -> Result<(), voice_domain::pool::PoolError> {
+        self.0
+            .release(channel, voice_room, released_at, free_from)
+            .await
+    }
+    async fn list(
+        &self,
+    ) -> Result<Vec<voice_domain::pool::PooledChannel>, voice_domain::pool::PoolError> {
+        self.0.list().await
+    }
+    async fn evict(
+        &self,
+        channel: &SignalingChannel,
+        released_at: Timestamp,
+    ) -> Result<bool, voice_domain::pool::PoolError> {
+        self.0.evict(channel, released_at).await
+    }
+}
+
+struct RacingPorts;
+
+impl Ports for RacingPorts {
+    type Store = MemoryStore;
+    type Directory = MemoryDirectory;
+    type Channels = MemoryChannels<ManualClock>;
+    type Credentials = MemoryCredentials<ManualClock>;
+    type Notifier = MemoryNotifier;
+    type Clock = ManualClock;
+    type Ids = SequentialIds;
+    type Pool = Racing;
+}
+
+#[test]
+fn a_join_that_loses_its_found_channel_to_another_claim_claims_another_or_creates() {
+    let clock = ManualClock::at(Timestamp::from_millis(1_700_000_000_000));
+    let channels = MemoryChannels::new(clock.clone());
+    let pool = MemoryPool::new();
+    let directory = MemoryDirectory::new();
+    let service = VoiceService::new(
+        Adapters::<RacingPorts> {
+            store: MemoryStore::new(),
+            directory: directory.clone(),
+            channels: channels.clone(),
+            credentials: MemoryCredentials::new(clock.clone()),
+            notifier: MemoryNotifier::new(),
+            clock: clock.clone(),
+            ids: SequentialIds::default(),
+            pool: Racing(pool.clone()),
+        },
+        ServiceConfig::default(),
+    );
+    let chat = ChatRoomId::parse("chat").unwrap();
+    directory.create_room(chat.clone(), user("ada")).unwrap();
+    for u in ["bo", "cy"] {
+        directory
+            .set_state(&chat, user(u), MemberState::Approved)
+            .unwrap();
+    }
+    for u in ["ada", "bo", "cy"] {
+        directory.connect(conn(&format!("c-{u}")), user(u));
+    }
+    let room = block_on(service.start_voice(&conn("c-ada"), &chat)).unwrap();
+    // Two free channels out of quarantine: the found one (the most recently freed) is stolen,
+    // the fallback claim gets the other.
+    let now = clock.now();
+    let mut spares = Vec::new();
+    for (i, name) in ["spare-a", "spare-b"].iter().enumerate() {
+        let ch = block_on(channels.create(
+            &ChannelName::from_unique(name).unwrap(),
+            &ChannelTags {
+                chat_room: chat.clone(),
+                voice_room: VoiceRoomId::parse("old").unwrap(),
+                owner: user("ghost"),
+            },
+        ))
+        .unwrap();
+        let old = held_by_nobody("old");
+        block_on(pool.add(&ChannelLease {
+            channel: ch.clone(),
+            holder: old.clone(),
+            claimed_at: now,
+        }))
+        .unwrap();
+        let freed = Timestamp::from_millis(now.as_millis() - 10 + i as u64);
+        block_on(pool.release(&ch, &old.voice_room, freed, freed)).unwrap();
+        spares.push(ch);
+    }
+    let created = channels.created_total();
+    let grant = block_on(service.join_voice(&conn("c-bo"), room.id())).unwrap();
+    assert_eq!(
+        grant.own.channel, spares[0],
+        "the fallback claims the other spare"
+    );
+    assert_eq!(channels.created_total(), created, "nothing created");
+    let held_by = |ch: &SignalingChannel| match pool
+        .snapshot()
+        .into_iter()
+        .find(|p| p.channel == *ch)
+        .expect("pooled")
+        .slot
+    {
+        PoolSlot::Held { holder, .. } => holder,
+        other => panic!("not held: {other:?}"),
+    };
+    assert_eq!(
+        held_by(&spares[1]),
+        held_by_nobody("elsewhere"),
+        "the thief keeps its win"
+    );
+    assert_eq!(held_by(&spares[0]).user, user("bo"));
+
+    // Nothing free left: the next join's find comes back empty, and it creates a channel.
+    let grant = block_on(service.join_voice(&conn("c-cy"), room.id())).unwrap();
+    assert_eq!(channels.created_total(), created + 1, "a new channel");
+    assert_eq!(held_by(&grant.own.channel).user, user("cy"));
+}

@@ -30,8 +30,8 @@ use voice_domain::ports::{
     StoreError, VoiceRoomStore,
 };
 use voice_domain::{
-    ChannelName, ChannelRole, ChatRoomId, ClientId, ConnectionId, ServiceConfig, SignalingChannel,
-    Timestamp, UserId, VoiceEvent, VoiceRoom, VoiceRoomId, VoiceService,
+    ChannelArn, ChannelName, ChannelRole, ChatRoomId, ClientId, ConnectionId, ServiceConfig,
+    SignalingChannel, Timestamp, UserId, VoiceEvent, VoiceRoom, VoiceRoomId, VoiceService,
 };
 
 /// What the fake adds per AWS call.
@@ -60,8 +60,11 @@ pub fn aws_round_trips(call: &str) -> (u32, Service) {
         // store.rs: GetItem; PutItem (a conditional put: the room stays active).
         "store.get" | "store.update" => (1, Dynamo),
         // pool.rs: Query on the free index, then a conditional UpdateItem (only when the query
-        // found a candidate: counted by `Delayed::claim`); PutItem; UpdateItem.
-        "pool.claim" | "pool.add" | "pool.release" => (1, Dynamo),
+        // found a candidate: counted by `Delayed::claim`); the Query alone (`find`, limit 1);
+        // the conditional UpdateItem alone (`claim_found`); PutItem; UpdateItem.
+        "pool.claim" | "pool.find" | "pool.claim_found" | "pool.add" | "pool.release" => {
+            (1, Dynamo)
+        }
         // channels.rs: CreateSignalingChannel, then DescribeSignalingChannel until ACTIVE (at
         // least once; the fake's channels are ACTIVE at once).
         "channels.create" => (2, KvsSts),
@@ -329,6 +332,18 @@ impl<T: ChannelPool> ChannelPool for Delayed<T> {
             self.timed("pool.claim_update", 1, async {}).await;
         }
         out
+    }
+    async fn find(&self, now: Timestamp) -> Result<Option<ChannelArn>, PoolError> {
+        self.call("pool.find", self.inner.find(now)).await
+    }
+    async fn claim_found(
+        &self,
+        arn: &ChannelArn,
+        holder: &LeaseHolder,
+        now: Timestamp,
+    ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError> {
+        self.call("pool.claim_found", self.inner.claim_found(arn, holder, now))
+            .await
     }
     async fn add(&self, lease: &ChannelLease) -> Result<(), PoolError> {
         self.call("pool.add", self.inner.add(lease)).await
@@ -676,8 +691,28 @@ mod tests {
         assert_eq!(count(&d.calls, "channels.endpoints"), 1, "{d:?}");
         assert_eq!(count(&d.calls, "channels.signaling_endpoints"), 9, "{d:?}");
         assert_eq!(count(&d.calls, "credentials.issue"), 1, "{d:?}");
-        // Identify ‖ read the room, gate ‖ claim (2), endpoints ‖ credentials (2), write.
-        assert_eq!(d.to_write, 6, "{d:?}");
+        // Identify ‖ read the room ‖ find a pooled channel (the Query), gate ‖ claim it (the
+        // conditional UpdateItem), endpoints ‖ credentials (2), write.
+        assert_eq!(count(&d.calls, "pool.find"), 1, "{d:?}");
+        assert_eq!(count(&d.calls, "pool.claim_found"), 1, "{d:?}");
+        assert_eq!(count(&d.calls, "pool.claim"), 0, "{d:?}");
+        assert_eq!(d.to_write, 5, "{d:?}");
+        // The audience was read beside the grant: after the write, only the posts.
+        assert_eq!(d.total, d.to_write + 1, "{d:?}");
+        assert_eq!(d.total, 6, "{d:?}");
+        assert_eq!(count(&d.calls, "directory.connections_of"), 1, "{d:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_miss_creates_after_the_gate() {
+        let d = nth_joiner(Path::PoolMiss, 10).await;
+        // Identify ‖ room ‖ find (an empty Query), gate, Create + Describe ‖ the audience,
+        // endpoints ‖ credentials ‖ the new channel's record in the pool (2), write, posts.
+        assert_eq!(count(&d.calls, "pool.claim"), 0, "{d:?}");
+        assert_eq!(count(&d.calls, "pool.add"), 1, "{d:?}");
+        assert_eq!(d.kvs_sts, 4, "{d:?}");
+        assert_eq!(d.to_write, 7, "{d:?}");
+        assert_eq!(d.total, 8, "{d:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -686,12 +721,24 @@ mod tests {
         // Create + Describe, then GetSignalingChannelEndpoint → GetIceServerConfig ‖ AssumeRole.
         assert_eq!(d.kvs_sts, 4, "{d:?}");
         assert_eq!(count(&d.calls, "channels.endpoints"), 1, "{d:?}");
+        assert_eq!(d.to_write, 7, "{d:?}");
+        assert_eq!(d.total, 8, "{d:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_lost_race_refetches_only_what_the_new_plan_adds() {
-        for pooled in [true, false] {
+        // Pooled: the nine find the same candidate; one claims it, eight lose that race and
+        // claim as before (Query, then the conditional UpdateItem), behind the gate.
+        for (pooled, slowest) in [(true, 40), (false, 40)] {
             let b = burst(pooled).await;
+            assert_eq!(b.slowest, slowest, "{b:?}");
+            // The audience is read once per join, not once per compare-and-set retry.
+            assert_eq!(count(&b.calls, "directory.connections_of"), 9, "{b:?}");
+            if pooled {
+                assert_eq!(count(&b.calls, "pool.claim_found"), 9, "{b:?}");
+                assert_eq!(count(&b.calls, "pool.claim"), 8, "{b:?}");
+                assert_eq!(count(&b.calls, "channels.create"), 0, "{b:?}");
+            }
             // One TURN request per joiner, however many races it loses.
             assert_eq!(count(&b.calls, "channels.endpoints"), 9, "{b:?}");
             // Each peer channel's endpoints once per joiner that views it (36 pairs for nine

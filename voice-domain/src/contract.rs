@@ -618,6 +618,93 @@ pub async fn pool_contract<P: crate::pool::ChannelPool>(pool: &P, ns: &str) {
         "not the most recently freed"
     );
 
+    // find + claim_found: the find is a read (the same candidate as a claim would take, and
+    // nothing changes); claim_found takes exactly that channel, once.
+    let found = pool.find(now).await.expect("find").expect("two are free");
+    assert_eq!(found, channel(ns, "p3").arn, "not the most recently freed");
+    assert_eq!(
+        pool.find(now).await.expect("find"),
+        Some(found.clone()),
+        "a find changed the pool"
+    );
+    let f = holder("rf", "f");
+    let (got, was) = pool
+        .claim_found(&found, &f, now)
+        .await
+        .expect("claim_found")
+        .expect("the found channel is still free");
+    assert_eq!(got.channel, channel(ns, "p3"));
+    assert_eq!(got.holder, f);
+    assert!(matches!(was, PoolSlot::Free { .. }), "{was:?}");
+    assert_eq!(
+        slot_of(&pool.list().await.expect("list"), &channel(ns, "p3")),
+        Some(PoolSlot::Held {
+            holder: f.clone(),
+            claimed_at: now
+        })
+    );
+    assert_eq!(
+        pool.claim_found(&found, &holder("rg", "g"), now)
+            .await
+            .expect("claim_found"),
+        None,
+        "a found channel claimed twice (the second claim lost the race and must get nothing)"
+    );
+    assert_eq!(
+        pool.claim_found(&channel(ns, "never-pooled").arn, &holder("rg", "g"), now)
+            .await
+            .expect("claim_found"),
+        None,
+        "claimed a channel the pool does not have"
+    );
+    // Not in quarantine, nor held: released now, free only later.
+    let q_end = now.plus(q);
+    pool.release(&channel(ns, "p3"), &f.voice_room, now, q_end)
+        .await
+        .expect("release");
+    assert_eq!(
+        pool.claim_found(&channel(ns, "p3").arn, &holder("rg", "g"), now)
+            .await
+            .expect("claim_found"),
+        None,
+        "claim_found took a channel in quarantine"
+    );
+    assert_eq!(
+        pool.find(now).await.expect("find"),
+        Some(channel(ns, "p2").arn),
+        "found a channel in quarantine"
+    );
+    // Concurrent claim_found of one candidate: one winner.
+    let claimants: Vec<_> = (0..4).map(|i| holder(&format!("rh{i}"), "h")).collect();
+    let p2 = channel(ns, "p2").arn;
+    let results = join_all(claimants.iter().map(|h| pool.claim_found(&p2, h, now))).await;
+    let winners = results
+        .into_iter()
+        .filter(|r| matches!(r, Ok(Some(_))))
+        .count();
+    assert_eq!(winners, 1, "concurrent claim_found overlapped");
+    // Back as they were for the next check: p2 free now, p3 free once out of quarantine.
+    let (winner, _) = pool
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .find(|p| p.channel == channel(ns, "p2"))
+        .and_then(|p| match p.slot {
+            PoolSlot::Held { holder, claimed_at } => Some((holder, claimed_at)),
+            PoolSlot::Free { .. } => None,
+        })
+        .expect("p2 held by the winner");
+    pool.release(&channel(ns, "p2"), &winner.voice_room, now, now)
+        .await
+        .expect("release");
+    let now = q_end;
+    assert_eq!(
+        pool.find(now).await.expect("find"),
+        Some(channel(ns, "p3").arn),
+        "p3 is out of quarantine and the most recently freed"
+    );
+
     // Concurrent claims never share a channel: two free, six claimants, two winners.
     let claimants: Vec<_> = (0..6).map(|i| holder(&format!("rc{i}"), "e")).collect();
     let results = join_all(claimants.iter().map(|h| pool.claim(h, now))).await;

@@ -25,7 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::failure::PortFailure;
-use crate::ids::{UserId, VoiceRoomId};
+use crate::ids::{ChannelArn, UserId, VoiceRoomId};
 use crate::room::SignalingChannel;
 use crate::time::Timestamp;
 
@@ -199,6 +199,33 @@ pub trait ChannelPool: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError>;
 
+    /// The channel [`Self::claim`] would take at `now` (the most recently freed one whose
+    /// quarantine has ended), without taking it: a read, which changes nothing, so that a join
+    /// can look for a candidate before it knows whether the caller may join at all (issue 14:
+    /// the look-up runs beside the first reads, the [`Self::claim_found`] beside the gate).
+    /// `None` when no channel is claimable. The answer may be stale by the time it is used
+    /// (another claim took the channel, or it was evicted); [`Self::claim_found`] checks again.
+    ///
+    /// # Errors
+    /// [`PoolError::Unavailable`].
+    async fn find(&self, now: Timestamp) -> Result<Option<ChannelArn>, PoolError>;
+
+    /// Takes the channel `arn` (a candidate from [`Self::find`]) for `holder` if, at the time
+    /// of the write, it is still free and its quarantine has ended by `now`, atomically, as
+    /// [`Self::claim`] does: two concurrent claims never get the same channel. `None` when it
+    /// is not (taken by someone else meanwhile, evicted, or not in the pool): the caller
+    /// falls back to [`Self::claim`] (or creates a channel). Returns the lease and the slot it
+    /// was taken from, as [`Self::claim`].
+    ///
+    /// # Errors
+    /// [`PoolError::Unavailable`].
+    async fn claim_found(
+        &self,
+        arn: &ChannelArn,
+        holder: &LeaseHolder,
+        now: Timestamp,
+    ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError>;
+
     /// Records a channel just created for `lease.holder` as held by it.
     ///
     /// # Errors
@@ -255,6 +282,19 @@ impl ChannelPool for NoPool {
         Ok(None)
     }
 
+    async fn find(&self, _now: Timestamp) -> Result<Option<ChannelArn>, PoolError> {
+        Ok(None)
+    }
+
+    async fn claim_found(
+        &self,
+        _arn: &ChannelArn,
+        _holder: &LeaseHolder,
+        _now: Timestamp,
+    ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError> {
+        Ok(None)
+    }
+
     async fn add(&self, _lease: &ChannelLease) -> Result<(), PoolError> {
         Ok(())
     }
@@ -298,6 +338,25 @@ impl<P: ChannelPool> ChannelPool for Option<P> {
         match self {
             Some(p) => p.claim(holder, now).await,
             None => NoPool.claim(holder, now).await,
+        }
+    }
+
+    async fn find(&self, now: Timestamp) -> Result<Option<ChannelArn>, PoolError> {
+        match self {
+            Some(p) => p.find(now).await,
+            None => NoPool.find(now).await,
+        }
+    }
+
+    async fn claim_found(
+        &self,
+        arn: &ChannelArn,
+        holder: &LeaseHolder,
+        now: Timestamp,
+    ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError> {
+        match self {
+            Some(p) => p.claim_found(arn, holder, now).await,
+            None => NoPool.claim_found(arn, holder, now).await,
         }
     }
 

@@ -18,7 +18,7 @@
 //!   after all would break the room, while a channel kept when in doubt is only an orphan, which
 //!   the sweep deletes.
 
-use futures_util::future::{join, try_join3, try_join_all};
+use futures_util::future::{join, select, try_join3, try_join_all, Either};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ use crate::errors::{
     RecorderUploadError, RecordingAccessError, RecordingUploadError, StartRecordingError,
     StopRecordingError,
 };
-use crate::ids::{ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
+use crate::ids::{ChannelArn, ChatRoomId, ClientId, ConnectionId, UserId, VoiceRoomId};
 use crate::pool::{
     ChannelLease, ChannelPool, LeaseHolder, LeasePolicy, PoolError, PoolSlot,
     DEFAULT_IDLE_EVICTION, KVS_SESSION_CAP,
@@ -438,23 +438,36 @@ impl<P: Ports> VoiceService<P> {
         voice_room: &VoiceRoomId,
         mode: JoinMode,
     ) -> Result<VoiceGrant, JoinVoiceError> {
-        let (user, room) = self
-            .caller_and_room(caller, voice_room)
-            .await
-            .map_err(|e| match e {
-                Lookup::NotIdentified => AccessError::NotIdentified.into(),
-                Lookup::NotFound => JoinVoiceError::VoiceRoomNotFound,
-                Lookup::Dependency(d) => JoinVoiceError::Dependency(d),
-            })?;
+        // With a pool, a join looks for a claimable channel (a read, which changes nothing)
+        // while the caller and the room are read, and claims that one candidate beside the
+        // gate (issue 14). Not for a refresh, which never needs a new channel. (A resume from
+        // a new connection, or a caller refused later, makes this read for nothing: it claims
+        // nothing, so there is nothing to give back.)
+        let looks = mode == JoinMode::JoinOrRefresh && self.ports.pool.is_pooling();
+        let find = async {
+            if looks {
+                Some(self.ports.pool.find(self.ports.clock.now()).await)
+            } else {
+                None
+            }
+        };
+        let (lookup, found) = join(self.caller_and_room(caller, voice_room), find).await;
+        let (user, room) = lookup.map_err(|e| match e {
+            Lookup::NotIdentified => AccessError::NotIdentified.into(),
+            Lookup::NotFound => JoinVoiceError::VoiceRoomNotFound,
+            Lookup::Dependency(d) => JoinVoiceError::Dependency(d),
+        })?;
         if mode == JoinMode::RefreshOnly && room.is_active() && room.participant(&user).is_none() {
             return Err(JoinVoiceError::NotParticipant);
         }
         let client_id = ClientId::from_connection(caller);
         let mut created = Acquired::default();
         // With a pool, a joiner who needs a channel claims a free one while the gate is asked:
-        // two independent reads/writes in one round trip instead of three in a row (issue 14).
-        // Only the pool's claim is speculative, never a creation, and a claim for a caller the
-        // gate refuses goes back at once, free (no credential was issued for it).
+        // independent reads/writes in one round trip instead of in a row (issue 14). The
+        // candidate was found beside the first reads, so the claim is one conditional write.
+        // Only the pool's claim is speculative, never a creation (nor any call to the channels
+        // service or the credential issuer), and a claim for a caller the gate refuses goes
+        // back at once, free (no credential was issued for it).
         if self.ports.pool.is_pooling()
             && room.is_active()
             && room.participant(&user).is_none()
@@ -465,9 +478,30 @@ impl<P: Ports> VoiceService<P> {
                 voice_room: room.id().clone(),
                 owner: user.clone(),
             };
-            let (gate, claim) =
-                join(self.gate(&user, room.chat_room()), self.claim_pooled(&tags)).await;
-            created.pool_tried = true;
+            let gate = self.gate(&user, room.chat_room());
+            let (gate, claim) = match found {
+                // Nothing claimable a moment ago: the join creates a channel once the gate
+                // has passed, without asking the pool again.
+                Some(Ok(None)) => {
+                    created.pool_tried = true;
+                    (gate.await, Ok(None))
+                }
+                // A candidate: claim it if it is still free. If another claim took it first,
+                // `created.pool_tried` stays false, so the join claims as before (a new look
+                // and claim) or creates.
+                Some(Ok(Some(arn))) => {
+                    let (gate, claim) = join(gate, self.claim_found_pooled(&arn, &tags)).await;
+                    if matches!(claim, Ok(Some(_))) {
+                        created.pool_tried = true;
+                    }
+                    (gate, claim)
+                }
+                // The look-up failed (or was not made): look and claim beside the gate.
+                Some(Err(_)) | None => {
+                    created.pool_tried = true;
+                    join(gate, self.claim_pooled(&tags)).await
+                }
+            };
             match (gate, claim) {
                 (Ok(_), Ok(ch)) => created.channel = ch,
                 (Ok(_), Err(e)) => return Err(e.into()),
@@ -494,20 +528,66 @@ impl<P: Ports> VoiceService<P> {
             }
         };
 
-        let result = self
-            .join_loop(room, &user, caller, &client_id, &mut created, mode)
-            .await;
+        // The audience of the join's event (`participantJoined`, or `participantResumed` for a
+        // resume from another connection) is read while the join runs, once per join (not per
+        // compare-and-set retry), so that after the room write the reply waits only for the
+        // posts (issue 14). Only once the gate has passed, and only when the join is expected
+        // to tell anyone: a refresh on the same connection publishes nothing.
+        // The cost: a connection that opens in the chat room between this read and the post
+        // (a few round trips, ~150 ms on AWS; longer if the compare-and-set is retried) misses
+        // this one event. A client reads the voice room when it opens the chat room, which
+        // covers it unless that read, too, came before the room write: then its list lacks
+        // the joiner until the room's next event (a join of its own reads the room afresh).
+        let chat_room = room.chat_room().clone();
+        let tells = room.is_active()
+            && room
+                .participant(&user)
+                .map_or(mode == JoinMode::JoinOrRefresh, |p| {
+                    &p.connection != caller || p.is_reconnecting()
+                });
+        let audience = async {
+            if !tells {
+                return None;
+            }
+            match self.ports.directory.connections_of(&chat_room).await {
+                Ok(targets) => Some(targets),
+                Err(e) => {
+                    // Read again when publishing, as any other use case does.
+                    debug!(error = %e, "could not read the chat room's connections ahead of the join");
+                    None
+                }
+            }
+        };
+        let (result, audience) = {
+            let work =
+                std::pin::pin!(self.join_loop(room, &user, caller, &client_id, &mut created, mode));
+            let audience = std::pin::pin!(audience);
+            match select(work, audience).await {
+                Either::Left((result, pending)) => {
+                    // Wait for the audience only if there is something to tell.
+                    let audience = match &result {
+                        Ok((_, events)) if !events.is_empty() => pending.await,
+                        _ => None,
+                    };
+                    (result, audience)
+                }
+                Either::Right((audience, work)) => (work.await, audience),
+            }
+        };
         // A channel acquired for this join but not recorded for it never reached anyone: its
         // credentials were dropped unsent. (A concurrent join from another tab may have won
         // with its own channel.)
         let unused = match &result {
-            Ok(grant) => created.channel.filter(|ch| *ch != grant.own.channel),
+            Ok((grant, _)) => created.channel.filter(|ch| *ch != grant.own.channel),
             Err(_) => created.channel,
         };
         if let Some(ch) = unused {
             self.discard_unused(voice_room, &ch, created.vanished).await;
         }
-        result
+        let (grant, events) = result?;
+        self.publish_to(events, audience.map(|targets| (chat_room, targets)))
+            .await;
+        Ok(grant)
     }
 
     async fn join_loop(
@@ -518,9 +598,11 @@ impl<P: Ports> VoiceService<P> {
         client_id: &ClientId,
         created: &mut Acquired,
         mode: JoinMode,
-    ) -> Result<VoiceGrant, JoinVoiceError> {
+    ) -> Result<(VoiceGrant, Vec<VoiceEvent>), JoinVoiceError> {
         let mut cache = GrantCache::default();
         for _ in 0..=self.config.cas_retries {
+            // A channel created on this attempt, not yet recorded in the pool.
+            let mut to_record: Option<ChannelLease> = None;
             if !room.is_active() {
                 return Err(JoinVoiceError::Ended);
             }
@@ -543,28 +625,47 @@ impl<P: Ports> VoiceService<P> {
                             voice_room: room.id().clone(),
                             owner: user.clone(),
                         };
-                        let ch = self.acquire_channel(&tags, !created.pool_tried).await?;
+                        // A new channel is recorded in the pool beside the grant below,
+                        // not before it (issue 14: a pool miss waits one round trip less).
+                        let (ch, lease) = self.new_channel(&tags, !created.pool_tried).await?;
                         created.pool_tried = true;
+                        to_record = lease;
                         created.channel.insert(ch).clone()
                     }
                 },
             };
             let mut next = room.clone();
-            let outcome = next
-                .join(
-                    user.clone(),
-                    caller.clone(),
-                    channel.clone(),
-                    self.ports.clock.now(),
-                )
-                .map_err(|e| match e {
-                    TransitionError::Full { capacity } => JoinVoiceError::RoomFull { capacity },
-                    _ => JoinVoiceError::Ended,
-                })?;
-            let (own, peers, credentials, issued_at) = match self
-                .grant_for(&next, user, caller, client_id, &mut cache)
-                .await
-            {
+            let outcome = match next.join(
+                user.clone(),
+                caller.clone(),
+                channel.clone(),
+                self.ports.clock.now(),
+            ) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // Record the new channel first, so that it goes back to the pool.
+                    if let Some(lease) = to_record.take() {
+                        self.record_new(&lease, created).await?;
+                    }
+                    return Err(match e {
+                        TransitionError::Full { capacity } => JoinVoiceError::RoomFull { capacity },
+                        _ => JoinVoiceError::Ended,
+                    });
+                }
+            };
+            // The endpoints and credentials, and (for a channel just created) its record in
+            // the pool, at once: all of them finish before the room write, so no channel is
+            // left without a participant or the pool, and none is named in a reply unrecorded.
+            let granted = self.grant_for(&next, user, caller, client_id, &mut cache);
+            let granted = match to_record.take() {
+                Some(lease) => {
+                    let (granted, recorded) = join(granted, self.record_new(&lease, created)).await;
+                    recorded?;
+                    granted
+                }
+                None => granted.await,
+            };
+            let (own, peers, credentials, issued_at) = match granted {
                 Ok(grant) => grant,
                 Err(GrantError::Vanished(e, gone)) => {
                     // A channel of the plan is gone: a peer left, or the room ended, after
@@ -655,18 +756,19 @@ impl<P: Ports> VoiceService<P> {
                     Err(e) => return Err(e.into()),
                 }
             }
-            match outcome {
+            // The caller publishes the events, to the audience it read beside this loop.
+            let events = match outcome {
                 JoinOutcome::Joined(events) => {
                     info!(user_id = %user, "participant joined");
-                    self.publish(events).await;
+                    events
                 }
                 JoinOutcome::Reconnected { events, .. } => {
                     info!(user_id = %user, "participant resumed on a new connection");
-                    self.publish(events).await;
+                    events
                 }
-                JoinOutcome::AlreadyJoined => {}
-            }
-            return Ok(VoiceGrant {
+                JoinOutcome::AlreadyJoined => Vec::new(),
+            };
+            let grant = VoiceGrant {
                 room: next,
                 user: user.clone(),
                 client_id: client_id.clone(),
@@ -675,7 +777,8 @@ impl<P: Ports> VoiceService<P> {
                 credentials,
                 issued_at,
                 newly_joined,
-            });
+            };
+            return Ok((grant, events));
         }
         Err(StoreError::VersionConflict.into())
     }
@@ -1739,17 +1842,34 @@ impl<P: Ports> VoiceService<P> {
         tags: &ChannelTags,
         try_pool: bool,
     ) -> Result<SignalingChannel, DependencyError> {
+        let (channel, lease) = self.new_channel(tags, try_pool).await?;
+        if let Some(lease) = lease {
+            self.ports.pool.add(&lease).await?;
+            info!(channel = %channel.name, "pool grown by a new channel");
+        }
+        Ok(channel)
+    }
+
+    /// [`Self::acquire_channel`] without recording a created channel in the pool: the channel,
+    /// and the lease the caller must [`ChannelPool::add`] before the channel is stored in a
+    /// room (`None` for a claimed channel, or without a pool).
+    async fn new_channel(
+        &self,
+        tags: &ChannelTags,
+        try_pool: bool,
+    ) -> Result<(SignalingChannel, Option<ChannelLease>), DependencyError> {
         let pool = &self.ports.pool;
         if !pool.is_pooling() {
-            return Ok(self
+            let channel = self
                 .ports
                 .channels
                 .create(&self.ports.ids.channel_name(), tags)
-                .await?);
+                .await?;
+            return Ok((channel, None));
         }
         if try_pool {
             if let Some(channel) = self.claim_pooled(tags).await? {
-                return Ok(channel);
+                return Ok((channel, None));
             }
         }
         let channel = self
@@ -1765,9 +1885,27 @@ impl<P: Ports> VoiceService<P> {
             },
             claimed_at: self.ports.clock.now(),
         };
-        pool.add(&lease).await?;
-        info!(channel = %channel.name, "pool grown by a new channel");
-        Ok(channel)
+        Ok((channel, Some(lease)))
+    }
+
+    /// Records a channel a join just created (`created.channel`) in the pool. If that fails,
+    /// the channel is left alone (`created.channel` forgotten) rather than given back or
+    /// deleted, as [`Self::acquire_channel`] does: the record may have landed.
+    async fn record_new(
+        &self,
+        lease: &ChannelLease,
+        created: &mut Acquired,
+    ) -> Result<(), DependencyError> {
+        match self.ports.pool.add(lease).await {
+            Ok(()) => {
+                info!(channel = %lease.channel.name, "pool grown by a new channel");
+                Ok(())
+            }
+            Err(e) => {
+                created.channel = None;
+                Err(e.into())
+            }
+        }
     }
 
     /// A free pooled channel whose quarantine is over, claimed for `tags.owner`, or `None` (no
@@ -1785,8 +1923,37 @@ impl<P: Ports> VoiceService<P> {
             user: tags.owner.clone(),
         };
         let now = self.ports.clock.now();
+        let claimed = pool.claim(&holder, now).await?;
+        self.checked_claim(&holder, claimed, now).await
+    }
+
+    /// The pooled channel `arn` (a candidate the pool's `find` gave), claimed for `tags.owner`
+    /// if it is still free and out of quarantine, or `None` (someone else was first).
+    async fn claim_found_pooled(
+        &self,
+        arn: &ChannelArn,
+        tags: &ChannelTags,
+    ) -> Result<Option<SignalingChannel>, DependencyError> {
+        let holder = LeaseHolder {
+            voice_room: tags.voice_room.clone(),
+            user: tags.owner.clone(),
+        };
+        let now = self.ports.clock.now();
+        let claimed = self.ports.pool.claim_found(arn, &holder, now).await?;
+        self.checked_claim(&holder, claimed, now).await
+    }
+
+    /// The channel of a claim made at `now`, if the slot it was taken from allowed it
+    /// ([`LeasePolicy::claimable`]); a channel the rule does not allow is put back as it was.
+    async fn checked_claim(
+        &self,
+        holder: &LeaseHolder,
+        claimed: Option<(ChannelLease, PoolSlot)>,
+        now: Timestamp,
+    ) -> Result<Option<SignalingChannel>, DependencyError> {
+        let pool = &self.ports.pool;
         let policy = self.lease_policy();
-        match pool.claim(&holder, now).await? {
+        match claimed {
             Some((lease, was)) if policy.claimable(&was, now) => {
                 debug!(channel = %lease.channel.name, "claimed a pooled channel");
                 Ok(Some(lease.channel))
@@ -1874,17 +2041,35 @@ impl<P: Ports> VoiceService<P> {
     /// Tells every connection of each event's chat room. Connections reported gone are removed
     /// from their voice rooms, and the events that causes are published in turn (each gone
     /// connection is handled once, so this terminates).
-    async fn publish(&self, mut events: Vec<VoiceEvent>) {
+    async fn publish(&self, events: Vec<VoiceEvent>) {
+        self.publish_to(events, None).await;
+    }
+
+    /// [`Self::publish`], with the connections of one chat room already read (`known`: the
+    /// join reads them beside its other calls): the first events of that chat room go to
+    /// those; anything else, and the events caused by gone connections, read the chat room's
+    /// connections as usual.
+    async fn publish_to(
+        &self,
+        mut events: Vec<VoiceEvent>,
+        mut known: Option<(ChatRoomId, Vec<ConnectionId>)>,
+    ) {
         let mut handled: HashSet<ConnectionId> = HashSet::new();
         while !events.is_empty() {
             let mut gone = Vec::new();
             for event in &events {
-                let targets = match self
-                    .ports
-                    .directory
-                    .connections_of(event.chat_room_id())
-                    .await
-                {
+                let read = match &known {
+                    Some((chat_room, targets)) if chat_room == event.chat_room_id() => {
+                        Ok(targets.clone())
+                    }
+                    _ => {
+                        self.ports
+                            .directory
+                            .connections_of(event.chat_room_id())
+                            .await
+                    }
+                };
+                let targets = match read {
                     Ok(t) => t,
                     Err(e) => {
                         warn!(error = %e, "could not list the chat room's connections; event not sent");
@@ -1913,6 +2098,8 @@ impl<P: Ports> VoiceService<P> {
                 }
             }
             events = Vec::new();
+            // What a gone connection's removal causes is published to a fresh read.
+            known = None;
             for conn in gone {
                 if handled.insert(conn.clone()) {
                     match self.remove_connection(&conn).await {

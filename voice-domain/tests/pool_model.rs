@@ -276,6 +276,32 @@ impl IdGenerator for FIds {
     }
 }
 
+/// Records `w.pool[i]` as held by `holder` since `now` (and the claim, for the overlap check).
+fn take(w: &mut World, i: usize, holder: &LeaseHolder, now: Timestamp) -> (ChannelLease, PoolSlot) {
+    let was = std::mem::replace(
+        &mut w.pool[i].slot,
+        PoolSlot::Held {
+            holder: holder.clone(),
+            claimed_at: now,
+        },
+    );
+    let channel = w.pool[i].channel.clone();
+    w.seq += 1;
+    let at = (w.seq, now.as_millis());
+    w.claims
+        .entry(channel.arn.as_str().to_owned())
+        .or_default()
+        .push(at);
+    (
+        ChannelLease {
+            channel,
+            holder: holder.clone(),
+            claimed_at: now,
+        },
+        was,
+    )
+}
+
 #[async_trait]
 impl ChannelPool for FPool {
     fn is_pooling(&self) -> bool {
@@ -293,28 +319,32 @@ impl ChannelPool for FPool {
         ) else {
             return Ok(None);
         };
-        let was = std::mem::replace(
-            &mut w.pool[i].slot,
-            PoolSlot::Held {
-                holder: holder.clone(),
-                claimed_at: now,
-            },
-        );
-        let channel = w.pool[i].channel.clone();
-        w.seq += 1;
-        let at = (w.seq, now.as_millis());
-        w.claims
-            .entry(channel.arn.as_str().to_owned())
-            .or_default()
-            .push(at);
-        Ok(Some((
-            ChannelLease {
-                channel,
-                holder: holder.clone(),
-                claimed_at: now,
-            },
-            was,
-        )))
+        Ok(Some(take(&mut w, i, holder, now)))
+    }
+    async fn find(&self, now: Timestamp) -> Result<Option<ChannelArn>, PoolError> {
+        let w = lock(&self.0);
+        let broken = w.ignore_quarantine;
+        Ok(w
+            .pool
+            .iter()
+            .find(|p| matches!(p.slot, PoolSlot::Free { free_from, .. } if broken || free_from <= now))
+            .map(|p| p.channel.arn.clone()))
+    }
+    async fn claim_found(
+        &self,
+        arn: &ChannelArn,
+        holder: &LeaseHolder,
+        now: Timestamp,
+    ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError> {
+        let mut w = lock(&self.0);
+        let broken = w.ignore_quarantine;
+        let Some(i) = w.pool.iter().position(|p| {
+            p.channel.arn == *arn
+                && matches!(p.slot, PoolSlot::Free { free_from, .. } if broken || free_from <= now)
+        }) else {
+            return Ok(None);
+        };
+        Ok(Some(take(&mut w, i, holder, now)))
     }
     async fn add(&self, lease: &ChannelLease) -> Result<(), PoolError> {
         let mut w = lock(&self.0);
