@@ -355,6 +355,10 @@ pub async fn serve_voice(addr: SocketAddr, opts: ServeOpts) -> anyhow::Result<()
             burst: u32::MAX,
             per_second: 1e12,
         },
+        user_message_limit: voice_server::RateLimit {
+            burst: 1_000_000_000,
+            per_second: 1e9,
+        },
         new_users_per_ip_per_hour: u32::MAX,
         // A fan-out room has up to thousands of members asking at once: the chat quotas (abuse
         // limits) are out of scope here too.

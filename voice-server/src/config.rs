@@ -90,6 +90,9 @@ pub struct Config {
     /// Bytes per user across all of the user's connections; `burst` is at least one largest
     /// frame ([`crate::ws::MAX_FRAME_BYTES`]).
     pub user_byte_limit: RateLimit,
+    /// Chat messages (`sendMessage`) per user across all of the user's connections: each is
+    /// stored and fanned out to every member of its room.
+    pub user_message_limit: RateLimit,
     /// New users (a `hello` without a usable resume token) per IP address per hour.
     pub new_users_per_ip_per_hour: u32,
     /// Outgoing messages queued per connection before it is dropped as too slow.
@@ -158,6 +161,12 @@ impl Default for Config {
             user_byte_limit: RateLimit {
                 burst: 512 * 1024,
                 per_second: 128.0 * 1024.0,
+            },
+            // 5 messages/s after a burst of 20: far above anyone typing or pasting, far below
+            // what a script fans out to a full room at the frame budget.
+            user_message_limit: RateLimit {
+                burst: 20,
+                per_second: 5.0,
             },
             new_users_per_ip_per_hour: 30,
             queue_capacity: 256,
@@ -253,6 +262,9 @@ impl Config {
             || self.user_byte_limit.per_second <= 0.0
         {
             return Err(ConfigError::UserByteLimit);
+        }
+        if self.user_message_limit.burst == 0 || self.user_message_limit.per_second <= 0.0 {
+            return Err(ConfigError::UserRateLimit);
         }
         if self.new_users_per_ip_per_hour == 0 {
             return Err(ConfigError::NewUsersPerIp);
@@ -574,6 +586,12 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(16384..))]
     pub user_bytes_per_sec: u32,
 
+    /// Chat messages per second one user may post across all their connections (burst: 4 s
+    /// of it); beyond it `sendMessage` answers RATE_LIMITED.
+    #[arg(long, env = "VOICE_USER_MESSAGES_PER_SEC", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub user_messages_per_sec: u32,
+
     /// New users (a `hello` without a saved session) one IP address may create per hour;
     /// beyond it `hello` answers QUOTA_EXCEEDED. Behind a reverse proxy every client has the
     /// proxy's address: raise it there.
@@ -686,6 +704,10 @@ impl Cli {
                 burst: self.user_bytes_per_sec.saturating_mul(4),
                 per_second: f64::from(self.user_bytes_per_sec),
             },
+            user_message_limit: RateLimit {
+                burst: self.user_messages_per_sec.saturating_mul(4),
+                per_second: f64::from(self.user_messages_per_sec),
+            },
             new_users_per_ip_per_hour: self.max_new_users_per_ip_per_hour,
             chat_limits: chat_domain::ChatLimits {
                 rooms_per_user: usize::try_from(self.max_rooms_per_user).unwrap_or(usize::MAX),
@@ -791,6 +813,11 @@ mod tests {
                 "user_byte_limit",
                 format!("{:?}", cli.user_byte_limit),
                 format!("{:?}", lib.user_byte_limit),
+            ),
+            (
+                "user_message_limit",
+                format!("{:?}", cli.user_message_limit),
+                format!("{:?}", lib.user_message_limit),
             ),
             (
                 "new_users_per_ip_per_hour",

@@ -265,6 +265,7 @@ pub(crate) fn prepare(
             budgets: Arc::new(quota::UserBudgets::new(
                 config.user_rate_limit,
                 config.user_byte_limit,
+                config.user_message_limit,
             )),
             sign_ups,
         },

@@ -2,9 +2,9 @@
 //! bypassed by opening more connections, and a `hello` without a resume token creates a user
 //! row forever. Two budgets close that:
 //!
-//! - [`UserBudgets`]: frames and bytes per *user*, shared by all of that user's connections,
-//!   charged after the per-connection bucket (so one user with three tabs gets what one heavy
-//!   tab gets, not three times it).
+//! - [`UserBudgets`]: frames, bytes and chat messages per *user*, shared by all of that user's
+//!   connections, charged after the per-connection bucket (so one user with three tabs gets
+//!   what one heavy tab gets, not three times it).
 //! - [`SignUps`]: new users per IP address per hour, the [`SignUpGate`] the chat rules ask
 //!   before creating a user (nothing is stored when it refuses).
 //!
@@ -107,47 +107,73 @@ pub enum OverBudget {
     Frames,
     /// More bytes than the user's connections may send together.
     Bytes,
+    /// More chat messages than the user may post. A message is stored and fanned out to every
+    /// member of its room, so it costs the server far more than a frame: at the frame budget
+    /// one user's messages to a 22-member room doubled a bystander's p99 (BENCHMARKS.md
+    /// "One-user floods").
+    Messages,
 }
 
-/// Per-user frame and byte buckets, shared by every connection of the user.
+/// One user's buckets: frames, bytes, chat messages.
+type UserBuckets = (Bucket, Bucket, Bucket);
+
+/// Per-user frame, byte and chat-message buckets, shared by every connection of the user.
 #[derive(Debug)]
 pub struct UserBudgets {
     frames: RateLimit,
     bytes: RateLimit,
-    users: Mutex<HashMap<UserId, (Bucket, Bucket)>>,
+    messages: RateLimit,
+    users: Mutex<HashMap<UserId, UserBuckets>>,
 }
 
 impl UserBudgets {
-    /// Budgets of `frames` and `bytes` per user.
-    pub fn new(frames: RateLimit, bytes: RateLimit) -> Self {
+    /// Budgets of `frames`, `bytes` and chat `messages` per user.
+    pub fn new(frames: RateLimit, bytes: RateLimit, messages: RateLimit) -> Self {
         Self {
             frames,
             bytes,
+            messages,
             users: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Charges one frame of `len` bytes to `user`.
+    /// Charges one frame of `len` bytes to `user`, and one chat message if `message`.
     ///
     /// # Errors
-    /// [`OverBudget`] when the user's connections together are over either budget; nothing is
+    /// [`OverBudget`] when the user's connections together are over a budget; nothing is
     /// charged then.
-    pub fn take(&self, user: &UserId, len: usize, now: Instant) -> Result<(), OverBudget> {
+    pub fn take(
+        &self,
+        user: &UserId,
+        len: usize,
+        message: bool,
+        now: Instant,
+    ) -> Result<(), OverBudget> {
         let mut users = lock(&self.users);
         if users.len() >= MAX_ENTRIES && !users.contains_key(user) {
-            users.retain(|_, (f, b)| !(f.is_full(now) && b.is_full(now)));
+            users.retain(|_, (f, b, m)| !(f.is_full(now) && b.is_full(now) && m.is_full(now)));
         }
-        let (frames, bytes) = users
-            .entry(user.clone())
-            .or_insert_with(|| (Bucket::new(self.frames), Bucket::new(self.bytes)));
+        let (frames, bytes, messages) = users.entry(user.clone()).or_insert_with(|| {
+            (
+                Bucket::new(self.frames),
+                Bucket::new(self.bytes),
+                Bucket::new(self.messages),
+            )
+        });
         let cost = u32::try_from(len).unwrap_or(u32::MAX);
         if !bytes.can_take(cost, now) {
             return Err(OverBudget::Bytes);
+        }
+        if message && !messages.can_take(1, now) {
+            return Err(OverBudget::Messages);
         }
         if !frames.take(now) {
             return Err(OverBudget::Frames);
         }
         bytes.take_n(cost, now);
+        if message {
+            messages.take_n(1, now);
+        }
         Ok(())
     }
 }
@@ -270,16 +296,21 @@ mod tests {
                 burst: 100,
                 per_second: 0.001,
             },
+            RateLimit {
+                burst: 1,
+                per_second: 0.001,
+            },
         );
         let now = Instant::now();
         let ann = UserId::parse("ann").unwrap();
         let bob = UserId::parse("bob").unwrap();
-        assert_eq!(budgets.take(&ann, 200, now), Err(OverBudget::Bytes));
-        assert_eq!(budgets.take(&ann, 60, now), Ok(()));
-        assert_eq!(budgets.take(&ann, 60, now), Err(OverBudget::Bytes));
-        assert_eq!(budgets.take(&ann, 10, now), Ok(()));
-        assert_eq!(budgets.take(&ann, 10, now), Ok(()));
-        assert_eq!(budgets.take(&ann, 10, now), Err(OverBudget::Frames));
-        assert_eq!(budgets.take(&bob, 10, now), Ok(()), "budgets are per user");
+        assert_eq!(budgets.take(&ann, 200, false, now), Err(OverBudget::Bytes));
+        assert_eq!(budgets.take(&ann, 60, true, now), Ok(()));
+        assert_eq!(budgets.take(&ann, 60, false, now), Err(OverBudget::Bytes));
+        assert_eq!(budgets.take(&ann, 10, true, now), Err(OverBudget::Messages));
+        assert_eq!(budgets.take(&ann, 10, false, now), Ok(()));
+        assert_eq!(budgets.take(&ann, 10, false, now), Ok(()));
+        assert_eq!(budgets.take(&ann, 10, false, now), Err(OverBudget::Frames));
+        assert_eq!(budgets.take(&bob, 10, true, now), Ok(()), "budgets are per user");
     }
 }

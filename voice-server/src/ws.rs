@@ -197,12 +197,22 @@ async fn run_connection(ctx: ConnectionContext, socket: WebSocket, conn: Connect
         let admitted = if !bucket.take(now) {
             Err("too many requests on this connection; slow down and retry")
         } else if let Some(u) = &user {
-            ctx.budgets.take(u, text.len(), now).map_err(|over| match over {
+            // Only frames that mention the action are parsed here (the executor parses every
+            // frame again; a false positive would only cost one more parse).
+            let message = text.contains("sendMessage")
+                && parse_frame(text.as_str())
+                    .map_or_else(|(env, _)| env, |(env, _)| env)
+                    .action
+                    == "sendMessage";
+            ctx.budgets.take(u, text.len(), message, now).map_err(|over| match over {
                 OverBudget::Frames => {
                     "too many requests from your account (all your connections together); slow down and retry"
                 }
                 OverBudget::Bytes => {
                     "too much data from your account (all your connections together); slow down and retry"
+                }
+                OverBudget::Messages => {
+                    "you are sending messages too fast (all your connections together); wait a moment and send again"
                 }
             })
         } else {

@@ -578,6 +578,60 @@ async fn a_users_connections_share_one_frame_and_byte_budget() {
     );
 }
 
+/// A chat message costs the server a durable write and one frame per member of its room, so
+/// the user's frame budget (100/s) let one script post 100 messages a second to a full room,
+/// and a bystander's p99 doubled (BENCHMARKS.md "One-user floods"). Messages have a budget of
+/// their own per user, across connections; other requests of that user still pass, and other
+/// users are not affected.
+#[tokio::test]
+async fn a_users_chat_messages_have_their_own_budget_across_connections() {
+    let app = spawn_app_with(|c| {
+        c.user_message_limit = voice_server::RateLimit {
+            burst: 3,
+            per_second: 0.001,
+        };
+    })
+    .await;
+    let (mut ada, mut bo, room) = room_with_member(&app).await;
+    let token = bo.ok("hello", json!({ "name": "Bo" })).await["resumeToken"]
+        .as_str()
+        .expect("a resume token")
+        .to_owned();
+    let mut bo2 = app.connect().await;
+    bo2.ok("hello", json!({ "name": "Bo", "resumeToken": token }))
+        .await;
+    let (mut posted, mut limited) = (0, 0);
+    for i in 0..6 {
+        let tab = if i % 2 == 0 { &mut bo } else { &mut bo2 };
+        let reply = tab
+            .request("sendMessage", json!({ "roomId": room, "text": format!("m{i}") }))
+            .await;
+        if reply["ok"] == json!(true) {
+            posted += 1;
+        } else {
+            assert_eq!(reply["error"]["code"], "RATE_LIMITED", "{reply}");
+            assert_eq!(reply["error"]["retryable"], true, "{reply}");
+            let message = reply["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("sending messages too fast"), "{message}");
+            limited += 1;
+        }
+    }
+    assert_eq!((posted, limited), (3, 3), "one message budget for both tabs");
+    // Other requests of the same user are not messages.
+    bo2.ok("ping", json!({})).await;
+    // Only what was acknowledged is stored, and the admin still posts.
+    ada.ok("sendMessage", json!({ "roomId": room, "text": "still here" }))
+        .await;
+    let history = ada.ok("getMessages", json!({ "roomId": room })).await;
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["m0", "m1", "m2", "still here"], "{history}");
+}
+
 /// Finding 5: every `hello` without a resume token made a user row forever, so one address
 /// could mint users (and a join request per user) without end. Past the per-address quota a
 /// new user is refused and nothing is stored; a returning user with a saved session still

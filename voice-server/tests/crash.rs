@@ -504,13 +504,16 @@ async fn acknowledged_writes_survive_kill_9_under_load() {
     let data = tmp.path().join("voice-data");
     let mut server = ServerProcess::start(
         &data,
-        // The load creates rooms and join requests far beyond one person's quotas: lift them.
+        // The load creates rooms, join requests and messages far beyond one person's quotas:
+        // lift them.
         &[
             "--max-rooms-per-user",
             "100000",
             "--max-pending-per-room",
             "100000",
             "--max-pending-per-user",
+            "100000",
+            "--user-messages-per-sec",
             "100000",
         ],
     )

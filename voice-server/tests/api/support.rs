@@ -67,6 +67,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         per_second: 1e12,
     };
     config.user_byte_limit = config.user_rate_limit;
+    config.user_message_limit = config.user_rate_limit;
     tweak(&mut config);
     let server = voice_server::spawn(config).await.expect("server starts");
     TestApp { server }
