@@ -311,6 +311,10 @@ mod tests {
         assert_eq!(budgets.take(&ann, 10, false, now), Ok(()));
         assert_eq!(budgets.take(&ann, 10, false, now), Ok(()));
         assert_eq!(budgets.take(&ann, 10, false, now), Err(OverBudget::Frames));
-        assert_eq!(budgets.take(&bob, 10, true, now), Ok(()), "budgets are per user");
+        assert_eq!(
+            budgets.take(&bob, 10, true, now),
+            Ok(()),
+            "budgets are per user"
+        );
     }
 }

@@ -604,7 +604,10 @@ async fn a_users_chat_messages_have_their_own_budget_across_connections() {
     for i in 0..6 {
         let tab = if i % 2 == 0 { &mut bo } else { &mut bo2 };
         let reply = tab
-            .request("sendMessage", json!({ "roomId": room, "text": format!("m{i}") }))
+            .request(
+                "sendMessage",
+                json!({ "roomId": room, "text": format!("m{i}") }),
+            )
             .await;
         if reply["ok"] == json!(true) {
             posted += 1;
@@ -616,12 +619,19 @@ async fn a_users_chat_messages_have_their_own_budget_across_connections() {
             limited += 1;
         }
     }
-    assert_eq!((posted, limited), (3, 3), "one message budget for both tabs");
+    assert_eq!(
+        (posted, limited),
+        (3, 3),
+        "one message budget for both tabs"
+    );
     // Other requests of the same user are not messages.
     bo2.ok("ping", json!({})).await;
     // Only what was acknowledged is stored, and the admin still posts.
-    ada.ok("sendMessage", json!({ "roomId": room, "text": "still here" }))
-        .await;
+    ada.ok(
+        "sendMessage",
+        json!({ "roomId": room, "text": "still here" }),
+    )
+    .await;
     let history = ada.ok("getMessages", json!({ "roomId": room })).await;
     let texts: Vec<&str> = history["messages"]
         .as_array()
