@@ -778,7 +778,7 @@ mod tests {
     fn the_binarys_defaults_are_the_configs_defaults() {
         let cli = parse(&[]).unwrap();
         let lib = Config::default();
-        let pairs: [(&str, String, String); 20] = [
+        let pairs: [(&str, String, String); 21] = [
             (
                 "capacity",
                 format!("{:?}", cli.capacity),
