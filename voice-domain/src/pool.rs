@@ -86,6 +86,15 @@ pub enum PoolSlot {
     },
 }
 
+impl PoolSlot {
+    /// Whether a channel in this slot may be claimed at `now`: free, its quarantine over. The
+    /// one test of it, for the service's rule ([`LeasePolicy::claimable`]) and the adapters'
+    /// claims alike.
+    pub fn claimable_at(&self, now: Timestamp) -> bool {
+        matches!(self, PoolSlot::Free { free_from, .. } if *free_from <= now)
+    }
+}
+
 /// One channel of the pool, as listed for the sweep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PooledChannel {
@@ -152,7 +161,7 @@ impl LeasePolicy {
 
     /// Whether a channel in `slot` may be claimed at `now`.
     pub fn claimable(&self, slot: &PoolSlot, now: Timestamp) -> bool {
-        matches!(slot, PoolSlot::Free { free_from, .. } if *free_from <= now)
+        slot.claimable_at(now)
     }
 
     /// Whether a channel in `slot` has been free and unused long enough to be deleted at `now`.
