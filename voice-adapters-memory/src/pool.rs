@@ -43,7 +43,7 @@ fn best(pool: &[PooledChannel], now: Timestamp) -> Option<usize> {
     pool.iter()
         .enumerate()
         .filter_map(|(i, p)| match p.slot {
-            PoolSlot::Free { free_from, .. } if p.slot.claimable_at(now) => Some((free_from, i)),
+            PoolSlot::Free { free_from, .. } if free_from <= now => Some((free_from, i)),
             _ => None,
         })
         .max()
@@ -102,10 +102,10 @@ impl ChannelPool for MemoryPool {
         now: Timestamp,
     ) -> Result<Option<(ChannelLease, PoolSlot)>, PoolError> {
         let mut pool = self.lock();
-        let Some(i) = pool
-            .iter()
-            .position(|p| p.channel.arn == *arn && p.slot.claimable_at(now))
-        else {
+        let Some(i) = pool.iter().position(|p| {
+            p.channel.arn == *arn
+                && matches!(p.slot, PoolSlot::Free { free_from, .. } if free_from <= now)
+        }) else {
             return Ok(None);
         };
         Ok(Some(take(&mut pool, i, holder, now)))

@@ -86,15 +86,6 @@ pub enum PoolSlot {
     },
 }
 
-impl PoolSlot {
-    /// Whether a channel in this slot may be claimed at `now`: free, its quarantine over. The
-    /// one test of it, for the service's rule ([`LeasePolicy::claimable`]) and the adapters'
-    /// claims alike.
-    pub fn claimable_at(&self, now: Timestamp) -> bool {
-        matches!(self, PoolSlot::Free { free_from, .. } if *free_from <= now)
-    }
-}
-
 /// One channel of the pool, as listed for the sweep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PooledChannel {
@@ -161,7 +152,7 @@ impl LeasePolicy {
 
     /// Whether a channel in `slot` may be claimed at `now`.
     pub fn claimable(&self, slot: &PoolSlot, now: Timestamp) -> bool {
-        slot.claimable_at(now)
+        matches!(slot, PoolSlot::Free { free_from, .. } if *free_from <= now)
     }
 
     /// Whether a channel in `slot` has been free and unused long enough to be deleted at `now`.

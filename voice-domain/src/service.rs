@@ -1844,16 +1844,10 @@ impl<P: Ports> VoiceService<P> {
     ) -> Result<SignalingChannel, DependencyError> {
         let (channel, lease) = self.new_channel(tags, try_pool).await?;
         if let Some(lease) = lease {
-            self.add_to_pool(&lease).await?;
+            self.ports.pool.add(&lease).await?;
+            info!(channel = %channel.name, "pool grown by a new channel");
         }
         Ok(channel)
-    }
-
-    /// Records a channel just created for `lease.holder` in the pool.
-    async fn add_to_pool(&self, lease: &ChannelLease) -> Result<(), DependencyError> {
-        self.ports.pool.add(lease).await?;
-        info!(channel = %lease.channel.name, "pool grown by a new channel");
-        Ok(())
     }
 
     /// [`Self::acquire_channel`] without recording a created channel in the pool: the channel,
@@ -1902,11 +1896,16 @@ impl<P: Ports> VoiceService<P> {
         lease: &ChannelLease,
         created: &mut Acquired,
     ) -> Result<(), DependencyError> {
-        let added = self.add_to_pool(lease).await;
-        if added.is_err() {
-            created.channel = None;
+        match self.ports.pool.add(lease).await {
+            Ok(()) => {
+                info!(channel = %lease.channel.name, "pool grown by a new channel");
+                Ok(())
+            }
+            Err(e) => {
+                created.channel = None;
+                Err(e.into())
+            }
         }
-        added
     }
 
     /// A free pooled channel whose quarantine is over, claimed for `tags.owner`, or `None` (no
